@@ -1,0 +1,89 @@
+# visor - non-recursive Makefile.
+#
+#   make            build build/visor (static, -Werror)
+#   make test       unit tests (plain + ASan/UBSan), KVM-level tests, lab tests
+#   make run        build the default guest and boot it (nested lab if needed)
+#   make unit       unit tests only;  make asan  sanitizer unit tests only
+#   make CC=clang   any of the above with clang
+#
+CC ?= gcc
+BUILD ?= build
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c17 $(WARN) -D_GNU_SOURCE -DVISOR_VERSION='"0.1.0 ($(VERSION))"' \
+	-fno-strict-aliasing -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP $(CFLAGS)
+LDFLAGS ?=
+LDLIBS := -lpthread
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+SRCS := $(shell find src -name '*.c' | sort)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+OBJS := $(SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SAN_OBJS := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
+
+.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps format
+all: $(BUILD)/visor
+
+$(BUILD)/visor: $(OBJS)
+	$(CC) $(ALL_CFLAGS) -static $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -U_FORTIFY_SOURCE -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests-san/%: tests/unit/%.c $(SAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -U_FORTIFY_SOURCE -o $@ $^ $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	tests/run-unit $(UNIT_BINS)
+
+asan: $(SAN_BINS)
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run-unit $(SAN_BINS)
+
+# Synthetic guests for the KVM-level tests (freestanding, no libc).
+GUEST_CFLAGS := -std=c17 -Wall -Wextra -Werror -O2 -ffreestanding -fno-pic -fno-pie \
+	-mno-red-zone -mgeneral-regs-only -fno-stack-protector -nostdlib -static \
+	-Wl,-T,tests/kvm/guest.ld -Wl,--build-id=none -no-pie
+KVM_GUEST_SRCS := $(wildcard tests/kvm/guest_*.c)
+KVM_GUESTS := $(KVM_GUEST_SRCS:tests/kvm/%.c=$(BUILD)/kvm/%.elf)
+$(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/guest.ld
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) -o $@ tests/kvm/entry.S $<
+
+kvm-guests: $(KVM_GUESTS)
+
+test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS)
+	tests/run-all
+
+run: all
+	tools/run-default
+
+guest:
+	tools/mkguest
+
+deps:
+	tools/install-deps
+
+format:
+	clang-format -i $(SRCS) $(wildcard src/*/*.h src/*/*/*.h tests/unit/*.c)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * layout.h - the x86 machine visor presents to a guest: guest-physical memory
+ * map, I/O ports and IRQ numbers.  Every module that places something in the
+ * guest's address spaces takes the address from here, so the whole map can
+ * be read in one place.
+ *
+ * Guest-physical memory (low 1 MiB follows the PC conventions Linux expects):
+ *
+ *   0x0000_0000 - 0x0000_0fff   real-mode IVT / BDA (RAM, left zero)
+ *   0x0000_6000                 PVH hvm_start_info + memmap + modlist
+ *   0x0000_7000                 Linux boot_params ("zero page")
+ *   0x0000_9000 - 0x0000_dfff   identity page tables for 64-bit entry
+ *   0x0000_e000                 GDT used at entry
+ *   0x0002_0000                 kernel command line (up to 64 KiB)
+ *   0x0009_fc00 - 0x0009_ffff   EBDA (reserved): MP floating pointer + table
+ *   0x000a_0000 - 0x000d_ffff   VGA/option-ROM hole (not RAM)
+ *   0x000e_0000 - 0x000f_ffff   "BIOS" area (reserved): ACPI RSDP + tables
+ *   0x0010_0000 - low_end       RAM (kernel loaded at its preferred address)
+ *   0xc000_0000 - 0xffff_ffff   32-bit MMIO hole (PCI, IOAPIC, LAPIC)
+ *   0x1_0000_0000 - ...         RAM above 4 GiB for large guests
+ */
+#ifndef VISOR_ARCH_X86_LAYOUT_H
+#define VISOR_ARCH_X86_LAYOUT_H
+
+#define GPA_PVH_START_INFO 0x6000ULL
+#define GPA_ZERO_PAGE 0x7000ULL
+#define GPA_PAGE_TABLES 0x9000ULL
+#define GPA_PAGE_TABLES_END 0xe000ULL
+#define GPA_GDT 0xe000ULL
+#define GPA_CMDLINE 0x20000ULL
+#define CMDLINE_AREA_MAX 0x10000ULL
+#define GPA_EBDA 0x9fc00ULL
+#define GPA_EBDA_END 0xa0000ULL
+#define GPA_MPTABLE GPA_EBDA
+#define GPA_VGA_HOLE 0xa0000ULL
+#define GPA_BIOS_AREA 0xe0000ULL
+#define GPA_BIOS_AREA_END 0x100000ULL
+#define GPA_ACPI_TABLES GPA_BIOS_AREA
+#define ACPI_TABLES_MAX (GPA_BIOS_AREA_END - GPA_BIOS_AREA)
+#define GPA_HIGH_MEMORY 0x100000ULL
+
+/* 32-bit MMIO hole: RAM never sits here. */
+#define GPA_MMIO_HOLE 0xc0000000ULL
+#define GPA_MMIO_HOLE_END 0x100000000ULL
+#define GPA_IOAPIC 0xfec00000ULL
+#define GPA_LAPIC 0xfee00000ULL
+
+/* I/O ports */
+#define PORT_COM1 0x3f8
+#define PORT_COM1_LEN 8
+#define PORT_I8042_DATA 0x60
+#define PORT_I8042_CMD 0x64
+#define PORT_RTC 0x70
+#define PORT_RTC_LEN 2
+/* ACPI fixed hardware (FADT): PM1a event block, PM1a control, PM timer. */
+#define PORT_ACPI_PM1A_EVT 0x600
+#define PORT_ACPI_PM1A_EVT_LEN 4
+#define PORT_ACPI_PM1A_CNT 0x604
+#define PORT_ACPI_PM1A_CNT_LEN 2
+#define PORT_ACPI_PM_TMR 0x608
+#define PORT_ACPI_PM_TMR_LEN 4
+/* FADT RESET_REG: writing ACPI_RESET_VALUE here resets the machine. */
+#define PORT_ACPI_RESET 0xcf9
+#define ACPI_RESET_VALUE 0x06
+/* SLP_TYP visor's DSDT gives \_S5; PM1a_CNT.SLP_TYP == this with SLP_EN = off. */
+#define ACPI_S5_SLP_TYP 5
+/* pvpanic (ACPI _HID "QEMU0001"), one byte: bit0 = guest panicked. */
+#define PORT_PVPANIC 0x505
+/* Boot-time device: the guest writes BOOTDEV_MAGIC (one byte) when its
+ * init starts; visor logs the time since visor's process start. */
+#define PORT_BOOTDEV 0x520
+#define BOOTDEV_MAGIC 0x7b
+
+/* Legacy IRQs (ISA numbering, GSI == IRQ except IRQ0 -> GSI 2 override) */
+#define IRQ_COM1 4
+#define IRQ_RTC 8
+#define IRQ_ACPI_SCI 9
+#define IOAPIC_NUM_PINS 24
+
+#endif
