@@ -59,7 +59,7 @@ asan: $(SAN_BINS)
 # Synthetic guests for the KVM-level tests (freestanding, no libc).
 GUEST_CFLAGS := -std=c17 -Wall -Wextra -Werror -O2 -ffreestanding -fno-pic -fno-pie \
 	-mno-red-zone -mgeneral-regs-only -fno-stack-protector -nostdlib -static \
-	-Wl,-T,tests/kvm/guest.ld -Wl,--build-id=none -no-pie
+	-Wl,-T,tests/kvm/guest.ld -Wl,--build-id=none -Wl,--no-warn-rwx-segments -Wa,--noexecstack -no-pie
 KVM_GUEST_SRCS := $(wildcard tests/kvm/guest_*.c)
 KVM_GUESTS := $(KVM_GUEST_SRCS:tests/kvm/%.c=$(BUILD)/kvm/%.elf)
 $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/guest.ld

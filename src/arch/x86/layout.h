@@ -10,8 +10,9 @@
  *   0x0000_0000 - 0x0000_0fff   real-mode IVT / BDA (RAM, left zero)
  *   0x0000_6000                 PVH hvm_start_info + memmap + modlist
  *   0x0000_7000                 Linux boot_params ("zero page")
- *   0x0000_9000 - 0x0000_dfff   identity page tables for 64-bit entry
- *   0x0000_e000                 GDT used at entry
+ *   0x0000_9000 - 0x0000_efff   identity page tables for 64-bit entry
+ *                               (PML4, PDPT, 4 PDs of 2 MiB pages: 0-4 GiB)
+ *   0x0000_f000                 GDT used at entry
  *   0x0002_0000                 kernel command line (up to 64 KiB)
  *   0x0009_fc00 - 0x0009_ffff   EBDA (reserved): MP floating pointer + table
  *   0x000a_0000 - 0x000d_ffff   VGA/option-ROM hole (not RAM)
@@ -26,8 +27,8 @@
 #define GPA_PVH_START_INFO 0x6000ULL
 #define GPA_ZERO_PAGE 0x7000ULL
 #define GPA_PAGE_TABLES 0x9000ULL
-#define GPA_PAGE_TABLES_END 0xe000ULL
-#define GPA_GDT 0xe000ULL
+#define GPA_PAGE_TABLES_END 0xf000ULL
+#define GPA_GDT 0xf000ULL
 #define GPA_CMDLINE 0x20000ULL
 #define CMDLINE_AREA_MAX 0x10000ULL
 #define GPA_EBDA 0x9fc00ULL

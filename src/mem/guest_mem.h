@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * guest_mem.h - guest RAM and the one checked door into it.
+ *
+ * Guest RAM is a single anonymous MAP_NORESERVE mapping (pages are only
+ * backed once touched), marked MADV_DONTDUMP so a core dump of visor never
+ * contains guest data.  It is presented to the guest as up to
+ * GUEST_MEM_MAX_REGIONS guest-physical regions (on x86: below the 32-bit MMIO
+ * hole and above 4 GiB); all regions are slices of that one mapping.
+ *
+ * Every VMM access to guest memory goes through gpa_to_hva(), which checks
+ * the WHOLE range [gpa, gpa+len) (overflow, region bounds, holes) and never
+ * returns a pointer for a range that is not entirely RAM.
+ */
+#ifndef VISOR_MEM_GUEST_MEM_H
+#define VISOR_MEM_GUEST_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GUEST_MEM_MAX_REGIONS 4
+
+struct guest_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;
+};
+
+struct guest_mem {
+	uint8_t *base;   /* the mapping */
+	uint64_t size;   /* total RAM bytes */
+	int nregions;
+	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/* Map @size bytes of guest RAM (a multiple of 4 KiB) and lay it out as RAM
+ * from 0 up to @hole_start and the rest from @hole_end upwards.
+ * Returns 0, -EINVAL (size 0, unaligned, overflow) or -ENOMEM. */
+int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end);
+
+/* Unmap guest RAM.  Safe on a zeroed or already-destroyed struct. */
+void guest_mem_destroy(struct guest_mem *m);
+
+/* Host pointer for guest-physical [gpa, gpa+len) when the whole range lies
+ * in ONE RAM region; NULL otherwise (len 0 is treated as 1). */
+void *gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Copy into / out of guest RAM through gpa_to_hva.  0 or -EFAULT. */
+int guest_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
+int guest_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+
+/* End (exclusive) of the region that contains @gpa, or 0 if none. */
+uint64_t guest_region_end(const struct guest_mem *m, uint64_t gpa);
+
+#endif

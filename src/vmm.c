@@ -1,0 +1,654 @@
+/* SPDX-License-Identifier: MIT */
+#include "vmm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "arch/x86/acpi.h"
+#include "arch/x86/boot.h"
+#include "arch/x86/cpu.h"
+#include "arch/x86/layout.h"
+#include "arch/x86/mptable.h"
+#include "console.h"
+#include "devices/acpi_pm.h"
+#include "devices/bootdev.h"
+#include "devices/bus.h"
+#include "devices/i8042.h"
+#include "devices/irq.h"
+#include "devices/pvpanic.h"
+#include "devices/rtc.h"
+#include "devices/serial.h"
+#include "event/loop.h"
+#include "kvm/kvm.h"
+#include "mem/guest_mem.h"
+#include "util/log.h"
+#include "vcpu_exit.h"
+
+/* Files larger than this are not kernels or initrds we will read. */
+#define MAX_KERNEL_SIZE (512ULL << 20)
+
+struct vcpu {
+	struct kvm_vcpu kv;
+	pthread_t thread;
+	bool started;
+	struct vmm *vm;
+};
+
+struct vmm {
+	struct vm_config cfg;
+	uint64_t start_ns;
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct boot_image img;
+	struct bus pio, mmio;
+	struct irq_line irq_com1, irq_rtc, irq_sci;
+
+	struct serial serial;
+	struct rtc rtc;
+	struct i8042 i8042;
+	struct acpi_pm pm;
+	struct pvpanic pvpanic;
+	struct bootdev bootdev;
+
+	struct vcpu *vcpus;
+	uint32_t ncpus;
+
+	struct loop loop;
+	struct console console;
+	int stop_efd;     /* written when a vCPU decides the VM is over */
+	int retry_tfd;    /* timer: retry console input the UART had no room for */
+	bool in_paused;
+	bool in_eof;
+	uint8_t pending[512];
+	size_t pending_len;
+
+	_Atomic int exit_code; /* -1 while running */
+	bool booted;
+};
+
+/* ---- stopping ----------------------------------------------------------- */
+
+/* Record why the VM ends (first reason wins) and wake the event loop. */
+static void vmm_request_exit(struct vmm *vm, int code)
+{
+	int expected = -1;
+	if (atomic_compare_exchange_strong(&vm->exit_code, &expected, code)) {
+		uint64_t one = 1;
+		ssize_t r = write(vm->stop_efd, &one, sizeof(one));
+		(void)r;
+	}
+}
+
+static void kick_signal(int sig)
+{
+	(void)sig; /* only interrupts KVM_RUN */
+}
+
+static void kick_vcpus(struct vmm *vm)
+{
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		if (!c->started)
+			continue;
+		c->kv.run->immediate_exit = 1;
+		pthread_kill(c->thread, SIGUSR1);
+	}
+}
+
+/* ---- device callbacks (called on vCPU threads) ------------------------- */
+
+static void irq_set(void *ctx, uint32_t gsi, int level)
+{
+	struct vmm *vm = ctx;
+	int r = kvm_irq_line(&vm->kvm, gsi, level);
+	if (r) {
+		static struct ratelimit rl;
+		log_ratelimited(&rl, LOG_WARN, "KVM_IRQ_LINE %u: %s", gsi, strerror(-r));
+	}
+}
+
+static void on_poweroff(void *ctx)
+{
+	log_debug("guest powered off");
+	vmm_request_exit(ctx, VMM_EXIT_POWEROFF);
+}
+
+static void on_reset(void *ctx)
+{
+	log_info("guest requested a reset: exiting with status %d", VMM_EXIT_REBOOT);
+	vmm_request_exit(ctx, VMM_EXIT_REBOOT);
+}
+
+static void on_panic(void *ctx)
+{
+	log_error("guest kernel panicked (pvpanic): exiting with status %d", VMM_EXIT_PANIC);
+	vmm_request_exit(ctx, VMM_EXIT_PANIC);
+}
+
+static void on_booted(void *ctx)
+{
+	struct vmm *vm = ctx;
+	uint64_t ns = now_ns() - vm->start_ns;
+	log_info("guest boot time: %llu.%03llu ms since visor start",
+		 (unsigned long long)(ns / 1000000), (unsigned long long)(ns / 1000 % 1000));
+}
+
+static void on_serial_tx(void *ctx, const uint8_t *buf, size_t len)
+{
+	struct vmm *vm = ctx;
+	console_write(&vm->console, buf, len);
+}
+
+/* ---- vCPU threads ------------------------------------------------------- */
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *c = arg;
+	struct vmm *vm = c->vm;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%d", c->kv.id);
+	pthread_setname_np(pthread_self(), name);
+
+	while (atomic_load(&vm->exit_code) < 0) {
+		int r = ioctl(c->kv.fd, KVM_RUN, 0);
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				c->kv.run->immediate_exit = 0;
+				continue;
+			}
+			log_error("vcpu %d: KVM_RUN failed: %s", c->kv.id, strerror(errno));
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		}
+		struct kvm_run *run = c->kv.run;
+		enum vcpu_exit_action a = vcpu_handle_exit(run, (size_t)c->kv.run_size, &vm->pio, &vm->mmio);
+		switch (a) {
+		case VCPU_CONTINUE:
+			continue;
+		case VCPU_POWEROFF:
+			vmm_request_exit(vm, VMM_EXIT_POWEROFF);
+			break;
+		case VCPU_RESET:
+			on_reset(vm);
+			break;
+		case VCPU_SHUTDOWN:
+			log_error("vcpu %d: guest triple-faulted (KVM_EXIT_SHUTDOWN)", c->kv.id);
+			x86_dump_vcpu(&c->kv, &vm->mem);
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		case VCPU_CRASH:
+			if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
+				log_error("vcpu %d: KVM internal error, suberror %u%s", c->kv.id,
+					  run->internal.suberror,
+					  run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+						  ? " (instruction emulation failed)"
+						  : "");
+				if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+				    (run->emulation_failure.flags &
+				     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+					char hex[16 * 3 + 1] = "";
+					uint8_t n = run->emulation_failure.insn_size;
+					for (uint8_t i = 0; i < n && i < 15; i++)
+						snprintf(hex + i * 3, 4, "%02x ",
+							 run->emulation_failure.insn_bytes[i]);
+					log_error("  instruction bytes: %s", hex);
+				}
+			} else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
+				log_error("vcpu %d: VM entry failed, hardware reason 0x%llx", c->kv.id,
+					  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			} else {
+				log_error("vcpu %d: unexpected exit %u (%s)", c->kv.id, run->exit_reason,
+					  vcpu_exit_name(run->exit_reason));
+			}
+			x86_dump_vcpu(&c->kv, &vm->mem);
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		}
+		break;
+	}
+	return NULL;
+}
+
+/* ---- console input (event loop thread) ---------------------------------- */
+
+static void flush_pending(struct vmm *vm)
+{
+	if (vm->pending_len) {
+		size_t n = serial_input(&vm->serial, vm->pending, vm->pending_len);
+		memmove(vm->pending, vm->pending + n, vm->pending_len - n);
+		vm->pending_len -= n;
+	}
+	struct itimerspec its = {0};
+	if (vm->pending_len) {
+		/* The UART's FIFO is full: stop reading input until it drains. */
+		if (!vm->in_paused && !vm->in_eof)
+			loop_mod(&vm->loop, vm->console.in_fd, 0);
+		vm->in_paused = true;
+		its.it_value.tv_nsec = 2000000;
+		its.it_interval.tv_nsec = 2000000;
+	} else if (vm->in_paused) {
+		if (!vm->in_eof)
+			loop_mod(&vm->loop, vm->console.in_fd, EPOLLIN);
+		vm->in_paused = false;
+	}
+	timerfd_settime(vm->retry_tfd, 0, &its, NULL);
+}
+
+static void on_stdin(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct vmm *vm = ctx;
+	uint8_t buf[sizeof(vm->pending) / 2];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		/* EOF or error: the guest keeps running without input */
+		loop_del(l, fd);
+		vm->in_eof = true;
+		return;
+	}
+	bool quit;
+	size_t m = console_filter_input(&vm->console, buf, (size_t)n,
+					vm->pending + vm->pending_len, &quit);
+	vm->pending_len += m;
+	if (quit) {
+		log_info("quit requested (Ctrl-A x)");
+		vmm_request_exit(vm, VMM_EXIT_QUIT);
+		return;
+	}
+	flush_pending(vm);
+}
+
+static void on_retry(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t ticks;
+	ssize_t r = read(fd, &ticks, sizeof(ticks));
+	(void)r;
+	flush_pending(ctx);
+}
+
+static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	ssize_t r = read(fd, &v, sizeof(v));
+	(void)r;
+	loop_stop(l);
+}
+
+/* ---- assembly ------------------------------------------------------------ */
+
+/* Read a whole file (kernel) with size and type checks. */
+static uint8_t *read_file(const char *what, const char *path, size_t *size_out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("cannot open %s '%s': %s", what, path, strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_error("%s '%s' is not a regular file", what, path);
+		close(fd);
+		return NULL;
+	}
+	if ((uint64_t)st.st_size > MAX_KERNEL_SIZE || st.st_size == 0) {
+		log_error("%s '%s' has an implausible size (%lld bytes)", what, path,
+			  (long long)st.st_size);
+		close(fd);
+		return NULL;
+	}
+	size_t size = (size_t)st.st_size;
+	uint8_t *buf = malloc(size);
+	size_t got = 0;
+	while (buf && got < size) {
+		ssize_t r = read(fd, buf + got, size - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			log_error("cannot read %s '%s': %s", what, path, r < 0 ? strerror(errno) : "short read");
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		got += (size_t)r;
+	}
+	close(fd);
+	*size_out = size;
+	return buf;
+}
+
+static int load_initrd(struct vmm *vm, uint64_t *gpa, uint64_t *size)
+{
+	const char *path = vm->cfg.initrd;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("cannot open initrd '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+		log_error("initrd '%s' is not a non-empty regular file", path);
+		close(fd);
+		return -1;
+	}
+	char err[256];
+	if (boot_place_initrd(&vm->mem, &vm->img, (uint64_t)st.st_size, gpa, err, sizeof(err))) {
+		log_error("%s", err);
+		close(fd);
+		return -1;
+	}
+	uint8_t *dst = gpa_to_hva(&vm->mem, *gpa, (uint64_t)st.st_size);
+	uint64_t got = 0;
+	while (dst && got < (uint64_t)st.st_size) {
+		ssize_t r = read(fd, dst + got, (size_t)((uint64_t)st.st_size - got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			log_error("cannot read initrd '%s': %s", path, r < 0 ? strerror(errno) : "short read");
+			close(fd);
+			return -1;
+		}
+		got += (uint64_t)r;
+	}
+	close(fd);
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int check_host_memory(uint64_t want)
+{
+	struct sysinfo si;
+	if (sysinfo(&si) == 0) {
+		uint64_t total = (uint64_t)si.totalram * si.mem_unit;
+		if (want > total) {
+			log_error("--memory %llu MiB is more than this host's RAM (%llu MiB)",
+				  (unsigned long long)(want >> 20), (unsigned long long)(total >> 20));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_guest_image(struct vmm *vm)
+{
+	char err[256];
+	size_t ksize;
+	uint8_t *kernel = read_file("kernel", vm->cfg.kernel, &ksize);
+	if (!kernel)
+		return -1;
+	int r = boot_load_kernel(kernel, ksize, &vm->mem, &vm->img, err, sizeof(err));
+	free(kernel);
+	if (r) {
+		log_error("kernel '%s': %s", vm->cfg.kernel, err);
+		return -1;
+	}
+	size_t clen = strlen(vm->cfg.cmdline);
+	if (clen > vm->img.cmdline_max || clen >= CMDLINE_AREA_MAX) {
+		log_error("kernel command line is %zu bytes; this kernel accepts at most %u", clen,
+			  vm->img.cmdline_max);
+		return -1;
+	}
+	if (guest_write(&vm->mem, GPA_CMDLINE, vm->cfg.cmdline, clen + 1))
+		return -1;
+	struct boot_params_in in = {.cmdline_gpa = GPA_CMDLINE, .cmdline_len = (uint32_t)clen};
+	if (vm->cfg.initrd && load_initrd(vm, &in.initrd_gpa, &in.initrd_size))
+		return -1;
+
+	/* Firmware tables: ACPI in the BIOS area, MP table in the EBDA. */
+	uint8_t *acpi = gpa_to_hva(&vm->mem, GPA_ACPI_TABLES, ACPI_TABLES_MAX);
+	struct acpi_config ac = {.ncpus = vm->ncpus};
+	uint64_t rsdp = 0;
+	int n = acpi ? acpi_build(acpi, ACPI_TABLES_MAX, GPA_ACPI_TABLES, &ac, &rsdp) : -EFAULT;
+	if (n < 0) {
+		log_error("cannot build ACPI tables: %s", strerror(-n));
+		return -1;
+	}
+	in.rsdp_gpa = rsdp;
+	uint8_t *mp = gpa_to_hva(&vm->mem, GPA_MPTABLE, GPA_EBDA_END - GPA_MPTABLE);
+	n = mp ? mptable_build(mp, GPA_EBDA_END - GPA_MPTABLE, GPA_MPTABLE, vm->ncpus) : -EFAULT;
+	if (n < 0)
+		log_warn("no MP table (%s); kernels without ACPI will see one CPU", strerror(-n));
+
+	if (x86_write_boot_tables(&vm->mem))
+		return -1;
+	if (vm->img.kind == BOOT_PVH) {
+		r = boot_build_pvh(&vm->mem, &in);
+	} else {
+		uint8_t *zp = gpa_to_hva(&vm->mem, GPA_ZERO_PAGE, BP_SIZE);
+		r = zp ? boot_build_params(zp, &vm->img, &vm->mem, &in) : -EFAULT;
+	}
+	if (r) {
+		log_error("cannot write boot information: %s", strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
+static int open_kvm(struct vmm *vm)
+{
+	char err[512];
+	int r = kvm_open(&vm->kvm, vm->cfg.kvm_path, err, sizeof(err));
+	if (r) {
+		log_error("%s", err);
+		return -1;
+	}
+	bool pvm;
+	if (!x86_host_has_hw_virt(&pvm) && !vm->cfg.allow_software_kvm) {
+		if (pvm)
+			log_error("%s is PVM (the kvm_pvm software hypervisor), not VT-x/AMD-V: a "
+				  "guest kernel runs about 1000x slower there and a stock Linux "
+				  "kernel does not boot in useful time. Run on a host with hardware "
+				  "virtualization, or use the nested lab (`make run` does this "
+				  "automatically); --allow-software-kvm runs anyway",
+				  vm->cfg.kvm_path);
+		else
+			log_error("this CPU reports no VT-x/AMD-V, so %s cannot run guests at "
+				  "hardware speed. Enable virtualization (or nested virtualization "
+				  "for a VM), or use the nested lab (`make run`); "
+				  "--allow-software-kvm runs anyway",
+				  vm->cfg.kvm_path);
+		return -1;
+	}
+	if (vm->ncpus > (uint32_t)vm->kvm.max_vcpus) {
+		log_error("--cpus %u is more than KVM allows on this host (%d)", vm->ncpus,
+			  vm->kvm.max_vcpus);
+		return -1;
+	}
+	if ((r = kvm_create_vm(&vm->kvm)) || (r = x86_vm_setup(&vm->kvm))) {
+		log_error("cannot create the VM: %s", strerror(-r));
+		return -1;
+	}
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		struct guest_region *g = &vm->mem.regions[i];
+		if ((r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva))) {
+			log_error("cannot register guest memory with KVM: %s", strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_devices(struct vmm *vm)
+{
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	vm->irq_com1 = (struct irq_line){irq_set, vm, IRQ_COM1};
+	vm->irq_rtc = (struct irq_line){irq_set, vm, IRQ_RTC};
+	vm->irq_sci = (struct irq_line){irq_set, vm, IRQ_ACPI_SCI};
+	int r = 0;
+	if ((r = serial_init(&vm->serial, &vm->irq_com1, on_serial_tx, vm)) ||
+	    (r = rtc_init(&vm->rtc, &vm->irq_rtc)) ||
+	    (r = i8042_init(&vm->i8042, on_reset, vm)) ||
+	    (r = acpi_pm_init(&vm->pm, &vm->irq_sci, on_poweroff, on_reset, vm)) ||
+	    (r = pvpanic_init(&vm->pvpanic, on_panic, vm)) ||
+	    (r = bootdev_init(&vm->bootdev, on_booted, vm))) {
+		log_error("cannot initialise devices: %s", strerror(-r));
+		return -1;
+	}
+	struct {
+		struct bus_dev *dev;
+		uint64_t base, len;
+	} map[] = {
+		{&vm->serial.bus, PORT_COM1, PORT_COM1_LEN},
+		{&vm->rtc.bus, PORT_RTC, PORT_RTC_LEN},
+		{&vm->i8042.data_bus, PORT_I8042_DATA, 1},
+		{&vm->i8042.cmd_bus, PORT_I8042_CMD, 1},
+		{&vm->pm.evt_bus, PORT_ACPI_PM1A_EVT, PORT_ACPI_PM1A_EVT_LEN},
+		{&vm->pm.cnt_bus, PORT_ACPI_PM1A_CNT, PORT_ACPI_PM1A_CNT_LEN},
+		{&vm->pm.tmr_bus, PORT_ACPI_PM_TMR, PORT_ACPI_PM_TMR_LEN},
+		{&vm->pm.reset_bus, PORT_ACPI_RESET, 1},
+		{&vm->pvpanic.bus, PORT_PVPANIC, 1},
+		{&vm->bootdev.bus, PORT_BOOTDEV, 1},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if ((r = bus_register(&vm->pio, map[i].dev, map[i].base, map[i].len))) {
+			log_error("cannot place device at port 0x%llx: %s",
+				  (unsigned long long)map[i].base, strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_vcpus(struct vmm *vm)
+{
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -1;
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		c->vm = vm;
+		c->kv.fd = -1;
+		int r = kvm_create_vcpu(&vm->kvm, (int)i, &c->kv);
+		if (!r)
+			r = x86_vcpu_init(&vm->kvm, &c->kv, vm->ncpus);
+		if (!r && i == 0)
+			r = x86_vcpu_set_boot_regs(&c->kv, &vm->img);
+		if (r) {
+			log_error("cannot set up vCPU %u: %s", i, strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct vmm *vmm_create(const struct vm_config *cfg, uint64_t start_ns)
+{
+	struct vmm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	vm->cfg = *cfg;
+	vm->start_ns = start_ns;
+	vm->ncpus = cfg->cpus;
+	vm->kvm.fd = vm->kvm.vm_fd = -1;
+	vm->stop_efd = vm->retry_tfd = -1;
+	vm->loop.epfd = -1;
+	atomic_store(&vm->exit_code, -1);
+
+	/* Inputs first: a bad file or size is reported before touching KVM. */
+	if (check_host_memory(cfg->mem_size))
+		goto fail;
+	int r = guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
+	if (r) {
+		log_error("cannot allocate %llu MiB of guest memory: %s",
+			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+		goto fail;
+	}
+	if (setup_guest_image(vm) || open_kvm(vm) || setup_devices(vm) || setup_vcpus(vm))
+		goto fail;
+	return vm;
+fail:
+	vmm_destroy(vm);
+	return NULL;
+}
+
+int vmm_run(struct vmm *vm)
+{
+	int r = loop_init(&vm->loop);
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->retry_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (r || vm->stop_efd < 0 || vm->retry_tfd < 0) {
+		log_error("cannot set up the event loop: %s", strerror(r ? -r : errno));
+		return VMM_EXIT_ERROR;
+	}
+	loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop, vm);
+	loop_add(&vm->loop, vm->retry_tfd, EPOLLIN, on_retry, vm);
+	console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
+	r = loop_add(&vm->loop, STDIN_FILENO, EPOLLIN, on_stdin, vm);
+	if (r == -EPERM) {
+		/* stdin is a regular file: epoll cannot watch it; feed it by timer */
+		log_debug("stdin is not pollable; console input disabled");
+		vm->in_eof = true;
+	} else if (r) {
+		vm->in_eof = true;
+	}
+
+	/* vCPU threads get SIGUSR1 (the kick); every other thread blocks it. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_signal;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		if (pthread_create(&c->thread, NULL, vcpu_thread, c)) {
+			log_error("cannot start vCPU thread %u", i);
+			vmm_request_exit(vm, VMM_EXIT_ERROR);
+			break;
+		}
+		c->started = true;
+	}
+	r = loop_run(&vm->loop);
+	if (r)
+		vmm_request_exit(vm, VMM_EXIT_ERROR);
+	kick_vcpus(vm);
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].started)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].started = false;
+	}
+	console_restore();
+	if (vm->console.out_dropped)
+		log_warn("%llu bytes of console output were dropped",
+			 (unsigned long long)vm->console.out_dropped);
+	return atomic_load(&vm->exit_code);
+}
+
+void vmm_destroy(struct vmm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->vcpus) {
+		for (uint32_t i = 0; i < vm->ncpus; i++)
+			if (vm->vcpus[i].kv.fd >= 0 && vm->vcpus[i].kv.run)
+				kvm_destroy_vcpu(&vm->vcpus[i].kv);
+		free(vm->vcpus);
+	}
+	kvm_close(&vm->kvm);
+	guest_mem_destroy(&vm->mem);
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	if (vm->retry_tfd >= 0)
+		close(vm->retry_tfd);
+	loop_destroy(&vm->loop);
+	free(vm);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * guest.h - helpers for synthetic test guests (freestanding, 64-bit).
+ * They talk to visor through the devices of src/arch/x86/layout.h.
+ */
+#ifndef VISOR_TEST_GUEST_H
+#define VISOR_TEST_GUEST_H
+
+#include <stdint.h>
+
+#define COM1 0x3f8
+#define PM1A_CNT 0x604
+#define BOOTDEV 0x520
+
+static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(p)); }
+static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(p)); }
+static inline void outl(uint16_t p, uint32_t v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(p)); }
+static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint16_t inw(uint16_t p) { uint16_t v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+
+static inline void putc_(char c)
+{
+	for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
+		;
+	outb(COM1, (uint8_t)c);
+}
+
+static inline void puts_(const char *s)
+{
+	while (*s)
+		putc_(*s++);
+}
+
+static inline void puthex(uint64_t v)
+{
+	puts_("0x");
+	for (int i = 60; i >= 0; i -= 4)
+		putc_("0123456789abcdef"[(v >> i) & 0xf]);
+}
+
+static inline void poweroff(void) { outw(PM1A_CNT, (5 << 10) | (1 << 13)); }
+
+/* Switch to CPL3 (IOPL=3, so port I/O still works) and run fn there on
+ * the given stack; fn must not return (it ends by powering off). */
+void enter_user(void (*fn)(void), void *stack) __attribute__((noreturn));
+
+int guest_main(void);
+
+#endif
