@@ -13,7 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
-#include <sys/timerfd.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "arch/x86/acpi.h"
@@ -68,7 +68,7 @@ struct vmm {
 	struct loop loop;
 	struct console console;
 	int stop_efd;     /* written when a vCPU decides the VM is over */
-	int retry_tfd;    /* timer: retry console input the UART had no room for */
+	int rx_efd;       /* the UART made room for console input */
 	bool in_paused;
 	bool in_eof;
 	uint8_t pending[512];
@@ -234,20 +234,26 @@ static void flush_pending(struct vmm *vm)
 		memmove(vm->pending, vm->pending + n, vm->pending_len - n);
 		vm->pending_len -= n;
 	}
-	struct itimerspec its = {0};
 	if (vm->pending_len) {
-		/* The UART's FIFO is full: stop reading input until it drains. */
+		/* The UART's FIFO is full: stop reading input until the guest
+		 * drains it (the rx-ready callback then writes rx_efd). */
 		if (!vm->in_paused && !vm->in_eof)
 			loop_mod(&vm->loop, vm->console.in_fd, 0);
 		vm->in_paused = true;
-		its.it_value.tv_nsec = 2000000;
-		its.it_interval.tv_nsec = 2000000;
 	} else if (vm->in_paused) {
 		if (!vm->in_eof)
 			loop_mod(&vm->loop, vm->console.in_fd, EPOLLIN);
 		vm->in_paused = false;
 	}
-	timerfd_settime(vm->retry_tfd, 0, &its, NULL);
+}
+
+/* vCPU thread: the guest read from a UART FIFO that had refused input. */
+static void on_serial_rx_ready(void *ctx)
+{
+	struct vmm *vm = ctx;
+	uint64_t one = 1;
+	ssize_t r = write(vm->rx_efd, &one, sizeof(one));
+	(void)r;
 }
 
 static void on_stdin(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -557,7 +563,7 @@ struct vmm *vmm_create(const struct vm_config *cfg, uint64_t start_ns)
 	vm->start_ns = start_ns;
 	vm->ncpus = cfg->cpus;
 	vm->kvm.fd = vm->kvm.vm_fd = -1;
-	vm->stop_efd = vm->retry_tfd = -1;
+	vm->stop_efd = vm->rx_efd = -1;
 	vm->loop.epfd = -1;
 	atomic_store(&vm->exit_code, -1);
 
@@ -582,13 +588,14 @@ int vmm_run(struct vmm *vm)
 {
 	int r = loop_init(&vm->loop);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	vm->retry_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (r || vm->stop_efd < 0 || vm->retry_tfd < 0) {
+	vm->rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r || vm->stop_efd < 0 || vm->rx_efd < 0) {
 		log_error("cannot set up the event loop: %s", strerror(r ? -r : errno));
 		return VMM_EXIT_ERROR;
 	}
 	loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop, vm);
-	loop_add(&vm->loop, vm->retry_tfd, EPOLLIN, on_retry, vm);
+	loop_add(&vm->loop, vm->rx_efd, EPOLLIN, on_retry, vm);
+	serial_set_rx_ready_cb(&vm->serial, on_serial_rx_ready, vm);
 	console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
 	r = loop_add(&vm->loop, STDIN_FILENO, EPOLLIN, on_stdin, vm);
 	if (r == -EPERM) {
@@ -647,8 +654,13 @@ void vmm_destroy(struct vmm *vm)
 	guest_mem_destroy(&vm->mem);
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
-	if (vm->retry_tfd >= 0)
-		close(vm->retry_tfd);
+	if (vm->rx_efd >= 0)
+		close(vm->rx_efd);
+	serial_destroy(&vm->serial);
+	rtc_destroy(&vm->rtc);
+	i8042_destroy(&vm->i8042);
+	acpi_pm_destroy(&vm->pm);
+	pvpanic_destroy(&vm->pvpanic);
 	loop_destroy(&vm->loop);
 	free(vm);
 }

@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * acpi.c - ACPI 6.4 table builder (see acpi.h for what the tables say).
+ *
+ * All multi-byte fields are little-endian and written byte by byte, so the
+ * output does not depend on host struct layout or alignment.
+ */
+#include "acpi.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "aml.h"
+#include "layout.h"
+
+/* ISA IRQ of the PS/2 keyboard (layout.h has no constant for it). */
+#define IRQ_I8042_KBD 1
+/* CMOS index of the RTC's century register (the RTC device's RTC_CENTURY,
+ * the PC convention), for FADT.CENTURY. */
+#define CMOS_CENTURY 0x32
+
+#define ACPI_HEADER_LEN 36
+#define RSDP_LEN 36
+#define FACS_LEN 64
+#define FADT_LEN 276
+#define FADT_REVISION 6
+#define FADT_MINOR_REVISION 4
+#define DSDT_REVISION 2 /* 64-bit AML integers */
+#define MADT_REVISION 5
+#define XSDT_REVISION 1
+#define RSDT_REVISION 1
+
+/* GAS Address Space IDs and access sizes (§5.2.3.2) */
+#define GAS_SYSTEM_IO 1
+#define GAS_ACCESS_BYTE 1
+#define GAS_ACCESS_WORD 2
+#define GAS_ACCESS_DWORD 3
+
+/* FADT Fixed Feature Flags (§5.2.9, Table 5.10) */
+#define FADT_F_WBINVD (1u << 0)
+#define FADT_F_PROC_C1 (1u << 2)
+#define FADT_F_PWR_BUTTON (1u << 4) /* 1 = no fixed-feature power button */
+#define FADT_F_SLP_BUTTON (1u << 5) /* 1 = no fixed-feature sleep button */
+#define FADT_F_FIX_RTC (1u << 6)    /* 1 = no RTC wake status in PM1 */
+#define FADT_F_TMR_VAL_EXT (1u << 8)
+#define FADT_F_RESET_REG_SUP (1u << 10)
+
+/* FADT IA-PC Boot Architecture Flags (§5.2.9.3) */
+#define FADT_BOOT_LEGACY_DEVICES (1u << 0)
+#define FADT_BOOT_8042 (1u << 1)
+#define FADT_BOOT_NO_VGA (1u << 2)
+
+/* MADT (§5.2.12) */
+#define MADT_PCAT_COMPAT (1u << 0)
+#define MADT_TYPE_LAPIC 0
+#define MADT_TYPE_IOAPIC 1
+#define MADT_TYPE_ISO 2
+#define MADT_TYPE_LAPIC_NMI 4
+#define MADT_LAPIC_LEN 8
+#define MADT_IOAPIC_LEN 12
+#define MADT_ISO_LEN 10
+#define MADT_LAPIC_NMI_LEN 6
+#define MADT_LAPIC_ENABLED (1u << 0)
+/* MPS INTI flags (§5.2.12.5, Table 5.50): [1:0] polarity, [3:2] trigger */
+#define MPS_INTI_CONFORMS 0x0
+#define MPS_INTI_ACTIVE_HIGH 0x1
+#define MPS_INTI_LEVEL (0x3 << 2)
+#define MADT_ALL_PROCESSORS 0xff
+
+#define GPA_4G 0x100000000ULL
+
+/* The IOAPIC's ID: the first one after the LAPIC IDs (as in the MP table). */
+#define IOAPIC_ID(ncpus) ((uint8_t)(ncpus))
+
+/* Bounded writer over the caller's buffer. */
+struct out {
+	uint8_t *buf;
+	size_t size;
+	size_t pos;
+	uint64_t gpa; /* guest-physical address of buf[0] */
+};
+
+/* Reserve len bytes at the next guest-physical multiple of align (a power
+ * of two) and zero them, padding included.  Returns 0 and the offset in
+ * buf, or -ENOSPC. */
+static int out_alloc(struct out *o, size_t len, size_t align, size_t *off)
+{
+	uint64_t here = o->gpa + o->pos;
+	size_t start = o->pos + (size_t)(((here + align - 1) & ~(uint64_t)(align - 1)) - here);
+	if (start > o->size || len > o->size - start)
+		return -ENOSPC;
+	memset(o->buf + o->pos, 0, start + len - o->pos);
+	o->pos = start + len;
+	*off = start;
+	return 0;
+}
+
+static void put8(uint8_t *p, uint8_t v)
+{
+	p[0] = v;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The byte that makes p[0..len) sum to zero when stored in it (the byte's
+ * own current value must be 0). */
+static uint8_t checksum(const uint8_t *p, size_t len)
+{
+	uint8_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum = (uint8_t)(sum + p[i]);
+	return (uint8_t)(0x100 - sum);
+}
+
+/*
+ * System Description Table Header (§5.2.6):
+ *
+ *   0 Signature[4]  4 Length  8 Revision  9 Checksum  10 OEMID[6]
+ *   16 OEM Table ID[8]  24 OEM Revision  28 Creator ID[4]
+ *   32 Creator Revision                                   (36 bytes)
+ */
+static void put_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
+{
+	memcpy(t, sig, 4);
+	put32(t + 4, len);
+	put8(t + 8, rev);
+	memcpy(t + 10, ACPI_OEM_ID, 6);
+	memcpy(t + 16, ACPI_OEM_TABLE_ID, 8);
+	put32(t + 24, ACPI_OEM_REVISION);
+	memcpy(t + 28, ACPI_CREATOR_ID, 4);
+	put32(t + 32, ACPI_CREATOR_REVISION);
+}
+
+/* Fill the header checksum once the whole table is written. */
+static void finish_table(uint8_t *t, uint32_t len)
+{
+	t[9] = 0;
+	t[9] = checksum(t, len);
+}
+
+/*
+ * Generic Address Structure (§5.2.3.2), 12 bytes:
+ *   0 Space ID  1 Bit Width  2 Bit Offset  3 Access Size  4 Address (8)
+ */
+static void put_gas(uint8_t *p, uint8_t space, uint8_t bit_width, uint8_t access, uint64_t addr)
+{
+	p[0] = space;
+	p[1] = bit_width;
+	p[2] = 0;
+	p[3] = access;
+	put64(p + 4, addr);
+}
+
+/*
+ * FACS (§5.2.10), 64 bytes, no checksum:
+ *   0 "FACS"  4 Length  8 Hardware Signature  12 Firmware Waking Vector
+ *   16 Global Lock  20 Flags  24 X_Firmware Waking Vector (8)
+ *   32 Version  33 Reserved[3]  36 OSPM Flags  40 Reserved[24]
+ * Everything zero but the signature, length and version: no S4BIOS, no
+ * 64-bit wake, and the global lock is free.
+ */
+static void build_facs(uint8_t *t)
+{
+	memcpy(t, "FACS", 4);
+	put32(t + 4, FACS_LEN);
+	put8(t + 32, 2);
+}
+
+/*
+ * DSDT body (ACPI 6.4 §5.2.11.1), in ASL terms:
+ *
+ *   Name (_S5, Package () { SLP_TYP, SLP_TYP, 0, 0 })   // §7.4.2 \_Sx
+ *   Scope (\_SB) {
+ *     Device (COM1) { _HID EISAID("PNP0501"), _UID 1,
+ *                     _CRS { IO (0x3f8, 8), IRQNoFlags {4} } }
+ *     Device (RTC)  { _HID EISAID("PNP0B00"),
+ *                     _CRS { IO (0x70, 2), IRQNoFlags {8} } }
+ *     Device (KBD)  { _HID EISAID("PNP0303"),
+ *                     _CRS { IO (0x60, 1), IO (0x64, 1), IRQNoFlags {1} } }
+ *     Device (PEVT) { _HID "QEMU0001", _CRS { IO (0x505, 1) },
+ *                     Method (_STA) { Return (0x0F) } }
+ *     <cfg->sb_extra_aml>
+ *   }
+ */
+static void build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
+{
+	aml_name_decl(a, "_S5");
+	size_t pkg = aml_package_begin(a);
+	aml_integer(a, ACPI_S5_SLP_TYP); /* SLP_TYPa */
+	aml_integer(a, ACPI_S5_SLP_TYP); /* SLP_TYPb */
+	aml_integer(a, 0);		 /* reserved */
+	aml_integer(a, 0);		 /* reserved */
+	aml_package_end(a, pkg, 4);
+
+	size_t sb = aml_scope_begin(a, "\\_SB");
+
+	size_t dev = aml_device_begin(a, "COM1");
+	aml_name_eisaid(a, "_HID", "PNP0501");
+	aml_name_integer(a, "_UID", 1);
+	aml_name_decl(a, "_CRS");
+	size_t rt = aml_restemplate_begin(a);
+	aml_res_io(a, PORT_COM1, PORT_COM1, 1, PORT_COM1_LEN);
+	aml_res_irq_noflags(a, IRQ_COM1);
+	aml_restemplate_end(a, rt);
+	aml_device_end(a, dev);
+
+	dev = aml_device_begin(a, "RTC");
+	aml_name_eisaid(a, "_HID", "PNP0B00");
+	aml_name_decl(a, "_CRS");
+	rt = aml_restemplate_begin(a);
+	aml_res_io(a, PORT_RTC, PORT_RTC, 1, PORT_RTC_LEN);
+	aml_res_irq_noflags(a, IRQ_RTC);
+	aml_restemplate_end(a, rt);
+	aml_device_end(a, dev);
+
+	dev = aml_device_begin(a, "KBD");
+	aml_name_eisaid(a, "_HID", "PNP0303");
+	aml_name_decl(a, "_CRS");
+	rt = aml_restemplate_begin(a);
+	aml_res_io(a, PORT_I8042_DATA, PORT_I8042_DATA, 1, 1);
+	aml_res_io(a, PORT_I8042_CMD, PORT_I8042_CMD, 1, 1);
+	aml_res_irq_noflags(a, IRQ_I8042_KBD);
+	aml_restemplate_end(a, rt);
+	aml_device_end(a, dev);
+
+	dev = aml_device_begin(a, "PEVT");
+	aml_name_string(a, "_HID", "QEMU0001");
+	aml_name_decl(a, "_CRS");
+	rt = aml_restemplate_begin(a);
+	aml_res_io(a, PORT_PVPANIC, PORT_PVPANIC, 1, 1);
+	aml_restemplate_end(a, rt);
+	aml_method_return_integer(a, "_STA", 0x0f);
+	aml_device_end(a, dev);
+
+	aml_raw(a, cfg->sb_extra_aml, cfg->sb_extra_aml_len);
+	aml_scope_end(a, sb);
+}
+
+/* DSDT = header + AML, built in place at o->pos. */
+static int build_dsdt(struct out *o, const struct acpi_config *cfg, size_t *off)
+{
+	int err = out_alloc(o, ACPI_HEADER_LEN, 8, off);
+	if (err)
+		return err;
+	struct aml a;
+	aml_init(&a, o->buf + o->pos, o->size - o->pos);
+	build_dsdt_aml(&a, cfg);
+	if (a.err)
+		return a.err;
+	o->pos += a.len;
+	size_t len = o->pos - *off;
+	if (len > UINT32_MAX)
+		return -E2BIG;
+	put_header(o->buf + *off, "DSDT", (uint32_t)len, DSDT_REVISION);
+	finish_table(o->buf + *off, (uint32_t)len);
+	return 0;
+}
+
+/*
+ * FADT (§5.2.9, revision 6.4, 276 bytes).  Offsets of the fields set:
+ *
+ *    36 FIRMWARE_CTRL (FACS, 32-bit; X_FIRMWARE_CTRL stays 0 as required
+ *       when this is set)     40 DSDT
+ *    45 Preferred_PM_Profile  46 SCI_INT (2)   48 SMI_CMD (4) = 0
+ *    56 PM1a_EVT_BLK  64 PM1a_CNT_BLK  76 PM_TMR_BLK         (4 each)
+ *    88 PM1_EVT_LEN  89 PM1_CNT_LEN  91 PM_TMR_LEN            (1 each)
+ *    96 P_LVL2_LAT (2) = 101: no C2   98 P_LVL3_LAT (2) = 1001: no C3
+ *   108 CENTURY: CMOS index of the century register
+ *   109 IAPC_BOOT_ARCH (2)   112 Flags (4)
+ *   116 RESET_REG (GAS)      128 RESET_VALUE
+ *   131 FADT Minor Version   140 X_DSDT (8)
+ *   148 X_PM1a_EVT_BLK  172 X_PM1a_CNT_BLK  208 X_PM_TMR_BLK   (GAS each)
+ *   268 Hypervisor Vendor Identity (8)
+ */
+static void build_fadt(uint8_t *t, uint64_t facs_gpa, uint64_t dsdt_gpa)
+{
+	put_header(t, "FACP", FADT_LEN, FADT_REVISION);
+	put32(t + 36, (uint32_t)facs_gpa);
+	put32(t + 40, (uint32_t)dsdt_gpa);
+	put8(t + 45, 0); /* PM profile: unspecified */
+	put16(t + 46, IRQ_ACPI_SCI);
+	put32(t + 48, 0); /* no SMI_CMD: hardware is always in ACPI mode */
+	put32(t + 56, PORT_ACPI_PM1A_EVT);
+	put32(t + 64, PORT_ACPI_PM1A_CNT);
+	put32(t + 76, PORT_ACPI_PM_TMR);
+	put8(t + 88, PORT_ACPI_PM1A_EVT_LEN);
+	put8(t + 89, PORT_ACPI_PM1A_CNT_LEN);
+	put8(t + 91, PORT_ACPI_PM_TMR_LEN);
+	put16(t + 96, 101);
+	put16(t + 98, 1001);
+	put8(t + 108, CMOS_CENTURY);
+	put16(t + 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042 | FADT_BOOT_NO_VGA);
+	put32(t + 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
+			       FADT_F_TMR_VAL_EXT | FADT_F_RESET_REG_SUP);
+	put_gas(t + 116, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, PORT_ACPI_RESET);
+	put8(t + 128, ACPI_RESET_VALUE);
+	put8(t + 131, FADT_MINOR_REVISION);
+	put64(t + 140, dsdt_gpa);
+	put_gas(t + 148, GAS_SYSTEM_IO, PORT_ACPI_PM1A_EVT_LEN * 8, GAS_ACCESS_WORD,
+		PORT_ACPI_PM1A_EVT);
+	put_gas(t + 172, GAS_SYSTEM_IO, PORT_ACPI_PM1A_CNT_LEN * 8, GAS_ACCESS_WORD,
+		PORT_ACPI_PM1A_CNT);
+	put_gas(t + 208, GAS_SYSTEM_IO, PORT_ACPI_PM_TMR_LEN * 8, GAS_ACCESS_DWORD,
+		PORT_ACPI_PM_TMR);
+	memcpy(t + 268, "VISOR\0\0\0", 8);
+	finish_table(t, FADT_LEN);
+}
+
+static size_t madt_len(uint32_t ncpus)
+{
+	return ACPI_HEADER_LEN + 8 + ncpus * MADT_LAPIC_LEN + MADT_IOAPIC_LEN + 2 * MADT_ISO_LEN +
+	       MADT_LAPIC_NMI_LEN;
+}
+
+/* Interrupt Source Override (§5.2.12.5), 10 bytes:
+ *   0 type=2  1 len=10  2 bus=0 (ISA)  3 source IRQ  4 GSI (4)  8 flags (2) */
+static uint8_t *put_iso(uint8_t *p, uint8_t irq, uint32_t gsi, uint16_t flags)
+{
+	p[0] = MADT_TYPE_ISO;
+	p[1] = MADT_ISO_LEN;
+	p[2] = 0;
+	p[3] = irq;
+	put32(p + 4, gsi);
+	put16(p + 8, flags);
+	return p + MADT_ISO_LEN;
+}
+
+/*
+ * MADT (§5.2.12): header, 36 Local Interrupt Controller Address (4),
+ * 40 Flags (4), then the interrupt controller structures:
+ *
+ *   Processor Local APIC (§5.2.12.2), per CPU:
+ *     0 type=0  1 len=8  2 ACPI Processor UID  3 APIC ID  4 flags (4)
+ *   I/O APIC (§5.2.12.3):
+ *     0 type=1  1 len=12  2 I/O APIC ID  3 reserved  4 address (4)  8 GSI base (4)
+ *   Interrupt Source Overrides: IRQ0 -> GSI 2 (conforming: edge, high),
+ *     IRQ9 (SCI) -> GSI 9 level, active-high
+ *   Local APIC NMI (§5.2.12.7):
+ *     0 type=4  1 len=6  2 UID (0xff = all)  3 flags (2)  5 LINT#
+ */
+static void build_madt(uint8_t *t, uint32_t ncpus)
+{
+	uint32_t len = (uint32_t)madt_len(ncpus);
+	put_header(t, "APIC", len, MADT_REVISION);
+	put32(t + 36, (uint32_t)GPA_LAPIC);
+	put32(t + 40, MADT_PCAT_COMPAT);
+	uint8_t *p = t + 44;
+	for (uint32_t i = 0; i < ncpus; i++) {
+		p[0] = MADT_TYPE_LAPIC;
+		p[1] = MADT_LAPIC_LEN;
+		p[2] = (uint8_t)i; /* ACPI Processor UID */
+		p[3] = (uint8_t)i; /* APIC ID */
+		put32(p + 4, MADT_LAPIC_ENABLED);
+		p += MADT_LAPIC_LEN;
+	}
+	p[0] = MADT_TYPE_IOAPIC;
+	p[1] = MADT_IOAPIC_LEN;
+	p[2] = IOAPIC_ID(ncpus);
+	p[3] = 0;
+	put32(p + 4, (uint32_t)GPA_IOAPIC);
+	put32(p + 8, 0);
+	p += MADT_IOAPIC_LEN;
+	p = put_iso(p, 0, 2, MPS_INTI_CONFORMS);
+	p = put_iso(p, IRQ_ACPI_SCI, IRQ_ACPI_SCI, MPS_INTI_LEVEL | MPS_INTI_ACTIVE_HIGH);
+	p[0] = MADT_TYPE_LAPIC_NMI;
+	p[1] = MADT_LAPIC_NMI_LEN;
+	p[2] = MADT_ALL_PROCESSORS;
+	put16(p + 3, MPS_INTI_CONFORMS);
+	p[5] = 1; /* LINT1 */
+	finish_table(t, len);
+}
+
+/* XSDT (§5.2.8) / RSDT (§5.2.7): header + one 8- / 4-byte pointer per table. */
+static int build_sdt(struct out *o, const char *sig, size_t ptr_size, const uint64_t *tables,
+		     size_t n, size_t *off)
+{
+	size_t len = ACPI_HEADER_LEN + ptr_size * n;
+	int err = out_alloc(o, len, 8, off);
+	if (err)
+		return err;
+	uint8_t *t = o->buf + *off;
+	put_header(t, sig, (uint32_t)len, ptr_size == 8 ? XSDT_REVISION : RSDT_REVISION);
+	for (size_t i = 0; i < n; i++) {
+		if (ptr_size == 8)
+			put64(t + ACPI_HEADER_LEN + 8 * i, tables[i]);
+		else
+			put32(t + ACPI_HEADER_LEN + 4 * i, (uint32_t)tables[i]);
+	}
+	finish_table(t, (uint32_t)len);
+	return 0;
+}
+
+/*
+ * RSDP (§5.2.5.3), 36 bytes:
+ *   0 "RSD PTR "  8 Checksum (bytes 0..19)  9 OEMID[6]  15 Revision = 2
+ *   16 RsdtAddress (4)  20 Length = 36  24 XsdtAddress (8)
+ *   32 Extended Checksum (all 36 bytes)  33 Reserved[3]
+ */
+static void build_rsdp(uint8_t *p, uint64_t rsdt_gpa, uint64_t xsdt_gpa)
+{
+	memcpy(p, "RSD PTR ", 8);
+	memcpy(p + 9, ACPI_OEM_ID, 6);
+	p[15] = 2;
+	put32(p + 16, (uint32_t)rsdt_gpa);
+	put32(p + 20, RSDP_LEN);
+	put64(p + 24, xsdt_gpa);
+	p[8] = 0;
+	p[8] = checksum(p, 20);
+	p[32] = 0;
+	p[32] = checksum(p, RSDP_LEN);
+}
+
+int acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct acpi_config *cfg,
+	       uint64_t *rsdp_gpa)
+{
+	if (!cfg || cfg->ncpus == 0 || cfg->ncpus > ACPI_MAX_CPUS)
+		return -EINVAL;
+	if (!buf && size)
+		return -EINVAL;
+	if (!cfg->sb_extra_aml && cfg->sb_extra_aml_len)
+		return -EINVAL;
+	if (gpa & 15)
+		return -EINVAL;
+	if (gpa >= GPA_4G)
+		return -EINVAL;
+
+	struct out o = {.buf = buf, .size = size, .pos = 0, .gpa = gpa};
+	size_t rsdp, facs, dsdt, fadt, madt, xsdt, rsdt;
+	uint64_t tables[ACPI_MAX_TABLES];
+	size_t ntables = 0;
+	int err;
+
+	if ((err = out_alloc(&o, RSDP_LEN, 16, &rsdp)))
+		return err;
+	if ((err = out_alloc(&o, FACS_LEN, 64, &facs)))
+		return err;
+	build_facs(buf + facs);
+	if ((err = build_dsdt(&o, cfg, &dsdt)))
+		return err;
+	if ((err = out_alloc(&o, FADT_LEN, 8, &fadt)))
+		return err;
+	build_fadt(buf + fadt, gpa + facs, gpa + dsdt);
+	tables[ntables++] = gpa + fadt;
+	if ((err = out_alloc(&o, madt_len(cfg->ncpus), 8, &madt)))
+		return err;
+	build_madt(buf + madt, cfg->ncpus);
+	tables[ntables++] = gpa + madt;
+
+	if ((err = build_sdt(&o, "XSDT", 8, tables, ntables, &xsdt)))
+		return err;
+	if ((err = build_sdt(&o, "RSDT", 4, tables, ntables, &rsdt)))
+		return err;
+	build_rsdp(buf + rsdp, gpa + rsdt, gpa + xsdt);
+
+	/* Every table must sit below 4 GiB (32-bit RSDT / FIRMWARE_CTRL). */
+	if (o.pos > GPA_4G - gpa)
+		return -EINVAL;
+	if (o.pos > INT32_MAX)
+		return -E2BIG;
+	if (rsdp_gpa)
+		*rsdp_gpa = gpa + rsdp;
+	return (int)o.pos;
+}

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+#include "../../src/devices/i8042.h"
+
+#include "test.h"
+
+static int resets;
+static void fake_reset(void *ctx)
+{
+	(void)ctx;
+	resets++;
+}
+
+struct fake_irq {
+	int level;
+	int raises;
+};
+
+static void fake_set_level(void *ctx, uint32_t gsi, int level)
+{
+	struct fake_irq *f = ctx;
+	(void)gsi;
+	if (level && !f->level)
+		f->raises++;
+	f->level = level;
+}
+
+static uint8_t status(struct i8042 *k)
+{
+	uint8_t v = 0;
+	k->cmd_bus.ops->read(&k->cmd_bus, 0, &v, 1);
+	return v;
+}
+
+static uint8_t data_rd(struct i8042 *k)
+{
+	uint8_t v = 0;
+	k->data_bus.ops->read(&k->data_bus, 0, &v, 1);
+	return v;
+}
+
+static void cmd(struct i8042 *k, uint8_t v)
+{
+	k->cmd_bus.ops->write(&k->cmd_bus, 0, &v, 1);
+}
+
+static void data_wr(struct i8042 *k, uint8_t v)
+{
+	k->data_bus.ops->write(&k->data_bus, 0, &v, 1);
+}
+
+/* Like Linux's i8042_command(): send, then poll OBF for the answer. */
+static int command_response(struct i8042 *k, uint8_t c)
+{
+	cmd(k, c);
+	if (!(status(k) & I8042_STR_OBF))
+		return -1;
+	return data_rd(k);
+}
+
+TEST(reset_state_and_status)
+{
+	struct i8042 k;
+	resets = 0;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	uint8_t st = status(&k);
+	CHECK_EQ(st & I8042_STR_OBF, 0);
+	CHECK_EQ(st & I8042_STR_IBF, 0);
+	CHECK(st & I8042_STR_SYS);
+	CHECK(st & I8042_STR_NOINH); /* no keylock */
+	i8042_destroy(&k);
+}
+
+TEST(self_tests)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	CHECK_EQ(command_response(&k, 0xaa), 0x55);
+	CHECK_EQ(status(&k) & I8042_STR_OBF, 0); /* read emptied it */
+	CHECK(status(&k) & I8042_STR_CMD);       /* last write was a command */
+	CHECK_EQ(command_response(&k, 0xab), 0x00);
+	CHECK_EQ(command_response(&k, 0xa9), 0x00);
+	CHECK_EQ(command_response(&k, 0xa4), 0xf1);
+	/* commands without a response leave OBF clear */
+	cmd(&k, 0xad);
+	CHECK_EQ(status(&k) & I8042_STR_OBF, 0);
+	i8042_destroy(&k);
+}
+
+TEST(ctr_read_write)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	CHECK_EQ(command_response(&k, 0x20), 0x65);
+	cmd(&k, 0x60);
+	data_wr(&k, 0x47);
+	CHECK_EQ(status(&k) & I8042_STR_CMD, 0);
+	CHECK_EQ(command_response(&k, 0x20), 0x47);
+	/* aux / kbd enable bits */
+	cmd(&k, 0xa7);
+	CHECK_EQ(command_response(&k, 0x20), 0x67);
+	cmd(&k, 0xa8);
+	cmd(&k, 0xad);
+	CHECK_EQ(command_response(&k, 0x20), 0x57);
+	cmd(&k, 0xae);
+	CHECK_EQ(command_response(&k, 0x20), 0x47);
+	/* system flag follows CTR bit 2 */
+	cmd(&k, 0x60);
+	data_wr(&k, 0x00);
+	CHECK_EQ(status(&k) & I8042_STR_SYS, 0);
+	/* other RAM bytes */
+	cmd(&k, 0x61);
+	data_wr(&k, 0x99);
+	CHECK_EQ(command_response(&k, 0x21), 0x99);
+	CHECK_EQ(command_response(&k, 0x20), 0x00);
+	i8042_destroy(&k);
+}
+
+TEST(reset_commands)
+{
+	struct i8042 k;
+	resets = 0;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	cmd(&k, 0xff); /* pulses nothing */
+	cmd(&k, 0xfd); /* pulses bit 1 only */
+	CHECK_EQ(resets, 0);
+	cmd(&k, 0xfe);
+	CHECK_EQ(resets, 1);
+	CHECK_EQ(k.resets, 1);
+	/* once per init: a reset loop cannot flood the machine */
+	for (int i = 0; i < 1000; i++)
+		cmd(&k, 0xfe);
+	CHECK_EQ(resets, 1);
+	CHECK_EQ(k.resets, 1001);
+	i8042_destroy(&k);
+
+	/* 0xd1: output port write; bit 0 clear = reset */
+	resets = 0;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	cmd(&k, 0xd1);
+	data_wr(&k, 0xdf); /* A20 on, reset deasserted */
+	CHECK_EQ(resets, 0);
+	CHECK_EQ(command_response(&k, 0xd0), 0xdf);
+	/* a data byte without a pending command is for the keyboard, not the
+	 * output port */
+	data_wr(&k, 0x00);
+	CHECK_EQ(resets, 0);
+	cmd(&k, 0xd1);
+	data_wr(&k, 0xde);
+	CHECK_EQ(resets, 1);
+	i8042_destroy(&k);
+}
+
+TEST(absent_devices_nak)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	data_wr(&k, 0xf2); /* keyboard: identify */
+	uint8_t st = status(&k);
+	CHECK(st & I8042_STR_OBF);
+	CHECK(st & I8042_STR_TIMEOUT);
+	CHECK_EQ(st & I8042_STR_AUX, 0);
+	CHECK_EQ(data_rd(&k), 0xfe);
+	cmd(&k, 0xd4);
+	data_wr(&k, 0xf2); /* mouse: identify */
+	st = status(&k);
+	CHECK_EQ(st & (I8042_STR_OBF | I8042_STR_AUX | I8042_STR_TIMEOUT),
+		 I8042_STR_OBF | I8042_STR_AUX | I8042_STR_TIMEOUT);
+	CHECK_EQ(data_rd(&k), 0xfe);
+	CHECK_EQ(status(&k) & (I8042_STR_OBF | I8042_STR_AUX), 0);
+	/* aux loopback (0xd3) echoes as aux data, without time-out */
+	cmd(&k, 0xd3);
+	data_wr(&k, 0x5a);
+	st = status(&k);
+	CHECK_EQ(st & (I8042_STR_OBF | I8042_STR_AUX | I8042_STR_TIMEOUT),
+		 I8042_STR_OBF | I8042_STR_AUX);
+	CHECK_EQ(data_rd(&k), 0x5a);
+	cmd(&k, 0xd2);
+	data_wr(&k, 0x33);
+	CHECK_EQ(status(&k) & (I8042_STR_OBF | I8042_STR_AUX), I8042_STR_OBF);
+	CHECK_EQ(data_rd(&k), 0x33);
+	i8042_destroy(&k);
+}
+
+TEST(irq_lines)
+{
+	struct i8042 k;
+	struct fake_irq kbd = {0}, aux = {0};
+	struct irq_line lk = {fake_set_level, &kbd, 1}, la = {fake_set_level, &aux, 12};
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	i8042_set_irqs(&k, &lk, &la);
+	CHECK_EQ(command_response(&k, 0xaa), 0x55); /* CTR KBDINT set */
+	CHECK_EQ(kbd.raises, 1);
+	CHECK_EQ(kbd.level, 0);
+	cmd(&k, 0x60);
+	data_wr(&k, 0x44); /* interrupts off */
+	cmd(&k, 0xaa);
+	CHECK_EQ(kbd.level, 0);
+	(void)data_rd(&k);
+	cmd(&k, 0x60);
+	data_wr(&k, 0x47); /* both on */
+	cmd(&k, 0xd3);
+	data_wr(&k, 0x01);
+	CHECK_EQ(aux.level, 1);
+	CHECK_EQ(kbd.level, 0);
+	(void)data_rd(&k);
+	CHECK_EQ(aux.level, 0);
+	i8042_destroy(&k);
+}
+
+TEST(flood_bounded)
+{
+	struct i8042 k;
+	resets = 0;
+	CHECK_EQ(i8042_init(&k, fake_reset, NULL), 0);
+	for (uint32_t i = 0; i < 10000000; i++) {
+		if (i & 1)
+			data_wr(&k, (uint8_t)i);
+		else
+			cmd(&k, (uint8_t)(0x20 + (i >> 1) % 0xd0));
+	}
+	uint8_t st = status(&k);
+	CHECK_EQ(st & I8042_STR_IBF, 0);
+	(void)data_rd(&k);
+	CHECK_EQ(status(&k) & I8042_STR_OBF, 0); /* one-byte buffer: one read empties */
+	CHECK_EQ(resets, 0);
+	i8042_destroy(&k);
+}
+
+TEST(all_widths_defined)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	static const uint32_t widths[] = {1, 2, 4, 8};
+	struct bus_dev *devs[2] = {&k.data_bus, &k.cmd_bus};
+	for (int d = 0; d < 2; d++) {
+		for (size_t w = 0; w < 4; w++) {
+			uint8_t a[8], b[8];
+			memset(a, 0xa5, sizeof(a));
+			memset(b, 0x5a, sizeof(b));
+			devs[d]->ops->read(devs[d], 0, a, widths[w]);
+			devs[d]->ops->read(devs[d], 0, b, widths[w]);
+			for (uint32_t i = 0; i < widths[w]; i++)
+				CHECK(!(a[i] == 0xa5 && b[i] == 0x5a));
+			for (uint32_t i = 1; i < widths[w]; i++)
+				CHECK_EQ(a[i], 0xff);
+			for (uint32_t i = widths[w]; i < 8; i++)
+				CHECK(a[i] == 0xa5);
+		}
+	}
+	i8042_destroy(&k);
+}
+
+TEST_MAIN()
