@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <sys/timerfd.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -53,7 +54,7 @@ struct vmm {
 	struct guest_mem mem;
 	struct boot_image img;
 	struct bus pio, mmio;
-	struct irq_line irq_com1, irq_rtc, irq_sci;
+	struct irq_line irq_com1, irq_rtc, irq_sci, irq_kbd, irq_aux;
 
 	struct serial serial;
 	struct rtc rtc;
@@ -69,6 +70,7 @@ struct vmm {
 	struct console console;
 	int stop_efd;     /* written when a vCPU decides the VM is over */
 	int rx_efd;       /* the UART made room for console input */
+	int rtc_tfd;      /* drives the RTC's update/alarm/periodic interrupts */
 	bool in_paused;
 	bool in_eof;
 	uint8_t pending[512];
@@ -289,6 +291,25 @@ static void on_retry(struct loop *l, int fd, uint32_t events, void *ctx)
 	flush_pending(ctx);
 }
 
+/* The RTC has no clock of its own: the loop evaluates it when it asks to
+ * be (periodic/alarm/update interrupts) and at least once a second, which
+ * also notices interrupts the guest enabled in the meantime. */
+static void on_rtc_timer(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct vmm *vm = ctx;
+	uint64_t ticks;
+	ssize_t rd = read(fd, &ticks, sizeof(ticks));
+	(void)rd;
+	uint64_t ns = rtc_tick(&vm->rtc);
+	if (ns > 1000000000ULL)
+		ns = 1000000000ULL;
+	if (ns < 100000)
+		ns = 100000;
+	struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ns / 1000000000ULL),
+					      .tv_nsec = (long)(ns % 1000000000ULL)}};
+	timerfd_settime(fd, 0, &its, NULL);
+}
+
 static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	uint64_t v;
@@ -497,6 +518,8 @@ static int setup_devices(struct vmm *vm)
 	vm->irq_com1 = (struct irq_line){irq_set, vm, IRQ_COM1};
 	vm->irq_rtc = (struct irq_line){irq_set, vm, IRQ_RTC};
 	vm->irq_sci = (struct irq_line){irq_set, vm, IRQ_ACPI_SCI};
+	vm->irq_kbd = (struct irq_line){irq_set, vm, IRQ_KBD};
+	vm->irq_aux = (struct irq_line){irq_set, vm, IRQ_AUX};
 	int r = 0;
 	if ((r = serial_init(&vm->serial, &vm->irq_com1, on_serial_tx, vm)) ||
 	    (r = rtc_init(&vm->rtc, &vm->irq_rtc)) ||
@@ -507,6 +530,7 @@ static int setup_devices(struct vmm *vm)
 		log_error("cannot initialise devices: %s", strerror(-r));
 		return -1;
 	}
+	i8042_set_irqs(&vm->i8042, &vm->irq_kbd, &vm->irq_aux);
 	struct {
 		struct bus_dev *dev;
 		uint64_t base, len;
@@ -563,7 +587,7 @@ struct vmm *vmm_create(const struct vm_config *cfg, uint64_t start_ns)
 	vm->start_ns = start_ns;
 	vm->ncpus = cfg->cpus;
 	vm->kvm.fd = vm->kvm.vm_fd = -1;
-	vm->stop_efd = vm->rx_efd = -1;
+	vm->stop_efd = vm->rx_efd = vm->rtc_tfd = -1;
 	vm->loop.epfd = -1;
 	atomic_store(&vm->exit_code, -1);
 
@@ -589,13 +613,17 @@ int vmm_run(struct vmm *vm)
 	int r = loop_init(&vm->loop);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (r || vm->stop_efd < 0 || vm->rx_efd < 0) {
+	vm->rtc_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (r || vm->stop_efd < 0 || vm->rx_efd < 0 || vm->rtc_tfd < 0) {
 		log_error("cannot set up the event loop: %s", strerror(r ? -r : errno));
 		return VMM_EXIT_ERROR;
 	}
 	loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop, vm);
 	loop_add(&vm->loop, vm->rx_efd, EPOLLIN, on_retry, vm);
 	serial_set_rx_ready_cb(&vm->serial, on_serial_rx_ready, vm);
+	loop_add(&vm->loop, vm->rtc_tfd, EPOLLIN, on_rtc_timer, vm);
+	struct itimerspec first = {.it_value = {.tv_sec = 1}};
+	timerfd_settime(vm->rtc_tfd, 0, &first, NULL);
 	console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
 	r = loop_add(&vm->loop, STDIN_FILENO, EPOLLIN, on_stdin, vm);
 	if (r == -EPERM) {
@@ -656,6 +684,8 @@ void vmm_destroy(struct vmm *vm)
 		close(vm->stop_efd);
 	if (vm->rx_efd >= 0)
 		close(vm->rx_efd);
+	if (vm->rtc_tfd >= 0)
+		close(vm->rtc_tfd);
 	serial_destroy(&vm->serial);
 	rtc_destroy(&vm->rtc);
 	i8042_destroy(&vm->i8042);

@@ -21,7 +21,8 @@ void log_set_raw(bool raw)
 	raw_mode = raw;
 }
 
-static void vlog(enum log_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void vlog(enum log_level level, const char *fmt,
+						      va_list ap)
 {
 	static const char *const prefix[] = {"debug: ", "", "warning: ", "error: "};
 	char buf[1024];

@@ -37,6 +37,37 @@ int x86_vm_setup(struct kvm *k)
 		return -errno;
 	if (ioctl(k->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return -errno;
+	/* Interrupt wiring of a PC (matches the MADT / MP table): ISA IRQs
+	 * go to both 8259s (IRQ2 is the cascade) and the IOAPIC pin of the
+	 * same number, except IRQ0 (the PIT) which reaches IOAPIC pin 2 --
+	 * the "IRQ0 -> GSI2" interrupt source override. */
+	_Alignas(struct kvm_irq_routing) uint8_t rbuf[sizeof(struct kvm_irq_routing) +
+						      (16 + IOAPIC_NUM_PINS) *
+							      sizeof(struct kvm_irq_routing_entry)];
+	memset(rbuf, 0, sizeof(rbuf));
+	struct kvm_irq_routing *rt = (struct kvm_irq_routing *)rbuf;
+	uint32_t n = 0;
+	for (uint32_t irq = 0; irq < 16; irq++) {
+		if (irq == 2)
+			continue;
+		rt->entries[n].gsi = irq;
+		rt->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		rt->entries[n].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+		rt->entries[n].u.irqchip.pin = irq % 8;
+		n++;
+	}
+	for (uint32_t gsi = 0; gsi < IOAPIC_NUM_PINS; gsi++) {
+		if (gsi == 2)
+			continue;
+		rt->entries[n].gsi = gsi;
+		rt->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		rt->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		rt->entries[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
+		n++;
+	}
+	rt->nr = n;
+	if (ioctl(k->vm_fd, KVM_SET_GSI_ROUTING, rt) < 0)
+		return -errno;
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	if (ioctl(k->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return -errno;
@@ -109,6 +140,11 @@ static int set_cpuid(struct kvm *k, struct kvm_vcpu *v, uint32_t ncpus)
 		r = n;
 	} else {
 		c->nent = (uint32_t)n;
+		if (v->id == 0)
+			for (int i = 0; i < n; i++)
+				log_debug("cpuid %08x.%u: %08x %08x %08x %08x", c->entries[i].function,
+					  c->entries[i].index, c->entries[i].eax, c->entries[i].ebx,
+					  c->entries[i].ecx, c->entries[i].edx);
 		if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
 			r = -errno;
 	}
@@ -129,17 +165,16 @@ static int set_msrs(struct kvm_vcpu *v)
 		{MSR_MTRR_DEF_TYPE, (1u << 11) | 6}, /* MTRRs on, default write-back */
 	};
 	const size_t n = sizeof(init) / sizeof(init[0]);
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[sizeof(init) / sizeof(init[0])];
-	} m;
-	memset(&m, 0, sizeof(m));
-	m.hdr.nmsrs = (uint32_t)n;
+	_Alignas(struct kvm_msrs) uint8_t buf[sizeof(struct kvm_msrs) +
+					     sizeof(init) / sizeof(init[0]) * sizeof(struct kvm_msr_entry)];
+	memset(buf, 0, sizeof(buf));
+	struct kvm_msrs *m = (struct kvm_msrs *)buf;
+	m->nmsrs = (uint32_t)n;
 	for (size_t i = 0; i < n; i++) {
-		m.e[i].index = init[i].idx;
-		m.e[i].data = init[i].val;
+		m->entries[i].index = init[i].idx;
+		m->entries[i].data = init[i].val;
 	}
-	int r = ioctl(v->fd, KVM_SET_MSRS, &m);
+	int r = ioctl(v->fd, KVM_SET_MSRS, m);
 	if (r < 0)
 		return -errno;
 	if ((size_t)r != n)

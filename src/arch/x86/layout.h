@@ -74,7 +74,9 @@
 #define BOOTDEV_MAGIC 0x7b
 
 /* Legacy IRQs (ISA numbering, GSI == IRQ except IRQ0 -> GSI 2 override) */
+#define IRQ_KBD 1
 #define IRQ_COM1 4
+#define IRQ_AUX 12
 #define IRQ_RTC 8
 #define IRQ_ACPI_SCI 9
 #define IOAPIC_NUM_PINS 24
