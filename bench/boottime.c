@@ -1,0 +1,284 @@
+/*
+ * boottime - timing harness for bench/boot.
+ *
+ *   boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER]
+ *            [-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG] [-e STDERR_LOG]
+ *            -- COMMAND [ARGS...]
+ *
+ * Runs COMMAND (a VMM) with stdin from /dev/null, stdout on a pipe and
+ * stderr to STDERR_LOG (default /dev/null).  Timestamps (CLOCK_MONOTONIC):
+ *   t0      just before fork()
+ *   t_init  when INIT_MARKER first appears in a console line on the pipe
+ *   t_off   when POWEROFF_MARKER first appears
+ *   t_exit  when the process has exited (pidfd readable; waitpid fallback)
+ * At t_init it reads /proc/PID/smaps and splits the resident set into the
+ * guest-RAM mapping(s) (every mapping at least GUEST_MEM_BYTES and less than
+ * twice that long) and the rest (the VMM's own overhead).  Prints one line on stdout:
+ *
+ *   BOOTTIME label=L run=R status=S init_ms=.. off_ms=.. exit_ms=.. poweroff_ms=..
+ *            rss_kb=.. ram_rss_kb=.. ram_maps=N ram_size_kb=.. ovh_rss_kb=..
+ *            ovh_anon_kb=.. ovh_pss_kb=..
+ *
+ * Times are milliseconds since t0; poweroff_ms = exit_ms - off_ms.  A value
+ * that could not be measured is -1.  status is the exit status, "sigN" for a
+ * signal, or "timeout".  The harness exits 0 when the VMM exited 0 and both
+ * markers were seen, 1 otherwise.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER] "
+			"[-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG] [-e STDERR_LOG] "
+			"-- COMMAND [ARGS...]\n");
+	exit(2);
+}
+
+struct mem {
+	long long rss_kb, ram_rss_kb, ram_size_kb, ovh_anon_kb, ovh_pss_kb;
+	int ram_maps;
+	int ok;
+};
+
+/* Sum /proc/PID/smaps: mappings of ram_bytes up to (not incl.) twice that are
+ * guest RAM (QEMU's RAM block may be a little larger than the guest memory;
+ * a TCG code buffer of 1 GiB or more is not guest RAM). */
+static void sample_smaps(pid_t pid, unsigned long long ram_bytes, struct mem *m)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	FILE *f = fopen(path, "r");
+	memset(m, 0, sizeof(*m));
+	if (!f)
+		return;
+	int is_ram = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+		long long kb;
+		char *nl = strchr(line, '\n');
+		/* Lines longer than the buffer are only mapping names: skip the rest. */
+		if (!nl && !feof(f)) {
+			int c;
+			while ((c = fgetc(f)) != EOF && c != '\n')
+				;
+		}
+		/* Header line "start-end perms offset dev inode [name]"; no field
+		 * line ("Rss:", "AnonHugePages:", ...) parses as hex-hex. */
+		if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2) {
+			is_ram = (hi - lo) >= ram_bytes && (hi - lo) < 2 * ram_bytes;
+			if (is_ram) {
+				m->ram_maps++;
+				m->ram_size_kb += (long long)((hi - lo) / 1024);
+			}
+			continue;
+		}
+		if (sscanf(line, "Rss: %lld kB", &kb) == 1) {
+			m->rss_kb += kb;
+			if (is_ram)
+				m->ram_rss_kb += kb;
+		} else if (sscanf(line, "Anonymous: %lld kB", &kb) == 1) {
+			if (!is_ram)
+				m->ovh_anon_kb += kb;
+		} else if (sscanf(line, "Pss: %lld kB", &kb) == 1) {
+			if (!is_ram)
+				m->ovh_pss_kb += kb;
+		}
+	}
+	fclose(f);
+	m->ok = 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *label = "vmm", *run = "0", *init_marker = "Run /init as init process";
+	const char *off_marker = "reboot: Power down", *console_log = NULL, *err_log = "/dev/null";
+	unsigned long long ram_bytes = 256ULL << 20;
+	double timeout_ms = 300e3;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "+l:r:i:p:m:t:o:e:")) != -1) {
+		switch (opt) {
+		case 'l': label = optarg; break;
+		case 'r': run = optarg; break;
+		case 'i': init_marker = optarg; break;
+		case 'p': off_marker = optarg; break;
+		case 'm': ram_bytes = strtoull(optarg, NULL, 0); break;
+		case 't': timeout_ms = atof(optarg) * 1e3; break;
+		case 'o': console_log = optarg; break;
+		case 'e': err_log = optarg; break;
+		default: usage();
+		}
+	}
+	if (optind >= argc || ram_bytes == 0)
+		usage();
+	char **cmd = argv + optind;
+
+	FILE *con = NULL;
+	if (console_log && !(con = fopen(console_log, "w"))) {
+		perror(console_log);
+		return 2;
+	}
+	int errfd = open(err_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int p[2];
+	if (errfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0) {
+		perror("boottime: setup");
+		return 2;
+	}
+
+	double t0 = now_ms();
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return 2;
+	}
+	if (pid == 0) {
+		dup2(nullfd, 0);
+		dup2(p[1], 1);
+		dup2(errfd, 2);
+		execvp(cmd[0], cmd);
+		dprintf(errfd, "boottime: exec %s: %s\n", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	close(p[1]);
+	close(errfd);
+	close(nullfd);
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	double t_init = -1, t_off = -1, t_exit = -1;
+	struct mem m = {0};
+	char linebuf[4096];
+	size_t len = 0;
+	int pipe_open = 1, exited = 0, status = 0, timed_out = 0;
+	size_t init_len = strlen(init_marker), off_len = strlen(off_marker);
+
+	while (!exited || pipe_open) {
+		struct pollfd fds[2];
+		int n = 0, pipe_idx = -1, pid_idx = -1;
+		if (pipe_open) {
+			fds[n] = (struct pollfd){.fd = p[0], .events = POLLIN};
+			pipe_idx = n++;
+		}
+		if (!exited && pfd >= 0) {
+			fds[n] = (struct pollfd){.fd = pfd, .events = POLLIN};
+			pid_idx = n++;
+		}
+		double left = t0 + timeout_ms - now_ms();
+		int wait = (!exited && pfd < 0) ? 1 : (int)(left > 0 ? left : 0) + 1;
+		if (exited)
+			wait = 2000; /* only draining the pipe now */
+		int r = poll(fds, n, wait);
+		if (r < 0 && errno != EINTR) {
+			perror("poll");
+			break;
+		}
+		if (!exited && pfd < 0) {
+			int st;
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				t_exit = now_ms() - t0;
+				status = st;
+				exited = 2; /* already reaped */
+			}
+		}
+		if (pid_idx >= 0 && r > 0 && (fds[pid_idx].revents & POLLIN)) {
+			t_exit = now_ms() - t0;
+			exited = 1;
+		}
+		if (pipe_idx >= 0 && r > 0 && (fds[pipe_idx].revents & (POLLIN | POLLHUP))) {
+			char buf[4096];
+			ssize_t got = read(p[0], buf, sizeof(buf));
+			double t = now_ms() - t0;
+			if (got <= 0) {
+				if (got == 0 || (errno != EINTR && errno != EAGAIN))
+					pipe_open = 0;
+			} else {
+				if (con)
+					fwrite(buf, 1, (size_t)got, con);
+				for (ssize_t i = 0; i < got; i++) {
+					char c = buf[i];
+					if (c == '\n' || c == '\r') {
+						len = 0;
+						continue;
+					}
+					if (len < sizeof(linebuf) - 1)
+						linebuf[len++] = c;
+					linebuf[len] = 0;
+					/* A marker counts as soon as its last byte arrives. */
+					if (t_init < 0 && len >= init_len &&
+					    memcmp(linebuf + len - init_len, init_marker, init_len) == 0) {
+						t_init = t;
+						if (!exited)
+							sample_smaps(pid, ram_bytes, &m);
+					}
+					if (t_off < 0 && len >= off_len &&
+					    memcmp(linebuf + len - off_len, off_marker, off_len) == 0)
+						t_off = t;
+				}
+			}
+		}
+		if (!exited && now_ms() - t0 > timeout_ms) {
+			kill(pid, SIGKILL);
+			timed_out = 1;
+			t_exit = -1;
+			waitpid(pid, &status, 0);
+			exited = 2;
+		}
+		if (exited && !pipe_open)
+			break;
+		if (exited && r == 0)
+			break; /* pipe kept open by a descendant: stop waiting */
+	}
+	if (exited != 2)
+		waitpid(pid, &status, 0);
+	if (exited == 0 || t_exit < 0) {
+		if (!timed_out)
+			t_exit = now_ms() - t0;
+	}
+	if (timed_out)
+		t_exit = -1;
+	if (con)
+		fclose(con);
+
+	char st[32];
+	if (timed_out)
+		snprintf(st, sizeof(st), "timeout");
+	else if (WIFEXITED(status))
+		snprintf(st, sizeof(st), "%d", WEXITSTATUS(status));
+	else
+		snprintf(st, sizeof(st), "sig%d", WTERMSIG(status));
+	double poweroff = (t_off >= 0 && t_exit >= 0) ? t_exit - t_off : -1;
+	long long ovh = m.ok ? m.rss_kb - m.ram_rss_kb : -1;
+	printf("BOOTTIME label=%s run=%s status=%s init_ms=%.1f off_ms=%.1f exit_ms=%.1f "
+	       "poweroff_ms=%.1f rss_kb=%lld ram_rss_kb=%lld ram_maps=%d ram_size_kb=%lld "
+	       "ovh_rss_kb=%lld ovh_anon_kb=%lld ovh_pss_kb=%lld\n",
+	       label, run, st, t_init, t_off, t_exit, poweroff, m.ok ? m.rss_kb : -1,
+	       m.ok ? m.ram_rss_kb : -1, m.ram_maps, m.ok ? m.ram_size_kb : -1, ovh,
+	       m.ok ? m.ovh_anon_kb : -1, m.ok ? m.ovh_pss_kb : -1);
+	fflush(stdout);
+	return (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0 && t_init >= 0 &&
+		t_off >= 0) ? 0 : 1;
+}

@@ -1,0 +1,221 @@
+#!/bin/sh
+# Linux-guest tests of visor: boots the default guest appliance (tools/mkguest)
+# in many ways and feeds visor bad inputs.  Runs inside the lab's L1 (busybox
+# sh) or directly on a host with VT-x/AMD-V.
+#
+#   tests/lab/guest-tests.sh DIR
+#
+# DIR holds `visor` and `guest/` (vmlinuz, vmlinux, initrd.cpio.gz).
+# Prints "PASS name" or "FAIL name: reason" per scenario and ends with
+# "lab: N passed, N failed"; exits non-zero when anything failed.
+# GUEST_TESTS_TIMEOUT (default 300) limits each guest boot, in seconds.
+set -u
+
+DIR=${1:-.}
+VISOR="$DIR/visor"
+G="$DIR/guest"
+[ -f "$G/vmlinuz" ] || G="$DIR"
+BZ="$G/vmlinuz"
+ELF="$G/vmlinux"
+INITRD="$G/initrd.cpio.gz"
+TMO=${GUEST_TESTS_TIMEOUT:-300}
+BASE="console=ttyS0 reboot=k panic=1 quiet"
+
+pass=0
+fail=0
+ok() { echo "PASS $1${2:+ ($2)}"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+finish() {
+	echo "lab: $pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
+}
+
+for f in "$VISOR" "$BZ" "$ELF" "$INITRD"; do
+	if [ ! -f "$f" ]; then
+		bad setup "$f is missing"
+		finish
+	fi
+done
+[ -x "$VISOR" ] || chmod +x "$VISOR" 2>/dev/null
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/visor-gt.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT INT TERM
+
+# run NAME SECS VISOR-ARGS... : run visor with stdin from /dev/null; sets rc,
+# leaves the console in $T/NAME.out and diagnostics in $T/NAME.err.
+run() {
+	_n=$1 _s=$2
+	shift 2
+	timeout "$_s" "$VISOR" "$@" </dev/null >"$T/$_n.out" 2>"$T/$_n.err"
+	rc=$?
+}
+
+# Show the tail of a failed run's output, indented.
+show() {
+	for _f in "$T/$1.err" "$T/$1.out"; do
+		[ -s "$_f" ] || continue
+		echo "    --- ${_f##*/} (last 15 lines)"
+		tr -d '\r' <"$_f" | tail -n 15 | sed 's/^/    | /'
+	done
+}
+
+# Boot-time marker value in ms, or empty.
+marker() { sed -n 's/^visor: guest boot time: \([0-9][0-9.]*\) ms since visor start.*$/\1/p' "$T/$1.err" | head -n 1; }
+
+# Console value KEY=... printed by a guest test script.
+value() { tr -d '\r' <"$T/$1.out" | sed -n "s/^$2=\([0-9][0-9]*\)\$/\1/p" | head -n 1; }
+
+# expect_boot NAME RC: common checks of a guest run; prints FAIL and returns
+# 1 on mismatch.
+expect_boot() {
+	if [ "$rc" != "$2" ]; then
+		bad "$1" "exit status $rc, expected $2"
+		show "$1"
+		return 1
+	fi
+	if [ -z "$(marker "$1")" ]; then
+		bad "$1" "no 'visor: guest boot time' line on stderr"
+		show "$1"
+		return 1
+	fi
+	return 0
+}
+
+# expect_result NAME TEST: the guest's VISOR-TEST-RESULT line says PASS.
+expect_result() {
+	if ! tr -d '\r' <"$T/$1.out" | grep -q "^VISOR-TEST-RESULT: $2 PASS"; then
+		bad "$1" "guest test $2 did not report PASS"
+		show "$1"
+		return 1
+	fi
+	return 0
+}
+
+# --- boots -------------------------------------------------------------------
+for n in 1 2 4; do
+	name="cpus-$n"
+	run "$name" "$TMO" run --kernel "$BZ" --initrd "$INITRD" --cpus "$n" --memory 256M \
+		--cmdline "$BASE visor.test=cpus"
+	expect_boot "$name" 0 && expect_result "$name" cpus || continue
+	got=$(value "$name" CPUS)
+	if [ "$got" = "$n" ]; then
+		ok "$name" "bzImage, boot marker at $(marker "$name") ms"
+	else
+		bad "$name" "guest sees ${got:-no} CPUs, expected $n"
+		show "$name"
+	fi
+done
+
+# mem_check NAME MiB KERNEL: MemTotal within 20% below the configured size.
+mem_check() {
+	run "$1" "$TMO" run --kernel "$3" --initrd "$INITRD" --memory "$2M" \
+		--cmdline "$BASE visor.test=mem"
+	expect_boot "$1" 0 && expect_result "$1" mem || return
+	kb=$(value "$1" MEMKB)
+	max=$(($2 * 1024))
+	min=$((max * 8 / 10))
+	if [ -n "$kb" ] && [ "$kb" -le "$max" ] && [ "$kb" -ge "$min" ]; then
+		ok "$1" "MemTotal $kb kB of $max kB, boot marker at $(marker "$1") ms"
+	else
+		bad "$1" "MemTotal ${kb:-?} kB, expected $min..$max kB"
+		show "$1"
+	fi
+}
+mem_check mem-256M 256 "$BZ"
+mem_check elf-vmlinux-512M 512 "$ELF"
+
+# --- guest-initiated exits -------------------------------------------------------
+# action NAME ACTION RC
+action() {
+	run "$1" "$TMO" run --kernel "$BZ" --initrd "$INITRD" --cmdline "$BASE visor.action=$2"
+	expect_boot "$1" "$3" && ok "$1" "exit $3"
+}
+action poweroff poweroff 0
+action reboot reboot 2
+action panic panic 3
+
+# --- console input ---------------------------------------------------------------
+# Send the line only once the guest is reading (bytes sent before the guest's
+# UART driver is up may be dropped by a real 16550 as well).
+echo_test() {
+	n=console-echo
+	line="hello visor $$"
+	rm -f "$T/in"
+	mkfifo "$T/in" || { bad $n "mkfifo failed"; return; }
+	timeout "$TMO" "$VISOR" run --kernel "$BZ" --initrd "$INITRD" \
+		--cmdline "$BASE visor.test=echo" <"$T/in" >"$T/$n.out" 2>"$T/$n.err" &
+	vpid=$!
+	exec 5>"$T/in"
+	i=0
+	while [ $i -lt "$TMO" ]; do
+		grep -q ECHO-READY "$T/$n.out" 2>/dev/null && break
+		kill -0 $vpid 2>/dev/null || break
+		sleep 1
+		i=$((i + 1))
+	done
+	(trap '' PIPE; printf '%s\n' "$line" >&5) 2>/dev/null
+	wait $vpid
+	rc=$?
+	exec 5>&-
+	expect_boot $n 0 && expect_result $n echo || return
+	if tr -d '\r' <"$T/$n.out" | grep -qx "ECHO:$line"; then
+		ok $n
+	else
+		bad $n "guest did not echo the line"
+		show $n
+	fi
+}
+echo_test
+
+# --- bad inputs: one "visor: error:" line, exit 1, no crash ---------------------
+# reject NAME VISOR-ARGS...   (NAME=name/word: the message must mention word)
+reject() {
+	_n="bad-${1%%/*}" _w=""
+	case "$1" in */*) _w=${1#*/} ;; esac
+	shift
+	run "$_n" 120 "$@"
+	_e=$(grep -c '^visor: error: ' "$T/$_n.err")
+	if [ "$rc" != 1 ]; then
+		bad "$_n" "exit status $rc, expected 1"
+		show "$_n"
+	elif [ "$_e" != 1 ]; then
+		bad "$_n" "$_e 'visor: error:' lines on stderr, expected 1"
+		show "$_n"
+	elif [ -n "$_w" ] && ! grep '^visor: error: ' "$T/$_n.err" | grep -qi -- "$_w"; then
+		bad "$_n" "the error does not mention '$_w'"
+		show "$_n"
+	else
+		ok "$_n" "$(grep '^visor: error: ' "$T/$_n.err")"
+	fi
+}
+PO="$BASE visor.action=poweroff" # should anything boot by mistake, it ends
+
+reject missing-kernel run --kernel "$T/no-such-kernel" --initrd "$INITRD" --cmdline "$PO"
+# Root reads through chmod 000, so a directory stands in for an unreadable file.
+reject unreadable-kernel run --kernel "$T" --initrd "$INITRD" --cmdline "$PO"
+if [ "$(id -u)" != 0 ]; then
+	cp "$BZ" "$T/noread" && chmod 000 "$T/noread"
+	reject unreadable-kernel-mode run --kernel "$T/noread" --initrd "$INITRD" --cmdline "$PO"
+fi
+dd if=/dev/urandom of="$T/garbage" bs=4096 count=256 2>/dev/null
+reject garbage-kernel run --kernel "$T/garbage" --initrd "$INITRD" --cmdline "$PO"
+dd if="$BZ" of="$T/trunc" bs=4096 count=1 2>/dev/null
+reject truncated-bzimage run --kernel "$T/trunc" --initrd "$INITRD" --cmdline "$PO"
+reject empty-kernel run --kernel /dev/null --initrd "$INITRD" --cmdline "$PO"
+reject missing-initrd/initrd run --kernel "$BZ" --initrd "$T/no-such-initrd" --cmdline "$PO"
+# (128M: with less, this kernel alone does not fit and the error is about that)
+dd if=/dev/zero of="$T/big" bs=1048576 count=160 2>/dev/null
+reject initrd-too-big/initrd run --kernel "$BZ" --initrd "$T/big" --memory 128M --cmdline "$PO"
+rm -f "$T/big"
+reject memory-0/memory run --kernel "$BZ" --initrd "$INITRD" --memory 0 --cmdline "$PO"
+reject memory-100T/memory run --kernel "$BZ" --initrd "$INITRD" --memory 100T --cmdline "$PO"
+reject memory-junk/memory run --kernel "$BZ" --initrd "$INITRD" --memory 12abc --cmdline "$PO"
+reject cpus-0/cpus run --kernel "$BZ" --initrd "$INITRD" --cpus 0 --cmdline "$PO"
+reject cpus-1000/cpus run --kernel "$BZ" --initrd "$INITRD" --cpus 1000 --cmdline "$PO"
+long=$(head -c 10000 /dev/zero | tr '\0' a)
+reject "cmdline-too-long/command line" run --kernel "$BZ" --initrd "$INITRD" --cmdline "$PO $long"
+reject unknown-option run --kernel "$BZ" --initrd "$INITRD" --no-such-option --cmdline "$PO"
+reject no-kernel run --initrd "$INITRD" --cmdline "$PO"
+
+finish

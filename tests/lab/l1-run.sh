@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs inside the lab's L1 (started by tests/run-all through tools/lab): the
+# test suites that need hardware-style KVM, one after the other.
+#
+#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest
+#
+# /lab mirrors build/: visor, kvm/*.elf, guest/*, plus tests/.  Each suite's
+# output is framed by "=== BEGIN name" / "=== END name rc=N" for run-all.
+cd /lab || exit 1
+echo "lab: L1 $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(ls -l /dev/kvm 2>&1)"
+status=0
+for s in "$@"; do
+	echo "=== BEGIN $s"
+	start=$(cut -d. -f1 /proc/uptime)
+	case "$s" in
+	kvm) tests/kvm/run /lab/visor /lab/kvm ;;
+	guest) tests/lab/guest-tests.sh /lab ;;
+	*) echo "l1-run: unknown suite $s"; false ;;
+	esac
+	rc=$?
+	echo "=== END $s rc=$rc ($(($(cut -d. -f1 /proc/uptime) - start)) s)"
+	[ $rc = 0 ] || status=1
+done
+exit $status
