@@ -28,7 +28,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps format
+.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps format fuzz
 all: $(BUILD)/visor
 
 $(BUILD)/visor: $(OBJS)
@@ -68,7 +68,19 @@ $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/
 
 kvm-guests: $(KVM_GUESTS)
 
-test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS)
+# libFuzzer targets (clang): tests/fuzz/fuzz_*.c against the library sources.
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_TIME ?= 20
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) -lpthread
+
+fuzz: $(FUZZ_BINS)
+	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)
+
+test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS)
 	tests/run-all
 
 run: all
@@ -87,3 +99,6 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+
+# keep objects of pattern-rule chains (sanitizer objects) between runs
+.SECONDARY:

@@ -220,6 +220,17 @@ int x86_vcpu_init(struct kvm *k, struct kvm_vcpu *v, uint32_t ncpus)
 		return r;
 	if ((r = set_msrs(v)) || (r = set_fpu(v)) || (r = set_lapic(v)))
 		return r;
+	if (kvm_check_cap(k, KVM_CAP_XCRS)) {
+		/* XCR0 at its architectural reset value (x87 only); the guest
+		 * enables SSE/AVX/... itself with XSETBV. */
+		struct kvm_xcrs x;
+		memset(&x, 0, sizeof(x));
+		x.nr_xcrs = 1;
+		x.xcrs[0].xcr = 0;
+		x.xcrs[0].value = 1;
+		if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
+			return -errno;
+	}
 	return 0;
 }
 
