@@ -2,14 +2,17 @@
 /*
  * loop.h - the event loop: one epoll instance serving file descriptors.
  *
- * Runs on the main thread and owns host-side I/O (console input now; device
- * back ends, the API socket, snapshots and migration later).  Not
- * thread-safe: only the loop thread registers and changes handlers.  Other
- * threads talk to it through eventfds they write.
+ * Runs on the main thread and owns host-side I/O (console input, device
+ * back ends; the API socket, snapshots and migration later).  loop_add,
+ * loop_mod and loop_del may be called from any thread (a device activated
+ * by a vCPU's register write registers its fds); callbacks always run on
+ * the loop thread.  A handler's ctx must stay valid until loop_del returns
+ * and the loop is between dispatches (devices live as long as the VM).
  */
 #ifndef VISOR_EVENT_LOOP_H
 #define VISOR_EVENT_LOOP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -26,7 +29,8 @@ struct loop_handler {
 
 struct loop {
 	int epfd;
-	bool stop;
+	volatile bool stop;
+	pthread_mutex_t lock;
 	struct loop_handler h[LOOP_MAX_FDS];
 };
 

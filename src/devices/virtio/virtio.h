@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio.h - a virtio device, independent of its transport (virtio 1.2 §2, §3).
+ *
+ * Two levels of ops:
+ *   struct virtio_dev_ops        what a device type (blk, rng, ...) provides;
+ *   struct virtio_transport_ops  what a transport (PCI, MMIO) provides to
+ *                                deliver interrupts.
+ * A device embeds struct virtio_dev and recovers itself with container_of.
+ *
+ * The common state machine lives in virtio.c and is driven by the
+ * transports: feature selection and negotiation, device status
+ * (§2.1, §3.1.1 order: ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK; FAILED;
+ * writing 0 resets), queue activation on DRIVER_OK, reset, and "broken"
+ * (DEVICE_NEEDS_RESET + config interrupt, §2.1.2).
+ *
+ * Threads and locking: transports call in from vCPU threads (register
+ * accesses) and the event loop (queue notifications from ioeventfds); all
+ * of it happens under d->lock.  Device ops are called with d->lock held,
+ * except where noted.  Device I/O completions run on the event loop and
+ * take d->lock themselves.
+ */
+#ifndef VISOR_DEVICES_VIRTIO_VIRTIO_H
+#define VISOR_DEVICES_VIRTIO_VIRTIO_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../../mem/guest_mem.h"
+#include "virtq.h"
+
+/* Device status bits (§2.1) */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_DEVICE_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED 128
+
+/* Reserved feature bits (§6) */
+#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_F_ACCESS_PLATFORM 33
+#define VIRTIO_F_RING_PACKED 34
+
+/* Device IDs (§5) */
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_BALLOON 5
+#define VIRTIO_ID_VSOCK 19
+
+#define VIRTIO_MAX_QUEUES 8
+
+struct virtio_dev;
+struct loop;
+
+struct virtio_dev_ops {
+	/* Device-specific feature bits (the core adds VERSION_1,
+	 * INDIRECT_DESC and EVENT_IDX). */
+	uint64_t (*features)(struct virtio_dev *d);
+	/* Device configuration space (§2.5): read/write @len (1,2,4,8) bytes
+	 * at @off.  Reads past the device's config size must return zeros;
+	 * writes there are ignored. */
+	void (*config_read)(struct virtio_dev *d, uint32_t off, void *data, uint32_t len);
+	void (*config_write)(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len);
+	/* DRIVER_OK was set and every ready queue is activated.  Return 0, or
+	 * -errno to fail the device (it is then marked broken). */
+	int (*activate)(struct virtio_dev *d);
+	/* The driver wrote 0 to status (or the VMM resets the device).  Must
+	 * stop touching guest memory: cancel/wait for in-flight I/O before
+	 * returning, or return -EINPROGRESS and call virtio_dev_reset_done()
+	 * later (the status then reads non-zero until done, §2.4). */
+	int (*reset)(struct virtio_dev *d);
+	/* The driver notified queue @q (on the event loop thread, d->lock held). */
+	void (*queue_notify)(struct virtio_dev *d, uint16_t q);
+};
+
+struct virtio_transport_ops {
+	/* Raise the used-buffer interrupt of queue @q (MSI-X vector of the
+	 * queue, or the MMIO line with InterruptStatus bit 0). */
+	void (*signal_queue)(struct virtio_dev *d, uint16_t q);
+	/* Raise the configuration-change interrupt. */
+	void (*signal_config)(struct virtio_dev *d);
+};
+
+struct virtio_dev {
+	const struct virtio_dev_ops *ops;
+	const struct virtio_transport_ops *tops;
+	void *transport; /* the transport's own state */
+	const char *name;
+	uint32_t device_id;
+	uint16_t num_queues;
+	uint16_t queue_max; /* largest queue size offered, power of two <= VIRTQ_MAX_SIZE */
+	const struct guest_mem *mem;
+	struct loop *loop;
+
+	pthread_mutex_t lock;
+	uint8_t status;
+	bool reset_pending; /* reset() returned -EINPROGRESS */
+	bool broken;
+	uint64_t device_features;  /* offered */
+	uint64_t driver_features;  /* accepted by the driver (valid after FEATURES_OK) */
+	uint32_t device_feature_sel, driver_feature_sel;
+	uint16_t queue_sel;
+	uint32_t config_generation;
+	struct virtq vqs[VIRTIO_MAX_QUEUES];
+};
+
+/* Initialise the common part.  @ops/@tops must outlive the device.
+ * device_features = ops->features() | VERSION_1 | INDIRECT_DESC | EVENT_IDX.
+ * Returns 0 or -errno. */
+int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, const char *name,
+		    uint32_t device_id, uint16_t num_queues, uint16_t queue_max,
+		    const struct guest_mem *mem, struct loop *loop);
+void virtio_dev_destroy(struct virtio_dev *d);
+
+/* Transport helpers (d->lock held by the caller). */
+uint32_t virtio_dev_read_device_features(struct virtio_dev *d); /* 32 bits at device_feature_sel */
+void virtio_dev_write_driver_features(struct virtio_dev *d, uint32_t val); /* at driver_feature_sel; ignored unless status is ACK|DRIVER without FEATURES_OK */
+uint8_t virtio_dev_get_status(struct virtio_dev *d);
+/* Apply a status write: enforces order (FEATURES_OK only if the accepted
+ * features are a subset of the offered ones and include VERSION_1;
+ * DRIVER_OK only after FEATURES_OK, activating ready queues and the device;
+ * 0 resets).  Out-of-order writes are ignored (logged, rate limited). */
+void virtio_dev_set_status(struct virtio_dev *d, uint8_t status);
+/* Queue geometry may be changed only while the device is not DRIVER_OK
+ * (§2.6.1/4.x): returns the queue selected by queue_sel, or NULL if out
+ * of range. */
+struct virtq *virtio_dev_selected_queue(struct virtio_dev *d);
+bool virtio_dev_queue_config_writable(struct virtio_dev *d);
+
+/* Queue @q was notified by the driver: calls ops->queue_notify unless the
+ * device is not live (no DRIVER_OK, broken, q out of range: ignored). */
+void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q);
+
+/* For device code: interrupt the driver for queue @q if virtq_should_signal. */
+void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q);
+
+/* The driver broke the rules: set DEVICE_NEEDS_RESET, stop processing
+ * (queue_notify no longer called), raise the config interrupt, log once. */
+void virtio_dev_mark_broken(struct virtio_dev *d, const char *why);
+
+/* Complete a reset that returned -EINPROGRESS (takes d->lock). */
+void virtio_dev_reset_done(struct virtio_dev *d);
+
+#endif
