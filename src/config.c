@@ -22,6 +22,11 @@ const char config_usage[] =
 	"  --cmdline STR        kernel command line (default: \"" CONFIG_DEFAULT_CMDLINE "\")\n"
 	"  --cpus N             number of vCPUs (default 1)\n"
 	"  --memory SIZE        guest RAM, e.g. 512M, 2G; a bare number is MiB (default 256M)\n"
+	"  --disk PATH[,readonly][,id=NAME][,transport=pci|mmio]\n"
+	"                       raw disk image as a virtio-blk device (repeatable, up to 8);\n"
+	"                       id is the serial the guest sees (default: diskN)\n"
+	"  --rng [transport=pci|mmio]\n"
+	"                       virtio-rng entropy device fed from the host's getrandom()\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
 	"  --kvm PATH           KVM device (default /dev/kvm)\n"
 	"  --allow-software-kvm run even when KVM has no VT-x/AMD-V behind it (e.g. PVM);\n"
@@ -70,6 +75,56 @@ __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, 
 	return -EINVAL;
 }
 
+static int parse_transport(const char *v, enum virtio_transport_kind *t)
+{
+	if (!strcmp(v, "pci"))
+		*t = TRANSPORT_PCI;
+	else if (!strcmp(v, "mmio"))
+		*t = TRANSPORT_MMIO;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof(*d));
+	d->transport = TRANSPORT_PCI;
+	const char *comma = strchr(val, ',');
+	size_t plen = comma ? (size_t)(comma - val) : strlen(val);
+	if (plen == 0)
+		return fail(err, errlen, "--disk: missing image path");
+	if (plen >= sizeof(d->path))
+		return fail(err, errlen, "--disk: path too long");
+	memcpy(d->path, val, plen);
+	while (comma) {
+		const char *opt = comma + 1;
+		comma = strchr(opt, ',');
+		size_t olen = comma ? (size_t)(comma - opt) : strlen(opt);
+		char o[64];
+		if (olen >= sizeof(o))
+			return fail(err, errlen, "--disk: option too long");
+		memcpy(o, opt, olen);
+		o[olen] = 0;
+		if (!strcmp(o, "readonly") || !strcmp(o, "ro")) {
+			d->readonly = true;
+		} else if (!strncmp(o, "id=", 3)) {
+			if (strlen(o + 3) == 0 || strlen(o + 3) > 20)
+				return fail(err, errlen, "--disk: id must be 1 to 20 characters");
+			for (const char *c = o + 3; *c; c++)
+				if (!isprint((unsigned char)*c))
+					return fail(err, errlen, "--disk: id must be printable");
+			snprintf(d->id, sizeof(d->id), "%s", o + 3);
+		} else if (!strncmp(o, "transport=", 10)) {
+			if (parse_transport(o + 10, &d->transport))
+				return fail(err, errlen, "--disk: transport must be pci or mmio");
+		} else {
+			return fail(err, errlen, "--disk: unknown option '%s'", o);
+		}
+	}
+	return 0;
+}
+
 int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -109,6 +164,17 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 			cfg->action = ACTION_HELP;
 			return 0;
 		}
+		if (!strcmp(name, "--rng")) {
+			/* optional value: --rng transport=mmio or --rng=transport=mmio */
+			if (!val && i + 1 < argc && !strncmp(argv[i + 1], "transport=", 10))
+				val = argv[++i];
+			cfg->rng = true;
+			cfg->rng_transport = TRANSPORT_PCI;
+			if (val && (strncmp(val, "transport=", 10) ||
+				    parse_transport(val + 10, &cfg->rng_transport)))
+				return fail(err, errlen, "--rng: expected transport=pci or transport=mmio");
+			continue;
+		}
 		if (!strcmp(name, "--allow-software-kvm")) {
 			if (val)
 				return fail(err, errlen, "option %s takes no value", name);
@@ -116,7 +182,7 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 			continue;
 		}
 		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
-						       "--memory", "--log-level", "--kvm", NULL};
+						       "--memory", "--log-level", "--kvm", "--disk", NULL};
 		int known = 0;
 		for (int k = 0; with_val[k]; k++)
 			known |= !strcmp(name, with_val[k]);
@@ -127,7 +193,17 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 				return fail(err, errlen, "option %s needs a value", name);
 			val = argv[++i];
 		}
-		if (!strcmp(name, "--kernel")) {
+		if (!strcmp(name, "--disk")) {
+			if (cfg->ndisks >= CONFIG_MAX_DISKS)
+				return fail(err, errlen, "--disk: at most %d disks", CONFIG_MAX_DISKS);
+			struct disk_config *d = &cfg->disks[cfg->ndisks];
+			int r = config_parse_disk(val, d, err, errlen);
+			if (r)
+				return r;
+			if (!d->id[0])
+				snprintf(d->id, sizeof(d->id), "disk%u", cfg->ndisks);
+			cfg->ndisks++;
+		} else if (!strcmp(name, "--kernel")) {
 			cfg->kernel = val;
 		} else if (!strcmp(name, "--initrd")) {
 			cfg->initrd = val;

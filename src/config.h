@@ -23,6 +23,17 @@ enum config_action { ACTION_RUN, ACTION_HELP, ACTION_VERSION };
 /* xAPIC IDs in the MADT are 8-bit and 0xff is broadcast. */
 #define CONFIG_MAX_CPUS 254
 
+#define CONFIG_MAX_DISKS 8
+
+enum virtio_transport_kind { TRANSPORT_PCI, TRANSPORT_MMIO };
+
+struct disk_config {
+	char path[4096];
+	char id[21]; /* serial reported by GET_ID (<= 20 bytes) */
+	bool readonly;
+	enum virtio_transport_kind transport;
+};
+
 struct vm_config {
 	enum config_action action;
 	const char *kernel;
@@ -33,7 +44,15 @@ struct vm_config {
 	bool allow_software_kvm;
 	const char *kvm_path;
 	enum log_level log_level;
+	uint32_t ndisks;
+	struct disk_config disks[CONFIG_MAX_DISKS];
+	bool rng;
+	enum virtio_transport_kind rng_transport;
 };
+
+/* Parse a --disk value "PATH[,readonly][,id=NAME][,transport=pci|mmio]".
+ * 0 or -EINVAL with a message. */
+int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t errlen);
 
 /* Parse "visor ARGS": argv[0] is the program, argv[1] the subcommand
  * ("run"; "--help"/"--version" also accepted alone).  Fills @cfg (strings

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@ int kvm_open(struct kvm *k, const char *path, char *err, size_t errlen)
 {
 	memset(k, 0, sizeof(*k));
 	k->fd = k->vm_fd = -1;
+	pthread_mutex_init(&k->route_lock, NULL);
 	k->fd = open(path, O_RDWR | O_CLOEXEC);
 	if (k->fd < 0) {
 		int e = errno;
@@ -139,4 +141,141 @@ void kvm_close(struct kvm *k)
 	if (k->fd >= 0)
 		close(k->fd);
 	k->fd = k->vm_fd = -1;
+}
+
+int kvm_route_irqchip(struct kvm *k, uint32_t gsi, uint32_t chip, uint32_t pin)
+{
+	pthread_mutex_lock(&k->route_lock);
+	int r = -ENOSPC;
+	if (k->nroutes < KVM_MAX_ROUTES) {
+		struct kvm_irq_routing_entry *e = &k->routes[k->nroutes++];
+		memset(e, 0, sizeof(*e));
+		e->gsi = gsi;
+		e->type = KVM_IRQ_ROUTING_IRQCHIP;
+		e->u.irqchip.irqchip = chip;
+		e->u.irqchip.pin = pin;
+		r = 0;
+	}
+	pthread_mutex_unlock(&k->route_lock);
+	return r;
+}
+
+/* route_lock held */
+static int commit_locked(struct kvm *k)
+{
+	size_t sz = sizeof(struct kvm_irq_routing) + k->nroutes * sizeof(struct kvm_irq_routing_entry);
+	struct kvm_irq_routing *rt = calloc(1, sz);
+	if (!rt)
+		return -ENOMEM;
+	rt->nr = k->nroutes;
+	memcpy(rt->entries, k->routes, k->nroutes * sizeof(struct kvm_irq_routing_entry));
+	int r = ioctl(k->vm_fd, KVM_SET_GSI_ROUTING, rt) < 0 ? -errno : 0;
+	free(rt);
+	return r;
+}
+
+int kvm_routes_commit(struct kvm *k)
+{
+	pthread_mutex_lock(&k->route_lock);
+	int r = commit_locked(k);
+	pthread_mutex_unlock(&k->route_lock);
+	return r;
+}
+
+static struct kvm_irq_routing_entry *find_msi(struct kvm *k, uint32_t gsi)
+{
+	for (uint32_t i = 0; i < k->nroutes; i++)
+		if (k->routes[i].gsi == gsi && k->routes[i].type == KVM_IRQ_ROUTING_MSI)
+			return &k->routes[i];
+	return NULL;
+}
+
+int kvm_msi_route_alloc(struct kvm *k, uint64_t addr, uint32_t data, uint32_t *gsi)
+{
+	pthread_mutex_lock(&k->route_lock);
+	int r = -ENOSPC;
+	for (uint32_t i = 0; i < KVM_MAX_ROUTES - KVM_FIRST_MSI_GSI && k->nroutes < KVM_MAX_ROUTES;
+	     i++) {
+		if (k->msi_gsi_used[i])
+			continue;
+		k->msi_gsi_used[i] = 1;
+		struct kvm_irq_routing_entry *e = &k->routes[k->nroutes++];
+		memset(e, 0, sizeof(*e));
+		e->gsi = KVM_FIRST_MSI_GSI + i;
+		e->type = KVM_IRQ_ROUTING_MSI;
+		e->u.msi.address_lo = (uint32_t)addr;
+		e->u.msi.address_hi = (uint32_t)(addr >> 32);
+		e->u.msi.data = data;
+		r = commit_locked(k);
+		if (r) {
+			k->nroutes--;
+			k->msi_gsi_used[i] = 0;
+		} else {
+			*gsi = e->gsi;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&k->route_lock);
+	return r;
+}
+
+int kvm_msi_route_update(struct kvm *k, uint32_t gsi, uint64_t addr, uint32_t data)
+{
+	pthread_mutex_lock(&k->route_lock);
+	struct kvm_irq_routing_entry *e = find_msi(k, gsi);
+	int r = -ENOENT;
+	if (e) {
+		if (e->u.msi.address_lo == (uint32_t)addr && e->u.msi.address_hi == (uint32_t)(addr >> 32) &&
+		    e->u.msi.data == data) {
+			r = 0; /* unchanged: skip the (costly) table reload */
+		} else {
+			e->u.msi.address_lo = (uint32_t)addr;
+			e->u.msi.address_hi = (uint32_t)(addr >> 32);
+			e->u.msi.data = data;
+			r = commit_locked(k);
+		}
+	}
+	pthread_mutex_unlock(&k->route_lock);
+	return r;
+}
+
+void kvm_msi_route_free(struct kvm *k, uint32_t gsi)
+{
+	pthread_mutex_lock(&k->route_lock);
+	struct kvm_irq_routing_entry *e = find_msi(k, gsi);
+	if (e) {
+		*e = k->routes[--k->nroutes];
+		if (gsi >= KVM_FIRST_MSI_GSI && gsi - KVM_FIRST_MSI_GSI < KVM_MAX_ROUTES)
+			k->msi_gsi_used[gsi - KVM_FIRST_MSI_GSI] = 0;
+		commit_locked(k);
+	}
+	pthread_mutex_unlock(&k->route_lock);
+}
+
+int kvm_irqfd(struct kvm *k, int fd, uint32_t gsi, bool assign)
+{
+	struct kvm_irqfd f = {.fd = (uint32_t)fd, .gsi = gsi, .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
+	return ioctl(k->vm_fd, KVM_IRQFD, &f) < 0 ? -errno : 0;
+}
+
+int kvm_ioeventfd(struct kvm *k, int fd, uint64_t addr, uint32_t len, bool pio, bool datamatch,
+		  uint64_t match, bool assign)
+{
+	struct kvm_ioeventfd e = {
+		.datamatch = match,
+		.addr = addr,
+		.len = len,
+		.fd = fd,
+		.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+			 (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+			 (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+	};
+	return ioctl(k->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
+}
+
+int kvm_signal_msi(struct kvm *k, uint64_t addr, uint32_t data)
+{
+	struct kvm_msi m = {.address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32), .data = data};
+	int r = ioctl(k->vm_fd, KVM_SIGNAL_MSI, &m);
+	return r < 0 ? -errno : 0;
 }

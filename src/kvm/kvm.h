@@ -9,9 +9,16 @@
 #define VISOR_KVM_KVM_H
 
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* GSI routing table (KVM_SET_GSI_ROUTING replaces the whole table, so
+ * visor keeps the master copy).  GSIs below KVM_FIRST_MSI_GSI are the
+ * irqchip pins; MSI routes get GSIs from there up. */
+#define KVM_MAX_ROUTES 512
+#define KVM_FIRST_MSI_GSI 24
 
 struct kvm {
 	int fd;            /* /dev/kvm */
@@ -19,6 +26,11 @@ struct kvm {
 	int run_size;      /* size of the kvm_run mapping */
 	int max_vcpus;
 	bool immediate_exit;
+
+	pthread_mutex_t route_lock;
+	uint32_t nroutes;
+	struct kvm_irq_routing_entry routes[KVM_MAX_ROUTES];
+	uint8_t msi_gsi_used[KVM_MAX_ROUTES]; /* by GSI - KVM_FIRST_MSI_GSI */
 };
 
 struct kvm_vcpu {
@@ -50,5 +62,26 @@ int kvm_create_vcpu(struct kvm *k, int id, struct kvm_vcpu *v);
 void kvm_destroy_vcpu(struct kvm_vcpu *v);
 
 void kvm_close(struct kvm *k);
+
+/* Add an irqchip route (GSI -> PIC/IOAPIC pin) to the table; takes effect
+ * at the next kvm_routes_commit().  0 / -ENOSPC. */
+int kvm_route_irqchip(struct kvm *k, uint32_t gsi, uint32_t chip, uint32_t pin);
+/* Push the routing table to KVM.  0 / -errno. */
+int kvm_routes_commit(struct kvm *k);
+
+/* Allocate a GSI routed to the MSI message (addr, data) and commit.
+ * Thread-safe.  0 / -ENOSPC / -errno. */
+int kvm_msi_route_alloc(struct kvm *k, uint64_t addr, uint32_t data, uint32_t *gsi);
+int kvm_msi_route_update(struct kvm *k, uint32_t gsi, uint64_t addr, uint32_t data);
+void kvm_msi_route_free(struct kvm *k, uint32_t gsi);
+
+/* Bind (assign) or unbind eventfd @fd to @gsi (KVM_IRQFD). */
+int kvm_irqfd(struct kvm *k, int fd, uint32_t gsi, bool assign);
+/* Bind or unbind eventfd @fd to guest writes of @len bytes at @addr in
+ * MMIO or port space (KVM_IOEVENTFD), optionally only for value @match. */
+int kvm_ioeventfd(struct kvm *k, int fd, uint64_t addr, uint32_t len, bool pio, bool datamatch,
+		  uint64_t match, bool assign);
+/* Inject one MSI (KVM_SIGNAL_MSI). */
+int kvm_signal_msi(struct kvm *k, uint64_t addr, uint32_t data);
 
 #endif

@@ -118,4 +118,41 @@ TEST(bad_input_is_a_clear_error)
 	}
 }
 
+TEST(disks_and_rng)
+{
+	struct vm_config c;
+	char err[256];
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--disk", "a.img", "--disk",
+		       "b.img,readonly,id=serial-b,transport=mmio", "--rng", NULL), 0);
+	CHECK_EQ(c.ndisks, 2);
+	CHECK_STR(c.disks[0].path, "a.img");
+	CHECK_STR(c.disks[0].id, "disk0");
+	CHECK(!c.disks[0].readonly);
+	CHECK_EQ(c.disks[0].transport, TRANSPORT_PCI);
+	CHECK_STR(c.disks[1].path, "b.img");
+	CHECK_STR(c.disks[1].id, "serial-b");
+	CHECK(c.disks[1].readonly);
+	CHECK_EQ(c.disks[1].transport, TRANSPORT_MMIO);
+	CHECK(c.rng);
+	CHECK_EQ(c.rng_transport, TRANSPORT_PCI);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--rng", "transport=mmio", NULL), 0);
+	CHECK_EQ(c.rng_transport, TRANSPORT_MMIO);
+	static const char *const bad[] = {",readonly", "a,bogus", "a,id=", "a,id=123456789012345678901",
+					  "a,transport=isa", NULL};
+	for (int i = 0; bad[i]; i++) {
+		err[0] = 0;
+		CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--disk", bad[i], NULL), (unsigned long long)-EINVAL);
+		CHECK(strstr(err, "--disk") != NULL);
+	}
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--rng=transport=x", NULL), (unsigned long long)-EINVAL);
+	char *argv[32] = {"visor", "run", "--kernel", "k"};
+	int argc = 4;
+	for (int i = 0; i < 9; i++) {
+		argv[argc++] = "--disk";
+		argv[argc++] = "x.img";
+	}
+	CHECK_EQ(config_parse_args(argc, argv, &c, err, sizeof(err)), (unsigned long long)-EINVAL);
+	CHECK(strstr(err, "at most") != NULL);
+}
+
 TEST_MAIN()

@@ -41,33 +41,17 @@ int x86_vm_setup(struct kvm *k)
 	 * go to both 8259s (IRQ2 is the cascade) and the IOAPIC pin of the
 	 * same number, except IRQ0 (the PIT) which reaches IOAPIC pin 2 --
 	 * the "IRQ0 -> GSI2" interrupt source override. */
-	_Alignas(struct kvm_irq_routing) uint8_t rbuf[sizeof(struct kvm_irq_routing) +
-						      (16 + IOAPIC_NUM_PINS) *
-							      sizeof(struct kvm_irq_routing_entry)];
-	memset(rbuf, 0, sizeof(rbuf));
-	struct kvm_irq_routing *rt = (struct kvm_irq_routing *)rbuf;
-	uint32_t n = 0;
-	for (uint32_t irq = 0; irq < 16; irq++) {
-		if (irq == 2)
-			continue;
-		rt->entries[n].gsi = irq;
-		rt->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		rt->entries[n].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-		rt->entries[n].u.irqchip.pin = irq % 8;
-		n++;
-	}
-	for (uint32_t gsi = 0; gsi < IOAPIC_NUM_PINS; gsi++) {
-		if (gsi == 2)
-			continue;
-		rt->entries[n].gsi = gsi;
-		rt->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		rt->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		rt->entries[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
-		n++;
-	}
-	rt->nr = n;
-	if (ioctl(k->vm_fd, KVM_SET_GSI_ROUTING, rt) < 0)
-		return -errno;
+	int r = 0;
+	for (uint32_t irq = 0; irq < 16 && !r; irq++)
+		if (irq != 2)
+			r = kvm_route_irqchip(k, irq,
+					      irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
+					      irq % 8);
+	for (uint32_t gsi = 0; gsi < IOAPIC_NUM_PINS && !r; gsi++)
+		if (gsi != 2)
+			r = kvm_route_irqchip(k, gsi, KVM_IRQCHIP_IOAPIC, gsi == 0 ? 2 : gsi);
+	if (r || (r = kvm_routes_commit(k)))
+		return r;
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	if (ioctl(k->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return -errno;
