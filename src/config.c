@@ -114,7 +114,7 @@ int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t 
 			for (const char *c = o + 3; *c; c++)
 				if (!isprint((unsigned char)*c))
 					return fail(err, errlen, "--disk: id must be printable");
-			snprintf(d->id, sizeof(d->id), "%s", o + 3);
+			memcpy(d->id, o + 3, strlen(o + 3) + 1); /* <= 20 bytes + NUL, checked */
 		} else if (!strncmp(o, "transport=", 10)) {
 			if (parse_transport(o + 10, &d->transport))
 				return fail(err, errlen, "--disk: transport must be pci or mmio");
@@ -201,7 +201,7 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 			if (r)
 				return r;
 			if (!d->id[0])
-				snprintf(d->id, sizeof(d->id), "disk%u", cfg->ndisks);
+				snprintf(d->id, sizeof(d->id), "disk%u", cfg->ndisks % 100u);
 			cfg->ndisks++;
 		} else if (!strcmp(name, "--kernel")) {
 			cfg->kernel = val;

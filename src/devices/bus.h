@@ -9,13 +9,25 @@
  * limited) and reads return all-ones, as on a PC with nothing decoding the
  * address.
  *
- * Locking: the bus itself is read-only after machine assembly; each device
- * protects its own state (vCPU threads and the event loop may call in
- * concurrently).
+ * Locking: windows may be added and removed while vCPU threads dispatch
+ * (a PCI BAR moves when the guest reprograms it).  A per-bus rwlock keeps
+ * the window table consistent: bus_register/bus_unregister take it for
+ * writing, lookups for reading.  bus_access looks the window up and takes
+ * the offset under the read lock, then RELEASES it and calls the device,
+ * so a device op may itself (un)register windows on any bus (PCI config
+ * writes through ECAM remap BARs on the same MMIO bus) without deadlock.
+ * Consequence: an access that looked a window up just before it was
+ * unregistered may still reach the device's ops once, with the offset of
+ * the old placement - exactly what a guest racing its own reprogramming
+ * gets on hardware.  So a bus_dev (and what its ops touch) must stay valid
+ * until the machine stops dispatching - visor's devices live as long as
+ * the VM.  Each device protects its own state (vCPU threads and the event
+ * loop may call in concurrently).
  */
 #ifndef VISOR_DEVICES_BUS_H
 #define VISOR_DEVICES_BUS_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +54,7 @@ struct bus_dev {
 
 struct bus {
 	const char *name; /* "pio" or "mmio", for logs */
+	pthread_rwlock_t lock; /* guards ndevs, devs[] and their base/len */
 	size_t ndevs;
 	struct bus_dev *devs[BUS_MAX_DEVS]; /* sorted by base */
 	uint64_t unhandled;                 /* count of accesses nobody decoded */
@@ -51,10 +64,19 @@ struct bus {
 void bus_init(struct bus *bus, const char *name);
 
 /* Place @dev at [base, base+len).  Returns 0, -EINVAL (len 0 or wraps),
- * -EEXIST (overlaps a registered window) or -ENOSPC. */
+ * -EEXIST (overlaps a registered window, or @dev is already registered on
+ * this bus: a bus_dev has one window at a time) or -ENOSPC. */
 int bus_register(struct bus *bus, struct bus_dev *dev, uint64_t base, uint64_t len);
 
-/* Find the device whose window holds [addr, addr+len), or NULL. */
+/* Remove @dev's window (registered with bus_register on this bus).  Its
+ * base/len keep their last values.  Returns 0, -EINVAL (NULL argument) or
+ * -ENOENT (not registered here).  An access already dispatched to @dev
+ * may still complete after this returns (see Locking above). */
+int bus_unregister(struct bus *bus, struct bus_dev *dev);
+
+/* Find the device whose window holds [addr, addr+len), or NULL.  The
+ * answer may be stale as soon as it is returned if windows move
+ * concurrently. */
 struct bus_dev *bus_find(struct bus *bus, uint64_t addr, uint32_t len);
 
 /* Dispatch one access.  Returns true if a device handled it; otherwise a

@@ -38,6 +38,16 @@ struct platform_ops {
 	 * datamatch).  The caller watches @efd on the event loop. */
 	int (*ioeventfd_add)(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd);
 	int (*ioeventfd_del)(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd);
+	/* As ioeventfd_add/del, but only writes of exactly @datamatch signal
+	 * @efd (KVM_IOEVENTFD_FLAG_DATAMATCH); other values still exit to the
+	 * VMM and reach the bus.  Needed where one register carries a value
+	 * that selects the target, e.g. virtio-mmio QueueNotify (the queue
+	 * index).  Del must be given the same @datamatch.  May be NULL (not
+	 * supported): callers then rely on ordinary bus writes. */
+	int (*ioeventfd_add_datamatch)(struct platform *p, bool pio, uint64_t addr, uint32_t len,
+				       uint64_t datamatch, int efd);
+	int (*ioeventfd_del_datamatch)(struct platform *p, bool pio, uint64_t addr, uint32_t len,
+				       uint64_t datamatch, int efd);
 };
 
 struct platform {

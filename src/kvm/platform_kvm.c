@@ -118,6 +118,18 @@ static int kp_ioeventfd_del(struct platform *p, bool pio, uint64_t addr, uint32_
 	return kvm_ioeventfd(KP(p)->kvm, efd, addr, len, pio, false, 0, false);
 }
 
+static int kp_ioeventfd_add_dm(struct platform *p, bool pio, uint64_t addr, uint32_t len,
+			       uint64_t datamatch, int efd)
+{
+	return kvm_ioeventfd(KP(p)->kvm, efd, addr, len, pio, true, datamatch, true);
+}
+
+static int kp_ioeventfd_del_dm(struct platform *p, bool pio, uint64_t addr, uint32_t len,
+			       uint64_t datamatch, int efd)
+{
+	return kvm_ioeventfd(KP(p)->kvm, efd, addr, len, pio, true, datamatch, false);
+}
+
 static const struct platform_ops kvm_platform_ops = {
 	.set_irq = kp_set_irq,
 	.irqfd_for_gsi = kp_irqfd_for_gsi,
@@ -127,6 +139,8 @@ static const struct platform_ops kvm_platform_ops = {
 	.msi_send = kp_msi_send,
 	.ioeventfd_add = kp_ioeventfd_add,
 	.ioeventfd_del = kp_ioeventfd_del,
+	.ioeventfd_add_datamatch = kp_ioeventfd_add_dm,
+	.ioeventfd_del_datamatch = kp_ioeventfd_del_dm,
 };
 
 void kvm_platform_init(struct kvm_platform *kp, struct kvm *k, struct loop *loop, struct bus *pio,

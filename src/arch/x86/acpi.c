@@ -29,6 +29,12 @@
 #define MADT_REVISION 5
 #define XSDT_REVISION 1
 #define RSDT_REVISION 1
+#define MCFG_REVISION 1
+#define MCFG_LEN (ACPI_HEADER_LEN + 8 + 16)
+/* PC host bridges forward I/O ports 0-0xcf7 and 0xd00-0xffff downstream;
+ * 0xcf8-0xcff are the config ports, 0xd00 is where the upper window
+ * conventionally starts. */
+#define PCI_IO_HIGH_START 0x0d00
 
 /* GAS Address Space IDs and access sizes (§5.2.3.2) */
 #define GAS_SYSTEM_IO 1
@@ -183,6 +189,57 @@ static void build_facs(uint8_t *t)
 }
 
 /*
+ * The PCI host bridge and its ECAM reservation (see acpi.h), in ASL terms:
+ *
+ *   Device (PCI0) {
+ *     Name (_HID, EisaId ("PNP0A08"))  Name (_CID, EisaId ("PNP0A03"))
+ *     Name (_SEG, 0)  Name (_BBN, 0)  Name (_UID, 0)
+ *     Name (_CRS, ResourceTemplate () {
+ *       WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+ *                      0, first, last, 0, last - first + 1)
+ *       IO (Decode16, 0x0cf8, 0x0cf8, 1, 8)
+ *       DWordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+ *                0, 0x0000, 0x0cf7, 0, 0x0cf8)
+ *       DWordIO (..., 0, 0x0d00, 0xffff, 0, 0xf300)
+ *       DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed,
+ *                    NonCacheable, ReadWrite, 0, mmio32, mmio32_end, 0, size)
+ *     })
+ *   }
+ *   Device (ECAM) {
+ *     Name (_HID, EisaId ("PNP0C02"))  Name (_UID, "ECAM")
+ *     Name (_CRS, ResourceTemplate () { Memory32Fixed (ReadWrite, ecam, size) })
+ *   }
+ */
+static void build_pci_aml(struct aml *a)
+{
+	size_t dev = aml_device_begin(a, "PCI0");
+	aml_name_eisaid(a, "_HID", "PNP0A08");
+	aml_name_eisaid(a, "_CID", "PNP0A03");
+	aml_name_integer(a, "_SEG", 0);
+	aml_name_integer(a, "_BBN", PCI_ECAM_BUS_FIRST);
+	aml_name_integer(a, "_UID", 0);
+	aml_name_decl(a, "_CRS");
+	size_t rt = aml_restemplate_begin(a);
+	aml_res_word_bus_number(a, PCI_ECAM_BUS_FIRST, PCI_ECAM_BUS_LAST);
+	aml_res_io(a, PORT_PCI_CONFIG, PORT_PCI_CONFIG, 1, PORT_PCI_CONFIG_LEN);
+	aml_res_dword_io(a, 0x0000, PORT_PCI_CONFIG - 1);
+	aml_res_dword_io(a, PCI_IO_HIGH_START, 0xffff);
+	aml_res_dword_memory(a, AML_MEM_NONCACHEABLE, (uint32_t)GPA_PCI_MMIO32,
+			     (uint32_t)(GPA_PCI_MMIO32 + PCI_MMIO32_SIZE - 1));
+	aml_restemplate_end(a, rt);
+	aml_device_end(a, dev);
+
+	dev = aml_device_begin(a, "ECAM");
+	aml_name_eisaid(a, "_HID", "PNP0C02");
+	aml_name_string(a, "_UID", "ECAM");
+	aml_name_decl(a, "_CRS");
+	rt = aml_restemplate_begin(a);
+	aml_res_memory32_fixed(a, (uint32_t)GPA_PCI_ECAM, (uint32_t)PCI_ECAM_SIZE, true);
+	aml_restemplate_end(a, rt);
+	aml_device_end(a, dev);
+}
+
+/*
  * DSDT body (ACPI 6.4 §5.2.11.1), in ASL terms:
  *
  *   Name (_S5, Package () { SLP_TYP, SLP_TYP, 0, 0 })   // §7.4.2 \_Sx
@@ -247,6 +304,9 @@ static void build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
 	aml_restemplate_end(a, rt);
 	aml_method_return_integer(a, "_STA", 0x0f);
 	aml_device_end(a, dev);
+
+	if (cfg->pci)
+		build_pci_aml(a);
 
 	aml_raw(a, cfg->sb_extra_aml, cfg->sb_extra_aml_len);
 	aml_scope_end(a, sb);
@@ -386,6 +446,22 @@ static void build_madt(uint8_t *t, uint32_t ncpus)
 	finish_table(t, len);
 }
 
+/*
+ * MCFG (PCI Firmware Specification 3.2 §4.1.2), 60 bytes: header, 8 reserved
+ * bytes, then one Configuration Space Base Address Allocation Structure:
+ *   44 base address (8)  52 PCI segment group (2)  54 start bus  55 end bus
+ *   56 reserved (4)
+ */
+static void build_mcfg(uint8_t *t)
+{
+	put_header(t, "MCFG", MCFG_LEN, MCFG_REVISION);
+	put64(t + 44, GPA_PCI_ECAM);
+	put16(t + 52, 0);
+	put8(t + 54, PCI_ECAM_BUS_FIRST);
+	put8(t + 55, PCI_ECAM_BUS_LAST);
+	finish_table(t, MCFG_LEN);
+}
+
 /* XSDT (§5.2.8) / RSDT (§5.2.7): header + one 8- / 4-byte pointer per table. */
 static int build_sdt(struct out *o, const char *sig, size_t ptr_size, const uint64_t *tables,
 		     size_t n, size_t *off)
@@ -461,6 +537,13 @@ int acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct acpi_config
 		return err;
 	build_madt(buf + madt, cfg->ncpus);
 	tables[ntables++] = gpa + madt;
+	if (cfg->pci) {
+		size_t mcfg;
+		if ((err = out_alloc(&o, MCFG_LEN, 8, &mcfg)))
+			return err;
+		build_mcfg(buf + mcfg);
+		tables[ntables++] = gpa + mcfg;
+	}
 
 	if ((err = build_sdt(&o, "XSDT", 8, tables, ntables, &xsdt)))
 		return err;

@@ -21,11 +21,29 @@
  *   - FADT IAPC_BOOT_ARCH: legacy devices + 8042 present, no VGA;
  *     CENTURY = CMOS 0x32 (the RTC device keeps the century there).
  *   - DSDT devices in \_SB: COM1 (PNP0501), RTC (PNP0B00), PS/2 keyboard
- *     controller (PNP0303), pvpanic (QEMU0001), then cfg->sb_extra_aml.
+ *     controller (PNP0303), pvpanic (QEMU0001), with cfg->pci the PCI host
+ *     bridge PCI0 and the ECAM reservation ECAM (below), then
+ *     cfg->sb_extra_aml.
+ *   - With cfg->pci (the PCI bus of src/devices/pci, layout.h GPA_PCI_*):
+ *       MCFG (PCI Firmware 3.2 §4.1.2) in the XSDT/RSDT: one allocation,
+ *         segment 0, buses PCI_ECAM_BUS_FIRST..LAST at GPA_PCI_ECAM;
+ *       Device (PCI0) { _HID PNP0A08, _CID PNP0A03, _SEG 0, _BBN 0, _UID 0,
+ *         _CRS: WordBusNumber 0..PCI_ECAM_BUS_LAST; IO 0xcf8 len 8 (the
+ *         config ports, consumed by the bridge); DWordIO windows
+ *         0x0000-0x0cf7 and 0x0d00-0xffff; DWordMemory (non-cacheable,
+ *         read-write) GPA_PCI_MMIO32 .. + PCI_MMIO32_SIZE - 1 }.
+ *         No _PRT (devices have no INTx pin: MSI-X only; Linux accepts a
+ *         root bridge without it) and no _OSC (Linux then keeps native
+ *         PCIe services off, which visor does not have anyway).
+ *       Device (ECAM) { _HID PNP0C02, _UID "ECAM", _CRS Memory32Fixed
+ *         (ReadWrite, GPA_PCI_ECAM, PCI_ECAM_SIZE) }: the motherboard
+ *         resource reservation Linux requires before it trusts MCFG
+ *         ("MMCONFIG at ... reserved as ACPI motherboard resource").
  */
 #ifndef VISOR_ARCH_X86_ACPI_H
 #define VISOR_ARCH_X86_ACPI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,7 +58,7 @@
  * (x2APIC entries would be needed beyond). */
 #define ACPI_MAX_CPUS 254
 
-/* Most tables the XSDT may list (FADT, MADT and room for later ones). */
+/* Most tables the XSDT may list (FADT, MADT, MCFG and room for later ones). */
 #define ACPI_MAX_TABLES 8
 
 struct acpi_config {
@@ -49,6 +67,9 @@ struct acpi_config {
 	 * bridge, virtio-mmio devices); NULL/0 for none. */
 	const uint8_t *sb_extra_aml;
 	size_t sb_extra_aml_len;
+	/* Describe the PCI host bridge: MCFG + \_SB.PCI0 + \_SB.ECAM (see
+	 * above). */
+	bool pci;
 };
 
 /*
@@ -62,7 +83,8 @@ struct acpi_config {
  *   0x040  FACS  64 bytes at the next 64-byte aligned guest address
  *          (0x040 when gpa is 64-byte aligned)
  *   ...    DSDT  36-byte header + AML
- *   ...    FADT (276 bytes), MADT, XSDT, RSDT, each 8-byte aligned
+ *   ...    FADT (276 bytes), MADT, [MCFG (60 bytes) with cfg->pci], XSDT,
+ *          RSDT, each 8-byte aligned
  *
  * Nothing is written at or past buf + size.  Returns the number of bytes
  * used (everything the guest must see), -ENOSPC if they do not fit in size,

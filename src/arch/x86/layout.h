@@ -18,7 +18,13 @@
  *   0x000a_0000 - 0x000d_ffff   VGA/option-ROM hole (not RAM)
  *   0x000e_0000 - 0x000f_ffff   "BIOS" area (reserved): ACPI RSDP + tables
  *   0x0010_0000 - low_end       RAM (kernel loaded at its preferred address)
- *   0xc000_0000 - 0xffff_ffff   32-bit MMIO hole (PCI, IOAPIC, LAPIC)
+ *   0xc000_0000 - 0xffff_ffff   32-bit MMIO hole (PCI, IOAPIC, LAPIC):
+ *     0xc000_0000 - 0xdfff_ffff   PCI 32-bit memory window: BARs (host
+ *                                 bridge _CRS producer window)
+ *     0xe000_0000 - 0xe00f_ffff   PCI ECAM (MCFG), bus 0 only: 4 KiB of
+ *                                 config space per device/function
+ *     0xfec0_0000                 IOAPIC
+ *     0xfee0_0000                 LAPIC
  *   0x1_0000_0000 - ...         RAM above 4 GiB for large guests
  */
 #ifndef VISOR_ARCH_X86_LAYOUT_H
@@ -47,6 +53,17 @@
 #define GPA_IOAPIC 0xfec00000ULL
 #define GPA_LAPIC 0xfee00000ULL
 
+/* PCI (src/devices/pci/pci.h): one segment, bus 0 only.  The BAR window
+ * and the ECAM must stay inside the hole and apart from everything else
+ * on the MMIO bus. */
+#define GPA_PCI_MMIO32 0xc0000000ULL
+#define PCI_MMIO32_SIZE 0x20000000ULL /* up to 0xdfff_ffff */
+#define GPA_PCI_ECAM 0xe0000000ULL
+#define PCI_ECAM_BUS_FIRST 0
+#define PCI_ECAM_BUS_LAST 0
+/* 1 MiB per bus decoded (PCIe ECAM: bus << 20 | dev << 15 | fn << 12 | reg) */
+#define PCI_ECAM_SIZE ((PCI_ECAM_BUS_LAST - PCI_ECAM_BUS_FIRST + 1ULL) << 20)
+
 /* I/O ports */
 #define PORT_COM1 0x3f8
 #define PORT_COM1_LEN 8
@@ -66,6 +83,11 @@
 #define ACPI_RESET_VALUE 0x06
 /* SLP_TYP visor's DSDT gives \_S5; PM1a_CNT.SLP_TYP == this with SLP_EN = off. */
 #define ACPI_S5_SLP_TYP 5
+/* PCI configuration mechanism #1: CONFIG_ADDRESS (32-bit) at 0xcf8,
+ * CONFIG_DATA at 0xcfc-0xcff.  The PCI port device covers all 8 ports and
+ * forwards byte writes at PORT_ACPI_RESET (0xcf9) to the ACPI PM device. */
+#define PORT_PCI_CONFIG 0xcf8
+#define PORT_PCI_CONFIG_LEN 8
 /* pvpanic (ACPI _HID "QEMU0001"), one byte: bit0 = guest panicked. */
 #define PORT_PVPANIC 0x505
 /* Boot-time device: the guest writes BOOTDEV_MAGIC (one byte) when its

@@ -1,0 +1,781 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pci.c - PCI bus 0, configuration mechanism #1 and ECAM, the generic
+ * function model (config space with write masks, memory BARs mapped on the
+ * MMIO bus, capability list) and MSI-X.  See pci.h for the contract.
+ */
+#include "pci.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+/* CONFIG_ADDRESS (PCI 3.0 §3.2.2.3.2): bit 31 enable, 23:16 bus, 15:11
+ * device, 10:8 function, 7:2 register; 30:24 reserved, 1:0 read 0. */
+#define CONFIG_ADDRESS_ENABLE 0x80000000u
+#define CONFIG_ADDRESS_MASK 0x80fffffcu
+/* Offsets inside the 8-port window */
+#define PIO_ADDRESS 0 /* 0xcf8 */
+#define PIO_CF9 1     /* 0xcf9: ACPI reset register */
+#define PIO_DATA 4    /* 0xcfc */
+#define PIO_LEN 8
+
+static uint32_t ones(uint32_t len)
+{
+	return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
+}
+
+static void put_le(void *data, uint64_t v, uint32_t len)
+{
+	uint8_t *p = data;
+	for (uint32_t i = 0; i < len; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const void *data, uint32_t len)
+{
+	const uint8_t *p = data;
+	uint64_t v = 0;
+	for (uint32_t i = 0; i < len && i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static bool overlaps(uint32_t a, uint32_t alen, uint32_t b, uint32_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* ---- config space byte helpers ------------------------------------------ */
+
+void pci_set8(struct pci_dev *pd, uint32_t off, uint8_t v)
+{
+	if (off < PCI_CFG_SIZE)
+		pd->cfg[off] = v;
+}
+
+void pci_set16(struct pci_dev *pd, uint32_t off, uint16_t v)
+{
+	pci_set8(pd, off, (uint8_t)v);
+	pci_set8(pd, off + 1, (uint8_t)(v >> 8));
+}
+
+void pci_set32(struct pci_dev *pd, uint32_t off, uint32_t v)
+{
+	pci_set16(pd, off, (uint16_t)v);
+	pci_set16(pd, off + 2, (uint16_t)(v >> 16));
+}
+
+uint8_t pci_get8(const struct pci_dev *pd, uint32_t off)
+{
+	return off < PCI_CFG_SIZE ? pd->cfg[off] : 0;
+}
+
+uint16_t pci_get16(const struct pci_dev *pd, uint32_t off)
+{
+	return (uint16_t)(pci_get8(pd, off) | pci_get8(pd, off + 1) << 8);
+}
+
+uint32_t pci_get32(const struct pci_dev *pd, uint32_t off)
+{
+	return (uint32_t)pci_get16(pd, off) | (uint32_t)pci_get16(pd, off + 2) << 16;
+}
+
+void pci_set_wmask8(struct pci_dev *pd, uint32_t off, uint8_t mask)
+{
+	if (off < PCI_CFG_SIZE)
+		pd->wmask[off] = mask;
+}
+
+void pci_set_wmask16(struct pci_dev *pd, uint32_t off, uint16_t mask)
+{
+	pci_set_wmask8(pd, off, (uint8_t)mask);
+	pci_set_wmask8(pd, off + 1, (uint8_t)(mask >> 8));
+}
+
+void pci_set_wmask32(struct pci_dev *pd, uint32_t off, uint32_t mask)
+{
+	pci_set_wmask16(pd, off, (uint16_t)mask);
+	pci_set_wmask16(pd, off + 2, (uint16_t)(mask >> 16));
+}
+
+/* ---- function model ----------------------------------------------------- */
+
+static void bar_bus_read(struct bus_dev *bd, uint64_t off, void *data, uint32_t len)
+{
+	struct pci_bar *b = container_of(bd, struct pci_bar, bd);
+	struct pci_dev *pd = b->pd;
+	if (pd->ops && pd->ops->bar_read)
+		pd->ops->bar_read(pd, b->idx, off, data, len);
+	else
+		memset(data, 0xff, len);
+}
+
+static void bar_bus_write(struct bus_dev *bd, uint64_t off, const void *data, uint32_t len)
+{
+	struct pci_bar *b = container_of(bd, struct pci_bar, bd);
+	struct pci_dev *pd = b->pd;
+	if (pd->ops && pd->ops->bar_write)
+		pd->ops->bar_write(pd, b->idx, off, data, len);
+}
+
+static const struct bus_dev_ops bar_bus_ops = {.read = bar_bus_read, .write = bar_bus_write};
+
+void pci_dev_init(struct pci_dev *pd, const struct pci_dev_ops *ops, const char *name,
+		  uint16_t vendor, uint16_t device, uint32_t class_code, uint8_t revision,
+		  uint16_t subsys_vendor, uint16_t subsys_id)
+{
+	memset(pd, 0, sizeof(*pd));
+	pd->ops = ops;
+	pd->name = name ? name : "pci";
+	pd->cap_end = PCI_CAP_START;
+	pci_set16(pd, PCI_VENDOR_ID, vendor);
+	pci_set16(pd, PCI_DEVICE_ID, device);
+	pci_set8(pd, PCI_REVISION_ID, revision);
+	pci_set8(pd, PCI_CLASS_PROG, (uint8_t)class_code);
+	pci_set16(pd, PCI_CLASS_DEVICE, (uint16_t)(class_code >> 8));
+	pci_set8(pd, PCI_HEADER_TYPE, 0); /* type 0, single function */
+	pci_set16(pd, PCI_SUBSYSTEM_VENDOR_ID, subsys_vendor);
+	pci_set16(pd, PCI_SUBSYSTEM_ID, subsys_id);
+	pci_set8(pd, PCI_INTERRUPT_PIN, 0); /* no INTx */
+	pci_set_wmask16(pd, PCI_COMMAND, PCI_COMMAND_WMASK);
+	pci_set_wmask8(pd, PCI_CACHE_LINE_SIZE, 0xff);
+	pci_set_wmask8(pd, PCI_INTERRUPT_LINE, 0xff);
+	for (int i = 0; i < PCI_NUM_BARS; i++) {
+		struct pci_bar *b = &pd->bars[i];
+		b->pd = pd;
+		b->idx = i;
+		b->mapped_gpa = PCI_BAR_UNMAPPED;
+		b->bd.ops = &bar_bus_ops;
+		b->bd.name = pd->name;
+	}
+}
+
+/* Is BAR slot @bar the upper half of a 64-bit BAR? */
+static bool bar_is_upper(const struct pci_dev *pd, int bar)
+{
+	return bar > 0 && pd->bars[bar - 1].type == PCI_BAR_MEM64;
+}
+
+int pci_dev_add_bar(struct pci_dev *pd, int bar, enum pci_bar_type type, uint64_t size,
+		    bool prefetch)
+{
+	if (!pd || pd->bus || bar < 0 || bar >= PCI_NUM_BARS || size < 16 || (size & (size - 1)))
+		return -EINVAL;
+	if (type != PCI_BAR_MEM32 && type != PCI_BAR_MEM64)
+		return -EINVAL;
+	if (pd->bars[bar].size || bar_is_upper(pd, bar))
+		return -EINVAL;
+	if (type == PCI_BAR_MEM32 && size > 0x80000000ULL)
+		return -EINVAL;
+	if (type == PCI_BAR_MEM64 && (bar + 1 >= PCI_NUM_BARS || pd->bars[bar + 1].size))
+		return -EINVAL;
+	struct pci_bar *b = &pd->bars[bar];
+	b->type = type;
+	b->size = size;
+	b->prefetch = prefetch;
+	uint32_t reg = PCI_BASE_ADDRESS_0 + 4 * (uint32_t)bar;
+	uint64_t addr_mask = ~(size - 1) & PCI_BAR_MEM_MASK;
+	uint32_t low = (type == PCI_BAR_MEM64 ? PCI_BAR_MEM_TYPE_64 : 0) |
+		       (prefetch ? PCI_BAR_MEM_PREFETCH : 0);
+	pci_set32(pd, reg, low);
+	pci_set_wmask32(pd, reg, (uint32_t)addr_mask);
+	if (type == PCI_BAR_MEM64) {
+		pci_set32(pd, reg + 4, 0);
+		pci_set_wmask32(pd, reg + 4, (uint32_t)(addr_mask >> 32));
+	}
+	return 0;
+}
+
+/* The address programmed into BAR @bar (cfg as it is now). */
+static uint64_t bar_addr(const struct pci_dev *pd, int bar)
+{
+	const struct pci_bar *b = &pd->bars[bar];
+	if (!b->size)
+		return 0;
+	uint32_t reg = PCI_BASE_ADDRESS_0 + 4 * (uint32_t)bar;
+	uint64_t a = pci_get32(pd, reg) & PCI_BAR_MEM_MASK;
+	if (b->type == PCI_BAR_MEM64)
+		a |= (uint64_t)pci_get32(pd, reg + 4) << 32;
+	return a;
+}
+
+uint64_t pci_bar_address(struct pci_dev *pd, int bar)
+{
+	if (!pd || bar < 0 || bar >= PCI_NUM_BARS)
+		return 0;
+	struct pci_bus *pb = pd->bus;
+	if (pb)
+		pthread_mutex_lock(&pb->lock);
+	uint64_t a = bar_addr(pd, bar);
+	if (pb)
+		pthread_mutex_unlock(&pb->lock);
+	return a;
+}
+
+int pci_add_cap(struct pci_dev *pd, uint8_t id, uint32_t len, uint8_t *off)
+{
+	if (!pd || pd->bus || len < 2)
+		return -EINVAL;
+	uint32_t start = (pd->cap_end + 3u) & ~3u;
+	if (start + len > PCI_CFG_SIZE)
+		return -ENOSPC;
+	memset(&pd->cfg[start], 0, len);
+	memset(&pd->wmask[start], 0, len);
+	pd->cfg[start] = id;
+	pd->cfg[start + 1] = 0; /* end of list */
+	if (pd->cap_last)
+		pd->cfg[pd->cap_last + 1] = (uint8_t)start;
+	else
+		pd->cfg[PCI_CAPABILITY_LIST] = (uint8_t)start;
+	pci_set16(pd, PCI_STATUS, pci_get16(pd, PCI_STATUS) | PCI_STATUS_CAP_LIST);
+	pd->cap_last = (uint8_t)start;
+	pd->cap_end = (uint16_t)(start + len);
+	if (off)
+		*off = (uint8_t)start;
+	return 0;
+}
+
+/* Put every BAR where cfg says it should be (pb->lock held). */
+static void update_bars(struct pci_bus *pb, struct pci_dev *pd, bool force_off)
+{
+	bool mem_on = !force_off && (pci_get16(pd, PCI_COMMAND) & PCI_COMMAND_MEMORY);
+	for (int i = 0; i < PCI_NUM_BARS; i++) {
+		struct pci_bar *b = &pd->bars[i];
+		if (!b->size)
+			continue;
+		uint64_t a = bar_addr(pd, i);
+		uint64_t want = PCI_BAR_UNMAPPED;
+		if (mem_on && a != 0 && a + (b->size - 1) >= a)
+			want = a;
+		if (want == b->mapped_gpa)
+			continue;
+		uint64_t old = b->mapped_gpa;
+		if (old != PCI_BAR_UNMAPPED)
+			bus_unregister(pb->mmio, &b->bd);
+		b->mapped_gpa = PCI_BAR_UNMAPPED;
+		if (want != PCI_BAR_UNMAPPED) {
+			int r = bus_register(pb->mmio, &b->bd, want, b->size);
+			if (r)
+				log_ratelimited(&pb->rl, LOG_WARN,
+						"pci %s: BAR%d at 0x%llx (0x%llx bytes) not mapped: %s",
+						pd->name, i, (unsigned long long)want,
+						(unsigned long long)b->size, strerror(-r));
+			else
+				b->mapped_gpa = want;
+		}
+		if (b->mapped_gpa != old && pd->ops && pd->ops->bar_mapped)
+			pd->ops->bar_mapped(pd, i, old, b->mapped_gpa);
+	}
+}
+
+/* ---- configuration access ----------------------------------------------- */
+
+static struct pci_dev *lookup(struct pci_bus *pb, uint8_t bus, uint8_t devfn)
+{
+	if (bus != 0 || (devfn & 7))
+		return NULL; /* bus 0, function 0 only */
+	return pb->slots[devfn >> 3];
+}
+
+static bool cfg_access_ok(uint32_t reg, uint32_t len)
+{
+	return (len == 1 || len == 2 || len == 4) && reg < PCI_ECAM_FN_SIZE &&
+	       (reg & 3) + len <= 4;
+}
+
+static void msix_control_written(struct pci_msix *m);
+
+uint32_t pci_cfg_read(struct pci_bus *pb, uint8_t bus, uint8_t devfn, uint32_t reg, uint32_t len)
+{
+	if (!cfg_access_ok(reg, len))
+		return 0xffffffffu;
+	uint32_t v = ones(len);
+	pthread_mutex_lock(&pb->lock);
+	struct pci_dev *pd = lookup(pb, bus, devfn);
+	if (pd && reg + len <= PCI_CFG_SIZE) {
+		if (pd->ops && pd->ops->cfg_read)
+			pd->ops->cfg_read(pd, reg, len);
+		v = (uint32_t)get_le(&pd->cfg[reg], len);
+	}
+	pthread_mutex_unlock(&pb->lock);
+	return v;
+}
+
+void pci_cfg_write(struct pci_bus *pb, uint8_t bus, uint8_t devfn, uint32_t reg, uint32_t len,
+		   uint32_t val)
+{
+	if (!cfg_access_ok(reg, len))
+		return;
+	pthread_mutex_lock(&pb->lock);
+	struct pci_dev *pd = lookup(pb, bus, devfn);
+	if (!pd || reg + len > PCI_CFG_SIZE) {
+		pthread_mutex_unlock(&pb->lock);
+		return;
+	}
+	for (uint32_t i = 0; i < len; i++) {
+		uint8_t wm = pd->wmask[reg + i];
+		uint8_t b = (uint8_t)(val >> (8 * i));
+		pd->cfg[reg + i] = (uint8_t)((pd->cfg[reg + i] & ~wm) | (b & wm));
+	}
+	if (overlaps(reg, len, PCI_COMMAND, 2) ||
+	    overlaps(reg, len, PCI_BASE_ADDRESS_0, 4 * PCI_NUM_BARS))
+		update_bars(pb, pd, false);
+	if (pd->msix && overlaps(reg, len, pd->msix->cap + PCI_MSIX_FLAGS, 2))
+		msix_control_written(pd->msix);
+	if (pd->ops && pd->ops->cfg_write)
+		pd->ops->cfg_write(pd, reg, len);
+	pthread_mutex_unlock(&pb->lock);
+}
+
+/* Ports 0xcf8-0xcff (see pci.h for the rules). */
+static void pio_read(struct bus_dev *bd, uint64_t off, void *data, uint32_t len)
+{
+	struct pci_bus *pb = container_of(bd, struct pci_bus, pio_dev);
+	uint64_t v = 0xffffffffffffffffull;
+	if (off == PIO_ADDRESS && len == 4) {
+		v = __atomic_load_n(&pb->config_address, __ATOMIC_RELAXED);
+	} else if (off >= PIO_DATA && off + len <= PIO_LEN) {
+		uint32_t ca = __atomic_load_n(&pb->config_address, __ATOMIC_RELAXED);
+		if (ca & CONFIG_ADDRESS_ENABLE)
+			v = pci_cfg_read(pb, (uint8_t)(ca >> 16), (uint8_t)(ca >> 8),
+					 (ca & 0xfc) + (uint32_t)(off - PIO_DATA), len);
+	} else if (off == PIO_CF9 && len == 1 && pb->cf9_write) {
+		v = 0; /* the reset register reads 0 */
+	}
+	put_le(data, v, len);
+}
+
+static void pio_write(struct bus_dev *bd, uint64_t off, const void *data, uint32_t len)
+{
+	struct pci_bus *pb = container_of(bd, struct pci_bus, pio_dev);
+	uint32_t v = (uint32_t)get_le(data, len);
+	if (off == PIO_ADDRESS && len == 4) {
+		__atomic_store_n(&pb->config_address, v & CONFIG_ADDRESS_MASK, __ATOMIC_RELAXED);
+	} else if (off >= PIO_DATA && off + len <= PIO_LEN) {
+		uint32_t ca = __atomic_load_n(&pb->config_address, __ATOMIC_RELAXED);
+		if (ca & CONFIG_ADDRESS_ENABLE)
+			pci_cfg_write(pb, (uint8_t)(ca >> 16), (uint8_t)(ca >> 8),
+				      (ca & 0xfc) + (uint32_t)(off - PIO_DATA), len, v);
+	} else if (off == PIO_CF9 && len == 1 && pb->cf9_write) {
+		pb->cf9_write(pb->cf9_ctx, (uint8_t)v);
+	}
+	/* anything else (byte/word at 0xcf8-0xcfb, straddling): ignored */
+}
+
+static const struct bus_dev_ops pio_ops = {.read = pio_read, .write = pio_write};
+
+/* ECAM: offset = bus << 20 | devfn << 12 | reg. */
+static void ecam_read(struct bus_dev *bd, uint64_t off, void *data, uint32_t len)
+{
+	struct pci_bus *pb = container_of(bd, struct pci_bus, ecam_dev);
+	uint8_t bus = (uint8_t)(off >> 20), devfn = (uint8_t)(off >> 12);
+	uint32_t reg = (uint32_t)(off & (PCI_ECAM_FN_SIZE - 1));
+	uint64_t v = 0xffffffffffffffffull;
+	if (off >> 28) {
+		/* beyond 256 buses: cannot happen with a <= 256 MiB window */
+	} else if (len == 8 && !(reg & 7)) {
+		v = pci_cfg_read(pb, bus, devfn, reg, 4) |
+		    (uint64_t)pci_cfg_read(pb, bus, devfn, reg + 4, 4) << 32;
+	} else if ((len == 1 || len == 2 || len == 4) && !(reg & (len - 1))) {
+		v = pci_cfg_read(pb, bus, devfn, reg, len);
+	}
+	put_le(data, v, len);
+}
+
+static void ecam_write(struct bus_dev *bd, uint64_t off, const void *data, uint32_t len)
+{
+	struct pci_bus *pb = container_of(bd, struct pci_bus, ecam_dev);
+	uint8_t bus = (uint8_t)(off >> 20), devfn = (uint8_t)(off >> 12);
+	uint32_t reg = (uint32_t)(off & (PCI_ECAM_FN_SIZE - 1));
+	uint64_t v = get_le(data, len);
+	if (off >> 28)
+		return;
+	if (len == 8 && !(reg & 7)) {
+		pci_cfg_write(pb, bus, devfn, reg, 4, (uint32_t)v);
+		pci_cfg_write(pb, bus, devfn, reg + 4, 4, (uint32_t)(v >> 32));
+	} else if ((len == 1 || len == 2 || len == 4) && !(reg & (len - 1))) {
+		pci_cfg_write(pb, bus, devfn, reg, len, (uint32_t)v);
+	}
+}
+
+static const struct bus_dev_ops ecam_ops = {.read = ecam_read, .write = ecam_write};
+
+/* ---- bus ---------------------------------------------------------------- */
+
+int pci_bus_init(struct pci_bus *pb, struct bus *mmio, uint64_t mem_base, uint64_t mem_size,
+		 void (*cf9_write)(void *ctx, uint8_t val), void *cf9_ctx)
+{
+	if (!pb || !mmio || mem_size == 0 || mem_base + mem_size < mem_base)
+		return -EINVAL;
+	memset(pb, 0, sizeof(*pb));
+	int r = pthread_mutex_init(&pb->lock, NULL);
+	if (r)
+		return -r;
+	pb->mmio = mmio;
+	pb->mem_next = mem_base;
+	pb->mem_end = mem_base + mem_size;
+	pb->cf9_write = cf9_write;
+	pb->cf9_ctx = cf9_ctx;
+	pb->pio_dev.ops = &pio_ops;
+	pb->pio_dev.name = "pci-config";
+	pb->ecam_dev.ops = &ecam_ops;
+	pb->ecam_dev.name = "pci-ecam";
+	pci_dev_init(&pb->host, NULL, "pci-host", PCI_HOST_BRIDGE_VENDOR, PCI_HOST_BRIDGE_DEVICE,
+		     PCI_CLASS_BRIDGE_HOST, 0, 0, 0);
+	pb->host.bus = pb;
+	pb->host.devfn = PCI_DEVFN(0, 0);
+	pb->slots[0] = &pb->host;
+	return 0;
+}
+
+void pci_bus_destroy(struct pci_bus *pb)
+{
+	if (!pb || !pb->mmio)
+		return;
+	pthread_mutex_lock(&pb->lock);
+	for (int s = 0; s < PCI_MAX_SLOTS; s++) {
+		struct pci_dev *pd = pb->slots[s];
+		if (!pd)
+			continue;
+		update_bars(pb, pd, true);
+		pd->bus = NULL; /* a later pci_bus_remove/virtio_pci_destroy skips it */
+		pb->slots[s] = NULL;
+	}
+	pthread_mutex_unlock(&pb->lock);
+	pthread_mutex_destroy(&pb->lock);
+	pb->mmio = NULL;
+}
+
+int pci_bus_add(struct pci_bus *pb, struct pci_dev *pd, int slot)
+{
+	if (!pb || !pd || pd->bus || slot < -1 || slot == 0 || slot >= PCI_MAX_SLOTS)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&pb->lock);
+	if (slot < 0) {
+		for (int s = 1; s < PCI_MAX_SLOTS && slot < 0; s++)
+			if (!pb->slots[s])
+				slot = s;
+		if (slot < 0) {
+			r = -ENOSPC;
+			goto out;
+		}
+	} else if (pb->slots[slot]) {
+		r = -EBUSY;
+		goto out;
+	}
+	/* Pre-assign BARs like firmware: naturally aligned, in order. */
+	uint64_t next = pb->mem_next, addr[PCI_NUM_BARS] = {0};
+	for (int i = 0; i < PCI_NUM_BARS; i++) {
+		uint64_t size = pd->bars[i].size;
+		if (!size)
+			continue;
+		uint64_t a = (next + size - 1) & ~(size - 1);
+		if (a < next || a > pb->mem_end || size > pb->mem_end - a) {
+			r = -ENOSPC;
+			goto out;
+		}
+		addr[i] = a;
+		next = a + size;
+	}
+	for (int i = 0; i < PCI_NUM_BARS; i++) {
+		if (!pd->bars[i].size)
+			continue;
+		uint32_t reg = PCI_BASE_ADDRESS_0 + 4 * (uint32_t)i;
+		pci_set32(pd, reg, (pci_get32(pd, reg) & ~(uint32_t)PCI_BAR_MEM_MASK) |
+					   ((uint32_t)addr[i] & (uint32_t)PCI_BAR_MEM_MASK));
+		if (pd->bars[i].type == PCI_BAR_MEM64)
+			pci_set32(pd, reg + 4, (uint32_t)(addr[i] >> 32));
+	}
+	pb->mem_next = next;
+	pd->bus = pb;
+	pd->devfn = PCI_DEVFN(slot, 0);
+	pb->slots[slot] = pd;
+	update_bars(pb, pd, false); /* nothing while COMMAND.MEMORY is 0 */
+	r = slot;
+out:
+	pthread_mutex_unlock(&pb->lock);
+	return r;
+}
+
+void pci_bus_remove(struct pci_bus *pb, struct pci_dev *pd)
+{
+	if (!pb || !pd || pd->bus != pb || pd == &pb->host)
+		return;
+	pthread_mutex_lock(&pb->lock);
+	update_bars(pb, pd, true);
+	pb->slots[pd->devfn >> 3] = NULL;
+	pd->bus = NULL;
+	pthread_mutex_unlock(&pb->lock);
+}
+
+/* ---- MSI-X -------------------------------------------------------------- */
+
+static bool vec_pending(const struct pci_msix *m, uint16_t v)
+{
+	return (m->pba[v / 64] >> (v % 64)) & 1;
+}
+
+static void vec_set_pending(struct pci_msix *m, uint16_t v, bool on)
+{
+	if (on)
+		m->pba[v / 64] |= 1ull << (v % 64);
+	else
+		m->pba[v / 64] &= ~(1ull << (v % 64));
+}
+
+static bool deliverable(const struct pci_msix *m, uint16_t v)
+{
+	return m->enabled && !m->masked && !(m->vec[v].ctrl & PCI_MSIX_ENTRY_CTRL_MASK);
+}
+
+static uint64_t vec_addr(const struct pci_msix_vector *e)
+{
+	return (uint64_t)e->addr_hi << 32 | e->addr_lo;
+}
+
+/* Send vector @v's message the slow way (m->lock held). */
+static int send_locked(struct pci_msix *m, uint16_t v)
+{
+	struct pci_msix_vector *e = &m->vec[v];
+	int r = -ENOSYS;
+	if (m->p && m->p->ops && m->p->ops->msi_send)
+		r = m->p->ops->msi_send(m->p, vec_addr(e), e->data);
+	if (r) {
+		m->send_errors++;
+		log_ratelimited(&m->rl, LOG_WARN, "pci %s: MSI-X vector %u not delivered: %s",
+				m->pd->name, v, strerror(-r));
+	} else {
+		m->delivered++;
+	}
+	return r;
+}
+
+/* Deliver vector @v now, through its route if possible (m->lock held). */
+static int fire_locked(struct pci_msix *m, uint16_t v)
+{
+	struct pci_msix_vector *e = &m->vec[v];
+	const struct platform_ops *ops = m->p ? m->p->ops : NULL;
+	if (e->handle < 0 && ops && ops->msi_alloc) {
+		int h = -1, fd = -1;
+		int r = ops->msi_alloc(m->p, vec_addr(e), e->data, &h, &fd);
+		if (!r) {
+			e->handle = h;
+			e->fd = fd;
+			e->dirty = false;
+		} else {
+			log_ratelimited(&m->rl, LOG_WARN,
+					"pci %s: no MSI route for vector %u (%s); using slow path",
+					m->pd->name, v, strerror(-r));
+		}
+	} else if (e->handle >= 0 && e->dirty && ops && ops->msi_update) {
+		if (!ops->msi_update(m->p, e->handle, vec_addr(e), e->data))
+			e->dirty = false;
+	}
+	if (e->handle >= 0 && !e->dirty && e->fd >= 0) {
+		uint64_t one = 1;
+		ssize_t n = write(e->fd, &one, sizeof(one));
+		/* EAGAIN: the counter is saturated, an interrupt is due anyway */
+		if (n == (ssize_t)sizeof(one) || (n < 0 && errno == EAGAIN)) {
+			m->delivered++;
+			return 0;
+		}
+	}
+	return send_locked(m, v);
+}
+
+/* Send what became deliverable and is pending (m->lock held). */
+static void flush_pending_locked(struct pci_msix *m)
+{
+	for (uint16_t v = 0; v < m->nvec; v++) {
+		if (vec_pending(m, v) && deliverable(m, v)) {
+			vec_set_pending(m, v, false);
+			send_locked(m, v);
+		}
+	}
+}
+
+/* The guest wrote the message control word (pb->lock held). */
+static void msix_control_written(struct pci_msix *m)
+{
+	uint16_t ctl = pci_get16(m->pd, m->cap + PCI_MSIX_FLAGS);
+	pthread_mutex_lock(&m->lock);
+	m->enabled = ctl & PCI_MSIX_FLAGS_ENABLE;
+	m->masked = ctl & PCI_MSIX_FLAGS_MASKALL;
+	flush_pending_locked(m);
+	pthread_mutex_unlock(&m->lock);
+}
+
+int pci_msix_init(struct pci_msix *m, struct pci_dev *pd, struct platform *p, uint16_t nvec,
+		  int bar, uint32_t table_off, uint32_t pba_off)
+{
+	if (!m || !pd || pd->bus || nvec == 0 || nvec > PCI_MSIX_MAX_VECTORS || bar < 0 ||
+	    bar >= PCI_NUM_BARS || !pd->bars[bar].size || (table_off & 7) || (pba_off & 7))
+		return -EINVAL;
+	uint64_t size = pd->bars[bar].size;
+	if ((uint64_t)table_off + PCI_MSIX_TABLE_SIZE(nvec) > size ||
+	    (uint64_t)pba_off + PCI_MSIX_PBA_SIZE(nvec) > size ||
+	    overlaps(table_off, PCI_MSIX_TABLE_SIZE(nvec), pba_off, PCI_MSIX_PBA_SIZE(nvec)))
+		return -EINVAL;
+	memset(m, 0, sizeof(*m));
+	uint8_t cap;
+	int r = pci_add_cap(pd, PCI_CAP_ID_MSIX, PCI_MSIX_CAP_LEN, &cap);
+	if (r)
+		return r;
+	r = pthread_mutex_init(&m->lock, NULL);
+	if (r)
+		return -r;
+	m->pd = pd;
+	m->p = p;
+	m->nvec = nvec;
+	m->cap = cap;
+	for (int i = 0; i < PCI_MSIX_MAX_VECTORS; i++) {
+		m->vec[i].ctrl = PCI_MSIX_ENTRY_CTRL_MASK;
+		m->vec[i].handle = -1;
+		m->vec[i].fd = -1;
+	}
+	pci_set16(pd, cap + PCI_MSIX_FLAGS, (uint16_t)(nvec - 1));
+	pci_set_wmask16(pd, cap + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+	pci_set32(pd, cap + PCI_MSIX_TABLE, table_off | (uint32_t)bar);
+	pci_set32(pd, cap + PCI_MSIX_PBA, pba_off | (uint32_t)bar);
+	pd->msix = m;
+	return 0;
+}
+
+void pci_msix_destroy(struct pci_msix *m)
+{
+	if (!m || !m->pd)
+		return;
+	for (int i = 0; i < m->nvec; i++) {
+		if (m->vec[i].handle >= 0 && m->p && m->p->ops && m->p->ops->msi_free)
+			m->p->ops->msi_free(m->p, m->vec[i].handle);
+		m->vec[i].handle = -1;
+		m->vec[i].fd = -1;
+	}
+	pthread_mutex_destroy(&m->lock);
+	if (m->pd->msix == m)
+		m->pd->msix = NULL;
+	m->pd = NULL;
+}
+
+/* Table and PBA accept dword-aligned dwords and qword-aligned qwords. */
+static bool msix_access_ok(uint64_t off, uint32_t len)
+{
+	return (len == 4 && !(off & 3)) || (len == 8 && !(off & 7));
+}
+
+static uint32_t table_read32(const struct pci_msix *m, uint64_t off)
+{
+	uint64_t e = off / PCI_MSIX_ENTRY_SIZE;
+	if (e >= m->nvec)
+		return 0;
+	const struct pci_msix_vector *v = &m->vec[e];
+	switch (off % PCI_MSIX_ENTRY_SIZE) {
+	case PCI_MSIX_ENTRY_ADDR_LO:
+		return v->addr_lo;
+	case PCI_MSIX_ENTRY_ADDR_HI:
+		return v->addr_hi;
+	case PCI_MSIX_ENTRY_DATA:
+		return v->data;
+	default:
+		return v->ctrl;
+	}
+}
+
+static void table_write32(struct pci_msix *m, uint64_t off, uint32_t val)
+{
+	uint64_t e = off / PCI_MSIX_ENTRY_SIZE;
+	if (e >= m->nvec)
+		return;
+	struct pci_msix_vector *v = &m->vec[e];
+	switch (off % PCI_MSIX_ENTRY_SIZE) {
+	case PCI_MSIX_ENTRY_ADDR_LO:
+		val &= ~3u; /* dword aligned (§6.8.2.4) */
+		v->dirty |= v->addr_lo != val;
+		v->addr_lo = val;
+		break;
+	case PCI_MSIX_ENTRY_ADDR_HI:
+		v->dirty |= v->addr_hi != val;
+		v->addr_hi = val;
+		break;
+	case PCI_MSIX_ENTRY_DATA:
+		v->dirty |= v->data != val;
+		v->data = val;
+		break;
+	default:
+		v->ctrl = val & PCI_MSIX_ENTRY_CTRL_MASK;
+		if (vec_pending(m, (uint16_t)e) && deliverable(m, (uint16_t)e)) {
+			vec_set_pending(m, (uint16_t)e, false);
+			send_locked(m, (uint16_t)e);
+		}
+		break;
+	}
+}
+
+void pci_msix_table_read(struct pci_msix *m, uint64_t off, void *data, uint32_t len)
+{
+	uint64_t v = 0;
+	if (msix_access_ok(off, len)) {
+		pthread_mutex_lock(&m->lock);
+		v = table_read32(m, off);
+		if (len == 8)
+			v |= (uint64_t)table_read32(m, off + 4) << 32;
+		pthread_mutex_unlock(&m->lock);
+	}
+	put_le(data, v, len);
+}
+
+void pci_msix_table_write(struct pci_msix *m, uint64_t off, const void *data, uint32_t len)
+{
+	if (!msix_access_ok(off, len))
+		return;
+	uint64_t v = get_le(data, len);
+	pthread_mutex_lock(&m->lock);
+	table_write32(m, off, (uint32_t)v);
+	if (len == 8)
+		table_write32(m, off + 4, (uint32_t)(v >> 32));
+	pthread_mutex_unlock(&m->lock);
+}
+
+void pci_msix_pba_read(struct pci_msix *m, uint64_t off, void *data, uint32_t len)
+{
+	uint64_t v = 0;
+	if (msix_access_ok(off, len) && off < PCI_MSIX_PBA_SIZE(m->nvec)) {
+		pthread_mutex_lock(&m->lock);
+		v = m->pba[off / 8];
+		pthread_mutex_unlock(&m->lock);
+		if (len == 4)
+			v = (uint32_t)(v >> (8 * (off & 4)));
+	}
+	put_le(data, v, len);
+}
+
+int pci_msix_notify(struct pci_msix *m, uint16_t vec)
+{
+	if (!m || vec >= m->nvec)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&m->lock);
+	if (!m->enabled) {
+		m->dropped++;
+		r = -ENODEV;
+	} else if (!deliverable(m, vec)) {
+		vec_set_pending(m, vec, true);
+		m->pended++;
+	} else {
+		r = fire_locked(m, vec);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+bool pci_msix_enabled(struct pci_msix *m)
+{
+	if (!m)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	bool on = m->enabled;
+	pthread_mutex_unlock(&m->lock);
+	return on;
+}

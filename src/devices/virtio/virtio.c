@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio.c - the transport-independent part of a virtio device: feature
+ * negotiation, the device status state machine (§2.1, §3.1.1), queue
+ * activation, reset (§2.4) and the "needs reset" state (§2.1.2).
+ *
+ * Everything except init/destroy/reset_done runs with d->lock held by the
+ * caller (see virtio.h).
+ */
+#include "virtio.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "../../util/log.h"
+
+#define STATUS_KNOWN                                                                       \
+	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |      \
+	 VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_DEVICE_NEEDS_RESET | VIRTIO_STATUS_FAILED)
+
+/* One limiter for all devices: what a guest can trigger at will. */
+static struct ratelimit virtio_rl;
+
+static const char *dev_name(const struct virtio_dev *d)
+{
+	return d->name ? d->name : "virtio";
+}
+
+int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, const char *name,
+		    uint32_t device_id, uint16_t num_queues, uint16_t queue_max,
+		    const struct guest_mem *mem, struct loop *loop)
+{
+	if (!d || !ops || !ops->features || num_queues > VIRTIO_MAX_QUEUES || !queue_max ||
+	    (queue_max & (queue_max - 1)) || queue_max > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	/* The transport sets tops/transport after init. */
+	memset(d, 0, sizeof(*d));
+	int r = pthread_mutex_init(&d->lock, NULL);
+	if (r)
+		return -r;
+	d->ops = ops;
+	d->name = name;
+	d->device_id = device_id;
+	d->num_queues = num_queues;
+	d->queue_max = queue_max;
+	d->mem = mem;
+	d->loop = loop;
+	d->device_features = ops->features(d) | (1ull << VIRTIO_F_VERSION_1) |
+			     (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX);
+	for (uint16_t i = 0; i < VIRTIO_MAX_QUEUES; i++)
+		d->vqs[i].size = queue_max;
+	return 0;
+}
+
+void virtio_dev_destroy(struct virtio_dev *d)
+{
+	pthread_mutex_destroy(&d->lock);
+}
+
+uint32_t virtio_dev_read_device_features(struct virtio_dev *d)
+{
+	/* §4.1.4.3 / §4.2.2: selector 0 = bits 0..31, 1 = bits 32..63,
+	 * anything else reads 0. */
+	if (d->device_feature_sel == 0)
+		return (uint32_t)d->device_features;
+	if (d->device_feature_sel == 1)
+		return (uint32_t)(d->device_features >> 32);
+	return 0;
+}
+
+static bool negotiating(const struct virtio_dev *d)
+{
+	const uint8_t need = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
+	const uint8_t past = VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK |
+			     VIRTIO_STATUS_FAILED;
+	return !d->reset_pending && (d->status & need) == need && !(d->status & past);
+}
+
+void virtio_dev_write_driver_features(struct virtio_dev *d, uint32_t val)
+{
+	/* §3.1.1 step 4: features are written after DRIVER and before
+	 * FEATURES_OK; later (or earlier) writes are ignored. */
+	if (!negotiating(d)) {
+		log_ratelimited(&virtio_rl, LOG_WARN,
+				"%s: driver features written in status 0x%x, ignored", dev_name(d),
+				d->status);
+		return;
+	}
+	if (d->driver_feature_sel == 0)
+		d->driver_features = (d->driver_features & ~0xffffffffull) | val;
+	else if (d->driver_feature_sel == 1)
+		d->driver_features = (d->driver_features & 0xffffffffull) | ((uint64_t)val << 32);
+	/* other selectors: no such feature bits, ignored */
+}
+
+uint8_t virtio_dev_get_status(struct virtio_dev *d)
+{
+	/* During a pending reset the old status is still visible: the driver
+	 * waits for 0 (§2.4.2). */
+	return d->status;
+}
+
+/* Forget everything the driver set up (the device has quiesced). */
+static void clear_state(struct virtio_dev *d)
+{
+	d->status = 0;
+	d->reset_pending = false;
+	d->broken = false;
+	d->driver_features = 0;
+	d->device_feature_sel = 0;
+	d->driver_feature_sel = 0;
+	d->queue_sel = 0;
+	for (uint16_t i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+		struct virtq *q = &d->vqs[i];
+		virtq_reset(q);
+		q->size = d->queue_max;
+		q->ready = false;
+		q->desc_gpa = q->avail_gpa = q->used_gpa = 0;
+	}
+}
+
+static void do_reset(struct virtio_dev *d)
+{
+	int r = d->ops->reset ? d->ops->reset(d) : 0;
+	if (r == -EINPROGRESS) {
+		/* status keeps reading non-zero until virtio_dev_reset_done() */
+		d->reset_pending = true;
+		return;
+	}
+	if (r)
+		log_warn("%s: device reset failed (%d), resetting anyway", dev_name(d), r);
+	clear_state(d);
+}
+
+void virtio_dev_reset_done(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (d->reset_pending)
+		clear_state(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void ignore_status(struct virtio_dev *d, uint8_t val, const char *why)
+{
+	log_ratelimited(&virtio_rl, LOG_WARN, "%s: status 0x%x -> 0x%x ignored: %s", dev_name(d),
+			d->status, val, why);
+}
+
+static bool features_acceptable(const struct virtio_dev *d)
+{
+	return !(d->driver_features & ~d->device_features) &&
+	       (d->driver_features & (1ull << VIRTIO_F_VERSION_1));
+}
+
+/* DRIVER_OK was just set: bring the queues and the device up. */
+static void go_live(struct virtio_dev *d)
+{
+	for (uint16_t i = 0; i < d->num_queues; i++) {
+		struct virtq *q = &d->vqs[i];
+		if (!q->ready)
+			continue;
+		if (virtq_activate(q, d->mem, d->driver_features)) {
+			log_ratelimited(&virtio_rl, LOG_WARN,
+					"%s: queue %u: bad geometry (size %u, desc 0x%llx, avail "
+					"0x%llx, used 0x%llx)",
+					dev_name(d), i, q->size, (unsigned long long)q->desc_gpa,
+					(unsigned long long)q->avail_gpa,
+					(unsigned long long)q->used_gpa);
+			virtio_dev_mark_broken(d, "queue activation refused");
+			return;
+		}
+	}
+	if (d->ops->activate) {
+		int r = d->ops->activate(d);
+		if (r)
+			virtio_dev_mark_broken(d, "device activation failed");
+	}
+}
+
+void virtio_dev_set_status(struct virtio_dev *d, uint8_t val)
+{
+	if (d->reset_pending) {
+		ignore_status(d, val, "reset in progress");
+		return;
+	}
+	if (val == 0) {
+		do_reset(d);
+		return;
+	}
+	uint8_t old = d->status;
+	/* DEVICE_NEEDS_RESET belongs to the device; drivers write back what
+	 * they read, so the bit is neither set nor cleared by a write. */
+	uint8_t needs_reset = old & VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+	val &= (uint8_t)~VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+	old &= (uint8_t)~VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+
+	if (old & VIRTIO_STATUS_FAILED) {
+		ignore_status(d, val, "FAILED is set until reset");
+		return;
+	}
+	if (val & VIRTIO_STATUS_FAILED) {
+		/* §2.1: the driver gave up; it sticks until reset.  Other
+		 * bits in the same write are not applied. */
+		d->status = old | needs_reset | VIRTIO_STATUS_FAILED;
+		return;
+	}
+	if (val & ~STATUS_KNOWN) {
+		ignore_status(d, val, "reserved bits");
+		return;
+	}
+	if (old & ~val) {
+		ignore_status(d, val, "bits cleared without reset");
+		return;
+	}
+	/* §3.1.1 order: each bit needs the one before it (several may be
+	 * set in one write). */
+	if (((val & VIRTIO_STATUS_DRIVER) && !(val & VIRTIO_STATUS_ACKNOWLEDGE)) ||
+	    ((val & VIRTIO_STATUS_FEATURES_OK) && !(val & VIRTIO_STATUS_DRIVER)) ||
+	    ((val & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_FEATURES_OK))) {
+		ignore_status(d, val, "out of order");
+		return;
+	}
+	uint8_t added = val & (uint8_t)~old;
+	if ((added & VIRTIO_STATUS_DRIVER_OK) && d->broken) {
+		ignore_status(d, val, "device needs reset");
+		return;
+	}
+	if ((added & VIRTIO_STATUS_FEATURES_OK) && !features_acceptable(d)) {
+		/* §3.1.1 step 5/6: the driver re-reads status and finds
+		 * FEATURES_OK clear, so it knows negotiation failed. */
+		log_ratelimited(&virtio_rl, LOG_WARN,
+				"%s: driver features 0x%llx not acceptable (offered 0x%llx, "
+				"VERSION_1 required)",
+				dev_name(d), (unsigned long long)d->driver_features,
+				(unsigned long long)d->device_features);
+		val &= (uint8_t)~(VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+		d->status = val | needs_reset;
+		return;
+	}
+	d->status = val | needs_reset;
+	if (added & VIRTIO_STATUS_DRIVER_OK)
+		go_live(d);
+}
+
+struct virtq *virtio_dev_selected_queue(struct virtio_dev *d)
+{
+	return d->queue_sel < d->num_queues ? &d->vqs[d->queue_sel] : NULL;
+}
+
+bool virtio_dev_queue_config_writable(struct virtio_dev *d)
+{
+	/* Geometry is fixed from DRIVER_OK until reset (checklist B.15). */
+	return !d->reset_pending && !(d->status & (VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FAILED));
+}
+
+/* Queues are processed only while the device is up and healthy. */
+static bool live(const struct virtio_dev *d)
+{
+	return !d->reset_pending && !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(d->status & VIRTIO_STATUS_FAILED);
+}
+
+void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q)
+{
+	if (q >= d->num_queues || !live(d) || !d->vqs[q].active)
+		return;
+	if (d->ops->queue_notify)
+		d->ops->queue_notify(d, q);
+}
+
+void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q)
+{
+	/* §2.1.2: no used buffer notifications before DRIVER_OK.  A broken
+	 * device may still report buffers it completed. */
+	if (q >= d->num_queues || d->reset_pending || !(d->status & VIRTIO_STATUS_DRIVER_OK))
+		return;
+	if (virtq_should_signal(&d->vqs[q]) && d->tops && d->tops->signal_queue)
+		d->tops->signal_queue(d, q);
+}
+
+void virtio_dev_mark_broken(struct virtio_dev *d, const char *why)
+{
+	if (d->broken)
+		return;
+	d->broken = true;
+	d->status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+	d->config_generation++;
+	log_ratelimited(&virtio_rl, LOG_WARN, "%s: %s; device needs reset", dev_name(d),
+			why ? why : "driver error");
+	/* §2.1.2: with DRIVER_OK set the device MUST send a configuration
+	 * change notification; before DRIVER_OK the driver reads status. */
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops && d->tops->signal_config)
+		d->tops->signal_config(d);
+}

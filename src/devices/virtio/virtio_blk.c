@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_blk.c - virtio block device; see virtio_blk.h.
+ */
+#include "virtio_blk.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+#define BLK_HDR_SIZE 16
+#define BLK_DWZ_SEG_SIZE 16
+
+struct dwz_seg {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
+
+/* One request in flight (a slot of the pool). */
+struct virtio_blk_req {
+	struct blk_io io;
+	struct virtio_blk *blk;
+	struct virtio_blk_req *next_free;
+	uint32_t gen;
+	uint16_t head;
+	uint32_t type;
+	uint8_t *status;   /* last writable byte of the chain */
+	uint32_t used_ok;  /* used length on success */
+	uint64_t expect;   /* READ/WRITE: bytes */
+	uint64_t sector;
+	unsigned dwz_n, dwz_i;
+	struct dwz_seg dwz[VIRTIO_BLK_DWZ_MAX_SEG];
+	struct iovec iov[VIRTQ_MAX_SEGS];
+};
+
+static struct virtio_blk *to_blk(struct virtio_dev *d)
+{
+	return container_of(d, struct virtio_blk, vdev);
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+/* ---- device ops ---- */
+
+static uint64_t blk_features(struct virtio_dev *d)
+{
+	struct virtio_blk *b = to_blk(d);
+	uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
+		     (1ULL << VIRTIO_BLK_F_FLUSH);
+	if (b->be->readonly)
+		f |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		f |= (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
+	return f;
+}
+
+static void blk_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
+{
+	struct virtio_blk *b = to_blk(d);
+	uint8_t *out = data;
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t o = (uint64_t)off + i;
+		out[i] = o < VIRTIO_BLK_CONFIG_SIZE ? b->config[o] : 0;
+	}
+}
+
+static void blk_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
+{
+	/* Every implemented field is read-only (no CONFIG_WCE). */
+}
+
+static int blk_activate(struct virtio_dev *d)
+{
+	return 0;
+}
+
+static int blk_reset(struct virtio_dev *d)
+{
+	struct virtio_blk *b = to_blk(d);
+	b->gen++;
+	b->throttled = false;
+	if (b->inflight == 0)
+		return 0;
+	b->resetting = true;
+	return -EINPROGRESS;
+}
+
+/* ---- requests ---- */
+
+/* Fill @iov with the bytes [off, off+len) of the readable (or writable)
+ * part of @c.  Returns the number of iovecs (zero-length pieces skipped). */
+static unsigned chain_iov(const struct virtq_chain *c, bool writable, uint64_t off, uint64_t len,
+			  struct iovec *iov)
+{
+	unsigned n = 0;
+	unsigned first = writable ? c->nread : 0, end = writable ? c->nsegs : c->nread;
+	for (unsigned i = first; i < end && len; i++) {
+		uint64_t sl = c->segs[i].len;
+		if (off >= sl) {
+			off -= sl;
+			continue;
+		}
+		uint64_t take = sl - off < len ? sl - off : len;
+		iov[n].iov_base = c->segs[i].hva + off;
+		iov[n].iov_len = (size_t)take;
+		n++;
+		len -= take;
+		off = 0;
+	}
+	return n;
+}
+
+/* The last byte of the writable part, or NULL if there is none. */
+static uint8_t *chain_status(const struct virtq_chain *c)
+{
+	for (unsigned i = c->nsegs; i > c->nread; i--)
+		if (c->segs[i - 1].len)
+			return c->segs[i - 1].hva + c->segs[i - 1].len - 1;
+	return NULL;
+}
+
+static void count_status(struct virtio_blk *b, uint8_t st)
+{
+	b->n_requests++;
+	if (st == VIRTIO_BLK_S_IOERR)
+		b->n_ioerr++;
+	else if (st == VIRTIO_BLK_S_UNSUPP)
+		b->n_unsupp++;
+}
+
+/* Finish a request synchronously: status, used element.  d->lock held. */
+static void finish_sync(struct virtio_blk *b, uint16_t head, uint8_t *status, uint8_t st,
+			uint32_t used)
+{
+	if (status)
+		*status = st;
+	count_status(b, st);
+	if (virtq_push(&b->vdev.vqs[0], head, status ? used : 0) < 0)
+		virtio_dev_mark_broken(&b->vdev, "push of a head not in flight");
+}
+
+/* sector + bytes within the disk, overflow-safe. */
+static bool range_ok(const struct virtio_blk *b, uint64_t sector, uint64_t bytes)
+{
+	return sector <= b->capacity && bytes / VIRTIO_BLK_SECTOR <= b->capacity - sector;
+}
+
+static void req_done(struct blk_io *io, int64_t res);
+
+static struct virtio_blk_req *req_alloc(struct virtio_blk *b)
+{
+	struct virtio_blk_req *r = b->free_reqs;
+	if (r) {
+		b->free_reqs = r->next_free;
+		r->next_free = NULL;
+		r->dwz_n = r->dwz_i = 0;
+		b->inflight++;
+	}
+	return r;
+}
+
+static void req_free(struct virtio_blk *b, struct virtio_blk_req *r)
+{
+	r->next_free = b->free_reqs;
+	b->free_reqs = r;
+	b->inflight--;
+}
+
+/* Start the current discard/write-zeroes segment of @r. */
+static int dwz_submit(struct virtio_blk *b, struct virtio_blk_req *r)
+{
+	const struct dwz_seg *s = &r->dwz[r->dwz_i];
+	r->io = (struct blk_io){
+		.op = r->type == VIRTIO_BLK_T_DISCARD ? BLK_OP_DISCARD : BLK_OP_WRITE_ZEROES,
+		.offset = s->sector * VIRTIO_BLK_SECTOR,
+		.len = (uint64_t)s->num_sectors * VIRTIO_BLK_SECTOR,
+		.unmap = (s->flags & VIRTIO_BLK_WZ_F_UNMAP) != 0,
+		.done = req_done,
+	};
+	return blk_submit(b->be, &r->io);
+}
+
+/* Validate the discard / write-zeroes payload of @c into @r.
+ * Returns a status (OK: @r->dwz filled). */
+static uint8_t dwz_parse(struct virtio_blk *b, const struct virtq_chain *c, uint32_t type,
+			 struct virtio_blk_req *r)
+{
+	bool discard = type == VIRTIO_BLK_T_DISCARD;
+	uint32_t data_out = c->read_len - BLK_HDR_SIZE;
+	if (c->write_len != 1 || data_out == 0 || data_out % BLK_DWZ_SEG_SIZE)
+		return VIRTIO_BLK_S_IOERR;
+	uint32_t n = data_out / BLK_DWZ_SEG_SIZE;
+	if (n > VIRTIO_BLK_DWZ_MAX_SEG)
+		return VIRTIO_BLK_S_IOERR;
+	uint8_t st = VIRTIO_BLK_S_OK;
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t raw[BLK_DWZ_SEG_SIZE];
+		virtq_chain_read(c, BLK_HDR_SIZE + i * BLK_DWZ_SEG_SIZE, raw, sizeof(raw));
+		struct dwz_seg s;
+		uint64_t sec;
+		uint32_t num, flags;
+		memcpy(&sec, raw, 8);
+		memcpy(&num, raw + 8, 4);
+		memcpy(&flags, raw + 12, 4);
+		s.sector = le64toh(sec);
+		s.num_sectors = le32toh(num);
+		s.flags = le32toh(flags);
+		/* §5.2.6.2: unknown flags, or unmap on a discard: UNSUPP. */
+		if ((s.flags & ~(uint32_t)VIRTIO_BLK_WZ_F_UNMAP) ||
+		    (discard && (s.flags & VIRTIO_BLK_WZ_F_UNMAP))) {
+			st = VIRTIO_BLK_S_UNSUPP;
+			continue;
+		}
+		if (s.num_sectors == 0 || s.num_sectors > VIRTIO_BLK_DWZ_MAX_SECTORS ||
+		    !range_ok(b, s.sector, (uint64_t)s.num_sectors * VIRTIO_BLK_SECTOR)) {
+			if (st == VIRTIO_BLK_S_OK)
+				st = VIRTIO_BLK_S_IOERR;
+			continue;
+		}
+		r->dwz[i] = s;
+	}
+	if (st == VIRTIO_BLK_S_OK) {
+		r->dwz_n = n;
+		r->dwz_i = 0;
+	}
+	return st;
+}
+
+enum chain_result { CHAIN_DONE, CHAIN_SUBMITTED };
+
+/* Handle one popped chain.  d->lock held, a pool slot is free. */
+static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_chain *c)
+{
+	struct virtio_dev *d = &b->vdev;
+	uint8_t *status = chain_status(c);
+	if (!status) {
+		/* Nowhere to put a status: give the chain back untouched. */
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request without a status byte");
+		finish_sync(b, c->head, NULL, VIRTIO_BLK_S_IOERR, 0);
+		return CHAIN_DONE;
+	}
+	/* Used length on failure: only the status byte counts as written when
+	 * it is the whole writable part (§2.7.8: len bytes from the start). */
+	uint32_t used_err = c->write_len == 1 ? 1 : 0;
+	if (c->read_len < BLK_HDR_SIZE) {
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request header shorter than 16 bytes");
+		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		return CHAIN_DONE;
+	}
+	uint8_t hdr[BLK_HDR_SIZE];
+	virtq_chain_read(c, 0, hdr, sizeof(hdr));
+	uint32_t type;
+	uint64_t sector;
+	memcpy(&type, hdr, 4);
+	memcpy(&sector, hdr + 8, 8);
+	type = le32toh(type);
+	sector = le64toh(sector);
+	uint32_t data_out = c->read_len - BLK_HDR_SIZE; /* readable bytes after the header */
+	uint32_t data_in = c->write_len - 1;             /* writable bytes before the status */
+	bool ro = b->be->readonly;
+
+	struct virtio_blk_req *r = NULL;
+	uint8_t st = VIRTIO_BLK_S_IOERR;
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT: {
+		bool in = type == VIRTIO_BLK_T_IN;
+		uint32_t len = in ? data_in : data_out;
+		if ((in ? data_out : data_in) != 0 || len % VIRTIO_BLK_SECTOR ||
+		    !range_ok(b, sector, len) || (!in && ro))
+			break;
+		if (len == 0) {
+			finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, in ? 1 + data_in : 1);
+			return CHAIN_DONE;
+		}
+		r = req_alloc(b);
+		r->io = (struct blk_io){
+			.op = in ? BLK_OP_READ : BLK_OP_WRITE,
+			.offset = sector * VIRTIO_BLK_SECTOR,
+			.iov = r->iov,
+			.done = req_done,
+		};
+		r->io.iovcnt = chain_iov(c, in, in ? 0 : BLK_HDR_SIZE, len, r->iov);
+		r->expect = len;
+		r->used_ok = in ? c->write_len : 1;
+		break;
+	}
+	case VIRTIO_BLK_T_FLUSH:
+		if (data_in || data_out || b->flush_failed)
+			break;
+		r = req_alloc(b);
+		r->io = (struct blk_io){.op = BLK_OP_FLUSH, .done = req_done};
+		r->used_ok = 1;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		if (data_out || data_in == 0)
+			break;
+		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
+		virtq_chain_write(c, 0, b->serial, n);
+		finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, n == data_in ? n + 1 : n);
+		return CHAIN_DONE;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES: {
+		unsigned feat = type == VIRTIO_BLK_T_DISCARD ? VIRTIO_BLK_F_DISCARD
+							     : VIRTIO_BLK_F_WRITE_ZEROES;
+		if (ro)
+			break; /* IOERR, nothing reaches the file */
+		if (!(d->driver_features & (1ULL << feat))) {
+			st = VIRTIO_BLK_S_UNSUPP;
+			break;
+		}
+		r = req_alloc(b);
+		st = dwz_parse(b, c, type, r);
+		if (st != VIRTIO_BLK_S_OK) {
+			req_free(b, r);
+			r = NULL;
+		}
+		break;
+	}
+	default:
+		st = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+	if (!r) {
+		if (st == VIRTIO_BLK_S_IOERR)
+			log_ratelimited(&b->rl, LOG_DEBUG,
+					"virtio-blk: rejected request type %u sector %llu "
+					"(out %u in %u bytes)",
+					type, (unsigned long long)sector, data_out, data_in);
+		finish_sync(b, c->head, status, st, used_err);
+		return CHAIN_DONE;
+	}
+	r->gen = b->gen;
+	r->head = c->head;
+	r->type = type;
+	r->status = status;
+	r->sector = sector;
+	int rc = (type == VIRTIO_BLK_T_DISCARD || type == VIRTIO_BLK_T_WRITE_ZEROES)
+			 ? dwz_submit(b, r)
+			 : blk_submit(b->be, &r->io);
+	if (rc < 0) {
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: %s: request type %u refused: %s",
+				b->be->name, type, strerror(-rc));
+		req_free(b, r);
+		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		return CHAIN_DONE;
+	}
+	return CHAIN_SUBMITTED;
+}
+
+/* Take chains from the ring while slots are free.  d->lock held. */
+static void process_queue(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct virtq *q = &d->vqs[0];
+	bool pushed = false, submitted = false;
+	if (!q->active || d->broken || b->resetting)
+		return;
+	for (;;) {
+		while (b->inflight < b->max_inflight) {
+			int r = virtq_pop(q, &b->chain);
+			if (r < 0) {
+				virtio_dev_mark_broken(d, "invalid descriptor chain");
+				goto out;
+			}
+			if (r == 0)
+				break;
+			if (handle_chain(b, &b->chain) == CHAIN_SUBMITTED)
+				submitted = true;
+			else
+				pushed = true;
+			if (d->broken)
+				goto out;
+		}
+		if (b->inflight >= b->max_inflight) {
+			/* Resumed by the next completion. */
+			b->throttled = true;
+			break;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (submitted)
+		blk_commit(b->be);
+	if (pushed && !d->broken)
+		virtio_dev_signal_used(d, 0);
+}
+
+static void blk_queue_notify(struct virtio_dev *d, uint16_t q)
+{
+	if (q == 0)
+		process_queue(to_blk(d));
+}
+
+static const char *op_name(uint32_t type)
+{
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+		return "read";
+	case VIRTIO_BLK_T_OUT:
+		return "write";
+	case VIRTIO_BLK_T_FLUSH:
+		return "flush";
+	case VIRTIO_BLK_T_DISCARD:
+		return "discard";
+	default:
+		return "write-zeroes";
+	}
+}
+
+/* A back-end operation of request @r finished (loop thread, no lock held). */
+static void req_done(struct blk_io *io, int64_t res)
+{
+	struct virtio_blk_req *r = container_of(io, struct virtio_blk_req, io);
+	struct virtio_blk *b = r->blk;
+	struct virtio_dev *d = &b->vdev;
+	bool reset_done = false;
+
+	pthread_mutex_lock(&d->lock);
+	bool live = r->gen == b->gen && !d->broken;
+	uint8_t st = VIRTIO_BLK_S_OK;
+	switch (r->type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		if (res != (int64_t)r->expect)
+			st = VIRTIO_BLK_S_IOERR;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		if (res < 0) {
+			st = VIRTIO_BLK_S_IOERR;
+			b->flush_failed = true;
+		}
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		/* Discarding is a hint (§5.2.6.2: the device MAY deallocate). */
+		if (res < 0 && res != -EOPNOTSUPP)
+			st = VIRTIO_BLK_S_IOERR;
+		break;
+	default:
+		if (res < 0)
+			st = VIRTIO_BLK_S_IOERR;
+		break;
+	}
+	if (st != VIRTIO_BLK_S_OK)
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: %s: %s at sector %llu failed: %s",
+				b->be->name, op_name(r->type),
+				(unsigned long long)(r->dwz_n ? r->dwz[r->dwz_i].sector : r->sector),
+				res < 0 ? strerror((int)-res) : "short transfer");
+
+	if (live && st == VIRTIO_BLK_S_OK && r->dwz_n && r->dwz_i + 1 < r->dwz_n) {
+		/* Next discard / write-zeroes segment. */
+		r->dwz_i++;
+		int rc = dwz_submit(b, r);
+		if (rc == 0) {
+			blk_commit(b->be);
+			pthread_mutex_unlock(&d->lock);
+			return;
+		}
+		st = VIRTIO_BLK_S_IOERR;
+	}
+	if (live) {
+		*r->status = st;
+		count_status(b, st);
+		if (virtq_push(&d->vqs[0], r->head, st == VIRTIO_BLK_S_OK ? r->used_ok
+									   : (r->used_ok == 1 ? 1 : 0)) < 0)
+			virtio_dev_mark_broken(d, "push of a head not in flight");
+		else
+			virtio_dev_signal_used(d, 0);
+	}
+	r->dwz_n = 0;
+	req_free(b, r);
+	if (b->resetting) {
+		if (b->inflight == 0) {
+			b->resetting = false;
+			reset_done = true;
+		}
+	} else if (b->throttled && live) {
+		b->throttled = false;
+		process_queue(b);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (reset_done)
+		virtio_dev_reset_done(d);
+}
+
+static const struct virtio_dev_ops blk_ops = {
+	.features = blk_features,
+	.config_read = blk_config_read,
+	.config_write = blk_config_write,
+	.activate = blk_activate,
+	.reset = blk_reset,
+	.queue_notify = blk_queue_notify,
+};
+
+static void build_config(struct virtio_blk *b)
+{
+	uint8_t *c = b->config;
+	memset(c, 0, sizeof(b->config));
+	put_le64(c + VIRTIO_BLK_CFG_CAPACITY, b->capacity);
+	put_le32(c + VIRTIO_BLK_CFG_SEG_MAX, VIRTIO_BLK_SEG_MAX);
+	put_le32(c + VIRTIO_BLK_CFG_BLK_SIZE, VIRTIO_BLK_SECTOR);
+	put_le16(c + VIRTIO_BLK_CFG_NUM_QUEUES, 1);
+	if (!b->be->readonly) {
+		put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, VIRTIO_BLK_DWZ_MAX_SECTORS);
+		put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, VIRTIO_BLK_DWZ_MAX_SEG);
+		put_le32(c + VIRTIO_BLK_CFG_DISCARD_ALIGNMENT, VIRTIO_BLK_DISCARD_ALIGNMENT);
+		put_le32(c + VIRTIO_BLK_CFG_MAX_WZ_SECTORS, VIRTIO_BLK_DWZ_MAX_SECTORS);
+		put_le32(c + VIRTIO_BLK_CFG_MAX_WZ_SEG, VIRTIO_BLK_DWZ_MAX_SEG);
+		c[VIRTIO_BLK_CFG_WZ_MAY_UNMAP] = 1;
+	}
+}
+
+int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, const char *id,
+		    const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen)
+{
+	memset(b, 0, sizeof(*b));
+	if (!id)
+		id = "visor-disk";
+	size_t idlen = strlen(id);
+	if (idlen > VIRTIO_BLK_ID_BYTES) {
+		snprintf(err, errlen, "disk id \"%s\" is longer than %d bytes", id,
+			 VIRTIO_BLK_ID_BYTES);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < idlen; i++) {
+		if (id[i] < 0x20 || id[i] > 0x7e) {
+			snprintf(err, errlen, "disk id must be printable ASCII");
+			return -EINVAL;
+		}
+	}
+	memcpy(b->serial, id, idlen);
+	b->be = be;
+	b->capacity = be->size / VIRTIO_BLK_SECTOR;
+	if (b->capacity == 0) {
+		snprintf(err, errlen, "%s: disk smaller than one 512-byte sector", be->name);
+		return -EINVAL;
+	}
+	if (be->size % VIRTIO_BLK_SECTOR)
+		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
+			 be->name, (unsigned)(be->size % VIRTIO_BLK_SECTOR));
+	b->max_inflight = be->capacity < VIRTIO_BLK_QUEUE_MAX ? be->capacity : VIRTIO_BLK_QUEUE_MAX;
+	b->reqs = calloc(b->max_inflight, sizeof(*b->reqs));
+	if (!b->reqs) {
+		snprintf(err, errlen, "virtio-blk: out of memory");
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < b->max_inflight; i++) {
+		b->reqs[i].blk = b;
+		b->reqs[i].next_free = i + 1 < b->max_inflight ? &b->reqs[i + 1] : NULL;
+	}
+	b->free_reqs = &b->reqs[0];
+	build_config(b);
+	int r = virtio_dev_init(&b->vdev, &blk_ops, "virtio-blk", VIRTIO_ID_BLOCK, 1,
+				VIRTIO_BLK_QUEUE_MAX, mem, loop);
+	if (r < 0) {
+		snprintf(err, errlen, "virtio-blk: init: %s", strerror(-r));
+		free(b->reqs);
+		b->reqs = NULL;
+		return r;
+	}
+	if (loop && be->ops->attach) {
+		r = be->ops->attach(be, loop);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot watch the back end: %s", be->name,
+				 strerror(-r));
+			virtio_dev_destroy(&b->vdev);
+			free(b->reqs);
+			b->reqs = NULL;
+			return r;
+		}
+	}
+	b->own_be = own_be;
+	return 0;
+}
+
+int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, const char *id,
+		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen)
+{
+	struct blk_backend *be;
+	int r = blk_uring_open(&be, path, readonly, 0, VIRTIO_BLK_QUEUE_MAX, err, errlen);
+	if (r < 0)
+		return r;
+	r = virtio_blk_init(b, be, true, id, mem, loop, err, errlen);
+	if (r < 0)
+		blk_destroy(be);
+	return r;
+}
+
+void virtio_blk_destroy(struct virtio_blk *b)
+{
+	if (!b->reqs)
+		return;
+	if (b->own_be)
+		blk_destroy(b->be);
+	virtio_dev_destroy(&b->vdev);
+	free(b->reqs);
+	b->reqs = NULL;
+}

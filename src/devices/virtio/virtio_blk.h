@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_blk.h - virtio block device (virtio 1.2 §5.2), one request queue.
+ *
+ * Features offered: SEG_MAX, BLK_SIZE (512), FLUSH, and either RO (read-only
+ * disk) or DISCARD + WRITE_ZEROES.  Requests (§5.2.6): IN, OUT, FLUSH,
+ * GET_ID, DISCARD, WRITE_ZEROES; any other type gets VIRTIO_BLK_S_UNSUPP.
+ *
+ * Every request is validated before anything reaches the back end
+ * (checklist A, G): a 16-byte readable header, a writable status byte at the
+ * very end, the data in the right direction (IN: writable only, OUT:
+ * readable only), a length that is a multiple of 512, the sector range
+ * inside the disk (overflow-safe), discard/write-zeroes segments (count,
+ * size, flags, range).  A malformed request gets VIRTIO_BLK_S_IOERR (a chain
+ * without any writable byte is returned with used length 0); only ring-level
+ * violations reported by virtq_pop break the device.  A read-only disk
+ * answers OUT/DISCARD/WRITE_ZEROES with IOERR and nothing reaches the file.
+ * A host error (EIO, ENOSPC, short transfer) fails that request only.
+ *
+ * FLUSH completes only after the back end's fdatasync has returned, and a
+ * failed flush is sticky: every later FLUSH fails too (the page cache may
+ * have dropped the dirty data together with the error, so a later
+ * successful fdatasync would be a lie; checklist G.43).
+ *
+ * Asynchronous I/O: requests are handed to the back end on the loop thread
+ * (queue_notify) and complete there (the back end's callback takes d->lock,
+ * writes the status, pushes the used element, signals).  In flight at most
+ * min(queue size, back-end capacity) requests; when that many are out the
+ * device stops taking chains from the ring and resumes on a completion.
+ *
+ * Reset (ops->reset, called with d->lock held, possibly on a vCPU thread):
+ * with nothing in flight it completes at once; otherwise it returns
+ * -EINPROGRESS, the requests still run to completion in the back end (a
+ * read may still be filling its guest buffers), but their completions write
+ * neither status nor used ring, and the last one calls
+ * virtio_dev_reset_done().  So once the reset is done nothing touches guest
+ * memory, and the reset never waits while holding d->lock.
+ */
+#ifndef VISOR_DEVICES_VIRTIO_VIRTIO_BLK_H
+#define VISOR_DEVICES_VIRTIO_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../backends/block.h"
+#include "../../util/log.h"
+#include "virtio.h"
+
+/* Feature bits (§5.2.3) */
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_GEOMETRY 4
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_TOPOLOGY 10
+#define VIRTIO_BLK_F_CONFIG_WCE 11
+#define VIRTIO_BLK_F_MQ 12
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+/* Request types (§5.2.6) */
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_GET_LIFETIME 10
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_T_SECURE_ERASE 14
+
+/* Status byte values */
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+/* struct virtio_blk_discard_write_zeroes flags */
+#define VIRTIO_BLK_WZ_F_UNMAP 1
+
+#define VIRTIO_BLK_SECTOR 512u
+#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_QUEUE_MAX 256
+/* Data segments per request: a chain is at most VIRTQ_MAX_SEGS long and
+ * needs one for the header and one for the status. */
+#define VIRTIO_BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
+/* Discard / write-zeroes limits (config space and enforced). */
+#define VIRTIO_BLK_DWZ_MAX_SEG 32
+#define VIRTIO_BLK_DWZ_MAX_SECTORS (1u << 22) /* 2 GiB per segment */
+#define VIRTIO_BLK_DISCARD_ALIGNMENT 8        /* sectors (4 KiB) */
+
+/* Config space layout (§5.2.4), little-endian; 60 bytes are implemented
+ * (up to and including unused1), reads beyond return zeroes. */
+#define VIRTIO_BLK_CFG_CAPACITY 0
+#define VIRTIO_BLK_CFG_SIZE_MAX 8
+#define VIRTIO_BLK_CFG_SEG_MAX 12
+#define VIRTIO_BLK_CFG_GEOMETRY 16
+#define VIRTIO_BLK_CFG_BLK_SIZE 20
+#define VIRTIO_BLK_CFG_TOPOLOGY 24
+#define VIRTIO_BLK_CFG_WRITEBACK 32
+#define VIRTIO_BLK_CFG_NUM_QUEUES 34
+#define VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS 36
+#define VIRTIO_BLK_CFG_MAX_DISCARD_SEG 40
+#define VIRTIO_BLK_CFG_DISCARD_ALIGNMENT 44
+#define VIRTIO_BLK_CFG_MAX_WZ_SECTORS 48
+#define VIRTIO_BLK_CFG_MAX_WZ_SEG 52
+#define VIRTIO_BLK_CFG_WZ_MAY_UNMAP 56
+#define VIRTIO_BLK_CONFIG_SIZE 60
+
+struct virtio_blk_req;
+
+struct virtio_blk {
+	struct virtio_dev vdev; /* hand &vdev to a transport */
+	struct blk_backend *be;
+	bool own_be; /* destroy the back end with the device */
+	uint64_t capacity; /* 512-byte sectors */
+	uint8_t serial[VIRTIO_BLK_ID_BYTES]; /* zero-padded */
+	uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
+
+	/* under vdev.lock */
+	struct virtio_blk_req *reqs; /* pool of max_inflight */
+	struct virtio_blk_req *free_reqs;
+	unsigned max_inflight;
+	unsigned inflight;
+	uint32_t gen;     /* bumped by reset: older completions are dropped */
+	bool resetting;   /* reset returned -EINPROGRESS */
+	bool throttled;   /* stopped popping at max_inflight */
+	bool flush_failed; /* sticky, see above */
+	struct virtq_chain chain; /* scratch for virtq_pop */
+	struct ratelimit rl;
+	/* statistics */
+	uint64_t n_requests, n_ioerr, n_unsupp;
+};
+
+/* Build the device on back end @be (which must have been attached to
+ * @loop's thread, or be driven by the caller, as the fake is).  @id: the
+ * serial reported by GET_ID, printable ASCII, at most 20 bytes; NULL for
+ * "visor-disk".  @own_be: virtio_blk_destroy destroys @be.  Returns 0 or
+ * -errno with one line in @err. */
+int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, const char *id,
+		    const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
+
+/* Open @path with the io_uring back end (attached to @loop) and build the
+ * device.  Returns 0 or -errno with one line in @err ("disk.img: No such
+ * file or directory", "...: is a directory, not a disk image",
+ * "...: Permission denied (opening read-write; ...)", bad id, ...). */
+int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, const char *id,
+		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
+
+/* Tear down (after the transport is gone and the vCPUs stopped).  Waits
+ * for I/O still in the kernel. */
+void virtio_blk_destroy(struct virtio_blk *b);
+
+#endif

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_rng.h - virtio entropy device (virtio 1.2 §5.4), one request queue.
+ *
+ * Each request's writable buffers are filled straight from getrandom(2)
+ * (GRND_NONBLOCK) into guest memory: the host allocates nothing per
+ * request, and at most VIRTIO_RNG_MAX_PER_REQ bytes are generated for one
+ * request however large its buffers (checklist E.33: a 4 GiB request costs
+ * 64 KiB of work; §5.4.6.2 lets the device use less than the whole buffer).
+ *
+ * Policy choices:
+ *   - A request with device-readable descriptors violates §5.4.6.1; it is
+ *     returned with 0 bytes used (not filled), logged rate-limited, and the
+ *     device keeps working (it is a request-level, not ring-level, error).
+ *   - If the host pool is not initialised yet (GRND_NONBLOCK -> EAGAIN, only
+ *     in the first seconds of a host's boot), the request is returned with
+ *     the bytes produced so far, possibly 0: the guest driver asks again.
+ *     Never blocks the loop, never hands out non-cryptographic bytes.
+ *   - Fairness: one pass over the ring generates at most
+ *     VIRTIO_RNG_BUDGET bytes on the loop thread; if more may be waiting it
+ *     re-arms an eventfd on the loop (virtio_rng_resume) so other handlers
+ *     run in between.  getrandom draws on the kernel CSPRNG, so a greedy
+ *     guest costs CPU time (bounded per pass) but never depletes or blocks
+ *     host entropy.  No bytes-per-second cap is imposed.
+ */
+#ifndef VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
+#define VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
+
+#include <stdint.h>
+
+#include "../../util/log.h"
+#include "virtio.h"
+
+#define VIRTIO_RNG_QUEUE_MAX 64
+#define VIRTIO_RNG_MAX_PER_REQ (64u * 1024)
+#define VIRTIO_RNG_BUDGET (1024u * 1024)
+
+struct virtio_rng {
+	struct virtio_dev vdev; /* hand &vdev to a transport */
+	int resume_fd;          /* eventfd on the loop, -1 without a loop */
+	/* under vdev.lock */
+	struct virtq_chain chain;
+	struct ratelimit rl;
+	uint64_t n_requests, n_bytes, n_rejected;
+};
+
+/* 0 / -errno.  @loop may be NULL (tests): then a pass is not budgeted. */
+int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct loop *loop);
+void virtio_rng_destroy(struct virtio_rng *r);
+
+/* Continue a pass cut short by the budget (the resume eventfd's handler;
+ * takes vdev.lock). */
+void virtio_rng_resume(struct virtio_rng *r);
+
+#endif

@@ -1,0 +1,425 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtq.c - split virtqueues (virtio 1.2 §2.7), the device side.
+ *
+ * Guest ring layout (§2.7.5, §2.7.6, §2.7.8), all little-endian:
+ *   descriptor table  size * {le64 addr; le32 len; le16 flags; le16 next}
+ *   available ring    le16 flags; le16 idx; le16 ring[size]; le16 used_event
+ *   used ring         le16 flags; le16 idx; {le32 id; le32 len}[size];
+ *                     le16 avail_event
+ * The host is assumed little-endian (x86): fields are used as read, no
+ * byte swapping (checked at compile time below).
+ *
+ * Every guest field is read exactly once: single-copy loads for the ring
+ * indices (__atomic builtins), memcpy into a local struct followed by a
+ * compiler barrier for descriptors, so that the compiler cannot turn one
+ * validated read into two fetches the guest could race with (checklist
+ * A.12).  All validation happens on the local copy.
+ */
+#include "virtq.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "virtq.c reads little-endian guest rings without conversion");
+
+#define DESC_SIZE 16u
+/* Offsets inside the available and used rings. */
+#define RING_FLAGS 0u
+#define RING_IDX 2u
+#define RING_ENTRIES 4u
+#define USED_ELEM_SIZE 8u
+
+/* A descriptor after it was copied out of guest memory (§2.7.5). */
+struct vdesc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+_Static_assert(sizeof(struct vdesc) == DESC_SIZE, "descriptor layout");
+
+static uint64_t desc_bytes(uint16_t size)
+{
+	return (uint64_t)size * DESC_SIZE;
+}
+
+/* flags, idx, ring[size], used_event */
+static uint64_t avail_bytes(uint16_t size)
+{
+	return RING_ENTRIES + 2ull * size + 2;
+}
+
+/* flags, idx, ring[size], avail_event */
+static uint64_t used_bytes(uint16_t size)
+{
+	return RING_ENTRIES + (uint64_t)USED_ELEM_SIZE * size + 2;
+}
+
+/* Single-copy accessors for ring fields; the activation checks guarantee
+ * their natural alignment (ring alignment + page-aligned regions). */
+static uint16_t load16_acquire(const uint8_t *p)
+{
+	return __atomic_load_n((const uint16_t *)(const void *)p, __ATOMIC_ACQUIRE);
+}
+
+static uint16_t load16(const uint8_t *p)
+{
+	return __atomic_load_n((const uint16_t *)(const void *)p, __ATOMIC_RELAXED);
+}
+
+static void store16(uint8_t *p, uint16_t v)
+{
+	__atomic_store_n((uint16_t *)(void *)p, v, __ATOMIC_RELAXED);
+}
+
+static void store16_release(uint8_t *p, uint16_t v)
+{
+	__atomic_store_n((uint16_t *)(void *)p, v, __ATOMIC_RELEASE);
+}
+
+static void store32(uint8_t *p, uint32_t v)
+{
+	__atomic_store_n((uint32_t *)(void *)p, v, __ATOMIC_RELAXED);
+}
+
+/* Copy one descriptor out of guest memory.  @p may be unaligned (indirect
+ * tables have no alignment requirement).  The barrier stops the compiler
+ * from re-reading guest memory in place of the local copy. */
+static void desc_fetch(const uint8_t *p, struct vdesc *d)
+{
+	memcpy(d, p, sizeof(*d));
+	__asm__ __volatile__("" ::: "memory");
+}
+
+static bool is_pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	/* lengths are small and the ranges were checked to lie in RAM, so
+	 * a + alen and b + blen cannot overflow */
+	return a < b + blen && b < a + alen;
+}
+
+/* Map ring [gpa, gpa+len) if it is aligned to @align (a power of two) and
+ * lies wholly inside one RAM region; NULL otherwise. */
+static uint8_t *map_ring(const struct guest_mem *mem, uint64_t gpa, uint64_t len, uint64_t align)
+{
+	if (gpa & (align - 1))
+		return NULL;
+	uint8_t *p = gpa_to_hva(mem, gpa, len);
+	/* Regions start page-aligned on both sides, so this holds whenever
+	 * the gpa is aligned; checked anyway because the atomic accessors
+	 * depend on it. */
+	if (p && ((uintptr_t)p & (align - 1)))
+		return NULL;
+	return p;
+}
+
+static void clear_state(struct virtq *q)
+{
+	q->active = false;
+	q->event_idx = false;
+	q->indirect = false;
+	q->mem = NULL;
+	q->desc = q->avail = q->used = NULL;
+	q->last_avail = 0;
+	q->used_idx = 0;
+	q->signalled_used = 0;
+	q->signalled_valid = false;
+	q->inflight = 0;
+	memset(q->inflight_map, 0, sizeof(q->inflight_map));
+}
+
+int virtq_activate(struct virtq *q, const struct guest_mem *mem, uint64_t features)
+{
+	clear_state(q);
+	/* §2.7: queue size is a power of two; 0 means "unused". */
+	if (!is_pow2(q->size) || q->size > VIRTQ_MAX_SIZE || !mem)
+		return -EINVAL;
+	uint64_t dlen = desc_bytes(q->size), alen = avail_bytes(q->size),
+		 ulen = used_bytes(q->size);
+	/* §2.7 alignment table: descriptor table 16, available ring 2, used
+	 * ring 4.  The event fields (used_event, avail_event) are included
+	 * whether or not EVENT_IDX was negotiated. */
+	uint8_t *desc = map_ring(mem, q->desc_gpa, dlen, 16);
+	uint8_t *avail = map_ring(mem, q->avail_gpa, alen, 2);
+	uint8_t *used = map_ring(mem, q->used_gpa, ulen, 4);
+	if (!desc || !avail || !used)
+		return -EINVAL;
+	/* The device writes the used ring: it must not alias what it reads,
+	 * and the driver-written parts must not alias each other either. */
+	if (ranges_overlap(q->desc_gpa, dlen, q->avail_gpa, alen) ||
+	    ranges_overlap(q->desc_gpa, dlen, q->used_gpa, ulen) ||
+	    ranges_overlap(q->avail_gpa, alen, q->used_gpa, ulen))
+		return -EINVAL;
+	q->mem = mem;
+	q->desc = desc;
+	q->avail = avail;
+	q->used = used;
+	q->event_idx = features & (1ull << VIRTIO_F_EVENT_IDX);
+	q->indirect = features & (1ull << VIRTIO_F_INDIRECT_DESC);
+	q->active = true;
+	return 0;
+}
+
+void virtq_reset(struct virtq *q)
+{
+	clear_state(q);
+}
+
+static bool inflight_test(const struct virtq *q, uint16_t head)
+{
+	return q->inflight_map[head / 8] & (1u << (head % 8));
+}
+
+static void inflight_set(struct virtq *q, uint16_t head, bool on)
+{
+	if (on)
+		q->inflight_map[head / 8] |= (uint8_t)(1u << (head % 8));
+	else
+		q->inflight_map[head / 8] &= (uint8_t)~(1u << (head % 8));
+}
+
+/* Validate one buffer descriptor (not INDIRECT) and append it to @c. */
+static int chain_add(const struct virtq *q, struct virtq_chain *c, const struct vdesc *d,
+		     bool *seen_write)
+{
+	/* Zero-length buffers are rejected: no driver needs them, and
+	 * accepting them would let a chain make progress without consuming
+	 * anything (checklist A.5). */
+	if (d->len == 0)
+		return -EIO;
+	/* [addr, addr+len) must not wrap 2^64 (gpa_to_hva checks it too). */
+	if (d->addr > UINT64_MAX - (d->len - 1))
+		return -EIO;
+	bool write = d->flags & VIRTQ_DESC_F_WRITE;
+	/* §2.7.4.2: device-readable descriptors come before writable ones. */
+	if (!write && *seen_write)
+		return -EIO;
+	if (c->nsegs >= VIRTQ_MAX_SEGS)
+		return -EIO;
+	/* The chain as a whole must stay below 2^32 bytes (§2.7.5.2);
+	 * 64-bit sums of 32-bit lengths cannot overflow here. */
+	if ((uint64_t)c->read_len + c->write_len + d->len > UINT32_MAX)
+		return -EIO;
+	/* The whole buffer lies in one RAM region: never a hole, a device
+	 * window or past the end of RAM (checklist A.7/A.8). */
+	uint8_t *hva = gpa_to_hva(q->mem, d->addr, d->len);
+	if (!hva)
+		return -EIO;
+	c->segs[c->nsegs++] = (struct virtq_seg){.hva = hva, .len = d->len};
+	if (write) {
+		*seen_write = true;
+		c->write_len += d->len;
+	} else {
+		c->nread++;
+		c->read_len += d->len;
+	}
+	return 0;
+}
+
+/* Walk an indirect table (§2.7.5.3) described by descriptor @d. */
+static int walk_indirect(const struct virtq *q, struct virtq_chain *c, const struct vdesc *d,
+			 bool *seen_write)
+{
+	/* INDIRECT only if negotiated, never together with NEXT (so it ends
+	 * the direct chain), a non-empty table of whole descriptors. */
+	if (!q->indirect || (d->flags & VIRTQ_DESC_F_NEXT) || d->len == 0 ||
+	    d->len % DESC_SIZE)
+		return -EIO;
+	const uint8_t *table = gpa_to_hva(q->mem, d->addr, d->len);
+	if (!table)
+		return -EIO;
+	/* The WRITE flag of the descriptor pointing at the table is ignored
+	 * (§2.7.5.3.2). */
+	uint32_t n = d->len / DESC_SIZE;
+	uint32_t i = 0;
+	for (uint32_t hops = 0;; hops++) {
+		/* n entries can form a chain of at most n hops; more is a
+		 * cycle.  Every hop adds a segment, so VIRTQ_MAX_SEGS bounds
+		 * the work for huge tables as well. */
+		if (hops >= n)
+			return -EIO;
+		struct vdesc e;
+		desc_fetch(table + (uint64_t)i * DESC_SIZE, &e);
+		/* no nested tables */
+		if (e.flags & VIRTQ_DESC_F_INDIRECT)
+			return -EIO;
+		int r = chain_add(q, c, &e, seen_write);
+		if (r)
+			return r;
+		if (!(e.flags & VIRTQ_DESC_F_NEXT))
+			return 0;
+		if (e.next >= n)
+			return -EIO;
+		i = e.next;
+	}
+}
+
+int virtq_pop(struct virtq *q, struct virtq_chain *c)
+{
+	if (!q->active)
+		return 0;
+	/* §2.7.13.3 / §2.7.6: acquire on avail->idx orders the ring-entry
+	 * and descriptor reads after it. */
+	uint16_t avail_idx = load16_acquire(q->avail + RING_IDX);
+	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
+	if (pending == 0)
+		return 0;
+	/* The driver cannot have more than size buffers outstanding. */
+	if (pending > q->size)
+		return -EIO;
+	uint16_t slot = q->last_avail & (uint16_t)(q->size - 1);
+	uint16_t head = load16(q->avail + RING_ENTRIES + 2u * slot);
+	if (head >= q->size || inflight_test(q, head))
+		return -EIO;
+
+	c->head = head;
+	c->nsegs = 0;
+	c->nread = 0;
+	c->read_len = 0;
+	c->write_len = 0;
+	bool seen_write = false;
+	uint16_t i = head;
+	for (uint32_t hops = 0;; hops++) {
+		/* A chain visits at most size descriptors; more is a cycle
+		 * (§2.7.5.2 forbids loops). */
+		if (hops >= q->size)
+			return -EIO;
+		struct vdesc d;
+		desc_fetch(q->desc + (uint64_t)i * DESC_SIZE, &d);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			/* zero or more direct descriptors followed by one
+			 * indirect one (§2.7.5.3.2) */
+			int r = walk_indirect(q, c, &d, &seen_write);
+			if (r)
+				return r;
+			break;
+		}
+		int r = chain_add(q, c, &d, &seen_write);
+		if (r)
+			return r;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			break;
+		if (d.next >= q->size)
+			return -EIO;
+		i = d.next;
+	}
+
+	inflight_set(q, head, true);
+	q->inflight++;
+	q->last_avail++;
+	return 1;
+}
+
+int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
+{
+	if (!q->active || head >= q->size || !inflight_test(q, head))
+		return -EINVAL;
+	uint16_t slot = q->used_idx & (uint16_t)(q->size - 1);
+	uint8_t *elem = q->used + RING_ENTRIES + (uint32_t)USED_ELEM_SIZE * slot;
+	store32(elem, head);
+	store32(elem + 4, written);
+	q->used_idx++;
+	/* §2.7.8.2: the element is visible before the index that covers it. */
+	store16_release(q->used + RING_IDX, q->used_idx);
+	inflight_set(q, head, false);
+	q->inflight--;
+	return 0;
+}
+
+/* §2.7.10: true if used_event lies in [old, new) modulo 2^16, i.e. the
+ * driver asked to be interrupted when the entry at used_event is used. */
+static bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx)
+{
+	return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old_idx);
+}
+
+bool virtq_should_signal(struct virtq *q)
+{
+	if (!q->active)
+		return false;
+	/* Nothing used since the last interrupt: nothing to report. */
+	if (q->signalled_valid && q->signalled_used == q->used_idx)
+		return false;
+	/* Order the used->idx store before the reads of the driver's
+	 * suppression fields (store -> load: needs a full fence). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bool sig;
+	if (q->event_idx) {
+		uint16_t used_event = load16(q->avail + RING_ENTRIES + 2u * q->size);
+		sig = !q->signalled_valid || need_event(used_event, q->used_idx, q->signalled_used);
+	} else {
+		/* §2.7.7: without EVENT_IDX the driver may ask for no
+		 * interrupts with VIRTQ_AVAIL_F_NO_INTERRUPT. */
+		sig = !(load16(q->avail + RING_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT);
+	}
+	if (sig) {
+		q->signalled_used = q->used_idx;
+		q->signalled_valid = true;
+	}
+	return sig;
+}
+
+bool virtq_enable_notify(struct virtq *q)
+{
+	if (!q->active)
+		return false;
+	/* §2.7.10: avail_event asks the driver to notify once it makes the
+	 * buffer at this index available.  Without EVENT_IDX notifications
+	 * are never suppressed (VIRTQ_USED_F_NO_NOTIFY is not used). */
+	if (q->event_idx)
+		store16(q->used + RING_ENTRIES + USED_ELEM_SIZE * q->size, q->last_avail);
+	/* The avail_event store must be visible before avail->idx is read
+	 * again, or a kick could be lost (store -> load). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return load16_acquire(q->avail + RING_IDX) != q->last_avail;
+}
+
+uint32_t virtq_chain_read(const struct virtq_chain *c, uint32_t off, void *dst, uint32_t len)
+{
+	uint8_t *out = dst;
+	uint32_t done = 0;
+	uint16_t nread = c->nread <= c->nsegs ? c->nread : c->nsegs;
+	for (uint16_t i = 0; i < nread && done < len; i++) {
+		uint32_t slen = c->segs[i].len;
+		if (off >= slen) {
+			off -= slen;
+			continue;
+		}
+		uint32_t n = slen - off;
+		if (n > len - done)
+			n = len - done;
+		memcpy(out + done, c->segs[i].hva + off, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void *src, uint32_t len)
+{
+	const uint8_t *in = src;
+	uint32_t done = 0;
+	uint16_t nsegs = c->nsegs <= VIRTQ_MAX_SEGS ? c->nsegs : VIRTQ_MAX_SEGS;
+	for (uint16_t i = c->nread; i < nsegs && done < len; i++) {
+		uint32_t slen = c->segs[i].len;
+		if (off >= slen) {
+			off -= slen;
+			continue;
+		}
+		uint32_t n = slen - off;
+		if (n > len - done)
+			n = len - done;
+		memcpy(c->segs[i].hva + off, in + done, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}

@@ -1,0 +1,641 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Common virtio device tests: status state machine, feature negotiation,
+ * queue activation, reset, and the broken state, with a fake device whose
+ * ops count their calls and a fake transport.
+ */
+#include "../../src/devices/virtio/virtio.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+#include "../../src/util/log.h"
+#include "test.h"
+
+#define ACK VIRTIO_STATUS_ACKNOWLEDGE
+#define DRV VIRTIO_STATUS_DRIVER
+#define FOK VIRTIO_STATUS_FEATURES_OK
+#define DOK VIRTIO_STATUS_DRIVER_OK
+#define NEEDS_RESET VIRTIO_STATUS_DEVICE_NEEDS_RESET
+#define FAILED VIRTIO_STATUS_FAILED
+
+#define DEV_FEATURES ((1ull << 0) | (1ull << 5))
+#define F_VERSION_1 (1ull << VIRTIO_F_VERSION_1)
+#define F_INDIRECT (1ull << VIRTIO_F_INDIRECT_DESC)
+#define F_EVENT_IDX (1ull << VIRTIO_F_EVENT_IDX)
+#define ALL_FEATURES (DEV_FEATURES | F_VERSION_1 | F_INDIRECT | F_EVENT_IDX)
+
+#define NQ 2
+#define QMAX 16
+
+struct fake {
+	struct virtio_dev dev;
+	struct guest_mem mem;
+	int features_calls, activate_calls, reset_calls, notify_calls;
+	int signal_queue_calls, signal_config_calls;
+	uint16_t last_notify, last_signal;
+	int activate_ret, reset_ret;
+};
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+static struct fake *to_fake(struct virtio_dev *d)
+{
+	return container_of(d, struct fake, dev);
+}
+
+static uint64_t fake_features(struct virtio_dev *d)
+{
+	to_fake(d)->features_calls++;
+	return DEV_FEATURES;
+}
+
+static int fake_activate(struct virtio_dev *d)
+{
+	to_fake(d)->activate_calls++;
+	return to_fake(d)->activate_ret;
+}
+
+static int fake_reset(struct virtio_dev *d)
+{
+	to_fake(d)->reset_calls++;
+	return to_fake(d)->reset_ret;
+}
+
+static void fake_notify(struct virtio_dev *d, uint16_t q)
+{
+	to_fake(d)->notify_calls++;
+	to_fake(d)->last_notify = q;
+}
+
+static void fake_signal_queue(struct virtio_dev *d, uint16_t q)
+{
+	to_fake(d)->signal_queue_calls++;
+	to_fake(d)->last_signal = q;
+}
+
+static void fake_signal_config(struct virtio_dev *d)
+{
+	to_fake(d)->signal_config_calls++;
+}
+
+static const struct virtio_dev_ops fake_ops = {
+	.features = fake_features,
+	.activate = fake_activate,
+	.reset = fake_reset,
+	.queue_notify = fake_notify,
+};
+
+static const struct virtio_transport_ops fake_tops = {
+	.signal_queue = fake_signal_queue,
+	.signal_config = fake_signal_config,
+};
+
+static void fake_init(struct fake *f)
+{
+	log_set_level(LOG_ERROR); /* the tests provoke warnings on purpose */
+	memset(f, 0, sizeof(*f));
+	if (guest_mem_init(&f->mem, 1 << 20, 1 << 20, 1 << 20))
+		abort();
+	if (virtio_dev_init(&f->dev, &fake_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &f->mem, NULL))
+		abort();
+	f->dev.tops = &fake_tops;
+}
+
+static void fake_fini(struct fake *f)
+{
+	virtio_dev_destroy(&f->dev);
+	guest_mem_destroy(&f->mem);
+}
+
+static void write_features(struct fake *f, uint64_t features)
+{
+	f->dev.driver_feature_sel = 0;
+	virtio_dev_write_driver_features(&f->dev, (uint32_t)features);
+	f->dev.driver_feature_sel = 1;
+	virtio_dev_write_driver_features(&f->dev, (uint32_t)(features >> 32));
+}
+
+/* §3.1.1 steps 1-5 with @features; returns the status read back. */
+static uint8_t negotiate(struct fake *f, uint64_t features)
+{
+	virtio_dev_set_status(&f->dev, ACK);
+	virtio_dev_set_status(&f->dev, ACK | DRV);
+	write_features(f, features);
+	virtio_dev_set_status(&f->dev, ACK | DRV | FOK);
+	return virtio_dev_get_status(&f->dev);
+}
+
+/* Program queue @i with valid rings and mark it ready. */
+static void setup_queue(struct fake *f, uint16_t i)
+{
+	f->dev.queue_sel = i;
+	struct virtq *q = virtio_dev_selected_queue(&f->dev);
+	if (!q || !virtio_dev_queue_config_writable(&f->dev))
+		abort();
+	uint64_t base = 0x10000ull * (i + 1);
+	q->size = 8;
+	q->desc_gpa = base;
+	q->avail_gpa = base + 0x1000;
+	q->used_gpa = base + 0x2000;
+	q->ready = true;
+}
+
+/* A live device with queue 0 set up (and queue 1 not ready). */
+static void bring_up(struct fake *f, uint64_t features)
+{
+	if (negotiate(f, features) != (ACK | DRV | FOK))
+		abort();
+	setup_queue(f, 0);
+	virtio_dev_set_status(&f->dev, ACK | DRV | FOK | DOK);
+}
+
+TEST(init_offers_core_features)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(f.features_calls, 1);
+	CHECK_EQ(f.dev.device_features, ALL_FEATURES);
+	CHECK_EQ(f.dev.status, 0);
+	CHECK_EQ(f.dev.num_queues, NQ);
+	for (int i = 0; i < NQ; i++) {
+		CHECK_EQ(f.dev.vqs[i].size, QMAX);
+		CHECK(!f.dev.vqs[i].ready && !f.dev.vqs[i].active);
+	}
+	f.dev.device_feature_sel = 0;
+	CHECK_EQ(virtio_dev_read_device_features(&f.dev), (uint32_t)ALL_FEATURES);
+	f.dev.device_feature_sel = 1;
+	CHECK_EQ(virtio_dev_read_device_features(&f.dev), (uint32_t)(ALL_FEATURES >> 32));
+	f.dev.device_feature_sel = 2;
+	CHECK_EQ(virtio_dev_read_device_features(&f.dev), 0);
+	f.dev.device_feature_sel = 0xffffffffu;
+	CHECK_EQ(virtio_dev_read_device_features(&f.dev), 0);
+	fake_fini(&f);
+
+	struct virtio_dev d;
+	static const uint16_t bad_max[] = {0, 3, 100, 2 * VIRTQ_MAX_SIZE};
+	for (size_t i = 0; i < sizeof(bad_max) / sizeof(bad_max[0]); i++)
+		CHECK_EQ(virtio_dev_init(&d, &fake_ops, "x", 1, 1, bad_max[i], NULL, NULL),
+			 (unsigned long long)-EINVAL);
+	CHECK_EQ(virtio_dev_init(&d, &fake_ops, "x", 1, VIRTIO_MAX_QUEUES + 1, 8, NULL, NULL),
+		 (unsigned long long)-EINVAL);
+	CHECK_EQ(virtio_dev_init(&d, NULL, "x", 1, 1, 8, NULL, NULL), (unsigned long long)-EINVAL);
+}
+
+TEST(normal_bring_up)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(f.dev.driver_features, ALL_FEATURES);
+	CHECK(virtio_dev_queue_config_writable(&f.dev));
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.activate_calls, 1);
+	CHECK(f.dev.vqs[0].active);
+	CHECK(f.dev.vqs[0].event_idx && f.dev.vqs[0].indirect);
+	CHECK(!f.dev.vqs[1].active); /* not ready: left alone */
+	CHECK(!f.dev.broken);
+	CHECK(!virtio_dev_queue_config_writable(&f.dev));
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(f.last_notify, 0);
+	/* rewriting the same status does not activate again */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.activate_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(negotiated_subset_of_features)
+{
+	struct fake f;
+	fake_init(&f);
+	/* the driver may accept fewer features */
+	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << 5)), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK(f.dev.vqs[0].active);
+	CHECK(!f.dev.vqs[0].event_idx && !f.dev.vqs[0].indirect);
+	fake_fini(&f);
+}
+
+TEST(status_order_enforced)
+{
+	struct fake f;
+	fake_init(&f);
+	virtio_dev_set_status(&f.dev, DRV); /* DRIVER without ACKNOWLEDGE */
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	virtio_dev_set_status(&f.dev, ACK);
+	virtio_dev_set_status(&f.dev, ACK | FOK); /* FEATURES_OK without DRIVER */
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK);
+	virtio_dev_set_status(&f.dev, ACK | DRV);
+	write_features(&f, ALL_FEATURES);
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | DOK); /* DRIVER_OK without FEATURES_OK */
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	CHECK_EQ(f.activate_calls, 0);
+	CHECK(!f.dev.vqs[0].active);
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	/* clearing bits without a reset */
+	virtio_dev_set_status(&f.dev, ACK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	/* reserved bits */
+	virtio_dev_set_status(&f.dev, ACK | DRV | 0x10);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	virtio_dev_set_status(&f.dev, ACK | DRV | 0x20);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	/* the proper order still works afterwards */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.activate_calls, 1);
+	/* DRIVER_OK cleared */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	fake_fini(&f);
+}
+
+TEST(several_steps_in_one_write)
+{
+	struct fake f;
+	fake_init(&f);
+	virtio_dev_set_status(&f.dev, ACK | DRV);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	write_features(&f, ALL_FEATURES);
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.activate_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(unknown_features_refused)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES | (1ull << 40)), ACK | DRV);
+	CHECK_EQ(f.dev.status & FOK, 0);
+	/* nor does DRIVER_OK get through */
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	CHECK_EQ(f.activate_calls, 0);
+	CHECK(!f.dev.vqs[0].active);
+	/* the driver may retry with a valid set (still negotiating) */
+	write_features(&f, F_VERSION_1);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK);
+	fake_fini(&f);
+
+	fake_init(&f);
+	/* bit 1 is not offered by the device */
+	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << 1)), ACK | DRV);
+	fake_fini(&f);
+
+	fake_init(&f);
+	/* packed rings are not offered */
+	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << VIRTIO_F_RING_PACKED)), ACK | DRV);
+	fake_fini(&f);
+}
+
+TEST(missing_version_1_refused)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES & ~F_VERSION_1), ACK | DRV);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
+	CHECK_EQ(f.activate_calls, 0);
+	fake_fini(&f);
+}
+
+TEST(feature_writes_outside_negotiation_ignored)
+{
+	struct fake f;
+	fake_init(&f);
+	/* before ACKNOWLEDGE|DRIVER */
+	write_features(&f, ALL_FEATURES);
+	CHECK_EQ(f.dev.driver_features, 0);
+	virtio_dev_set_status(&f.dev, ACK);
+	write_features(&f, ALL_FEATURES);
+	CHECK_EQ(f.dev.driver_features, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV);
+	/* unknown selectors are ignored */
+	f.dev.driver_feature_sel = 2;
+	virtio_dev_write_driver_features(&f.dev, 0xffffffffu);
+	f.dev.driver_feature_sel = 0xffffffffu;
+	virtio_dev_write_driver_features(&f.dev, 0xffffffffu);
+	CHECK_EQ(f.dev.driver_features, 0);
+	write_features(&f, F_VERSION_1 | F_EVENT_IDX);
+	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
+	/* after FEATURES_OK */
+	write_features(&f, ALL_FEATURES);
+	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	/* after DRIVER_OK */
+	write_features(&f, ALL_FEATURES);
+	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
+	CHECK(f.dev.vqs[0].event_idx && !f.dev.vqs[0].indirect);
+	fake_fini(&f);
+}
+
+TEST(failed_sticks_until_reset)
+{
+	struct fake f;
+	fake_init(&f);
+	virtio_dev_set_status(&f.dev, ACK | DRV);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FAILED);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FAILED);
+	write_features(&f, ALL_FEATURES);
+	CHECK_EQ(f.dev.driver_features, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	virtio_dev_set_status(&f.dev, ACK | DRV);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FAILED);
+	CHECK_EQ(f.activate_calls, 0);
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	fake_fini(&f);
+
+	/* FAILED on a live device stops queue processing */
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK | FAILED);
+	CHECK(virtio_dev_get_status(&f.dev) & FAILED);
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	fake_fini(&f);
+}
+
+TEST(reset_clears_everything)
+{
+	struct fake f;
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	f.dev.queue_sel = 1;
+	f.dev.device_feature_sel = 1;
+	f.dev.driver_feature_sel = 1;
+	virtio_dev_mark_broken(&f.dev, "test");
+	uint32_t gen = f.dev.config_generation;
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK_EQ(f.reset_calls, 1);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	CHECK(!f.dev.broken && !f.dev.reset_pending);
+	CHECK_EQ(f.dev.driver_features, 0);
+	CHECK_EQ(f.dev.device_features, ALL_FEATURES);
+	CHECK_EQ(f.dev.device_feature_sel, 0);
+	CHECK_EQ(f.dev.driver_feature_sel, 0);
+	CHECK_EQ(f.dev.queue_sel, 0);
+	CHECK_EQ(f.dev.config_generation, gen);
+	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+		struct virtq *q = &f.dev.vqs[i];
+		CHECK_EQ(q->size, QMAX);
+		CHECK(!q->ready && !q->active);
+		CHECK_EQ(q->desc_gpa | q->avail_gpa | q->used_gpa, 0);
+		CHECK_EQ(q->inflight, 0);
+		CHECK_EQ(q->last_avail, 0);
+	}
+	CHECK(virtio_dev_queue_config_writable(&f.dev));
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	/* and the device can be brought up again */
+	bring_up(&f, ALL_FEATURES);
+	CHECK_EQ(f.activate_calls, 2);
+	CHECK(f.dev.vqs[0].active);
+	fake_fini(&f);
+}
+
+TEST(reset_pending)
+{
+	struct fake f;
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	f.reset_ret = -EINPROGRESS;
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK_EQ(f.reset_calls, 1);
+	CHECK(f.dev.reset_pending);
+	/* the driver keeps reading the old status until the reset is done */
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	/* nothing happens meanwhile */
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	CHECK(!virtio_dev_queue_config_writable(&f.dev));
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK_EQ(f.reset_calls, 1);
+	virtio_dev_set_status(&f.dev, ACK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
+	virtio_dev_reset_done(&f.dev);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	CHECK(!f.dev.reset_pending);
+	CHECK(!f.dev.vqs[0].active && !f.dev.vqs[0].ready);
+	CHECK_EQ(f.dev.driver_features, 0);
+	/* a stray completion later changes nothing */
+	f.dev.status = ACK;
+	virtio_dev_reset_done(&f.dev);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK);
+	fake_fini(&f);
+}
+
+TEST(queue_notify_gating)
+{
+	struct fake f;
+	fake_init(&f);
+	virtio_dev_queue_notify(&f.dev, 0); /* status 0 */
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	virtio_dev_queue_notify(&f.dev, 0); /* FEATURES_OK, no DRIVER_OK */
+	CHECK_EQ(f.notify_calls, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	virtio_dev_queue_notify(&f.dev, NQ); /* out of range */
+	virtio_dev_queue_notify(&f.dev, VIRTIO_MAX_QUEUES);
+	virtio_dev_queue_notify(&f.dev, 0xffff);
+	virtio_dev_queue_notify(&f.dev, 1); /* exists but not ready */
+	CHECK_EQ(f.notify_calls, 0);
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	virtio_dev_mark_broken(&f.dev, "test");
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(selected_queue_and_geometry_lock)
+{
+	struct fake f;
+	fake_init(&f);
+	f.dev.queue_sel = 0;
+	CHECK(virtio_dev_selected_queue(&f.dev) == &f.dev.vqs[0]);
+	f.dev.queue_sel = NQ - 1;
+	CHECK(virtio_dev_selected_queue(&f.dev) == &f.dev.vqs[NQ - 1]);
+	f.dev.queue_sel = NQ;
+	CHECK(virtio_dev_selected_queue(&f.dev) == NULL);
+	f.dev.queue_sel = 0xffff;
+	CHECK(virtio_dev_selected_queue(&f.dev) == NULL);
+	CHECK(virtio_dev_queue_config_writable(&f.dev));
+	bring_up(&f, ALL_FEATURES);
+	CHECK(!virtio_dev_queue_config_writable(&f.dev));
+	fake_fini(&f);
+}
+
+TEST(queue_activation_failure_breaks_device)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	f.dev.queue_sel = 1;
+	struct virtq *q = virtio_dev_selected_queue(&f.dev);
+	q->size = 0; /* checklist B.14: size 0, then ready */
+	q->ready = true;
+	uint32_t gen = f.dev.config_generation;
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK(f.dev.broken);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK | NEEDS_RESET);
+	CHECK_EQ(f.signal_config_calls, 1);
+	CHECK_EQ(f.dev.config_generation, gen + 1);
+	CHECK_EQ(f.activate_calls, 0);
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	fake_fini(&f);
+
+	/* rings outside RAM */
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	f.dev.vqs[0].used_gpa = 1ull << 40;
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK(f.dev.broken);
+	CHECK(virtio_dev_get_status(&f.dev) & NEEDS_RESET);
+	CHECK_EQ(f.signal_config_calls, 1);
+	CHECK_EQ(f.activate_calls, 0);
+	/* a reset recovers */
+	virtio_dev_set_status(&f.dev, 0);
+	bring_up(&f, ALL_FEATURES);
+	CHECK(!f.dev.broken);
+	CHECK_EQ(f.activate_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(device_activation_failure_breaks_device)
+{
+	struct fake f;
+	fake_init(&f);
+	f.activate_ret = -ENOMEM;
+	bring_up(&f, ALL_FEATURES);
+	CHECK_EQ(f.activate_calls, 1);
+	CHECK(f.dev.broken);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK | NEEDS_RESET);
+	CHECK_EQ(f.signal_config_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(mark_broken_idempotent)
+{
+	struct fake f;
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	uint32_t gen = f.dev.config_generation;
+	virtio_dev_mark_broken(&f.dev, "first");
+	virtio_dev_mark_broken(&f.dev, "second");
+	virtio_dev_mark_broken(&f.dev, NULL);
+	CHECK(f.dev.broken);
+	CHECK_EQ(f.signal_config_calls, 1);
+	CHECK_EQ(f.dev.config_generation, gen + 1);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK | NEEDS_RESET);
+	/* the driver writing back what it read neither clears NEEDS_RESET
+	 * nor re-activates anything */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK | NEEDS_RESET);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK | NEEDS_RESET);
+	CHECK_EQ(f.activate_calls, 1);
+	/* FAILED on top is still accepted */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK | NEEDS_RESET | FAILED);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK | NEEDS_RESET | FAILED);
+	/* after a reset it can break (and signal) again */
+	virtio_dev_set_status(&f.dev, 0);
+	bring_up(&f, ALL_FEATURES);
+	virtio_dev_mark_broken(&f.dev, "again");
+	CHECK_EQ(f.signal_config_calls, 2);
+	fake_fini(&f);
+}
+
+TEST(broken_before_driver_ok)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	virtio_dev_mark_broken(&f.dev, "early");
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | NEEDS_RESET);
+	/* §2.1.2: config notification only with DRIVER_OK */
+	CHECK_EQ(f.signal_config_calls, 0);
+	setup_queue(&f, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | NEEDS_RESET);
+	CHECK_EQ(f.activate_calls, 0);
+	fake_fini(&f);
+}
+
+/* Make one single-descriptor chain available on queue 0, pop and push it. */
+static void complete_one(struct fake *f, uint16_t head)
+{
+	struct virtq *q = &f->dev.vqs[0];
+	uint8_t desc[16] = {0};
+	uint64_t addr = 0x80000;
+	uint32_t len = 16;
+	uint16_t flags = VIRTQ_DESC_F_WRITE;
+	memcpy(desc, &addr, 8);
+	memcpy(desc + 8, &len, 4);
+	memcpy(desc + 12, &flags, 2);
+	if (guest_write(&f->mem, q->desc_gpa + 16ull * head, desc, 16))
+		abort();
+	uint16_t idx;
+	if (guest_read(&f->mem, q->avail_gpa + 2, &idx, 2) ||
+	    guest_write(&f->mem, q->avail_gpa + 4 + 2ull * (idx % q->size), &head, 2))
+		abort();
+	idx++;
+	if (guest_write(&f->mem, q->avail_gpa + 2, &idx, 2))
+		abort();
+	struct virtq_chain c;
+	if (virtq_pop(q, &c) != 1 || virtq_push(q, c.head, 16))
+		abort();
+}
+
+TEST(signal_used)
+{
+	struct fake f;
+	fake_init(&f);
+	virtio_dev_signal_used(&f.dev, 0); /* not live */
+	CHECK_EQ(f.signal_queue_calls, 0);
+	bring_up(&f, F_VERSION_1); /* no EVENT_IDX */
+	complete_one(&f, 0);
+	virtio_dev_signal_used(&f.dev, 0);
+	CHECK_EQ(f.signal_queue_calls, 1);
+	CHECK_EQ(f.last_signal, 0);
+	virtio_dev_signal_used(&f.dev, 0); /* nothing new */
+	CHECK_EQ(f.signal_queue_calls, 1);
+	uint16_t no_int = VIRTQ_AVAIL_F_NO_INTERRUPT;
+	CHECK_EQ(guest_write(&f.mem, f.dev.vqs[0].avail_gpa, &no_int, 2), 0);
+	complete_one(&f, 1);
+	virtio_dev_signal_used(&f.dev, 0);
+	CHECK_EQ(f.signal_queue_calls, 1);
+	virtio_dev_signal_used(&f.dev, NQ); /* out of range */
+	virtio_dev_signal_used(&f.dev, 0xffff);
+	CHECK_EQ(f.signal_queue_calls, 1);
+	/* without a transport attached nothing is called */
+	no_int = 0;
+	CHECK_EQ(guest_write(&f.mem, f.dev.vqs[0].avail_gpa, &no_int, 2), 0);
+	f.dev.tops = NULL;
+	virtio_dev_signal_used(&f.dev, 0);
+	virtio_dev_mark_broken(&f.dev, "no transport");
+	CHECK_EQ(f.signal_queue_calls, 1);
+	fake_fini(&f);
+}
+
+TEST_MAIN()

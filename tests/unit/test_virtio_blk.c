@@ -1,0 +1,1072 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio-blk tests: the device on the in-memory back end, a fake transport
+ * that counts interrupts, and a small in-test "driver" that writes
+ * descriptors and avail entries into guest memory and reads the used ring.
+ * Back-end completions are run explicitly (blk_mem_complete) to play the
+ * event loop, so ordering and in-flight states are deterministic.
+ */
+#include "../../src/devices/virtio/virtio_blk.h"
+
+#include <errno.h>
+#include <limits.h>
+
+#include "test.h"
+
+#define MIB (1ull << 20)
+#define MEM_SIZE (4 * MIB)
+#define DESC_GPA 0x10000ull
+#define AVAIL_GPA 0x20000ull
+#define USED_GPA 0x30000ull
+#define SMALL_GPA 0x100000ull /* headers, status bytes, payloads: bump-allocated */
+#define DATA_GPA 0x200000ull  /* data buffers, chosen by each test */
+#define DISK_SIZE (1 * MIB)   /* 2048 sectors */
+#define QSIZE 128
+
+#define F(bit) (1ull << (bit))
+
+struct seg {
+	uint64_t gpa;
+	uint32_t len;
+	bool write;
+};
+
+struct tdrv {
+	struct guest_mem mem;
+	struct blk_mem m;
+	struct virtio_blk b;
+	uint16_t avail_idx;
+	uint16_t next_desc;
+	uint64_t bump;
+};
+
+static int queue_signals, config_signals;
+
+static void fake_signal_queue(struct virtio_dev *d, uint16_t q)
+{
+	queue_signals++;
+}
+
+static void fake_signal_config(struct virtio_dev *d)
+{
+	config_signals++;
+}
+
+static const struct virtio_transport_ops fake_tops = {
+	.signal_queue = fake_signal_queue,
+	.signal_config = fake_signal_config,
+};
+
+static struct virtio_dev *dev(struct tdrv *t)
+{
+	return &t->b.vdev;
+}
+
+/* Negotiate @features (VERSION_1 added) and bring queue 0 up. */
+static void drv_up(struct tdrv *t, uint64_t features)
+{
+	struct virtio_dev *d = dev(t);
+	features |= F(VIRTIO_F_VERSION_1);
+	pthread_mutex_lock(&d->lock);
+	d->tops = &fake_tops;
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE);
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	d->driver_feature_sel = 0;
+	virtio_dev_write_driver_features(d, (uint32_t)features);
+	d->driver_feature_sel = 1;
+	virtio_dev_write_driver_features(d, (uint32_t)(features >> 32));
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					 VIRTIO_STATUS_FEATURES_OK);
+	d->queue_sel = 0;
+	struct virtq *q = virtio_dev_selected_queue(d);
+	q->size = QSIZE;
+	q->desc_gpa = DESC_GPA;
+	q->avail_gpa = AVAIL_GPA;
+	q->used_gpa = USED_GPA;
+	q->ready = true;
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	pthread_mutex_unlock(&d->lock);
+	t->avail_idx = 0;
+	t->next_desc = 0;
+}
+
+static uint64_t default_features(struct tdrv *t)
+{
+	return dev(t)->device_features & ~F(VIRTIO_F_EVENT_IDX);
+}
+
+/* Guest memory, back end (capacity @cap), device; queue up with @features
+ * (0: everything offered except EVENT_IDX). */
+static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, uint64_t features)
+{
+	memset(t, 0, sizeof(*t));
+	if (guest_mem_init(&t->mem, MEM_SIZE, MEM_SIZE, MEM_SIZE))
+		abort();
+	if (blk_mem_init(&t->m, DISK_SIZE, ro, cap))
+		abort();
+	char err[128];
+	if (virtio_blk_init(&t->b, &t->m.be, false, id, &t->mem, NULL, err, sizeof(err))) {
+		printf("init: %s\n", err);
+		abort();
+	}
+	t->bump = SMALL_GPA;
+	queue_signals = config_signals = 0;
+	drv_up(t, features ? features : default_features(t));
+}
+
+static void setup(struct tdrv *t, bool ro)
+{
+	setup_full(t, ro, 64, "test-disk", 0);
+}
+
+static void teardown(struct tdrv *t)
+{
+	virtio_blk_destroy(&t->b);
+	blk_destroy(&t->m.be);
+	guest_mem_destroy(&t->mem);
+}
+
+static uint8_t *hva(struct tdrv *t, uint64_t gpa, uint64_t len)
+{
+	uint8_t *p = gpa_to_hva(&t->mem, gpa, len);
+	if (!p)
+		abort();
+	return p;
+}
+
+static uint64_t alloc_small(struct tdrv *t, uint32_t len)
+{
+	uint64_t g = t->bump;
+	t->bump += (len + 15) & ~15u;
+	if (t->bump > DATA_GPA)
+		abort();
+	return g;
+}
+
+static void put16(struct tdrv *t, uint64_t gpa, uint16_t v)
+{
+	memcpy(hva(t, gpa, 2), &v, 2);
+}
+
+static uint16_t get16(struct tdrv *t, uint64_t gpa)
+{
+	uint16_t v;
+	memcpy(&v, hva(t, gpa, 2), 2);
+	return v;
+}
+
+static uint32_t get32(struct tdrv *t, uint64_t gpa)
+{
+	uint32_t v;
+	memcpy(&v, hva(t, gpa, 4), 4);
+	return v;
+}
+
+/* Write a chain of @n descriptors and make it available; returns the head. */
+static uint16_t drv_chain(struct tdrv *t, const struct seg *s, int n)
+{
+	uint16_t head = t->next_desc;
+	for (int i = 0; i < n; i++) {
+		uint16_t idx = (uint16_t)((head + i) % QSIZE);
+		uint16_t next = (uint16_t)((head + i + 1) % QSIZE);
+		uint16_t flags = (uint16_t)((s[i].write ? VIRTQ_DESC_F_WRITE : 0) |
+					    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0));
+		uint8_t raw[16];
+		memcpy(raw, &s[i].gpa, 8);
+		memcpy(raw + 8, &s[i].len, 4);
+		memcpy(raw + 12, &flags, 2);
+		memcpy(raw + 14, &next, 2);
+		memcpy(hva(t, DESC_GPA + 16ull * idx, 16), raw, 16);
+	}
+	t->next_desc = (uint16_t)((head + n) % QSIZE);
+	put16(t, AVAIL_GPA + 4 + 2ull * (t->avail_idx % QSIZE), head);
+	t->avail_idx++;
+	put16(t, AVAIL_GPA + 2, t->avail_idx);
+	return head;
+}
+
+static void notify(struct tdrv *t)
+{
+	struct virtio_dev *d = dev(t);
+	pthread_mutex_lock(&d->lock);
+	virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static unsigned run_io(struct tdrv *t)
+{
+	return blk_mem_complete(&t->m, UINT_MAX);
+}
+
+static uint16_t used_idx(struct tdrv *t)
+{
+	return get16(t, USED_GPA + 2);
+}
+
+/* Used element @i: id and len. */
+static uint32_t used_id(struct tdrv *t, uint16_t i)
+{
+	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE));
+}
+
+static uint32_t used_len(struct tdrv *t, uint16_t i)
+{
+	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE) + 4);
+}
+
+static uint64_t header(struct tdrv *t, uint32_t type, uint64_t sector)
+{
+	uint64_t g = alloc_small(t, 16);
+	uint8_t h[16] = {0};
+	memcpy(h, &type, 4);
+	memcpy(h + 8, &sector, 8);
+	memcpy(hva(t, g, 16), h, 16);
+	return g;
+}
+
+static uint64_t status_byte(struct tdrv *t)
+{
+	uint64_t g = alloc_small(t, 1);
+	*hva(t, g, 1) = 0xee;
+	return g;
+}
+
+/* A standard 3-descriptor request: header, data (if @len), status.
+ * *@st receives the status gpa. */
+static uint16_t req(struct tdrv *t, uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
+		    bool data_write, uint64_t *st)
+{
+	struct seg s[3];
+	int n = 0;
+	s[n++] = (struct seg){header(t, type, sector), 16, false};
+	if (len)
+		s[n++] = (struct seg){data, len, data_write};
+	*st = status_byte(t);
+	s[n++] = (struct seg){*st, 1, true};
+	return drv_chain(t, s, n);
+}
+
+static uint8_t status_at(struct tdrv *t, uint64_t st)
+{
+	return *hva(t, st, 1);
+}
+
+/* One segment of a discard / write-zeroes payload. */
+struct dwz {
+	uint64_t sector;
+	uint32_t num;
+	uint32_t flags;
+};
+
+static uint16_t dwz_req(struct tdrv *t, uint32_t type, const struct dwz *segs, int n, uint32_t extra,
+			uint64_t *st)
+{
+	uint32_t len = (uint32_t)n * 16 + extra;
+	uint64_t g = alloc_small(t, len ? len : 1);
+	uint8_t *p = hva(t, g, len ? len : 1);
+	memset(p, 0, len ? len : 1);
+	for (int i = 0; i < n; i++) {
+		memcpy(p + 16 * i, &segs[i].sector, 8);
+		memcpy(p + 16 * i + 8, &segs[i].num, 4);
+		memcpy(p + 16 * i + 12, &segs[i].flags, 4);
+	}
+	return req(t, type, 0, g, len, false, st);
+}
+
+static void fill_disk(struct tdrv *t, uint8_t v)
+{
+	memset(t->m.data, v, DISK_SIZE);
+}
+
+static bool disk_is(struct tdrv *t, uint64_t off, uint64_t len, uint8_t v)
+{
+	for (uint64_t i = 0; i < len; i++)
+		if (t->m.data[off + i] != v)
+			return false;
+	return true;
+}
+
+/* ---- tests ---- */
+
+TEST(features_and_identity)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t f = dev(&t)->device_features;
+	CHECK(f & F(VIRTIO_BLK_F_SEG_MAX));
+	CHECK(f & F(VIRTIO_BLK_F_BLK_SIZE));
+	CHECK(f & F(VIRTIO_BLK_F_FLUSH));
+	CHECK(f & F(VIRTIO_BLK_F_DISCARD));
+	CHECK(f & F(VIRTIO_BLK_F_WRITE_ZEROES));
+	CHECK(!(f & F(VIRTIO_BLK_F_RO)));
+	CHECK(!(f & F(VIRTIO_BLK_F_MQ)));
+	CHECK(f & F(VIRTIO_F_VERSION_1));
+	CHECK_EQ(dev(&t)->device_id, VIRTIO_ID_BLOCK);
+	CHECK_EQ(dev(&t)->num_queues, 1);
+	CHECK_EQ(dev(&t)->queue_max, 256);
+	CHECK(dev(&t)->vqs[0].active);
+	CHECK_EQ(t.b.capacity, DISK_SIZE / 512);
+	teardown(&t);
+
+	setup(&t, true);
+	f = dev(&t)->device_features;
+	CHECK(f & F(VIRTIO_BLK_F_RO));
+	CHECK(f & F(VIRTIO_BLK_F_FLUSH));
+	CHECK(!(f & F(VIRTIO_BLK_F_DISCARD)));
+	CHECK(!(f & F(VIRTIO_BLK_F_WRITE_ZEROES)));
+	teardown(&t);
+}
+
+TEST(init_rejects_bad_id)
+{
+	struct guest_mem mem;
+	struct blk_mem m;
+	struct virtio_blk b;
+	char err[128] = "";
+	CHECK_EQ(guest_mem_init(&mem, MEM_SIZE, MEM_SIZE, MEM_SIZE), 0);
+	CHECK_EQ(blk_mem_init(&m, DISK_SIZE, false, 8), 0);
+	CHECK_EQ(virtio_blk_init(&b, &m.be, false, "123456789012345678901", &mem, NULL, err,
+				 sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	CHECK(strstr(err, "longer than 20") != NULL);
+	CHECK_EQ(virtio_blk_init(&b, &m.be, false, "bad\nid", &mem, NULL, err, sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	CHECK(strstr(err, "printable") != NULL);
+	/* exactly 20 is fine */
+	CHECK_EQ(virtio_blk_init(&b, &m.be, false, "12345678901234567890", &mem, NULL, err,
+				 sizeof(err)),
+		 0);
+	virtio_blk_destroy(&b);
+	blk_destroy(&m.be);
+	/* a disk smaller than a sector */
+	CHECK_EQ(blk_mem_init(&m, 100, false, 8), 0);
+	CHECK_EQ(virtio_blk_init(&b, &m.be, false, NULL, &mem, NULL, err, sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	blk_destroy(&m.be);
+	guest_mem_destroy(&mem);
+}
+
+TEST(write_then_read)
+{
+	struct tdrv t;
+	setup(&t, false);
+	/* OUT: 8 KiB at sector 8, data split over two descriptors */
+	uint8_t *src = hva(&t, DATA_GPA, 8192);
+	for (int i = 0; i < 8192; i++)
+		src[i] = (uint8_t)(i * 7 + 1);
+	uint64_t st = status_byte(&t);
+	struct seg s[] = {{header(&t, VIRTIO_BLK_T_OUT, 8), 16, false},
+			  {DATA_GPA, 3000, false},
+			  {DATA_GPA + 3000, 8192 - 3000, false},
+			  {st, 1, true}};
+	uint16_t head = drv_chain(&t, s, 4);
+	notify(&t);
+	CHECK_EQ(used_idx(&t), 0); /* not before the back end completes */
+	CHECK_EQ(status_at(&t, st), 0xee);
+	CHECK_EQ(t.m.outstanding, 1);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(used_idx(&t), 1);
+	CHECK_EQ(used_id(&t, 0), head);
+	CHECK_EQ(used_len(&t, 0), 1);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(memcmp(t.m.data + 8 * 512, src, 8192) == 0);
+	CHECK_EQ(queue_signals, 1);
+
+	/* IN: read it back; data and status share the last descriptor */
+	uint64_t dst = DATA_GPA + 0x10000;
+	memset(hva(&t, dst, 8193), 0xcc, 8193);
+	struct seg r[] = {{header(&t, VIRTIO_BLK_T_IN, 8), 16, false},
+			  {dst, 100, true},
+			  {dst + 100, 8193 - 100, true}};
+	head = drv_chain(&t, r, 3);
+	notify(&t);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(used_idx(&t), 2);
+	CHECK_EQ(used_id(&t, 1), head);
+	CHECK_EQ(used_len(&t, 1), 8193);
+	CHECK(memcmp(hva(&t, dst, 8192), src, 8192) == 0);
+	CHECK_EQ(*hva(&t, dst + 8192, 1), VIRTIO_BLK_S_OK);
+
+	/* OUT with header and data in one readable descriptor */
+	uint64_t hd = DATA_GPA + 0x20000;
+	uint8_t h[16] = {VIRTIO_BLK_T_OUT};
+	uint64_t sec = 100;
+	memcpy(h + 8, &sec, 8);
+	memcpy(hva(&t, hd, 16), h, 16);
+	memset(hva(&t, hd + 16, 512), 0x5a, 512);
+	st = status_byte(&t);
+	struct seg w2[] = {{hd, 16 + 512, false}, {st, 1, true}};
+	drv_chain(&t, w2, 2);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(disk_is(&t, 100 * 512, 512, 0x5a));
+	/* the last sector is reachable */
+	uint64_t st2;
+	req(&t, VIRTIO_BLK_T_IN, DISK_SIZE / 512 - 1, DATA_GPA, 512, true, &st2);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st2), VIRTIO_BLK_S_OK);
+	/* zero-length IN completes without I/O */
+	req(&t, VIRTIO_BLK_T_IN, 0, 0, 0, true, &st2);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(status_at(&t, st2), VIRTIO_BLK_S_OK);
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(t.b.inflight, 0);
+	teardown(&t);
+}
+
+TEST(many_in_flight_complete_out_of_batch)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t st[8];
+	for (int i = 0; i < 8; i++) {
+		memset(hva(&t, DATA_GPA + 512ull * i, 512), 0x10 + i, 512);
+		req(&t, VIRTIO_BLK_T_OUT, (uint64_t)i, DATA_GPA + 512ull * i, 512, false, &st[i]);
+	}
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 8);
+	CHECK_EQ(t.b.inflight, 8);
+	CHECK_EQ(blk_mem_complete(&t.m, 3), 3);
+	CHECK_EQ(used_idx(&t), 3);
+	CHECK_EQ(status_at(&t, st[3]), 0xee);
+	CHECK_EQ(run_io(&t), 5);
+	CHECK_EQ(used_idx(&t), 8);
+	for (int i = 0; i < 8; i++) {
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+		CHECK(disk_is(&t, 512ull * i, 512, (uint8_t)(0x10 + i)));
+	}
+	CHECK_EQ(t.b.inflight, 0);
+	teardown(&t);
+}
+
+TEST(inflight_bounded_by_backend_capacity)
+{
+	struct tdrv t;
+	setup_full(&t, false, 4, NULL, 0);
+	CHECK_EQ(t.b.max_inflight, 4);
+	uint64_t st[12];
+	for (int i = 0; i < 12; i++)
+		req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 4);
+	CHECK(t.b.throttled);
+	/* each completion frees a slot and the device takes the next chain
+	 * without a new notification */
+	unsigned done = 0;
+	for (int round = 0; round < 20 && done < 12; round++) {
+		done += blk_mem_complete(&t.m, 1);
+		CHECK(t.m.outstanding <= 4);
+	}
+	CHECK_EQ(done, 12);
+	CHECK_EQ(used_idx(&t), 12);
+	for (int i = 0; i < 12; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	teardown(&t);
+}
+
+TEST(flush_waits_for_backend_and_errors_stick)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t stw, stf;
+	memset(hva(&t, DATA_GPA, 512), 0x77, 512);
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, false, &stw);
+	uint16_t fh = req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 2);
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1); /* the write */
+	CHECK_EQ(status_at(&t, stw), VIRTIO_BLK_S_OK);
+	CHECK_EQ(status_at(&t, stf), 0xee); /* flush not answered before fdatasync */
+	CHECK_EQ(used_idx(&t), 1);
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_OK);
+	CHECK_EQ(used_id(&t, 1), fh);
+	CHECK_EQ(used_len(&t, 1), 1);
+	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 1);
+
+	/* a failed fdatasync fails this flush and every later one */
+	t.m.fail_ops = 1u << BLK_OP_FLUSH;
+	t.m.fail_errno = EIO;
+	t.m.fail_count = 1;
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
+	notify(&t);
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 2);
+	/* writes still work */
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, false, &stw);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, stw), VIRTIO_BLK_S_OK);
+	/* a flush carrying data is malformed */
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, DATA_GPA, 512, false, &stf);
+	notify(&t);
+	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
+	teardown(&t);
+}
+
+TEST(get_id)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t st;
+	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	uint16_t h = req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 0); /* answered synchronously */
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(used_id(&t, 0), h);
+	CHECK_EQ(used_len(&t, 0), 21); /* the id and the status right after it */
+	uint8_t want[20] = "test-disk";
+	CHECK(memcmp(hva(&t, DATA_GPA, 20), want, 20) == 0);
+	CHECK_EQ(*hva(&t, DATA_GPA + 20, 1), 0xcc);
+	CHECK_EQ(queue_signals, 1);
+
+	/* shorter buffer: truncated, nothing beyond it written */
+	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 4, true, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(memcmp(hva(&t, DATA_GPA, 4), "test", 4) == 0);
+	CHECK_EQ(*hva(&t, DATA_GPA + 4, 1), 0xcc);
+	/* huge buffer: only 20 bytes written */
+	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 1 << 20, true, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*hva(&t, DATA_GPA + 20, 1), 0xcc);
+	/* no buffer, or a readable one: IOERR */
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, 0, 0, true, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, false, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	teardown(&t);
+
+	/* default id */
+	setup_full(&t, false, 8, NULL, 0);
+	memset(hva(&t, DATA_GPA, 20), 0xcc, 20);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
+	notify(&t);
+	uint8_t def[20] = "visor-disk";
+	CHECK(memcmp(hva(&t, DATA_GPA, 20), def, 20) == 0);
+	teardown(&t);
+}
+
+TEST(discard_and_write_zeroes)
+{
+	struct tdrv t;
+	setup(&t, false);
+	const uint64_t cap = DISK_SIZE / 512;
+	uint64_t st;
+	fill_disk(&t, 0xaa);
+
+	/* two discard segments */
+	struct dwz d2[] = {{2, 3, 0}, {10, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, d2, 2, 0, &st);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 1); /* segments run one after the other */
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK_EQ(status_at(&t, st), 0xee);
+	CHECK_EQ(t.m.outstanding, 1);
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(disk_is(&t, 0, 2 * 512, 0xaa));
+	CHECK(disk_is(&t, 2 * 512, 3 * 512, 0));
+	CHECK(disk_is(&t, 5 * 512, 5 * 512, 0xaa));
+	CHECK(disk_is(&t, 10 * 512, 512, 0));
+	CHECK(disk_is(&t, 11 * 512, 512, 0xaa));
+	CHECK_EQ(t.m.ops_done[BLK_OP_DISCARD], 2);
+
+	/* write zeroes, with and without unmap, up to the last sector */
+	struct dwz z[] = {{cap - 4, 4, VIRTIO_BLK_WZ_F_UNMAP}, {20, 2, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, z, 2, 0, &st);
+	notify(&t);
+	run_io(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(disk_is(&t, (cap - 4) * 512, 4 * 512, 0));
+	CHECK(disk_is(&t, 20 * 512, 2 * 512, 0));
+	CHECK(disk_is(&t, 22 * 512, 512, 0xaa));
+
+	fill_disk(&t, 0xaa);
+	unsigned before = t.m.ops_done[BLK_OP_DISCARD] + t.m.ops_done[BLK_OP_WRITE_ZEROES];
+	/* out of range: past the end, overflowing, empty, too large */
+	struct dwz bad[][1] = {{{cap - 1, 2, 0}},
+			       {{cap, 1, 0}},
+			       {{UINT64_MAX, 1, 0}},
+			       {{UINT64_MAX / 512 + 1, 1, 0}},
+			       {{0, 0, 0}},
+			       {{0, VIRTIO_BLK_DWZ_MAX_SECTORS + 1, 0}}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		dwz_req(&t, VIRTIO_BLK_T_DISCARD, bad[i], 1, 0, &st);
+		notify(&t);
+		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+		dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, bad[i], 1, 0, &st);
+		notify(&t);
+		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	}
+	/* a bad segment after a good one: nothing is done at all */
+	struct dwz mixed[] = {{0, 1, 0}, {cap, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, mixed, 2, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	/* flags: unknown bits UNSUPP, unmap on discard UNSUPP (§5.2.6.2) */
+	struct dwz fl[] = {{0, 1, 2}};
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, fl, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
+	struct dwz um[] = {{0, 1, VIRTIO_BLK_WZ_F_UNMAP}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, um, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
+	/* too many segments, a partial segment, no segment */
+	struct dwz many[VIRTIO_BLK_DWZ_MAX_SEG + 1];
+	for (int i = 0; i <= VIRTIO_BLK_DWZ_MAX_SEG; i++)
+		many[i] = (struct dwz){(uint64_t)i, 1, 0};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, many, VIRTIO_BLK_DWZ_MAX_SEG + 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	struct dwz one[] = {{0, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 8, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 0, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(t.m.ops_done[BLK_OP_DISCARD] + t.m.ops_done[BLK_OP_WRITE_ZEROES], before);
+	CHECK(disk_is(&t, 0, DISK_SIZE, 0xaa));
+
+	/* exactly the maximum number of segments works */
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, many, VIRTIO_BLK_DWZ_MAX_SEG, 0, &st);
+	notify(&t);
+	for (int i = 0; i < VIRTIO_BLK_DWZ_MAX_SEG; i++)
+		CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK(disk_is(&t, 0, VIRTIO_BLK_DWZ_MAX_SEG * 512, 0));
+
+	/* the file system cannot punch holes: discard is only a hint,
+	 * write-zeroes must fail */
+	t.m.discard_unsupported = true;
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	/* a host error in the middle of a multi-segment request */
+	t.m.discard_unsupported = false;
+	t.m.fail_ops = 1u << BLK_OP_WRITE_ZEROES;
+	t.m.fail_errno = EIO;
+	t.m.fail_count = 1;
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, z, 2, 0, &st);
+	notify(&t);
+	CHECK_EQ(run_io(&t), 1); /* the second segment is not attempted */
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(t.b.inflight, 0);
+	teardown(&t);
+}
+
+TEST(discard_not_negotiated_is_unsupported)
+{
+	struct tdrv t;
+	setup_full(&t, false, 8, NULL, F(VIRTIO_BLK_F_FLUSH) | F(VIRTIO_BLK_F_BLK_SIZE));
+	CHECK(dev(&t)->vqs[0].active);
+	uint64_t st;
+	struct dwz one[] = {{0, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
+	CHECK_EQ(t.m.outstanding, 0);
+	teardown(&t);
+}
+
+TEST(read_only_disk)
+{
+	struct tdrv t;
+	setup(&t, true);
+	memset(t.m.data, 0x3c, DISK_SIZE);
+	uint64_t st;
+	memset(hva(&t, DATA_GPA, 4096), 0x99, 4096);
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 4096, false, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	struct dwz one[] = {{0, 8, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(t.m.ops_done[BLK_OP_WRITE] + t.m.ops_done[BLK_OP_DISCARD] +
+			 t.m.ops_done[BLK_OP_WRITE_ZEROES],
+		 0);
+	CHECK(disk_is(&t, 0, DISK_SIZE, 0x3c));
+	/* reads and flushes work */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 4096, true, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*hva(&t, DATA_GPA + 4095, 1), 0x3c);
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(used_idx(&t), 5);
+	teardown(&t);
+}
+
+TEST(malformed_requests_get_ioerr)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0x42);
+	const uint64_t cap = DISK_SIZE / 512;
+	uint64_t st;
+	uint16_t ui = 0;
+
+	/* header shorter than 16 bytes */
+	st = status_byte(&t);
+	struct seg s1[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 8, false}, {DATA_GPA, 512, true},
+			   {st, 1, true}};
+	drv_chain(&t, s1, 3);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(used_len(&t, ui), 0); /* only the (non-leading) status written */
+	ui++;
+
+	/* no writable byte at all: returned untouched, used length 0 */
+	struct seg s2[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false}};
+	memset(hva(&t, DATA_GPA, 512), 0x11, 512);
+	drv_chain(&t, s2, 2);
+	notify(&t);
+	CHECK_EQ(used_idx(&t), ++ui);
+	CHECK_EQ(used_len(&t, ui - 1), 0);
+	CHECK_EQ(*hva(&t, DATA_GPA + 511, 1), 0x11);
+
+	/* IN with readable data after the header (wrong direction) */
+	st = status_byte(&t);
+	struct seg s3[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false},
+			   {st, 1, true}};
+	drv_chain(&t, s3, 3);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	ui++;
+
+	/* OUT whose data is writable (wrong direction) */
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, true, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	ui++;
+
+	/* OUT whose status byte sits in a larger writable buffer */
+	uint64_t big = alloc_small(&t, 2);
+	memset(hva(&t, big, 2), 0xee, 2);
+	struct seg s5[] = {{header(&t, VIRTIO_BLK_T_OUT, 0), 16, false}, {DATA_GPA, 512, false},
+			   {big, 2, true}};
+	drv_chain(&t, s5, 3);
+	notify(&t);
+	CHECK_EQ(*hva(&t, big + 1, 1), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(*hva(&t, big, 1), 0xee);
+	ui++;
+
+	/* length not a multiple of 512 */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 511, true, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 1000, false, &st);
+	notify(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	ui += 2;
+
+	/* sector ranges: past the end, straddling it, overflowing */
+	static const uint64_t bad_sectors[] = {cap, cap - 1, UINT64_MAX, UINT64_MAX / 512 + 1,
+					       UINT64_MAX / 512};
+	for (size_t i = 0; i < sizeof(bad_sectors) / sizeof(bad_sectors[0]); i++) {
+		req(&t, VIRTIO_BLK_T_IN, bad_sectors[i], DATA_GPA, 1024, true, &st);
+		notify(&t);
+		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+		req(&t, VIRTIO_BLK_T_OUT, bad_sectors[i], DATA_GPA, 1024, false, &st);
+		notify(&t);
+		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+		ui += 2;
+	}
+
+	/* unknown and unimplemented types */
+	static const uint32_t types[] = {2, 3, VIRTIO_BLK_T_GET_LIFETIME,
+					 VIRTIO_BLK_T_SECURE_ERASE, 0xffffffff};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		req(&t, types[i], 0, DATA_GPA, 512, true, &st);
+		notify(&t);
+		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
+		ui++;
+	}
+	CHECK_EQ(used_idx(&t), ui);
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(t.m.ops_done[BLK_OP_READ] + t.m.ops_done[BLK_OP_WRITE], 0);
+	CHECK(disk_is(&t, 0, DISK_SIZE, 0x42));
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(config_signals, 0);
+
+	/* the device still works */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	teardown(&t);
+}
+
+TEST(ring_violation_breaks_device)
+{
+	struct tdrv t;
+	setup(&t, false);
+	/* head index out of range */
+	put16(&t, AVAIL_GPA + 4, 0xffff);
+	put16(&t, AVAIL_GPA + 2, 1);
+	notify(&t);
+	CHECK(dev(&t)->broken);
+	CHECK(dev(&t)->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+	CHECK_EQ(config_signals, 1);
+	CHECK_EQ(used_idx(&t), 0);
+	CHECK_EQ(run_io(&t), 0);
+	/* after a reset the device works again */
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK_EQ(dev(&t)->status, 0);
+	memset(hva(&t, AVAIL_GPA, 0x1000), 0, 0x1000);
+	memset(hva(&t, USED_GPA, 0x1000), 0, 0x1000);
+	drv_up(&t, default_features(&t));
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	teardown(&t);
+}
+
+TEST(host_errors_fail_only_that_request)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t st[3];
+	static const int errs[] = {EIO, ENOSPC, 0 /* short transfer */};
+	for (int e = 0; e < 3; e++) {
+		for (int i = 0; i < 3; i++) {
+			memset(hva(&t, DATA_GPA + 512ull * i, 512), 0x20 + i, 512);
+			req(&t, VIRTIO_BLK_T_OUT, (uint64_t)(8 * i), DATA_GPA + 512ull * i, 512,
+			    false, &st[i]);
+		}
+		notify(&t);
+		CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+		t.m.fail_ops = 1u << BLK_OP_WRITE;
+		t.m.fail_errno = errs[e];
+		t.m.fail_count = 1;
+		CHECK_EQ(run_io(&t), 2);
+		CHECK_EQ(status_at(&t, st[0]), VIRTIO_BLK_S_OK);
+		CHECK_EQ(status_at(&t, st[1]), VIRTIO_BLK_S_IOERR);
+		CHECK_EQ(status_at(&t, st[2]), VIRTIO_BLK_S_OK);
+	}
+	/* read errors: EIO and a short read */
+	for (int e = 0; e < 2; e++) {
+		t.m.fail_ops = 1u << BLK_OP_READ;
+		t.m.fail_errno = e ? 0 : EIO;
+		t.m.fail_count = 1;
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 1024, true, &st[0]);
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 4096, 1024, true, &st[1]);
+		notify(&t);
+		run_io(&t);
+		CHECK_EQ(status_at(&t, st[0]), VIRTIO_BLK_S_IOERR);
+		CHECK_EQ(status_at(&t, st[1]), VIRTIO_BLK_S_OK);
+		CHECK_EQ(used_len(&t, (uint16_t)(used_idx(&t) - 2)), 0);
+		CHECK_EQ(used_len(&t, (uint16_t)(used_idx(&t) - 1)), 1025);
+	}
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(t.b.n_ioerr, 5);
+	teardown(&t);
+}
+
+TEST(reset_with_requests_in_flight)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0x61);
+	uint64_t st[3];
+	for (int i = 0; i < 2; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 4096ull * i, 4096, true, &st[i]);
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st[2]);
+	notify(&t);
+	CHECK_EQ(t.b.inflight, 3);
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1); /* one completes before the reset */
+	CHECK_EQ(used_idx(&t), 1);
+	int signals_before = queue_signals;
+
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	/* not done yet: the status still reads non-zero (§2.4) */
+	CHECK(dev(&t)->reset_pending);
+	CHECK(virtio_dev_get_status(dev(&t)) != 0);
+	/* status writes are refused meanwhile */
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), VIRTIO_STATUS_ACKNOWLEDGE);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK(dev(&t)->reset_pending);
+
+	/* snapshot what the device may write: used ring and status bytes */
+	uint8_t used_before[4 + 8 * QSIZE];
+	memcpy(used_before, hva(&t, USED_GPA, sizeof(used_before)), sizeof(used_before));
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK(dev(&t)->reset_pending); /* one still in flight */
+	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
+	CHECK(!dev(&t)->reset_pending);
+	CHECK_EQ(virtio_dev_get_status(dev(&t)), 0);
+	CHECK(memcmp(used_before, hva(&t, USED_GPA, sizeof(used_before)), sizeof(used_before)) ==
+	      0);
+	CHECK_EQ(status_at(&t, st[1]), 0xee);
+	CHECK_EQ(status_at(&t, st[2]), 0xee);
+	CHECK_EQ(queue_signals, signals_before);
+	CHECK_EQ(t.b.inflight, 0);
+	CHECK(!dev(&t)->vqs[0].active);
+
+	/* a reset with nothing in flight is immediate, and the device
+	 * comes back */
+	memset(hva(&t, AVAIL_GPA, 0x1000), 0, 0x1000);
+	memset(hva(&t, USED_GPA, 0x1000), 0, 0x1000);
+	drv_up(&t, default_features(&t));
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK(!dev(&t)->reset_pending);
+	CHECK_EQ(dev(&t)->status, 0);
+	drv_up(&t, default_features(&t));
+	uint64_t s;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &s);
+	notify(&t);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, s), VIRTIO_BLK_S_OK);
+	CHECK_EQ(used_idx(&t), 1);
+	teardown(&t);
+}
+
+TEST(reset_while_throttled)
+{
+	struct tdrv t;
+	setup_full(&t, false, 2, NULL, 0);
+	uint64_t st[6];
+	for (int i = 0; i < 6; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 2);
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK(dev(&t)->reset_pending);
+	/* completions after the reset do not take further chains */
+	CHECK_EQ(run_io(&t), 2);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK(!dev(&t)->reset_pending);
+	CHECK_EQ(used_idx(&t), 0);
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(status_at(&t, st[i]), 0xee);
+	teardown(&t);
+}
+
+TEST(config_space_every_width_and_offset)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint8_t want[128] = {0};
+	uint64_t cap = DISK_SIZE / 512;
+	memcpy(want + 0, &cap, 8);
+	uint32_t v = VIRTIO_BLK_SEG_MAX;
+	memcpy(want + 12, &v, 4);
+	v = 512;
+	memcpy(want + 20, &v, 4);
+	uint16_t nq = 1;
+	memcpy(want + 34, &nq, 2);
+	v = VIRTIO_BLK_DWZ_MAX_SECTORS;
+	memcpy(want + 36, &v, 4);
+	memcpy(want + 48, &v, 4);
+	v = VIRTIO_BLK_DWZ_MAX_SEG;
+	memcpy(want + 40, &v, 4);
+	memcpy(want + 52, &v, 4);
+	v = VIRTIO_BLK_DISCARD_ALIGNMENT;
+	memcpy(want + 44, &v, 4);
+	want[56] = 1;
+	static const uint32_t widths[] = {1, 2, 4, 8};
+	struct virtio_dev *d = dev(&t);
+	for (uint32_t off = 0; off < 120; off++) {
+		for (int w = 0; w < 4; w++) {
+			uint8_t buf[8];
+			memset(buf, 0xa5, sizeof(buf));
+			d->ops->config_read(d, off, buf, widths[w]);
+			CHECK(memcmp(buf, want + off, widths[w]) == 0);
+			/* writes are ignored */
+			uint8_t junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+			d->ops->config_write(d, off, junk, widths[w]);
+		}
+	}
+	for (uint32_t off = 0; off < 64; off++) {
+		uint8_t b;
+		d->ops->config_read(d, off, &b, 1);
+		CHECK_EQ(b, want[off]);
+	}
+	/* far past the end, up to the top of the offset range */
+	uint8_t buf[8];
+	memset(buf, 0xa5, 8);
+	d->ops->config_read(d, 0xfffffffcu, buf, 8);
+	for (int i = 0; i < 8; i++)
+		CHECK_EQ(buf[i], 0);
+	teardown(&t);
+
+	/* read-only: no discard limits */
+	setup(&t, true);
+	d = dev(&t);
+	for (uint32_t off = 36; off < 64; off++) {
+		uint8_t b = 0xa5;
+		d->ops->config_read(d, off, &b, 1);
+		CHECK_EQ(b, 0);
+	}
+	uint64_t c;
+	d->ops->config_read(d, 0, &c, 8);
+	CHECK_EQ(c, DISK_SIZE / 512);
+	teardown(&t);
+}
+
+TEST(notify_before_driver_ok_is_ignored)
+{
+	struct tdrv t;
+	memset(&t, 0, sizeof(t));
+	CHECK_EQ(guest_mem_init(&t.mem, MEM_SIZE, MEM_SIZE, MEM_SIZE), 0);
+	CHECK_EQ(blk_mem_init(&t.m, DISK_SIZE, false, 8), 0);
+	char err[128];
+	CHECK_EQ(virtio_blk_init(&t.b, &t.m.be, false, NULL, &t.mem, NULL, err, sizeof(err)), 0);
+	t.bump = SMALL_GPA;
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	notify(&t);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(status_at(&t, st), 0xee);
+	teardown(&t);
+}
+
+TEST_MAIN()

@@ -1,0 +1,878 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The virtio PCI transport, driven through its BAR and config space the
+ * way a driver does, with a fake virtio device and a recording platform.
+ */
+#include "../../src/devices/virtio/virtio_pci.h"
+
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "../../src/arch/x86/layout.h"
+#include "../../src/event/loop.h"
+#include "test.h"
+
+/* ---- fake platform --------------------------------------------------------- */
+
+struct fake_plat {
+	struct platform p;
+	int nalloc, nsend, nfree;
+	int fds[16];
+	uint32_t alloc_data[16], send_data[16];
+	int nioe_add, nioe_del;
+	uint64_t ioe_add_addr[32], ioe_del_addr[32];
+	uint32_t ioe_len[32];
+	int ioe_fd[32];
+	int ioe_fail;
+};
+
+#define FP(p) ((struct fake_plat *)(p))
+
+static int fp_msi_alloc(struct platform *p, uint64_t addr, uint32_t data, int *handle, int *fd)
+{
+	struct fake_plat *f = FP(p);
+	if (f->nalloc >= 16)
+		return -ENOSPC;
+	int h = f->nalloc++;
+	f->alloc_data[h] = data;
+	f->fds[h] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	*handle = h;
+	*fd = f->fds[h];
+	return 0;
+}
+
+static int fp_msi_update(struct platform *p, int handle, uint64_t addr, uint32_t data)
+{
+	return 0;
+}
+
+static void fp_msi_free(struct platform *p, int handle)
+{
+	FP(p)->nfree++;
+}
+
+static int fp_msi_send(struct platform *p, uint64_t addr, uint32_t data)
+{
+	struct fake_plat *f = FP(p);
+	if (f->nsend < 16)
+		f->send_data[f->nsend] = data;
+	f->nsend++;
+	return 0;
+}
+
+static int fp_ioe_add(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd)
+{
+	struct fake_plat *f = FP(p);
+	if (f->ioe_fail)
+		return f->ioe_fail;
+	if (f->nioe_add < 32) {
+		f->ioe_add_addr[f->nioe_add] = addr;
+		f->ioe_len[f->nioe_add] = len;
+		f->ioe_fd[f->nioe_add] = efd;
+	}
+	f->nioe_add++;
+	return pio ? -EINVAL : 0;
+}
+
+static int fp_ioe_del(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd)
+{
+	struct fake_plat *f = FP(p);
+	if (f->nioe_del < 32)
+		f->ioe_del_addr[f->nioe_del] = addr;
+	f->nioe_del++;
+	return 0;
+}
+
+static const struct platform_ops fp_ops = {
+	.msi_alloc = fp_msi_alloc,
+	.msi_update = fp_msi_update,
+	.msi_free = fp_msi_free,
+	.msi_send = fp_msi_send,
+	.ioeventfd_add = fp_ioe_add,
+	.ioeventfd_del = fp_ioe_del,
+};
+
+/* ---- fake virtio device -------------------------------------------------------- */
+
+#define F_NQ 2
+#define F_QMAX 256
+#define F_CFG_SIZE 24
+#define F_FEATURE_BIT 5
+
+struct fdev {
+	struct virtio_dev vd;
+	uint8_t config[F_CFG_SIZE];
+	int notified[VIRTIO_MAX_QUEUES];
+	int activated, resets;
+	int cfg_reads, cfg_writes;
+};
+
+static uint64_t f_features(struct virtio_dev *d)
+{
+	return 1ull << F_FEATURE_BIT;
+}
+
+static void f_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
+{
+	struct fdev *f = container_of(d, struct fdev, vd);
+	uint8_t *out = data;
+	f->cfg_reads++;
+	for (uint32_t i = 0; i < len; i++)
+		out[i] = off + i < F_CFG_SIZE ? f->config[off + i] : 0;
+}
+
+static void f_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
+{
+	struct fdev *f = container_of(d, struct fdev, vd);
+	const uint8_t *in = data;
+	f->cfg_writes++;
+	for (uint32_t i = 0; i < len; i++)
+		if (off + i < F_CFG_SIZE)
+			f->config[off + i] = in[i];
+}
+
+static int f_activate(struct virtio_dev *d)
+{
+	container_of(d, struct fdev, vd)->activated++;
+	return 0;
+}
+
+static int f_reset(struct virtio_dev *d)
+{
+	container_of(d, struct fdev, vd)->resets++;
+	return 0;
+}
+
+static void f_queue_notify(struct virtio_dev *d, uint16_t q)
+{
+	container_of(d, struct fdev, vd)->notified[q]++;
+}
+
+static const struct virtio_dev_ops f_ops = {
+	.features = f_features,
+	.config_read = f_config_read,
+	.config_write = f_config_write,
+	.activate = f_activate,
+	.reset = f_reset,
+	.queue_notify = f_queue_notify,
+};
+
+/* ---- rig ----------------------------------------------------------------------- */
+
+struct rig {
+	struct bus pio, mmio;
+	struct pci_bus pb;
+	struct fake_plat fp;
+	struct guest_mem mem;
+	struct loop loop;
+	bool with_loop;
+	struct fdev f;
+	struct virtio_pci vp;
+	int slot;
+	uint64_t bar;
+};
+
+static uint32_t cfgr(struct rig *r, uint32_t reg, uint32_t len)
+{
+	return pci_cfg_read(&r->pb, 0, PCI_DEVFN(r->slot, 0), reg, len);
+}
+
+static void cfgw(struct rig *r, uint32_t reg, uint32_t len, uint32_t v)
+{
+	pci_cfg_write(&r->pb, 0, PCI_DEVFN(r->slot, 0), reg, len, v);
+}
+
+static struct rig *rig_new(bool with_loop)
+{
+	struct rig *r = calloc(1, sizeof(*r));
+	bus_init(&r->pio, "pio");
+	bus_init(&r->mmio, "mmio");
+	r->fp.p.ops = &fp_ops;
+	r->fp.p.pio = &r->pio;
+	r->fp.p.mmio = &r->mmio;
+	for (int i = 0; i < 16; i++)
+		r->fp.fds[i] = -1;
+	if (with_loop) {
+		CHECK_EQ(loop_init(&r->loop), 0);
+		r->fp.p.loop = &r->loop;
+		r->with_loop = true;
+	}
+	CHECK_EQ(guest_mem_init(&r->mem, 0x200000, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
+	CHECK_EQ(pci_bus_init(&r->pb, &r->mmio, GPA_PCI_MMIO32, PCI_MMIO32_SIZE, NULL, NULL), 0);
+	CHECK_EQ(virtio_dev_init(&r->f.vd, &f_ops, "fake", VIRTIO_ID_BLOCK, F_NQ, F_QMAX, &r->mem,
+				 r->fp.p.loop),
+		 0);
+	for (int i = 0; i < F_CFG_SIZE; i++)
+		r->f.config[i] = (uint8_t)(0xa0 + i);
+	r->slot = virtio_pci_create(&r->vp, &r->pb, &r->f.vd, &r->fp.p, -1);
+	CHECK_EQ(r->slot, 1);
+	r->bar = pci_bar_address(&r->vp.pd, VIRTIO_PCI_BAR);
+	return r;
+}
+
+static void enable_bar(struct rig *r)
+{
+	cfgw(r, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+}
+
+static void rig_free(struct rig *r)
+{
+	virtio_pci_destroy(&r->vp);
+	virtio_dev_destroy(&r->f.vd);
+	pci_bus_destroy(&r->pb);
+	guest_mem_destroy(&r->mem);
+	if (r->with_loop)
+		loop_destroy(&r->loop);
+	for (int i = 0; i < 16; i++)
+		if (r->fp.fds[i] >= 0)
+			close(r->fp.fds[i]);
+	free(r);
+}
+
+static uint64_t rd(struct rig *r, uint64_t off, uint32_t len)
+{
+	uint64_t v = 0;
+	bus_access(&r->mmio, r->bar + off, &v, len, false);
+	return v;
+}
+
+static void wr(struct rig *r, uint64_t off, uint32_t len, uint64_t v)
+{
+	bus_access(&r->mmio, r->bar + off, &v, len, true);
+}
+
+#define C(x) (VIRTIO_PCI_COMMON_OFF + VIRTIO_PCI_COMMON_##x)
+
+static void set_status(struct rig *r, uint8_t s)
+{
+	wr(r, C(STATUS), 1, s);
+}
+
+/* ACK, DRIVER, features (VERSION_1 + what is offered), FEATURES_OK. */
+static void negotiate(struct rig *r)
+{
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(r, C(GFSELECT), 4, 0);
+	wr(r, C(GF), 4, 1u << F_FEATURE_BIT);
+	wr(r, C(GFSELECT), 4, 1);
+	wr(r, C(GF), 4, 1u << (VIRTIO_F_VERSION_1 - 32));
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			      VIRTIO_STATUS_FEATURES_OK);
+}
+
+#define RING_DESC 0x10000
+#define RING_AVAIL 0x20000
+#define RING_USED 0x30000
+
+static void setup_queue(struct rig *r, uint16_t q, uint16_t size)
+{
+	wr(r, C(Q_SELECT), 2, q);
+	wr(r, C(Q_SIZE), 2, size);
+	wr(r, C(Q_DESC), 4, RING_DESC + q * 0x1000u);
+	wr(r, C(Q_DESC) + 4, 4, 0);
+	wr(r, C(Q_DRIVER), 4, RING_AVAIL + q * 0x1000u);
+	wr(r, C(Q_DRIVER) + 4, 4, 0);
+	wr(r, C(Q_DEVICE), 8, RING_USED + q * 0x1000u);
+	wr(r, C(Q_ENABLE), 2, 1);
+}
+
+static void go_live(struct rig *r)
+{
+	negotiate(r);
+	setup_queue(r, 0, 128);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
+			      VIRTIO_STATUS_DRIVER_OK);
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+TEST(pci_identity_and_bar)
+{
+	struct rig *r = rig_new(false);
+	CHECK_EQ(cfgr(r, PCI_VENDOR_ID, 2), 0x1af4);
+	CHECK_EQ(cfgr(r, PCI_DEVICE_ID, 2), 0x1040 + VIRTIO_ID_BLOCK);
+	CHECK_EQ(cfgr(r, PCI_REVISION_ID, 1), 1);
+	CHECK_EQ(cfgr(r, PCI_CLASS_PROG, 1), 0x00);
+	CHECK_EQ(cfgr(r, PCI_CLASS_DEVICE, 2), 0x0180);
+	CHECK_EQ(cfgr(r, PCI_SUBSYSTEM_VENDOR_ID, 2), 0x1af4);
+	CHECK(cfgr(r, PCI_SUBSYSTEM_ID, 2) >= 0x40);
+	CHECK_EQ(cfgr(r, PCI_HEADER_TYPE, 1), 0);
+	CHECK_EQ(cfgr(r, PCI_INTERRUPT_PIN, 1), 0);
+	CHECK_EQ(virtio_pci_class(VIRTIO_ID_NET), 0x020000);
+	CHECK_EQ(virtio_pci_class(VIRTIO_ID_RNG), 0xff0000);
+	/* BAR0/1: 64-bit memory, non-prefetchable, 32 KiB */
+	uint32_t lo = cfgr(r, 0x10, 4), hi = cfgr(r, 0x14, 4);
+	CHECK_EQ(lo & 0xf, PCI_BAR_MEM_TYPE_64);
+	CHECK_EQ(lo & ~0xfu, GPA_PCI_MMIO32);
+	CHECK_EQ(hi, 0);
+	cfgw(r, 0x10, 4, 0xffffffff);
+	cfgw(r, 0x14, 4, 0xffffffff);
+	CHECK_EQ(cfgr(r, 0x10, 4), ~(uint32_t)(VIRTIO_PCI_BAR_SIZE - 1) | PCI_BAR_MEM_TYPE_64);
+	CHECK_EQ(cfgr(r, 0x14, 4), 0xffffffff);
+	cfgw(r, 0x10, 4, lo);
+	cfgw(r, 0x14, 4, hi);
+	for (uint32_t reg = 0x18; reg <= 0x24; reg += 4)
+		CHECK_EQ(cfgr(r, reg, 4), 0);
+	rig_free(r);
+}
+
+TEST(capabilities)
+{
+	struct rig *r = rig_new(false);
+	CHECK(cfgr(r, PCI_STATUS, 2) & PCI_STATUS_CAP_LIST);
+	uint32_t p = cfgr(r, PCI_CAPABILITY_LIST, 1);
+	int n = 0, types = 0;
+	bool msix = false;
+	for (int steps = 0; p && steps < 48; steps++, n++) {
+		CHECK(p >= 0x40 && p <= 0xfc && !(p & 3));
+		uint32_t id = cfgr(r, p, 1);
+		if (id == PCI_CAP_ID_MSIX) {
+			msix = true;
+			CHECK_EQ(cfgr(r, p + PCI_MSIX_FLAGS, 2), F_NQ); /* F_NQ + 1 vectors */
+			CHECK_EQ(cfgr(r, p + PCI_MSIX_TABLE, 4), VIRTIO_PCI_MSIX_TABLE_OFF | 0);
+			CHECK_EQ(cfgr(r, p + PCI_MSIX_PBA, 4), VIRTIO_PCI_MSIX_PBA_OFF | 0);
+		} else {
+			CHECK_EQ(id, PCI_CAP_ID_VNDR);
+			uint32_t type = cfgr(r, p + VIRTIO_PCI_CAP_CFG_TYPE, 1);
+			uint32_t len = cfgr(r, p + VIRTIO_PCI_CAP_CAP_LEN, 1);
+			uint32_t bar = cfgr(r, p + VIRTIO_PCI_CAP_BAR, 1);
+			uint32_t off = cfgr(r, p + VIRTIO_PCI_CAP_OFFSET, 4);
+			uint32_t length = cfgr(r, p + VIRTIO_PCI_CAP_LENGTH, 4);
+			types |= 1 << type;
+			switch (type) {
+			case VIRTIO_PCI_CAP_COMMON_CFG:
+				CHECK_EQ(len, 16);
+				CHECK_EQ(bar, 0);
+				CHECK_EQ(off, VIRTIO_PCI_COMMON_OFF);
+				CHECK(length >= 0x38);
+				break;
+			case VIRTIO_PCI_CAP_NOTIFY_CFG:
+				CHECK_EQ(len, 20);
+				CHECK_EQ(off, VIRTIO_PCI_NOTIFY_OFF);
+				CHECK_EQ(cfgr(r, p + VIRTIO_PCI_NOTIFY_CAP_MULT, 4), 4);
+				/* §4.1.4.4: covers every queue's notify address + 2 */
+				CHECK(length >= (F_NQ - 1) * 4 + 2);
+				break;
+			case VIRTIO_PCI_CAP_ISR_CFG:
+				CHECK_EQ(off, VIRTIO_PCI_ISR_OFF);
+				CHECK(length >= 1);
+				break;
+			case VIRTIO_PCI_CAP_DEVICE_CFG:
+				CHECK_EQ(off, VIRTIO_PCI_DEVICE_OFF);
+				CHECK(length >= F_CFG_SIZE);
+				break;
+			case VIRTIO_PCI_CAP_PCI_CFG:
+				CHECK_EQ(len, 20);
+				break;
+			default:
+				CHECK(0);
+			}
+			if (type != VIRTIO_PCI_CAP_PCI_CFG)
+				CHECK(off + length <= VIRTIO_PCI_BAR_SIZE);
+		}
+		p = cfgr(r, p + 1, 1);
+	}
+	CHECK_EQ(p, 0);
+	CHECK(msix);
+	CHECK_EQ(n, 6);
+	CHECK_EQ(types, 0x3e);
+	rig_free(r);
+}
+
+TEST(feature_negotiation)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	uint64_t want = (1ull << F_FEATURE_BIT) | (1ull << VIRTIO_F_VERSION_1) |
+			(1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX);
+	wr(r, C(DFSELECT), 4, 0);
+	CHECK_EQ(rd(r, C(DFSELECT), 4), 0);
+	CHECK_EQ(rd(r, C(DF), 4), (uint32_t)want);
+	wr(r, C(DFSELECT), 4, 1);
+	CHECK_EQ(rd(r, C(DF), 4), (uint32_t)(want >> 32));
+	wr(r, C(DFSELECT), 4, 0x12345);
+	CHECK_EQ(rd(r, C(DF), 4), 0);
+	wr(r, C(DF), 4, 0xffffffff); /* read-only */
+	/* driver features outside negotiation: ignored */
+	wr(r, C(GF), 4, 0xffffffff);
+	CHECK_EQ(rd(r, C(GF), 4), 0);
+	negotiate(r);
+	CHECK_EQ(rd(r, C(STATUS), 1), VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					     VIRTIO_STATUS_FEATURES_OK);
+	wr(r, C(GFSELECT), 4, 0);
+	CHECK_EQ(rd(r, C(GF), 4), 1u << F_FEATURE_BIT);
+	wr(r, C(GFSELECT), 4, 1);
+	CHECK_EQ(rd(r, C(GF), 4), 1);
+	CHECK_EQ(r->f.vd.driver_features, (1ull << F_FEATURE_BIT) | (1ull << VIRTIO_F_VERSION_1));
+	/* after FEATURES_OK: frozen */
+	wr(r, C(GF), 4, 0);
+	CHECK_EQ(rd(r, C(GF), 4), 1);
+	/* a feature that is not offered: FEATURES_OK refused */
+	set_status(r, 0);
+	CHECK_EQ(rd(r, C(STATUS), 1), 0);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(r, C(GFSELECT), 4, 0);
+	wr(r, C(GF), 4, 1u << 7);
+	wr(r, C(GFSELECT), 4, 1);
+	wr(r, C(GF), 4, 1);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+	CHECK_EQ(rd(r, C(STATUS), 1) & VIRTIO_STATUS_FEATURES_OK, 0);
+	/* partial writes of a feature word are ignored */
+	set_status(r, 0);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(r, C(GFSELECT), 4, 0);
+	wr(r, C(GF), 2, 0xffff);
+	wr(r, C(GF) + 1, 1, 0xff);
+	CHECK_EQ(rd(r, C(GF), 4), 0);
+	rig_free(r);
+}
+
+TEST(num_queues_and_queue_select_out_of_range)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	CHECK_EQ(rd(r, C(NUMQ), 2), F_NQ);
+	wr(r, C(NUMQ), 2, 7);
+	CHECK_EQ(rd(r, C(NUMQ), 2), F_NQ);
+	negotiate(r);
+	const uint16_t bad[] = {F_NQ, 7, 0x7fff, 0xffff};
+	for (int i = 0; i < 4; i++) {
+		wr(r, C(Q_SELECT), 2, bad[i]);
+		CHECK_EQ(rd(r, C(Q_SELECT), 2), bad[i]);
+		CHECK_EQ(rd(r, C(Q_SIZE), 2), 0);
+		CHECK_EQ(rd(r, C(Q_MSIX), 2), 0);
+		CHECK_EQ(rd(r, C(Q_ENABLE), 2), 0);
+		CHECK_EQ(rd(r, C(Q_NOFF), 2), 0);
+		CHECK_EQ(rd(r, C(Q_DESC), 8), 0);
+		CHECK_EQ(rd(r, C(Q_DRIVER), 8), 0);
+		CHECK_EQ(rd(r, C(Q_DEVICE), 8), 0);
+		wr(r, C(Q_SIZE), 2, 64);
+		wr(r, C(Q_MSIX), 2, 1);
+		wr(r, C(Q_DESC), 8, 0x1000);
+		wr(r, C(Q_ENABLE), 2, 1);
+		CHECK_EQ(rd(r, C(Q_SIZE), 2), 0);
+		CHECK_EQ(rd(r, C(Q_ENABLE), 2), 0);
+	}
+	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+		CHECK_EQ(r->f.vd.vqs[q].size, F_QMAX);
+		CHECK(!r->f.vd.vqs[q].ready);
+		CHECK_EQ(r->f.vd.vqs[q].desc_gpa, 0);
+	}
+	/* queue 1: notify offset 1 */
+	wr(r, C(Q_SELECT), 2, 1);
+	CHECK_EQ(rd(r, C(Q_NOFF), 2), 1);
+	rig_free(r);
+}
+
+TEST(queue_size_validation)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	negotiate(r);
+	wr(r, C(Q_SELECT), 2, 0);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX); /* reset value: the maximum */
+	const uint16_t bad[] = {0, 3, 100, 255, F_QMAX * 2, 0x8000, 0xffff};
+	for (int i = 0; i < 7; i++) {
+		wr(r, C(Q_SIZE), 2, bad[i]);
+		CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX);
+	}
+	wr(r, C(Q_SIZE), 2, 128);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), 128);
+	wr(r, C(Q_SIZE), 2, 1);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), 1);
+	wr(r, C(Q_SIZE), 1, 64); /* wrong width: ignored */
+	wr(r, C(Q_SIZE), 4, 64);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), 1);
+	wr(r, C(Q_SIZE), 2, F_QMAX);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX);
+	/* once enabled, the size is fixed */
+	wr(r, C(Q_ENABLE), 2, 1);
+	CHECK_EQ(rd(r, C(Q_ENABLE), 2), 1);
+	wr(r, C(Q_SIZE), 2, 64);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX);
+	/* enable 0 is ignored (no RING_RESET) */
+	wr(r, C(Q_ENABLE), 2, 0);
+	CHECK_EQ(rd(r, C(Q_ENABLE), 2), 1);
+	rig_free(r);
+}
+
+TEST(geometry_after_driver_ok_ignored)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	go_live(r);
+	CHECK(rd(r, C(STATUS), 1) & VIRTIO_STATUS_DRIVER_OK);
+	CHECK_EQ(r->f.activated, 1);
+	CHECK(r->f.vd.vqs[0].active);
+	wr(r, C(Q_SELECT), 2, 0);
+	CHECK_EQ(rd(r, C(Q_DESC), 8), RING_DESC);
+	CHECK_EQ(rd(r, C(Q_DRIVER), 8), RING_AVAIL);
+	CHECK_EQ(rd(r, C(Q_DEVICE), 4), RING_USED);
+	CHECK_EQ(rd(r, C(Q_DEVICE) + 4, 4), 0);
+	wr(r, C(Q_SIZE), 2, 64);
+	wr(r, C(Q_DESC), 8, 0x40000);
+	wr(r, C(Q_DRIVER), 4, 0x40000);
+	wr(r, C(Q_DEVICE) + 4, 4, 1);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), 128);
+	CHECK_EQ(rd(r, C(Q_DESC), 8), RING_DESC);
+	CHECK_EQ(rd(r, C(Q_DRIVER), 8), RING_AVAIL);
+	CHECK_EQ(rd(r, C(Q_DEVICE), 8), RING_USED);
+	/* queue 1 was never enabled: it cannot be brought up now */
+	wr(r, C(Q_SELECT), 2, 1);
+	wr(r, C(Q_SIZE), 2, 64);
+	wr(r, C(Q_ENABLE), 2, 1);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX);
+	CHECK_EQ(rd(r, C(Q_ENABLE), 2), 0);
+	/* reset: geometry and vectors back to reset values */
+	wr(r, C(MSIX), 2, 0);
+	set_status(r, 0);
+	CHECK_EQ(r->f.resets, 1);
+	CHECK_EQ(rd(r, C(STATUS), 1), 0);
+	CHECK_EQ(rd(r, C(MSIX), 2), VIRTIO_MSI_NO_VECTOR);
+	wr(r, C(Q_SELECT), 2, 0);
+	CHECK_EQ(rd(r, C(Q_SIZE), 2), F_QMAX);
+	CHECK_EQ(rd(r, C(Q_ENABLE), 2), 0);
+	CHECK_EQ(rd(r, C(Q_DESC), 8), 0);
+	CHECK_EQ(rd(r, C(Q_MSIX), 2), VIRTIO_MSI_NO_VECTOR);
+	rig_free(r);
+}
+
+TEST(msix_vector_range)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	CHECK_EQ(rd(r, C(MSIX), 2), VIRTIO_MSI_NO_VECTOR);
+	const struct {
+		uint16_t in, out;
+	} cases[] = {{0, 0}, {2, 2}, {F_NQ + 1, 0xffff}, {0x7ff, 0xffff}, {0xffff, 0xffff}, {1, 1}};
+	for (int i = 0; i < 6; i++) {
+		wr(r, C(MSIX), 2, cases[i].in);
+		CHECK_EQ(rd(r, C(MSIX), 2), cases[i].out);
+		for (uint16_t q = 0; q < F_NQ; q++) {
+			wr(r, C(Q_SELECT), 2, q);
+			wr(r, C(Q_MSIX), 2, cases[i].in);
+			CHECK_EQ(rd(r, C(Q_MSIX), 2), cases[i].out);
+		}
+	}
+	wr(r, C(MSIX), 1, 0); /* wrong width */
+	CHECK_EQ(rd(r, C(MSIX), 2), 1);
+	rig_free(r);
+}
+
+TEST(notify_by_mmio_write)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	/* before DRIVER_OK: nothing reaches the device */
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	CHECK_EQ(r->f.notified[0], 0);
+	go_live(r);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	CHECK_EQ(r->f.notified[0], 1);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 4, 0); /* other widths work too */
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 1, 0);
+	CHECK_EQ(r->f.notified[0], 3);
+	/* queue 1 is not active; odd offsets and absent queues are ignored */
+	wr(r, VIRTIO_PCI_NOTIFY_OFF + 4, 2, 1);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF + 2, 2, 0);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF + 4 * F_NQ, 2, F_NQ);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF + 0xffe, 2, 0);
+	CHECK_EQ(r->f.notified[0], 3);
+	CHECK_EQ(r->f.notified[1], 0);
+	CHECK_EQ(rd(r, VIRTIO_PCI_NOTIFY_OFF, 4), 0);
+	rig_free(r);
+}
+
+TEST(ioeventfds_follow_the_bar)
+{
+	struct rig *r = rig_new(true);
+	struct fake_plat *f = &r->fp;
+	CHECK_EQ(f->nioe_add, 0);
+	enable_bar(r);
+	CHECK_EQ(f->nioe_add, F_NQ);
+	for (int q = 0; q < F_NQ; q++) {
+		CHECK_EQ(f->ioe_add_addr[q], r->bar + VIRTIO_PCI_NOTIFY_OFF + 4u * q);
+		CHECK_EQ(f->ioe_len[q], 2);
+		CHECK_EQ(f->ioe_fd[q], r->vp.notify[q].efd);
+		CHECK(r->vp.notify[q].watched);
+	}
+	/* an MMIO-exit notify goes through the same eventfd (loop thread) */
+	go_live(r);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 4, 0);
+	uint64_t cnt = 0;
+	CHECK_EQ(read(r->vp.notify[0].efd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	CHECK_EQ(cnt, 1);
+	CHECK_EQ(r->f.notified[0], 0);
+	/* move the BAR: old ioeventfds removed, new ones added */
+	uint64_t to = GPA_PCI_MMIO32 + 0x10000;
+	cfgw(r, 0x10, 4, (uint32_t)to | PCI_BAR_MEM_TYPE_64);
+	CHECK_EQ(f->nioe_del, F_NQ);
+	CHECK_EQ(f->ioe_del_addr[0], r->bar + VIRTIO_PCI_NOTIFY_OFF);
+	CHECK_EQ(f->nioe_add, 2 * F_NQ);
+	CHECK_EQ(f->ioe_add_addr[F_NQ + 1], to + VIRTIO_PCI_NOTIFY_OFF + 4);
+	r->bar = to;
+	CHECK_EQ(rd(r, C(NUMQ), 2), F_NQ);
+	/* decoding off: removed */
+	cfgw(r, PCI_COMMAND, 2, 0);
+	CHECK_EQ(f->nioe_del, 2 * F_NQ);
+	CHECK_EQ(f->ioe_del_addr[2 * F_NQ - 1], to + VIRTIO_PCI_NOTIFY_OFF + 4);
+	/* on again, then destroy removes them */
+	enable_bar(r);
+	CHECK_EQ(f->nioe_add, 3 * F_NQ);
+	virtio_pci_destroy(&r->vp);
+	CHECK_EQ(f->nioe_del, 3 * F_NQ);
+	CHECK_EQ(pci_cfg_read(&r->pb, 0, PCI_DEVFN(r->slot, 0), 0, 2), 0xffff);
+	CHECK(bus_find(&r->mmio, to, 1) == NULL);
+	rig_free(r);
+}
+
+TEST(ioeventfd_failure_falls_back_to_exits)
+{
+	struct rig *r = rig_new(true);
+	r->fp.ioe_fail = -ENOSYS;
+	enable_bar(r);
+	CHECK(!r->vp.notify[0].ioeventfd);
+	CHECK(r->vp.notify[0].watched);
+	go_live(r);
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	uint64_t cnt = 0;
+	CHECK_EQ(read(r->vp.notify[0].efd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	rig_free(r);
+}
+
+TEST(device_config_window)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	for (uint32_t off = 0; off < 0x40; off++) {
+		for (uint32_t len = 1; len <= 8; len *= 2) {
+			uint64_t want = 0;
+			for (uint32_t i = 0; i < len; i++)
+				if (off + i < F_CFG_SIZE)
+					want |= (uint64_t)r->f.config[off + i] << (8 * i);
+			CHECK_EQ(rd(r, VIRTIO_PCI_DEVICE_OFF + off, len), want);
+		}
+	}
+	wr(r, VIRTIO_PCI_DEVICE_OFF + 4, 4, 0x11223344);
+	CHECK_EQ(rd(r, VIRTIO_PCI_DEVICE_OFF + 4, 4), 0x11223344);
+	CHECK_EQ(r->f.config[4], 0x44);
+	/* the region's last bytes; crossing into the notify region: 0, ignored */
+	CHECK_EQ(rd(r, VIRTIO_PCI_DEVICE_OFF + 0xfff, 1), 0);
+	int writes = r->f.cfg_writes;
+	wr(r, VIRTIO_PCI_DEVICE_OFF + 0xffc, 8, UINT64_MAX);
+	CHECK_EQ(r->f.cfg_writes, writes);
+	CHECK_EQ(rd(r, VIRTIO_PCI_DEVICE_OFF + 0xffc, 8), 0);
+	rig_free(r);
+}
+
+/* Every width at every offset of every region is defined: common config
+ * reads equal the composition of its byte reads; reserved bytes are 0. */
+TEST(every_width_every_offset)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	negotiate(r);
+	wr(r, C(Q_SELECT), 2, 1);
+	wr(r, C(Q_DESC), 8, 0x123456789abcdef0ull & ~0xfull);
+	wr(r, C(MSIX), 2, 1);
+	uint8_t bytes[0x1000];
+	for (uint32_t i = 0; i < 0x1000; i++)
+		bytes[i] = (uint8_t)rd(r, C(DFSELECT) + i, 1);
+	for (uint32_t i = VIRTIO_PCI_COMMON_LEN; i < 0x1000; i++)
+		CHECK_EQ(bytes[i], 0);
+	CHECK_EQ(bytes[VIRTIO_PCI_COMMON_NUMQ], F_NQ);
+	for (uint32_t off = 0; off < 0x1000; off++) {
+		for (uint32_t len = 1; len <= 8; len *= 2) {
+			uint64_t want = 0;
+			if (off + len <= 0x1000)
+				for (uint32_t i = 0; i < len; i++)
+					want |= (uint64_t)bytes[off + i] << (8 * i);
+			uint64_t got = rd(r, off, len);
+			if (got != want)
+				printf("  common off 0x%x len %u\n", off, len);
+			CHECK_EQ(got, want);
+		}
+	}
+	/* ISR region: only byte 0 is non-zero (and it is 0 now) */
+	for (uint32_t off = 0; off < 0x1000; off += 1)
+		for (uint32_t len = 1; len <= 8; len *= 2)
+			CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF + off, len), 0);
+	/* notify region and the reserved tail read 0 */
+	for (uint32_t off = 0; off < 0x1000; off++)
+		for (uint32_t len = 1; len <= 8; len *= 2) {
+			CHECK_EQ(rd(r, VIRTIO_PCI_NOTIFY_OFF + off, len), 0);
+			CHECK_EQ(rd(r, 0x6000 + off, len), 0);
+			/* past the BAR's end the bus decodes nothing: all-ones */
+			CHECK_EQ(rd(r, 0x7000 + off, len),
+				 off + len <= 0x1000 ? 0 : (len == 8 ? UINT64_MAX : (1ull << (8 * len)) - 1));
+		}
+	/* MSI-X table: masked entries; unaligned reads 0 */
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_TABLE_OFF + 12, 4), 1);
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_TABLE_OFF + 13, 1), 0);
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 * (F_NQ + 1) + 12, 4), 0);
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_PBA_OFF, 8), 0);
+	/* writes of every width at every common offset never crash and only
+	 * exact-field writes land: write garbage everywhere but status */
+	for (uint32_t off = 0; off < 0x40; off++) {
+		if (off == VIRTIO_PCI_COMMON_STATUS)
+			continue;
+		for (uint32_t len = 1; len <= 8; len *= 2)
+			if ((off & (len - 1)) || len == 1)
+				wr(r, off, len, UINT64_MAX);
+	}
+	CHECK_EQ(rd(r, C(MSIX), 2), 1);
+	CHECK_EQ(rd(r, C(Q_SELECT), 2), 1);
+	CHECK_EQ(rd(r, C(STATUS), 1), VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					     VIRTIO_STATUS_FEATURES_OK);
+	rig_free(r);
+}
+
+TEST(interrupts_and_isr)
+{
+	struct rig *r = rig_new(false);
+	struct fake_plat *f = &r->fp;
+	struct virtio_dev *d = &r->f.vd;
+	enable_bar(r);
+	go_live(r);
+	uint8_t c = r->vp.msix.cap;
+	/* MSI-X off: the queue interrupt only sets ISR bit 0 */
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_queue(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 1), VIRTIO_PCI_ISR_QUEUE);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 1), 0); /* read clears */
+	/* MSI-X on, vectors: config 0, queue 0 -> 1 */
+	cfgw(r, c + PCI_MSIX_FLAGS, 2, PCI_MSIX_FLAGS_ENABLE);
+	for (uint32_t v = 0; v < 2; v++) {
+		wr(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 * v, 4, 0xfee00000);
+		wr(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 * v + 8, 4, 0x40 + v);
+		wr(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 * v + 12, 4, 0);
+	}
+	wr(r, C(MSIX), 2, 0);
+	wr(r, C(Q_SELECT), 2, 0);
+	wr(r, C(Q_MSIX), 2, 1);
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_queue(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	CHECK_EQ(f->nalloc, 1);
+	CHECK_EQ(f->alloc_data[0], 0x41);
+	uint64_t cnt = 0;
+	CHECK_EQ(read(f->fds[0], &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	CHECK_EQ(cnt, 1);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 1), 0); /* no ISR bit with MSI-X */
+	/* config change: ISR bit 1 and the config vector */
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_config(d);
+	pthread_mutex_unlock(&d->lock);
+	CHECK_EQ(f->nalloc, 2);
+	CHECK_EQ(f->alloc_data[1], 0x40);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 4), VIRTIO_PCI_ISR_CONFIG);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 4), 0);
+	/* masked vector: pending, sent on unmask */
+	wr(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 + 12, 4, 1);
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_queue(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_PBA_OFF, 8), 2);
+	CHECK_EQ(f->nsend, 0);
+	wr(r, VIRTIO_PCI_MSIX_TABLE_OFF + 16 + 12, 4, 0);
+	CHECK_EQ(f->nsend, 1);
+	CHECK_EQ(f->send_data[0], 0x41);
+	CHECK_EQ(rd(r, VIRTIO_PCI_MSIX_PBA_OFF, 8), 0);
+	/* NO_VECTOR: nothing at all */
+	wr(r, C(Q_MSIX), 2, VIRTIO_MSI_NO_VECTOR);
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_queue(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	CHECK_EQ(f->nsend, 1);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 1), 0);
+	/* reset clears ISR and vectors */
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_config(d);
+	pthread_mutex_unlock(&d->lock);
+	set_status(r, 0);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 1), 0);
+	CHECK_EQ(rd(r, C(MSIX), 2), VIRTIO_MSI_NO_VECTOR);
+	/* ISR is read-only */
+	pthread_mutex_lock(&d->lock);
+	d->tops->signal_config(d);
+	pthread_mutex_unlock(&d->lock);
+	wr(r, VIRTIO_PCI_ISR_OFF, 1, 0);
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF + 1, 1), 0); /* not byte 0: no clear */
+	CHECK_EQ(rd(r, VIRTIO_PCI_ISR_OFF, 2), VIRTIO_PCI_ISR_CONFIG);
+	rig_free(r);
+}
+
+TEST(pci_cfg_access_capability)
+{
+	struct rig *r = rig_new(false);
+	uint8_t c = r->vp.cap_pci_cfg;
+	/* works with the BAR unmapped (that is its purpose) */
+	cfgw(r, c + VIRTIO_PCI_CAP_BAR, 1, 0);
+	cfgw(r, c + VIRTIO_PCI_CAP_OFFSET, 4, VIRTIO_PCI_COMMON_NUMQ);
+	cfgw(r, c + VIRTIO_PCI_CAP_LENGTH, 4, 2);
+	CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CFG_CAP_DATA, 2), F_NQ);
+	CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CAP_OFFSET, 4), VIRTIO_PCI_COMMON_NUMQ);
+	/* a write: device status ACKNOWLEDGE */
+	cfgw(r, c + VIRTIO_PCI_CAP_OFFSET, 4, VIRTIO_PCI_COMMON_STATUS);
+	cfgw(r, c + VIRTIO_PCI_CAP_LENGTH, 4, 1);
+	cfgw(r, c + VIRTIO_PCI_CFG_CAP_DATA, 4, VIRTIO_STATUS_ACKNOWLEDGE);
+	CHECK_EQ(virtio_dev_get_status(&r->f.vd), VIRTIO_STATUS_ACKNOWLEDGE);
+	CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CFG_CAP_DATA, 1), VIRTIO_STATUS_ACKNOWLEDGE);
+	/* device config through the window */
+	cfgw(r, c + VIRTIO_PCI_CAP_OFFSET, 4, VIRTIO_PCI_DEVICE_OFF + 4);
+	cfgw(r, c + VIRTIO_PCI_CAP_LENGTH, 4, 4);
+	CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CFG_CAP_DATA, 4),
+		 r->f.config[4] | r->f.config[5] << 8 | r->f.config[6] << 16 |
+			 (uint32_t)r->f.config[7] << 24);
+	/* invalid windows: data reads 0, writes do nothing */
+	const struct {
+		uint8_t bar;
+		uint32_t off, len;
+	} bad[] = {{1, VIRTIO_PCI_DEVICE_OFF, 4},  {0, VIRTIO_PCI_DEVICE_OFF + 1, 4},
+		   {0, VIRTIO_PCI_DEVICE_OFF, 3},  {0, VIRTIO_PCI_DEVICE_OFF, 8},
+		   {0, VIRTIO_PCI_BAR_SIZE, 4},    {0, 0xfffffffc, 4},
+		   {0, VIRTIO_PCI_DEVICE_OFF, 0}};
+	for (int i = 0; i < 7; i++) {
+		cfgw(r, c + VIRTIO_PCI_CAP_BAR, 1, bad[i].bar);
+		cfgw(r, c + VIRTIO_PCI_CAP_OFFSET, 4, bad[i].off);
+		cfgw(r, c + VIRTIO_PCI_CAP_LENGTH, 4, bad[i].len);
+		CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CFG_CAP_DATA, 4), 0);
+		int w = r->f.cfg_writes;
+		cfgw(r, c + VIRTIO_PCI_CFG_CAP_DATA, 4, 0xdeadbeef);
+		CHECK_EQ(r->f.cfg_writes, w);
+	}
+	/* the rest of the capability is read-only */
+	cfgw(r, c + VIRTIO_PCI_CAP_CFG_TYPE, 1, 1);
+	CHECK_EQ(cfgr(r, c + VIRTIO_PCI_CAP_CFG_TYPE, 1), VIRTIO_PCI_CAP_PCI_CFG);
+	rig_free(r);
+}
+
+TEST(create_validation)
+{
+	struct rig *r = rig_new(false);
+	struct virtio_pci *vp2 = calloc(1, sizeof(*vp2));
+	CHECK_EQ(virtio_pci_create(vp2, NULL, &r->f.vd, &r->fp.p, -1), (unsigned long long)-EINVAL);
+	CHECK_EQ(virtio_pci_create(vp2, &r->pb, NULL, &r->fp.p, -1), (unsigned long long)-EINVAL);
+	/* slot taken: fails, leaves nothing behind */
+	struct fdev *f2 = calloc(1, sizeof(*f2));
+	CHECK_EQ(virtio_dev_init(&f2->vd, &f_ops, "f2", VIRTIO_ID_RNG, 1, 64, &r->mem, NULL), 0);
+	CHECK_EQ(virtio_pci_create(vp2, &r->pb, &f2->vd, &r->fp.p, r->slot),
+		 (unsigned long long)-EBUSY);
+	CHECK(f2->vd.tops == NULL);
+	CHECK_EQ(virtio_pci_create(vp2, &r->pb, &f2->vd, &r->fp.p, -1), 2);
+	CHECK_EQ(pci_cfg_read(&r->pb, 0, PCI_DEVFN(2, 0), PCI_DEVICE_ID, 2), 0x1044);
+	CHECK_EQ(pci_cfg_read(&r->pb, 0, PCI_DEVFN(2, 0), PCI_CLASS_DEVICE, 2), 0xff00);
+	/* its BAR follows the first device's in the window */
+	CHECK_EQ(pci_bar_address(&vp2->pd, 0), GPA_PCI_MMIO32 + VIRTIO_PCI_BAR_SIZE);
+	virtio_pci_destroy(vp2);
+	virtio_pci_destroy(vp2); /* idempotent */
+	virtio_dev_destroy(&f2->vd);
+	free(f2);
+	free(vp2);
+	rig_free(r);
+}
+
+TEST_MAIN()
