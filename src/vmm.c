@@ -23,6 +23,7 @@
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
 #include "console.h"
+#include "arch/x86/aml.h"
 #include "devices/acpi_pm.h"
 #include "devices/bootdev.h"
 #include "devices/bus.h"
@@ -30,9 +31,15 @@
 #include "devices/irq.h"
 #include "devices/pvpanic.h"
 #include "devices/rtc.h"
+#include "devices/pci/pci.h"
 #include "devices/serial.h"
+#include "devices/virtio/virtio_blk.h"
+#include "devices/virtio/virtio_mmio.h"
+#include "devices/virtio/virtio_pci.h"
+#include "devices/virtio/virtio_rng.h"
 #include "event/loop.h"
 #include "kvm/kvm.h"
+#include "kvm/platform_kvm.h"
 #include "mem/guest_mem.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
@@ -62,6 +69,21 @@ struct vmm {
 	struct acpi_pm pm;
 	struct pvpanic pvpanic;
 	struct bootdev bootdev;
+
+	/* PCI and virtio */
+	struct kvm_platform kp;
+	bool kp_ready;
+	struct pci_bus pci;
+	bool pci_ready;
+	uint32_t nblk;
+	struct virtio_blk blk[CONFIG_MAX_DISKS];
+	bool rng_ready;
+	struct virtio_rng rng;
+	uint32_t nvpci, nvmmio;
+	struct virtio_pci vpci[CONFIG_MAX_DISKS + 1];
+	struct virtio_mmio vmmio[VIRTIO_MMIO_MAX_DEVS];
+	uint8_t mmio_aml[2048];
+	size_t mmio_aml_len;
 
 	struct vcpu *vcpus;
 	uint32_t ncpus;
@@ -439,7 +461,12 @@ static int setup_guest_image(struct vmm *vm)
 
 	/* Firmware tables: ACPI in the BIOS area, MP table in the EBDA. */
 	uint8_t *acpi = gpa_to_hva(&vm->mem, GPA_ACPI_TABLES, ACPI_TABLES_MAX);
-	struct acpi_config ac = {.ncpus = vm->ncpus};
+	struct acpi_config ac = {
+		.ncpus = vm->ncpus,
+		.pci = true,
+		.sb_extra_aml = vm->mmio_aml_len ? vm->mmio_aml : NULL,
+		.sb_extra_aml_len = vm->mmio_aml_len,
+	};
 	uint64_t rsdp = 0;
 	int n = acpi ? acpi_build(acpi, ACPI_TABLES_MAX, GPA_ACPI_TABLES, &ac, &rsdp) : -EFAULT;
 	if (n < 0) {
@@ -542,7 +569,6 @@ static int setup_devices(struct vmm *vm)
 		{&vm->pm.evt_bus, PORT_ACPI_PM1A_EVT, PORT_ACPI_PM1A_EVT_LEN},
 		{&vm->pm.cnt_bus, PORT_ACPI_PM1A_CNT, PORT_ACPI_PM1A_CNT_LEN},
 		{&vm->pm.tmr_bus, PORT_ACPI_PM_TMR, PORT_ACPI_PM_TMR_LEN},
-		{&vm->pm.reset_bus, PORT_ACPI_RESET, 1},
 		{&vm->pvpanic.bus, PORT_PVPANIC, 1},
 		{&vm->bootdev.bus, PORT_BOOTDEV, 1},
 	};
@@ -553,6 +579,105 @@ static int setup_devices(struct vmm *vm)
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/* How many devices sit on virtio-mmio; their ACPI description (it goes
+ * into the DSDT, which is built before the devices are attached). */
+static int plan_virtio_mmio(struct vmm *vm)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < vm->cfg.ndisks; i++)
+		n += vm->cfg.disks[i].transport == TRANSPORT_MMIO;
+	n += vm->cfg.rng && vm->cfg.rng_transport == TRANSPORT_MMIO;
+	if (n > VIRTIO_MMIO_MAX_DEVS) {
+		log_error("at most %d devices can use transport=mmio (%u requested)",
+			  VIRTIO_MMIO_MAX_DEVS, n);
+		return -1;
+	}
+	struct aml a;
+	aml_init(&a, vm->mmio_aml, sizeof(vm->mmio_aml));
+	for (uint32_t i = 0; i < n; i++)
+		virtio_mmio_acpi_aml(&a, (int)i, VIRTIO_MMIO_DEV_BASE(i), VIRTIO_MMIO_DEV_GSI(i));
+	if (a.err) {
+		log_error("cannot describe virtio-mmio devices in ACPI: %s", strerror(-a.err));
+		return -1;
+	}
+	vm->mmio_aml_len = a.len;
+	return 0;
+}
+
+/* Open disk images and create the virtio devices (no KVM needed yet, so
+ * bad disk options are reported before the host check). */
+static int create_virtio_devices(struct vmm *vm)
+{
+	char err[256];
+	for (uint32_t i = 0; i < vm->cfg.ndisks; i++) {
+		const struct disk_config *dc = &vm->cfg.disks[i];
+		if (virtio_blk_create(&vm->blk[i], dc->path, dc->readonly, dc->id, &vm->mem, &vm->loop,
+				      err, sizeof(err))) {
+			log_error("--disk %s", err);
+			return -1;
+		}
+		vm->nblk++;
+	}
+	if (vm->cfg.rng) {
+		int r = virtio_rng_init(&vm->rng, &vm->mem, &vm->loop);
+		if (r) {
+			log_error("cannot create the virtio-rng device: %s", strerror(-r));
+			return -1;
+		}
+		vm->rng_ready = true;
+	}
+	return 0;
+}
+
+static int attach_virtio(struct vmm *vm, struct virtio_dev *d, enum virtio_transport_kind t)
+{
+	int r;
+	if (t == TRANSPORT_MMIO) {
+		uint32_t i = vm->nvmmio;
+		r = virtio_mmio_init(&vm->vmmio[i], d, &vm->kp.p, VIRTIO_MMIO_DEV_BASE(i),
+				     VIRTIO_MMIO_DEV_GSI(i));
+		if (!r)
+			vm->nvmmio++;
+	} else {
+		r = virtio_pci_create(&vm->vpci[vm->nvpci], &vm->pci, d, &vm->kp.p, -1);
+		if (r >= 0) {
+			vm->nvpci++;
+			r = 0;
+		}
+	}
+	if (r)
+		log_error("cannot attach %s over %s: %s", d->name, t == TRANSPORT_MMIO ? "MMIO" : "PCI",
+			  strerror(-r));
+	return r;
+}
+
+static void on_cf9_write(void *ctx, uint8_t val)
+{
+	struct vmm *vm = ctx;
+	acpi_pm_reset_write(&vm->pm, val);
+}
+
+static int setup_pci_and_virtio(struct vmm *vm)
+{
+	int r = pci_bus_init(&vm->pci, &vm->mmio, GPA_PCI_MMIO32, PCI_MMIO32_SIZE, on_cf9_write, vm);
+	if (r) {
+		log_error("cannot create the PCI bus: %s", strerror(-r));
+		return -1;
+	}
+	vm->pci_ready = true;
+	if ((r = bus_register(&vm->pio, &vm->pci.pio_dev, PORT_PCI_CONFIG, PORT_PCI_CONFIG_LEN)) ||
+	    (r = bus_register(&vm->mmio, &vm->pci.ecam_dev, GPA_PCI_ECAM, PCI_ECAM_SIZE))) {
+		log_error("cannot place the PCI host bridge: %s", strerror(-r));
+		return -1;
+	}
+	for (uint32_t i = 0; i < vm->nblk; i++)
+		if (attach_virtio(vm, &vm->blk[i].vdev, vm->cfg.disks[i].transport))
+			return -1;
+	if (vm->rng_ready && attach_virtio(vm, &vm->rng.vdev, vm->cfg.rng_transport))
+		return -1;
 	return 0;
 }
 
@@ -600,7 +725,17 @@ struct vmm *vmm_create(const struct vm_config *cfg, uint64_t start_ns)
 			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 		goto fail;
 	}
-	if (setup_guest_image(vm) || open_kvm(vm) || setup_devices(vm) || setup_vcpus(vm))
+	r = loop_init(&vm->loop);
+	if (r) {
+		log_error("cannot create the event loop: %s", strerror(-r));
+		goto fail;
+	}
+	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || setup_guest_image(vm) ||
+	    open_kvm(vm))
+		goto fail;
+	kvm_platform_init(&vm->kp, &vm->kvm, &vm->loop, &vm->pio, &vm->mmio);
+	vm->kp_ready = true;
+	if (setup_devices(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
 		goto fail;
 	return vm;
 fail:
@@ -610,12 +745,12 @@ fail:
 
 int vmm_run(struct vmm *vm)
 {
-	int r = loop_init(&vm->loop);
+	int r = 0;
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->rtc_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (r || vm->stop_efd < 0 || vm->rx_efd < 0 || vm->rtc_tfd < 0) {
-		log_error("cannot set up the event loop: %s", strerror(r ? -r : errno));
+	if (vm->stop_efd < 0 || vm->rx_efd < 0 || vm->rtc_tfd < 0) {
+		log_error("cannot set up the event loop: %s", strerror(errno));
 		return VMM_EXIT_ERROR;
 	}
 	loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop, vm);
@@ -678,6 +813,21 @@ void vmm_destroy(struct vmm *vm)
 				kvm_destroy_vcpu(&vm->vcpus[i].kv);
 		free(vm->vcpus);
 	}
+	/* transports first (they unregister ioeventfds and MSI routes, which
+	 * needs the VM), then the devices (waiting for I/O still in flight),
+	 * then KVM and guest memory */
+	for (uint32_t i = 0; i < vm->nvpci; i++)
+		virtio_pci_destroy(&vm->vpci[i]);
+	for (uint32_t i = 0; i < vm->nvmmio; i++)
+		virtio_mmio_destroy(&vm->vmmio[i]);
+	if (vm->pci_ready)
+		pci_bus_destroy(&vm->pci);
+	for (uint32_t i = 0; i < vm->nblk; i++)
+		virtio_blk_destroy(&vm->blk[i]);
+	if (vm->rng_ready)
+		virtio_rng_destroy(&vm->rng);
+	if (vm->kp_ready)
+		kvm_platform_destroy(&vm->kp);
 	kvm_close(&vm->kvm);
 	guest_mem_destroy(&vm->mem);
 	if (vm->stop_efd >= 0)

@@ -250,7 +250,7 @@ TEST(e820_small_and_large_guests)
 	struct e820_entry e[16];
 	CHECK_EQ(guest_mem_init(&m, MEM, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
 	int n = e820_build(&m, e, 16);
-	CHECK_EQ(n, 4);
+	CHECK_EQ(n, 5);
 	CHECK_EQ(e[0].addr, 0);
 	CHECK_EQ(e[0].size, GPA_EBDA);
 	CHECK_EQ(e[0].type, E820_RAM);
@@ -258,15 +258,17 @@ TEST(e820_small_and_large_guests)
 	CHECK_EQ(e[2].addr, GPA_BIOS_AREA);
 	CHECK_EQ(e[3].addr, 0x100000);
 	CHECK_EQ(e[3].addr + e[3].size, MEM);
+	CHECK_EQ(e[4].addr, GPA_PCI_ECAM);
+	CHECK_EQ(e[4].type, E820_RESERVED);
 	CHECK_EQ(e820_build(&m, e, 2), (unsigned long long)-ENOSPC);
 	guest_mem_destroy(&m);
 	/* 4 GiB guest: split around the hole */
 	CHECK_EQ(guest_mem_init(&m, 4ULL << 30, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
 	n = e820_build(&m, e, 16);
-	CHECK_EQ(n, 5);
+	CHECK_EQ(n, 6);
 	CHECK_EQ(e[3].addr + e[3].size, GPA_MMIO_HOLE);
-	CHECK_EQ(e[4].addr, GPA_MMIO_HOLE_END);
-	CHECK_EQ(e[4].size, (4ULL << 30) - GPA_MMIO_HOLE);
+	CHECK_EQ(e[5].addr, GPA_MMIO_HOLE_END);
+	CHECK_EQ(e[5].size, (4ULL << 30) - GPA_MMIO_HOLE);
 	guest_mem_destroy(&m);
 }
 
@@ -294,7 +296,7 @@ TEST(boot_params_fields)
 	memcpy(&v64, bp + BP_ACPI_RSDP_ADDR, 8);
 	CHECK_EQ(v64, 0xe0000);
 	CHECK_EQ(bp[BP_TYPE_OF_LOADER], 0xff);
-	CHECK_EQ(bp[BP_E820_ENTRIES], 4);
+	CHECK_EQ(bp[BP_E820_ENTRIES], 5);
 	CHECK(memcmp(bp + BP_HEADER, "HdrS", 4) == 0);
 	/* PVH start info */
 	CHECK_EQ(boot_build_pvh(&m, &in), 0);
@@ -304,7 +306,7 @@ TEST(boot_params_fields)
 	memcpy(&v32, si + 0x0c, 4);
 	CHECK_EQ(v32, 1); /* one module: the initrd */
 	memcpy(&v32, si + 0x30, 4);
-	CHECK_EQ(v32, 4);
+	CHECK_EQ(v32, 5);
 	free(f);
 	guest_mem_destroy(&m);
 }

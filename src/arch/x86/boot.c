@@ -247,6 +247,9 @@ int e820_build(const struct guest_mem *mem, struct e820_entry *out, int max)
 	tmp[n++] = (struct e820_entry){GPA_BIOS_AREA, GPA_BIOS_AREA_END - GPA_BIOS_AREA, E820_RESERVED};
 	if (low > GPA_HIGH_MEMORY)
 		tmp[n++] = (struct e820_entry){GPA_HIGH_MEMORY, low - GPA_HIGH_MEMORY, E820_RAM};
+	/* The PCI ECAM window, so Linux trusts the MCFG early (PCI Firmware
+	 * spec 3.0 §4.1.2: the range must be reserved). */
+	tmp[n++] = (struct e820_entry){GPA_PCI_ECAM, PCI_ECAM_SIZE, E820_RESERVED};
 	for (int i = 0; i < mem->nregions; i++)
 		if (mem->regions[i].gpa >= GPA_MMIO_HOLE_END)
 			tmp[n++] = (struct e820_entry){mem->regions[i].gpa, mem->regions[i].size, E820_RAM};
