@@ -22,7 +22,9 @@ for d in /sys/block/vd*; do
 	rw*)
 		sum=$(dd if=/dev/$n bs=1048576 count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
 		echo "READSUM $s $sum"
-		if yes "$s" | head -c 1048576 | dd of=/dev/$n bs=1048576 seek=1 count=1 conv=fsync 2>/dev/null; then
+		# (from a file: dd reading a pipe would write short blocks)
+		yes "$s" | head -c 1048576 >/tmp/pattern
+		if dd if=/tmp/pattern of=/dev/$n bs=1048576 seek=1 count=1 conv=fsync 2>/dev/null; then
 			sync
 			echo "WROTE $s"
 		else

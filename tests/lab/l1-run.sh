@@ -15,6 +15,7 @@ for s in "$@"; do
 	case "$s" in
 	kvm) tests/kvm/run /lab/visor /lab/kvm ;;
 	guest) tests/lab/guest-tests.sh /lab ;;
+	virtio) tests/lab/virtio-tests.sh /lab ;;
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac
 	rc=$?
