@@ -2,8 +2,11 @@
  * boottime - timing harness for bench/boot.
  *
  *   boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER]
- *            [-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG] [-e STDERR_LOG]
+ *            [-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG [-T]] [-e STDERR_LOG]
  *            -- COMMAND [ARGS...]
+ *
+ * -o saves the console output; with -T each line is prefixed with the time
+ * its first byte arrived ("[   1234.5] ", ms since t0).
  *
  * Runs COMMAND (a VMM) with stdin from /dev/null, stdout on a pipe and
  * stderr to STDERR_LOG (default /dev/null).  Timestamps (CLOCK_MONOTONIC):
@@ -16,7 +19,7 @@
  * twice that long) and the rest (the VMM's own overhead).  Prints one line on stdout:
  *
  *   BOOTTIME label=L run=R status=S init_ms=.. off_ms=.. exit_ms=.. poweroff_ms=..
- *            rss_kb=.. ram_rss_kb=.. ram_maps=N ram_size_kb=.. ovh_rss_kb=..
+ *            rss_kb=.. ram_rss_kb=.. ram_thp_kb=.. ram_maps=N ram_size_kb=.. ovh_rss_kb=..
  *            ovh_anon_kb=.. ovh_pss_kb=..
  *
  * Times are milliseconds since t0; poweroff_ms = exit_ms - off_ms.  A value
@@ -53,13 +56,13 @@ static double now_ms(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER] "
-			"[-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG] [-e STDERR_LOG] "
+			"[-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG [-T]] [-e STDERR_LOG] "
 			"-- COMMAND [ARGS...]\n");
 	exit(2);
 }
 
 struct mem {
-	long long rss_kb, ram_rss_kb, ram_size_kb, ovh_anon_kb, ovh_pss_kb;
+	long long rss_kb, ram_rss_kb, ram_size_kb, ram_thp_kb, ovh_anon_kb, ovh_pss_kb;
 	int ram_maps;
 	int ok;
 };
@@ -100,6 +103,9 @@ static void sample_smaps(pid_t pid, unsigned long long ram_bytes, struct mem *m)
 			m->rss_kb += kb;
 			if (is_ram)
 				m->ram_rss_kb += kb;
+		} else if (sscanf(line, "AnonHugePages: %lld kB", &kb) == 1) {
+			if (is_ram)
+				m->ram_thp_kb += kb;
 		} else if (sscanf(line, "Anonymous: %lld kB", &kb) == 1) {
 			if (!is_ram)
 				m->ovh_anon_kb += kb;
@@ -118,9 +124,9 @@ int main(int argc, char **argv)
 	const char *off_marker = "reboot: Power down", *console_log = NULL, *err_log = "/dev/null";
 	unsigned long long ram_bytes = 256ULL << 20;
 	double timeout_ms = 300e3;
-	int opt;
+	int opt, stamp = 0;
 
-	while ((opt = getopt(argc, argv, "+l:r:i:p:m:t:o:e:")) != -1) {
+	while ((opt = getopt(argc, argv, "+l:r:i:p:m:t:o:e:T")) != -1) {
 		switch (opt) {
 		case 'l': label = optarg; break;
 		case 'r': run = optarg; break;
@@ -130,6 +136,7 @@ int main(int argc, char **argv)
 		case 't': timeout_ms = atof(optarg) * 1e3; break;
 		case 'o': console_log = optarg; break;
 		case 'e': err_log = optarg; break;
+		case 'T': stamp = 1; break;
 		default: usage();
 		}
 	}
@@ -173,6 +180,7 @@ int main(int argc, char **argv)
 	struct mem m = {0};
 	char linebuf[4096];
 	size_t len = 0;
+	int at_bol = 1; /* console log: at the beginning of a line */
 	int pipe_open = 1, exited = 0, status = 0, timed_out = 0;
 	size_t init_len = strlen(init_marker), off_len = strlen(off_marker);
 
@@ -216,10 +224,17 @@ int main(int argc, char **argv)
 				if (got == 0 || (errno != EINTR && errno != EAGAIN))
 					pipe_open = 0;
 			} else {
-				if (con)
+				if (con && !stamp)
 					fwrite(buf, 1, (size_t)got, con);
 				for (ssize_t i = 0; i < got; i++) {
 					char c = buf[i];
+					if (con && stamp) {
+						if (at_bol && c != '\r')
+							fprintf(con, "[%9.1f] ", t);
+						if (c != '\r')
+							fputc(c, con);
+						at_bol = c == '\n';
+					}
 					if (c == '\n' || c == '\r') {
 						len = 0;
 						continue;
@@ -273,10 +288,10 @@ int main(int argc, char **argv)
 	double poweroff = (t_off >= 0 && t_exit >= 0) ? t_exit - t_off : -1;
 	long long ovh = m.ok ? m.rss_kb - m.ram_rss_kb : -1;
 	printf("BOOTTIME label=%s run=%s status=%s init_ms=%.1f off_ms=%.1f exit_ms=%.1f "
-	       "poweroff_ms=%.1f rss_kb=%lld ram_rss_kb=%lld ram_maps=%d ram_size_kb=%lld "
+	       "poweroff_ms=%.1f rss_kb=%lld ram_rss_kb=%lld ram_thp_kb=%lld ram_maps=%d ram_size_kb=%lld "
 	       "ovh_rss_kb=%lld ovh_anon_kb=%lld ovh_pss_kb=%lld\n",
 	       label, run, st, t_init, t_off, t_exit, poweroff, m.ok ? m.rss_kb : -1,
-	       m.ok ? m.ram_rss_kb : -1, m.ram_maps, m.ok ? m.ram_size_kb : -1, ovh,
+	       m.ok ? m.ram_rss_kb : -1, m.ok ? m.ram_thp_kb : -1, m.ram_maps, m.ok ? m.ram_size_kb : -1, ovh,
 	       m.ok ? m.ovh_anon_kb : -1, m.ok ? m.ovh_pss_kb : -1);
 	fflush(stdout);
 	return (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0 && t_init >= 0 &&

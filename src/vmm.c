@@ -84,6 +84,7 @@ struct vmm {
 	struct virtio_mmio vmmio[VIRTIO_MMIO_MAX_DEVS];
 	uint8_t mmio_aml[2048];
 	size_t mmio_aml_len;
+	uint32_t nmmio_planned;
 
 	struct vcpu *vcpus;
 	uint32_t ncpus;
@@ -447,13 +448,25 @@ static int setup_guest_image(struct vmm *vm)
 		log_error("kernel '%s': %s", vm->cfg.kernel, err);
 		return -1;
 	}
-	size_t clen = strlen(vm->cfg.cmdline);
-	if (clen > vm->img.cmdline_max || clen >= CMDLINE_AREA_MAX) {
+	/* A guest booted without ACPI learns about virtio-mmio devices from
+	 * the command line (kernels with VIRTIO_MMIO_CMDLINE_DEVICES); with
+	 * ACPI the DSDT describes them and a second description would clash. */
+	char cmdline[CMDLINE_AREA_MAX];
+	size_t clen = (size_t)snprintf(cmdline, sizeof(cmdline), "%s", vm->cfg.cmdline);
+	if (clen < sizeof(cmdline) && strstr(cmdline, "acpi=off")) {
+		for (uint32_t i = 0; i < vm->nmmio_planned && clen < sizeof(cmdline) - 1; i++) {
+			cmdline[clen++] = ' ';
+			int w = virtio_mmio_cmdline(cmdline + clen, sizeof(cmdline) - clen,
+						    VIRTIO_MMIO_DEV_BASE(i), VIRTIO_MMIO_DEV_GSI(i));
+			clen = w < 0 ? sizeof(cmdline) : clen + (size_t)w;
+		}
+	}
+	if (clen > vm->img.cmdline_max || clen >= sizeof(cmdline)) {
 		log_error("kernel command line is %zu bytes; this kernel accepts at most %u", clen,
 			  vm->img.cmdline_max);
 		return -1;
 	}
-	if (guest_write(&vm->mem, GPA_CMDLINE, vm->cfg.cmdline, clen + 1))
+	if (guest_write(&vm->mem, GPA_CMDLINE, cmdline, clen + 1))
 		return -1;
 	struct boot_params_in in = {.cmdline_gpa = GPA_CMDLINE, .cmdline_len = (uint32_t)clen};
 	if (vm->cfg.initrd && load_initrd(vm, &in.initrd_gpa, &in.initrd_size))
@@ -604,6 +617,7 @@ static int plan_virtio_mmio(struct vmm *vm)
 		return -1;
 	}
 	vm->mmio_aml_len = a.len;
+	vm->nmmio_planned = n;
 	return 0;
 }
 
