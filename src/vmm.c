@@ -205,6 +205,13 @@ static void *vcpu_thread(void *arg)
 		enum vcpu_exit_action a = vcpu_handle_exit(run, (size_t)c->kv.run_size, &vm->pio, &vm->mmio);
 		switch (a) {
 		case VCPU_CONTINUE:
+			if (run->exit_reason == KVM_EXIT_IO && run->io.port == PORT_PVPANIC &&
+			    run->io.direction == KVM_EXIT_IO_OUT &&
+			    atomic_load(&vm->exit_code) == VMM_EXIT_PANIC) {
+				/* this vCPU is in the guest's panic path: show where */
+				log_error("vcpu %d reported the panic; its state:", c->kv.id);
+				x86_dump_vcpu(&c->kv, &vm->mem);
+			}
 			continue;
 		case VCPU_POWEROFF:
 			vmm_request_exit(vm, VMM_EXIT_POWEROFF);

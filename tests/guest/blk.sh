@@ -2,7 +2,8 @@
 # Guest test: virtio disks.  Reports each disk, then acts on the ones whose
 # serial (set by the host with --disk ...,id=SERIAL) starts with:
 #   rw   read MiB 0 and print its sha256; write MiB 1 with a pattern (the
-#        serial repeated) and fsync; print "WROTE serial"
+#        serial repeated) and fsync; print "WROTE serial"; on disks of
+#        3 MiB or more, discard MiB 2 and print "DISCARDED serial"
 #   ro   try to write; print RO-WRITE-REFUSED (expected) or RO-WRITE-ACCEPTED
 # The host checks the image files after the guest powers off.
 set -u
@@ -29,6 +30,11 @@ for d in /sys/block/vd*; do
 			echo "WROTE $s"
 		else
 			echo "WRITE-FAILED $s"
+		fi
+		# disks of 3 MiB or more: discard MiB 2 (visor punches a hole)
+		if [ "$(cat /sys/block/$n/size)" -ge 6144 ] &&
+			blkdiscard -o 2097152 -l 1048576 /dev/$n 2>/dev/null; then
+			echo "DISCARDED $s"
 		fi
 		;;
 	ro*)

@@ -55,12 +55,15 @@ blk_case() {
 	[ -n "$why" ] || [ "$(dd if="$c" bs=1048576 skip=1 count=1 2>/dev/null | sha)" = "$(pattern_sum rw-c)" ] ||
 		why="guest's write to rw-c is not in the image file"
 	[ -n "$why" ] || [ "$(head -c 1048576 "$a" | sha)" = "$a0" ] || why="MiB 0 of rw-a changed"
+	[ -n "$why" ] || line "$n" '^DISCARDED rw-a' >/dev/null || why="discard of rw-a failed in the guest"
+	[ -n "$why" ] || [ "$(dd if="$a" bs=1048576 skip=2 count=1 2>/dev/null | sha)" = "$(head -c 1048576 /dev/zero | sha)" ] ||
+		why="discarded range of rw-a is not zero in the image"
 	[ -n "$why" ] || [ "$(sha <"$b")" = "$bsum" ] || why="the read-only image changed"
 	if [ -n "$why" ]; then
 		bad "$n" "$why"
 		show "$n"
 	else
-		ok "$n" "3 disks, data both ways, read-only enforced"
+		ok "$n" "3 disks, data both ways, discard punched, read-only enforced"
 	fi
 	rm -f "$a" "$b" "$c"
 }
