@@ -25,6 +25,15 @@ const char config_usage[] =
 	"  --disk PATH[,readonly][,id=NAME][,transport=pci|mmio]\n"
 	"                       raw disk image as a virtio-blk device (repeatable, up to 8);\n"
 	"                       id is the serial the guest sees (default: diskN)\n"
+	"  --net tap=NAME[,mac=MAC][,transport=pci|mmio]\n"
+	"                       virtio-net on host tap device NAME (repeatable, up to 4)\n"
+	"  --vsock cid=N,uds=PATH[,transport=pci|mmio]\n"
+	"                       virtio-vsock; host programs reach guest port P by connecting\n"
+	"                       to PATH and sending \"CONNECT P\\n\"; guest connections to\n"
+	"                       port P reach the Unix socket PATH_P\n"
+	"  --balloon [size=SIZE][,deflate_on_oom][,stats_period=SECS][,transport=pci|mmio]\n"
+	"                       virtio-balloon with an initial target of SIZE (default 0)\n"
+	"  --control PATH       control socket: \"balloon SIZE\", \"balloon-stats\" (one per line)\n"
 	"  --rng [transport=pci|mmio]\n"
 	"                       virtio-rng entropy device fed from the host's getrandom()\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
@@ -125,6 +134,138 @@ int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t 
 	return 0;
 }
 
+/* Split the next "key=value" or "flag" item off a comma-separated list.
+ * Returns 1 with key/val (val NULL for a flag), 0 at the end, -1 if an
+ * item does not fit the buffers. */
+static int next_item(const char **p, char *key, size_t klen, char *val, size_t vlen, bool *has_val)
+{
+	if (!*p || !**p)
+		return 0;
+	const char *item = *p;
+	const char *comma = strchr(item, ',');
+	size_t len = comma ? (size_t)(comma - item) : strlen(item);
+	*p = comma ? comma + 1 : item + len;
+	const char *eq = memchr(item, '=', len);
+	size_t kl = eq ? (size_t)(eq - item) : len;
+	if (kl >= klen)
+		return -1;
+	memcpy(key, item, kl);
+	key[kl] = 0;
+	*has_val = eq != NULL;
+	val[0] = 0;
+	if (eq) {
+		size_t vl = len - kl - 1;
+		if (vl >= vlen)
+			return -1;
+		memcpy(val, eq + 1, vl);
+		val[vl] = 0;
+	}
+	return 1;
+}
+
+static int parse_u64(const char *v, uint64_t *out)
+{
+	if (!isdigit((unsigned char)*v))
+		return -EINVAL;
+	errno = 0;
+	char *end;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (*end || errno)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+int config_parse_net(const char *val, struct net_config *n, char *err, size_t errlen)
+{
+	memset(n, 0, sizeof(*n));
+	char key[32], v[256];
+	bool has;
+	int r;
+	while ((r = next_item(&val, key, sizeof(key), v, sizeof(v), &has)) > 0) {
+		if (!strcmp(key, "tap") && has) {
+			if (!v[0] || strlen(v) >= sizeof(n->tap) || strchr(v, '/'))
+				return fail(err, errlen, "--net: tap name must be 1 to 15 characters");
+			memcpy(n->tap, v, strlen(v) + 1);
+		} else if (!strcmp(key, "mac") && has) {
+			if (strlen(v) != 17)
+				return fail(err, errlen, "--net: mac must look like 52:54:00:12:34:56");
+			memcpy(n->mac, v, 18);
+		} else if (!strcmp(key, "transport") && has) {
+			if (parse_transport(v, &n->transport))
+				return fail(err, errlen, "--net: transport must be pci or mmio");
+		} else {
+			return fail(err, errlen, "--net: unknown option '%s'", key);
+		}
+	}
+	if (r < 0)
+		return fail(err, errlen, "--net: option too long");
+	if (!n->tap[0])
+		return fail(err, errlen, "--net: tap=NAME is required");
+	return 0;
+}
+
+int config_parse_vsock(const char *val, struct vsock_config *vs, char *err, size_t errlen)
+{
+	memset(vs, 0, sizeof(*vs));
+	char key[32], v[256];
+	bool has, have_cid = false;
+	int r;
+	while ((r = next_item(&val, key, sizeof(key), v, sizeof(v), &has)) > 0) {
+		if (!strcmp(key, "cid") && has) {
+			if (parse_u64(v, &vs->cid) || vs->cid < 3 || vs->cid > 0xfffffffeULL)
+				return fail(err, errlen, "--vsock: cid must be a number from 3 to 4294967294");
+			have_cid = true;
+		} else if (!strcmp(key, "uds") && has) {
+			if (!v[0] || strlen(v) >= sizeof(vs->uds) - 12)
+				return fail(err, errlen, "--vsock: uds path must be 1 to %zu characters",
+					    sizeof(vs->uds) - 13);
+			memcpy(vs->uds, v, strlen(v) + 1);
+		} else if (!strcmp(key, "transport") && has) {
+			if (parse_transport(v, &vs->transport))
+				return fail(err, errlen, "--vsock: transport must be pci or mmio");
+		} else {
+			return fail(err, errlen, "--vsock: unknown option '%s'", key);
+		}
+	}
+	if (r < 0)
+		return fail(err, errlen, "--vsock: option too long");
+	if (!have_cid || !vs->uds[0])
+		return fail(err, errlen, "--vsock: cid=N and uds=PATH are required");
+	vs->enabled = true;
+	return 0;
+}
+
+int config_parse_balloon(const char *val, struct balloon_config *b, char *err, size_t errlen)
+{
+	memset(b, 0, sizeof(*b));
+	char key[32], v[64];
+	bool has;
+	int r;
+	while ((r = next_item(&val, key, sizeof(key), v, sizeof(v), &has)) > 0) {
+		if (!strcmp(key, "size") && has) {
+			if (parse_size(v, &b->size))
+				return fail(err, errlen, "--balloon: size '%s' is not a size", v);
+		} else if (!strcmp(key, "deflate_on_oom") && !has) {
+			b->deflate_on_oom = true;
+		} else if (!strcmp(key, "stats_period") && has) {
+			uint64_t p;
+			if (parse_u64(v, &p) || p > 86400)
+				return fail(err, errlen, "--balloon: stats_period is 0 to 86400 seconds");
+			b->stats_period = (uint32_t)p;
+		} else if (!strcmp(key, "transport") && has) {
+			if (parse_transport(v, &b->transport))
+				return fail(err, errlen, "--balloon: transport must be pci or mmio");
+		} else {
+			return fail(err, errlen, "--balloon: unknown option '%s'", key);
+		}
+	}
+	if (r < 0)
+		return fail(err, errlen, "--balloon: option too long");
+	b->enabled = true;
+	return 0;
+}
+
 int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -164,6 +305,15 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 			cfg->action = ACTION_HELP;
 			return 0;
 		}
+		if (!strcmp(name, "--balloon")) {
+			/* optional value */
+			if (!val && i + 1 < argc && strncmp(argv[i + 1], "--", 2))
+				val = argv[++i];
+			int r = config_parse_balloon(val ? val : "", &cfg->balloon, err, errlen);
+			if (r)
+				return r;
+			continue; /* size is checked against --memory at the end */
+		}
 		if (!strcmp(name, "--rng")) {
 			/* optional value: --rng transport=mmio or --rng=transport=mmio */
 			if (!val && i + 1 < argc && !strncmp(argv[i + 1], "transport=", 10))
@@ -182,7 +332,8 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 			continue;
 		}
 		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
-						       "--memory", "--log-level", "--kvm", "--disk", NULL};
+						       "--memory", "--log-level", "--kvm", "--disk", "--net",
+						       "--vsock", "--control", NULL};
 		int known = 0;
 		for (int k = 0; with_val[k]; k++)
 			known |= !strcmp(name, with_val[k]);
@@ -193,7 +344,24 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 				return fail(err, errlen, "option %s needs a value", name);
 			val = argv[++i];
 		}
-		if (!strcmp(name, "--disk")) {
+		if (!strcmp(name, "--net")) {
+			if (cfg->nnics >= CONFIG_MAX_NICS)
+				return fail(err, errlen, "--net: at most %d network devices", CONFIG_MAX_NICS);
+			int r = config_parse_net(val, &cfg->nics[cfg->nnics], err, errlen);
+			if (r)
+				return r;
+			cfg->nnics++;
+		} else if (!strcmp(name, "--vsock")) {
+			if (cfg->vsock.enabled)
+				return fail(err, errlen, "--vsock: only one vsock device");
+			int r = config_parse_vsock(val, &cfg->vsock, err, errlen);
+			if (r)
+				return r;
+		} else if (!strcmp(name, "--control")) {
+			if (!val[0] || strlen(val) >= 108)
+				return fail(err, errlen, "--control: socket path must be 1 to 107 characters");
+			cfg->control = val;
+		} else if (!strcmp(name, "--disk")) {
 			if (cfg->ndisks >= CONFIG_MAX_DISKS)
 				return fail(err, errlen, "--disk: at most %d disks", CONFIG_MAX_DISKS);
 			struct disk_config *d = &cfg->disks[cfg->ndisks];
@@ -249,5 +417,7 @@ int config_parse_args(int argc, char **argv, struct vm_config *cfg, char *err, s
 	}
 	if (!cfg->kernel)
 		return fail(err, errlen, "run: --kernel PATH is required");
+	if (cfg->balloon.enabled && cfg->balloon.size >= cfg->mem_size)
+		return fail(err, errlen, "--balloon: size must be smaller than --memory");
 	return 0;
 }

@@ -24,6 +24,7 @@ enum config_action { ACTION_RUN, ACTION_HELP, ACTION_VERSION };
 #define CONFIG_MAX_CPUS 254
 
 #define CONFIG_MAX_DISKS 8
+#define CONFIG_MAX_NICS 4
 
 enum virtio_transport_kind { TRANSPORT_PCI, TRANSPORT_MMIO };
 
@@ -31,6 +32,27 @@ struct disk_config {
 	char path[4096];
 	char id[21]; /* serial reported by GET_ID (<= 20 bytes) */
 	bool readonly;
+	enum virtio_transport_kind transport;
+};
+
+struct net_config {
+	char tap[16];   /* IFNAMSIZ */
+	char mac[18];   /* "aa:bb:cc:dd:ee:ff" or empty: derived */
+	enum virtio_transport_kind transport;
+};
+
+struct vsock_config {
+	bool enabled;
+	uint64_t cid;
+	char uds[108]; /* sun_path */
+	enum virtio_transport_kind transport;
+};
+
+struct balloon_config {
+	bool enabled;
+	uint64_t size;  /* initial target, bytes */
+	bool deflate_on_oom;
+	uint32_t stats_period; /* seconds, 0 = off */
 	enum virtio_transport_kind transport;
 };
 
@@ -48,11 +70,22 @@ struct vm_config {
 	struct disk_config disks[CONFIG_MAX_DISKS];
 	bool rng;
 	enum virtio_transport_kind rng_transport;
+	uint32_t nnics;
+	struct net_config nics[CONFIG_MAX_NICS];
+	struct vsock_config vsock;
+	struct balloon_config balloon;
+	const char *control; /* control socket path or NULL */
 };
 
 /* Parse a --disk value "PATH[,readonly][,id=NAME][,transport=pci|mmio]".
  * 0 or -EINVAL with a message. */
 int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t errlen);
+/* "tap=NAME[,mac=MAC][,transport=pci|mmio]" */
+int config_parse_net(const char *val, struct net_config *n, char *err, size_t errlen);
+/* "cid=N,uds=PATH[,transport=pci|mmio]" (cid 3 .. 2^32-2) */
+int config_parse_vsock(const char *val, struct vsock_config *v, char *err, size_t errlen);
+/* "[size=SIZE][,deflate_on_oom][,stats_period=SECONDS][,transport=pci|mmio]" */
+int config_parse_balloon(const char *val, struct balloon_config *b, char *err, size_t errlen);
 
 /* Parse "visor ARGS": argv[0] is the program, argv[1] the subcommand
  * ("run"; "--help"/"--version" also accepted alone).  Fills @cfg (strings

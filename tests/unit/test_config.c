@@ -155,4 +155,59 @@ TEST(disks_and_rng)
 	CHECK(strstr(err, "at most") != NULL);
 }
 
+TEST(net_vsock_balloon_control)
+{
+	struct vm_config c;
+	char err[256];
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--net", "tap=tap0", "--net",
+		       "tap=tap1,mac=52:54:00:12:34:56,transport=mmio", "--vsock", "cid=3,uds=/tmp/v.sock",
+		       "--balloon", "size=64M,deflate_on_oom,stats_period=2", "--control", "/tmp/c.sock",
+		       NULL), 0);
+	CHECK_EQ(c.nnics, 2);
+	CHECK_STR(c.nics[0].tap, "tap0");
+	CHECK_STR(c.nics[0].mac, "");
+	CHECK_STR(c.nics[1].mac, "52:54:00:12:34:56");
+	CHECK_EQ(c.nics[1].transport, TRANSPORT_MMIO);
+	CHECK(c.vsock.enabled);
+	CHECK_EQ(c.vsock.cid, 3);
+	CHECK_STR(c.vsock.uds, "/tmp/v.sock");
+	CHECK(c.balloon.enabled);
+	CHECK_EQ(c.balloon.size, 64ULL << 20);
+	CHECK(c.balloon.deflate_on_oom);
+	CHECK_EQ(c.balloon.stats_period, 2);
+	CHECK_STR(c.control, "/tmp/c.sock");
+	/* --balloon with no value */
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--balloon", NULL), 0);
+	CHECK(c.balloon.enabled);
+	CHECK_EQ(c.balloon.size, 0);
+	struct {
+		const char *opt, *val, *msg;
+	} bad[] = {
+		{"--net", "mac=52:54:00:12:34:56", "tap=NAME is required"},
+		{"--net", "tap=", "1 to 15"},
+		{"--net", "tap=averyveryverylongname", "1 to 15"},
+		{"--net", "tap=t,mac=1:2", "mac must"},
+		{"--net", "tap=t,speed=10", "unknown option"},
+		{"--vsock", "cid=2,uds=/x", "cid must"},
+		{"--vsock", "cid=99999999999,uds=/x", "cid must"},
+		{"--vsock", "cid=3", "required"},
+		{"--vsock", "uds=/x", "required"},
+		{"--balloon", "size=lots", "not a size"},
+		{"--balloon", "stats_period=-1", "stats_period"},
+		{"--balloon", "size=1G", "smaller than --memory"},
+		{"--balloon", "turbo", "unknown option"},
+		{"--control", "", "1 to 107"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		CHECK_EQ(parse(&c, err, "run", "--kernel", "k", bad[i].opt, bad[i].val, NULL),
+			 (unsigned long long)-EINVAL);
+		if (!strstr(err, bad[i].msg))
+			printf("  case %zu: '%s' lacks '%s'\n", i, err, bad[i].msg);
+		CHECK(strstr(err, bad[i].msg) != NULL);
+	}
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--vsock", "cid=3,uds=/a", "--vsock",
+		       "cid=4,uds=/b", NULL), (unsigned long long)-EINVAL);
+}
+
 TEST_MAIN()
