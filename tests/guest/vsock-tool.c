@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vsock-tool: guest-side helper for visor's vsock tests (static binary in
+ * the guest initrd; busybox has no AF_VSOCK client or server).
+ *
+ *   vsock-tool listen PORT          accept one connection, echo everything
+ *                                   back until EOF, then exit 0
+ *   vsock-tool serve PORT N         accept N connections one after another,
+ *                                   echo each (for concurrent host clients)
+ *   vsock-tool send CID PORT BYTES  connect, send BYTES bytes of a
+ *                                   deterministic pattern, then read the echo
+ *                                   and print "ECHO-OK n" if identical
+ *   vsock-tool sink CID PORT        connect, read until EOF, print
+ *                                   "SINK bytes=N sum=S" (S: 32-bit FNV-1a)
+ */
+#include <errno.h>
+#include <linux/vm_sockets.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint8_t pat(uint64_t i)
+{
+	return (uint8_t)((i * 2654435761u) >> 13);
+}
+
+static int echo(int c)
+{
+	static char buf[65536];
+	for (;;) {
+		ssize_t n = read(c, buf, sizeof(buf));
+		if (n <= 0)
+			return n < 0;
+		for (ssize_t o = 0; o < n;) {
+			ssize_t w = write(c, buf + o, (size_t)(n - o));
+			if (w <= 0)
+				return 1;
+			o += w;
+		}
+	}
+}
+
+static int listener(unsigned port)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+	struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_ANY};
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 16) < 0) {
+		perror("vsock listen");
+		exit(2);
+	}
+	printf("LISTENING %u\n", port);
+	fflush(stdout);
+	return s;
+}
+
+static int connect_to(unsigned cid, unsigned port)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+	struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = cid};
+	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		perror("vsock connect");
+		exit(2);
+	}
+	return s;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 3 && !strcmp(argv[1], "listen")) {
+		int s = listener((unsigned)atoi(argv[2]));
+		int c = accept(s, NULL, NULL);
+		return c < 0 ? 2 : echo(c);
+	}
+	if (argc >= 4 && !strcmp(argv[1], "serve")) {
+		int s = listener((unsigned)atoi(argv[2]));
+		int n = atoi(argv[3]), rc = 0;
+		for (int i = 0; i < n; i++) {
+			int c = accept(s, NULL, NULL);
+			if (c < 0)
+				return 2;
+			if (fork() == 0)
+				_exit(echo(c));
+			close(c);
+		}
+		while (n-- > 0) {
+			int st;
+			if (wait(&st) < 0 || st)
+				rc = 1;
+		}
+		return rc;
+	}
+	if (argc >= 5 && !strcmp(argv[1], "send")) {
+		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
+		uint64_t total = strtoull(argv[4], NULL, 10), sent = 0, got = 0, bad = 0;
+		static uint8_t buf[65536];
+		pid_t p = fork();
+		if (p == 0) {
+			while (sent < total) {
+				size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
+				for (size_t i = 0; i < k; i++)
+					buf[i] = pat(sent + i);
+				ssize_t w = write(s, buf, k);
+				if (w <= 0)
+					_exit(1);
+				sent += (uint64_t)w;
+			}
+			shutdown(s, SHUT_WR);
+			_exit(0);
+		}
+		for (;;) {
+			ssize_t n = read(s, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			for (ssize_t i = 0; i < n; i++)
+				bad += buf[i] != pat(got + (uint64_t)i);
+			got += (uint64_t)n;
+		}
+		int st;
+		waitpid(p, &st, 0);
+		if (got == total && !bad && st == 0) {
+			printf("ECHO-OK %llu\n", (unsigned long long)got);
+			return 0;
+		}
+		printf("ECHO-BAD got=%llu bad=%llu\n", (unsigned long long)got, (unsigned long long)bad);
+		return 1;
+	}
+	if (argc >= 4 && !strcmp(argv[1], "sink")) {
+		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
+		static uint8_t buf[65536];
+		uint64_t n_total = 0;
+		uint32_t h = 2166136261u;
+		for (;;) {
+			ssize_t n = read(s, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			for (ssize_t i = 0; i < n; i++)
+				h = (h ^ buf[i]) * 16777619u;
+			n_total += (uint64_t)n;
+		}
+		printf("SINK bytes=%llu sum=%08x\n", (unsigned long long)n_total, h);
+		return 0;
+	}
+	fprintf(stderr, "usage: vsock-tool listen PORT | serve PORT N | send CID PORT BYTES | sink CID PORT\n");
+	return 2;
+}
