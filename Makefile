@@ -68,6 +68,12 @@ $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/
 
 kvm-guests: $(KVM_GUESTS)
 
+# Host-side helpers of the lab tests (static: they run inside the lab's L1).
+LAB_TOOLS := $(BUILD)/lab-tools/uds-tool
+$(BUILD)/lab-tools/%: tests/lab/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
+
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c against the library sources.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
@@ -80,7 +86,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 fuzz: $(FUZZ_BINS)
 	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)
 
-test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS)
+test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
 	tests/run-all
 
 run: all
