@@ -69,8 +69,11 @@ $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/
 kvm-guests: $(KVM_GUESTS)
 
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
-LAB_TOOLS := $(BUILD)/lab-tools/uds-tool
+LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool
 $(BUILD)/lab-tools/%: tests/lab/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
+$(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
 

@@ -31,8 +31,10 @@ const char config_usage[] =
 	"                       virtio-vsock; host programs reach guest port P by connecting\n"
 	"                       to PATH and sending \"CONNECT P\\n\"; guest connections to\n"
 	"                       port P reach the Unix socket PATH_P\n"
-	"  --balloon [size=SIZE][,deflate_on_oom][,stats_period=SECS][,transport=pci|mmio]\n"
-	"                       virtio-balloon with an initial target of SIZE (default 0)\n"
+	"  --balloon [size=SIZE][,deflate_on_oom][,stats_period=SECS][,reporting=on|off]\n"
+	"            [,transport=pci|mmio]\n"
+	"                       virtio-balloon with an initial target of SIZE (default 0);\n"
+	"                       free page reporting returns freed guest pages (default on)\n"
 	"  --control PATH       control socket: \"balloon SIZE\", \"balloon-stats\" (one per line)\n"
 	"  --rng [transport=pci|mmio]\n"
 	"                       virtio-rng entropy device fed from the host's getrandom()\n"
@@ -246,6 +248,10 @@ int config_parse_balloon(const char *val, struct balloon_config *b, char *err, s
 		if (!strcmp(key, "size") && has) {
 			if (parse_size(v, &b->size))
 				return fail(err, errlen, "--balloon: size '%s' is not a size", v);
+		} else if (!strcmp(key, "reporting") && has) {
+			if (strcmp(v, "on") && strcmp(v, "off"))
+				return fail(err, errlen, "--balloon: reporting must be on or off");
+			b->no_reporting = !strcmp(v, "off");
 		} else if (!strcmp(key, "deflate_on_oom") && !has) {
 			b->deflate_on_oom = true;
 		} else if (!strcmp(key, "stats_period") && has) {

@@ -53,6 +53,7 @@ struct balloon_config {
 	uint64_t size;  /* initial target, bytes */
 	bool deflate_on_oom;
 	uint32_t stats_period; /* seconds, 0 = off */
+	bool no_reporting;     /* reporting=off: no free page reporting */
 	enum virtio_transport_kind transport;
 };
 
@@ -84,7 +85,8 @@ int config_parse_disk(const char *val, struct disk_config *d, char *err, size_t 
 int config_parse_net(const char *val, struct net_config *n, char *err, size_t errlen);
 /* "cid=N,uds=PATH[,transport=pci|mmio]" (cid 3 .. 2^32-2) */
 int config_parse_vsock(const char *val, struct vsock_config *v, char *err, size_t errlen);
-/* "[size=SIZE][,deflate_on_oom][,stats_period=SECONDS][,transport=pci|mmio]" */
+/* "[size=SIZE][,deflate_on_oom][,stats_period=SECONDS][,reporting=on|off]
+ *  [,transport=pci|mmio]" */
 int config_parse_balloon(const char *val, struct balloon_config *b, char *err, size_t errlen);
 
 /* Parse "visor ARGS": argv[0] is the program, argv[1] the subcommand

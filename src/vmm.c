@@ -33,8 +33,11 @@
 #include "devices/rtc.h"
 #include "devices/pci/pci.h"
 #include "devices/serial.h"
+#include "control.h"
+#include "devices/virtio/virtio_balloon.h"
 #include "devices/virtio/virtio_blk.h"
 #include "devices/virtio/virtio_mmio.h"
+#include "devices/virtio/virtio_net.h"
 #include "devices/virtio/virtio_pci.h"
 #include "devices/virtio/virtio_rng.h"
 #include "event/loop.h"
@@ -79,8 +82,14 @@ struct vmm {
 	struct virtio_blk blk[CONFIG_MAX_DISKS];
 	bool rng_ready;
 	struct virtio_rng rng;
+	bool balloon_ready;
+	struct virtio_balloon balloon;
+	uint32_t nnet;
+	struct virtio_net net[CONFIG_MAX_NICS];
+	bool control_ready;
+	struct control control;
 	uint32_t nvpci, nvmmio;
-	struct virtio_pci vpci[CONFIG_MAX_DISKS + 1];
+	struct virtio_pci vpci[CONFIG_MAX_DISKS + CONFIG_MAX_NICS + 3];
 	struct virtio_mmio vmmio[VIRTIO_MMIO_MAX_DEVS];
 	uint8_t mmio_aml[2048];
 	size_t mmio_aml_len;
@@ -610,6 +619,9 @@ static int plan_virtio_mmio(struct vmm *vm)
 	for (uint32_t i = 0; i < vm->cfg.ndisks; i++)
 		n += vm->cfg.disks[i].transport == TRANSPORT_MMIO;
 	n += vm->cfg.rng && vm->cfg.rng_transport == TRANSPORT_MMIO;
+	n += vm->cfg.balloon.enabled && vm->cfg.balloon.transport == TRANSPORT_MMIO;
+	for (uint32_t i = 0; i < vm->cfg.nnics; i++)
+		n += vm->cfg.nics[i].transport == TRANSPORT_MMIO;
 	if (n > VIRTIO_MMIO_MAX_DEVS) {
 		log_error("at most %d devices can use transport=mmio (%u requested)",
 			  VIRTIO_MMIO_MAX_DEVS, n);
@@ -642,6 +654,24 @@ static int create_virtio_devices(struct vmm *vm)
 		}
 		vm->nblk++;
 	}
+	for (uint32_t i = 0; i < vm->cfg.nnics; i++) {
+		const struct net_config *nc = &vm->cfg.nics[i];
+		uint8_t mac[6];
+		if (nc->mac[0]) {
+			if (net_parse_mac(nc->mac, mac)) {
+				log_error("--net: '%s' is not a unicast MAC address", nc->mac);
+				return -1;
+			}
+		} else {
+			net_default_mac(nc->tap, i, mac);
+		}
+		if (virtio_net_create(&vm->net[i], nc->tap, mac, &vm->mem, &vm->loop, err,
+				      sizeof(err))) {
+			log_error("--net tap=%s: %s", nc->tap, err);
+			return -1;
+		}
+		vm->nnet++;
+	}
 	if (vm->cfg.rng) {
 		int r = virtio_rng_init(&vm->rng, &vm->mem, &vm->loop);
 		if (r) {
@@ -649,6 +679,18 @@ static int create_virtio_devices(struct vmm *vm)
 			return -1;
 		}
 		vm->rng_ready = true;
+	}
+	if (vm->cfg.balloon.enabled) {
+		const struct balloon_config *bc = &vm->cfg.balloon;
+		int r = virtio_balloon_create(&vm->balloon, bc->size & ~0xfffULL, bc->deflate_on_oom,
+					      bc->stats_period, &vm->mem, &vm->loop);
+		if (r) {
+			log_error("cannot create the virtio-balloon device: %s", strerror(-r));
+			return -1;
+		}
+		vm->balloon_ready = true;
+		if (bc->no_reporting)
+			virtio_balloon_disable_reporting(&vm->balloon);
 	}
 	return 0;
 }
@@ -697,9 +739,61 @@ static int setup_pci_and_virtio(struct vmm *vm)
 	for (uint32_t i = 0; i < vm->nblk; i++)
 		if (attach_virtio(vm, &vm->blk[i].vdev, vm->cfg.disks[i].transport))
 			return -1;
+	for (uint32_t i = 0; i < vm->nnet; i++)
+		if (attach_virtio(vm, &vm->net[i].vdev, vm->cfg.nics[i].transport))
+			return -1;
 	if (vm->rng_ready && attach_virtio(vm, &vm->rng.vdev, vm->cfg.rng_transport))
 		return -1;
+	if (vm->balloon_ready && attach_virtio(vm, &vm->balloon.vdev, vm->cfg.balloon.transport))
+		return -1;
 	return 0;
+}
+
+/* ---- control socket (event loop thread) ---------------------------------- */
+
+static void control_cmd(void *ctx, const char *line, char *reply, size_t len)
+{
+	struct vmm *vm = ctx;
+	char arg[64] = "";
+	if (!strncmp(line, "balloon ", 8)) {
+		uint64_t bytes;
+		if (!vm->balloon_ready) {
+			snprintf(reply, len, "ERROR no balloon device (start with --balloon)");
+		} else if (sscanf(line + 8, "%63s", arg) != 1 || parse_size(arg, &bytes)) {
+			snprintf(reply, len, "ERROR usage: balloon SIZE (e.g. balloon 128M)");
+		} else if (bytes & 0xfff) {
+			snprintf(reply, len, "ERROR balloon size must be a multiple of 4 KiB");
+		} else {
+			int r = virtio_balloon_set_target(&vm->balloon, bytes);
+			if (r)
+				snprintf(reply, len, "ERROR %s", r == -EINVAL ? "balloon larger than guest memory"
+									    : strerror(-r));
+			else
+				snprintf(reply, len, "OK target=%lluM", (unsigned long long)(bytes >> 20));
+		}
+	} else if (!strcmp(line, "balloon-stats")) {
+		struct virtio_balloon_info bi;
+		struct virtio_balloon_stats st;
+		if (!vm->balloon_ready || virtio_balloon_get_info(&vm->balloon, &bi)) {
+			snprintf(reply, len, "ERROR no balloon device");
+			return;
+		}
+		(void)virtio_balloon_request_stats(&vm->balloon); /* refresh for next time */
+		int have = virtio_balloon_get_stats(&vm->balloon, &st) == 0;
+		snprintf(reply, len,
+			 "OK target=%lluK actual=%lluK inflated=%lluK reported=%lluK free=%lldK total=%lldK",
+			 (unsigned long long)bi.target_pages * 4, (unsigned long long)bi.actual_pages * 4,
+			 (unsigned long long)bi.inflated_pages * 4,
+			 (unsigned long long)(bi.reported_bytes >> 10),
+			 have && (st.valid & (1u << VIRTIO_BALLOON_S_MEMFREE))
+				 ? (long long)(st.val[VIRTIO_BALLOON_S_MEMFREE] >> 10)
+				 : -1LL,
+			 have && (st.valid & (1u << VIRTIO_BALLOON_S_MEMTOT))
+				 ? (long long)(st.val[VIRTIO_BALLOON_S_MEMTOT] >> 10)
+				 : -1LL);
+	} else {
+		snprintf(reply, len, "ERROR unknown command (balloon SIZE, balloon-stats)");
+	}
 }
 
 static int setup_vcpus(struct vmm *vm)
@@ -758,6 +852,15 @@ struct vmm *vmm_create(const struct vm_config *cfg, uint64_t start_ns)
 	vm->kp_ready = true;
 	if (setup_devices(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
 		goto fail;
+	if (cfg->control) {
+		char err[256];
+		if (control_init(&vm->control, cfg->control, &vm->loop, control_cmd, vm, err,
+				 sizeof(err))) {
+			log_error("--control %s", err);
+			goto fail;
+		}
+		vm->control_ready = true;
+	}
 	return vm;
 fail:
 	vmm_destroy(vm);
@@ -837,6 +940,8 @@ void vmm_destroy(struct vmm *vm)
 	/* transports first (they unregister ioeventfds and MSI routes, which
 	 * needs the VM), then the devices (waiting for I/O still in flight),
 	 * then KVM and guest memory */
+	if (vm->control_ready)
+		control_destroy(&vm->control);
 	for (uint32_t i = 0; i < vm->nvpci; i++)
 		virtio_pci_destroy(&vm->vpci[i]);
 	for (uint32_t i = 0; i < vm->nvmmio; i++)
@@ -847,6 +952,10 @@ void vmm_destroy(struct vmm *vm)
 		virtio_blk_destroy(&vm->blk[i]);
 	if (vm->rng_ready)
 		virtio_rng_destroy(&vm->rng);
+	if (vm->balloon_ready)
+		virtio_balloon_destroy(&vm->balloon);
+	for (uint32_t i = 0; i < vm->nnet; i++)
+		virtio_net_destroy(&vm->net[i]);
 	if (vm->kp_ready)
 		kvm_platform_destroy(&vm->kp);
 	kvm_close(&vm->kvm);

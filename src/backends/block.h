@@ -96,6 +96,15 @@ struct blk_backend {
 	const char *name;  /* for messages */
 };
 
+/* For back ends' submit(): check @io against the contract and @be before
+ * accepting it.  Returns -EINVAL (unknown op; READ/WRITE without iovecs,
+ * with more than IOV_MAX or with lengths whose sum overflows; DISCARD or
+ * WRITE_ZEROES of 0 bytes or more than INT64_MAX; any range not inside the
+ * disk), -EROFS (anything but READ/FLUSH on a read-only back end), in that
+ * order of precedence, or 0 with the operation's length in bytes in *@len
+ * (sum of the iovecs, io->len, or 0 for FLUSH). */
+int blk_check_io(const struct blk_backend *be, const struct blk_io *io, uint64_t *len);
+
 static inline int blk_submit(struct blk_backend *be, struct blk_io *io)
 {
 	return be->ops->submit(be, io);

@@ -7,7 +7,6 @@
  * plays the event loop: completion order and timing are in the test's hands.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,33 +19,10 @@
 static int mem_submit(struct blk_backend *be, struct blk_io *io)
 {
 	struct blk_mem *m = container_of(be, struct blk_mem, be);
-	uint64_t len = 0;
-	switch (io->op) {
-	case BLK_OP_READ:
-	case BLK_OP_WRITE:
-		if (io->iovcnt == 0 || io->iovcnt > IOV_MAX)
-			return -EINVAL;
-		for (unsigned i = 0; i < io->iovcnt; i++) {
-			if (io->iov[i].iov_len > UINT64_MAX - len)
-				return -EINVAL;
-			len += io->iov[i].iov_len;
-		}
-		break;
-	case BLK_OP_DISCARD:
-	case BLK_OP_WRITE_ZEROES:
-		if (io->len == 0)
-			return -EINVAL;
-		len = io->len;
-		break;
-	case BLK_OP_FLUSH:
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (be->readonly && io->op != BLK_OP_READ && io->op != BLK_OP_FLUSH)
-		return -EROFS;
-	if (io->op != BLK_OP_FLUSH && (io->offset > be->size || len > be->size - io->offset))
-		return -EINVAL;
+	uint64_t len;
+	int r = blk_check_io(be, io, &len);
+	if (r)
+		return r;
 	if (m->outstanding >= be->capacity)
 		return -EAGAIN;
 	io->rw_len = len;

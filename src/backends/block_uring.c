@@ -22,7 +22,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -285,34 +284,10 @@ static void on_timer(struct loop *l, int fd, uint32_t events, void *ctx)
 static int uring_submit(struct blk_backend *be, struct blk_io *io)
 {
 	struct blk_uring *u = to_uring(be);
-	uint64_t len = 0;
-	switch (io->op) {
-	case BLK_OP_READ:
-	case BLK_OP_WRITE:
-		if (io->iovcnt == 0 || io->iovcnt > IOV_MAX)
-			return -EINVAL;
-		for (unsigned i = 0; i < io->iovcnt; i++) {
-			if (io->iov[i].iov_len > UINT64_MAX - len)
-				return -EINVAL;
-			len += io->iov[i].iov_len;
-		}
-		break;
-	case BLK_OP_DISCARD:
-	case BLK_OP_WRITE_ZEROES:
-		if (io->len == 0 || io->len > (uint64_t)INT64_MAX)
-			return -EINVAL;
-		len = io->len;
-		break;
-	case BLK_OP_FLUSH:
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (be->readonly && io->op != BLK_OP_READ && io->op != BLK_OP_FLUSH)
-		return -EROFS;
-	/* Never beyond the disk: a write past the end would grow the file. */
-	if (io->op != BLK_OP_FLUSH && (io->offset > be->size || len > be->size - io->offset))
-		return -EINVAL;
+	uint64_t len;
+	int r = blk_check_io(be, io, &len);
+	if (r)
+		return r;
 	io->rw_len = len;
 	io->done_bytes = 0;
 	io->retries = 0;

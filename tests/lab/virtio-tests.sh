@@ -112,6 +112,115 @@ for t in pci mmio; do
 	ok "$n" "$(line "$n" '^RNG_CURRENT=') $(line "$n" '^RNG_BYTES=')"
 done
 
+# virtio-balloon through the control socket: inflating by 100 MiB lowers
+# visor's RSS by about that much and the guest's MemTotal by 100 MiB;
+# deflating gives it back; the guest's statistics arrive.
+UDS="$DIR/lab-tools/uds-tool"
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+ctl() { "$UDS" connect-raw "$T/ctl.sock" "$1
+"; }
+# wait_for NAME REGEX SECS: wait for a console line
+wait_for() {
+	_i=0
+	while [ $_i -lt "$3" ]; do
+		tr -d '\r' <"$T/$1.out" | grep -q -E "$2" && return 0
+		sleep 1
+		_i=$((_i + 1))
+	done
+	return 1
+}
+# wait_actual KB SECS: wait until the driver reports that balloon size
+wait_actual() {
+	_i=0
+	while [ $_i -lt "$2" ]; do
+		ctl balloon-stats | grep -q " actual=$1K " && return 0
+		sleep 1
+		_i=$((_i + 1))
+	done
+	return 1
+}
+last_memtotal() { tr -d '\r' <"$T/$1.out" | sed -n 's/^MEMTOTAL=\([0-9]*\)$/\1/p' | tail -n 1; }
+n=balloon
+if [ ! -x "$UDS" ]; then
+	bad "$n" "$UDS is missing"
+else
+	: >"$T/$n.out"
+	: >"$T/$n.err"
+	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
+		--balloon reporting=off,stats_period=1 --control "$T/ctl.sock" \
+		--cmdline "$BASE visor.test=balloon visor.hold=1" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
+	vpid=$!
+	why=""
+	wait_for "$n" '^MEMTOTAL=' "$TMO" || why="guest never reported MemTotal"
+	[ -n "$why" ] || { sleep 2; m0=$(last_memtotal "$n"); r0=$(rss_kb $vpid); }
+	[ -n "$why" ] || ctl "balloon 100M" | grep -q '^OK target=100M' || why="control socket refused 'balloon 100M'"
+	[ -n "$why" ] || wait_actual 102400 120 || why="guest did not inflate to 100 MiB: $(ctl balloon-stats)"
+	[ -n "$why" ] || { sleep 3; r1=$(rss_kb $vpid); m1=$(last_memtotal "$n"); }
+	[ -n "$why" ] || [ $((r0 - r1)) -ge 81920 ] || why="RSS fell by only $((r0 - r1)) kB (from $r0 kB) after inflating 100 MiB"
+	[ -n "$why" ] || [ $((m0 - m1)) -ge 92160 ] || why="guest MemTotal fell by only $((m0 - m1)) kB"
+	stats=$(ctl balloon-stats)
+	[ -n "$why" ] || echo "$stats" | grep -q 'free=[0-9]' || why="no guest statistics: $stats"
+	[ -n "$why" ] || ctl "balloon 0" | grep -q '^OK' || why="control socket refused 'balloon 0'"
+	[ -n "$why" ] || wait_actual 0 120 || why="guest did not deflate: $(ctl balloon-stats)"
+	[ -n "$why" ] || { sleep 3; m2=$(last_memtotal "$n"); }
+	[ -n "$why" ] || [ "$m2" -ge $((m0 - 4096)) ] || why="MemTotal did not come back after deflating ($m2 kB vs $m0 kB)"
+	[ -n "$why" ] || ctl "balloon 1T" | grep -q '^ERROR' || why="an oversized target was accepted"
+	kill -9 $vpid 2>/dev/null
+	wait $vpid 2>/dev/null
+	if [ -n "$why" ]; then
+		bad "$n" "$why"
+		show "$n"
+	else
+		ok "$n" "RSS -$(((r0 - r1) / 1024)) MiB, MemTotal -$(((m0 - m1) / 1024)) MiB for a 100 MiB balloon; deflated; $(echo "$stats" | grep -o 'free=[0-9]*K')"
+	fi
+fi
+
+# virtio-net on a tap: ping, then 4 MiB of TCP each way, byte-identical
+# (link-local addresses; the tap exists only inside this machine)
+TCP="$DIR/lab-tools/tcp-tool"
+n=net
+if [ ! -x "$TCP" ] || [ ! -c /dev/net/tun ]; then
+	bad "$n" "needs $TCP and /dev/net/tun"
+else
+	: >"$T/$n.out"
+	: >"$T/$n.err"
+	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0,mac=52:54:00:12:34:56 \
+		--cmdline "$BASE visor.test=net" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
+	vpid=$!
+	why=""
+	i=0
+	while [ $i -lt 60 ] && [ ! -e /sys/class/net/vtap0 ]; do sleep 1; i=$((i + 1)); done
+	if [ -e /sys/class/net/vtap0 ]; then
+		ip addr add 169.254.10.1/24 dev vtap0
+		ip link set vtap0 up
+	else
+		why="tap vtap0 never appeared"
+	fi
+	"$TCP" sink 5001 >"$T/g2h" 2>&1 &
+	spid=$!
+	[ -n "$why" ] || wait_for "$n" '^LISTENING 5002' "$TMO" || why="guest never got to receiving (ping or send failed)"
+	[ -n "$why" ] || "$TCP" send 169.254.10.2 5002 4194304 >"$T/h2g" 2>&1 || why="sending to the guest failed: $(cat "$T/h2g")"
+	[ -n "$why" ] || wait_for "$n" '^VISOR-TEST-RESULT: net' "$TMO" || why="guest test did not finish"
+	wait $vpid
+	rc=$?
+	kill $spid 2>/dev/null
+	gsent=$(line "$n" '^SENT ' | sed 's/^SENT \([0-9]*\) sum=\(.*\)$/\1 \2/')
+	hsink=$(sed -n 's/^SINK bytes=\([0-9]*\) sum=\(.*\)$/\1 \2/p' "$T/g2h")
+	hsent=$(sed -n 's/^SENT \([0-9]*\) sum=\(.*\)$/\1 \2/p' "$T/h2g")
+	gsink=$(line "$n" '^SINK ' | sed 's/^SINK bytes=\([0-9]*\) sum=\(.*\)$/\1 \2/')
+	[ -n "$why" ] || line "$n" '^MAC=52:54:00:12:34:56$' >/dev/null || why="guest MAC is not the configured one"
+	[ -n "$why" ] || line "$n" '^PING-OK' >/dev/null || why="ping failed"
+	[ -n "$why" ] || [ -n "$gsent" ] && [ "$gsent" = "$hsink" ] || why="${why:-guest->host TCP differs: sent '$gsent', received '$hsink'}"
+	[ -n "$why" ] || [ -n "$hsent" ] && [ "$hsent" = "$gsink" ] || why="${why:-host->guest TCP differs: sent '$hsent', received '$gsink'}"
+	[ -n "$why" ] || [ "$rc" = 0 ] || why="visor exited with $rc"
+	if [ -n "$why" ]; then
+		bad "$n" "$why"
+		show "$n"
+	else
+		ok "$n" "ping, 4 MiB TCP each way identical ($gsent / $hsent)"
+	fi
+fi
+
 # bad disk options: one clear error line, exit 1, before any KVM work
 reject_disk() {
 	n=$1

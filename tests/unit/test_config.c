@@ -175,10 +175,13 @@ TEST(net_vsock_balloon_control)
 	CHECK_EQ(c.balloon.size, 64ULL << 20);
 	CHECK(c.balloon.deflate_on_oom);
 	CHECK_EQ(c.balloon.stats_period, 2);
+	CHECK(!c.balloon.no_reporting);
 	CHECK_STR(c.control, "/tmp/c.sock");
 	/* --balloon with no value */
 	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--balloon", NULL), 0);
 	CHECK(c.balloon.enabled);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--balloon", "reporting=off", NULL), 0);
+	CHECK(c.balloon.no_reporting);
 	CHECK_EQ(c.balloon.size, 0);
 	struct {
 		const char *opt, *val, *msg;
@@ -196,6 +199,7 @@ TEST(net_vsock_balloon_control)
 		{"--balloon", "stats_period=-1", "stats_period"},
 		{"--balloon", "size=1G", "smaller than --memory"},
 		{"--balloon", "turbo", "unknown option"},
+		{"--balloon", "reporting=maybe", "on or off"},
 		{"--control", "", "1 to 107"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -9,27 +9,10 @@
 #include <errno.h>
 #include <stdbool.h>
 
+#include "le_read.h"
 #include "test.h"
 
 #define EBDA_SIZE (GPA_EBDA_END - GPA_MPTABLE)
-
-static uint8_t sum8(const uint8_t *p, size_t n)
-{
-	uint8_t s = 0;
-	for (size_t i = 0; i < n; i++)
-		s = (uint8_t)(s + p[i]);
-	return s;
-}
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* Scan len bytes at 16-byte steps for a floating pointer with a valid
  * checksum; returns its offset or -1. */

@@ -14,93 +14,9 @@
 #include "../../src/arch/x86/acpi.h"
 #include "../../src/arch/x86/aml.h"
 #include "../../src/arch/x86/layout.h"
+#include "le_read.h"
+#include "msi_fake.h"
 #include "test.h"
-
-/* ---- fake platform: records what MSI-X asks for -------------------------- */
-
-#define MAXREC 64
-
-struct fake_plat {
-	struct platform p;
-	int nalloc, nupdate, nfree, nsend;
-	int fail_alloc; /* msi_alloc returns this if non-zero */
-	uint64_t alloc_addr[MAXREC], update_addr[MAXREC], send_addr[MAXREC];
-	uint32_t alloc_data[MAXREC], update_data[MAXREC], send_data[MAXREC];
-	int fds[MAXREC]; /* eventfd per handle */
-	int freed[MAXREC];
-};
-
-#define FP(p) ((struct fake_plat *)(p))
-
-static int fp_msi_alloc(struct platform *p, uint64_t addr, uint32_t data, int *handle, int *fd)
-{
-	struct fake_plat *f = FP(p);
-	if (f->fail_alloc)
-		return f->fail_alloc;
-	if (f->nalloc >= MAXREC)
-		return -ENOSPC;
-	int h = f->nalloc++;
-	f->alloc_addr[h] = addr;
-	f->alloc_data[h] = data;
-	f->fds[h] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	*handle = h;
-	*fd = f->fds[h];
-	return 0;
-}
-
-static int fp_msi_update(struct platform *p, int handle, uint64_t addr, uint32_t data)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nupdate < MAXREC) {
-		f->update_addr[f->nupdate] = addr;
-		f->update_data[f->nupdate] = data;
-	}
-	f->nupdate++;
-	return handle >= 0 && handle < f->nalloc ? 0 : -ENOENT;
-}
-
-static void fp_msi_free(struct platform *p, int handle)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nfree < MAXREC)
-		f->freed[f->nfree] = handle;
-	f->nfree++;
-}
-
-static int fp_msi_send(struct platform *p, uint64_t addr, uint32_t data)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nsend < MAXREC) {
-		f->send_addr[f->nsend] = addr;
-		f->send_data[f->nsend] = data;
-	}
-	f->nsend++;
-	return 0;
-}
-
-static const struct platform_ops fp_ops = {
-	.msi_alloc = fp_msi_alloc,
-	.msi_update = fp_msi_update,
-	.msi_free = fp_msi_free,
-	.msi_send = fp_msi_send,
-};
-
-static void fp_init(struct fake_plat *f, struct bus *pio, struct bus *mmio)
-{
-	memset(f, 0, sizeof(*f));
-	f->p.ops = &fp_ops;
-	f->p.pio = pio;
-	f->p.mmio = mmio;
-	for (int i = 0; i < MAXREC; i++)
-		f->fds[i] = -1;
-}
-
-static void fp_destroy(struct fake_plat *f)
-{
-	for (int i = 0; i < MAXREC; i++)
-		if (f->fds[i] >= 0)
-			close(f->fds[i]);
-}
 
 static uint64_t efd_count(int fd)
 {
@@ -969,11 +885,6 @@ TEST(msix_init_validation)
 }
 
 /* ---- ACPI ------------------------------------------------------------------ */
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)bytes_le(p, 4);
-}
 
 static const uint8_t *find_bytes(const uint8_t *h, size_t hl, const void *n, size_t nl)
 {

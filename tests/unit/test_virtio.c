@@ -11,6 +11,7 @@
 
 #include "../../src/util/log.h"
 #include "test.h"
+#include "virtio_fake.h"
 
 #define ACK VIRTIO_STATUS_ACKNOWLEDGE
 #define DRV VIRTIO_STATUS_DRIVER
@@ -110,24 +111,6 @@ static void fake_fini(struct fake *f)
 	guest_mem_destroy(&f->mem);
 }
 
-static void write_features(struct fake *f, uint64_t features)
-{
-	f->dev.driver_feature_sel = 0;
-	virtio_dev_write_driver_features(&f->dev, (uint32_t)features);
-	f->dev.driver_feature_sel = 1;
-	virtio_dev_write_driver_features(&f->dev, (uint32_t)(features >> 32));
-}
-
-/* §3.1.1 steps 1-5 with @features; returns the status read back. */
-static uint8_t negotiate(struct fake *f, uint64_t features)
-{
-	virtio_dev_set_status(&f->dev, ACK);
-	virtio_dev_set_status(&f->dev, ACK | DRV);
-	write_features(f, features);
-	virtio_dev_set_status(&f->dev, ACK | DRV | FOK);
-	return virtio_dev_get_status(&f->dev);
-}
-
 /* Program queue @i with valid rings and mark it ready. */
 static void setup_queue(struct fake *f, uint16_t i)
 {
@@ -146,7 +129,7 @@ static void setup_queue(struct fake *f, uint16_t i)
 /* A live device with queue 0 set up (and queue 1 not ready). */
 static void bring_up(struct fake *f, uint64_t features)
 {
-	if (negotiate(f, features) != (ACK | DRV | FOK))
+	if (vf_negotiate(&f->dev, features) != (ACK | DRV | FOK))
 		abort();
 	setup_queue(f, 0);
 	virtio_dev_set_status(&f->dev, ACK | DRV | FOK | DOK);
@@ -188,7 +171,7 @@ TEST(normal_bring_up)
 {
 	struct fake f;
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	CHECK_EQ(f.dev.driver_features, ALL_FEATURES);
 	CHECK(virtio_dev_queue_config_writable(&f.dev));
 	setup_queue(&f, 0);
@@ -214,7 +197,7 @@ TEST(negotiated_subset_of_features)
 	struct fake f;
 	fake_init(&f);
 	/* the driver may accept fewer features */
-	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << 5)), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, F_VERSION_1 | (1ull << 5)), ACK | DRV | FOK);
 	setup_queue(&f, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
 	CHECK(f.dev.vqs[0].active);
@@ -232,7 +215,7 @@ TEST(status_order_enforced)
 	virtio_dev_set_status(&f.dev, ACK | FOK); /* FEATURES_OK without DRIVER */
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK);
 	virtio_dev_set_status(&f.dev, ACK | DRV);
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	setup_queue(&f, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV | DOK); /* DRIVER_OK without FEATURES_OK */
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
@@ -265,7 +248,7 @@ TEST(several_steps_in_one_write)
 	fake_init(&f);
 	virtio_dev_set_status(&f.dev, ACK | DRV);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	setup_queue(&f, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | DOK);
@@ -277,7 +260,7 @@ TEST(unknown_features_refused)
 {
 	struct fake f;
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES | (1ull << 40)), ACK | DRV);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES | (1ull << 40)), ACK | DRV);
 	CHECK_EQ(f.dev.status & FOK, 0);
 	/* nor does DRIVER_OK get through */
 	setup_queue(&f, 0);
@@ -286,19 +269,19 @@ TEST(unknown_features_refused)
 	CHECK_EQ(f.activate_calls, 0);
 	CHECK(!f.dev.vqs[0].active);
 	/* the driver may retry with a valid set (still negotiating) */
-	write_features(&f, F_VERSION_1);
+	vf_write_features(&f.dev, F_VERSION_1);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK);
 	fake_fini(&f);
 
 	fake_init(&f);
 	/* bit 1 is not offered by the device */
-	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << 1)), ACK | DRV);
+	CHECK_EQ(vf_negotiate(&f.dev, F_VERSION_1 | (1ull << 1)), ACK | DRV);
 	fake_fini(&f);
 
 	fake_init(&f);
 	/* packed rings are not offered */
-	CHECK_EQ(negotiate(&f, F_VERSION_1 | (1ull << VIRTIO_F_RING_PACKED)), ACK | DRV);
+	CHECK_EQ(vf_negotiate(&f.dev, F_VERSION_1 | (1ull << VIRTIO_F_RING_PACKED)), ACK | DRV);
 	fake_fini(&f);
 }
 
@@ -306,7 +289,7 @@ TEST(missing_version_1_refused)
 {
 	struct fake f;
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES & ~F_VERSION_1), ACK | DRV);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES & ~F_VERSION_1), ACK | DRV);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV);
 	CHECK_EQ(f.activate_calls, 0);
@@ -318,10 +301,10 @@ TEST(feature_writes_outside_negotiation_ignored)
 	struct fake f;
 	fake_init(&f);
 	/* before ACKNOWLEDGE|DRIVER */
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	CHECK_EQ(f.dev.driver_features, 0);
 	virtio_dev_set_status(&f.dev, ACK);
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	CHECK_EQ(f.dev.driver_features, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV);
 	/* unknown selectors are ignored */
@@ -330,16 +313,16 @@ TEST(feature_writes_outside_negotiation_ignored)
 	f.dev.driver_feature_sel = 0xffffffffu;
 	virtio_dev_write_driver_features(&f.dev, 0xffffffffu);
 	CHECK_EQ(f.dev.driver_features, 0);
-	write_features(&f, F_VERSION_1 | F_EVENT_IDX);
+	vf_write_features(&f.dev, F_VERSION_1 | F_EVENT_IDX);
 	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
 	/* after FEATURES_OK */
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
 	setup_queue(&f, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
 	/* after DRIVER_OK */
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	CHECK_EQ(f.dev.driver_features, F_VERSION_1 | F_EVENT_IDX);
 	CHECK(f.dev.vqs[0].event_idx && !f.dev.vqs[0].indirect);
 	fake_fini(&f);
@@ -352,7 +335,7 @@ TEST(failed_sticks_until_reset)
 	virtio_dev_set_status(&f.dev, ACK | DRV);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FAILED);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FAILED);
-	write_features(&f, ALL_FEATURES);
+	vf_write_features(&f.dev, ALL_FEATURES);
 	CHECK_EQ(f.dev.driver_features, 0);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK);
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
@@ -361,7 +344,7 @@ TEST(failed_sticks_until_reset)
 	CHECK_EQ(f.activate_calls, 0);
 	virtio_dev_set_status(&f.dev, 0);
 	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	fake_fini(&f);
 
 	/* FAILED on a live device stops queue processing */
@@ -448,7 +431,7 @@ TEST(queue_notify_gating)
 	struct fake f;
 	fake_init(&f);
 	virtio_dev_queue_notify(&f.dev, 0); /* status 0 */
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	setup_queue(&f, 0);
 	virtio_dev_queue_notify(&f.dev, 0); /* FEATURES_OK, no DRIVER_OK */
 	CHECK_EQ(f.notify_calls, 0);
@@ -488,7 +471,7 @@ TEST(queue_activation_failure_breaks_device)
 {
 	struct fake f;
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	setup_queue(&f, 0);
 	f.dev.queue_sel = 1;
 	struct virtq *q = virtio_dev_selected_queue(&f.dev);
@@ -507,7 +490,7 @@ TEST(queue_activation_failure_breaks_device)
 
 	/* rings outside RAM */
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	setup_queue(&f, 0);
 	f.dev.vqs[0].used_gpa = 1ull << 40;
 	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
@@ -570,7 +553,7 @@ TEST(broken_before_driver_ok)
 {
 	struct fake f;
 	fake_init(&f);
-	CHECK_EQ(negotiate(&f, ALL_FEATURES), ACK | DRV | FOK);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
 	virtio_dev_mark_broken(&f.dev, "early");
 	CHECK_EQ(virtio_dev_get_status(&f.dev), ACK | DRV | FOK | NEEDS_RESET);
 	/* §2.1.2: config notification only with DRIVER_OK */

@@ -12,6 +12,7 @@
 #include <limits.h>
 
 #include "test.h"
+#include "virtio_fake.h"
 
 #define MIB (1ull << 20)
 #define MEM_SIZE (4 * MIB)
@@ -25,36 +26,12 @@
 
 #define F(bit) (1ull << (bit))
 
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool write;
-};
-
 struct tdrv {
 	struct guest_mem mem;
 	struct blk_mem m;
 	struct virtio_blk b;
-	uint16_t avail_idx;
-	uint16_t next_desc;
+	struct vf_drv drv;
 	uint64_t bump;
-};
-
-static int queue_signals, config_signals;
-
-static void fake_signal_queue(struct virtio_dev *d, uint16_t q)
-{
-	queue_signals++;
-}
-
-static void fake_signal_config(struct virtio_dev *d)
-{
-	config_signals++;
-}
-
-static const struct virtio_transport_ops fake_tops = {
-	.signal_queue = fake_signal_queue,
-	.signal_config = fake_signal_config,
 };
 
 static struct virtio_dev *dev(struct tdrv *t)
@@ -65,30 +42,7 @@ static struct virtio_dev *dev(struct tdrv *t)
 /* Negotiate @features (VERSION_1 added) and bring queue 0 up. */
 static void drv_up(struct tdrv *t, uint64_t features)
 {
-	struct virtio_dev *d = dev(t);
-	features |= F(VIRTIO_F_VERSION_1);
-	pthread_mutex_lock(&d->lock);
-	d->tops = &fake_tops;
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE);
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	d->driver_feature_sel = 0;
-	virtio_dev_write_driver_features(d, (uint32_t)features);
-	d->driver_feature_sel = 1;
-	virtio_dev_write_driver_features(d, (uint32_t)(features >> 32));
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-					 VIRTIO_STATUS_FEATURES_OK);
-	d->queue_sel = 0;
-	struct virtq *q = virtio_dev_selected_queue(d);
-	q->size = QSIZE;
-	q->desc_gpa = DESC_GPA;
-	q->avail_gpa = AVAIL_GPA;
-	q->used_gpa = USED_GPA;
-	q->ready = true;
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
-	pthread_mutex_unlock(&d->lock);
-	t->avail_idx = 0;
-	t->next_desc = 0;
+	vf_drv_up(&t->drv, features | F(VIRTIO_F_VERSION_1));
 }
 
 static uint64_t default_features(struct tdrv *t)
@@ -111,7 +65,8 @@ static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, ui
 		abort();
 	}
 	t->bump = SMALL_GPA;
-	queue_signals = config_signals = 0;
+	vf_queue_signals = vf_config_signals = 0;
+	vf_drv_init(&t->drv, &t->mem, dev(t), QSIZE, DESC_GPA, AVAIL_GPA, USED_GPA);
 	drv_up(t, features ? features : default_features(t));
 }
 
@@ -127,14 +82,6 @@ static void teardown(struct tdrv *t)
 	guest_mem_destroy(&t->mem);
 }
 
-static uint8_t *hva(struct tdrv *t, uint64_t gpa, uint64_t len)
-{
-	uint8_t *p = gpa_to_hva(&t->mem, gpa, len);
-	if (!p)
-		abort();
-	return p;
-}
-
 static uint64_t alloc_small(struct tdrv *t, uint32_t len)
 {
 	uint64_t g = t->bump;
@@ -144,75 +91,9 @@ static uint64_t alloc_small(struct tdrv *t, uint32_t len)
 	return g;
 }
 
-static void put16(struct tdrv *t, uint64_t gpa, uint16_t v)
-{
-	memcpy(hva(t, gpa, 2), &v, 2);
-}
-
-static uint16_t get16(struct tdrv *t, uint64_t gpa)
-{
-	uint16_t v;
-	memcpy(&v, hva(t, gpa, 2), 2);
-	return v;
-}
-
-static uint32_t get32(struct tdrv *t, uint64_t gpa)
-{
-	uint32_t v;
-	memcpy(&v, hva(t, gpa, 4), 4);
-	return v;
-}
-
-/* Write a chain of @n descriptors and make it available; returns the head. */
-static uint16_t drv_chain(struct tdrv *t, const struct seg *s, int n)
-{
-	uint16_t head = t->next_desc;
-	for (int i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((head + i) % QSIZE);
-		uint16_t next = (uint16_t)((head + i + 1) % QSIZE);
-		uint16_t flags = (uint16_t)((s[i].write ? VIRTQ_DESC_F_WRITE : 0) |
-					    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0));
-		uint8_t raw[16];
-		memcpy(raw, &s[i].gpa, 8);
-		memcpy(raw + 8, &s[i].len, 4);
-		memcpy(raw + 12, &flags, 2);
-		memcpy(raw + 14, &next, 2);
-		memcpy(hva(t, DESC_GPA + 16ull * idx, 16), raw, 16);
-	}
-	t->next_desc = (uint16_t)((head + n) % QSIZE);
-	put16(t, AVAIL_GPA + 4 + 2ull * (t->avail_idx % QSIZE), head);
-	t->avail_idx++;
-	put16(t, AVAIL_GPA + 2, t->avail_idx);
-	return head;
-}
-
-static void notify(struct tdrv *t)
-{
-	struct virtio_dev *d = dev(t);
-	pthread_mutex_lock(&d->lock);
-	virtio_dev_queue_notify(d, 0);
-	pthread_mutex_unlock(&d->lock);
-}
-
 static unsigned run_io(struct tdrv *t)
 {
 	return blk_mem_complete(&t->m, UINT_MAX);
-}
-
-static uint16_t used_idx(struct tdrv *t)
-{
-	return get16(t, USED_GPA + 2);
-}
-
-/* Used element @i: id and len. */
-static uint32_t used_id(struct tdrv *t, uint16_t i)
-{
-	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE));
-}
-
-static uint32_t used_len(struct tdrv *t, uint16_t i)
-{
-	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE) + 4);
 }
 
 static uint64_t header(struct tdrv *t, uint32_t type, uint64_t sector)
@@ -221,14 +102,14 @@ static uint64_t header(struct tdrv *t, uint32_t type, uint64_t sector)
 	uint8_t h[16] = {0};
 	memcpy(h, &type, 4);
 	memcpy(h + 8, &sector, 8);
-	memcpy(hva(t, g, 16), h, 16);
+	memcpy(vf_hva(&t->mem, g, 16), h, 16);
 	return g;
 }
 
 static uint64_t status_byte(struct tdrv *t)
 {
 	uint64_t g = alloc_small(t, 1);
-	*hva(t, g, 1) = 0xee;
+	*vf_hva(&t->mem, g, 1) = 0xee;
 	return g;
 }
 
@@ -237,19 +118,19 @@ static uint64_t status_byte(struct tdrv *t)
 static uint16_t req(struct tdrv *t, uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
 		    bool data_write, uint64_t *st)
 {
-	struct seg s[3];
+	struct vf_seg s[3];
 	int n = 0;
-	s[n++] = (struct seg){header(t, type, sector), 16, false};
+	s[n++] = (struct vf_seg){header(t, type, sector), 16, false};
 	if (len)
-		s[n++] = (struct seg){data, len, data_write};
+		s[n++] = (struct vf_seg){data, len, data_write};
 	*st = status_byte(t);
-	s[n++] = (struct seg){*st, 1, true};
-	return drv_chain(t, s, n);
+	s[n++] = (struct vf_seg){*st, 1, true};
+	return vf_chain(&t->drv, s, n);
 }
 
 static uint8_t status_at(struct tdrv *t, uint64_t st)
 {
-	return *hva(t, st, 1);
+	return *vf_hva(&t->mem, st, 1);
 }
 
 /* One segment of a discard / write-zeroes payload. */
@@ -264,7 +145,7 @@ static uint16_t dwz_req(struct tdrv *t, uint32_t type, const struct dwz *segs, i
 {
 	uint32_t len = (uint32_t)n * 16 + extra;
 	uint64_t g = alloc_small(t, len ? len : 1);
-	uint8_t *p = hva(t, g, len ? len : 1);
+	uint8_t *p = vf_hva(&t->mem, g, len ? len : 1);
 	memset(p, 0, len ? len : 1);
 	for (int i = 0; i < n; i++) {
 		memcpy(p + 16 * i, &segs[i].sector, 8);
@@ -352,65 +233,65 @@ TEST(write_then_read)
 	struct tdrv t;
 	setup(&t, false);
 	/* OUT: 8 KiB at sector 8, data split over two descriptors */
-	uint8_t *src = hva(&t, DATA_GPA, 8192);
+	uint8_t *src = vf_hva(&t.mem, DATA_GPA, 8192);
 	for (int i = 0; i < 8192; i++)
 		src[i] = (uint8_t)(i * 7 + 1);
 	uint64_t st = status_byte(&t);
-	struct seg s[] = {{header(&t, VIRTIO_BLK_T_OUT, 8), 16, false},
-			  {DATA_GPA, 3000, false},
-			  {DATA_GPA + 3000, 8192 - 3000, false},
-			  {st, 1, true}};
-	uint16_t head = drv_chain(&t, s, 4);
-	notify(&t);
-	CHECK_EQ(used_idx(&t), 0); /* not before the back end completes */
+	struct vf_seg s[] = {{header(&t, VIRTIO_BLK_T_OUT, 8), 16, false},
+			     {DATA_GPA, 3000, false},
+			     {DATA_GPA + 3000, 8192 - 3000, false},
+			     {st, 1, true}};
+	uint16_t head = vf_chain(&t.drv, s, 4);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 0); /* not before the back end completes */
 	CHECK_EQ(status_at(&t, st), 0xee);
 	CHECK_EQ(t.m.outstanding, 1);
 	CHECK_EQ(run_io(&t), 1);
-	CHECK_EQ(used_idx(&t), 1);
-	CHECK_EQ(used_id(&t, 0), head);
-	CHECK_EQ(used_len(&t, 0), 1);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	CHECK_EQ(vf_used_id(&t.drv, 0), head);
+	CHECK_EQ(vf_used_len(&t.drv, 0), 1);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
 	CHECK(memcmp(t.m.data + 8 * 512, src, 8192) == 0);
-	CHECK_EQ(queue_signals, 1);
+	CHECK_EQ(vf_queue_signals, 1);
 
 	/* IN: read it back; data and status share the last descriptor */
 	uint64_t dst = DATA_GPA + 0x10000;
-	memset(hva(&t, dst, 8193), 0xcc, 8193);
-	struct seg r[] = {{header(&t, VIRTIO_BLK_T_IN, 8), 16, false},
-			  {dst, 100, true},
-			  {dst + 100, 8193 - 100, true}};
-	head = drv_chain(&t, r, 3);
-	notify(&t);
+	memset(vf_hva(&t.mem, dst, 8193), 0xcc, 8193);
+	struct vf_seg r[] = {{header(&t, VIRTIO_BLK_T_IN, 8), 16, false},
+			     {dst, 100, true},
+			     {dst + 100, 8193 - 100, true}};
+	head = vf_chain(&t.drv, r, 3);
+	vf_notify(&t.drv);
 	CHECK_EQ(run_io(&t), 1);
-	CHECK_EQ(used_idx(&t), 2);
-	CHECK_EQ(used_id(&t, 1), head);
-	CHECK_EQ(used_len(&t, 1), 8193);
-	CHECK(memcmp(hva(&t, dst, 8192), src, 8192) == 0);
-	CHECK_EQ(*hva(&t, dst + 8192, 1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	CHECK_EQ(vf_used_id(&t.drv, 1), head);
+	CHECK_EQ(vf_used_len(&t.drv, 1), 8193);
+	CHECK(memcmp(vf_hva(&t.mem, dst, 8192), src, 8192) == 0);
+	CHECK_EQ(*vf_hva(&t.mem, dst + 8192, 1), VIRTIO_BLK_S_OK);
 
 	/* OUT with header and data in one readable descriptor */
 	uint64_t hd = DATA_GPA + 0x20000;
 	uint8_t h[16] = {VIRTIO_BLK_T_OUT};
 	uint64_t sec = 100;
 	memcpy(h + 8, &sec, 8);
-	memcpy(hva(&t, hd, 16), h, 16);
-	memset(hva(&t, hd + 16, 512), 0x5a, 512);
+	memcpy(vf_hva(&t.mem, hd, 16), h, 16);
+	memset(vf_hva(&t.mem, hd + 16, 512), 0x5a, 512);
 	st = status_byte(&t);
-	struct seg w2[] = {{hd, 16 + 512, false}, {st, 1, true}};
-	drv_chain(&t, w2, 2);
-	notify(&t);
+	struct vf_seg w2[] = {{hd, 16 + 512, false}, {st, 1, true}};
+	vf_chain(&t.drv, w2, 2);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
 	CHECK(disk_is(&t, 100 * 512, 512, 0x5a));
 	/* the last sector is reachable */
 	uint64_t st2;
 	req(&t, VIRTIO_BLK_T_IN, DISK_SIZE / 512 - 1, DATA_GPA, 512, true, &st2);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st2), VIRTIO_BLK_S_OK);
 	/* zero-length IN completes without I/O */
 	req(&t, VIRTIO_BLK_T_IN, 0, 0, 0, true, &st2);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 0);
 	CHECK_EQ(status_at(&t, st2), VIRTIO_BLK_S_OK);
 	CHECK(!dev(&t)->broken);
@@ -424,17 +305,17 @@ TEST(many_in_flight_complete_out_of_batch)
 	setup(&t, false);
 	uint64_t st[8];
 	for (int i = 0; i < 8; i++) {
-		memset(hva(&t, DATA_GPA + 512ull * i, 512), 0x10 + i, 512);
+		memset(vf_hva(&t.mem, DATA_GPA + 512ull * i, 512), 0x10 + i, 512);
 		req(&t, VIRTIO_BLK_T_OUT, (uint64_t)i, DATA_GPA + 512ull * i, 512, false, &st[i]);
 	}
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 8);
 	CHECK_EQ(t.b.inflight, 8);
 	CHECK_EQ(blk_mem_complete(&t.m, 3), 3);
-	CHECK_EQ(used_idx(&t), 3);
+	CHECK_EQ(vf_used_idx(&t.drv), 3);
 	CHECK_EQ(status_at(&t, st[3]), 0xee);
 	CHECK_EQ(run_io(&t), 5);
-	CHECK_EQ(used_idx(&t), 8);
+	CHECK_EQ(vf_used_idx(&t.drv), 8);
 	for (int i = 0; i < 8; i++) {
 		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
 		CHECK(disk_is(&t, 512ull * i, 512, (uint8_t)(0x10 + i)));
@@ -451,7 +332,7 @@ TEST(inflight_bounded_by_backend_capacity)
 	uint64_t st[12];
 	for (int i = 0; i < 12; i++)
 		req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 4);
 	CHECK(t.b.throttled);
 	/* each completion frees a slot and the device takes the next chain
@@ -462,7 +343,7 @@ TEST(inflight_bounded_by_backend_capacity)
 		CHECK(t.m.outstanding <= 4);
 	}
 	CHECK_EQ(done, 12);
-	CHECK_EQ(used_idx(&t), 12);
+	CHECK_EQ(vf_used_idx(&t.drv), 12);
 	for (int i = 0; i < 12; i++)
 		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
 	teardown(&t);
@@ -473,19 +354,19 @@ TEST(flush_waits_for_backend_and_errors_stick)
 	struct tdrv t;
 	setup(&t, false);
 	uint64_t stw, stf;
-	memset(hva(&t, DATA_GPA, 512), 0x77, 512);
+	memset(vf_hva(&t.mem, DATA_GPA, 512), 0x77, 512);
 	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, false, &stw);
 	uint16_t fh = req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 2);
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1); /* the write */
 	CHECK_EQ(status_at(&t, stw), VIRTIO_BLK_S_OK);
 	CHECK_EQ(status_at(&t, stf), 0xee); /* flush not answered before fdatasync */
-	CHECK_EQ(used_idx(&t), 1);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_OK);
-	CHECK_EQ(used_id(&t, 1), fh);
-	CHECK_EQ(used_len(&t, 1), 1);
+	CHECK_EQ(vf_used_id(&t.drv, 1), fh);
+	CHECK_EQ(vf_used_len(&t.drv, 1), 1);
 	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 1);
 
 	/* a failed fdatasync fails this flush and every later one */
@@ -493,22 +374,22 @@ TEST(flush_waits_for_backend_and_errors_stick)
 	t.m.fail_errno = EIO;
 	t.m.fail_count = 1;
 	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
 	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &stf);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(run_io(&t), 0);
 	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
 	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 2);
 	/* writes still work */
 	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, false, &stw);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, stw), VIRTIO_BLK_S_OK);
 	/* a flush carrying data is malformed */
 	req(&t, VIRTIO_BLK_T_FLUSH, 0, DATA_GPA, 512, false, &stf);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, stf), VIRTIO_BLK_S_IOERR);
 	teardown(&t);
 }
@@ -518,47 +399,47 @@ TEST(get_id)
 	struct tdrv t;
 	setup(&t, false);
 	uint64_t st;
-	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	memset(vf_hva(&t.mem, DATA_GPA, 64), 0xcc, 64);
 	uint16_t h = req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 0); /* answered synchronously */
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
-	CHECK_EQ(used_id(&t, 0), h);
-	CHECK_EQ(used_len(&t, 0), 21); /* the id and the status right after it */
+	CHECK_EQ(vf_used_id(&t.drv, 0), h);
+	CHECK_EQ(vf_used_len(&t.drv, 0), 21); /* the id and the status right after it */
 	uint8_t want[20] = "test-disk";
-	CHECK(memcmp(hva(&t, DATA_GPA, 20), want, 20) == 0);
-	CHECK_EQ(*hva(&t, DATA_GPA + 20, 1), 0xcc);
-	CHECK_EQ(queue_signals, 1);
+	CHECK(memcmp(vf_hva(&t.mem, DATA_GPA, 20), want, 20) == 0);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 20, 1), 0xcc);
+	CHECK_EQ(vf_queue_signals, 1);
 
 	/* shorter buffer: truncated, nothing beyond it written */
-	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	memset(vf_hva(&t.mem, DATA_GPA, 64), 0xcc, 64);
 	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 4, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
-	CHECK(memcmp(hva(&t, DATA_GPA, 4), "test", 4) == 0);
-	CHECK_EQ(*hva(&t, DATA_GPA + 4, 1), 0xcc);
+	CHECK(memcmp(vf_hva(&t.mem, DATA_GPA, 4), "test", 4) == 0);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 4, 1), 0xcc);
 	/* huge buffer: only 20 bytes written */
-	memset(hva(&t, DATA_GPA, 64), 0xcc, 64);
+	memset(vf_hva(&t.mem, DATA_GPA, 64), 0xcc, 64);
 	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 1 << 20, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
-	CHECK_EQ(*hva(&t, DATA_GPA + 20, 1), 0xcc);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 20, 1), 0xcc);
 	/* no buffer, or a readable one: IOERR */
 	req(&t, VIRTIO_BLK_T_GET_ID, 0, 0, 0, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, false, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	teardown(&t);
 
 	/* default id */
 	setup_full(&t, false, 8, NULL, 0);
-	memset(hva(&t, DATA_GPA, 20), 0xcc, 20);
+	memset(vf_hva(&t.mem, DATA_GPA, 20), 0xcc, 20);
 	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	uint8_t def[20] = "visor-disk";
-	CHECK(memcmp(hva(&t, DATA_GPA, 20), def, 20) == 0);
+	CHECK(memcmp(vf_hva(&t.mem, DATA_GPA, 20), def, 20) == 0);
 	teardown(&t);
 }
 
@@ -573,7 +454,7 @@ TEST(discard_and_write_zeroes)
 	/* two discard segments */
 	struct dwz d2[] = {{2, 3, 0}, {10, 1, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, d2, 2, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 1); /* segments run one after the other */
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 	CHECK_EQ(status_at(&t, st), 0xee);
@@ -590,7 +471,7 @@ TEST(discard_and_write_zeroes)
 	/* write zeroes, with and without unmap, up to the last sector */
 	struct dwz z[] = {{cap - 4, 4, VIRTIO_BLK_WZ_F_UNMAP}, {20, 2, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, z, 2, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
@@ -609,39 +490,39 @@ TEST(discard_and_write_zeroes)
 			       {{0, VIRTIO_BLK_DWZ_MAX_SECTORS + 1, 0}}};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		dwz_req(&t, VIRTIO_BLK_T_DISCARD, bad[i], 1, 0, &st);
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 		dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, bad[i], 1, 0, &st);
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	}
 	/* a bad segment after a good one: nothing is done at all */
 	struct dwz mixed[] = {{0, 1, 0}, {cap, 1, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, mixed, 2, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	/* flags: unknown bits UNSUPP, unmap on discard UNSUPP (§5.2.6.2) */
 	struct dwz fl[] = {{0, 1, 2}};
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, fl, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
 	struct dwz um[] = {{0, 1, VIRTIO_BLK_WZ_F_UNMAP}};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, um, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
 	/* too many segments, a partial segment, no segment */
 	struct dwz many[VIRTIO_BLK_DWZ_MAX_SEG + 1];
 	for (int i = 0; i <= VIRTIO_BLK_DWZ_MAX_SEG; i++)
 		many[i] = (struct dwz){(uint64_t)i, 1, 0};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, many, VIRTIO_BLK_DWZ_MAX_SEG + 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	struct dwz one[] = {{0, 1, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 8, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 0, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	CHECK_EQ(run_io(&t), 0);
 	CHECK_EQ(t.m.ops_done[BLK_OP_DISCARD] + t.m.ops_done[BLK_OP_WRITE_ZEROES], before);
@@ -649,7 +530,7 @@ TEST(discard_and_write_zeroes)
 
 	/* exactly the maximum number of segments works */
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, many, VIRTIO_BLK_DWZ_MAX_SEG, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	for (int i = 0; i < VIRTIO_BLK_DWZ_MAX_SEG; i++)
 		CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 	CHECK_EQ(t.m.outstanding, 0);
@@ -660,11 +541,11 @@ TEST(discard_and_write_zeroes)
 	 * write-zeroes must fail */
 	t.m.discard_unsupported = true;
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	/* a host error in the middle of a multi-segment request */
@@ -673,7 +554,7 @@ TEST(discard_and_write_zeroes)
 	t.m.fail_errno = EIO;
 	t.m.fail_count = 1;
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, z, 2, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(run_io(&t), 1); /* the second segment is not attempted */
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	CHECK(!dev(&t)->broken);
@@ -689,10 +570,10 @@ TEST(discard_not_negotiated_is_unsupported)
 	uint64_t st;
 	struct dwz one[] = {{0, 1, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
 	CHECK_EQ(t.m.outstanding, 0);
 	teardown(&t);
@@ -704,16 +585,16 @@ TEST(read_only_disk)
 	setup(&t, true);
 	memset(t.m.data, 0x3c, DISK_SIZE);
 	uint64_t st;
-	memset(hva(&t, DATA_GPA, 4096), 0x99, 4096);
+	memset(vf_hva(&t.mem, DATA_GPA, 4096), 0x99, 4096);
 	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 4096, false, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	struct dwz one[] = {{0, 8, 0}};
 	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	CHECK_EQ(run_io(&t), 0);
 	CHECK_EQ(t.m.ops_done[BLK_OP_WRITE] + t.m.ops_done[BLK_OP_DISCARD] +
@@ -722,15 +603,15 @@ TEST(read_only_disk)
 	CHECK(disk_is(&t, 0, DISK_SIZE, 0x3c));
 	/* reads and flushes work */
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 4096, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
-	CHECK_EQ(*hva(&t, DATA_GPA + 4095, 1), 0x3c);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 4095, 1), 0x3c);
 	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
-	CHECK_EQ(used_idx(&t), 5);
+	CHECK_EQ(vf_used_idx(&t.drv), 5);
 	teardown(&t);
 }
 
@@ -745,55 +626,55 @@ TEST(malformed_requests_get_ioerr)
 
 	/* header shorter than 16 bytes */
 	st = status_byte(&t);
-	struct seg s1[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 8, false}, {DATA_GPA, 512, true},
-			   {st, 1, true}};
-	drv_chain(&t, s1, 3);
-	notify(&t);
+	struct vf_seg s1[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 8, false}, {DATA_GPA, 512, true},
+			      {st, 1, true}};
+	vf_chain(&t.drv, s1, 3);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
-	CHECK_EQ(used_len(&t, ui), 0); /* only the (non-leading) status written */
+	CHECK_EQ(vf_used_len(&t.drv, ui), 0); /* only the (non-leading) status written */
 	ui++;
 
 	/* no writable byte at all: returned untouched, used length 0 */
-	struct seg s2[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false}};
-	memset(hva(&t, DATA_GPA, 512), 0x11, 512);
-	drv_chain(&t, s2, 2);
-	notify(&t);
-	CHECK_EQ(used_idx(&t), ++ui);
-	CHECK_EQ(used_len(&t, ui - 1), 0);
-	CHECK_EQ(*hva(&t, DATA_GPA + 511, 1), 0x11);
+	struct vf_seg s2[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false}};
+	memset(vf_hva(&t.mem, DATA_GPA, 512), 0x11, 512);
+	vf_chain(&t.drv, s2, 2);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), ++ui);
+	CHECK_EQ(vf_used_len(&t.drv, ui - 1), 0);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 511, 1), 0x11);
 
 	/* IN with readable data after the header (wrong direction) */
 	st = status_byte(&t);
-	struct seg s3[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false},
-			   {st, 1, true}};
-	drv_chain(&t, s3, 3);
-	notify(&t);
+	struct vf_seg s3[] = {{header(&t, VIRTIO_BLK_T_IN, 0), 16, false}, {DATA_GPA, 512, false},
+			      {st, 1, true}};
+	vf_chain(&t.drv, s3, 3);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	ui++;
 
 	/* OUT whose data is writable (wrong direction) */
 	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	ui++;
 
 	/* OUT whose status byte sits in a larger writable buffer */
 	uint64_t big = alloc_small(&t, 2);
-	memset(hva(&t, big, 2), 0xee, 2);
-	struct seg s5[] = {{header(&t, VIRTIO_BLK_T_OUT, 0), 16, false}, {DATA_GPA, 512, false},
-			   {big, 2, true}};
-	drv_chain(&t, s5, 3);
-	notify(&t);
-	CHECK_EQ(*hva(&t, big + 1, 1), VIRTIO_BLK_S_IOERR);
-	CHECK_EQ(*hva(&t, big, 1), 0xee);
+	memset(vf_hva(&t.mem, big, 2), 0xee, 2);
+	struct vf_seg s5[] = {{header(&t, VIRTIO_BLK_T_OUT, 0), 16, false}, {DATA_GPA, 512, false},
+			      {big, 2, true}};
+	vf_chain(&t.drv, s5, 3);
+	vf_notify(&t.drv);
+	CHECK_EQ(*vf_hva(&t.mem, big + 1, 1), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(*vf_hva(&t.mem, big, 1), 0xee);
 	ui++;
 
 	/* length not a multiple of 512 */
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 511, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 1000, false, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 	ui += 2;
 
@@ -802,10 +683,10 @@ TEST(malformed_requests_get_ioerr)
 					       UINT64_MAX / 512};
 	for (size_t i = 0; i < sizeof(bad_sectors) / sizeof(bad_sectors[0]); i++) {
 		req(&t, VIRTIO_BLK_T_IN, bad_sectors[i], DATA_GPA, 1024, true, &st);
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 		req(&t, VIRTIO_BLK_T_OUT, bad_sectors[i], DATA_GPA, 1024, false, &st);
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
 		ui += 2;
 	}
@@ -815,20 +696,20 @@ TEST(malformed_requests_get_ioerr)
 					 VIRTIO_BLK_T_SECURE_ERASE, 0xffffffff};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		req(&t, types[i], 0, DATA_GPA, 512, true, &st);
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_UNSUPP);
 		ui++;
 	}
-	CHECK_EQ(used_idx(&t), ui);
+	CHECK_EQ(vf_used_idx(&t.drv), ui);
 	CHECK_EQ(run_io(&t), 0);
 	CHECK_EQ(t.m.ops_done[BLK_OP_READ] + t.m.ops_done[BLK_OP_WRITE], 0);
 	CHECK(disk_is(&t, 0, DISK_SIZE, 0x42));
 	CHECK(!dev(&t)->broken);
-	CHECK_EQ(config_signals, 0);
+	CHECK_EQ(vf_config_signals, 0);
 
 	/* the device still works */
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
 	teardown(&t);
@@ -839,25 +720,25 @@ TEST(ring_violation_breaks_device)
 	struct tdrv t;
 	setup(&t, false);
 	/* head index out of range */
-	put16(&t, AVAIL_GPA + 4, 0xffff);
-	put16(&t, AVAIL_GPA + 2, 1);
-	notify(&t);
+	vf_put16(&t.mem, AVAIL_GPA + 4, 0xffff);
+	vf_put16(&t.mem, AVAIL_GPA + 2, 1);
+	vf_notify(&t.drv);
 	CHECK(dev(&t)->broken);
 	CHECK(dev(&t)->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
-	CHECK_EQ(config_signals, 1);
-	CHECK_EQ(used_idx(&t), 0);
+	CHECK_EQ(vf_config_signals, 1);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
 	CHECK_EQ(run_io(&t), 0);
 	/* after a reset the device works again */
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
 	pthread_mutex_unlock(&dev(&t)->lock);
 	CHECK_EQ(dev(&t)->status, 0);
-	memset(hva(&t, AVAIL_GPA, 0x1000), 0, 0x1000);
-	memset(hva(&t, USED_GPA, 0x1000), 0, 0x1000);
+	memset(vf_hva(&t.mem, AVAIL_GPA, 0x1000), 0, 0x1000);
+	memset(vf_hva(&t.mem, USED_GPA, 0x1000), 0, 0x1000);
 	drv_up(&t, default_features(&t));
 	uint64_t st;
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
 	teardown(&t);
@@ -871,11 +752,11 @@ TEST(host_errors_fail_only_that_request)
 	static const int errs[] = {EIO, ENOSPC, 0 /* short transfer */};
 	for (int e = 0; e < 3; e++) {
 		for (int i = 0; i < 3; i++) {
-			memset(hva(&t, DATA_GPA + 512ull * i, 512), 0x20 + i, 512);
+			memset(vf_hva(&t.mem, DATA_GPA + 512ull * i, 512), 0x20 + i, 512);
 			req(&t, VIRTIO_BLK_T_OUT, (uint64_t)(8 * i), DATA_GPA + 512ull * i, 512,
 			    false, &st[i]);
 		}
-		notify(&t);
+		vf_notify(&t.drv);
 		CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 		t.m.fail_ops = 1u << BLK_OP_WRITE;
 		t.m.fail_errno = errs[e];
@@ -892,12 +773,12 @@ TEST(host_errors_fail_only_that_request)
 		t.m.fail_count = 1;
 		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 1024, true, &st[0]);
 		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 4096, 1024, true, &st[1]);
-		notify(&t);
+		vf_notify(&t.drv);
 		run_io(&t);
 		CHECK_EQ(status_at(&t, st[0]), VIRTIO_BLK_S_IOERR);
 		CHECK_EQ(status_at(&t, st[1]), VIRTIO_BLK_S_OK);
-		CHECK_EQ(used_len(&t, (uint16_t)(used_idx(&t) - 2)), 0);
-		CHECK_EQ(used_len(&t, (uint16_t)(used_idx(&t) - 1)), 1025);
+		CHECK_EQ(vf_used_len(&t.drv, (uint16_t)(vf_used_idx(&t.drv) - 2)), 0);
+		CHECK_EQ(vf_used_len(&t.drv, (uint16_t)(vf_used_idx(&t.drv) - 1)), 1025);
 	}
 	CHECK(!dev(&t)->broken);
 	CHECK_EQ(t.b.n_ioerr, 5);
@@ -913,11 +794,11 @@ TEST(reset_with_requests_in_flight)
 	for (int i = 0; i < 2; i++)
 		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 4096ull * i, 4096, true, &st[i]);
 	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st[2]);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.b.inflight, 3);
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1); /* one completes before the reset */
-	CHECK_EQ(used_idx(&t), 1);
-	int signals_before = queue_signals;
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	int signals_before = vf_queue_signals;
 
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
@@ -933,24 +814,24 @@ TEST(reset_with_requests_in_flight)
 
 	/* snapshot what the device may write: used ring and status bytes */
 	uint8_t used_before[4 + 8 * QSIZE];
-	memcpy(used_before, hva(&t, USED_GPA, sizeof(used_before)), sizeof(used_before));
+	memcpy(used_before, vf_hva(&t.mem, USED_GPA, sizeof(used_before)), sizeof(used_before));
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 	CHECK(dev(&t)->reset_pending); /* one still in flight */
 	CHECK_EQ(blk_mem_complete(&t.m, 1), 1);
 	CHECK(!dev(&t)->reset_pending);
 	CHECK_EQ(virtio_dev_get_status(dev(&t)), 0);
-	CHECK(memcmp(used_before, hva(&t, USED_GPA, sizeof(used_before)), sizeof(used_before)) ==
-	      0);
+	CHECK(memcmp(used_before, vf_hva(&t.mem, USED_GPA, sizeof(used_before)),
+		     sizeof(used_before)) == 0);
 	CHECK_EQ(status_at(&t, st[1]), 0xee);
 	CHECK_EQ(status_at(&t, st[2]), 0xee);
-	CHECK_EQ(queue_signals, signals_before);
+	CHECK_EQ(vf_queue_signals, signals_before);
 	CHECK_EQ(t.b.inflight, 0);
 	CHECK(!dev(&t)->vqs[0].active);
 
 	/* a reset with nothing in flight is immediate, and the device
 	 * comes back */
-	memset(hva(&t, AVAIL_GPA, 0x1000), 0, 0x1000);
-	memset(hva(&t, USED_GPA, 0x1000), 0, 0x1000);
+	memset(vf_hva(&t.mem, AVAIL_GPA, 0x1000), 0, 0x1000);
+	memset(vf_hva(&t.mem, USED_GPA, 0x1000), 0, 0x1000);
 	drv_up(&t, default_features(&t));
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
@@ -960,10 +841,10 @@ TEST(reset_with_requests_in_flight)
 	drv_up(&t, default_features(&t));
 	uint64_t s;
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &s);
-	notify(&t);
+	vf_notify(&t.drv);
 	run_io(&t);
 	CHECK_EQ(status_at(&t, s), VIRTIO_BLK_S_OK);
-	CHECK_EQ(used_idx(&t), 1);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
 	teardown(&t);
 }
 
@@ -974,7 +855,7 @@ TEST(reset_while_throttled)
 	uint64_t st[6];
 	for (int i = 0; i < 6; i++)
 		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 2);
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
@@ -984,7 +865,7 @@ TEST(reset_while_throttled)
 	CHECK_EQ(run_io(&t), 2);
 	CHECK_EQ(t.m.outstanding, 0);
 	CHECK(!dev(&t)->reset_pending);
-	CHECK_EQ(used_idx(&t), 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
 	for (int i = 0; i < 6; i++)
 		CHECK_EQ(status_at(&t, st[i]), 0xee);
 	teardown(&t);
@@ -1060,10 +941,11 @@ TEST(notify_before_driver_ok_is_ignored)
 	CHECK_EQ(blk_mem_init(&t.m, DISK_SIZE, false, 8), 0);
 	char err[128];
 	CHECK_EQ(virtio_blk_init(&t.b, &t.m.be, false, NULL, &t.mem, NULL, err, sizeof(err)), 0);
+	vf_drv_init(&t.drv, &t.mem, dev(&t), QSIZE, DESC_GPA, AVAIL_GPA, USED_GPA);
 	t.bump = SMALL_GPA;
 	uint64_t st;
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
-	notify(&t);
+	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 0);
 	CHECK_EQ(status_at(&t, st), 0xee);
 	teardown(&t);

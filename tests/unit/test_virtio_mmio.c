@@ -9,6 +9,7 @@
 #include "../../src/arch/x86/aml.h"
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "virtio_fake.h"
 
 /* ---- fake platform -------------------------------------------------------- */
 
@@ -128,79 +129,18 @@ static void fp_destroy(struct fake_platform *fp)
 #define BASE VIRTIO_MMIO_DEV_BASE(3)
 #define GSI VIRTIO_MMIO_DEV_GSI(3)
 
-struct fake_dev {
-	struct virtio_dev vd;
-	uint8_t config[FAKE_CONFIG_SIZE];
-	int activate_calls, reset_calls, cfg_reads, cfg_writes;
-	int notify_calls[VIRTIO_MAX_QUEUES];
-	int reset_ret;
-	uint32_t last_cfg_off, last_cfg_len;
-};
-
-static uint64_t fd_features(struct virtio_dev *d)
+static int fake_init(struct vf_dev *f, const char *name, uint32_t id, uint16_t nq, uint16_t qmax,
+		     struct guest_mem *mem, struct loop *l)
 {
-	(void)d;
-	return FAKE_FEATURES;
+	return vf_dev_init(f, FAKE_FEATURES, FAKE_CONFIG_SIZE, name, id, nq, qmax, mem, l);
 }
-
-static void fd_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
-{
-	struct fake_dev *f = container_of(d, struct fake_dev, vd);
-	f->cfg_reads++;
-	f->last_cfg_off = off;
-	f->last_cfg_len = len;
-	uint8_t *p = data;
-	for (uint32_t i = 0; i < len; i++)
-		p[i] = off + i < FAKE_CONFIG_SIZE ? f->config[off + i] : 0;
-}
-
-static void fd_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
-{
-	struct fake_dev *f = container_of(d, struct fake_dev, vd);
-	f->cfg_writes++;
-	f->last_cfg_off = off;
-	f->last_cfg_len = len;
-	const uint8_t *p = data;
-	for (uint32_t i = 0; i < len; i++)
-		if (off + i < FAKE_CONFIG_SIZE)
-			f->config[off + i] = p[i];
-}
-
-static int fd_activate(struct virtio_dev *d)
-{
-	container_of(d, struct fake_dev, vd)->activate_calls++;
-	return 0;
-}
-
-static int fd_reset(struct virtio_dev *d)
-{
-	struct fake_dev *f = container_of(d, struct fake_dev, vd);
-	f->reset_calls++;
-	return f->reset_ret;
-}
-
-static void fd_queue_notify(struct virtio_dev *d, uint16_t q)
-{
-	struct fake_dev *f = container_of(d, struct fake_dev, vd);
-	if (q < VIRTIO_MAX_QUEUES)
-		f->notify_calls[q]++;
-}
-
-static const struct virtio_dev_ops fd_ops = {
-	.features = fd_features,
-	.config_read = fd_config_read,
-	.config_write = fd_config_write,
-	.activate = fd_activate,
-	.reset = fd_reset,
-	.queue_notify = fd_queue_notify,
-};
 
 /* ---- fixture ----------------------------------------------------------------- */
 
 struct fix {
 	struct guest_mem mem;
 	struct fake_platform fp;
-	struct fake_dev f;
+	struct vf_dev f;
 	struct virtio_mmio t;
 };
 
@@ -209,7 +149,7 @@ static void fix_init_ops(struct fix *x, const struct platform_ops *ops, struct l
 	memset(x, 0, sizeof(*x));
 	CHECK_EQ(guest_mem_init(&x->mem, 1 << 20, 0xc0000000ULL, 0x100000000ULL), 0);
 	fp_init(&x->fp, ops, l);
-	CHECK_EQ(virtio_dev_init(&x->f.vd, &fd_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x->mem, l), 0);
+	CHECK_EQ(fake_init(&x->f, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x->mem, l), 0);
 	for (int i = 0; i < FAKE_CONFIG_SIZE; i++)
 		x->f.config[i] = (uint8_t)(0x10 + i);
 	CHECK_EQ(virtio_mmio_init(&x->t, &x->f.vd, &x->fp.p, BASE, GSI), 0);
@@ -712,7 +652,7 @@ TEST(interrupts_set_irq_fallback)
 	CHECK_EQ(guest_mem_init(&x.mem, 1 << 20, 0xc0000000ULL, 0x100000000ULL), 0);
 	fp_init(&x.fp, &fp_ops_full, NULL);
 	x.fp.irqfd_fail = true;
-	CHECK_EQ(virtio_dev_init(&x.f.vd, &fd_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x.mem, NULL), 0);
+	CHECK_EQ(fake_init(&x.f, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x.mem, NULL), 0);
 	CHECK_EQ(virtio_mmio_init(&x.t, &x.f.vd, &x.fp.p, BASE, GSI), 0);
 	CHECK_EQ(x.t.irqfd, -1);
 	bring_up(&x);
@@ -1056,7 +996,7 @@ TEST(ioeventfd_failure_falls_back)
 	CHECK_EQ(guest_mem_init(&x.mem, 1 << 20, 0xc0000000ULL, 0x100000000ULL), 0);
 	fp_init(&x.fp, &fp_ops_full, &l);
 	x.fp.ioev_fail = true;
-	CHECK_EQ(virtio_dev_init(&x.f.vd, &fd_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x.mem, &l), 0);
+	CHECK_EQ(fake_init(&x.f, "fake", VIRTIO_ID_RNG, NQ, QMAX, &x.mem, &l), 0);
 	CHECK_EQ(virtio_mmio_init(&x.t, &x.f.vd, &x.fp.p, BASE, GSI), 0);
 	CHECK(!x.t.notify[0].ioeventfd);
 	bring_up(&x);
@@ -1075,9 +1015,9 @@ TEST(init_errors)
 	CHECK_EQ(loop_init(&l), 0);
 	struct fix x;
 	fix_init_ops(&x, &fp_ops_full, &l);
-	struct fake_dev f2;
+	struct vf_dev f2;
 	struct virtio_mmio t2;
-	CHECK_EQ(virtio_dev_init(&f2.vd, &fd_ops, "fake2", VIRTIO_ID_BLOCK, 1, 64, &x.mem, &l), 0);
+	CHECK_EQ(fake_init(&f2, "fake2", VIRTIO_ID_BLOCK, 1, 64, &x.mem, &l), 0);
 	/* NULLs, unaligned base */
 	CHECK_EQ(virtio_mmio_init(NULL, &f2.vd, &x.fp.p, BASE + 0x1000, GSI), -EINVAL);
 	CHECK_EQ(virtio_mmio_init(&t2, NULL, &x.fp.p, BASE + 0x1000, GSI), -EINVAL);

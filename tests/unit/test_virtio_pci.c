@@ -11,87 +11,9 @@
 
 #include "../../src/arch/x86/layout.h"
 #include "../../src/event/loop.h"
+#include "msi_fake.h"
 #include "test.h"
-
-/* ---- fake platform --------------------------------------------------------- */
-
-struct fake_plat {
-	struct platform p;
-	int nalloc, nsend, nfree;
-	int fds[16];
-	uint32_t alloc_data[16], send_data[16];
-	int nioe_add, nioe_del;
-	uint64_t ioe_add_addr[32], ioe_del_addr[32];
-	uint32_t ioe_len[32];
-	int ioe_fd[32];
-	int ioe_fail;
-};
-
-#define FP(p) ((struct fake_plat *)(p))
-
-static int fp_msi_alloc(struct platform *p, uint64_t addr, uint32_t data, int *handle, int *fd)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nalloc >= 16)
-		return -ENOSPC;
-	int h = f->nalloc++;
-	f->alloc_data[h] = data;
-	f->fds[h] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	*handle = h;
-	*fd = f->fds[h];
-	return 0;
-}
-
-static int fp_msi_update(struct platform *p, int handle, uint64_t addr, uint32_t data)
-{
-	return 0;
-}
-
-static void fp_msi_free(struct platform *p, int handle)
-{
-	FP(p)->nfree++;
-}
-
-static int fp_msi_send(struct platform *p, uint64_t addr, uint32_t data)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nsend < 16)
-		f->send_data[f->nsend] = data;
-	f->nsend++;
-	return 0;
-}
-
-static int fp_ioe_add(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd)
-{
-	struct fake_plat *f = FP(p);
-	if (f->ioe_fail)
-		return f->ioe_fail;
-	if (f->nioe_add < 32) {
-		f->ioe_add_addr[f->nioe_add] = addr;
-		f->ioe_len[f->nioe_add] = len;
-		f->ioe_fd[f->nioe_add] = efd;
-	}
-	f->nioe_add++;
-	return pio ? -EINVAL : 0;
-}
-
-static int fp_ioe_del(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd)
-{
-	struct fake_plat *f = FP(p);
-	if (f->nioe_del < 32)
-		f->ioe_del_addr[f->nioe_del] = addr;
-	f->nioe_del++;
-	return 0;
-}
-
-static const struct platform_ops fp_ops = {
-	.msi_alloc = fp_msi_alloc,
-	.msi_update = fp_msi_update,
-	.msi_free = fp_msi_free,
-	.msi_send = fp_msi_send,
-	.ioeventfd_add = fp_ioe_add,
-	.ioeventfd_del = fp_ioe_del,
-};
+#include "virtio_fake.h"
 
 /* ---- fake virtio device -------------------------------------------------------- */
 
@@ -99,64 +21,7 @@ static const struct platform_ops fp_ops = {
 #define F_QMAX 256
 #define F_CFG_SIZE 24
 #define F_FEATURE_BIT 5
-
-struct fdev {
-	struct virtio_dev vd;
-	uint8_t config[F_CFG_SIZE];
-	int notified[VIRTIO_MAX_QUEUES];
-	int activated, resets;
-	int cfg_reads, cfg_writes;
-};
-
-static uint64_t f_features(struct virtio_dev *d)
-{
-	return 1ull << F_FEATURE_BIT;
-}
-
-static void f_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
-{
-	struct fdev *f = container_of(d, struct fdev, vd);
-	uint8_t *out = data;
-	f->cfg_reads++;
-	for (uint32_t i = 0; i < len; i++)
-		out[i] = off + i < F_CFG_SIZE ? f->config[off + i] : 0;
-}
-
-static void f_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
-{
-	struct fdev *f = container_of(d, struct fdev, vd);
-	const uint8_t *in = data;
-	f->cfg_writes++;
-	for (uint32_t i = 0; i < len; i++)
-		if (off + i < F_CFG_SIZE)
-			f->config[off + i] = in[i];
-}
-
-static int f_activate(struct virtio_dev *d)
-{
-	container_of(d, struct fdev, vd)->activated++;
-	return 0;
-}
-
-static int f_reset(struct virtio_dev *d)
-{
-	container_of(d, struct fdev, vd)->resets++;
-	return 0;
-}
-
-static void f_queue_notify(struct virtio_dev *d, uint16_t q)
-{
-	container_of(d, struct fdev, vd)->notified[q]++;
-}
-
-static const struct virtio_dev_ops f_ops = {
-	.features = f_features,
-	.config_read = f_config_read,
-	.config_write = f_config_write,
-	.activate = f_activate,
-	.reset = f_reset,
-	.queue_notify = f_queue_notify,
-};
+#define F_FEATURES (1ull << F_FEATURE_BIT)
 
 /* ---- rig ----------------------------------------------------------------------- */
 
@@ -167,7 +32,7 @@ struct rig {
 	struct guest_mem mem;
 	struct loop loop;
 	bool with_loop;
-	struct fdev f;
+	struct vf_dev f;
 	struct virtio_pci vp;
 	int slot;
 	uint64_t bar;
@@ -188,11 +53,7 @@ static struct rig *rig_new(bool with_loop)
 	struct rig *r = calloc(1, sizeof(*r));
 	bus_init(&r->pio, "pio");
 	bus_init(&r->mmio, "mmio");
-	r->fp.p.ops = &fp_ops;
-	r->fp.p.pio = &r->pio;
-	r->fp.p.mmio = &r->mmio;
-	for (int i = 0; i < 16; i++)
-		r->fp.fds[i] = -1;
+	fp_init(&r->fp, &r->pio, &r->mmio);
 	if (with_loop) {
 		CHECK_EQ(loop_init(&r->loop), 0);
 		r->fp.p.loop = &r->loop;
@@ -200,8 +61,8 @@ static struct rig *rig_new(bool with_loop)
 	}
 	CHECK_EQ(guest_mem_init(&r->mem, 0x200000, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
 	CHECK_EQ(pci_bus_init(&r->pb, &r->mmio, GPA_PCI_MMIO32, PCI_MMIO32_SIZE, NULL, NULL), 0);
-	CHECK_EQ(virtio_dev_init(&r->f.vd, &f_ops, "fake", VIRTIO_ID_BLOCK, F_NQ, F_QMAX, &r->mem,
-				 r->fp.p.loop),
+	CHECK_EQ(vf_dev_init(&r->f, F_FEATURES, F_CFG_SIZE, "fake", VIRTIO_ID_BLOCK, F_NQ, F_QMAX,
+			     &r->mem, r->fp.p.loop),
 		 0);
 	for (int i = 0; i < F_CFG_SIZE; i++)
 		r->f.config[i] = (uint8_t)(0xa0 + i);
@@ -224,9 +85,7 @@ static void rig_free(struct rig *r)
 	guest_mem_destroy(&r->mem);
 	if (r->with_loop)
 		loop_destroy(&r->loop);
-	for (int i = 0; i < 16; i++)
-		if (r->fp.fds[i] >= 0)
-			close(r->fp.fds[i]);
+	fp_destroy(&r->fp);
 	free(r);
 }
 
@@ -504,7 +363,7 @@ TEST(geometry_after_driver_ok_ignored)
 	enable_bar(r);
 	go_live(r);
 	CHECK(rd(r, C(STATUS), 1) & VIRTIO_STATUS_DRIVER_OK);
-	CHECK_EQ(r->f.activated, 1);
+	CHECK_EQ(r->f.activate_calls, 1);
 	CHECK(r->f.vd.vqs[0].active);
 	wr(r, C(Q_SELECT), 2, 0);
 	CHECK_EQ(rd(r, C(Q_DESC), 8), RING_DESC);
@@ -528,7 +387,7 @@ TEST(geometry_after_driver_ok_ignored)
 	/* reset: geometry and vectors back to reset values */
 	wr(r, C(MSIX), 2, 0);
 	set_status(r, 0);
-	CHECK_EQ(r->f.resets, 1);
+	CHECK_EQ(r->f.reset_calls, 1);
 	CHECK_EQ(rd(r, C(STATUS), 1), 0);
 	CHECK_EQ(rd(r, C(MSIX), 2), VIRTIO_MSI_NO_VECTOR);
 	wr(r, C(Q_SELECT), 2, 0);
@@ -567,20 +426,20 @@ TEST(notify_by_mmio_write)
 	enable_bar(r);
 	/* before DRIVER_OK: nothing reaches the device */
 	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
-	CHECK_EQ(r->f.notified[0], 0);
+	CHECK_EQ(r->f.notify_calls[0], 0);
 	go_live(r);
 	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
-	CHECK_EQ(r->f.notified[0], 1);
+	CHECK_EQ(r->f.notify_calls[0], 1);
 	wr(r, VIRTIO_PCI_NOTIFY_OFF, 4, 0); /* other widths work too */
 	wr(r, VIRTIO_PCI_NOTIFY_OFF, 1, 0);
-	CHECK_EQ(r->f.notified[0], 3);
+	CHECK_EQ(r->f.notify_calls[0], 3);
 	/* queue 1 is not active; odd offsets and absent queues are ignored */
 	wr(r, VIRTIO_PCI_NOTIFY_OFF + 4, 2, 1);
 	wr(r, VIRTIO_PCI_NOTIFY_OFF + 2, 2, 0);
 	wr(r, VIRTIO_PCI_NOTIFY_OFF + 4 * F_NQ, 2, F_NQ);
 	wr(r, VIRTIO_PCI_NOTIFY_OFF + 0xffe, 2, 0);
-	CHECK_EQ(r->f.notified[0], 3);
-	CHECK_EQ(r->f.notified[1], 0);
+	CHECK_EQ(r->f.notify_calls[0], 3);
+	CHECK_EQ(r->f.notify_calls[1], 0);
 	CHECK_EQ(rd(r, VIRTIO_PCI_NOTIFY_OFF, 4), 0);
 	rig_free(r);
 }
@@ -604,7 +463,7 @@ TEST(ioeventfds_follow_the_bar)
 	uint64_t cnt = 0;
 	CHECK_EQ(read(r->vp.notify[0].efd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
 	CHECK_EQ(cnt, 1);
-	CHECK_EQ(r->f.notified[0], 0);
+	CHECK_EQ(r->f.notify_calls[0], 0);
 	/* move the BAR: old ioeventfds removed, new ones added */
 	uint64_t to = GPA_PCI_MMIO32 + 0x10000;
 	cfgw(r, 0x10, 4, (uint32_t)to | PCI_BAR_MEM_TYPE_64);
@@ -857,8 +716,9 @@ TEST(create_validation)
 	CHECK_EQ(virtio_pci_create(vp2, NULL, &r->f.vd, &r->fp.p, -1), (unsigned long long)-EINVAL);
 	CHECK_EQ(virtio_pci_create(vp2, &r->pb, NULL, &r->fp.p, -1), (unsigned long long)-EINVAL);
 	/* slot taken: fails, leaves nothing behind */
-	struct fdev *f2 = calloc(1, sizeof(*f2));
-	CHECK_EQ(virtio_dev_init(&f2->vd, &f_ops, "f2", VIRTIO_ID_RNG, 1, 64, &r->mem, NULL), 0);
+	struct vf_dev *f2 = calloc(1, sizeof(*f2));
+	CHECK_EQ(vf_dev_init(f2, F_FEATURES, F_CFG_SIZE, "f2", VIRTIO_ID_RNG, 1, 64, &r->mem, NULL),
+		 0);
 	CHECK_EQ(virtio_pci_create(vp2, &r->pb, &f2->vd, &r->fp.p, r->slot),
 		 (unsigned long long)-EBUSY);
 	CHECK(f2->vd.tops == NULL);

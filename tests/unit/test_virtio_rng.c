@@ -11,6 +11,7 @@
 
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "virtio_fake.h"
 
 #define MIB (1ull << 20)
 #define MEM_SIZE (32 * MIB)
@@ -21,64 +22,15 @@
 #define BIG_GPA (16 * MIB) /* a 16 MiB buffer many descriptors can point at */
 #define QSIZE 64
 
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool write;
-};
-
 struct tdrv {
 	struct guest_mem mem;
 	struct virtio_rng r;
-	uint16_t avail_idx, next_desc;
-};
-
-static int queue_signals;
-
-static void fake_signal_queue(struct virtio_dev *d, uint16_t q)
-{
-	queue_signals++;
-}
-
-static void fake_signal_config(struct virtio_dev *d)
-{
-}
-
-static const struct virtio_transport_ops fake_tops = {
-	.signal_queue = fake_signal_queue,
-	.signal_config = fake_signal_config,
+	struct vf_drv drv;
 };
 
 static struct virtio_dev *dev(struct tdrv *t)
 {
 	return &t->r.vdev;
-}
-
-static uint8_t *hva(struct tdrv *t, uint64_t gpa, uint64_t len)
-{
-	uint8_t *p = gpa_to_hva(&t->mem, gpa, len);
-	if (!p)
-		abort();
-	return p;
-}
-
-static void put16(struct tdrv *t, uint64_t gpa, uint16_t v)
-{
-	memcpy(hva(t, gpa, 2), &v, 2);
-}
-
-static uint16_t get16(struct tdrv *t, uint64_t gpa)
-{
-	uint16_t v;
-	memcpy(&v, hva(t, gpa, 2), 2);
-	return v;
-}
-
-static uint32_t get32(struct tdrv *t, uint64_t gpa)
-{
-	uint32_t v;
-	memcpy(&v, hva(t, gpa, 4), 4);
-	return v;
 }
 
 static void setup_f(struct tdrv *t, struct loop *loop, uint64_t features);
@@ -95,78 +47,15 @@ static void setup_f(struct tdrv *t, struct loop *loop, uint64_t features)
 		abort();
 	if (virtio_rng_init(&t->r, &t->mem, loop))
 		abort();
-	queue_signals = 0;
-	struct virtio_dev *d = dev(t);
-	pthread_mutex_lock(&d->lock);
-	d->tops = &fake_tops;
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE);
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	d->driver_feature_sel = 0;
-	virtio_dev_write_driver_features(d, (uint32_t)features);
-	d->driver_feature_sel = 1;
-	virtio_dev_write_driver_features(d, (uint32_t)(features >> 32));
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-					 VIRTIO_STATUS_FEATURES_OK);
-	d->queue_sel = 0;
-	struct virtq *q = virtio_dev_selected_queue(d);
-	q->size = QSIZE;
-	q->desc_gpa = DESC_GPA;
-	q->avail_gpa = AVAIL_GPA;
-	q->used_gpa = USED_GPA;
-	q->ready = true;
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
-	pthread_mutex_unlock(&d->lock);
+	vf_queue_signals = 0;
+	vf_drv_init(&t->drv, &t->mem, dev(t), QSIZE, DESC_GPA, AVAIL_GPA, USED_GPA);
+	vf_drv_up(&t->drv, features);
 }
 
 static void teardown(struct tdrv *t)
 {
 	virtio_rng_destroy(&t->r);
 	guest_mem_destroy(&t->mem);
-}
-
-static uint16_t drv_chain(struct tdrv *t, const struct seg *s, int n)
-{
-	uint16_t head = t->next_desc;
-	for (int i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((head + i) % QSIZE);
-		uint16_t next = (uint16_t)((head + i + 1) % QSIZE);
-		uint16_t flags = (uint16_t)((s[i].write ? VIRTQ_DESC_F_WRITE : 0) |
-					    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0));
-		uint8_t raw[16];
-		memcpy(raw, &s[i].gpa, 8);
-		memcpy(raw + 8, &s[i].len, 4);
-		memcpy(raw + 12, &flags, 2);
-		memcpy(raw + 14, &next, 2);
-		memcpy(hva(t, DESC_GPA + 16ull * idx, 16), raw, 16);
-	}
-	t->next_desc = (uint16_t)((head + n) % QSIZE);
-	put16(t, AVAIL_GPA + 4 + 2ull * (t->avail_idx % QSIZE), head);
-	t->avail_idx++;
-	put16(t, AVAIL_GPA + 2, t->avail_idx);
-	return head;
-}
-
-static void notify(struct tdrv *t)
-{
-	pthread_mutex_lock(&dev(t)->lock);
-	virtio_dev_queue_notify(dev(t), 0);
-	pthread_mutex_unlock(&dev(t)->lock);
-}
-
-static uint16_t used_idx(struct tdrv *t)
-{
-	return get16(t, USED_GPA + 2);
-}
-
-static uint32_t used_id(struct tdrv *t, uint16_t i)
-{
-	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE));
-}
-
-static uint32_t used_len(struct tdrv *t, uint16_t i)
-{
-	return get32(t, USED_GPA + 4 + 8ull * (i % QSIZE) + 4);
 }
 
 /* How many of @len bytes differ from @v. */
@@ -204,29 +93,29 @@ TEST(fills_writable_buffers)
 {
 	struct tdrv t;
 	setup(&t, NULL);
-	memset(hva(&t, BUF_GPA, 8192), 0xcc, 8192);
-	struct seg s[] = {{BUF_GPA, 100, true}, {BUF_GPA + 1000, 3000, true}};
-	uint16_t h = drv_chain(&t, s, 2);
-	notify(&t);
-	CHECK_EQ(used_idx(&t), 1);
-	CHECK_EQ(used_id(&t, 0), h);
-	CHECK_EQ(used_len(&t, 0), 3100);
-	CHECK_EQ(queue_signals, 1);
+	memset(vf_hva(&t.mem, BUF_GPA, 8192), 0xcc, 8192);
+	struct vf_seg s[] = {{BUF_GPA, 100, true}, {BUF_GPA + 1000, 3000, true}};
+	uint16_t h = vf_chain(&t.drv, s, 2);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	CHECK_EQ(vf_used_id(&t.drv, 0), h);
+	CHECK_EQ(vf_used_len(&t.drv, 0), 3100);
+	CHECK_EQ(vf_queue_signals, 1);
 	/* random bytes: a few may be 0xcc by chance, not hundreds */
-	CHECK(count_not(hva(&t, BUF_GPA, 100), 100, 0xcc) > 80);
-	CHECK(count_not(hva(&t, BUF_GPA + 1000, 3000), 3000, 0xcc) > 2900);
-	CHECK_EQ(count_not(hva(&t, BUF_GPA + 100, 900), 900, 0xcc), 0); /* the gap */
-	CHECK_EQ(count_not(hva(&t, BUF_GPA + 4000, 4192), 4192, 0xcc), 0);
+	CHECK(count_not(vf_hva(&t.mem, BUF_GPA, 100), 100, 0xcc) > 80);
+	CHECK(count_not(vf_hva(&t.mem, BUF_GPA + 1000, 3000), 3000, 0xcc) > 2900);
+	CHECK_EQ(count_not(vf_hva(&t.mem, BUF_GPA + 100, 900), 900, 0xcc), 0); /* the gap */
+	CHECK_EQ(count_not(vf_hva(&t.mem, BUF_GPA + 4000, 4192), 4192, 0xcc), 0);
 
 	/* two requests get different bytes */
-	memset(hva(&t, BUF_GPA, 8192), 0, 8192);
-	struct seg a[] = {{BUF_GPA, 64, true}};
-	struct seg b[] = {{BUF_GPA + 64, 64, true}};
-	drv_chain(&t, a, 1);
-	drv_chain(&t, b, 1);
-	notify(&t);
-	CHECK_EQ(used_idx(&t), 3);
-	CHECK(memcmp(hva(&t, BUF_GPA, 64), hva(&t, BUF_GPA + 64, 64), 64) != 0);
+	memset(vf_hva(&t.mem, BUF_GPA, 8192), 0, 8192);
+	struct vf_seg a[] = {{BUF_GPA, 64, true}};
+	struct vf_seg b[] = {{BUF_GPA + 64, 64, true}};
+	vf_chain(&t.drv, a, 1);
+	vf_chain(&t.drv, b, 1);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 3);
+	CHECK(memcmp(vf_hva(&t.mem, BUF_GPA, 64), vf_hva(&t.mem, BUF_GPA + 64, 64), 64) != 0);
 	CHECK_EQ(t.r.n_requests, 3);
 	CHECK_EQ(t.r.n_bytes, 3100 + 128);
 	teardown(&t);
@@ -237,16 +126,14 @@ TEST(per_request_cap)
 	struct tdrv t;
 	setup(&t, NULL);
 	const uint32_t len = 1 << 20;
-	memset(hva(&t, BUF_GPA, len), 0xcc, len);
-	struct seg s[] = {{BUF_GPA, len, true}};
-	drv_chain(&t, s, 1);
-	notify(&t);
-	CHECK_EQ(used_len(&t, 0), VIRTIO_RNG_MAX_PER_REQ);
-	CHECK(count_not(hva(&t, BUF_GPA, VIRTIO_RNG_MAX_PER_REQ), VIRTIO_RNG_MAX_PER_REQ, 0xcc) >
-	      VIRTIO_RNG_MAX_PER_REQ - 1024);
-	CHECK_EQ(count_not(hva(&t, BUF_GPA + VIRTIO_RNG_MAX_PER_REQ, len - VIRTIO_RNG_MAX_PER_REQ),
-			   len - VIRTIO_RNG_MAX_PER_REQ, 0xcc),
-		 0);
+	uint8_t *buf = vf_hva(&t.mem, BUF_GPA, len);
+	memset(buf, 0xcc, len);
+	struct vf_seg s[] = {{BUF_GPA, len, true}};
+	vf_chain(&t.drv, s, 1);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_len(&t.drv, 0), VIRTIO_RNG_MAX_PER_REQ);
+	CHECK(count_not(buf, VIRTIO_RNG_MAX_PER_REQ, 0xcc) > VIRTIO_RNG_MAX_PER_REQ - 1024);
+	CHECK_EQ(count_not(buf + VIRTIO_RNG_MAX_PER_REQ, len - VIRTIO_RNG_MAX_PER_REQ, 0xcc), 0);
 	teardown(&t);
 }
 
@@ -256,17 +143,17 @@ TEST(huge_request_is_bounded)
 	 * 32 MiB of RAM.  The host writes 64 KiB and allocates nothing. */
 	struct tdrv t;
 	setup_f(&t, NULL, (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_INDIRECT_DESC));
-	uint8_t *big = hva(&t, BIG_GPA, 16 * MIB);
+	uint8_t *big = vf_hva(&t.mem, BIG_GPA, 16 * MIB);
 	memset(big, 0xcc, VIRTIO_RNG_MAX_PER_REQ + 4096);
-	struct seg s[63];
+	struct vf_seg s[63];
 	for (int i = 0; i < 63; i++)
-		s[i] = (struct seg){BIG_GPA, 16 * MIB, true};
-	drv_chain(&t, s, 63);
+		s[i] = (struct vf_seg){BIG_GPA, 16 * MIB, true};
+	vf_chain(&t.drv, s, 63);
 	uint64_t t0 = now_ns();
-	notify(&t);
+	vf_notify(&t.drv);
 	uint64_t dt = now_ns() - t0;
-	CHECK_EQ(used_idx(&t), 1);
-	CHECK_EQ(used_len(&t, 0), VIRTIO_RNG_MAX_PER_REQ);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	CHECK_EQ(vf_used_len(&t.drv, 0), VIRTIO_RNG_MAX_PER_REQ);
 	CHECK_EQ(count_not(big + VIRTIO_RNG_MAX_PER_REQ, 4096, 0xcc), 0);
 	CHECK(dt < 1000000000ull); /* well under a second */
 
@@ -274,37 +161,19 @@ TEST(huge_request_is_bounded)
 	memset(big, 0xcc, VIRTIO_RNG_MAX_PER_REQ + 4096);
 	const uint64_t table = BUF_GPA;
 	for (uint16_t i = 0; i < 255; i++) {
-		uint8_t raw[16];
-		uint64_t addr = BIG_GPA;
-		uint32_t len = 16 * MIB;
 		uint16_t flags = VIRTQ_DESC_F_WRITE | (i < 254 ? VIRTQ_DESC_F_NEXT : 0);
-		uint16_t next = (uint16_t)(i + 1);
-		memcpy(raw, &addr, 8);
-		memcpy(raw + 8, &len, 4);
-		memcpy(raw + 12, &flags, 2);
-		memcpy(raw + 14, &next, 2);
-		memcpy(hva(&t, table + 16ull * i, 16), raw, 16);
+		vf_desc(&t.mem, table, i, BIG_GPA, 16 * MIB, flags, (uint16_t)(i + 1));
 	}
-	uint16_t head = t.next_desc;
-	uint8_t raw[16];
-	uint64_t addr = table;
-	uint32_t tlen = 255 * 16;
-	uint16_t flags = VIRTQ_DESC_F_INDIRECT, next = 0;
-	memcpy(raw, &addr, 8);
-	memcpy(raw + 8, &tlen, 4);
-	memcpy(raw + 12, &flags, 2);
-	memcpy(raw + 14, &next, 2);
-	memcpy(hva(&t, DESC_GPA + 16ull * head, 16), raw, 16);
-	put16(&t, AVAIL_GPA + 4 + 2ull * (t.avail_idx % QSIZE), head);
-	t.avail_idx++;
-	put16(&t, AVAIL_GPA + 2, t.avail_idx);
+	uint16_t head = t.drv.next_desc;
+	vf_desc(&t.mem, DESC_GPA, head, table, 255 * 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vf_avail(&t.drv, head);
 	t0 = now_ns();
-	notify(&t);
+	vf_notify(&t.drv);
 	dt = now_ns() - t0;
 	CHECK(!dev(&t)->broken);
-	CHECK_EQ(used_idx(&t), 2);
-	CHECK_EQ(used_id(&t, 1), head);
-	CHECK_EQ(used_len(&t, 1), VIRTIO_RNG_MAX_PER_REQ);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	CHECK_EQ(vf_used_id(&t.drv, 1), head);
+	CHECK_EQ(vf_used_len(&t.drv, 1), VIRTIO_RNG_MAX_PER_REQ);
 	CHECK_EQ(count_not(big + VIRTIO_RNG_MAX_PER_REQ, 4096, 0xcc), 0);
 	CHECK(dt < 1000000000ull);
 	teardown(&t);
@@ -314,23 +183,23 @@ TEST(readable_buffers_get_nothing)
 {
 	struct tdrv t;
 	setup(&t, NULL);
-	memset(hva(&t, BUF_GPA, 4096), 0xcc, 4096);
-	struct seg s[] = {{BUF_GPA, 512, false}, {BUF_GPA + 512, 512, true}};
-	drv_chain(&t, s, 2);
-	struct seg r[] = {{BUF_GPA + 1024, 512, false}};
-	drv_chain(&t, r, 1);
-	notify(&t);
-	CHECK_EQ(used_idx(&t), 2);
-	CHECK_EQ(used_len(&t, 0), 0);
-	CHECK_EQ(used_len(&t, 1), 0);
-	CHECK_EQ(count_not(hva(&t, BUF_GPA, 4096), 4096, 0xcc), 0);
+	memset(vf_hva(&t.mem, BUF_GPA, 4096), 0xcc, 4096);
+	struct vf_seg s[] = {{BUF_GPA, 512, false}, {BUF_GPA + 512, 512, true}};
+	vf_chain(&t.drv, s, 2);
+	struct vf_seg r[] = {{BUF_GPA + 1024, 512, false}};
+	vf_chain(&t.drv, r, 1);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	CHECK_EQ(vf_used_len(&t.drv, 0), 0);
+	CHECK_EQ(vf_used_len(&t.drv, 1), 0);
+	CHECK_EQ(count_not(vf_hva(&t.mem, BUF_GPA, 4096), 4096, 0xcc), 0);
 	CHECK_EQ(t.r.n_rejected, 2);
 	CHECK(!dev(&t)->broken);
 	/* and a proper request still works */
-	struct seg w[] = {{BUF_GPA, 16, true}};
-	drv_chain(&t, w, 1);
-	notify(&t);
-	CHECK_EQ(used_len(&t, 2), 16);
+	struct vf_seg w[] = {{BUF_GPA, 16, true}};
+	vf_chain(&t.drv, w, 1);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_len(&t.drv, 2), 16);
 	teardown(&t);
 }
 
@@ -338,11 +207,11 @@ TEST(ring_violation_breaks_device)
 {
 	struct tdrv t;
 	setup(&t, NULL);
-	struct seg s[] = {{BUF_GPA, 0, true}}; /* zero-length descriptor */
-	drv_chain(&t, s, 1);
-	notify(&t);
+	struct vf_seg s[] = {{BUF_GPA, 0, true}}; /* zero-length descriptor */
+	vf_chain(&t.drv, s, 1);
+	vf_notify(&t.drv);
 	CHECK(dev(&t)->broken);
-	CHECK_EQ(used_idx(&t), 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
 	/* reset is immediate and the device comes back */
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
@@ -362,19 +231,19 @@ TEST(budget_yields_to_the_loop)
 	/* 20 requests of 64 KiB = 1.25 MiB, more than one pass may do */
 	const int n = 20;
 	for (int i = 0; i < n; i++) {
-		struct seg s[] = {{BUF_GPA + (uint64_t)i * VIRTIO_RNG_MAX_PER_REQ,
-				   VIRTIO_RNG_MAX_PER_REQ, true}};
-		drv_chain(&t, s, 1);
+		struct vf_seg s[] = {{BUF_GPA + (uint64_t)i * VIRTIO_RNG_MAX_PER_REQ,
+				      VIRTIO_RNG_MAX_PER_REQ, true}};
+		vf_chain(&t.drv, s, 1);
 	}
-	notify(&t);
-	uint16_t first = used_idx(&t);
+	vf_notify(&t.drv);
+	uint16_t first = vf_used_idx(&t.drv);
 	CHECK_EQ(first, VIRTIO_RNG_BUDGET / VIRTIO_RNG_MAX_PER_REQ);
 	struct pollfd p = {.fd = t.r.resume_fd, .events = POLLIN};
 	CHECK_EQ(poll(&p, 1, 0), 1); /* the loop will call us back */
 	uint64_t v;
 	CHECK_EQ(read(t.r.resume_fd, &v, sizeof(v)), sizeof(v));
 	virtio_rng_resume(&t.r);
-	CHECK_EQ(used_idx(&t), n);
+	CHECK_EQ(vf_used_idx(&t.drv), n);
 	CHECK_EQ(t.r.n_bytes, (uint64_t)n * VIRTIO_RNG_MAX_PER_REQ);
 	/* nothing more to do: no further wake-up */
 	CHECK_EQ(poll(&p, 1, 0), 0);
@@ -383,7 +252,7 @@ TEST(budget_yields_to_the_loop)
 	virtio_dev_set_status(dev(&t), 0);
 	pthread_mutex_unlock(&dev(&t)->lock);
 	virtio_rng_resume(&t.r);
-	CHECK_EQ(used_idx(&t), n);
+	CHECK_EQ(vf_used_idx(&t.drv), n);
 	teardown(&t);
 	loop_destroy(&lp);
 }

@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "test.h"
+#include "virtio_fake.h"
 
 #define MIB (1ull << 20)
 #define MEM_SIZE (4 * MIB)
@@ -62,80 +63,45 @@ static void drv_fini(struct drv *v)
 	guest_mem_destroy(&v->mem);
 }
 
-static void put16(struct drv *v, uint64_t gpa, uint16_t val)
-{
-	if (guest_write(&v->mem, gpa, &val, 2))
-		abort();
-}
-
-static uint16_t get16(struct drv *v, uint64_t gpa)
-{
-	uint16_t val;
-	if (guest_read(&v->mem, gpa, &val, 2))
-		abort();
-	return val;
-}
-
-static uint32_t get32(struct drv *v, uint64_t gpa)
-{
-	uint32_t val;
-	if (guest_read(&v->mem, gpa, &val, 4))
-		abort();
-	return val;
-}
-
-/* Write descriptor @i of the table at @table (the ring or an indirect one). */
-static void table_desc(struct drv *v, uint64_t table, uint32_t i, uint64_t addr, uint32_t len,
-		       uint16_t flags, uint16_t next)
-{
-	uint8_t raw[16];
-	memcpy(raw, &addr, 8);
-	memcpy(raw + 8, &len, 4);
-	memcpy(raw + 12, &flags, 2);
-	memcpy(raw + 14, &next, 2);
-	if (guest_write(&v->mem, table + 16ull * i, raw, 16))
-		abort();
-}
-
 static void drv_desc(struct drv *v, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags,
 		     uint16_t next)
 {
-	table_desc(v, v->q.desc_gpa, i, addr, len, flags, next);
+	vf_desc(&v->mem, v->q.desc_gpa, i, addr, len, flags, next);
 }
 
 static void drv_set_avail_idx(struct drv *v, uint16_t idx)
 {
 	v->avail_idx = idx;
-	put16(v, v->q.avail_gpa + 2, idx);
+	vf_put16(&v->mem, v->q.avail_gpa + 2, idx);
 }
 
 /* Make chain @head available. */
 static void drv_avail(struct drv *v, uint16_t head)
 {
-	put16(v, v->q.avail_gpa + 4 + 2ull * (v->avail_idx % v->q.size), head);
+	vf_put16(&v->mem, v->q.avail_gpa + 4 + 2ull * (v->avail_idx % v->q.size), head);
 	drv_set_avail_idx(v, (uint16_t)(v->avail_idx + 1));
 }
 
 static uint16_t used_idx(struct drv *v)
 {
-	return get16(v, v->q.used_gpa + 2);
+	return vf_get16(&v->mem, v->q.used_gpa + 2);
 }
 
 static void used_elem(struct drv *v, uint16_t slot, uint32_t *id, uint32_t *len)
 {
 	uint64_t e = v->q.used_gpa + 4 + 8ull * (slot % v->q.size);
-	*id = get32(v, e);
-	*len = get32(v, e + 4);
+	*id = vf_get32(&v->mem, e);
+	*len = vf_get32(&v->mem, e + 4);
 }
 
 static void set_used_event(struct drv *v, uint16_t val)
 {
-	put16(v, v->q.avail_gpa + 4 + 2ull * v->q.size, val);
+	vf_put16(&v->mem, v->q.avail_gpa + 4 + 2ull * v->q.size, val);
 }
 
 static uint16_t avail_event(struct drv *v)
 {
-	return get16(v, v->q.used_gpa + 4 + 8ull * v->q.size);
+	return vf_get16(&v->mem, v->q.used_gpa + 4 + 8ull * v->q.size);
 }
 
 static uint8_t *hva(struct drv *v, uint64_t gpa)
@@ -342,9 +308,9 @@ TEST(pop_indirect_chain)
 	uint64_t table = BUF_GPA + 0x10000;
 	CHECK_EQ(drv_setup(&v, 8, F_INDIRECT), 0);
 	/* the table is not in ring order; its WRITE flag is ignored */
-	table_desc(&v, table, 0, BUF_GPA, 10, VIRTQ_DESC_F_NEXT, 2);
-	table_desc(&v, table, 2, BUF_GPA + 0x100, 20, VIRTQ_DESC_F_NEXT, 1);
-	table_desc(&v, table, 1, BUF_GPA + 0x200, 30, VIRTQ_DESC_F_WRITE, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 10, VIRTQ_DESC_F_NEXT, 2);
+	vf_desc(&v.mem, table, 2, BUF_GPA + 0x100, 20, VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x200, 30, VIRTQ_DESC_F_WRITE, 0);
 	drv_desc(&v, 3, table, 3 * 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE, 0);
 	drv_avail(&v, 3);
 	CHECK_EQ(virtq_pop(&v.q, &c), 1);
@@ -367,8 +333,8 @@ TEST(pop_direct_then_indirect)
 	CHECK_EQ(drv_setup(&v, 8, F_INDIRECT), 0);
 	drv_desc(&v, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
 	drv_desc(&v, 1, table, 2 * 16, VIRTQ_DESC_F_INDIRECT, 0);
-	table_desc(&v, table, 0, BUF_GPA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
-	table_desc(&v, table, 1, BUF_GPA + 0x400, 1, VIRTQ_DESC_F_WRITE, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x400, 1, VIRTQ_DESC_F_WRITE, 0);
 	drv_avail(&v, 0);
 	CHECK_EQ(virtq_pop(&v.q, &c), 1);
 	CHECK_EQ(c.nsegs, 3);
@@ -516,7 +482,7 @@ TEST(hostile_zero_length)
 
 	CHECK_EQ(drv_setup(&v, 8, F_INDIRECT), 0);
 	uint64_t table = BUF_GPA + 0x10000;
-	table_desc(&v, table, 0, BUF_GPA, 0, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 0, 0, 0);
 	drv_desc(&v, 0, table, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	drv_avail(&v, 0);
 	expect_eio(&v, "zero-length descriptor in an indirect table");
@@ -571,8 +537,8 @@ TEST(hostile_chain_total_over_4g)
 	CHECK_EQ(virtq_push(&v.q, 0, 0), 0);
 	/* the same through an indirect table */
 	uint64_t table = top + 0x4000;
-	table_desc(&v, table, 0, 0, 0x80000000u, VIRTQ_DESC_F_NEXT, 1);
-	table_desc(&v, table, 1, 0, 0x80000000u, VIRTQ_DESC_F_WRITE, 0);
+	vf_desc(&v.mem, table, 0, 0, 0x80000000u, VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, 0, 0x80000000u, VIRTQ_DESC_F_WRITE, 0);
 	drv_desc(&v, 2, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	drv_avail(&v, 2);
 	expect_eio(&v, "indirect total 2^32");
@@ -620,14 +586,14 @@ TEST(hostile_indirect)
 	uint64_t table = BUF_GPA + 0x10000;
 
 	CHECK_EQ(drv_setup(&v, 8, 0), 0);
-	table_desc(&v, table, 0, BUF_GPA, 16, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, 0, 0);
 	drv_desc(&v, 0, table, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	drv_avail(&v, 0);
 	expect_eio(&v, "INDIRECT not negotiated");
 	drv_fini(&v);
 
 	CHECK_EQ(drv_setup(&v, 8, F_INDIRECT), 0);
-	table_desc(&v, table, 0, BUF_GPA, 16, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, 0, 0);
 	drv_desc(&v, 0, table, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1);
 	drv_desc(&v, 1, BUF_GPA, 16, VIRTQ_DESC_F_WRITE, 0);
 	drv_avail(&v, 0);
@@ -639,29 +605,29 @@ TEST(hostile_indirect)
 		expect_eio(&v, "indirect length");
 	}
 
-	table_desc(&v, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
-	table_desc(&v, table, 1, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	drv_desc(&v, 0, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	expect_eio(&v, "nested INDIRECT");
 
 	/* valid-looking entries just past the table and at 0xffff */
-	table_desc(&v, table, 2, BUF_GPA, 16, 0, 0);
-	table_desc(&v, table, 0xffff, BUF_GPA, 16, 0, 0);
-	table_desc(&v, table, 1, BUF_GPA, 16, 0, 0);
-	table_desc(&v, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 2);
+	vf_desc(&v.mem, table, 2, BUF_GPA, 16, 0, 0);
+	vf_desc(&v.mem, table, 0xffff, BUF_GPA, 16, 0, 0);
+	vf_desc(&v.mem, table, 1, BUF_GPA, 16, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 2);
 	expect_eio(&v, "next outside the indirect table");
-	table_desc(&v, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 0xffff);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 0xffff);
 	expect_eio(&v, "next 0xffff in the indirect table");
 
-	table_desc(&v, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
-	table_desc(&v, table, 1, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 0);
 	expect_eio(&v, "cycle in the indirect table");
 
 	drv_desc(&v, 0, MEM_SIZE - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	expect_eio(&v, "indirect table past the end of RAM");
 
 	/* the table itself is fine once fixed */
-	table_desc(&v, table, 1, BUF_GPA, 16, VIRTQ_DESC_F_WRITE, 0);
+	vf_desc(&v.mem, table, 1, BUF_GPA, 16, VIRTQ_DESC_F_WRITE, 0);
 	drv_desc(&v, 0, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	struct virtq_chain c;
 	CHECK_EQ(virtq_pop(&v.q, &c), 1);
@@ -680,13 +646,13 @@ TEST(hostile_readable_after_writable)
 
 	/* direct writable, then an indirect table starting readable */
 	uint64_t table = BUF_GPA + 0x10000;
-	table_desc(&v, table, 0, BUF_GPA + 0x200, 16, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA + 0x200, 16, 0, 0);
 	drv_desc(&v, 1, table, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	expect_eio(&v, "readable (indirect) after writable (direct)");
 
 	/* inside one indirect table */
-	table_desc(&v, table, 0, BUF_GPA + 0x200, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
-	table_desc(&v, table, 1, BUF_GPA + 0x300, 16, 0, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA + 0x200, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x300, 16, 0, 0);
 	drv_desc(&v, 0, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	expect_eio(&v, "readable after writable in a table");
 	drv_fini(&v);
@@ -718,7 +684,7 @@ TEST(hostile_too_many_segments)
 	uint64_t table = 2 * MIB;
 	uint32_t n = 4096;
 	for (uint32_t i = 0; i < n; i++)
-		table_desc(&v, table, i, BUF_GPA, 1, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
+		vf_desc(&v.mem, table, i, BUF_GPA, 1, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
 	drv_desc(&v, 0, table, n * 16, VIRTQ_DESC_F_INDIRECT, 0);
 	drv_avail(&v, 0);
 	expect_eio(&v, "4096-entry indirect chain");
@@ -839,10 +805,10 @@ TEST(signal_without_event_idx)
 	CHECK_EQ(cycle_one(&v, &c, 0), 0);
 	CHECK(virtq_should_signal(&v.q));
 	CHECK(!virtq_should_signal(&v.q)); /* nothing new */
-	put16(&v, AVAIL_GPA, VIRTQ_AVAIL_F_NO_INTERRUPT);
+	vf_put16(&v.mem, AVAIL_GPA, VIRTQ_AVAIL_F_NO_INTERRUPT);
 	CHECK_EQ(cycle_one(&v, &c, 1), 0);
 	CHECK(!virtq_should_signal(&v.q));
-	put16(&v, AVAIL_GPA, 0);
+	vf_put16(&v.mem, AVAIL_GPA, 0);
 	CHECK(virtq_should_signal(&v.q));
 	/* used_event is ignored without EVENT_IDX */
 	set_used_event(&v, 100);
@@ -861,7 +827,7 @@ TEST(signal_with_event_idx)
 	CHECK(virtq_should_signal(&v.q));
 	CHECK(!virtq_should_signal(&v.q));
 	/* NO_INTERRUPT is ignored with EVENT_IDX: only used_event counts */
-	put16(&v, AVAIL_GPA, VIRTQ_AVAIL_F_NO_INTERRUPT);
+	vf_put16(&v.mem, AVAIL_GPA, VIRTQ_AVAIL_F_NO_INTERRUPT);
 	set_used_event(&v, 1); /* interrupt when entry 1 is used: idx 1 -> 2 */
 	CHECK_EQ(cycle_one(&v, &c, 1), 0); /* used idx 2 */
 	CHECK(virtq_should_signal(&v.q));
@@ -921,7 +887,7 @@ TEST(enable_notify)
 	struct drv v;
 	struct virtq_chain c;
 	CHECK_EQ(drv_setup(&v, 8, F_EVENT_IDX), 0);
-	put16(&v, USED_GPA + 4 + 8 * 8, 0x1234);
+	vf_put16(&v.mem, USED_GPA + 4 + 8 * 8, 0x1234);
 	CHECK(!virtq_enable_notify(&v.q));
 	CHECK_EQ(avail_event(&v), 0);
 	CHECK_EQ(cycle_one(&v, &c, 0), 0);
@@ -935,7 +901,7 @@ TEST(enable_notify)
 
 	/* without EVENT_IDX avail_event is not written */
 	CHECK_EQ(drv_setup(&v, 8, 0), 0);
-	put16(&v, USED_GPA + 4 + 8 * 8, 0x1234);
+	vf_put16(&v.mem, USED_GPA + 4 + 8 * 8, 0x1234);
 	CHECK_EQ(cycle_one(&v, &c, 0), 0);
 	CHECK(!virtq_enable_notify(&v.q));
 	CHECK_EQ(avail_event(&v), 0x1234);

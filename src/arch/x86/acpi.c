@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "../../util/bytes.h"
 #include "aml.h"
 #include "layout.h"
 
@@ -101,39 +102,6 @@ static int out_alloc(struct out *o, size_t len, size_t align, size_t *off)
 	return 0;
 }
 
-static void put8(uint8_t *p, uint8_t v)
-{
-	p[0] = v;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* The byte that makes p[0..len) sum to zero when stored in it (the byte's
- * own current value must be 0). */
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-	uint8_t sum = 0;
-	for (size_t i = 0; i < len; i++)
-		sum = (uint8_t)(sum + p[i]);
-	return (uint8_t)(0x100 - sum);
-}
-
 /*
  * System Description Table Header (§5.2.6):
  *
@@ -144,20 +112,20 @@ static uint8_t checksum(const uint8_t *p, size_t len)
 static void put_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
 {
 	memcpy(t, sig, 4);
-	put32(t + 4, len);
-	put8(t + 8, rev);
+	put_le32(t + 4, len);
+	put_le8(t + 8, rev);
 	memcpy(t + 10, ACPI_OEM_ID, 6);
 	memcpy(t + 16, ACPI_OEM_TABLE_ID, 8);
-	put32(t + 24, ACPI_OEM_REVISION);
+	put_le32(t + 24, ACPI_OEM_REVISION);
 	memcpy(t + 28, ACPI_CREATOR_ID, 4);
-	put32(t + 32, ACPI_CREATOR_REVISION);
+	put_le32(t + 32, ACPI_CREATOR_REVISION);
 }
 
 /* Fill the header checksum once the whole table is written. */
 static void finish_table(uint8_t *t, uint32_t len)
 {
 	t[9] = 0;
-	t[9] = checksum(t, len);
+	t[9] = checksum8(t, len);
 }
 
 /*
@@ -170,7 +138,7 @@ static void put_gas(uint8_t *p, uint8_t space, uint8_t bit_width, uint8_t access
 	p[1] = bit_width;
 	p[2] = 0;
 	p[3] = access;
-	put64(p + 4, addr);
+	put_le64(p + 4, addr);
 }
 
 /*
@@ -184,8 +152,8 @@ static void put_gas(uint8_t *p, uint8_t space, uint8_t bit_width, uint8_t access
 static void build_facs(uint8_t *t)
 {
 	memcpy(t, "FACS", 4);
-	put32(t + 4, FACS_LEN);
-	put8(t + 32, 2);
+	put_le32(t + 4, FACS_LEN);
+	put_le8(t + 32, 2);
 }
 
 /*
@@ -351,27 +319,27 @@ static int build_dsdt(struct out *o, const struct acpi_config *cfg, size_t *off)
 static void build_fadt(uint8_t *t, uint64_t facs_gpa, uint64_t dsdt_gpa)
 {
 	put_header(t, "FACP", FADT_LEN, FADT_REVISION);
-	put32(t + 36, (uint32_t)facs_gpa);
-	put32(t + 40, (uint32_t)dsdt_gpa);
-	put8(t + 45, 0); /* PM profile: unspecified */
-	put16(t + 46, IRQ_ACPI_SCI);
-	put32(t + 48, 0); /* no SMI_CMD: hardware is always in ACPI mode */
-	put32(t + 56, PORT_ACPI_PM1A_EVT);
-	put32(t + 64, PORT_ACPI_PM1A_CNT);
-	put32(t + 76, PORT_ACPI_PM_TMR);
-	put8(t + 88, PORT_ACPI_PM1A_EVT_LEN);
-	put8(t + 89, PORT_ACPI_PM1A_CNT_LEN);
-	put8(t + 91, PORT_ACPI_PM_TMR_LEN);
-	put16(t + 96, 101);
-	put16(t + 98, 1001);
-	put8(t + 108, CMOS_CENTURY);
-	put16(t + 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042 | FADT_BOOT_NO_VGA);
-	put32(t + 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
-			       FADT_F_TMR_VAL_EXT | FADT_F_RESET_REG_SUP);
+	put_le32(t + 36, (uint32_t)facs_gpa);
+	put_le32(t + 40, (uint32_t)dsdt_gpa);
+	put_le8(t + 45, 0); /* PM profile: unspecified */
+	put_le16(t + 46, IRQ_ACPI_SCI);
+	put_le32(t + 48, 0); /* no SMI_CMD: hardware is always in ACPI mode */
+	put_le32(t + 56, PORT_ACPI_PM1A_EVT);
+	put_le32(t + 64, PORT_ACPI_PM1A_CNT);
+	put_le32(t + 76, PORT_ACPI_PM_TMR);
+	put_le8(t + 88, PORT_ACPI_PM1A_EVT_LEN);
+	put_le8(t + 89, PORT_ACPI_PM1A_CNT_LEN);
+	put_le8(t + 91, PORT_ACPI_PM_TMR_LEN);
+	put_le16(t + 96, 101);
+	put_le16(t + 98, 1001);
+	put_le8(t + 108, CMOS_CENTURY);
+	put_le16(t + 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042 | FADT_BOOT_NO_VGA);
+	put_le32(t + 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
+				  FADT_F_TMR_VAL_EXT | FADT_F_RESET_REG_SUP);
 	put_gas(t + 116, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, PORT_ACPI_RESET);
-	put8(t + 128, ACPI_RESET_VALUE);
-	put8(t + 131, FADT_MINOR_REVISION);
-	put64(t + 140, dsdt_gpa);
+	put_le8(t + 128, ACPI_RESET_VALUE);
+	put_le8(t + 131, FADT_MINOR_REVISION);
+	put_le64(t + 140, dsdt_gpa);
 	put_gas(t + 148, GAS_SYSTEM_IO, PORT_ACPI_PM1A_EVT_LEN * 8, GAS_ACCESS_WORD,
 		PORT_ACPI_PM1A_EVT);
 	put_gas(t + 172, GAS_SYSTEM_IO, PORT_ACPI_PM1A_CNT_LEN * 8, GAS_ACCESS_WORD,
@@ -396,8 +364,8 @@ static uint8_t *put_iso(uint8_t *p, uint8_t irq, uint32_t gsi, uint16_t flags)
 	p[1] = MADT_ISO_LEN;
 	p[2] = 0;
 	p[3] = irq;
-	put32(p + 4, gsi);
-	put16(p + 8, flags);
+	put_le32(p + 4, gsi);
+	put_le16(p + 8, flags);
 	return p + MADT_ISO_LEN;
 }
 
@@ -418,30 +386,30 @@ static void build_madt(uint8_t *t, uint32_t ncpus)
 {
 	uint32_t len = (uint32_t)madt_len(ncpus);
 	put_header(t, "APIC", len, MADT_REVISION);
-	put32(t + 36, (uint32_t)GPA_LAPIC);
-	put32(t + 40, MADT_PCAT_COMPAT);
+	put_le32(t + 36, (uint32_t)GPA_LAPIC);
+	put_le32(t + 40, MADT_PCAT_COMPAT);
 	uint8_t *p = t + 44;
 	for (uint32_t i = 0; i < ncpus; i++) {
 		p[0] = MADT_TYPE_LAPIC;
 		p[1] = MADT_LAPIC_LEN;
 		p[2] = (uint8_t)i; /* ACPI Processor UID */
 		p[3] = (uint8_t)i; /* APIC ID */
-		put32(p + 4, MADT_LAPIC_ENABLED);
+		put_le32(p + 4, MADT_LAPIC_ENABLED);
 		p += MADT_LAPIC_LEN;
 	}
 	p[0] = MADT_TYPE_IOAPIC;
 	p[1] = MADT_IOAPIC_LEN;
 	p[2] = IOAPIC_ID(ncpus);
 	p[3] = 0;
-	put32(p + 4, (uint32_t)GPA_IOAPIC);
-	put32(p + 8, 0);
+	put_le32(p + 4, (uint32_t)GPA_IOAPIC);
+	put_le32(p + 8, 0);
 	p += MADT_IOAPIC_LEN;
 	p = put_iso(p, 0, 2, MPS_INTI_CONFORMS);
 	p = put_iso(p, IRQ_ACPI_SCI, IRQ_ACPI_SCI, MPS_INTI_LEVEL | MPS_INTI_ACTIVE_HIGH);
 	p[0] = MADT_TYPE_LAPIC_NMI;
 	p[1] = MADT_LAPIC_NMI_LEN;
 	p[2] = MADT_ALL_PROCESSORS;
-	put16(p + 3, MPS_INTI_CONFORMS);
+	put_le16(p + 3, MPS_INTI_CONFORMS);
 	p[5] = 1; /* LINT1 */
 	finish_table(t, len);
 }
@@ -455,10 +423,10 @@ static void build_madt(uint8_t *t, uint32_t ncpus)
 static void build_mcfg(uint8_t *t)
 {
 	put_header(t, "MCFG", MCFG_LEN, MCFG_REVISION);
-	put64(t + 44, GPA_PCI_ECAM);
-	put16(t + 52, 0);
-	put8(t + 54, PCI_ECAM_BUS_FIRST);
-	put8(t + 55, PCI_ECAM_BUS_LAST);
+	put_le64(t + 44, GPA_PCI_ECAM);
+	put_le16(t + 52, 0);
+	put_le8(t + 54, PCI_ECAM_BUS_FIRST);
+	put_le8(t + 55, PCI_ECAM_BUS_LAST);
 	finish_table(t, MCFG_LEN);
 }
 
@@ -474,9 +442,9 @@ static int build_sdt(struct out *o, const char *sig, size_t ptr_size, const uint
 	put_header(t, sig, (uint32_t)len, ptr_size == 8 ? XSDT_REVISION : RSDT_REVISION);
 	for (size_t i = 0; i < n; i++) {
 		if (ptr_size == 8)
-			put64(t + ACPI_HEADER_LEN + 8 * i, tables[i]);
+			put_le64(t + ACPI_HEADER_LEN + 8 * i, tables[i]);
 		else
-			put32(t + ACPI_HEADER_LEN + 4 * i, (uint32_t)tables[i]);
+			put_le32(t + ACPI_HEADER_LEN + 4 * i, (uint32_t)tables[i]);
 	}
 	finish_table(t, (uint32_t)len);
 	return 0;
@@ -493,13 +461,13 @@ static void build_rsdp(uint8_t *p, uint64_t rsdt_gpa, uint64_t xsdt_gpa)
 	memcpy(p, "RSD PTR ", 8);
 	memcpy(p + 9, ACPI_OEM_ID, 6);
 	p[15] = 2;
-	put32(p + 16, (uint32_t)rsdt_gpa);
-	put32(p + 20, RSDP_LEN);
-	put64(p + 24, xsdt_gpa);
+	put_le32(p + 16, (uint32_t)rsdt_gpa);
+	put_le32(p + 20, RSDP_LEN);
+	put_le64(p + 24, xsdt_gpa);
 	p[8] = 0;
-	p[8] = checksum(p, 20);
+	p[8] = checksum8(p, 20);
 	p[32] = 0;
-	p[32] = checksum(p, RSDP_LEN);
+	p[32] = checksum8(p, RSDP_LEN);
 }
 
 int acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct acpi_config *cfg,

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "../../util/bytes.h"
+
 void aml_init(struct aml *a, uint8_t *buf, size_t cap)
 {
 	a->buf = buf;
@@ -50,12 +52,6 @@ static void insert(struct aml *a, size_t at, const void *p, size_t n)
 		}
 	}
 	a->len += n;
-}
-
-static void put_le(uint8_t *out, uint64_t v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		out[i] = (uint8_t)(v >> (8 * i));
 }
 
 int aml_pkglength_encode(size_t body_len, uint8_t out[4])
@@ -462,10 +458,9 @@ int aml_restemplate_end(struct aml *a, size_t mark)
 		return a->err;
 	}
 	if (!a->err) {
-		uint8_t sum = end[0];
-		for (size_t i = mark; i < a->len; i++)
-			sum = (uint8_t)(sum + a->buf[i]);
-		end[1] = (uint8_t)(0x100 - sum);
+		/* The descriptors' checksum, less the End Tag's own first byte. */
+		uint8_t ck = a->len > mark ? checksum8(a->buf + mark, a->len - mark) : 0;
+		end[1] = (uint8_t)(ck - end[0]);
 	}
 	emit(a, end, sizeof(end));
 	return aml_buffer_end(a, mark);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../util/bytes.h"
 #include "layout.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -21,13 +22,6 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)v); wr16(p + 2, (uint16_t)(v >> 16)); }
-static void wr64(uint8_t *p, uint64_t v) { wr32(p, (uint32_t)v); wr32(p + 4, (uint32_t)(v >> 32)); }
-
 /* End of the RAM region that starts at 0 (the low region all boot data lives in). */
 static uint64_t low_ram_end(const struct guest_mem *mem)
 {
@@ -41,14 +35,14 @@ static int load_bzimage(const uint8_t *f, size_t size, struct guest_mem *mem,
 {
 	if (size < 0x264)
 		return fail(err, errlen, -EINVAL, "bzImage too small (%zu bytes)", size);
-	uint16_t version = rd16(f + BP_VERSION);
+	uint16_t version = get_le16(f + BP_VERSION);
 	if (version < 0x020c)
 		return fail(err, errlen, -ENOTSUP,
 			    "boot protocol %u.%02u is too old (need 2.12+ with a 64-bit entry)",
 			    version >> 8, version & 0xff);
 	if (!(f[BP_LOADFLAGS] & LOADFLAG_LOADED_HIGH))
 		return fail(err, errlen, -ENOTSUP, "zImage (not loaded high) is not supported");
-	if (!(rd16(f + BP_XLOADFLAGS) & XLF_KERNEL_64))
+	if (!(get_le16(f + BP_XLOADFLAGS) & XLF_KERNEL_64))
 		return fail(err, errlen, -ENOTSUP, "kernel has no 64-bit entry point (XLF_KERNEL_64)");
 	uint32_t setup_sects = f[BP_SETUP_SECTS] ? f[BP_SETUP_SECTS] : 4;
 	uint64_t setup_size = ((uint64_t)setup_sects + 1) * 512;
@@ -56,19 +50,20 @@ static int load_bzimage(const uint8_t *f, size_t size, struct guest_mem *mem,
 		return fail(err, errlen, -EINVAL, "bzImage truncated: setup (%llu bytes) fills the file",
 			    (unsigned long long)setup_size);
 	uint64_t kernel_size = size - setup_size;
-	uint64_t syssize = (uint64_t)rd32(f + BP_SYSSIZE) * 16;
+	uint64_t syssize = (uint64_t)get_le32(f + BP_SYSSIZE) * 16;
 	if (syssize == 0 || syssize > kernel_size)
 		return fail(err, errlen, -EINVAL,
 			    "bzImage truncated: header says %llu kernel bytes, file has %llu",
 			    (unsigned long long)syssize, (unsigned long long)kernel_size);
-	uint32_t payload_off = rd32(f + BP_PAYLOAD_OFFSET), payload_len = rd32(f + BP_PAYLOAD_LENGTH);
+	uint32_t payload_off = get_le32(f + BP_PAYLOAD_OFFSET);
+	uint32_t payload_len = get_le32(f + BP_PAYLOAD_LENGTH);
 	if ((uint64_t)payload_off + payload_len > kernel_size)
 		return fail(err, errlen, -EINVAL, "bzImage truncated: compressed payload past end of file");
 
-	uint32_t align = rd32(f + BP_KERNEL_ALIGNMENT);
+	uint32_t align = get_le32(f + BP_KERNEL_ALIGNMENT);
 	uint64_t load = 0x100000;
 	if (f[BP_RELOCATABLE]) {
-		load = rd64(f + BP_PREF_ADDRESS);
+		load = get_le64(f + BP_PREF_ADDRESS);
 		if (align && (align & (align - 1)) == 0) {
 			if (load > UINT64_MAX - align)
 				return fail(err, errlen, -EINVAL, "bzImage has a bad pref_address");
@@ -77,7 +72,7 @@ static int load_bzimage(const uint8_t *f, size_t size, struct guest_mem *mem,
 		if (load < 0x100000)
 			load = 0x100000;
 	}
-	uint64_t init_size = rd32(f + BP_INIT_SIZE);
+	uint64_t init_size = get_le32(f + BP_INIT_SIZE);
 	if (init_size < kernel_size)
 		init_size = kernel_size;
 	uint64_t lowend = low_ram_end(mem);
@@ -94,9 +89,9 @@ static int load_bzimage(const uint8_t *f, size_t size, struct guest_mem *mem,
 	img->load_addr = load;
 	img->load_end = load + init_size;
 	img->entry = load + 0x200; /* 64-bit entry: startup_64 */
-	uint32_t cmax = rd32(f + BP_CMDLINE_SIZE);
+	uint32_t cmax = get_le32(f + BP_CMDLINE_SIZE);
 	img->cmdline_max = cmax ? cmax : 255;
-	img->initrd_addr_max = rd32(f + BP_INITRD_ADDR_MAX);
+	img->initrd_addr_max = get_le32(f + BP_INITRD_ADDR_MAX);
 	if (img->initrd_addr_max == 0)
 		img->initrd_addr_max = 0x37ffffff;
 	/* The header runs from 0x1f1 to the end given by the jump at 0x200. */
@@ -119,7 +114,8 @@ static int find_pvh_note(const uint8_t *p, uint64_t len, uint64_t *entry)
 {
 	uint64_t off = 0;
 	while (len - off >= 12) {
-		uint32_t namesz = rd32(p + off), descsz = rd32(p + off + 4), type = rd32(p + off + 8);
+		uint32_t namesz = get_le32(p + off), descsz = get_le32(p + off + 4);
+		uint32_t type = get_le32(p + off + 8);
 		uint64_t name_off = off + 12;
 		uint64_t desc_off = name_off + (((uint64_t)namesz + 3) & ~3ULL);
 		uint64_t next = desc_off + (((uint64_t)descsz + 3) & ~3ULL);
@@ -127,9 +123,9 @@ static int find_pvh_note(const uint8_t *p, uint64_t len, uint64_t *entry)
 			return -1;
 		if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 && !memcmp(p + name_off, "Xen", 4)) {
 			if (descsz == 4)
-				*entry = rd32(p + desc_off);
+				*entry = get_le32(p + desc_off);
 			else if (descsz == 8)
-				*entry = rd64(p + desc_off);
+				*entry = get_le64(p + desc_off);
 			else
 				return -1;
 			return 0;
@@ -214,7 +210,8 @@ int boot_load_kernel(const uint8_t *file, size_t size, struct guest_mem *mem,
 	memset(img, 0, sizeof(*img));
 	if (size >= 4 && !memcmp(file, ELFMAG, SELFMAG))
 		return load_elf(file, size, mem, img, err, errlen);
-	if (size >= 0x206 && rd16(file + BP_BOOT_FLAG) == 0xaa55 && !memcmp(file + BP_HEADER, "HdrS", 4))
+	if (size >= 0x206 && get_le16(file + BP_BOOT_FLAG) == 0xaa55 &&
+	    !memcmp(file + BP_HEADER, "HdrS", 4))
 		return load_bzimage(file, size, mem, img, err, errlen);
 	return fail(err, errlen, -EINVAL, "not a Linux kernel (neither a bzImage nor an ELF vmlinux)");
 }
@@ -267,25 +264,25 @@ int boot_build_params(uint8_t *bp, const struct boot_image *img, const struct gu
 		memcpy(bp + BP_SETUP_SECTS, img->setup_header, img->setup_header_len);
 	} else {
 		/* A vmlinux has no setup header: write the fields the kernel reads. */
-		wr16(bp + BP_BOOT_FLAG, 0xaa55);
+		put_le16(bp + BP_BOOT_FLAG, 0xaa55);
 		memcpy(bp + BP_HEADER, "HdrS", 4);
-		wr16(bp + BP_VERSION, 0x020f);
-		wr32(bp + BP_KERNEL_ALIGNMENT, 0x1000000);
+		put_le16(bp + BP_VERSION, 0x020f);
+		put_le32(bp + BP_KERNEL_ALIGNMENT, 0x1000000);
 	}
-	wr16(bp + BP_VID_MODE, 0xffff); /* "normal" */
+	put_le16(bp + BP_VID_MODE, 0xffff); /* "normal" */
 	bp[BP_TYPE_OF_LOADER] = 0xff;   /* undefined boot loader */
 	bp[BP_LOADFLAGS] |= LOADFLAG_LOADED_HIGH;
-	wr32(bp + BP_CMD_LINE_PTR, (uint32_t)in->cmdline_gpa);
-	wr32(bp + BP_EXT_CMD_LINE_PTR, (uint32_t)(in->cmdline_gpa >> 32));
-	wr32(bp + BP_CMDLINE_SIZE, img->cmdline_max);
+	put_le32(bp + BP_CMD_LINE_PTR, (uint32_t)in->cmdline_gpa);
+	put_le32(bp + BP_EXT_CMD_LINE_PTR, (uint32_t)(in->cmdline_gpa >> 32));
+	put_le32(bp + BP_CMDLINE_SIZE, img->cmdline_max);
 	if (in->initrd_size) {
-		wr32(bp + BP_RAMDISK_IMAGE, (uint32_t)in->initrd_gpa);
-		wr32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(in->initrd_gpa >> 32));
-		wr32(bp + BP_RAMDISK_SIZE, (uint32_t)in->initrd_size);
-		wr32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(in->initrd_size >> 32));
+		put_le32(bp + BP_RAMDISK_IMAGE, (uint32_t)in->initrd_gpa);
+		put_le32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(in->initrd_gpa >> 32));
+		put_le32(bp + BP_RAMDISK_SIZE, (uint32_t)in->initrd_size);
+		put_le32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(in->initrd_size >> 32));
 	}
 	if (in->rsdp_gpa)
-		wr64(bp + BP_ACPI_RSDP_ADDR, in->rsdp_gpa);
+		put_le64(bp + BP_ACPI_RSDP_ADDR, in->rsdp_gpa);
 	struct e820_entry e[BP_E820_MAX];
 	int n = e820_build(mem, e, BP_E820_MAX);
 	if (n < 0)
@@ -313,21 +310,21 @@ int boot_build_pvh(const struct guest_mem *mem, const struct boot_params_in *in)
 	memset(buf, 0, sizeof(buf));
 	uint64_t base = GPA_PVH_START_INFO;
 	uint64_t mod = base + 56, map = mod + 32;
-	wr32(buf + 0x00, PVH_START_MAGIC);
-	wr32(buf + 0x04, 1);
-	wr32(buf + 0x0c, in->initrd_size ? 1 : 0);
-	wr64(buf + 0x10, in->initrd_size ? mod : 0);
-	wr64(buf + 0x18, in->cmdline_gpa);
-	wr64(buf + 0x20, in->rsdp_gpa);
-	wr64(buf + 0x28, map);
-	wr32(buf + 0x30, (uint32_t)n);
-	wr64(buf + 56 + 0, in->initrd_gpa);
-	wr64(buf + 56 + 8, in->initrd_size);
+	put_le32(buf + 0x00, PVH_START_MAGIC);
+	put_le32(buf + 0x04, 1);
+	put_le32(buf + 0x0c, in->initrd_size ? 1 : 0);
+	put_le64(buf + 0x10, in->initrd_size ? mod : 0);
+	put_le64(buf + 0x18, in->cmdline_gpa);
+	put_le64(buf + 0x20, in->rsdp_gpa);
+	put_le64(buf + 0x28, map);
+	put_le32(buf + 0x30, (uint32_t)n);
+	put_le64(buf + 56 + 0, in->initrd_gpa);
+	put_le64(buf + 56 + 8, in->initrd_size);
 	for (int i = 0; i < n; i++) {
 		uint8_t *p = buf + 56 + 32 + i * 24;
-		wr64(p, e[i].addr);
-		wr64(p + 8, e[i].size);
-		wr32(p + 16, e[i].type);
+		put_le64(p, e[i].addr);
+		put_le64(p + 8, e[i].size);
+		put_le32(p + 16, e[i].type);
 	}
 	return guest_write(mem, base, buf, 56 + 32 + (uint64_t)n * 24);
 }

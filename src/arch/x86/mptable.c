@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "../../util/bytes.h"
 #include "layout.h"
 
 #define MP_SPEC_REV 4 /* 1.4 */
@@ -55,26 +56,6 @@
 #define IOAPIC_ID(ncpus) ((uint8_t)(ncpus))
 #define ALL_LAPICS 0xff
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-	uint8_t sum = 0;
-	for (size_t i = 0; i < len; i++)
-		sum = (uint8_t)(sum + p[i]);
-	return (uint8_t)(0x100 - sum);
-}
-
 size_t mptable_size(uint32_t ncpus)
 {
 	return MPF_LEN + MPC_HEADER_LEN + (size_t)ncpus * MPC_PROCESSOR_LEN +
@@ -93,7 +74,7 @@ static uint8_t *put_int(uint8_t *p, uint8_t type, uint8_t int_type, uint16_t fla
 {
 	p[0] = type;
 	p[1] = int_type;
-	put16(p + 2, flags);
+	put_le16(p + 2, flags);
 	p[4] = ISA_BUS_ID;
 	p[5] = src_irq;
 	p[6] = dst_apic;
@@ -123,10 +104,10 @@ int mptable_build(uint8_t *buf, size_t size, uint64_t gpa, uint32_t ncpus)
 	 */
 	uint8_t *mpf = buf;
 	memcpy(mpf, "_MP_", 4);
-	put32(mpf + 4, (uint32_t)(gpa + MPF_LEN));
+	put_le32(mpf + 4, (uint32_t)(gpa + MPF_LEN));
 	mpf[8] = 1;
 	mpf[9] = MP_SPEC_REV;
-	mpf[10] = checksum(mpf, MPF_LEN);
+	mpf[10] = checksum8(mpf, MPF_LEN);
 
 	/*
 	 * MP Configuration Table Header (§4.2), 44 bytes:
@@ -140,12 +121,12 @@ int mptable_build(uint8_t *buf, size_t size, uint64_t gpa, uint32_t ncpus)
 	uint16_t base_len = (uint16_t)(total - MPF_LEN);
 	uint16_t count = (uint16_t)(ncpus + 2 + NUM_IOINTS + NUM_LOCALINTS);
 	memcpy(mpc, "PCMP", 4);
-	put16(mpc + 4, base_len);
+	put_le16(mpc + 4, base_len);
 	mpc[6] = MP_SPEC_REV;
 	memcpy(mpc + 8, "VISOR   ", 8);
 	memcpy(mpc + 16, "VISORVM     ", 12);
-	put16(mpc + 34, count);
-	put32(mpc + 36, (uint32_t)GPA_LAPIC);
+	put_le16(mpc + 34, count);
+	put_le32(mpc + 36, (uint32_t)GPA_LAPIC);
 
 	uint8_t *p = mpc + MPC_HEADER_LEN;
 	/*
@@ -159,8 +140,8 @@ int mptable_build(uint8_t *buf, size_t size, uint64_t gpa, uint32_t ncpus)
 		p[1] = (uint8_t)i;
 		p[2] = LAPIC_VERSION;
 		p[3] = (uint8_t)(MP_CPU_ENABLED | (i == 0 ? MP_CPU_BSP : 0));
-		put32(p + 4, MP_CPU_SIGNATURE);
-		put32(p + 8, MP_CPU_FEATURES);
+		put_le32(p + 4, MP_CPU_SIGNATURE);
+		put_le32(p + 8, MP_CPU_FEATURES);
 		p += MPC_PROCESSOR_LEN;
 	}
 
@@ -176,7 +157,7 @@ int mptable_build(uint8_t *buf, size_t size, uint64_t gpa, uint32_t ncpus)
 	p[1] = IOAPIC_ID(ncpus);
 	p[2] = IOAPIC_VERSION;
 	p[3] = MP_IOAPIC_ENABLED;
-	put32(p + 4, (uint32_t)GPA_IOAPIC);
+	put_le32(p + 4, (uint32_t)GPA_IOAPIC);
 	p += MPC_ENTRY_LEN;
 
 	for (uint8_t irq = 0; irq < ISA_IRQS; irq++) {
@@ -191,6 +172,6 @@ int mptable_build(uint8_t *buf, size_t size, uint64_t gpa, uint32_t ncpus)
 	p = put_int(p, MPC_LOCALINT, MP_EXTINT, MP_IRQ_CONFORMS, 0, ALL_LAPICS, 0);
 	p = put_int(p, MPC_LOCALINT, MP_NMI, MP_IRQ_CONFORMS, 0, ALL_LAPICS, 1);
 
-	mpc[7] = checksum(mpc, base_len);
+	mpc[7] = checksum8(mpc, base_len);
 	return (int)total;
 }

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../util/bytes.h"
+
 /* CONFIG_ADDRESS (PCI 3.0 §3.2.2.3.2): bit 31 enable, 23:16 bus, 15:11
  * device, 10:8 function, 7:2 register; 30:24 reserved, 1:0 read 0. */
 #define CONFIG_ADDRESS_ENABLE 0x80000000u
@@ -25,22 +27,6 @@ static uint32_t ones(uint32_t len)
 	return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
 }
 
-static void put_le(void *data, uint64_t v, uint32_t len)
-{
-	uint8_t *p = data;
-	for (uint32_t i = 0; i < len; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const void *data, uint32_t len)
-{
-	const uint8_t *p = data;
-	uint64_t v = 0;
-	for (uint32_t i = 0; i < len && i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 static bool overlaps(uint32_t a, uint32_t alen, uint32_t b, uint32_t blen)
 {
 	return a < b + blen && b < a + alen;
@@ -48,22 +34,28 @@ static bool overlaps(uint32_t a, uint32_t alen, uint32_t b, uint32_t blen)
 
 /* ---- config space byte helpers ------------------------------------------ */
 
+/* Store the low n bytes of v little-endian at arr[off..off+n) (cfg or
+ * wmask), dropping the bytes that fall outside config space. */
+static void cfg_put(uint8_t arr[PCI_CFG_SIZE], uint32_t off, uint32_t v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++, off++)
+		if (off < PCI_CFG_SIZE)
+			arr[off] = (uint8_t)(v >> (8 * i));
+}
+
 void pci_set8(struct pci_dev *pd, uint32_t off, uint8_t v)
 {
-	if (off < PCI_CFG_SIZE)
-		pd->cfg[off] = v;
+	cfg_put(pd->cfg, off, v, 1);
 }
 
 void pci_set16(struct pci_dev *pd, uint32_t off, uint16_t v)
 {
-	pci_set8(pd, off, (uint8_t)v);
-	pci_set8(pd, off + 1, (uint8_t)(v >> 8));
+	cfg_put(pd->cfg, off, v, 2);
 }
 
 void pci_set32(struct pci_dev *pd, uint32_t off, uint32_t v)
 {
-	pci_set16(pd, off, (uint16_t)v);
-	pci_set16(pd, off + 2, (uint16_t)(v >> 16));
+	cfg_put(pd->cfg, off, v, 4);
 }
 
 uint8_t pci_get8(const struct pci_dev *pd, uint32_t off)
@@ -83,20 +75,17 @@ uint32_t pci_get32(const struct pci_dev *pd, uint32_t off)
 
 void pci_set_wmask8(struct pci_dev *pd, uint32_t off, uint8_t mask)
 {
-	if (off < PCI_CFG_SIZE)
-		pd->wmask[off] = mask;
+	cfg_put(pd->wmask, off, mask, 1);
 }
 
 void pci_set_wmask16(struct pci_dev *pd, uint32_t off, uint16_t mask)
 {
-	pci_set_wmask8(pd, off, (uint8_t)mask);
-	pci_set_wmask8(pd, off + 1, (uint8_t)(mask >> 8));
+	cfg_put(pd->wmask, off, mask, 2);
 }
 
 void pci_set_wmask32(struct pci_dev *pd, uint32_t off, uint32_t mask)
 {
-	pci_set_wmask16(pd, off, (uint16_t)mask);
-	pci_set_wmask16(pd, off + 2, (uint16_t)(mask >> 16));
+	cfg_put(pd->wmask, off, mask, 4);
 }
 
 /* ---- function model ----------------------------------------------------- */

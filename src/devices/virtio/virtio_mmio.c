@@ -15,23 +15,11 @@
 
 #include "../../arch/x86/aml.h"
 #include "../../event/loop.h"
+#include "../../util/bytes.h"
 #include "../../util/log.h"
 
 static struct ratelimit bad_access_rl;
 static struct ratelimit refuse_rl;
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
 
 static uint64_t set_low(uint64_t v, uint32_t lo)
 {

@@ -11,18 +11,10 @@
 #include <unistd.h>
 
 #include "../../event/loop.h"
+#include "../../util/bytes.h"
 #include "../../util/log.h"
 
 static struct ratelimit vp_rl;
-
-static uint64_t get_le(const void *data, uint32_t len)
-{
-	const uint8_t *p = data;
-	uint64_t v = 0;
-	for (uint32_t i = 0; i < len && i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 uint32_t virtio_pci_class(uint32_t device_id)
 {

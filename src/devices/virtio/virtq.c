@@ -382,12 +382,14 @@ bool virtq_enable_notify(struct virtq *q)
 	return load16_acquire(q->avail + RING_IDX) != q->last_avail;
 }
 
-uint32_t virtq_chain_read(const struct virtq_chain *c, uint32_t off, void *dst, uint32_t len)
+/* Copy up to @len bytes between a buffer and segments [first, end) of @c,
+ * starting at byte @off of those segments: out of the chain into @out, or
+ * (@out NULL) from @in into the chain.  Returns bytes copied. */
+static uint32_t chain_copy(const struct virtq_chain *c, uint16_t first, uint16_t end,
+			   uint32_t off, uint8_t *out, const uint8_t *in, uint32_t len)
 {
-	uint8_t *out = dst;
 	uint32_t done = 0;
-	uint16_t nread = c->nread <= c->nsegs ? c->nread : c->nsegs;
-	for (uint16_t i = 0; i < nread && done < len; i++) {
+	for (uint16_t i = first; i < end && done < len; i++) {
 		uint32_t slen = c->segs[i].len;
 		if (off >= slen) {
 			off -= slen;
@@ -396,30 +398,24 @@ uint32_t virtq_chain_read(const struct virtq_chain *c, uint32_t off, void *dst, 
 		uint32_t n = slen - off;
 		if (n > len - done)
 			n = len - done;
-		memcpy(out + done, c->segs[i].hva + off, n);
+		if (out)
+			memcpy(out + done, c->segs[i].hva + off, n);
+		else
+			memcpy(c->segs[i].hva + off, in + done, n);
 		done += n;
 		off = 0;
 	}
 	return done;
 }
 
+uint32_t virtq_chain_read(const struct virtq_chain *c, uint32_t off, void *dst, uint32_t len)
+{
+	uint16_t nread = c->nread <= c->nsegs ? c->nread : c->nsegs;
+	return chain_copy(c, 0, nread, off, dst, NULL, len);
+}
+
 uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void *src, uint32_t len)
 {
-	const uint8_t *in = src;
-	uint32_t done = 0;
 	uint16_t nsegs = c->nsegs <= VIRTQ_MAX_SEGS ? c->nsegs : VIRTQ_MAX_SEGS;
-	for (uint16_t i = c->nread; i < nsegs && done < len; i++) {
-		uint32_t slen = c->segs[i].len;
-		if (off >= slen) {
-			off -= slen;
-			continue;
-		}
-		uint32_t n = slen - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy(c->segs[i].hva + off, in + done, n);
-		done += n;
-		off = 0;
-	}
-	return done;
+	return chain_copy(c, c->nread, nsegs, off, NULL, src, len);
 }

@@ -1,0 +1,656 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_balloon.c - traditional memory balloon; see virtio_balloon.h.
+ */
+#include "virtio_balloon.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "../../event/loop.h"
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+#define F(bit) (1ull << (bit))
+#define PAGE VIRTIO_BALLOON_PAGE_SIZE
+/* PFNs read from guest memory per virtq_chain_read */
+#define PFN_CHUNK 256u
+
+_Static_assert(VIRTIO_BALLOON_NUM_QUEUES <= VIRTIO_MAX_QUEUES, "balloon queues");
+_Static_assert(VIRTIO_BALLOON_S_NR <= 32, "stats valid mask");
+
+enum role { ROLE_NONE, ROLE_INFLATE, ROLE_DEFLATE, ROLE_STATS, ROLE_REPORT };
+
+static struct virtio_balloon *to_balloon(struct virtio_dev *d)
+{
+	return container_of(d, struct virtio_balloon, vdev);
+}
+
+static uint32_t cfg_get32(const struct virtio_balloon *b, unsigned off)
+{
+	uint32_t v;
+	memcpy(&v, b->config + off, 4);
+	return le32toh(v);
+}
+
+static void cfg_put32(struct virtio_balloon *b, unsigned off, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(b->config + off, &v, 4);
+}
+
+/* The device processes queues (vdev.lock held). */
+static bool live(const struct virtio_dev *d)
+{
+	return !d->reset_pending && !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(d->status & VIRTIO_STATUS_FAILED);
+}
+
+/* ---- device ops ---- */
+
+static uint64_t balloon_features(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	uint64_t f = F(VIRTIO_BALLOON_F_STATS_VQ) | F(VIRTIO_BALLOON_F_PAGE_REPORTING);
+	if (b->deflate_on_oom)
+		f |= F(VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
+	return f;
+}
+
+static void balloon_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	uint8_t *out = data;
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t o = (uint64_t)off + i;
+		out[i] = o < VIRTIO_BALLOON_CONFIG_SIZE ? b->config[o] : 0;
+	}
+}
+
+static void balloon_config_write(struct virtio_dev *d, uint32_t off, const void *data,
+				 uint32_t len)
+{
+	/* §5.5.4: only `actual` belongs to the driver; every byte of a write
+	 * that falls on it is applied (modern drivers write it whole, a
+	 * byte-wise writer converges on the last byte), the rest ignored. */
+	struct virtio_balloon *b = to_balloon(d);
+	const uint8_t *in = data;
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t o = (uint64_t)off + i;
+		if (o >= VIRTIO_BALLOON_CFG_ACTUAL && o < VIRTIO_BALLOON_CFG_ACTUAL + 4)
+			b->config[o] = in[i];
+	}
+}
+
+static void defer(struct virtio_balloon *b, uint16_t qi);
+
+/* DRIVER_OK: assign queue roles from the negotiated features (header). */
+static int balloon_activate(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	uint64_t f = d->driver_features;
+	int next = VIRTIO_BALLOON_Q_DEFLATE + 1;
+	b->q_stats = b->q_report = -1;
+	if (f & F(VIRTIO_BALLOON_F_STATS_VQ))
+		b->q_stats = next++;
+	if (f & F(VIRTIO_BALLOON_F_FREE_PAGE_HINT))
+		next++; /* never offered, so never negotiated; keeps the numbering honest */
+	if (f & F(VIRTIO_BALLOON_F_PAGE_REPORTING)) {
+		int q = next;
+		if (!d->vqs[q].active && d->vqs[VIRTIO_BALLOON_Q_SPEC_REPORTING].active)
+			q = VIRTIO_BALLOON_Q_SPEC_REPORTING;
+		b->q_report = q;
+	}
+	/* Linux queues the first stats buffer and kicks before DRIVER_OK,
+	 * when notifications are still ignored: look at every queue once now
+	 * (on the loop, like a notification). */
+	if (b->resume_fd >= 0)
+		for (uint16_t q = 0; q < VIRTIO_BALLOON_NUM_QUEUES; q++)
+			if (d->vqs[q].active)
+				defer(b, q);
+	return 0;
+}
+
+static int balloon_reset(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	/* Nothing is asynchronous: forget the balloon and the stats buffer
+	 * (virtq_reset drops the in-flight head right after). */
+	if (b->inflated)
+		memset(b->bitmap, 0, (size_t)((b->guest_pages + 7) / 8));
+	b->inflated = 0;
+	cfg_put32(b, VIRTIO_BALLOON_CFG_ACTUAL, 0);
+	b->q_stats = b->q_report = -1;
+	b->resume_mask = 0;
+	b->stats_held = false;
+	memset(&b->stats, 0, sizeof(b->stats));
+	return 0;
+}
+
+static enum role queue_role(const struct virtio_balloon *b, uint16_t q)
+{
+	if (q == VIRTIO_BALLOON_Q_INFLATE)
+		return ROLE_INFLATE;
+	if (q == VIRTIO_BALLOON_Q_DEFLATE)
+		return ROLE_DEFLATE;
+	if (b->q_stats >= 0 && q == b->q_stats)
+		return ROLE_STATS;
+	if (b->q_report >= 0 && q == b->q_report)
+		return ROLE_REPORT;
+	return ROLE_NONE;
+}
+
+/* ---- giving memory back ---- */
+
+/* Discard host [p, p+len) (page-aligned, non-empty).  The range is checked
+ * once more against the guest mapping: whatever the caller computed, the
+ * host never discards anything but guest RAM (checklist E.35). */
+static void discard(struct virtio_balloon *b, uint8_t *p, uint64_t len)
+{
+	const struct guest_mem *m = b->mem;
+	if (!len || p < m->base || (uint64_t)(p - m->base) > m->size ||
+	    len > m->size - (uint64_t)(p - m->base) || ((uintptr_t)p | len) % PAGE) {
+		b->discard_errors++;
+		log_ratelimited(&b->rl, LOG_ERROR,
+				"virtio-balloon: internal error: discard outside guest RAM refused");
+		return;
+	}
+	if (b->madvise_fn(p, (size_t)len, MADV_DONTNEED) < 0) {
+		b->discard_errors++;
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: madvise(%llu bytes): %s",
+				(unsigned long long)len, strerror(errno));
+	}
+}
+
+static bool bit_test(const struct virtio_balloon *b, uint64_t i)
+{
+	return b->bitmap[i / 8] & (1u << (i % 8));
+}
+
+static void bit_set(struct virtio_balloon *b, uint64_t i, bool on)
+{
+	if (on)
+		b->bitmap[i / 8] |= (uint8_t)(1u << (i % 8));
+	else
+		b->bitmap[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
+/* A run of host-contiguous pages waiting for one madvise. */
+struct run {
+	uint8_t *start;
+	uint64_t pages;
+};
+
+static void run_flush(struct virtio_balloon *b, struct run *r)
+{
+	if (r->pages)
+		discard(b, r->start, r->pages * PAGE);
+	r->pages = 0;
+}
+
+/* Inflate or deflate the PFN array in the readable part of @c (§5.5.6
+ * steps 2-3).  Returns the PFNs looked at (the work done). */
+static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *c, bool inflate)
+{
+	uint32_t n = c->read_len / 4; /* trailing bytes are ignored */
+	if (n > VIRTIO_BALLOON_MAX_PFNS_PER_REQ) {
+		log_ratelimited(&b->rl, LOG_WARN,
+				"virtio-balloon: %s request with %u PFNs, only the first %u used",
+				inflate ? "inflate" : "deflate", n, VIRTIO_BALLOON_MAX_PFNS_PER_REQ);
+		b->ignored_pfns += n - VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
+		n = VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
+	}
+	struct run run = {0};
+	uint32_t pfns[PFN_CHUNK];
+	for (uint32_t i = 0; i < n;) {
+		uint32_t k = n - i < PFN_CHUNK ? n - i : PFN_CHUNK;
+		/* One copy out of guest memory, then only the copy is used. */
+		virtq_chain_read(c, i * 4, pfns, k * 4);
+		for (uint32_t j = 0; j < k; j++) {
+			uint64_t gpa = (uint64_t)le32toh(pfns[j]) << VIRTIO_BALLOON_PFN_SHIFT;
+			uint8_t *p = gpa_to_hva(b->mem, gpa, PAGE);
+			uint64_t idx = p ? (uint64_t)(p - b->mem->base) / PAGE : UINT64_MAX;
+			/* Ignored: outside RAM, a duplicate inflate, a
+			 * deflate of a page not in the balloon. */
+			if (idx >= b->guest_pages || bit_test(b, idx) == inflate) {
+				b->ignored_pfns++;
+				continue;
+			}
+			bit_set(b, idx, inflate);
+			if (!inflate) {
+				/* Nothing to do on the host: the page faults
+				 * back in, zero-filled, when the guest uses it. */
+				b->inflated--;
+				continue;
+			}
+			b->inflated++;
+			if (run.pages && p == run.start + run.pages * PAGE) {
+				run.pages++;
+			} else {
+				run_flush(b, &run);
+				run.start = p;
+				run.pages = 1;
+			}
+		}
+		i += k;
+	}
+	run_flush(b, &run);
+	return n;
+}
+
+/* Free page reporting (§5.5.6.7): discard the page-aligned interior of
+ * every buffer of @c.  Returns the pages of work. */
+static uint64_t handle_report(struct virtio_balloon *b, const struct virtq_chain *c)
+{
+	uint64_t done = 0;
+	for (uint16_t i = 0; i < c->nsegs && done < VIRTIO_BALLOON_MAX_REPORT_BYTES; i++) {
+		/* virtq_pop checked that the buffer lies in one RAM region. */
+		uintptr_t s = (uintptr_t)c->segs[i].hva, e = s + c->segs[i].len;
+		uintptr_t as = (s + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+		uintptr_t ae = e & ~(uintptr_t)(PAGE - 1);
+		if (as >= ae)
+			continue;
+		uint64_t len = ae - as;
+		if (len > VIRTIO_BALLOON_MAX_REPORT_BYTES - done)
+			len = VIRTIO_BALLOON_MAX_REPORT_BYTES - done;
+		discard(b, (uint8_t *)as, len);
+		done += len;
+	}
+	b->n_reports++;
+	b->reported_bytes += done;
+	return done / PAGE;
+}
+
+/* Parse the statistics in the readable part of @c (§5.5.6.3). */
+static void parse_stats(struct virtio_balloon *b, const struct virtq_chain *c)
+{
+	uint32_t n = c->read_len / VIRTIO_BALLOON_STAT_SIZE;
+	if (n > VIRTIO_BALLOON_MAX_STATS)
+		n = VIRTIO_BALLOON_MAX_STATS;
+	struct virtio_balloon_stats s = {.updates = b->stats.updates + 1};
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t raw[VIRTIO_BALLOON_STAT_SIZE];
+		uint16_t tag;
+		uint64_t val;
+		virtq_chain_read(c, i * VIRTIO_BALLOON_STAT_SIZE, raw, sizeof(raw));
+		memcpy(&tag, raw, 2);
+		memcpy(&val, raw + 2, 8);
+		tag = le16toh(tag);
+		if (tag >= VIRTIO_BALLOON_S_NR)
+			continue; /* §5.5.6.3.2: unknown tags are ignored */
+		s.val[tag] = le64toh(val);
+		s.valid |= 1u << tag;
+	}
+	s.updated_ns = now_ns();
+	b->stats = s;
+	if (b->hook)
+		b->hook(b->hook_ctx, &b->stats);
+}
+
+/* Ask the loop to call virtio_balloon_resume for queue @qi. */
+static void defer(struct virtio_balloon *b, uint16_t qi)
+{
+	uint64_t one = 1;
+	b->resume_mask |= 1u << qi;
+	if (write(b->resume_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: resume eventfd: %s",
+				strerror(errno));
+}
+
+/* One pass over queue @qi.  vdev.lock held. */
+static void process_queue(struct virtio_balloon *b, uint16_t qi)
+{
+	struct virtio_dev *d = &b->vdev;
+	enum role role = queue_role(b, qi);
+	if (qi >= d->num_queues || role == ROLE_NONE || !live(d) || !d->vqs[qi].active)
+		return;
+	struct virtq *q = &d->vqs[qi];
+	bool pushed = false;
+	uint64_t spent = 0;
+	b->resume_mask &= ~(1u << qi);
+	for (;;) {
+		int rc;
+		while ((rc = virtq_pop(q, &b->chain)) == 1) {
+			const struct virtq_chain *c = &b->chain;
+			uint16_t ret = c->head; /* the chain to return now */
+			spent++;
+			switch (role) {
+			case ROLE_INFLATE:
+				b->n_inflate_reqs++;
+				spent += handle_pfns(b, c, true);
+				break;
+			case ROLE_DEFLATE:
+				b->n_deflate_reqs++;
+				spent += handle_pfns(b, c, false);
+				break;
+			case ROLE_REPORT:
+				spent += handle_report(b, c);
+				break;
+			case ROLE_STATS:
+				parse_stats(b, c);
+				if (!b->stats_held) {
+					b->stats_held = true;
+					b->stats_head = c->head;
+					continue; /* held until the next request */
+				}
+				/* a second buffer: return the older one */
+				ret = b->stats_head;
+				b->stats_head = c->head;
+				break;
+			case ROLE_NONE:
+				break;
+			}
+			/* The device writes nothing into any balloon buffer. */
+			if (virtq_push(q, ret, 0) < 0) {
+				virtio_dev_mark_broken(d, "push of a head not in flight");
+				return;
+			}
+			pushed = true;
+			if (b->resume_fd >= 0 && spent >= VIRTIO_BALLOON_BUDGET_PAGES) {
+				defer(b, qi);
+				goto out;
+			}
+		}
+		if (rc < 0) {
+			virtio_dev_mark_broken(d, "invalid descriptor chain");
+			return;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (pushed)
+		virtio_dev_signal_used(d, qi);
+}
+
+static void balloon_queue_notify(struct virtio_dev *d, uint16_t q)
+{
+	process_queue(to_balloon(d), q);
+}
+
+static const struct virtio_dev_ops balloon_ops = {
+	.features = balloon_features,
+	.config_read = balloon_config_read,
+	.config_write = balloon_config_write,
+	.activate = balloon_activate,
+	.reset = balloon_reset,
+	.queue_notify = balloon_queue_notify,
+};
+
+/* ---- public ---- */
+
+void virtio_balloon_resume(struct virtio_balloon *b)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	uint32_t mask = b->resume_mask;
+	for (uint16_t q = 0; q < VIRTIO_BALLOON_NUM_QUEUES; q++)
+		if (mask & (1u << q))
+			process_queue(b, q);
+	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	virtio_balloon_resume(ctx);
+}
+
+int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes)
+{
+	if (bytes % PAGE || bytes > b->mem->size || bytes / PAGE > UINT32_MAX)
+		return -EINVAL;
+	struct virtio_dev *d = &b->vdev;
+	uint32_t pages = (uint32_t)(bytes / PAGE);
+	pthread_mutex_lock(&d->lock);
+	if (cfg_get32(b, VIRTIO_BALLOON_CFG_NUM_PAGES) != pages) {
+		cfg_put32(b, VIRTIO_BALLOON_CFG_NUM_PAGES, pages);
+		/* §2.5: the device changed its configuration. */
+		d->config_generation++;
+		if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
+		    d->tops->signal_config)
+			d->tops->signal_config(d);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+int virtio_balloon_request_stats(struct virtio_balloon *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	int r;
+	pthread_mutex_lock(&d->lock);
+	if (!live(d)) {
+		r = -ENODEV;
+	} else if (b->q_stats < 0) {
+		r = -EOPNOTSUPP;
+	} else if (!b->stats_held) {
+		r = -EAGAIN;
+	} else {
+		uint16_t q = (uint16_t)b->q_stats;
+		b->stats_held = false;
+		/* §5.5.6.3 step 1: using the buffer asks for a refresh. */
+		if (virtq_push(&d->vqs[q], b->stats_head, 0) < 0) {
+			virtio_dev_mark_broken(d, "push of a head not in flight");
+			r = -EIO;
+		} else {
+			virtio_dev_signal_used(d, q);
+			r = 0;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+void virtio_balloon_stats_tick(struct virtio_balloon *b)
+{
+	if (b->timer_fd >= 0) {
+		uint64_t expirations;
+		(void)!read(b->timer_fd, &expirations, sizeof(expirations));
+	}
+	/* -EAGAIN (driver still refilling), -ENODEV (not up): next time. */
+	(void)virtio_balloon_request_stats(b);
+}
+
+static void on_stats_timer(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	virtio_balloon_stats_tick(ctx);
+}
+
+int virtio_balloon_get_stats(struct virtio_balloon *b, struct virtio_balloon_stats *out)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	*out = b->stats;
+	pthread_mutex_unlock(&b->vdev.lock);
+	if (out->updates == 0) {
+		memset(out, 0, sizeof(*out));
+		return -ENODATA;
+	}
+	return 0;
+}
+
+void virtio_balloon_set_stats_hook(struct virtio_balloon *b, virtio_balloon_stats_hook fn,
+				   void *ctx)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	b->hook = fn;
+	b->hook_ctx = ctx;
+	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+void virtio_balloon_log_stats(void *ctx, const struct virtio_balloon_stats *s)
+{
+	static const char *const names[VIRTIO_BALLOON_S_NR] = {
+		"swap-in", "swap-out", "major-faults", "minor-faults", "free",
+		"total",   "available", "caches",     "hugetlb-allocs", "hugetlb-fails",
+	};
+	/* byte-valued tags are shown in KiB */
+	const uint32_t bytes = (1u << VIRTIO_BALLOON_S_SWAP_IN) | (1u << VIRTIO_BALLOON_S_SWAP_OUT) |
+			       (1u << VIRTIO_BALLOON_S_MEMFREE) | (1u << VIRTIO_BALLOON_S_MEMTOT) |
+			       (1u << VIRTIO_BALLOON_S_AVAIL) | (1u << VIRTIO_BALLOON_S_CACHES);
+	char line[512];
+	size_t len = 0;
+	line[0] = 0;
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR && len < sizeof(line); t++) {
+		if (!(s->valid & (1u << t)))
+			continue;
+		bool kib = bytes & (1u << t);
+		int w = snprintf(line + len, sizeof(line) - len, " %s=%llu%s", names[t],
+				 (unsigned long long)(kib ? s->val[t] >> 10 : s->val[t]),
+				 kib ? "K" : "");
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+	log_info("virtio-balloon: guest memory:%s", s->valid ? line : " (no statistics)");
+}
+
+int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info *out)
+{
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	bool up = (d->status & VIRTIO_STATUS_FEATURES_OK) != 0;
+	*out = (struct virtio_balloon_info){
+		.target_pages = cfg_get32(b, VIRTIO_BALLOON_CFG_NUM_PAGES),
+		.actual_pages = cfg_get32(b, VIRTIO_BALLOON_CFG_ACTUAL),
+		.inflated_pages = b->inflated,
+		.guest_pages = b->guest_pages,
+		.reported_bytes = b->reported_bytes,
+		.ignored_pfns = b->ignored_pfns,
+		.discard_errors = b->discard_errors,
+		.stats_vq = up && (d->driver_features & F(VIRTIO_BALLOON_F_STATS_VQ)),
+		.deflate_on_oom = up && (d->driver_features & F(VIRTIO_BALLOON_F_DEFLATE_ON_OOM)),
+		.page_reporting = up && (d->driver_features & F(VIRTIO_BALLOON_F_PAGE_REPORTING)),
+	};
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+/* Every region must be a slice of the one mapping: the bitmap is indexed
+ * by the offset in it. */
+static bool mem_ok(const struct guest_mem *m)
+{
+	if (!m || !m->base || !m->size || m->size % PAGE || m->nregions < 1 ||
+	    m->nregions > GUEST_MEM_MAX_REGIONS)
+		return false;
+	for (int i = 0; i < m->nregions; i++) {
+		const struct guest_region *r = &m->regions[i];
+		if (r->hva < m->base || (uint64_t)(r->hva - m->base) > m->size ||
+		    r->size > m->size - (uint64_t)(r->hva - m->base))
+			return false;
+	}
+	return true;
+}
+
+static void close_fds(struct virtio_balloon *b, struct loop *loop)
+{
+	if (b->timer_fd >= 0) {
+		if (loop)
+			loop_del(loop, b->timer_fd);
+		close(b->timer_fd);
+		b->timer_fd = -1;
+	}
+	if (b->resume_fd >= 0) {
+		if (loop)
+			loop_del(loop, b->resume_fd);
+		close(b->resume_fd);
+		b->resume_fd = -1;
+	}
+}
+
+static int setup_fds(struct virtio_balloon *b, struct loop *loop)
+{
+	b->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (b->resume_fd < 0)
+		return -errno;
+	int r = loop_add(loop, b->resume_fd, EPOLLIN, on_resume, b);
+	if (r < 0) {
+		close(b->resume_fd);
+		b->resume_fd = -1;
+		return r;
+	}
+	if (!b->stats_period_s)
+		return 0;
+	b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (b->timer_fd < 0)
+		return -errno;
+	struct itimerspec its = {
+		.it_interval = {.tv_sec = (time_t)b->stats_period_s},
+		.it_value = {.tv_sec = (time_t)b->stats_period_s},
+	};
+	if (timerfd_settime(b->timer_fd, 0, &its, NULL) < 0)
+		return -errno;
+	r = loop_add(loop, b->timer_fd, EPOLLIN, on_stats_timer, b);
+	if (r < 0) {
+		close(b->timer_fd);
+		b->timer_fd = -1;
+	}
+	return r;
+}
+
+int virtio_balloon_create(struct virtio_balloon *b, uint64_t target_bytes, bool deflate_on_oom,
+			  unsigned stats_period_s, const struct guest_mem *mem, struct loop *loop)
+{
+	memset(b, 0, sizeof(*b));
+	b->timer_fd = b->resume_fd = -1;
+	b->q_stats = b->q_report = -1;
+	if (!mem_ok(mem) || target_bytes % PAGE || target_bytes > mem->size)
+		return -EINVAL;
+	/* Discarding works on host pages; the balloon's are 4 KiB. */
+	if (sysconf(_SC_PAGESIZE) != PAGE)
+		return -ENOTSUP;
+	b->mem = mem;
+	b->deflate_on_oom = deflate_on_oom;
+	b->stats_period_s = stats_period_s;
+	b->madvise_fn = madvise;
+	b->guest_pages = mem->size / PAGE;
+	b->bitmap = calloc((size_t)((b->guest_pages + 7) / 8), 1);
+	if (!b->bitmap)
+		return -ENOMEM;
+	cfg_put32(b, VIRTIO_BALLOON_CFG_NUM_PAGES, (uint32_t)(target_bytes / PAGE));
+	int r = virtio_dev_init(&b->vdev, &balloon_ops, "virtio-balloon", VIRTIO_ID_BALLOON,
+				VIRTIO_BALLOON_NUM_QUEUES, VIRTIO_BALLOON_QUEUE_MAX, mem, loop);
+	if (r < 0) {
+		free(b->bitmap);
+		b->bitmap = NULL;
+		return r;
+	}
+	if (loop) {
+		r = setup_fds(b, loop);
+		if (r < 0) {
+			close_fds(b, loop);
+			virtio_dev_destroy(&b->vdev);
+			free(b->bitmap);
+			b->bitmap = NULL;
+			return r;
+		}
+	}
+	return 0;
+}
+
+void virtio_balloon_destroy(struct virtio_balloon *b)
+{
+	if (!b->bitmap)
+		return;
+	close_fds(b, b->vdev.loop);
+	virtio_dev_destroy(&b->vdev);
+	free(b->bitmap);
+	b->bitmap = NULL;
+}
+
+void virtio_balloon_disable_reporting(struct virtio_balloon *b)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	b->vdev.device_features &= ~F(VIRTIO_BALLOON_F_PAGE_REPORTING);
+	pthread_mutex_unlock(&b->vdev.lock);
+}

@@ -1,0 +1,855 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_net.c - virtio network device; see virtio_net.h.
+ */
+#include "virtio_net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "../../event/loop.h"
+#include "../../util/bytes.h"
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+#define F(bit) (1ull << (bit))
+
+static struct virtio_net *to_net(struct virtio_dev *d)
+{
+	return container_of(d, struct virtio_net, vdev);
+}
+
+static bool has(const struct virtio_net *n, unsigned bit)
+{
+	return n->vdev.driver_features & F(bit);
+}
+
+static const char *be_name(const struct virtio_net *n)
+{
+	return n->be->name ? n->be->name : "net";
+}
+
+/* The queue is up and the device healthy: guest memory may be touched. */
+static bool queue_live(const struct virtio_net *n, const struct virtq *q)
+{
+	const struct virtio_dev *d = &n->vdev;
+	return q->active && !d->broken && !d->reset_pending &&
+	       (d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_FAILED);
+}
+
+/* ---- MAC addresses ---- */
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static bool mac_usable(const uint8_t mac[6])
+{
+	if (mac[0] & 1) /* multicast / broadcast */
+		return false;
+	for (int i = 0; i < 6; i++)
+		if (mac[i])
+			return true;
+	return false; /* all zero */
+}
+
+int net_parse_mac(const char *s, uint8_t mac[6])
+{
+	uint8_t m[6];
+	if (!s || strlen(s) != 17)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
+		if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
+			return -EINVAL;
+		m[i] = (uint8_t)(hi << 4 | lo);
+	}
+	if (!mac_usable(m))
+		return -EINVAL;
+	memcpy(mac, m, 6);
+	return 0;
+}
+
+void net_default_mac(const char *name, unsigned index, uint8_t mac[6])
+{
+	/* FNV-1a (64-bit) over the name, a separator and the index. */
+	uint64_t h = 0xcbf29ce484222325ull;
+	const uint64_t prime = 0x100000001b3ull;
+	for (const char *p = name ? name : ""; *p; p++)
+		h = (h ^ (uint8_t)*p) * prime;
+	h = (h ^ 0xff) * prime;
+	for (int i = 0; i < 4; i++)
+		h = (h ^ (uint8_t)(index >> (8 * i))) * prime;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)(h >> (8 * i));
+	/* IEEE 802: bit 1 of the first byte = locally administered, bit 0
+	 * clear = unicast.  Never all zero as a result. */
+	mac[0] = (uint8_t)((mac[0] & 0xfc) | 0x02);
+}
+
+void net_format_mac(const uint8_t mac[6], char *buf)
+{
+	snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+		 mac[4], mac[5]);
+}
+
+/* ---- features, configuration ---- */
+
+static uint64_t net_features(struct virtio_dev *d)
+{
+	struct virtio_net *n = to_net(d);
+	unsigned tx = n->be->tx_offloads, rx = n->be->rx_offloads;
+	uint64_t f = F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_MRG_RXBUF);
+	/* §5.1.3.1: the TSO features need the checksum one, ECN needs a TSO. */
+	if (tx & NET_OFFLOAD_CSUM) {
+		f |= F(VIRTIO_NET_F_CSUM);
+		if (tx & NET_OFFLOAD_TSO4)
+			f |= F(VIRTIO_NET_F_HOST_TSO4);
+		if (tx & NET_OFFLOAD_TSO6)
+			f |= F(VIRTIO_NET_F_HOST_TSO6);
+		if ((tx & NET_OFFLOAD_TSO_ECN) && (tx & (NET_OFFLOAD_TSO4 | NET_OFFLOAD_TSO6)))
+			f |= F(VIRTIO_NET_F_HOST_ECN);
+	}
+	if (rx & NET_OFFLOAD_CSUM) {
+		f |= F(VIRTIO_NET_F_GUEST_CSUM);
+		if (rx & NET_OFFLOAD_TSO4)
+			f |= F(VIRTIO_NET_F_GUEST_TSO4);
+		if (rx & NET_OFFLOAD_TSO6)
+			f |= F(VIRTIO_NET_F_GUEST_TSO6);
+		if ((rx & NET_OFFLOAD_TSO_ECN) && (rx & (NET_OFFLOAD_TSO4 | NET_OFFLOAD_TSO6)))
+			f |= F(VIRTIO_NET_F_GUEST_ECN);
+	}
+	return f;
+}
+
+/* What the back end may hand to the driver, from the accepted GUEST_*
+ * features (prerequisites enforced here, see virtio_net.h). */
+static unsigned negotiated_rx_offloads(const struct virtio_net *n)
+{
+	if (!has(n, VIRTIO_NET_F_GUEST_CSUM))
+		return 0;
+	unsigned o = NET_OFFLOAD_CSUM;
+	if (has(n, VIRTIO_NET_F_GUEST_TSO4))
+		o |= NET_OFFLOAD_TSO4;
+	if (has(n, VIRTIO_NET_F_GUEST_TSO6))
+		o |= NET_OFFLOAD_TSO6;
+	if (has(n, VIRTIO_NET_F_GUEST_ECN) && (o & (NET_OFFLOAD_TSO4 | NET_OFFLOAD_TSO6)))
+		o |= NET_OFFLOAD_TSO_ECN;
+	return o & n->be->rx_offloads;
+}
+
+static void build_config(struct virtio_net *n)
+{
+	memset(n->config, 0, sizeof(n->config));
+	memcpy(n->config + VIRTIO_NET_CFG_MAC, n->mac, 6);
+	put_le16(n->config + VIRTIO_NET_CFG_STATUS, n->link_up ? VIRTIO_NET_S_LINK_UP : 0);
+}
+
+static void net_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
+{
+	struct virtio_net *n = to_net(d);
+	uint8_t *out = data;
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t o = (uint64_t)off + i;
+		out[i] = o < VIRTIO_NET_CONFIG_SIZE ? n->config[o] : 0;
+	}
+}
+
+static void net_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
+{
+	/* mac and status are driver-read-only with VERSION_1 (§5.1.4). */
+}
+
+/* ---- the back end's fd on the loop ---- */
+
+/* Watch (or stop watching) the back end's fd for EPOLLIN.  vdev.lock held. */
+static void set_rx_armed(struct virtio_net *n, bool on)
+{
+	if (n->be_dead)
+		on = false;
+	if (n->rx_armed == on)
+		return;
+	n->rx_armed = on;
+	if (n->be_watched) {
+		int r = loop_mod(n->vdev.loop, n->be->fd, on ? EPOLLIN : 0);
+		if (r < 0)
+			log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: cannot %s the fd: %s",
+					be_name(n), on ? "watch" : "pause", strerror(-r));
+	}
+}
+
+/* The back end failed for good (the tap interface was deleted): stop
+ * watching it, report the link down (§5.1.4: status, config interrupt).
+ * vdev.lock held. */
+static void be_gone(struct virtio_net *n, const char *why)
+{
+	struct virtio_dev *d = &n->vdev;
+	if (n->be_dead)
+		return;
+	set_rx_armed(n, false);
+	n->be_dead = true;
+	if (n->be_watched) {
+		loop_del(d->loop, n->be->fd);
+		n->be_watched = false;
+	}
+	log_warn("virtio-net: %s: %s; link down", be_name(n), why);
+	n->link_up = false;
+	build_config(n);
+	d->config_generation++;
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops && d->tops->signal_config)
+		d->tops->signal_config(d);
+}
+
+/* ---- chains ---- */
+
+/* iovecs for the bytes from @off of the readable (@writable false) or
+ * writable part of @c; zero-length pieces skipped.  Returns the count
+ * (at most c->nsegs). */
+static int chain_iov(const struct virtq_chain *c, bool writable, uint32_t off, struct iovec *iov)
+{
+	int n = 0;
+	unsigned first = writable ? c->nread : 0, end = writable ? c->nsegs : c->nread;
+	for (unsigned i = first; i < end; i++) {
+		uint32_t sl = c->segs[i].len;
+		if (off >= sl) {
+			off -= sl;
+			continue;
+		}
+		iov[n].iov_base = c->segs[i].hva + off;
+		iov[n].iov_len = sl - off;
+		n++;
+		off = 0;
+	}
+	return n;
+}
+
+/*
+ * Return @cnt chains to the driver with ONE used->idx update (§2.7.8.2:
+ * elements first, then the index with release semantics), so that the
+ * driver never sees some buffers of a merged frame without the others
+ * (Linux drops a frame whose num_buffers are not all there).
+ *
+ * TEMPORARY: struct virtq has no such operation yet; this mirrors
+ * virtq_push() and belongs in virtq.c as virtq_push_batch() (then this
+ * function becomes a call to it).  Same checks: every head in flight.
+ */
+static int used_push_batch(struct virtq *q, const uint16_t *heads, const uint32_t *lens,
+			   uint16_t cnt)
+{
+	if (!q->active || cnt > q->inflight)
+		return -EINVAL;
+	for (uint16_t i = 0; i < cnt; i++) {
+		uint16_t h = heads[i];
+		if (h >= q->size || !(q->inflight_map[h / 8] & (1u << (h % 8))))
+			return -EINVAL;
+	}
+	for (uint16_t i = 0; i < cnt; i++) {
+		uint16_t slot = (uint16_t)(q->used_idx + i) & (uint16_t)(q->size - 1);
+		uint8_t *elem = q->used + 4 + 8u * slot; /* flags, idx, ring[] */
+		__atomic_store_n((uint32_t *)(void *)elem, heads[i], __ATOMIC_RELAXED);
+		__atomic_store_n((uint32_t *)(void *)(elem + 4), lens[i], __ATOMIC_RELAXED);
+	}
+	q->used_idx = (uint16_t)(q->used_idx + cnt);
+	__atomic_store_n((uint16_t *)(void *)(q->used + 2), q->used_idx, __ATOMIC_RELEASE);
+	for (uint16_t i = 0; i < cnt; i++) {
+		q->inflight_map[heads[i] / 8] &= (uint8_t) ~(1u << (heads[i] % 8));
+		q->inflight--;
+	}
+	return 0;
+}
+
+/* ---- receive offloads ---- */
+
+/* Wake the loop thread (the resume eventfd's handler). */
+static void kick_loop(struct virtio_net *n)
+{
+	uint64_t one = 1;
+	if (write(n->resume_fd, &one, sizeof(one)) < 0)
+		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: resume eventfd: %s",
+				strerror(errno));
+}
+
+/* Tell the back end the offloads the driver wants (TUNSETOFFLOAD takes
+ * the rtnl lock, so it is done on the loop thread, not on the vCPU that
+ * wrote the status register).  vdev.lock held.  A failure is not fatal:
+ * frames with offloads the driver did not accept are dropped on receive
+ * (rx_header_ok), fewer offloads than accepted cost only host CPU. */
+static void apply_offloads(struct virtio_net *n)
+{
+	if (n->be_dead || n->offloads == n->offload_want)
+		return;
+	int r = n->be->ops->set_offload(n->be, n->offload_want);
+	if (r < 0) {
+		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: cannot set offloads 0x%x: %s",
+				be_name(n), n->offload_want, strerror(-r));
+		return;
+	}
+	n->offloads = n->offload_want;
+}
+
+/* Set the wanted offloads, applied now without a loop, else on it. */
+static void want_offloads(struct virtio_net *n, unsigned o)
+{
+	n->offload_want = o;
+	if (n->resume_fd < 0)
+		apply_offloads(n);
+	else if (n->offloads != o)
+		kick_loop(n);
+}
+
+/* ---- transmit ---- */
+
+static void tx_drop(struct virtio_net *n, const char *why)
+{
+	n->n_tx_dropped++;
+	log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: transmitted frame dropped: %s",
+			be_name(n), why);
+}
+
+/* Is the driver allowed to send this header (§5.1.6.2.1)?  NULL if so. */
+static const char *tx_header_problem(const struct virtio_net *n, const uint8_t *hdr)
+{
+	uint8_t flags = hdr[VIRTIO_NET_HDR_FLAGS], gso = hdr[VIRTIO_NET_HDR_GSO_TYPE];
+	if (flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM)
+		return "header flags other than NEEDS_CSUM";
+	if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !has(n, VIRTIO_NET_F_CSUM))
+		return "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
+	switch (gso & ~VIRTIO_NET_HDR_GSO_ECN) {
+	case VIRTIO_NET_HDR_GSO_NONE:
+		if (gso & VIRTIO_NET_HDR_GSO_ECN)
+			return "GSO ECN bit without a GSO type";
+		break;
+	case VIRTIO_NET_HDR_GSO_TCPV4:
+		if (!has(n, VIRTIO_NET_F_HOST_TSO4))
+			return "GSO TCPv4 without VIRTIO_NET_F_HOST_TSO4";
+		break;
+	case VIRTIO_NET_HDR_GSO_TCPV6:
+		if (!has(n, VIRTIO_NET_F_HOST_TSO6))
+			return "GSO TCPv6 without VIRTIO_NET_F_HOST_TSO6";
+		break;
+	default:
+		return "unsupported GSO type";
+	}
+	if ((gso & VIRTIO_NET_HDR_GSO_ECN) && !has(n, VIRTIO_NET_F_HOST_ECN))
+		return "GSO ECN without VIRTIO_NET_F_HOST_ECN";
+	return NULL;
+}
+
+/* Send the frame of one transmit chain, or drop it. */
+static void tx_frame(struct virtio_net *n, const struct virtq_chain *c)
+{
+	if (c->write_len) {
+		tx_drop(n, "transmit chain with device-writable buffers");
+		return;
+	}
+	if (c->read_len < NET_HDR_LEN + NET_MIN_FRAME ||
+	    c->read_len - NET_HDR_LEN > NET_MAX_FRAME) {
+		tx_drop(n, "frame length out of range");
+		return;
+	}
+	/* The header is read once into host memory; the tap gets this copy,
+	 * so what was checked is what is sent. */
+	uint8_t hdr[NET_HDR_LEN];
+	virtq_chain_read(c, 0, hdr, sizeof(hdr));
+	const char *bad = tx_header_problem(n, hdr);
+	if (bad) {
+		tx_drop(n, bad);
+		return;
+	}
+	put_le16(hdr + VIRTIO_NET_HDR_NUM_BUFFERS, 0); /* unused on transmit */
+	struct iovec iov[1 + VIRTQ_MAX_SEGS];
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	int cnt = 1 + chain_iov(c, false, NET_HDR_LEN, iov + 1);
+	ssize_t r = n->be->ops->send(n->be, iov, cnt);
+	if (r < 0) {
+		n->n_tx_dropped++;
+		log_ratelimited(&n->rl, r == -EAGAIN ? LOG_DEBUG : LOG_WARN,
+				"virtio-net: %s: send: %s (frame dropped)", be_name(n),
+				strerror((int)-r));
+		return;
+	}
+	n->n_tx_frames++;
+	n->n_tx_bytes += c->read_len - NET_HDR_LEN;
+}
+
+/* One budgeted pass over the transmit queue.  vdev.lock held. */
+static void tx_process(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->vdev;
+	struct virtq *q = &d->vqs[VIRTIO_NET_TXQ];
+	bool pushed = false;
+	unsigned frames = 0;
+	if (!queue_live(n, q))
+		return;
+	for (;;) {
+		int r;
+		while ((r = virtq_pop(q, &n->tx_chain)) == 1) {
+			tx_frame(n, &n->tx_chain);
+			if (virtq_push(q, n->tx_chain.head, 0) < 0) {
+				virtio_dev_mark_broken(d, "push of a head not in flight");
+				goto out;
+			}
+			pushed = true;
+			if (++frames >= VIRTIO_NET_TX_BUDGET && n->resume_fd >= 0) {
+				/* Budget spent: let the loop run the others, then
+				 * go on from the resume eventfd. */
+				kick_loop(n);
+				goto out;
+			}
+		}
+		if (r < 0) {
+			virtio_dev_mark_broken(d, "invalid descriptor chain on the transmit queue");
+			goto out;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (pushed)
+		virtio_dev_signal_used(d, VIRTIO_NET_TXQ);
+}
+
+/* ---- receive ---- */
+
+enum rx_result { RX_FRAME, RX_EMPTY, RX_DROPPED, RX_STOP };
+
+static void rx_drop(struct virtio_net *n, const char *why, uint64_t len)
+{
+	n->n_rx_dropped++;
+	log_ratelimited(&n->rl, LOG_DEBUG,
+			"virtio-net: %s: received frame of %llu bytes dropped: %s", be_name(n),
+			(unsigned long long)len, why);
+}
+
+/* Take the next receive buffer into @c: 1, 0 if there is none (driver
+ * notification enabled), -1 if the device broke. */
+static int rx_take(struct virtio_net *n, struct virtq_chain *c)
+{
+	struct virtio_dev *d = &n->vdev;
+	struct virtq *q = &d->vqs[VIRTIO_NET_RXQ];
+	int r = 0;
+	/* Pop, and if empty ask for a kick and look once more (a buffer
+	 * added in between would otherwise go unnoticed). */
+	for (int tries = 0; tries < 2; tries++) {
+		r = virtq_pop(q, c);
+		if (r != 0 || !virtq_enable_notify(q))
+			break;
+	}
+	if (r < 0) {
+		virtio_dev_mark_broken(d, "invalid descriptor chain on the receive queue");
+		return -1;
+	}
+	if (r == 0)
+		return 0;
+	if (c->nread || c->write_len < NET_HDR_LEN) {
+		/* §5.1.6.3.1: receive buffers are device-writable and hold at
+		 * least the header. */
+		virtio_dev_mark_broken(d, "receive buffer not device-writable or shorter than "
+					  "the 12-byte header");
+		return -1;
+	}
+	return 1;
+}
+
+/* Check the header the back end gave (in rx_hdr) against what the driver
+ * accepted, and adjust it (§5.1.6.4.1).  False: drop the frame. */
+static bool rx_header_ok(struct virtio_net *n)
+{
+	uint8_t *h = n->rx_hdr;
+	uint8_t flags = h[VIRTIO_NET_HDR_FLAGS], gso = h[VIRTIO_NET_HDR_GSO_TYPE];
+	/* What the driver accepted, whatever the back end was told last (a
+	 * change is applied on the loop, frames read before it may be
+	 * stale). */
+	unsigned o = negotiated_rx_offloads(n);
+	if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !(o & NET_OFFLOAD_CSUM))
+		return false;
+	switch (gso & ~VIRTIO_NET_HDR_GSO_ECN) {
+	case VIRTIO_NET_HDR_GSO_NONE:
+		if (gso & VIRTIO_NET_HDR_GSO_ECN)
+			return false;
+		break;
+	case VIRTIO_NET_HDR_GSO_TCPV4:
+		if (!(o & NET_OFFLOAD_TSO4))
+			return false;
+		break;
+	case VIRTIO_NET_HDR_GSO_TCPV6:
+		if (!(o & NET_OFFLOAD_TSO6))
+			return false;
+		break;
+	default:
+		return false;
+	}
+	if ((gso & VIRTIO_NET_HDR_GSO_ECN) && !(o & NET_OFFLOAD_TSO_ECN))
+		return false;
+	/* Without GUEST_CSUM flags MUST be zero; RSC_INFO is never ours. */
+	h[VIRTIO_NET_HDR_FLAGS] =
+		has(n, VIRTIO_NET_F_GUEST_CSUM)
+			? flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)
+			: 0;
+	return true;
+}
+
+/* Read the next frame into the held first chain (rx_c0) and the bounce
+ * buffer. */
+static enum rx_result rx_read(struct virtio_net *n)
+{
+	struct iovec iov[VIRTQ_MAX_SEGS + 2];
+	iov[0].iov_base = n->rx_hdr;
+	iov[0].iov_len = NET_HDR_LEN;
+	int cnt = 1 + chain_iov(&n->rx_c0, true, NET_HDR_LEN, iov + 1);
+	iov[cnt].iov_base = n->rx_bounce;
+	iov[cnt].iov_len = VIRTIO_NET_BOUNCE_SIZE;
+	cnt++;
+	uint64_t cap = (uint64_t)n->rx_c0.write_len + VIRTIO_NET_BOUNCE_SIZE;
+	ssize_t r = n->be->ops->recv(n->be, iov, cnt);
+	if (r == -EAGAIN || r == -EINTR)
+		return RX_EMPTY;
+	if (r < 0) {
+		char why[96];
+		snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-r));
+		be_gone(n, why);
+		return RX_STOP;
+	}
+	if ((uint64_t)r >= cap || (uint64_t)r > NET_HDR_LEN + NET_MAX_FRAME) {
+		rx_drop(n, "too long", (uint64_t)r);
+		return RX_DROPPED;
+	}
+	if (r < NET_HDR_LEN + NET_MIN_FRAME) {
+		rx_drop(n, "too short", (uint64_t)r);
+		return RX_DROPPED;
+	}
+	if (!rx_header_ok(n)) {
+		rx_drop(n, "offload the driver did not accept", (uint64_t)r);
+		return RX_DROPPED;
+	}
+	uint32_t len = (uint32_t)r;
+	if (!has(n, VIRTIO_NET_F_MRG_RXBUF) && len > n->rx_c0.write_len) {
+		/* §5.1.6.3.1: without MRG_RXBUF a frame needs one buffer. */
+		rx_drop(n, "larger than the receive buffer", len);
+		return RX_DROPPED; /* the chain is kept for the next frame */
+	}
+	n->rx_pending = true;
+	n->rx_have_c0 = false; /* it belongs to the frame now */
+	n->rx_len = len;
+	n->rx_c0_cap = n->rx_c0.write_len;
+	n->rx_placed = len < n->rx_c0_cap ? len : n->rx_c0_cap;
+	n->rx_heads[0] = n->rx_c0.head;
+	n->rx_lens[0] = n->rx_placed;
+	n->rx_nheads = 1;
+	return RX_FRAME;
+}
+
+/* The pending frame cannot be completed: every descriptor of the queue is
+ * held.  Keep the first chain for the next frame, return the others
+ * unused. */
+static int rx_drop_pending(struct virtio_net *n, bool *pushed)
+{
+	struct virtq *q = &n->vdev.vqs[VIRTIO_NET_RXQ];
+	rx_drop(n, "receive buffers too small for it", n->rx_len);
+	for (uint16_t i = 1; i < n->rx_nheads; i++)
+		n->rx_lens[i] = 0;
+	if (n->rx_nheads > 1) {
+		if (used_push_batch(q, n->rx_heads + 1, n->rx_lens + 1,
+				    (uint16_t)(n->rx_nheads - 1)) < 0) {
+			virtio_dev_mark_broken(&n->vdev, "push of a head not in flight");
+			return -1;
+		}
+		*pushed = true;
+	}
+	n->rx_pending = false;
+	n->rx_have_c0 = true;
+	return 1;
+}
+
+/* Place the rest of the pending frame into further buffers and publish
+ * it.  1: done (delivered or dropped), 0: waiting for buffers, -1: broken. */
+static int rx_place(struct virtio_net *n, bool *pushed)
+{
+	struct virtq *q = &n->vdev.vqs[VIRTIO_NET_RXQ];
+	while (n->rx_placed < n->rx_len) {
+		int r = n->rx_nheads < VIRTIO_NET_QUEUE_MAX ? rx_take(n, &n->rx_chain) : 0;
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			if (q->inflight < q->size)
+				return 0; /* the driver can still add buffers */
+			return rx_drop_pending(n, pushed);
+		}
+		uint32_t k = n->rx_len - n->rx_placed;
+		if (k > n->rx_chain.write_len)
+			k = n->rx_chain.write_len;
+		virtq_chain_write(&n->rx_chain, 0, n->rx_bounce + (n->rx_placed - n->rx_c0_cap), k);
+		n->rx_heads[n->rx_nheads] = n->rx_chain.head;
+		n->rx_lens[n->rx_nheads] = k;
+		n->rx_nheads++;
+		n->rx_placed += k;
+	}
+	/* The header goes in last (§5.1.6.4: num_buffers; 1 without
+	 * MRG_RXBUF). */
+	put_le16(n->rx_hdr + VIRTIO_NET_HDR_NUM_BUFFERS, n->rx_nheads);
+	virtq_chain_write(&n->rx_c0, 0, n->rx_hdr, NET_HDR_LEN);
+	if (used_push_batch(q, n->rx_heads, n->rx_lens, n->rx_nheads) < 0) {
+		virtio_dev_mark_broken(&n->vdev, "push of a head not in flight");
+		return -1;
+	}
+	*pushed = true;
+	n->rx_pending = false;
+	n->n_rx_frames++;
+	n->n_rx_bytes += n->rx_len - NET_HDR_LEN;
+	return 1;
+}
+
+/* Deliver frames while there are frames and buffers, at most
+ * VIRTIO_NET_RX_BUDGET; leave the fd armed exactly when more may be
+ * delivered without a new buffer notification.  vdev.lock held. */
+static void rx_process(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->vdev;
+	struct virtq *q = &d->vqs[VIRTIO_NET_RXQ];
+	bool pushed = false;
+	apply_offloads(n);
+	if (!queue_live(n, q)) {
+		set_rx_armed(n, false);
+		return;
+	}
+	for (unsigned frames = 0; frames < VIRTIO_NET_RX_BUDGET;) {
+		if (n->rx_pending) {
+			int r = rx_place(n, &pushed);
+			if (r < 0)
+				goto out;
+			if (r == 0) {
+				/* Holding one frame; wait for the driver. */
+				set_rx_armed(n, false);
+				goto out;
+			}
+			frames++;
+			continue;
+		}
+		if (n->be_dead)
+			goto out;
+		if (!n->rx_have_c0) {
+			int r = rx_take(n, &n->rx_c0);
+			if (r < 0)
+				goto out;
+			if (r == 0) {
+				/* No buffers: stop reading until the driver adds some. */
+				set_rx_armed(n, false);
+				goto out;
+			}
+			n->rx_have_c0 = true;
+		}
+		switch (rx_read(n)) {
+		case RX_FRAME:
+			break; /* placed and counted on the next round */
+		case RX_DROPPED:
+			frames++;
+			break;
+		case RX_EMPTY:
+			set_rx_armed(n, true);
+			goto out;
+		case RX_STOP:
+			goto out;
+		}
+	}
+	/* Budget spent with buffers left: the loop calls again. */
+	set_rx_armed(n, true);
+out:
+	if (d->broken)
+		set_rx_armed(n, false);
+	if (pushed)
+		virtio_dev_signal_used(d, VIRTIO_NET_RXQ);
+}
+
+/* ---- device ops ---- */
+
+static int net_activate(struct virtio_dev *d)
+{
+	struct virtio_net *n = to_net(d);
+	n->rx_have_c0 = n->rx_pending = false;
+	want_offloads(n, negotiated_rx_offloads(n));
+	/* Whether there are buffers is found out on the loop. */
+	set_rx_armed(n, true);
+	return 0;
+}
+
+static int net_reset(struct virtio_dev *d)
+{
+	struct virtio_net *n = to_net(d);
+	/* The held chains and the pending frame die with the queues. */
+	n->rx_have_c0 = n->rx_pending = false;
+	n->rx_nheads = 0;
+	set_rx_armed(n, false);
+	want_offloads(n, 0);
+	return 0;
+}
+
+static void net_queue_notify(struct virtio_dev *d, uint16_t q)
+{
+	struct virtio_net *n = to_net(d);
+	if (q == VIRTIO_NET_RXQ)
+		rx_process(n);
+	else if (q == VIRTIO_NET_TXQ)
+		tx_process(n);
+}
+
+static const struct virtio_dev_ops net_ops = {
+	.features = net_features,
+	.config_read = net_config_read,
+	.config_write = net_config_write,
+	.activate = net_activate,
+	.reset = net_reset,
+	.queue_notify = net_queue_notify,
+};
+
+/* ---- loop callbacks ---- */
+
+void virtio_net_backend_ready(struct virtio_net *n, uint32_t events)
+{
+	pthread_mutex_lock(&n->vdev.lock);
+	if (events & (EPOLLERR | EPOLLHUP))
+		be_gone(n, "the back end reported an error (interface deleted?)");
+	else
+		rx_process(n);
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+void virtio_net_resume(struct virtio_net *n)
+{
+	pthread_mutex_lock(&n->vdev.lock);
+	apply_offloads(n);
+	tx_process(n);
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+static void on_backend(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	virtio_net_backend_ready(ctx, events);
+}
+
+static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	virtio_net_resume(ctx);
+}
+
+/* ---- life cycle ---- */
+
+int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, const uint8_t *mac,
+		    const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen)
+{
+	memset(n, 0, sizeof(*n));
+	n->resume_fd = -1;
+	n->be = be;
+	if (mac) {
+		if (!mac_usable(mac)) {
+			snprintf(err, errlen, "%s: MAC address must be unicast and not all zero",
+				 be_name(n));
+			return -EINVAL;
+		}
+		memcpy(n->mac, mac, 6);
+	} else {
+		net_default_mac(be->name, 0, n->mac);
+	}
+	n->link_up = true;
+	build_config(n);
+	n->rx_bounce = malloc(VIRTIO_NET_BOUNCE_SIZE);
+	if (!n->rx_bounce) {
+		snprintf(err, errlen, "virtio-net: out of memory");
+		return -ENOMEM;
+	}
+	int r = virtio_dev_init(&n->vdev, &net_ops, "virtio-net", VIRTIO_ID_NET, 2,
+				VIRTIO_NET_QUEUE_MAX, mem, loop);
+	if (r < 0) {
+		snprintf(err, errlen, "virtio-net: init: %s", strerror(-r));
+		goto fail_bounce;
+	}
+	if (loop) {
+		n->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (n->resume_fd < 0) {
+			r = -errno;
+			snprintf(err, errlen, "virtio-net: eventfd: %s", strerror(-r));
+			goto fail_dev;
+		}
+		r = loop_add(loop, n->resume_fd, EPOLLIN, on_resume, n);
+		if (r < 0) {
+			snprintf(err, errlen, "virtio-net: cannot watch the eventfd: %s",
+				 strerror(-r));
+			goto fail_efd;
+		}
+		if (be->fd >= 0) {
+			/* Registered paused: armed once the driver is up. */
+			r = loop_add(loop, be->fd, 0, on_backend, n);
+			if (r < 0) {
+				snprintf(err, errlen, "%s: cannot watch the back end: %s",
+					 be_name(n), strerror(-r));
+				loop_del(loop, n->resume_fd);
+				goto fail_efd;
+			}
+			n->be_watched = true;
+		}
+	}
+	n->own_be = own_be;
+	return 0;
+
+fail_efd:
+	close(n->resume_fd);
+	n->resume_fd = -1;
+fail_dev:
+	virtio_dev_destroy(&n->vdev);
+fail_bounce:
+	free(n->rx_bounce);
+	n->rx_bounce = NULL;
+	return r;
+}
+
+int virtio_net_create(struct virtio_net *n, const char *tap_name, const uint8_t *mac_or_null,
+		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen)
+{
+	struct net_backend *be;
+	memset(n, 0, sizeof(*n)); /* virtio_net_destroy is a no-op on failure */
+	int r = tap_open(&be, tap_name, err, errlen);
+	if (r < 0)
+		return r;
+	r = virtio_net_init(n, be, true, mac_or_null, mem, loop, err, errlen);
+	if (r < 0)
+		net_close(be);
+	return r;
+}
+
+void virtio_net_destroy(struct virtio_net *n)
+{
+	if (!n->rx_bounce)
+		return;
+	struct loop *loop = n->vdev.loop;
+	if (n->be_watched) {
+		loop_del(loop, n->be->fd);
+		n->be_watched = false;
+	}
+	if (n->resume_fd >= 0) {
+		loop_del(loop, n->resume_fd);
+		close(n->resume_fd);
+		n->resume_fd = -1;
+	}
+	if (n->own_be)
+		net_close(n->be);
+	n->be = NULL;
+	virtio_dev_destroy(&n->vdev);
+	free(n->rx_bounce);
+	n->rx_bounce = NULL;
+}

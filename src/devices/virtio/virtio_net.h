@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio_net.h - virtio network device (virtio 1.2 §5.1) on a net back end
+ * (a Linux tap, src/backends/net.h).
+ *
+ * Queues: 0 receiveq1, 1 transmitq1 (no MQ, no control queue), at most
+ * VIRTIO_NET_QUEUE_MAX entries each.  Every frame carries the 12-byte
+ * struct virtio_net_hdr_v1 (VERSION_1: num_buffers is always present).
+ *
+ * Features offered: MAC, STATUS (link up), MRG_RXBUF, and the offloads the
+ * back end supports: CSUM, HOST_TSO4/6, HOST_ECN (guest -> host; a tap takes
+ * them all), GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN (host -> guest; probed on
+ * the tap).  No UFO/USO.  On DRIVER_OK the back end is told which offloads
+ * the driver accepted for its receive side (set_offload / TUNSETOFFLOAD):
+ * GUEST_CSUM -> CSUM, GUEST_TSO4/6 -> TSO4/6 (only with GUEST_CSUM),
+ * GUEST_ECN -> TSO_ECN (only with a TSO); at reset they go back to none.
+ * The ioctl is made on the loop thread (it takes the kernel's rtnl lock,
+ * which a vCPU thread must not wait for): activate/reset only record the
+ * wish and kick the loop; received frames are checked against what the
+ * driver accepted in any case, so a frame produced under older settings
+ * never reaches a driver that cannot take it.
+ * A driver that accepts an offload without its prerequisite simply never
+ * receives such frames (sending less is always safe).
+ *
+ * Config space (§5.1.4): mac[6] at 0, le16 status at 6 (LINK_UP while the
+ * back end works; cleared with a config interrupt when the tap goes away).
+ * 8 bytes; reads beyond read 0, writes are ignored.
+ *
+ * Data path, on the event loop under vdev.lock (§5.1.6):
+ *
+ * TX (transmitq notify): each chain's readable part is [header + frame].
+ *   The header is copied to host memory once (no double fetch) and checked
+ *   against the negotiated features (NEEDS_CSUM needs CSUM, GSO TCPv4/v6
+ *   needs HOST_TSO4/6, the ECN bit HOST_ECN, UDP/UFO never; no other flag
+ *   bits), the frame is written to the back end straight from guest memory
+ *   (writev of [host header copy, guest segments]), and the chain is
+ *   returned with used length 0.  Policy: a chain that is malformed for
+ *   virtio-net - device-writable descriptors, a frame shorter than 14 or
+ *   longer than NET_MAX_FRAME bytes, a header that asks for an offload not
+ *   negotiated - is DROPPED (returned with length 0, counted in
+ *   n_tx_dropped, logged rate-limited); the device keeps working.  So is a
+ *   frame the back end refuses (host error, full).  Ring-level violations
+ *   (virtq_pop -EIO) break the device.  At most VIRTIO_NET_TX_BUDGET
+ *   frames per pass; then an eventfd on the loop continues the pass, so
+ *   other handlers (and the other queue) run in between.
+ *
+ * RX (back-end fd readable, or receiveq notify): the tap fd is watched for
+ *   EPOLLIN only while the device can take a frame (it has a receive
+ *   buffer, or the driver may have added some); when the receive queue is
+ *   empty the fd is disarmed (loop_mod 0) and the device waits for the
+ *   next receiveq notification (checklist E.34: a guest that posts no
+ *   buffers costs no host CPU, and at most ONE frame is held by the device
+ *   however fast the host side floods; the rest waits in the tap's own
+ *   bounded queue, where the kernel drops).
+ *   A chain is popped first and the frame is read straight into it
+ *   (readv: [host header copy, the chain's writable buffers after the
+ *   12-byte header, a 64 KiB host bounce buffer]), so a frame that fits
+ *   one buffer is copied only by the kernel; the rest of a larger frame
+ *   lands in the bounce buffer and is copied into further chains
+ *   (MRG_RXBUF).  The header is checked (a frame using an offload the
+ *   driver did not accept is dropped; flags are zeroed without GUEST_CSUM,
+ *   §5.1.6.4.1), num_buffers is set (always 1 without MRG_RXBUF), and it is
+ *   written last.  All chains of a frame are published with ONE used-index
+ *   update, so the driver never sees part of a merged frame.  Without
+ *   MRG_RXBUF a frame larger than the one chain is dropped and the chain
+ *   reused.  With MRG_RXBUF, a frame that still does not fit when every
+ *   descriptor of the queue is held by the device is dropped and the held
+ *   chains returned with length 0 (only a driver posting tiny buffers gets
+ *   there).  A receive chain that is not purely device-writable or is
+ *   shorter than the header violates §5.1.6.3.1 and breaks the device.
+ *   At most VIRTIO_NET_RX_BUDGET frames per wake-up (the fd is level
+ *   triggered: the loop comes back).
+ *
+ * Reset (ops->reset, vdev.lock held, any thread): the pending frame and
+ * the held chains are forgotten, the fd is disarmed, the back end's
+ * offloads go back to none.  Everything touching guest memory runs under
+ * vdev.lock and checks that the queue is still live, so nothing touches
+ * guest memory once reset returns (a wake-up already on its way finds the
+ * queues inactive).  Completes synchronously.
+ */
+#ifndef VISOR_DEVICES_VIRTIO_VIRTIO_NET_H
+#define VISOR_DEVICES_VIRTIO_VIRTIO_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../backends/net.h"
+#include "../../util/log.h"
+#include "virtio.h"
+
+/* Feature bits (§5.1.3) */
+#define VIRTIO_NET_F_CSUM 0
+#define VIRTIO_NET_F_GUEST_CSUM 1
+#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
+#define VIRTIO_NET_F_MTU 3
+#define VIRTIO_NET_F_MAC 5
+#define VIRTIO_NET_F_GUEST_TSO4 7
+#define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_GUEST_ECN 9
+#define VIRTIO_NET_F_GUEST_UFO 10
+#define VIRTIO_NET_F_HOST_TSO4 11
+#define VIRTIO_NET_F_HOST_TSO6 12
+#define VIRTIO_NET_F_HOST_ECN 13
+#define VIRTIO_NET_F_HOST_UFO 14
+#define VIRTIO_NET_F_MRG_RXBUF 15
+#define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_MQ 22
+
+/* struct virtio_net_hdr_v1 (§5.1.6): offsets and values */
+#define VIRTIO_NET_HDR_FLAGS 0
+#define VIRTIO_NET_HDR_GSO_TYPE 1
+#define VIRTIO_NET_HDR_HDR_LEN 2
+#define VIRTIO_NET_HDR_GSO_SIZE 4
+#define VIRTIO_NET_HDR_CSUM_START 6
+#define VIRTIO_NET_HDR_CSUM_OFFSET 8
+#define VIRTIO_NET_HDR_NUM_BUFFERS 10
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
+#define VIRTIO_NET_HDR_F_DATA_VALID 2
+#define VIRTIO_NET_HDR_F_RSC_INFO 4
+#define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_TCPV4 1
+#define VIRTIO_NET_HDR_GSO_UDP 3
+#define VIRTIO_NET_HDR_GSO_TCPV6 4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#define VIRTIO_NET_HDR_GSO_ECN 0x80
+
+/* Config space (§5.1.4) */
+#define VIRTIO_NET_CFG_MAC 0
+#define VIRTIO_NET_CFG_STATUS 6
+#define VIRTIO_NET_CONFIG_SIZE 8
+#define VIRTIO_NET_S_LINK_UP 1
+
+#define VIRTIO_NET_RXQ 0
+#define VIRTIO_NET_TXQ 1
+#define VIRTIO_NET_QUEUE_MAX 256
+#define VIRTIO_NET_TX_BUDGET 64
+#define VIRTIO_NET_RX_BUDGET 64
+/* Host bounce buffer for the part of a received frame beyond its first
+ * chain: a whole frame with its header. */
+#define VIRTIO_NET_BOUNCE_SIZE (NET_HDR_LEN + NET_MAX_FRAME)
+
+struct virtio_net {
+	struct virtio_dev vdev; /* hand &vdev to a transport */
+	struct net_backend *be;
+	bool own_be;      /* close the back end with the device */
+	bool be_watched;  /* be->fd is on the loop */
+	int resume_fd;    /* eventfd on the loop (TX budget), -1 without a loop */
+	uint8_t mac[6];
+
+	/* under vdev.lock */
+	uint8_t config[VIRTIO_NET_CONFIG_SIZE];
+	bool link_up;
+	bool be_dead;     /* the back end failed for good (tap deleted) */
+	bool rx_armed;    /* be->fd watched for EPOLLIN */
+	unsigned offloads;     /* last given to be->set_offload */
+	unsigned offload_want; /* what the driver accepted (0 after reset) */
+	/* receive state: a chain taken for the next frame, and the frame
+	 * being placed (at most one) */
+	bool rx_have_c0;
+	bool rx_pending;
+	uint32_t rx_len;    /* frame length with the header */
+	uint32_t rx_c0_cap; /* writable bytes of the first chain */
+	uint32_t rx_placed; /* bytes of the frame in guest chains so far */
+	uint16_t rx_nheads;
+	uint8_t rx_hdr[NET_HDR_LEN];
+	uint8_t *rx_bounce; /* frame bytes [rx_c0_cap, rx_len) */
+	uint16_t rx_heads[VIRTIO_NET_QUEUE_MAX];
+	uint32_t rx_lens[VIRTIO_NET_QUEUE_MAX];
+	struct virtq_chain rx_c0, rx_chain, tx_chain;
+	struct ratelimit rl;
+	/* statistics */
+	uint64_t n_tx_frames, n_tx_bytes, n_tx_dropped;
+	uint64_t n_rx_frames, n_rx_bytes, n_rx_dropped;
+};
+
+/* Build the device on back end @be.  @mac: the address the guest gets;
+ * NULL: net_default_mac(be->name, 0).  With a @loop, be->fd (if >= 0) and
+ * an eventfd are registered there (2 loop slots); without one (tests) the
+ * TX pass is not budgeted and the caller drives RX with
+ * virtio_net_backend_ready().  @own_be: virtio_net_destroy closes @be.
+ * Returns 0 or -errno with one line in @err. */
+int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, const uint8_t *mac,
+		    const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
+
+/* Open tap @tap_name (tap_open) and build the device on it.  @mac_or_null
+ * as for virtio_net_init.  Returns 0 or -errno with one line in @err
+ * (tap_open's messages). */
+int virtio_net_create(struct virtio_net *n, const char *tap_name, const uint8_t *mac_or_null,
+		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
+
+/* Tear down (after the transport is gone, the vCPUs and the loop stopped). */
+void virtio_net_destroy(struct virtio_net *n);
+
+/* What the loop callbacks do (they take vdev.lock): the back end's fd
+ * reported @events (EPOLLIN: receive; EPOLLERR/EPOLLHUP: the back end is
+ * gone, the link goes down), and continue a budgeted TX pass. */
+void virtio_net_backend_ready(struct virtio_net *n, uint32_t events);
+void virtio_net_resume(struct virtio_net *n);
+
+/* "aa:bb:cc:dd:ee:ff" (hex digits in either case, exactly 17 characters)
+ * -> @mac.  Rejects multicast (bit 0 of the first byte; broadcast
+ * included) and all-zero addresses.  0 / -EINVAL. */
+int net_parse_mac(const char *s, uint8_t mac[6]);
+
+/* A stable locally administered unicast address for NIC @index on tap
+ * @name (a hash of both; the same arguments always give the same MAC). */
+void net_default_mac(const char *name, unsigned index, uint8_t mac[6]);
+
+/* "aa:bb:cc:dd:ee:ff" into @buf (at least 18 bytes). */
+void net_format_mac(const uint8_t mac[6], char *buf);
+
+#endif

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp-tool: both ends of the virtio-net lab test (built into the guest
+ * initrd by tools/mkguest and for the lab's L1 by the Makefile).
+ *
+ *   tcp-tool send HOST PORT BYTES   connect (retrying for up to 60 s), send
+ *                                   BYTES pattern bytes, close; prints
+ *                                   "SENT n sum=S"
+ *   tcp-tool sink PORT              accept one connection, read to EOF;
+ *                                   prints "SINK bytes=n sum=S"
+ * S is the 32-bit FNV-1a of the bytes, so both ends can be compared.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static uint8_t pat(uint64_t i)
+{
+	return (uint8_t)((i * 2654435761u) >> 13);
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t buf[65536];
+	uint32_t h = 2166136261u;
+	alarm(300);
+	if (argc >= 5 && !strcmp(argv[1], "send")) {
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[3]))};
+		inet_pton(AF_INET, argv[2], &a.sin_addr);
+		int s = -1;
+		for (int i = 0; i < 600; i++) {
+			s = socket(AF_INET, SOCK_STREAM, 0);
+			if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0)
+				break;
+			close(s);
+			s = -1;
+			usleep(100000);
+		}
+		if (s < 0) {
+			perror("connect");
+			return 2;
+		}
+		uint64_t total = strtoull(argv[4], NULL, 10), sent = 0;
+		while (sent < total) {
+			size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
+			for (size_t i = 0; i < k; i++) {
+				buf[i] = pat(sent + i);
+				h = (h ^ buf[i]) * 16777619u;
+			}
+			for (size_t o = 0; o < k;) {
+				ssize_t w = write(s, buf + o, k - o);
+				if (w <= 0) {
+					perror("write");
+					return 1;
+				}
+				o += (size_t)w;
+			}
+			sent += k;
+		}
+		close(s);
+		printf("SENT %llu sum=%08x\n", (unsigned long long)sent, h);
+		return 0;
+	}
+	if (argc >= 3 && !strcmp(argv[1], "sink")) {
+		int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+		setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
+		if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0) {
+			perror("listen");
+			return 2;
+		}
+		printf("LISTENING %s\n", argv[2]);
+		fflush(stdout);
+		int c = accept(l, NULL, NULL);
+		uint64_t n = 0;
+		for (;;) {
+			ssize_t r = read(c, buf, sizeof(buf));
+			if (r <= 0)
+				break;
+			for (ssize_t i = 0; i < r; i++)
+				h = (h ^ buf[i]) * 16777619u;
+			n += (uint64_t)r;
+		}
+		printf("SINK bytes=%llu sum=%08x\n", (unsigned long long)n, h);
+		return 0;
+	}
+	fprintf(stderr, "usage: tcp-tool send HOST PORT BYTES | sink PORT\n");
+	return 2;
+}
