@@ -4,6 +4,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "util/log.h"
@@ -31,6 +32,13 @@ int main(int argc, char **argv)
 	log_set_level(cfg.log_level);
 	/* A closed console must not kill the VMM: writes then fail with EPIPE. */
 	signal(SIGPIPE, SIG_IGN);
+	/* vsock connections, disks and taps each take descriptors: allow what
+	 * the hard limit allows. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	struct vmm *vm = vmm_create(&cfg, start);
 	if (!vm)
 		return VMM_EXIT_ERROR;

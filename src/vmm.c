@@ -40,6 +40,7 @@
 #include "devices/virtio/virtio_net.h"
 #include "devices/virtio/virtio_pci.h"
 #include "devices/virtio/virtio_rng.h"
+#include "devices/virtio/virtio_vsock.h"
 #include "event/loop.h"
 #include "kvm/kvm.h"
 #include "kvm/platform_kvm.h"
@@ -86,6 +87,8 @@ struct vmm {
 	struct virtio_balloon balloon;
 	uint32_t nnet;
 	struct virtio_net net[CONFIG_MAX_NICS];
+	bool vsock_ready;
+	struct virtio_vsock vsock;
 	bool control_ready;
 	struct control control;
 	uint32_t nvpci, nvmmio;
@@ -622,6 +625,7 @@ static int plan_virtio_mmio(struct vmm *vm)
 	n += vm->cfg.balloon.enabled && vm->cfg.balloon.transport == TRANSPORT_MMIO;
 	for (uint32_t i = 0; i < vm->cfg.nnics; i++)
 		n += vm->cfg.nics[i].transport == TRANSPORT_MMIO;
+	n += vm->cfg.vsock.enabled && vm->cfg.vsock.transport == TRANSPORT_MMIO;
 	if (n > VIRTIO_MMIO_MAX_DEVS) {
 		log_error("at most %d devices can use transport=mmio (%u requested)",
 			  VIRTIO_MMIO_MAX_DEVS, n);
@@ -671,6 +675,14 @@ static int create_virtio_devices(struct vmm *vm)
 			return -1;
 		}
 		vm->nnet++;
+	}
+	if (vm->cfg.vsock.enabled) {
+		if (virtio_vsock_create(&vm->vsock, vm->cfg.vsock.cid, vm->cfg.vsock.uds, &vm->mem,
+					&vm->loop, err, sizeof(err))) {
+			log_error("--vsock %s", err);
+			return -1;
+		}
+		vm->vsock_ready = true;
 	}
 	if (vm->cfg.rng) {
 		int r = virtio_rng_init(&vm->rng, &vm->mem, &vm->loop);
@@ -742,6 +754,8 @@ static int setup_pci_and_virtio(struct vmm *vm)
 	for (uint32_t i = 0; i < vm->nnet; i++)
 		if (attach_virtio(vm, &vm->net[i].vdev, vm->cfg.nics[i].transport))
 			return -1;
+	if (vm->vsock_ready && attach_virtio(vm, &vm->vsock.vdev, vm->cfg.vsock.transport))
+		return -1;
 	if (vm->rng_ready && attach_virtio(vm, &vm->rng.vdev, vm->cfg.rng_transport))
 		return -1;
 	if (vm->balloon_ready && attach_virtio(vm, &vm->balloon.vdev, vm->cfg.balloon.transport))
@@ -956,6 +970,8 @@ void vmm_destroy(struct vmm *vm)
 		virtio_balloon_destroy(&vm->balloon);
 	for (uint32_t i = 0; i < vm->nnet; i++)
 		virtio_net_destroy(&vm->net[i]);
+	if (vm->vsock_ready)
+		virtio_vsock_destroy(&vm->vsock);
 	if (vm->kp_ready)
 		kvm_platform_destroy(&vm->kp);
 	kvm_close(&vm->kvm);

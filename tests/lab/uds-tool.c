@@ -13,7 +13,8 @@
  *   uds-tool serve PATH BYTES          listen on PATH (the guest connects to
  *                                      it as port P of cid 2), accept one
  *                                      connection, send BYTES pattern bytes,
- *                                      close; prints "SERVED n"
+ *                                      close; prints "SERVED n sum=S" (S:
+ *                                      32-bit FNV-1a, as vsock-tool sink)
  *   uds-tool drop PATH BYTES           like serve, but close after sending
  *                                      BYTES without waiting (peer vanishes)
  * The pattern matches tests/guest/vsock-tool.c.
@@ -67,14 +68,18 @@ static int read_line(int s, char *buf, size_t len)
 	return (int)n;
 }
 
+static uint32_t fnv = 2166136261u; /* FNV-1a of what send_pattern sent */
+
 static int send_pattern(int s, uint64_t total)
 {
 	static uint8_t buf[65536];
 	uint64_t sent = 0;
 	while (sent < total) {
 		size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
-		for (size_t i = 0; i < k; i++)
+		for (size_t i = 0; i < k; i++) {
 			buf[i] = pat(sent + i);
+			fnv = (fnv ^ buf[i]) * 16777619u;
+		}
 		ssize_t w = write(s, buf, k);
 		if (w <= 0)
 			return -1;
@@ -145,7 +150,7 @@ int main(int argc, char **argv)
 			setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		}
 		close(c);
-		printf("SERVED %llu\n", (unsigned long long)total);
+		printf("SERVED %llu sum=%08x\n", (unsigned long long)total, fnv);
 		return r != 0;
 	}
 	fprintf(stderr, "usage: see the comment at the top of uds-tool.c\n");

@@ -221,6 +221,49 @@ else
 	fi
 fi
 
+# virtio-vsock, Firecracker's Unix-socket convention: two concurrent
+# host-initiated connections echoed by the guest (4 MiB each), a
+# guest-initiated connection reading 4 MiB from the host, and a host peer
+# that vanishes mid-stream
+n=vsock
+V="$T/v.sock"
+"$UDS" serve "${V}_6000" 4194304 >"$T/serve6000" 2>&1 &
+p1=$!
+"$UDS" drop "${V}_6001" 1048576 >"$T/drop6001" 2>&1 &
+p2=$!
+: >"$T/$n.out"
+: >"$T/$n.err"
+"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --vsock "cid=3,uds=$V" \
+	--cmdline "$BASE visor.test=vsock" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
+vpid=$!
+why=""
+wait_for "$n" '^LISTENING 5000' "$TMO" || why="guest never listened on port 5000"
+if [ -z "$why" ]; then
+	"$UDS" connect "$V" 5000 4194304 >"$T/c1" 2>&1 &
+	c1=$!
+	"$UDS" connect "$V" 5000 4194304 >"$T/c2" 2>&1
+	wait $c1
+	grep -q '^ECHO-OK 4194304' "$T/c1" && grep -q '^ECHO-OK 4194304' "$T/c2" ||
+		why="host-initiated echo failed: $(cat "$T/c1" "$T/c2" | tr '\n' ' ')"
+fi
+[ -n "$why" ] || wait_for "$n" '^VISOR-TEST-RESULT: vsock' "$TMO" || why="guest test did not finish"
+wait $vpid
+rc=$?
+kill $p1 $p2 2>/dev/null
+served=$(sed -n 's/^SERVED 4194304 sum=//p' "$T/serve6000")
+[ -n "$why" ] || [ -n "$served" ] && line "$n" "^SINK bytes=4194304 sum=$served\$" >/dev/null ||
+	why="${why:-guest-initiated 4 MiB differs (host sent sum $served)}"
+[ -n "$why" ] || line "$n" '^SINK bytes=[0-9]* ' | tail -n 1 >/dev/null || why="no result from the vanished peer"
+[ -n "$why" ] || [ "$(tr -d '\r' <"$T/$n.out" | grep -c '^SINK bytes=')" = 2 ] || why="the read from the vanishing peer did not end"
+[ -n "$why" ] || expect_result "$n" vsock || why="guest test failed"
+[ -n "$why" ] || [ "$rc" = 0 ] || why="visor exited with $rc"
+if [ -n "$why" ]; then
+	bad "$n" "$why"
+	show "$n"
+else
+	ok "$n" "2x4 MiB echoed, 4 MiB guest-initiated identical, vanished peer ended the stream"
+fi
+
 # bad disk options: one clear error line, exit 1, before any KVM work
 reject_disk() {
 	n=$1
