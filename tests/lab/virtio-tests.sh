@@ -221,6 +221,33 @@ else
 	fi
 fi
 
+# two NICs at once, one over PCI and one over MMIO
+n=net-two-nics
+if [ -c /dev/net/tun ]; then
+	: >"$T/$n.out"
+	: >"$T/$n.err"
+	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0 \
+		--net tap=vtap1,transport=mmio --cmdline "$BASE visor.test=net2" </dev/null \
+		>>"$T/$n.out" 2>>"$T/$n.err" &
+	vpid=$!
+	for i in 0 1; do
+		j=0
+		while [ $j -lt 60 ] && [ ! -e /sys/class/net/vtap$i ]; do sleep 1; j=$((j + 1)); done
+		ip addr add 169.254.1$i.1/24 dev vtap$i 2>/dev/null
+		ip link set vtap$i up 2>/dev/null
+	done
+	wait $vpid
+	rc=$?
+	if [ "$rc" = 0 ] && line "$n" '^PING-OK eth0' >/dev/null && line "$n" '^PING-OK eth1' >/dev/null; then
+		ok "$n" "ping over both"
+	else
+		bad "$n" "exit status $rc, or no ping over both NICs"
+		show "$n"
+	fi
+else
+	bad "$n" "needs /dev/net/tun"
+fi
+
 # virtio-vsock, Firecracker's Unix-socket convention: two concurrent
 # host-initiated connections echoed by the guest (4 MiB each), a
 # guest-initiated connection reading 4 MiB from the host, and a host peer
