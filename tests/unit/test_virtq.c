@@ -797,6 +797,38 @@ TEST(push_rejects_heads_not_in_flight)
 	drv_fini(&v);
 }
 
+TEST(push_batch_is_all_or_nothing)
+{
+	struct drv v;
+	struct virtq_chain c;
+	CHECK_EQ(drv_setup(&v, 8, 0), 0);
+	for (uint16_t h = 0; h < 3; h++) {
+		drv_desc(&v, h, BUF_GPA + 64u * h, 16, VIRTQ_DESC_F_WRITE, 0);
+		drv_avail(&v, h);
+		CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	}
+	uint16_t dup[2] = {0, 0}, bad[3] = {0, 1, 5}, good[3] = {2, 0, 1};
+	uint32_t lens[3] = {10, 20, 30};
+	/* a duplicate or a head not in flight: nothing is pushed */
+	CHECK_EQ(virtq_push_batch(&v.q, dup, lens, 2), EINVAL_);
+	CHECK_EQ(virtq_push_batch(&v.q, bad, lens, 3), EINVAL_);
+	CHECK_EQ(virtq_push_batch(&v.q, good, lens, 4), EINVAL_); /* more than in flight */
+	CHECK_EQ(used_idx(&v), 0);
+	CHECK_EQ(v.q.inflight, 3);
+	/* one index update covers the whole batch, in order */
+	CHECK_EQ(virtq_push_batch(&v.q, good, lens, 3), 0);
+	CHECK_EQ(used_idx(&v), 3);
+	CHECK_EQ(v.q.inflight, 0);
+	for (uint16_t i = 0; i < 3; i++) {
+		uint32_t id, len;
+		used_elem(&v, i, &id, &len);
+		CHECK_EQ(id, good[i]);
+		CHECK_EQ(len, lens[i]);
+	}
+	CHECK_EQ(virtq_push_batch(&v.q, good, lens, 1), EINVAL_); /* already returned */
+	drv_fini(&v);
+}
+
 TEST(signal_without_event_idx)
 {
 	struct drv v;

@@ -237,41 +237,6 @@ static int chain_iov(const struct virtq_chain *c, bool writable, uint32_t off, s
 	return n;
 }
 
-/*
- * Return @cnt chains to the driver with ONE used->idx update (§2.7.8.2:
- * elements first, then the index with release semantics), so that the
- * driver never sees some buffers of a merged frame without the others
- * (Linux drops a frame whose num_buffers are not all there).
- *
- * TEMPORARY: struct virtq has no such operation yet; this mirrors
- * virtq_push() and belongs in virtq.c as virtq_push_batch() (then this
- * function becomes a call to it).  Same checks: every head in flight.
- */
-static int used_push_batch(struct virtq *q, const uint16_t *heads, const uint32_t *lens,
-			   uint16_t cnt)
-{
-	if (!q->active || cnt > q->inflight)
-		return -EINVAL;
-	for (uint16_t i = 0; i < cnt; i++) {
-		uint16_t h = heads[i];
-		if (h >= q->size || !(q->inflight_map[h / 8] & (1u << (h % 8))))
-			return -EINVAL;
-	}
-	for (uint16_t i = 0; i < cnt; i++) {
-		uint16_t slot = (uint16_t)(q->used_idx + i) & (uint16_t)(q->size - 1);
-		uint8_t *elem = q->used + 4 + 8u * slot; /* flags, idx, ring[] */
-		__atomic_store_n((uint32_t *)(void *)elem, heads[i], __ATOMIC_RELAXED);
-		__atomic_store_n((uint32_t *)(void *)(elem + 4), lens[i], __ATOMIC_RELAXED);
-	}
-	q->used_idx = (uint16_t)(q->used_idx + cnt);
-	__atomic_store_n((uint16_t *)(void *)(q->used + 2), q->used_idx, __ATOMIC_RELEASE);
-	for (uint16_t i = 0; i < cnt; i++) {
-		q->inflight_map[heads[i] / 8] &= (uint8_t) ~(1u << (heads[i] % 8));
-		q->inflight--;
-	}
-	return 0;
-}
-
 /* ---- receive offloads ---- */
 
 /* Wake the loop thread (the resume eventfd's handler). */
@@ -564,7 +529,7 @@ static int rx_drop_pending(struct virtio_net *n, bool *pushed)
 	for (uint16_t i = 1; i < n->rx_nheads; i++)
 		n->rx_lens[i] = 0;
 	if (n->rx_nheads > 1) {
-		if (used_push_batch(q, n->rx_heads + 1, n->rx_lens + 1,
+		if (virtq_push_batch(q, n->rx_heads + 1, n->rx_lens + 1,
 				    (uint16_t)(n->rx_nheads - 1)) < 0) {
 			virtio_dev_mark_broken(&n->vdev, "push of a head not in flight");
 			return -1;
@@ -603,7 +568,7 @@ static int rx_place(struct virtio_net *n, bool *pushed)
 	 * MRG_RXBUF). */
 	put_le16(n->rx_hdr + VIRTIO_NET_HDR_NUM_BUFFERS, n->rx_nheads);
 	virtq_chain_write(&n->rx_c0, 0, n->rx_hdr, NET_HDR_LEN);
-	if (used_push_batch(q, n->rx_heads, n->rx_lens, n->rx_nheads) < 0) {
+	if (virtq_push_batch(q, n->rx_heads, n->rx_lens, n->rx_nheads) < 0) {
 		virtio_dev_mark_broken(&n->vdev, "push of a head not in flight");
 		return -1;
 	}

@@ -318,20 +318,37 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	return 1;
 }
 
+int virtq_push_batch(struct virtq *q, const uint16_t *heads, const uint32_t *lens, uint16_t n)
+{
+	if (!q->active || n > q->inflight)
+		return -EINVAL;
+	/* Every head must be in flight, once: take them out of the map as
+	 * they are checked, and put them back if one is not. */
+	for (uint16_t i = 0; i < n; i++) {
+		if (heads[i] >= q->size || !inflight_test(q, heads[i])) {
+			for (uint16_t k = 0; k < i; k++)
+				inflight_set(q, heads[k], true);
+			return -EINVAL;
+		}
+		inflight_set(q, heads[i], false);
+	}
+	for (uint16_t i = 0; i < n; i++) {
+		uint16_t slot = (uint16_t)(q->used_idx + i) & (uint16_t)(q->size - 1);
+		uint8_t *elem = q->used + RING_ENTRIES + (uint32_t)USED_ELEM_SIZE * slot;
+		store32(elem, heads[i]);
+		store32(elem + 4, lens[i]);
+	}
+	q->used_idx = (uint16_t)(q->used_idx + n);
+	/* §2.7.8.2: the elements are visible before the index that covers
+	 * them; one index update publishes the whole batch. */
+	store16_release(q->used + RING_IDX, q->used_idx);
+	q->inflight -= n;
+	return 0;
+}
+
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 {
-	if (!q->active || head >= q->size || !inflight_test(q, head))
-		return -EINVAL;
-	uint16_t slot = q->used_idx & (uint16_t)(q->size - 1);
-	uint8_t *elem = q->used + RING_ENTRIES + (uint32_t)USED_ELEM_SIZE * slot;
-	store32(elem, head);
-	store32(elem + 4, written);
-	q->used_idx++;
-	/* §2.7.8.2: the element is visible before the index that covers it. */
-	store16_release(q->used + RING_IDX, q->used_idx);
-	inflight_set(q, head, false);
-	q->inflight--;
-	return 0;
+	return virtq_push_batch(q, &head, &written, 1);
 }
 
 /* §2.7.10: true if used_event lies in [old, new) modulo 2^16, i.e. the

@@ -104,6 +104,13 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c);
  * writable part.  Returns 0, or -EINVAL if @head is not in flight. */
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written);
 
+/* Return @n chains at once (heads[i] with lens[i] bytes written) and
+ * publish them with a single used->idx update, so the driver never sees
+ * part of the batch (a mergeable RX frame spanning several buffers).
+ * Returns 0, or -EINVAL (nothing pushed) if a head is not in flight or
+ * appears twice. */
+int virtq_push_batch(struct virtq *q, const uint16_t *heads, const uint32_t *lens, uint16_t n);
+
 /* After one or more pushes: should the driver be interrupted?  Implements
  * VIRTQ_AVAIL_F_NO_INTERRUPT and, with EVENT_IDX, used_event (§2.7.10).
  * Updates the "last signalled" state when it returns true. */
