@@ -70,10 +70,10 @@ kvm-guests: $(KVM_GUESTS)
 
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
 LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool
-$(BUILD)/lab-tools/%: tests/lab/%.c
+$(BUILD)/lab-tools/%: tests/lab/%.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
-$(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c
+$(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
 
@@ -107,7 +107,7 @@ format:
 clean:
 	rm -rf $(BUILD)
 
--include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d) $(SAN_BINS:=.d)
 
 # keep objects of pattern-rule chains (sanitizer objects) between runs
 .SECONDARY:

@@ -19,15 +19,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static uint8_t pat(uint64_t i)
-{
-	return (uint8_t)((i * 2654435761u) >> 13);
-}
+#include "stream.h"
 
 int main(int argc, char **argv)
 {
-	static uint8_t buf[65536];
-	uint32_t h = 2166136261u;
+	uint32_t h = FNV_INIT;
 	alarm(300);
 	if (argc >= 5 && !strcmp(argv[1], "send")) {
 		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[3]))};
@@ -45,25 +41,13 @@ int main(int argc, char **argv)
 			perror("connect");
 			return 2;
 		}
-		uint64_t total = strtoull(argv[4], NULL, 10), sent = 0;
-		while (sent < total) {
-			size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
-			for (size_t i = 0; i < k; i++) {
-				buf[i] = pat(sent + i);
-				h = (h ^ buf[i]) * 16777619u;
-			}
-			for (size_t o = 0; o < k;) {
-				ssize_t w = write(s, buf + o, k - o);
-				if (w <= 0) {
-					perror("write");
-					return 1;
-				}
-				o += (size_t)w;
-			}
-			sent += k;
+		uint64_t total = strtoull(argv[4], NULL, 10);
+		if (stream_send(s, total, &h)) {
+			perror("write");
+			return 1;
 		}
 		close(s);
-		printf("SENT %llu sum=%08x\n", (unsigned long long)sent, h);
+		printf("SENT %llu sum=%08x\n", (unsigned long long)total, h);
 		return 0;
 	}
 	if (argc >= 3 && !strcmp(argv[1], "sink")) {
@@ -77,15 +61,8 @@ int main(int argc, char **argv)
 		printf("LISTENING %s\n", argv[2]);
 		fflush(stdout);
 		int c = accept(l, NULL, NULL);
-		uint64_t n = 0;
-		for (;;) {
-			ssize_t r = read(c, buf, sizeof(buf));
-			if (r <= 0)
-				break;
-			for (ssize_t i = 0; i < r; i++)
-				h = (h ^ buf[i]) * 16777619u;
-			n += (uint64_t)r;
-		}
+		uint64_t n;
+		stream_recv(c, &n, &h, NULL);
 		printf("SINK bytes=%llu sum=%08x\n", (unsigned long long)n, h);
 		return 0;
 	}

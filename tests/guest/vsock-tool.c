@@ -23,10 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static uint8_t pat(uint64_t i)
-{
-	return (uint8_t)((i * 2654435761u) >> 13);
-}
+#include "stream.h"
 
 static int echo(int c)
 {
@@ -95,30 +92,15 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 5 && !strcmp(argv[1], "send")) {
 		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
-		uint64_t total = strtoull(argv[4], NULL, 10), sent = 0, got = 0, bad = 0;
-		static uint8_t buf[65536];
+		uint64_t total = strtoull(argv[4], NULL, 10), got, bad;
+		uint32_t sum;
 		pid_t p = fork();
 		if (p == 0) {
-			while (sent < total) {
-				size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
-				for (size_t i = 0; i < k; i++)
-					buf[i] = pat(sent + i);
-				ssize_t w = write(s, buf, k);
-				if (w <= 0)
-					_exit(1);
-				sent += (uint64_t)w;
-			}
+			int r = stream_send(s, total, NULL);
 			shutdown(s, SHUT_WR);
-			_exit(0);
+			_exit(r != 0);
 		}
-		for (;;) {
-			ssize_t n = read(s, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			for (ssize_t i = 0; i < n; i++)
-				bad += buf[i] != pat(got + (uint64_t)i);
-			got += (uint64_t)n;
-		}
+		stream_recv(s, &got, &sum, &bad);
 		int st;
 		waitpid(p, &st, 0);
 		if (got == total && !bad && st == 0) {
@@ -130,17 +112,9 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 4 && !strcmp(argv[1], "sink")) {
 		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
-		static uint8_t buf[65536];
-		uint64_t n_total = 0;
-		uint32_t h = 2166136261u;
-		for (;;) {
-			ssize_t n = read(s, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			for (ssize_t i = 0; i < n; i++)
-				h = (h ^ buf[i]) * 16777619u;
-			n_total += (uint64_t)n;
-		}
+		uint64_t n_total;
+		uint32_t h;
+		stream_recv(s, &n_total, &h, NULL);
 		printf("SINK bytes=%llu sum=%08x\n", (unsigned long long)n_total, h);
 		return 0;
 	}

@@ -30,10 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static uint8_t pat(uint64_t i)
-{
-	return (uint8_t)((i * 2654435761u) >> 13);
-}
+#include "../guest/stream.h"
 
 static int uds(const char *path, int listening)
 {
@@ -68,26 +65,6 @@ static int read_line(int s, char *buf, size_t len)
 	return (int)n;
 }
 
-static uint32_t fnv = 2166136261u; /* FNV-1a of what send_pattern sent */
-
-static int send_pattern(int s, uint64_t total)
-{
-	static uint8_t buf[65536];
-	uint64_t sent = 0;
-	while (sent < total) {
-		size_t k = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
-		for (size_t i = 0; i < k; i++) {
-			buf[i] = pat(sent + i);
-			fnv = (fnv ^ buf[i]) * 16777619u;
-		}
-		ssize_t w = write(s, buf, k);
-		if (w <= 0)
-			return -1;
-		sent += (uint64_t)w;
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -100,22 +77,15 @@ int main(int argc, char **argv)
 			printf("CONNECT-FAILED\n");
 			return 1;
 		}
-		uint64_t total = strtoull(argv[4], NULL, 10), got = 0, bad = 0;
+		uint64_t total = strtoull(argv[4], NULL, 10), got, bad;
+		uint32_t sum;
 		pid_t p = fork();
 		if (p == 0) {
-			int r = send_pattern(s, total);
+			int r = stream_send(s, total, NULL);
 			shutdown(s, SHUT_WR);
 			_exit(r != 0);
 		}
-		static uint8_t buf[65536];
-		for (;;) {
-			ssize_t n = read(s, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			for (ssize_t i = 0; i < n; i++)
-				bad += buf[i] != pat(got + (uint64_t)i);
-			got += (uint64_t)n;
-		}
+		stream_recv(s, &got, &sum, &bad);
 		int st;
 		waitpid(p, &st, 0);
 		if (got == total && !bad && st == 0) {
@@ -143,7 +113,8 @@ int main(int argc, char **argv)
 		if (c < 0)
 			return 2;
 		uint64_t total = strtoull(argv[3], NULL, 10);
-		int r = send_pattern(c, total);
+		uint32_t fnv;
+		int r = stream_send(c, total, &fnv);
 		if (!strcmp(argv[1], "drop")) {
 			/* vanish without a clean shutdown: RST if data is unread */
 			struct linger lg = {1, 0};
