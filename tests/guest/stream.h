@@ -8,6 +8,9 @@
 #define VISOR_TEST_STREAM_H
 
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FNV_INIT 2166136261u
@@ -70,6 +73,31 @@ static inline void stream_recv(int fd, uint64_t *bytes, uint32_t *sum, uint64_t 
 	*sum = h;
 	if (bad)
 		*bad = wrong;
+}
+
+/* Send @total stream bytes on the connected socket @fd from a child
+ * process while reading the echo here; prints "ECHO-OK n" when the echo is
+ * complete and identical ("ECHO-BAD ..." otherwise).  Returns the exit
+ * status for main(): 0 or 1. */
+static inline int stream_echo_check(int fd, uint64_t total)
+{
+	uint64_t got, bad;
+	uint32_t sum;
+	pid_t p = fork();
+	if (p == 0) {
+		int r = stream_send(fd, total, NULL);
+		shutdown(fd, SHUT_WR);
+		_exit(r != 0);
+	}
+	stream_recv(fd, &got, &sum, &bad);
+	int st = 1;
+	waitpid(p, &st, 0);
+	if (got == total && !bad && st == 0) {
+		printf("ECHO-OK %llu\n", (unsigned long long)got);
+		return 0;
+	}
+	printf("ECHO-BAD got=%llu bad=%llu\n", (unsigned long long)got, (unsigned long long)bad);
+	return 1;
 }
 
 #endif

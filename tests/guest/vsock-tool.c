@@ -92,23 +92,7 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 5 && !strcmp(argv[1], "send")) {
 		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
-		uint64_t total = strtoull(argv[4], NULL, 10), got, bad;
-		uint32_t sum;
-		pid_t p = fork();
-		if (p == 0) {
-			int r = stream_send(s, total, NULL);
-			shutdown(s, SHUT_WR);
-			_exit(r != 0);
-		}
-		stream_recv(s, &got, &sum, &bad);
-		int st;
-		waitpid(p, &st, 0);
-		if (got == total && !bad && st == 0) {
-			printf("ECHO-OK %llu\n", (unsigned long long)got);
-			return 0;
-		}
-		printf("ECHO-BAD got=%llu bad=%llu\n", (unsigned long long)got, (unsigned long long)bad);
-		return 1;
+		return stream_echo_check(s, strtoull(argv[4], NULL, 10));
 	}
 	if (argc >= 4 && !strcmp(argv[1], "sink")) {
 		int s = connect_to((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));

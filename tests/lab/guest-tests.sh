@@ -11,15 +11,6 @@
 # GUEST_TESTS_TIMEOUT (default 300) limits each guest boot, in seconds.
 set -u
 
-DIR=${1:-.}
-VISOR="$DIR/visor"
-G="$DIR/guest"
-[ -f "$G/vmlinuz" ] || G="$DIR"
-BZ="$G/vmlinuz"
-ELF="$G/vmlinux"
-INITRD="$G/initrd.cpio.gz"
-TMO=${GUEST_TESTS_TIMEOUT:-300}
-BASE="console=ttyS0 reboot=k panic=1 quiet"
 . "$(dirname "$0")/lib.sh"
 
 # --- boots -------------------------------------------------------------------

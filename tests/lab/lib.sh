@@ -1,12 +1,22 @@
 # Shared helpers of the Linux-guest test scripts (tests/lab/*-tests.sh),
-# sourced after they set VISOR, BZ, ELF, INITRD (checked here) and TMO;
-# creates the scratch directory $T.
+# sourced with the suite's DIR argument in $1: sets VISOR, BZ, ELF, INITRD
+# (checked here), TMO, BASE and creates the scratch directory $T.
 #   ok NAME [NOTE] / bad NAME REASON    count and print PASS/FAIL lines
 #   finish                              print "lab: N passed, N failed" and exit
 #   run NAME SECS ARGS...               run visor, console in $T/NAME.out, stderr in $T/NAME.err, rc
 #   show NAME                           tail of a failed run
 #   marker NAME / value NAME KEY        boot-time marker / KEY=number printed by the guest
 #   expect_boot NAME RC / expect_result NAME TEST
+DIR=${1:-.}
+VISOR="$DIR/visor"
+G="$DIR/guest"
+[ -f "$G/vmlinuz" ] || G="$DIR"
+BZ="$G/vmlinuz"
+ELF="$G/vmlinux"
+INITRD="$G/initrd.cpio.gz"
+TMO=${GUEST_TESTS_TIMEOUT:-300}
+BASE="console=ttyS0 reboot=k panic=1 quiet"
+
 pass=0
 fail=0
 ok() { echo "PASS $1${2:+ ($2)}"; pass=$((pass + 1)); }
