@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Common virtio device tests: status state machine, feature negotiation,
- * queue activation, reset, and the broken state, with a fake device whose
- * ops count their calls and a fake transport.
+ * queue activation, the replay of notifications at DRIVER_OK, reset, the
+ * broken state and deferred queue work, with a fake device whose ops count
+ * their calls and a fake transport.
  */
 #include "../../src/devices/virtio/virtio.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include "../../src/event/loop.h"
 #include "../../src/util/log.h"
 #include "test.h"
 #include "virtio_fake.h"
@@ -36,6 +42,10 @@ struct fake {
 	int signal_queue_calls, signal_config_calls;
 	uint16_t last_notify, last_signal;
 	int activate_ret, reset_ret;
+	int replay_calls, replay_ret;
+	uint32_t replay_mask;          /* queues the transport was asked to replay */
+	int notify_calls_at_replay;    /* notify_calls when the last replay was asked */
+	pthread_t notify_thread;       /* where queue_notify last ran */
 };
 
 #ifndef container_of
@@ -69,6 +79,7 @@ static void fake_notify(struct virtio_dev *d, uint16_t q)
 {
 	to_fake(d)->notify_calls++;
 	to_fake(d)->last_notify = q;
+	to_fake(d)->notify_thread = pthread_self();
 }
 
 static void fake_signal_queue(struct virtio_dev *d, uint16_t q)
@@ -89,20 +100,41 @@ static const struct virtio_dev_ops fake_ops = {
 	.queue_notify = fake_notify,
 };
 
+static int fake_replay_notify(struct virtio_dev *d, uint16_t q)
+{
+	struct fake *f = to_fake(d);
+	f->replay_calls++;
+	f->replay_mask |= 1u << q;
+	f->notify_calls_at_replay = f->notify_calls;
+	return f->replay_ret;
+}
+
 static const struct virtio_transport_ops fake_tops = {
+	.signal_queue = fake_signal_queue,
+	.signal_config = fake_signal_config,
+	.replay_notify = fake_replay_notify,
+};
+
+/* A transport without the (optional) replay op. */
+static const struct virtio_transport_ops fake_tops_no_replay = {
 	.signal_queue = fake_signal_queue,
 	.signal_config = fake_signal_config,
 };
 
-static void fake_init(struct fake *f)
+static void fake_init_loop(struct fake *f, struct loop *l)
 {
 	log_set_level(LOG_ERROR); /* the tests provoke warnings on purpose */
 	memset(f, 0, sizeof(*f));
 	if (guest_mem_init(&f->mem, 1 << 20, 1 << 20, 1 << 20))
 		abort();
-	if (virtio_dev_init(&f->dev, &fake_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &f->mem, NULL))
+	if (virtio_dev_init(&f->dev, &fake_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &f->mem, l))
 		abort();
 	f->dev.tops = &fake_tops;
+}
+
+static void fake_init(struct fake *f)
+{
+	fake_init_loop(f, NULL);
 }
 
 static void fake_fini(struct fake *f)
@@ -449,6 +481,97 @@ TEST(queue_notify_gating)
 	fake_fini(&f);
 }
 
+TEST(driver_ok_replays_active_queues)
+{
+	struct fake f;
+	fake_init(&f);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	/* the driver kicks before DRIVER_OK: ignored */
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	CHECK_EQ(f.replay_calls, 0);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	/* one replay per active queue (1 is not ready), asked for after the
+	 * device was activated, and the device itself not called */
+	CHECK_EQ(f.activate_calls, 1);
+	CHECK_EQ(f.replay_calls, 1);
+	CHECK_EQ(f.replay_mask, 1);
+	CHECK_EQ(f.notify_calls, 0);
+	/* what the loop then does */
+	virtio_dev_queue_notify(&f.dev, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	/* rewriting DRIVER_OK does not replay again */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.replay_calls, 1);
+	/* after a reset, the next DRIVER_OK replays again (both queues) */
+	virtio_dev_set_status(&f.dev, 0);
+	f.replay_mask = 0;
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	setup_queue(&f, 1);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.replay_calls, 3);
+	CHECK_EQ(f.replay_mask, 3);
+	CHECK_EQ(f.notify_calls, 1);
+	fake_fini(&f);
+}
+
+TEST(replay_only_for_a_device_that_came_up)
+{
+	struct fake f;
+	/* device activation fails */
+	fake_init(&f);
+	f.activate_ret = -ENOMEM;
+	bring_up(&f, ALL_FEATURES);
+	CHECK(f.dev.broken);
+	CHECK_EQ(f.replay_calls, 0);
+	fake_fini(&f);
+	/* queue activation fails */
+	fake_init(&f);
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	f.dev.vqs[0].desc_gpa = 0x10001; /* misaligned */
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK(f.dev.broken);
+	CHECK_EQ(f.activate_calls, 0);
+	CHECK_EQ(f.replay_calls, 0);
+	fake_fini(&f);
+	/* FEATURES_OK refused: no DRIVER_OK, no replay */
+	fake_init(&f);
+	CHECK_EQ(vf_negotiate(&f.dev, DEV_FEATURES), ACK | DRV);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.replay_calls, 0);
+	fake_fini(&f);
+}
+
+TEST(replay_failure_and_absence_are_harmless)
+{
+	struct fake f;
+	/* a transport that cannot reach a loop: the device is up anyway */
+	fake_init(&f);
+	f.replay_ret = -ENOTCONN;
+	bring_up(&f, ALL_FEATURES);
+	CHECK_EQ(f.replay_calls, 1);
+	CHECK(!f.dev.broken);
+	CHECK(virtio_dev_is_live(&f.dev));
+	CHECK_EQ(f.notify_calls, 0);
+	fake_fini(&f);
+	/* a transport without the op, and no transport at all */
+	fake_init(&f);
+	f.dev.tops = &fake_tops_no_replay;
+	bring_up(&f, ALL_FEATURES);
+	CHECK(virtio_dev_is_live(&f.dev));
+	CHECK_EQ(f.replay_calls, 0);
+	fake_fini(&f);
+	fake_init(&f);
+	f.dev.tops = NULL;
+	bring_up(&f, ALL_FEATURES);
+	CHECK(virtio_dev_is_live(&f.dev));
+	CHECK_EQ(f.notify_calls, 0);
+	fake_fini(&f);
+}
+
 TEST(selected_queue_and_geometry_lock)
 {
 	struct fake f;
@@ -619,6 +742,157 @@ TEST(signal_used)
 	virtio_dev_mark_broken(&f.dev, "no transport");
 	CHECK_EQ(f.signal_queue_calls, 1);
 	fake_fini(&f);
+}
+
+/* ---- deferred queue work ---- */
+
+static struct loop_handler *handler_of(struct loop *l, int fd)
+{
+	for (int i = 0; i < LOOP_MAX_FDS; i++)
+		if (l->h[i].fd == fd)
+			return &l->h[i];
+	return NULL;
+}
+
+static bool readable(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1;
+}
+
+TEST(deferred_without_loop)
+{
+	struct fake f;
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	struct virtio_deferred df;
+	memset(&df, 0xff, sizeof(df));
+	CHECK_EQ(virtio_deferred_init(&df, &f.dev), 0);
+	CHECK_EQ(df.fd, -1);
+	CHECK_EQ(df.pending, 0);
+	/* nobody to continue a pass: the budget does not apply */
+	CHECK(!virtio_deferred_yield(&df, 0, 1000, 10));
+	CHECK(!virtio_deferred_yield(&df, 0, 10, 10));
+	CHECK_EQ(df.pending, 0);
+	/* an explicit kick is remembered for virtio_deferred_run */
+	virtio_deferred_kick(&df, 0);
+	CHECK_EQ(df.pending, 1);
+	virtio_deferred_run(&df);
+	CHECK_EQ(df.pending, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	virtio_deferred_fini(&df);
+	virtio_deferred_fini(&df);
+	CHECK_EQ(df.fd, -1);
+	fake_fini(&f);
+}
+
+TEST(deferred_on_the_loop)
+{
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fake f;
+	fake_init_loop(&f, &l);
+	struct virtio_deferred df;
+	CHECK_EQ(virtio_deferred_init(&df, &f.dev), 0);
+	CHECK(df.fd >= 0);
+	struct loop_handler *h = handler_of(&l, df.fd);
+	CHECK(h != NULL);
+	if (!h)
+		abort();
+	bring_up(&f, ALL_FEATURES);
+	/* under the budget: the pass goes on, nothing deferred */
+	CHECK(!virtio_deferred_yield(&df, 0, 9, 10));
+	CHECK(!readable(df.fd));
+	CHECK_EQ(df.pending, 0);
+	/* budget used: the pass ends and the loop is woken */
+	CHECK(virtio_deferred_yield(&df, 0, 10, 10));
+	CHECK_EQ(df.pending, 1);
+	CHECK(readable(df.fd));
+	CHECK(virtio_deferred_yield(&df, 0, 11, 10)); /* kicks coalesce */
+	CHECK_EQ(f.notify_calls, 0);
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK(!readable(df.fd));
+	CHECK_EQ(df.pending, 0);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(f.last_notify, 0);
+	/* an inactive or absent queue reaches nothing */
+	virtio_deferred_kick(&df, 1);
+	virtio_deferred_kick(&df, NQ);
+	virtio_deferred_kick(&df, 0xffff);
+	CHECK_EQ(df.pending, 2);
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK_EQ(f.notify_calls, 1);
+	/* cancelled work is forgotten (device reset) */
+	virtio_deferred_kick(&df, 0);
+	virtio_deferred_cancel(&df);
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK_EQ(f.notify_calls, 1);
+	/* pending work of a device that was reset meanwhile: dropped */
+	virtio_deferred_kick(&df, 0);
+	virtio_dev_set_status(&f.dev, 0);
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(df.pending, 0);
+	/* a spurious wake-up does nothing */
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK_EQ(f.notify_calls, 1);
+	int fd = df.fd;
+	virtio_deferred_fini(&df);
+	CHECK_EQ(df.fd, -1);
+	CHECK(handler_of(&l, fd) == NULL);
+	virtio_deferred_fini(&df);
+	fake_fini(&f);
+	loop_destroy(&l);
+}
+
+static void *loop_thread(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	loop_stop(l);
+}
+
+TEST(deferred_work_runs_on_the_loop_thread)
+{
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fake f;
+	fake_init_loop(&f, &l);
+	struct virtio_deferred df;
+	CHECK_EQ(virtio_deferred_init(&df, &f.dev), 0);
+	bring_up(&f, ALL_FEATURES);
+	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	CHECK(stop_fd >= 0);
+	CHECK_EQ(loop_add(&l, stop_fd, EPOLLIN, on_stop, NULL), 0);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, loop_thread, &l), 0);
+	pthread_mutex_lock(&f.dev.lock);
+	CHECK(virtio_deferred_yield(&df, 0, 1, 1));
+	pthread_mutex_unlock(&f.dev.lock);
+	int calls = 0;
+	for (int i = 0; i < 2000 && !calls; i++) {
+		pthread_mutex_lock(&f.dev.lock);
+		calls = f.notify_calls;
+		pthread_mutex_unlock(&f.dev.lock);
+		if (!calls)
+			usleep(1000);
+	}
+	uint64_t one = 1;
+	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK(pthread_equal(f.notify_thread, th));
+	loop_del(&l, stop_fd);
+	close(stop_fd);
+	virtio_deferred_fini(&df);
+	fake_fini(&f);
+	loop_destroy(&l);
 }
 
 TEST_MAIN()

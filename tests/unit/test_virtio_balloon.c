@@ -100,9 +100,9 @@ static uint8_t *hva(struct tb *t, uint64_t gpa, uint64_t len)
 	return vf_hva(&t->mem, gpa, len);
 }
 
-/* Negotiate @features (+VERSION_1), make the queues in @ready_mask ready at
- * RING_GPA(q), then DRIVER_OK.  Device lock taken. */
-static void drv_up(struct tb *t, uint64_t features, uint32_t ready_mask)
+/* Negotiate @features (+VERSION_1) and make the queues in @ready_mask
+ * ready at RING_GPA(q); no DRIVER_OK yet.  Device lock taken. */
+static void drv_setup(struct tb *t, uint64_t features, uint32_t ready_mask)
 {
 	struct virtio_dev *d = dev(t);
 	pthread_mutex_lock(&d->lock);
@@ -121,9 +121,23 @@ static void drv_up(struct tb *t, uint64_t features, uint32_t ready_mask)
 		vq->used_gpa = t->q[q].used;
 		vq->ready = true;
 	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void drv_ok(struct tb *t)
+{
+	struct virtio_dev *d = dev(t);
+	pthread_mutex_lock(&d->lock);
 	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
 	pthread_mutex_unlock(&d->lock);
+}
+
+/* drv_setup, then DRIVER_OK. */
+static void drv_up(struct tb *t, uint64_t features, uint32_t ready_mask)
+{
+	drv_setup(t, features, ready_mask);
+	drv_ok(t);
 }
 
 /* Device only (no driver yet). */
@@ -137,7 +151,8 @@ static void setup_dev(struct tb *t, uint64_t target, bool oom, unsigned period, 
 	mv_reset(&t->mem);
 	t->b.madvise_fn = counting_madvise;
 	t->bump = BUF_GPA;
-	vf_queue_signals = vf_config_signals = 0;
+	vf_queue_signals = vf_config_signals = vf_replays = 0;
+	vf_replay_pending = 0;
 }
 
 /* Linux's layout: inflate, deflate, stats 2, reporting 3. */
@@ -814,6 +829,69 @@ TEST(second_stats_buffer_returns_the_first)
 	teardown(&t);
 }
 
+TEST(stats_buffer_queued_before_driver_ok)
+{
+	/* Linux's virtballoon_probe: the first stats buffer is queued and
+	 * statsq kicked before DRIVER_OK.  The kick is ignored (not live);
+	 * the core replays a notification of every active queue through the
+	 * transport once the device is up, and the loop finds the buffer. */
+	struct tb t;
+	setup_dev(&t, 0, false, 0, NULL);
+	drv_setup(&t, F_STATS | F_REPORT, 0xf);
+	const uint16_t tag[] = {VIRTIO_BALLOON_S_MEMFREE};
+	const uint64_t v[] = {7 * MIB};
+	uint16_t h = send(&t, 2, put_stats(&t, tag, v, 1), 10);
+	struct virtio_balloon_stats st;
+	CHECK_EQ(virtio_balloon_get_stats(&t.b, &st), -ENODATA);
+	CHECK_EQ(vf_replays, 0);
+	drv_ok(&t);
+	/* the status write (a vCPU thread) only asked for the replays */
+	CHECK_EQ(vf_replays, 4);
+	CHECK_EQ(vf_replay_pending, 0xf);
+	CHECK_EQ(virtio_balloon_get_stats(&t.b, &st), -ENODATA);
+	vf_run_replays(dev(&t)); /* the loop */
+	CHECK_EQ(virtio_balloon_get_stats(&t.b, &st), 0);
+	CHECK_EQ(st.val[VIRTIO_BALLOON_S_MEMFREE], 7 * MIB);
+	/* held, as if it had arrived after DRIVER_OK */
+	CHECK_EQ(vf_used_idx(&t.q[2]), 0);
+	CHECK_EQ(virtio_balloon_request_stats(&t.b), 0);
+	CHECK_EQ(vf_used_idx(&t.q[2]), 1);
+	CHECK_EQ(vf_used_id(&t.q[2], 0), h);
+	/* the other queues were looked at and had nothing */
+	CHECK_EQ(info(&t).inflated_pages, 0);
+	CHECK_EQ(mv.calls, 0);
+	teardown(&t);
+}
+
+TEST(inflate_before_driver_ok_happens_after_it)
+{
+	struct tb t;
+	setup_dev(&t, 0, false, 0, NULL);
+	drv_setup(&t, F_STATS, 0x7);
+	uint32_t p[4];
+	for (uint32_t i = 0; i < 4; i++)
+		p[i] = pfn(DATA_GPA) + i;
+	send_pfns(&t, 0, p, 4);
+	CHECK_EQ(info(&t).inflated_pages, 0);
+	drv_ok(&t);
+	CHECK_EQ(vf_replays, 3);
+	vf_run_replays(dev(&t));
+	CHECK_EQ(info(&t).inflated_pages, 4);
+	CHECK_EQ(vf_used_idx(&t.q[0]), 1);
+	/* a device that fails to come up replays nothing */
+	reset_dev(&t);
+	memset(hva(&t, RING_GPA(0), 0x4000 * NQ), 0, 0x4000 * NQ);
+	vf_replays = 0;
+	drv_setup(&t, F_STATS, 0x7);
+	pthread_mutex_lock(&dev(&t)->lock);
+	dev(&t)->vqs[1].desc_gpa = 1; /* misaligned: activation refused */
+	pthread_mutex_unlock(&dev(&t)->lock);
+	drv_ok(&t);
+	CHECK(dev(&t)->broken);
+	CHECK_EQ(vf_replays, 0);
+	teardown(&t);
+}
+
 static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	uint64_t v;
@@ -961,7 +1039,7 @@ TEST(budget_yields_to_the_loop)
 	struct tb t;
 	setup_dev(&t, 0, false, 0, &lp);
 	drv_up(&t, F_STATS, 0x7);
-	CHECK(t.b.resume_fd >= 0);
+	CHECK(t.b.deferred.fd >= 0);
 	CHECK_EQ(t.b.timer_fd, -1);
 	/* 6 requests of 16384 PFNs (4096 distinct pages, each 4 times): one
 	 * pass may do 65536 pages of work, i.e. 4 of them */
@@ -977,16 +1055,16 @@ TEST(budget_yields_to_the_loop)
 	notify(&t, 0);
 	CHECK_EQ(vf_used_idx(&t.q[0]), 4);
 	CHECK_EQ(info(&t).inflated_pages, 4096);
-	struct pollfd pf = {.fd = t.b.resume_fd, .events = POLLIN};
+	struct pollfd pf = {.fd = t.b.deferred.fd, .events = POLLIN};
 	CHECK_EQ(poll(&pf, 1, 0), 1);
 	uint64_t v;
-	CHECK_EQ(read(t.b.resume_fd, &v, sizeof(v)), sizeof(v));
-	virtio_balloon_resume(&t.b);
+	CHECK_EQ(read(t.b.deferred.fd, &v, sizeof(v)), sizeof(v));
+	virtio_deferred_run(&t.b.deferred);
 	CHECK_EQ(vf_used_idx(&t.q[0]), 6);
 	CHECK_EQ(poll(&pf, 1, 0), 0);
 	/* a resume after a reset does nothing */
 	reset_dev(&t);
-	virtio_balloon_resume(&t.b);
+	virtio_deferred_run(&t.b.deferred);
 	CHECK_EQ(vf_used_idx(&t.q[0]), 6);
 	teardown(&t);
 	loop_destroy(&lp);

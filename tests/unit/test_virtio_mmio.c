@@ -987,6 +987,90 @@ TEST(notify_eventfds_and_ioeventfds)
 	loop_destroy(&l);
 }
 
+TEST(notify_before_driver_ok_is_replayed)
+{
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fix x;
+	fix_init_ops(&x, &fp_ops_full, &l);
+	negotiate(&x);
+	setup_queue(&x, 0, 128); /* queue 1 stays off */
+	/* a kick before DRIVER_OK reaches the loop, which drops it */
+	wr(&x, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	dispatch(&l, x.t.notify[0].efd);
+	CHECK_EQ(x.f.notify_calls[0], 0);
+	wr(&x, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
+	/* the status write only signalled the active queue's eventfd */
+	CHECK_EQ(x.f.notify_calls[0], 0);
+	CHECK_EQ(efd_count(x.t.notify[1].efd), 0);
+	dispatch(&l, x.t.notify[0].efd);
+	CHECK_EQ(x.f.notify_calls[0], 1);
+	CHECK_EQ(x.f.notify_calls[1], 0);
+	fix_destroy(&x);
+	loop_destroy(&l);
+}
+
+static void *loop_thread(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	loop_stop(l);
+}
+
+TEST(replay_runs_on_the_loop_thread)
+{
+	/* end to end: this thread is the vCPU, a real loop runs beside it */
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fix x;
+	fix_init_ops(&x, &fp_ops_full, &l);
+	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	CHECK(stop_fd >= 0);
+	CHECK_EQ(loop_add(&l, stop_fd, EPOLLIN, on_stop, NULL), 0);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, loop_thread, &l), 0);
+	bring_up(&x);
+	int n0 = 0, n1 = 0;
+	for (int i = 0; i < 2000 && !(n0 && n1); i++) {
+		pthread_mutex_lock(&x.f.vd.lock);
+		n0 = x.f.notify_calls[0];
+		n1 = x.f.notify_calls[1];
+		pthread_mutex_unlock(&x.f.vd.lock);
+		if (!(n0 && n1))
+			usleep(1000);
+	}
+	uint64_t one = 1;
+	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(x.f.notify_calls[0], 1);
+	CHECK_EQ(x.f.notify_calls[1], 1);
+	CHECK(pthread_equal(x.f.notify_thread, th));
+	loop_del(&l, stop_fd);
+	close(stop_fd);
+	fix_destroy(&x);
+	loop_destroy(&l);
+}
+
+TEST(no_replay_without_a_loop)
+{
+	struct fix x;
+	fix_init(&x);
+	bring_up(&x);
+	CHECK_EQ(x.f.notify_calls[0], 0);
+	CHECK_EQ(x.f.notify_calls[1], 0);
+	pthread_mutex_lock(&x.f.vd.lock);
+	CHECK_EQ(x.f.vd.tops->replay_notify(&x.f.vd, 0), (unsigned long long)-ENOTCONN);
+	CHECK_EQ(x.f.vd.tops->replay_notify(&x.f.vd, NQ), (unsigned long long)-EINVAL);
+	pthread_mutex_unlock(&x.f.vd.lock);
+	fix_destroy(&x);
+}
+
 TEST(ioeventfd_failure_falls_back)
 {
 	struct loop l;

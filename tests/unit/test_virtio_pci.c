@@ -6,6 +6,8 @@
 #include "../../src/devices/virtio/virtio_pci.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -457,10 +459,13 @@ TEST(ioeventfds_follow_the_bar)
 		CHECK_EQ(f->ioe_fd[q], r->vp.notify[q].efd);
 		CHECK(r->vp.notify[q].watched);
 	}
-	/* an MMIO-exit notify goes through the same eventfd (loop thread) */
+	/* DRIVER_OK replays a notification of queue 0 through its eventfd */
 	go_live(r);
-	wr(r, VIRTIO_PCI_NOTIFY_OFF, 4, 0);
 	uint64_t cnt = 0;
+	CHECK_EQ(read(r->vp.notify[0].efd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	CHECK_EQ(cnt, 1);
+	/* an MMIO-exit notify goes through the same eventfd (loop thread) */
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 4, 0);
 	CHECK_EQ(read(r->vp.notify[0].efd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
 	CHECK_EQ(cnt, 1);
 	CHECK_EQ(r->f.notify_calls[0], 0);
@@ -484,6 +489,98 @@ TEST(ioeventfds_follow_the_bar)
 	CHECK_EQ(f->nioe_del, 3 * F_NQ);
 	CHECK_EQ(pci_cfg_read(&r->pb, 0, PCI_DEVFN(r->slot, 0), 0, 2), 0xffff);
 	CHECK(bus_find(&r->mmio, to, 1) == NULL);
+	rig_free(r);
+}
+
+static struct loop_handler *handler_of(struct loop *l, int fd)
+{
+	for (int i = 0; i < LOOP_MAX_FDS; i++)
+		if (l->h[i].fd == fd)
+			return &l->h[i];
+	return NULL;
+}
+
+/* Run the loop callback of @fd as the loop would after EPOLLIN. */
+static void dispatch(struct loop *l, int fd)
+{
+	struct loop_handler *h = handler_of(l, fd);
+	CHECK(h != NULL);
+	if (h)
+		h->cb(l, fd, EPOLLIN, h->ctx);
+}
+
+static bool readable(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1;
+}
+
+TEST(notify_before_driver_ok_is_replayed)
+{
+	struct rig *r = rig_new(true);
+	enable_bar(r);
+	negotiate(r);
+	setup_queue(r, 0, 128);
+	/* the driver kicks queue 0 before DRIVER_OK: the loop drops it */
+	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK_EQ(r->f.notify_calls[0], 0);
+	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			      VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	/* the status write (a vCPU) only signalled the eventfd of the active
+	 * queue; the loop notifies the device */
+	CHECK_EQ(r->f.notify_calls[0], 0);
+	CHECK(readable(r->vp.notify[0].efd));
+	CHECK(!readable(r->vp.notify[1].efd)); /* not enabled */
+	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK_EQ(r->f.notify_calls[0], 1);
+	CHECK_EQ(r->f.notify_calls[1], 0);
+	rig_free(r);
+}
+
+TEST(replay_waits_for_the_bar)
+{
+	/* DRIVER_OK before the BAR was ever mapped (e.g. through the PCI_CFG
+	 * window): the replay waits in the eventfd until the mapping puts it
+	 * on the loop. */
+	struct rig *r = rig_new(true);
+	struct virtio_dev *d = &r->f.vd;
+	CHECK(!r->vp.notify[0].watched);
+	pthread_mutex_lock(&d->lock);
+	CHECK_EQ(vf_negotiate(d, (1ull << F_FEATURE_BIT) | (1ull << VIRTIO_F_VERSION_1)),
+		 VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+	d->queue_sel = 0;
+	struct virtq *q = virtio_dev_selected_queue(d);
+	q->size = 128;
+	q->desc_gpa = RING_DESC;
+	q->avail_gpa = RING_AVAIL;
+	q->used_gpa = RING_USED;
+	q->ready = true;
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	pthread_mutex_unlock(&d->lock);
+	CHECK(virtio_dev_is_live(d));
+	CHECK_EQ(r->f.notify_calls[0], 0);
+	CHECK(readable(r->vp.notify[0].efd));
+	enable_bar(r);
+	CHECK(r->vp.notify[0].watched);
+	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK_EQ(r->f.notify_calls[0], 1);
+	rig_free(r);
+}
+
+TEST(no_replay_without_a_loop)
+{
+	struct rig *r = rig_new(false);
+	enable_bar(r);
+	go_live(r);
+	CHECK_EQ(r->f.notify_calls[0], 0);
+	CHECK(!readable(r->vp.notify[0].efd));
+	pthread_mutex_lock(&r->f.vd.lock);
+	CHECK_EQ(r->f.vd.tops->replay_notify(&r->f.vd, 0), (unsigned long long)-ENOTCONN);
+	CHECK_EQ(r->f.vd.tops->replay_notify(&r->f.vd, F_NQ), (unsigned long long)-EINVAL);
+	pthread_mutex_unlock(&r->f.vd.lock);
+	CHECK(virtio_dev_is_live(&r->f.vd));
 	rig_free(r);
 }
 

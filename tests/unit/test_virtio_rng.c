@@ -221,13 +221,44 @@ TEST(ring_violation_breaks_device)
 	teardown(&t);
 }
 
+TEST(request_before_driver_ok_is_filled_after_it)
+{
+	/* A driver that posts and kicks before DRIVER_OK: the kick is
+	 * ignored, and the core has the loop look at the queue once the
+	 * device is live. */
+	struct tdrv t;
+	memset(&t, 0, sizeof(t));
+	CHECK_EQ(guest_mem_init(&t.mem, MEM_SIZE, MEM_SIZE, MEM_SIZE), 0);
+	CHECK_EQ(virtio_rng_init(&t.r, &t.mem, NULL), 0);
+	vf_queue_signals = vf_replays = 0;
+	vf_replay_pending = 0;
+	vf_drv_init(&t.drv, &t.mem, dev(&t), QSIZE, DESC_GPA, AVAIL_GPA, USED_GPA);
+	vf_drv_setup(&t.drv, 1ull << VIRTIO_F_VERSION_1);
+	struct vf_seg s = {BUF_GPA, 32, true};
+	memset(vf_hva(&t.mem, BUF_GPA, 32), 0, 32);
+	vf_chain(&t.drv, &s, 1);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
+	vf_drv_ok(&t.drv);
+	/* the status write only asked for the replay */
+	CHECK_EQ(vf_replays, 1);
+	CHECK_EQ(vf_replay_pending, 1);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
+	vf_run_replays(dev(&t));
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	CHECK_EQ(vf_used_len(&t.drv, 0), 32);
+	CHECK(count_not(vf_hva(&t.mem, BUF_GPA, 32), 32, 0) > 0);
+	CHECK_EQ(vf_queue_signals, 1);
+	teardown(&t);
+}
+
 TEST(budget_yields_to_the_loop)
 {
 	struct loop lp;
 	CHECK_EQ(loop_init(&lp), 0);
 	struct tdrv t;
 	setup(&t, &lp);
-	CHECK(t.r.resume_fd >= 0);
+	CHECK(t.r.deferred.fd >= 0);
 	/* 20 requests of 64 KiB = 1.25 MiB, more than one pass may do */
 	const int n = 20;
 	for (int i = 0; i < n; i++) {
@@ -238,11 +269,11 @@ TEST(budget_yields_to_the_loop)
 	vf_notify(&t.drv);
 	uint16_t first = vf_used_idx(&t.drv);
 	CHECK_EQ(first, VIRTIO_RNG_BUDGET / VIRTIO_RNG_MAX_PER_REQ);
-	struct pollfd p = {.fd = t.r.resume_fd, .events = POLLIN};
+	struct pollfd p = {.fd = t.r.deferred.fd, .events = POLLIN};
 	CHECK_EQ(poll(&p, 1, 0), 1); /* the loop will call us back */
 	uint64_t v;
-	CHECK_EQ(read(t.r.resume_fd, &v, sizeof(v)), sizeof(v));
-	virtio_rng_resume(&t.r);
+	CHECK_EQ(read(t.r.deferred.fd, &v, sizeof(v)), sizeof(v));
+	virtio_deferred_run(&t.r.deferred);
 	CHECK_EQ(vf_used_idx(&t.drv), n);
 	CHECK_EQ(t.r.n_bytes, (uint64_t)n * VIRTIO_RNG_MAX_PER_REQ);
 	/* nothing more to do: no further wake-up */
@@ -251,7 +282,7 @@ TEST(budget_yields_to_the_loop)
 	pthread_mutex_lock(&dev(&t)->lock);
 	virtio_dev_set_status(dev(&t), 0);
 	pthread_mutex_unlock(&dev(&t)->lock);
-	virtio_rng_resume(&t.r);
+	virtio_deferred_run(&t.r.deferred);
 	CHECK_EQ(vf_used_idx(&t.drv), n);
 	teardown(&t);
 	loop_destroy(&lp);

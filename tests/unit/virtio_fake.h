@@ -6,7 +6,9 @@
  *   - a tiny in-test "driver" (struct vf_drv) that writes split-virtqueue
  *     descriptors and avail entries into guest memory, reads the used ring
  *     and brings a device up (feature negotiation, queue 0, DRIVER_OK);
- *   - a fake transport that counts the interrupts a device asks for;
+ *   - a fake transport that counts the interrupts a device asks for and
+ *     records the notifications the core asks it to replay on the loop
+ *     (vf_run_replays plays the loop's part);
  *   - a fake virtio device (struct vf_dev) with a small config space whose
  *     ops count their calls, for the transport tests.
  *
@@ -79,9 +81,36 @@ static inline void vf_signal_config(struct virtio_dev *d)
 	vf_config_signals++;
 }
 
+/* Replays the core asked for (at DRIVER_OK): how many, and the queues not
+ * yet handed to the device by vf_run_replays. */
+static __attribute__((unused)) int vf_replays;
+static __attribute__((unused)) uint32_t vf_replay_pending;
+
+static inline int vf_replay_notify(struct virtio_dev *d, uint16_t q)
+{
+	vf_replays++;
+	vf_replay_pending |= 1u << q;
+	return 0;
+}
+
+/* What the event loop does with the replayed notifications: each pending
+ * queue of @d is notified under d->lock (as the transport's eventfd
+ * handler would). */
+static inline void vf_run_replays(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	uint32_t m = vf_replay_pending;
+	vf_replay_pending = 0;
+	for (uint16_t q = 0; q < 32; q++)
+		if (m & (1u << q))
+			virtio_dev_queue_notify(d, q);
+	pthread_mutex_unlock(&d->lock);
+}
+
 static const struct virtio_transport_ops vf_tops __attribute__((unused)) = {
 	.signal_queue = vf_signal_queue,
 	.signal_config = vf_signal_config,
+	.replay_notify = vf_replay_notify,
 };
 
 /* ---- the driver ----------------------------------------------------------- */
@@ -129,9 +158,10 @@ static inline uint8_t vf_negotiate(struct virtio_dev *d, uint64_t features)
 	return virtio_dev_get_status(d);
 }
 
-/* Put the fake transport under the device, negotiate exactly @features,
- * bring queue 0 up at the driver's rings, then DRIVER_OK. */
-static inline void vf_drv_up(struct vf_drv *v, uint64_t features)
+/* Put the fake transport under the device, negotiate exactly @features
+ * and make queue 0 ready at the driver's rings (no DRIVER_OK yet: the
+ * driver may already make buffers available and notify). */
+static inline void vf_drv_setup(struct vf_drv *v, uint64_t features)
 {
 	struct virtio_dev *d = v->dev;
 	pthread_mutex_lock(&d->lock);
@@ -144,11 +174,26 @@ static inline void vf_drv_up(struct vf_drv *v, uint64_t features)
 	q->avail_gpa = v->avail;
 	q->used_gpa = v->used;
 	q->ready = true;
-	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
 	pthread_mutex_unlock(&d->lock);
 	v->avail_idx = 0;
 	v->next_desc = 0;
+}
+
+/* §3.1.1 step 8: DRIVER_OK. */
+static inline void vf_drv_ok(struct vf_drv *v)
+{
+	struct virtio_dev *d = v->dev;
+	pthread_mutex_lock(&d->lock);
+	virtio_dev_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+					 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* vf_drv_setup, then DRIVER_OK. */
+static inline void vf_drv_up(struct vf_drv *v, uint64_t features)
+{
+	vf_drv_setup(v, features);
+	vf_drv_ok(v);
 }
 
 /* Make the chain at @head available. */
@@ -211,6 +256,7 @@ struct vf_dev {
 	uint8_t config[VF_CONFIG_MAX];
 	int activate_calls, reset_calls, cfg_reads, cfg_writes;
 	int notify_calls[VIRTIO_MAX_QUEUES];
+	pthread_t notify_thread; /* where queue_notify last ran */
 	int reset_ret; /* what reset returns */
 	uint32_t last_cfg_off, last_cfg_len;
 };
@@ -266,6 +312,7 @@ static inline void vf_dev_queue_notify(struct virtio_dev *d, uint16_t q)
 {
 	if (q < VIRTIO_MAX_QUEUES)
 		vf_dev_of(d)->notify_calls[q]++;
+	vf_dev_of(d)->notify_thread = pthread_self();
 }
 
 static const struct virtio_dev_ops vf_dev_ops __attribute__((unused)) = {

@@ -2,16 +2,21 @@
 /*
  * virtio.c - the transport-independent part of a virtio device: feature
  * negotiation, the device status state machine (§2.1, §3.1.1), queue
- * activation, reset (§2.4) and the "needs reset" state (§2.1.2).
+ * activation and the replay of notifications at DRIVER_OK, reset (§2.4),
+ * the "needs reset" state (§2.1.2), and deferred queue work.
  *
- * Everything except init/destroy/reset_done runs with d->lock held by the
- * caller (see virtio.h).
+ * Everything except init/destroy/reset_done and the deferred-work set-up
+ * and handler runs with d->lock held by the caller (see virtio.h).
  */
 #include "virtio.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include "../../event/loop.h"
 #include "../../util/log.h"
 
 #define STATUS_KNOWN                                                                       \
@@ -152,6 +157,25 @@ static bool features_acceptable(const struct virtio_dev *d)
 	       (d->driver_features & (1ull << VIRTIO_F_VERSION_1));
 }
 
+/* The device just went live: notifications the driver sent before
+ * DRIVER_OK were ignored, so every active queue is looked at once, on the
+ * loop thread through the transport (see virtio.h).  Never ops->queue_notify
+ * from here: this is a status write on a vCPU thread. */
+static void replay_notifications(struct virtio_dev *d)
+{
+	if (!d->tops || !d->tops->replay_notify)
+		return;
+	for (uint16_t i = 0; i < d->num_queues; i++) {
+		if (!d->vqs[i].active)
+			continue;
+		int r = d->tops->replay_notify(d, i);
+		if (r)
+			log_ratelimited(&virtio_rl, LOG_DEBUG,
+					"%s: queue %u: no notification replayed at DRIVER_OK: %s",
+					dev_name(d), i, strerror(-r));
+	}
+}
+
 /* DRIVER_OK was just set: bring the queues and the device up. */
 static void go_live(struct virtio_dev *d)
 {
@@ -172,9 +196,12 @@ static void go_live(struct virtio_dev *d)
 	}
 	if (d->ops->activate) {
 		int r = d->ops->activate(d);
-		if (r)
+		if (r) {
 			virtio_dev_mark_broken(d, "device activation failed");
+			return;
+		}
 	}
+	replay_notifications(d);
 }
 
 void virtio_dev_set_status(struct virtio_dev *d, uint8_t val)
@@ -254,7 +281,7 @@ bool virtio_dev_queue_config_writable(struct virtio_dev *d)
 }
 
 /* Queues are processed only while the device is up and healthy. */
-static bool live(const struct virtio_dev *d)
+bool virtio_dev_is_live(const struct virtio_dev *d)
 {
 	return !d->reset_pending && !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) &&
 	       !(d->status & VIRTIO_STATUS_FAILED);
@@ -262,7 +289,7 @@ static bool live(const struct virtio_dev *d)
 
 void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q)
 {
-	if (q >= d->num_queues || !live(d) || !d->vqs[q].active)
+	if (q >= d->num_queues || !virtio_dev_is_live(d) || !d->vqs[q].active)
 		return;
 	if (d->ops->queue_notify)
 		d->ops->queue_notify(d, q);
@@ -291,4 +318,82 @@ void virtio_dev_mark_broken(struct virtio_dev *d, const char *why)
 	 * change notification; before DRIVER_OK the driver reads status. */
 	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops && d->tops->signal_config)
 		d->tops->signal_config(d);
+}
+
+/* ---- deferred queue work ------------------------------------------------- */
+
+_Static_assert(VIRTIO_MAX_QUEUES <= 32, "virtio_deferred.pending has a bit per queue");
+
+static void deferred_cb(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t cnt;
+	(void)!read(fd, &cnt, sizeof(cnt)); /* drain: kicks coalesce */
+	virtio_deferred_run(ctx);
+}
+
+int virtio_deferred_init(struct virtio_deferred *df, struct virtio_dev *d)
+{
+	*df = (struct virtio_deferred){.d = d, .fd = -1};
+	if (!d->loop)
+		return 0;
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	int r = loop_add(d->loop, fd, EPOLLIN, deferred_cb, df);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	df->fd = fd;
+	return 0;
+}
+
+void virtio_deferred_fini(struct virtio_deferred *df)
+{
+	if (df->fd < 0)
+		return;
+	loop_del(df->d->loop, df->fd);
+	close(df->fd);
+	df->fd = -1;
+}
+
+void virtio_deferred_kick(struct virtio_deferred *df, uint16_t q)
+{
+	if (q >= df->d->num_queues)
+		return;
+	df->pending |= 1u << q;
+	if (df->fd < 0)
+		return;
+	uint64_t one = 1;
+	/* EAGAIN only when the counter is saturated: a wake-up is pending. */
+	if (write(df->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_ratelimited(&virtio_rl, LOG_WARN, "%s: deferred work eventfd: %s",
+				dev_name(df->d), strerror(errno));
+}
+
+bool virtio_deferred_yield(struct virtio_deferred *df, uint16_t q, uint64_t spent,
+			   uint64_t budget)
+{
+	if (df->fd < 0 || spent < budget)
+		return false;
+	virtio_deferred_kick(df, q);
+	return true;
+}
+
+void virtio_deferred_cancel(struct virtio_deferred *df)
+{
+	df->pending = 0;
+}
+
+void virtio_deferred_run(struct virtio_deferred *df)
+{
+	struct virtio_dev *d = df->d;
+	pthread_mutex_lock(&d->lock);
+	for (uint16_t q = 0; q < d->num_queues; q++) {
+		if (!(df->pending & (1u << q)))
+			continue;
+		df->pending &= ~(1u << q);
+		virtio_dev_queue_notify(d, q);
+	}
+	pthread_mutex_unlock(&d->lock);
 }

@@ -14,6 +14,22 @@
  * writing 0 resets), queue activation on DRIVER_OK, reset, and "broken"
  * (DEVICE_NEEDS_RESET + config interrupt, §2.1.2).
  *
+ * Notifications before DRIVER_OK: a driver may make buffers available and
+ * notify a queue before it sets DRIVER_OK (Linux's balloon driver queues
+ * its first statistics buffer in probe); such notifications are ignored,
+ * the device is not live yet.  So once DRIVER_OK has activated the queues
+ * and ops->activate succeeded, the core asks the transport to replay one
+ * notification for every active queue (tops->replay_notify): the event
+ * loop then runs ops->queue_notify as for a notification from the driver.
+ * Every device therefore looks at each of its queues once after DRIVER_OK
+ * and none needs a workaround of its own.  The status write arrives on a
+ * vCPU thread, so the core never calls queue_notify from it.
+ *
+ * Deferred work (struct virtio_deferred): a device that bounds the work of
+ * one pass over a queue (a budget) hands the rest to the event loop
+ * through one eventfd; the loop calls virtio_dev_queue_notify() again for
+ * the queues left over.
+ *
  * Threads and locking: transports call in from vCPU threads (register
  * accesses) and the event loop (queue notifications from ioeventfds); all
  * of it happens under d->lock.  Device ops are called with d->lock held,
@@ -83,6 +99,13 @@ struct virtio_transport_ops {
 	void (*signal_queue)(struct virtio_dev *d, uint16_t q);
 	/* Raise the configuration-change interrupt. */
 	void (*signal_config)(struct virtio_dev *d);
+	/* Have the event loop thread handle queue @q as if the driver had
+	 * just notified it (virtio_dev_queue_notify under d->lock), e.g. by
+	 * signalling the queue's notify eventfd.  Called with d->lock held,
+	 * possibly on a vCPU thread: must neither call the device nor wait
+	 * for the loop.  Returns 0, or -errno when the transport has no way
+	 * to reach the loop for @q (no event loop).  Optional. */
+	int (*replay_notify)(struct virtio_dev *d, uint16_t q);
 };
 
 struct virtio_dev {
@@ -132,8 +155,14 @@ struct virtq *virtio_dev_selected_queue(struct virtio_dev *d);
 bool virtio_dev_queue_config_writable(struct virtio_dev *d);
 
 /* Queue @q was notified by the driver: calls ops->queue_notify unless the
- * device is not live (no DRIVER_OK, broken, q out of range: ignored). */
+ * device is not live or the queue not active (ignored).  d->lock held, on
+ * the event loop thread (only a transport without a loop, in unit tests,
+ * calls it on the notifying thread). */
 void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q);
+
+/* The device processes queues: DRIVER_OK, not FAILED, not broken, no reset
+ * in progress (d->lock held). */
+bool virtio_dev_is_live(const struct virtio_dev *d);
 
 /* For device code: interrupt the driver for queue @q if virtq_should_signal. */
 void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q);
@@ -144,5 +173,47 @@ void virtio_dev_mark_broken(struct virtio_dev *d, const char *why);
 
 /* Complete a reset that returned -EINPROGRESS (takes d->lock). */
 void virtio_dev_reset_done(struct virtio_dev *d);
+
+/*
+ * Deferred queue work, for devices that bound one pass over a queue:
+ *
+ *	if (virtio_deferred_yield(&dev->deferred, q, spent, BUDGET))
+ *		break;  (end the pass; the loop continues it later)
+ *
+ * One eventfd on d->loop per device.  yield/kick mark the queue pending and
+ * signal the eventfd; the loop's handler takes d->lock and calls
+ * virtio_dev_queue_notify() for each pending queue (so nothing runs once
+ * the device is reset, broken or the queue inactive), on the loop thread
+ * like any notification.  Without a loop (d->loop NULL: unit tests) there
+ * is nobody to continue: yield never stops a pass and the budget does not
+ * apply.  All fields are under d->lock except fd (fixed between init and
+ * fini).
+ */
+struct virtio_deferred {
+	struct virtio_dev *d;
+	int fd;           /* eventfd watched by d->loop, -1 without a loop */
+	uint32_t pending; /* bit q: look at queue q again */
+};
+
+/* Bind @df to @d (after virtio_dev_init) and, when d->loop is set, create
+ * the eventfd and put it on the loop.  Call it in any case (it sets fd to
+ * -1 first), so that virtio_deferred_fini is always safe afterwards.
+ * 0 / -errno (nothing stays registered on failure). */
+int virtio_deferred_init(struct virtio_deferred *df, struct virtio_dev *d);
+/* Off the loop and closed (after the transport is gone); idempotent. */
+void virtio_deferred_fini(struct virtio_deferred *df);
+/* Have the loop look at queue @q again (d->lock held).  Without a loop
+ * the queue is only marked pending (virtio_deferred_run handles it). */
+void virtio_deferred_kick(struct virtio_deferred *df, uint16_t q);
+/* A pass over queue @q has done @spent units of work (d->lock held): if
+ * there is a loop and @spent >= @budget, kick @q and return true, and the
+ * caller ends its pass; otherwise return false. */
+bool virtio_deferred_yield(struct virtio_deferred *df, uint16_t q, uint64_t spent,
+			   uint64_t budget);
+/* Forget the pending queues (device reset; d->lock held). */
+void virtio_deferred_cancel(struct virtio_deferred *df);
+/* What the loop's handler does (takes d->lock): notify every pending
+ * queue, clearing its bit first (a pass may kick it again). */
+void virtio_deferred_run(struct virtio_deferred *df);
 
 #endif

@@ -4,18 +4,17 @@
  */
 #include "virtio_balloon.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "../../event/loop.h"
+#include "../../util/bytes.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -34,26 +33,6 @@ enum role { ROLE_NONE, ROLE_INFLATE, ROLE_DEFLATE, ROLE_STATS, ROLE_REPORT };
 static struct virtio_balloon *to_balloon(struct virtio_dev *d)
 {
 	return container_of(d, struct virtio_balloon, vdev);
-}
-
-static uint32_t cfg_get32(const struct virtio_balloon *b, unsigned off)
-{
-	uint32_t v;
-	memcpy(&v, b->config + off, 4);
-	return le32toh(v);
-}
-
-static void cfg_put32(struct virtio_balloon *b, unsigned off, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(b->config + off, &v, 4);
-}
-
-/* The device processes queues (vdev.lock held). */
-static bool live(const struct virtio_dev *d)
-{
-	return !d->reset_pending && !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(d->status & VIRTIO_STATUS_FAILED);
 }
 
 /* ---- device ops ---- */
@@ -92,8 +71,6 @@ static void balloon_config_write(struct virtio_dev *d, uint32_t off, const void 
 	}
 }
 
-static void defer(struct virtio_balloon *b, uint16_t qi);
-
 /* DRIVER_OK: assign queue roles from the negotiated features (header). */
 static int balloon_activate(struct virtio_dev *d)
 {
@@ -111,13 +88,8 @@ static int balloon_activate(struct virtio_dev *d)
 			q = VIRTIO_BALLOON_Q_SPEC_REPORTING;
 		b->q_report = q;
 	}
-	/* Linux queues the first stats buffer and kicks before DRIVER_OK,
-	 * when notifications are still ignored: look at every queue once now
-	 * (on the loop, like a notification). */
-	if (b->resume_fd >= 0)
-		for (uint16_t q = 0; q < VIRTIO_BALLOON_NUM_QUEUES; q++)
-			if (d->vqs[q].active)
-				defer(b, q);
+	/* Buffers the driver queued before DRIVER_OK (Linux's first stats
+	 * buffer) are found by the core's replay of every queue (virtio.h). */
 	return 0;
 }
 
@@ -129,9 +101,9 @@ static int balloon_reset(struct virtio_dev *d)
 	if (b->inflated)
 		memset(b->bitmap, 0, (size_t)((b->guest_pages + 7) / 8));
 	b->inflated = 0;
-	cfg_put32(b, VIRTIO_BALLOON_CFG_ACTUAL, 0);
+	put_le32(b->config + VIRTIO_BALLOON_CFG_ACTUAL, 0);
 	b->q_stats = b->q_report = -1;
-	b->resume_mask = 0;
+	virtio_deferred_cancel(&b->deferred);
 	b->stats_held = false;
 	memset(&b->stats, 0, sizeof(b->stats));
 	return 0;
@@ -217,7 +189,7 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
 		/* One copy out of guest memory, then only the copy is used. */
 		virtq_chain_read(c, i * 4, pfns, k * 4);
 		for (uint32_t j = 0; j < k; j++) {
-			uint64_t gpa = (uint64_t)le32toh(pfns[j]) << VIRTIO_BALLOON_PFN_SHIFT;
+			uint64_t gpa = (uint64_t)get_le32(&pfns[j]) << VIRTIO_BALLOON_PFN_SHIFT;
 			uint8_t *p = gpa_to_hva(b->mem, gpa, PAGE);
 			uint64_t idx = p ? (uint64_t)(p - b->mem->base) / PAGE : UINT64_MAX;
 			/* Ignored: outside RAM, a duplicate inflate, a
@@ -280,15 +252,11 @@ static void parse_stats(struct virtio_balloon *b, const struct virtq_chain *c)
 	struct virtio_balloon_stats s = {.updates = b->stats.updates + 1};
 	for (uint32_t i = 0; i < n; i++) {
 		uint8_t raw[VIRTIO_BALLOON_STAT_SIZE];
-		uint16_t tag;
-		uint64_t val;
 		virtq_chain_read(c, i * VIRTIO_BALLOON_STAT_SIZE, raw, sizeof(raw));
-		memcpy(&tag, raw, 2);
-		memcpy(&val, raw + 2, 8);
-		tag = le16toh(tag);
+		uint16_t tag = get_le16(raw);
 		if (tag >= VIRTIO_BALLOON_S_NR)
 			continue; /* §5.5.6.3.2: unknown tags are ignored */
-		s.val[tag] = le64toh(val);
+		s.val[tag] = get_le64(raw + 2);
 		s.valid |= 1u << tag;
 	}
 	s.updated_ns = now_ns();
@@ -297,27 +265,17 @@ static void parse_stats(struct virtio_balloon *b, const struct virtq_chain *c)
 		b->hook(b->hook_ctx, &b->stats);
 }
 
-/* Ask the loop to call virtio_balloon_resume for queue @qi. */
-static void defer(struct virtio_balloon *b, uint16_t qi)
-{
-	uint64_t one = 1;
-	b->resume_mask |= 1u << qi;
-	if (write(b->resume_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: resume eventfd: %s",
-				strerror(errno));
-}
-
 /* One pass over queue @qi.  vdev.lock held. */
 static void process_queue(struct virtio_balloon *b, uint16_t qi)
 {
 	struct virtio_dev *d = &b->vdev;
 	enum role role = queue_role(b, qi);
-	if (qi >= d->num_queues || role == ROLE_NONE || !live(d) || !d->vqs[qi].active)
+	if (qi >= d->num_queues || role == ROLE_NONE || !virtio_dev_is_live(d) ||
+	    !d->vqs[qi].active)
 		return;
 	struct virtq *q = &d->vqs[qi];
 	bool pushed = false;
 	uint64_t spent = 0;
-	b->resume_mask &= ~(1u << qi);
 	for (;;) {
 		int rc;
 		while ((rc = virtq_pop(q, &b->chain)) == 1) {
@@ -356,10 +314,9 @@ static void process_queue(struct virtio_balloon *b, uint16_t qi)
 				return;
 			}
 			pushed = true;
-			if (b->resume_fd >= 0 && spent >= VIRTIO_BALLOON_BUDGET_PAGES) {
-				defer(b, qi);
+			if (virtio_deferred_yield(&b->deferred, qi, spent,
+						  VIRTIO_BALLOON_BUDGET_PAGES))
 				goto out;
-			}
 		}
 		if (rc < 0) {
 			virtio_dev_mark_broken(d, "invalid descriptor chain");
@@ -389,23 +346,6 @@ static const struct virtio_dev_ops balloon_ops = {
 
 /* ---- public ---- */
 
-void virtio_balloon_resume(struct virtio_balloon *b)
-{
-	pthread_mutex_lock(&b->vdev.lock);
-	uint32_t mask = b->resume_mask;
-	for (uint16_t q = 0; q < VIRTIO_BALLOON_NUM_QUEUES; q++)
-		if (mask & (1u << q))
-			process_queue(b, q);
-	pthread_mutex_unlock(&b->vdev.lock);
-}
-
-static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	uint64_t v;
-	(void)!read(fd, &v, sizeof(v));
-	virtio_balloon_resume(ctx);
-}
-
 int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes)
 {
 	if (bytes % PAGE || bytes > b->mem->size || bytes / PAGE > UINT32_MAX)
@@ -413,8 +353,8 @@ int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes)
 	struct virtio_dev *d = &b->vdev;
 	uint32_t pages = (uint32_t)(bytes / PAGE);
 	pthread_mutex_lock(&d->lock);
-	if (cfg_get32(b, VIRTIO_BALLOON_CFG_NUM_PAGES) != pages) {
-		cfg_put32(b, VIRTIO_BALLOON_CFG_NUM_PAGES, pages);
+	if (get_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES) != pages) {
+		put_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES, pages);
 		/* §2.5: the device changed its configuration. */
 		d->config_generation++;
 		if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
@@ -430,7 +370,7 @@ int virtio_balloon_request_stats(struct virtio_balloon *b)
 	struct virtio_dev *d = &b->vdev;
 	int r;
 	pthread_mutex_lock(&d->lock);
-	if (!live(d)) {
+	if (!virtio_dev_is_live(d)) {
 		r = -ENODEV;
 	} else if (b->q_stats < 0) {
 		r = -EOPNOTSUPP;
@@ -521,8 +461,8 @@ int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info
 	pthread_mutex_lock(&d->lock);
 	bool up = (d->status & VIRTIO_STATUS_FEATURES_OK) != 0;
 	*out = (struct virtio_balloon_info){
-		.target_pages = cfg_get32(b, VIRTIO_BALLOON_CFG_NUM_PAGES),
-		.actual_pages = cfg_get32(b, VIRTIO_BALLOON_CFG_ACTUAL),
+		.target_pages = get_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES),
+		.actual_pages = get_le32(b->config + VIRTIO_BALLOON_CFG_ACTUAL),
 		.inflated_pages = b->inflated,
 		.guest_pages = b->guest_pages,
 		.reported_bytes = b->reported_bytes,
@@ -560,27 +500,15 @@ static void close_fds(struct virtio_balloon *b, struct loop *loop)
 		close(b->timer_fd);
 		b->timer_fd = -1;
 	}
-	if (b->resume_fd >= 0) {
-		if (loop)
-			loop_del(loop, b->resume_fd);
-		close(b->resume_fd);
-		b->resume_fd = -1;
-	}
+	virtio_deferred_fini(&b->deferred);
 }
 
+/* The budget's eventfd (with a loop) and the stats timer. */
 static int setup_fds(struct virtio_balloon *b, struct loop *loop)
 {
-	b->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (b->resume_fd < 0)
-		return -errno;
-	int r = loop_add(loop, b->resume_fd, EPOLLIN, on_resume, b);
-	if (r < 0) {
-		close(b->resume_fd);
-		b->resume_fd = -1;
+	int r = virtio_deferred_init(&b->deferred, &b->vdev);
+	if (r < 0 || !loop || !b->stats_period_s)
 		return r;
-	}
-	if (!b->stats_period_s)
-		return 0;
 	b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (b->timer_fd < 0)
 		return -errno;
@@ -602,7 +530,7 @@ int virtio_balloon_create(struct virtio_balloon *b, uint64_t target_bytes, bool 
 			  unsigned stats_period_s, const struct guest_mem *mem, struct loop *loop)
 {
 	memset(b, 0, sizeof(*b));
-	b->timer_fd = b->resume_fd = -1;
+	b->timer_fd = -1;
 	b->q_stats = b->q_report = -1;
 	if (!mem_ok(mem) || target_bytes % PAGE || target_bytes > mem->size)
 		return -EINVAL;
@@ -617,7 +545,7 @@ int virtio_balloon_create(struct virtio_balloon *b, uint64_t target_bytes, bool 
 	b->bitmap = calloc((size_t)((b->guest_pages + 7) / 8), 1);
 	if (!b->bitmap)
 		return -ENOMEM;
-	cfg_put32(b, VIRTIO_BALLOON_CFG_NUM_PAGES, (uint32_t)(target_bytes / PAGE));
+	put_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES, (uint32_t)(target_bytes / PAGE));
 	int r = virtio_dev_init(&b->vdev, &balloon_ops, "virtio-balloon", VIRTIO_ID_BALLOON,
 				VIRTIO_BALLOON_NUM_QUEUES, VIRTIO_BALLOON_QUEUE_MAX, mem, loop);
 	if (r < 0) {
@@ -625,15 +553,13 @@ int virtio_balloon_create(struct virtio_balloon *b, uint64_t target_bytes, bool 
 		b->bitmap = NULL;
 		return r;
 	}
-	if (loop) {
-		r = setup_fds(b, loop);
-		if (r < 0) {
-			close_fds(b, loop);
-			virtio_dev_destroy(&b->vdev);
-			free(b->bitmap);
-			b->bitmap = NULL;
-			return r;
-		}
+	r = setup_fds(b, loop);
+	if (r < 0) {
+		close_fds(b, loop);
+		virtio_dev_destroy(&b->vdev);
+		free(b->bitmap);
+		b->bitmap = NULL;
+		return r;
 	}
 	return 0;
 }

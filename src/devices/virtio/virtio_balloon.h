@@ -49,8 +49,8 @@
  *     VIRTIO_BALLOON_MAX_REPORT_BYTES.  The rest is ignored: no per-request
  *     allocation, bounded work (E.33);
  *   - one pass over a queue does at most VIRTIO_BALLOON_BUDGET_PAGES pages
- *     of work (with an event loop), then yields and resumes from the loop
- *     through an eventfd, like virtio-rng;
+ *     of work (with an event loop), then yields and is continued from the
+ *     loop (struct virtio_deferred, virtio.h), like virtio-rng;
  *   - ring-level violations (virtq_pop -EIO) break the device; anything
  *     wrong inside a buffer is ignored and the buffer returned (used
  *     length 0: the device writes nothing into any buffer).
@@ -69,8 +69,10 @@
  * do not touch the balloon bitmap.
  *
  * Statistics (§5.5.6.3): the driver keeps one buffer of 10-byte
- * {le16 tag; le64 val} entries on statsq.  The device parses it when it
- * arrives (the values become visible through virtio_balloon_get_stats and
+ * {le16 tag; le64 val} entries on statsq.  (Linux queues the first one and
+ * notifies before DRIVER_OK; the core looks at every queue once after
+ * DRIVER_OK, see virtio.h, so it is not missed.)  The device parses it when
+ * it arrives (the values become visible through virtio_balloon_get_stats and
  * the hook) and holds it; virtio_balloon_request_stats (called by the
  * stats_period timer on the loop, or by the VMM on demand) returns it to
  * the driver, which refills it and makes it available again.  Unknown tags
@@ -185,7 +187,7 @@ struct virtio_balloon {
 	bool deflate_on_oom;    /* offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM */
 	unsigned stats_period_s;
 	int timer_fd;           /* stats timerfd on the loop, -1 if none */
-	int resume_fd;          /* budget eventfd on the loop, -1 without a loop */
+	struct virtio_deferred deferred; /* passes cut short by the budget */
 	/* How memory is given back: madvise(2) unless a test swaps it (set
 	 * before the device runs).  Only ever called on ranges inside guest
 	 * RAM, page-aligned, with MADV_DONTNEED. */
@@ -197,7 +199,6 @@ struct virtio_balloon {
 	uint64_t guest_pages;
 	uint64_t inflated;
 	int q_stats, q_report;  /* queue index of the role, -1: none */
-	uint32_t resume_mask;   /* queues cut short by the budget */
 	bool stats_held;
 	uint16_t stats_head;
 	struct virtio_balloon_stats stats;
@@ -259,9 +260,5 @@ void virtio_balloon_log_stats(void *ctx, const struct virtio_balloon_stats *s);
 
 /* Snapshot of the counters.  Thread-safe.  Always 0. */
 int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info *out);
-
-/* Continue passes cut short by the budget (the resume eventfd's handler;
- * takes vdev.lock). */
-void virtio_balloon_resume(struct virtio_balloon *b);
 
 #endif

@@ -78,7 +78,9 @@
  *   - always, an ordinary bus write to QueueNotify (no KVM, KVM without
  *     ioeventfds, or a value no ioeventfd matches) writes the eventfd.
  * Without an event loop (p->loop NULL: unit tests) the bus write calls
- * virtio_dev_queue_notify() directly on the writing thread.
+ * virtio_dev_queue_notify() directly on the writing thread.  The core's
+ * replay at DRIVER_OK (virtio.h, tops->replay_notify) writes the queue's
+ * eventfd like a QueueNotify write; without a loop nothing is replayed.
  * A single ioeventfd without datamatch would fire for any value and force
  * notifying every queue; datamatch keeps the queue index.
  *

@@ -250,14 +250,19 @@ static void on_notify(struct loop *l, int fd, uint32_t events, void *ctx)
 	pthread_mutex_unlock(&d->lock);
 }
 
+static void signal_efd(struct virtio_pci_notify *n)
+{
+	uint64_t one = 1;
+	ssize_t r = write(n->efd, &one, sizeof(one));
+	(void)r; /* EAGAIN: already signalled plenty */
+}
+
 /* The driver notified queue @q through an MMIO exit (or PCI_CFG). */
 static void notify_queue(struct virtio_pci *vp, uint16_t q)
 {
 	struct virtio_pci_notify *n = &vp->notify[q];
 	if (__atomic_load_n(&n->watched, __ATOMIC_ACQUIRE)) {
-		uint64_t one = 1;
-		ssize_t r = write(n->efd, &one, sizeof(one));
-		(void)r; /* EAGAIN: already signalled plenty */
+		signal_efd(n);
 		return;
 	}
 	struct virtio_dev *d = vp->d;
@@ -457,9 +462,27 @@ static void vp_signal_config(struct virtio_dev *d)
 		pci_msix_notify(&vp->msix, vec);
 }
 
+/* The core asks for a notification of queue @q on the loop (d->lock
+ * held, a vCPU thread).  The queue's eventfd is on the loop once the BAR
+ * has been mapped; until then the count waits in the eventfd and the
+ * (level-triggered) loop sees it as soon as the BAR mapping puts the
+ * eventfd on it. */
+static int vp_replay_notify(struct virtio_dev *d, uint16_t q)
+{
+	struct virtio_pci *vp = d->transport;
+	if (q >= d->num_queues)
+		return -EINVAL;
+	struct virtio_pci_notify *n = &vp->notify[q];
+	if (n->efd < 0 || !vp->p || !vp->p->loop)
+		return -ENOTCONN; /* no loop: notifications are synchronous */
+	signal_efd(n);
+	return 0;
+}
+
 static const struct virtio_transport_ops vp_tops = {
 	.signal_queue = vp_signal_queue,
 	.signal_config = vp_signal_config,
+	.replay_notify = vp_replay_notify,
 };
 
 /* ---- set-up -------------------------------------------------------------- */

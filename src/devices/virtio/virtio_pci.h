@@ -79,7 +79,11 @@
  * so device ops run on the loop thread.  A notify that arrives as an MMIO
  * exit (other widths, no ioeventfd support) writes the same eventfd; if
  * the eventfd is not on a loop (no loop: unit tests), the queue is
- * notified directly on the calling thread.
+ * notified directly on the calling thread.  The core's replay at DRIVER_OK
+ * (virtio.h, tops->replay_notify) writes the queue's eventfd too; if the
+ * BAR is not mapped yet (DRIVER_OK through the PCI_CFG window), the count
+ * waits in the eventfd until the mapping puts it on the loop.  Without a
+ * loop nothing is replayed.
  *
  * Interrupts: signal_queue(q) -> MSI-X vector queue_msix_vector[q];
  * signal_config -> config_msix_vector (both via pci_msix_notify: irqfd,

@@ -6,12 +6,7 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
-#include <unistd.h>
-
-#include "../../event/loop.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -43,6 +38,7 @@ static int rng_activate(struct virtio_dev *d)
 
 static int rng_reset(struct virtio_dev *d)
 {
+	virtio_deferred_cancel(&to_rng(d)->deferred);
 	return 0; /* nothing asynchronous */
 }
 
@@ -104,15 +100,9 @@ static void process_queue(struct virtio_rng *r)
 			r->n_requests++;
 			r->n_bytes += n;
 			spent += n;
-			if (r->resume_fd >= 0 && spent >= VIRTIO_RNG_BUDGET) {
-				/* Let other handlers run; continue from the loop. */
-				uint64_t one = 1;
-				if (write(r->resume_fd, &one, sizeof(one)) < 0)
-					log_ratelimited(&r->rl, LOG_WARN,
-							"virtio-rng: resume eventfd: %s",
-							strerror(errno));
+			/* Let other handlers run; continue from the loop. */
+			if (virtio_deferred_yield(&r->deferred, 0, spent, VIRTIO_RNG_BUDGET))
 				goto out;
-			}
 		}
 		if (rc < 0) {
 			virtio_dev_mark_broken(d, "invalid descriptor chain");
@@ -132,20 +122,6 @@ static void rng_queue_notify(struct virtio_dev *d, uint16_t q)
 		process_queue(to_rng(d));
 }
 
-void virtio_rng_resume(struct virtio_rng *r)
-{
-	pthread_mutex_lock(&r->vdev.lock);
-	process_queue(r);
-	pthread_mutex_unlock(&r->vdev.lock);
-}
-
-static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	uint64_t v;
-	(void)!read(fd, &v, sizeof(v));
-	virtio_rng_resume(ctx);
-}
-
 static const struct virtio_dev_ops rng_ops = {
 	.features = rng_features,
 	.config_read = rng_config_read,
@@ -158,35 +134,20 @@ static const struct virtio_dev_ops rng_ops = {
 int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct loop *loop)
 {
 	memset(r, 0, sizeof(*r));
-	r->resume_fd = -1;
 	int rc = virtio_dev_init(&r->vdev, &rng_ops, "virtio-rng", VIRTIO_ID_RNG, 1,
 				 VIRTIO_RNG_QUEUE_MAX, mem, loop);
 	if (rc < 0)
 		return rc;
-	if (loop) {
-		r->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (r->resume_fd < 0) {
-			rc = -errno;
-			virtio_dev_destroy(&r->vdev);
-			return rc;
-		}
-		rc = loop_add(loop, r->resume_fd, EPOLLIN, on_resume, r);
-		if (rc < 0) {
-			close(r->resume_fd);
-			r->resume_fd = -1;
-			virtio_dev_destroy(&r->vdev);
-			return rc;
-		}
+	rc = virtio_deferred_init(&r->deferred, &r->vdev);
+	if (rc < 0) {
+		virtio_dev_destroy(&r->vdev);
+		return rc;
 	}
 	return 0;
 }
 
 void virtio_rng_destroy(struct virtio_rng *r)
 {
-	if (r->resume_fd >= 0) {
-		loop_del(r->vdev.loop, r->resume_fd);
-		close(r->resume_fd);
-		r->resume_fd = -1;
-	}
+	virtio_deferred_fini(&r->deferred);
 	virtio_dev_destroy(&r->vdev);
 }

@@ -17,11 +17,11 @@
  *     the bytes produced so far, possibly 0: the guest driver asks again.
  *     Never blocks the loop, never hands out non-cryptographic bytes.
  *   - Fairness: one pass over the ring generates at most
- *     VIRTIO_RNG_BUDGET bytes on the loop thread; if more may be waiting it
- *     re-arms an eventfd on the loop (virtio_rng_resume) so other handlers
- *     run in between.  getrandom draws on the kernel CSPRNG, so a greedy
- *     guest costs CPU time (bounded per pass) but never depletes or blocks
- *     host entropy.  No bytes-per-second cap is imposed.
+ *     VIRTIO_RNG_BUDGET bytes on the loop thread; if more may be waiting the
+ *     rest is deferred to the loop (struct virtio_deferred, virtio.h) so
+ *     other handlers run in between.  getrandom draws on the kernel
+ *     CSPRNG, so a greedy guest costs CPU time (bounded per pass) but never
+ *     depletes or blocks host entropy.  No bytes-per-second cap is imposed.
  */
 #ifndef VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
 #define VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
@@ -37,7 +37,7 @@
 
 struct virtio_rng {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
-	int resume_fd;          /* eventfd on the loop, -1 without a loop */
+	struct virtio_deferred deferred; /* passes cut short by the budget */
 	/* under vdev.lock */
 	struct virtq_chain chain;
 	struct ratelimit rl;
@@ -47,9 +47,5 @@ struct virtio_rng {
 /* 0 / -errno.  @loop may be NULL (tests): then a pass is not budgeted. */
 int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct loop *loop);
 void virtio_rng_destroy(struct virtio_rng *r);
-
-/* Continue a pass cut short by the budget (the resume eventfd's handler;
- * takes vdev.lock). */
-void virtio_rng_resume(struct virtio_rng *r);
 
 #endif
