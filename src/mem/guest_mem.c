@@ -17,10 +17,28 @@ int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 		return -EINVAL;
 	if (size > SIZE_MAX)
 		return -ENOMEM;
-	void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/* Start the mapping on a 2 MiB boundary (over-map by 2 MiB, trim both
+	 * ends).  Guest-physical 2 MiB blocks then coincide with host 2 MiB
+	 * blocks: transparent huge pages can back them and the nested page
+	 * tables can use large pages, and a 2 MiB block the guest gives back
+	 * (free page reporting, order 9) is one whole huge page that madvise
+	 * frees at once instead of splitting it. */
+	size_t align = size >= GUEST_MEM_ALIGN ? GUEST_MEM_ALIGN : 0;
+	if ((size_t)size > SIZE_MAX - align)
 		return -ENOMEM;
+	uint8_t *raw = mmap(NULL, (size_t)size + align, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return -ENOMEM;
+	uint8_t *p = raw;
+	if (align) {
+		size_t head = (align - ((uintptr_t)raw & (align - 1))) & (align - 1);
+		p = raw + head;
+		if (head)
+			munmap(raw, head);
+		if (align - head)
+			munmap(p + size, align - head);
+	}
 	/* Guest RAM never ends up in a core file of the VMM (checklist F.41). */
 	(void)madvise(p, (size_t)size, MADV_DONTDUMP);
 	m->base = p;

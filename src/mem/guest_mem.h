@@ -3,7 +3,7 @@
  * guest_mem.h - guest RAM and the one checked door into it.
  *
  * Guest RAM is a single anonymous MAP_NORESERVE mapping (pages are only
- * backed once touched), marked MADV_DONTDUMP so a core dump of visor never
+ * backed once touched), starting on a 2 MiB host boundary, marked MADV_DONTDUMP so a core dump of visor never
  * contains guest data.  It is presented to the guest as up to
  * GUEST_MEM_MAX_REGIONS guest-physical regions (on x86: below the 32-bit MMIO
  * hole and above 4 GiB); all regions are slices of that one mapping.
@@ -20,6 +20,9 @@
 #include <stdint.h>
 
 #define GUEST_MEM_MAX_REGIONS 4
+/* Guest RAM of at least this size starts on a host address aligned to it
+ * (the x86-64 huge page size). */
+#define GUEST_MEM_ALIGN ((size_t)2 << 20)
 
 struct guest_region {
 	uint64_t gpa;

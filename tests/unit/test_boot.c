@@ -363,4 +363,34 @@ TEST(guest_mem_checked_door)
 	guest_mem_destroy(&m);
 }
 
+TEST(guest_mem_is_huge_page_aligned)
+{
+	/* Several sizes and several mappings in a row (so the kernel's
+	 * choice of address varies): RAM starts on a 2 MiB boundary, every
+	 * page of it is usable, and the high region lies 2 MiB-congruent too. */
+	static const uint64_t sizes[] = {2ULL << 20, (2ULL << 20) + 4096, 64ULL << 20, 5ULL << 20};
+	struct guest_mem ms[8];
+	for (int i = 0; i < 8; i++) {
+		struct guest_mem *m = &ms[i];
+		uint64_t sz = sizes[i % 4];
+		CHECK_EQ(guest_mem_init(m, sz, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
+		CHECK_EQ((uintptr_t)m->base % GUEST_MEM_ALIGN, 0);
+		uint8_t *first = gpa_to_hva(m, 0, 1), *last = gpa_to_hva(m, sz - 1, 1);
+		CHECK(first && last);
+		*first = 1;
+		*last = 2; /* the trimmed tail must not cut into RAM */
+		CHECK_EQ(*first + *last, 3);
+		CHECK(gpa_to_hva(m, sz, 1) == NULL);
+	}
+	for (int i = 0; i < 8; i++)
+		guest_mem_destroy(&ms[i]);
+	struct guest_mem m;
+	CHECK_EQ(guest_mem_init(&m, 8192, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0); /* small: no alignment needed */
+	*(uint8_t *)gpa_to_hva(&m, 8191, 1) = 1;
+	guest_mem_destroy(&m);
+	CHECK_EQ(guest_mem_init(&m, (3ULL << 30) + (2ULL << 20), GPA_MMIO_HOLE, GPA_MMIO_HOLE_END), 0);
+	CHECK_EQ((uintptr_t)gpa_to_hva(&m, GPA_MMIO_HOLE_END, 1) % GUEST_MEM_ALIGN, 0);
+	guest_mem_destroy(&m);
+}
+
 TEST_MAIN()
