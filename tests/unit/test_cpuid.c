@@ -61,6 +61,41 @@ TEST(single_cpu_and_deadline)
 	CHECK_EQ(cpuid_find(e, n, 0xb, 1)->ebx, 1);
 }
 
+TEST(brand_string_from_the_host)
+{
+	struct kvm_cpuid_entry2 e[32];
+	int n = host_table(e);
+	for (uint32_t f = 0x80000002; f <= 0x80000004; f++)
+		e[n++] = (struct kvm_cpuid_entry2){.function = f}; /* KVM zeroes them */
+	uint32_t w[12];
+	char name[49] = "AMD EPYC Example Processor 64-Core";
+	memcpy(w, name, 48);
+	struct cpuid_opts o = {.vcpu_id = 0, .ncpus = 1, .brand = w};
+	n = cpuid_normalize(e, n, 32, &o);
+	char got[49] = {0};
+	for (uint32_t i = 0; i < 3; i++) {
+		struct kvm_cpuid_entry2 *c = cpuid_find(e, n, 0x80000002 + i, 0);
+		CHECK(c != NULL);
+		memcpy(got + 16 * i, &c->eax, 4);
+		memcpy(got + 16 * i + 4, &c->ebx, 4);
+		memcpy(got + 16 * i + 8, &c->ecx, 4);
+		memcpy(got + 16 * i + 12, &c->edx, 4);
+	}
+	CHECK(memcmp(got, name, 48) == 0);
+	/* Without a brand the leaves stay as KVM gave them. */
+	n = host_table(e);
+	e[n++] = (struct kvm_cpuid_entry2){.function = 0x80000003, .eax = 7};
+	struct cpuid_opts o2 = {.vcpu_id = 0, .ncpus = 1};
+	n = cpuid_normalize(e, n, 32, &o2);
+	CHECK_EQ(cpuid_find(e, n, 0x80000003, 0)->eax, 7);
+	/* The host reader returns a printable name on x86-64 hosts that have one. */
+	if (cpuid_host_brand(w)) {
+		memcpy(got, w, 48);
+		got[48] = 0;
+		CHECK(got[0] != 0);
+	}
+}
+
 TEST(no_room_is_an_error)
 {
 	struct kvm_cpuid_entry2 e[8];

@@ -113,10 +113,12 @@ static int set_cpuid(struct kvm *k, struct kvm_vcpu *v, uint32_t ncpus)
 		free(c);
 		return -e;
 	}
+	uint32_t brand[12];
 	struct cpuid_opts o = {
 		.vcpu_id = (uint32_t)v->id,
 		.ncpus = ncpus,
 		.tsc_deadline = kvm_check_cap(k, KVM_CAP_TSC_DEADLINE_TIMER) > 0,
+		.brand = cpuid_host_brand(brand) ? brand : NULL,
 	};
 	int n = cpuid_normalize(c->entries, (int)c->nent, max, &o);
 	int r = 0;

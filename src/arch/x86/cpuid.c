@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "cpuid.h"
 
+#include <cpuid.h>
+
 #include <errno.h>
 #include <string.h>
 
@@ -98,6 +100,17 @@ int cpuid_normalize(struct kvm_cpuid_entry2 *e, int n, int max, const struct cpu
 			c->ebx = id & 0xff; /* compute unit id, 1 thread per unit */
 			c->ecx = 0;
 			break;
+		case 0x80000002:
+		case 0x80000003:
+		case 0x80000004:
+			if (o->brand) {
+				const uint32_t *w = o->brand + 4 * (c->function - 0x80000002);
+				c->eax = w[0];
+				c->ebx = w[1];
+				c->ecx = w[2];
+				c->edx = w[3];
+			}
+			break;
 		case KVM_CPUID_SIGNATURE:
 			have_kvm_sig = true;
 			break;
@@ -134,4 +147,19 @@ int cpuid_normalize(struct kvm_cpuid_entry2 *e, int n, int max, const struct cpu
 							  (1u << 24) /* CLOCKSOURCE_STABLE */};
 	}
 	return n;
+}
+
+bool cpuid_host_brand(uint32_t w[12])
+{
+	unsigned a, b, c, d;
+	__cpuid(0x80000000, a, b, c, d);
+	if (a < 0x80000004)
+		return false;
+	for (unsigned i = 0; i < 3; i++) {
+		__cpuid(0x80000002 + i, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+	}
+	(void)b;
+	(void)c;
+	(void)d;
+	return w[0] != 0;
 }
