@@ -35,7 +35,9 @@ struct platform_ops {
 	int (*msi_send)(struct platform *p, uint64_t addr, uint32_t data);
 	/* Have guest writes of @len bytes to @addr (MMIO, or port I/O if
 	 * @pio) signal @efd instead of exiting to the VMM (KVM ioeventfd, no
-	 * datamatch).  The caller watches @efd on the event loop. */
+	 * datamatch); @len 0: MMIO writes of any width (the platform's fastest
+	 * path; at least 2-byte writes).  The caller watches @efd on the
+	 * event loop. */
 	int (*ioeventfd_add)(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd);
 	int (*ioeventfd_del)(struct platform *p, bool pio, uint64_t addr, uint32_t len, int efd);
 	/* As ioeventfd_add/del, but only writes of exactly @datamatch signal

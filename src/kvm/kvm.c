@@ -71,6 +71,7 @@ int kvm_open(struct kvm *k, const char *path, char *err, size_t errlen)
 	if (k->max_vcpus <= 0)
 		k->max_vcpus = 4;
 	k->immediate_exit = ioctl(k->fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) > 0;
+	k->ioeventfd_any_len = ioctl(k->fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
 	return 0;
 }
 
@@ -261,6 +262,8 @@ int kvm_irqfd(struct kvm *k, int fd, uint32_t gsi, bool assign)
 int kvm_ioeventfd(struct kvm *k, int fd, uint64_t addr, uint32_t len, bool pio, bool datamatch,
 		  uint64_t match, bool assign)
 {
+	if (len == 0 && (pio || datamatch || !k->ioeventfd_any_len))
+		len = 2;
 	struct kvm_ioeventfd e = {
 		.datamatch = match,
 		.addr = addr,

@@ -26,6 +26,7 @@ struct kvm {
 	int run_size;      /* size of the kvm_run mapping */
 	int max_vcpus;
 	bool immediate_exit;
+	bool ioeventfd_any_len; /* KVM_CAP_IOEVENTFD_ANY_LENGTH */
 
 	pthread_mutex_t route_lock;
 	uint32_t nroutes;
@@ -78,7 +79,11 @@ void kvm_msi_route_free(struct kvm *k, uint32_t gsi);
 /* Bind (assign) or unbind eventfd @fd to @gsi (KVM_IRQFD). */
 int kvm_irqfd(struct kvm *k, int fd, uint32_t gsi, bool assign);
 /* Bind or unbind eventfd @fd to guest writes of @len bytes at @addr in
- * MMIO or port space (KVM_IOEVENTFD), optionally only for value @match. */
+ * MMIO or port space (KVM_IOEVENTFD), optionally only for value @match.
+ * @len 0 (MMIO, no datamatch) means a write of any width; KVM then puts it
+ * on its fast MMIO bus, where (on VMX) a write signals the eventfd without
+ * decoding the instruction.  Without KVM_CAP_IOEVENTFD_ANY_LENGTH it falls
+ * back to 2-byte writes. */
 int kvm_ioeventfd(struct kvm *k, int fd, uint64_t addr, uint32_t len, bool pio, bool datamatch,
 		  uint64_t match, bool assign);
 /* Inject one MSI (KVM_SIGNAL_MSI). */

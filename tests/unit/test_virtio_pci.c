@@ -455,7 +455,7 @@ TEST(ioeventfds_follow_the_bar)
 	CHECK_EQ(f->nioe_add, F_NQ);
 	for (int q = 0; q < F_NQ; q++) {
 		CHECK_EQ(f->ioe_add_addr[q], r->bar + VIRTIO_PCI_NOTIFY_OFF + 4u * q);
-		CHECK_EQ(f->ioe_len[q], 2);
+		CHECK_EQ(f->ioe_len[q], 0); /* any width: the fast MMIO path */
 		CHECK_EQ(f->ioe_fd[q], r->vp.notify[q].efd);
 		CHECK(r->vp.notify[q].watched);
 	}

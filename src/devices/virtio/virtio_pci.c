@@ -283,7 +283,7 @@ static void vp_bar_mapped(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_
 		struct virtio_pci_notify *n = &vp->notify[q];
 		if (n->ioeventfd) {
 			if (ops && ops->ioeventfd_del)
-				ops->ioeventfd_del(p, false, n->gpa, 2, n->efd);
+				ops->ioeventfd_del(p, false, n->gpa, 0, n->efd);
 			n->ioeventfd = false;
 		}
 		if (new_gpa == PCI_BAR_UNMAPPED || n->efd < 0 || !p || !p->loop)
@@ -302,7 +302,7 @@ static void vp_bar_mapped(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_
 		if (!ops || !ops->ioeventfd_add)
 			continue;
 		uint64_t gpa = new_gpa + VIRTIO_PCI_NOTIFY_OFF + (uint64_t)q * VIRTIO_PCI_NOTIFY_MULT;
-		int r = ops->ioeventfd_add(p, false, gpa, 2, n->efd);
+		int r = ops->ioeventfd_add(p, false, gpa, 0, n->efd);
 		if (r) {
 			log_ratelimited(&vp_rl, LOG_WARN, "%s: queue %u: ioeventfd at 0x%llx: %s",
 					vp->pd.name, q, (unsigned long long)gpa, strerror(-r));
@@ -507,7 +507,7 @@ static void close_notify(struct virtio_pci *vp)
 	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		struct virtio_pci_notify *n = &vp->notify[q];
 		if (n->ioeventfd && vp->p && vp->p->ops && vp->p->ops->ioeventfd_del)
-			vp->p->ops->ioeventfd_del(vp->p, false, n->gpa, 2, n->efd);
+			vp->p->ops->ioeventfd_del(vp->p, false, n->gpa, 0, n->efd);
 		n->ioeventfd = false;
 		if (n->watched && vp->p && vp->p->loop)
 			loop_del(vp->p->loop, n->efd);
