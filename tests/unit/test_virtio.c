@@ -17,6 +17,7 @@
 #include "../../src/event/loop.h"
 #include "../../src/util/log.h"
 #include "test.h"
+#include "loop_runner.h"
 #include "virtio_fake.h"
 
 #define ACK VIRTIO_STATUS_ACKNOWLEDGE
@@ -845,19 +846,6 @@ TEST(deferred_on_the_loop)
 	loop_destroy(&l);
 }
 
-static void *loop_thread(void *arg)
-{
-	loop_run(arg);
-	return NULL;
-}
-
-static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	uint64_t v;
-	(void)!read(fd, &v, sizeof(v));
-	loop_stop(l);
-}
-
 TEST(deferred_work_runs_on_the_loop_thread)
 {
 	struct loop l;
@@ -867,11 +855,8 @@ TEST(deferred_work_runs_on_the_loop_thread)
 	struct virtio_deferred df;
 	CHECK_EQ(virtio_deferred_init(&df, &f.dev), 0);
 	bring_up(&f, ALL_FEATURES);
-	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	CHECK(stop_fd >= 0);
-	CHECK_EQ(loop_add(&l, stop_fd, EPOLLIN, on_stop, NULL), 0);
-	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, loop_thread, &l), 0);
+	struct loop_runner lr;
+	CHECK_EQ(loop_runner_start(&lr, &l), 0);
 	pthread_mutex_lock(&f.dev.lock);
 	CHECK(virtio_deferred_yield(&df, 0, 1, 1));
 	pthread_mutex_unlock(&f.dev.lock);
@@ -883,13 +868,9 @@ TEST(deferred_work_runs_on_the_loop_thread)
 		if (!calls)
 			usleep(1000);
 	}
-	uint64_t one = 1;
-	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
-	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(loop_runner_stop(&lr), 0);
 	CHECK_EQ(f.notify_calls, 1);
-	CHECK(pthread_equal(f.notify_thread, th));
-	loop_del(&l, stop_fd);
-	close(stop_fd);
+	CHECK(pthread_equal(f.notify_thread, lr.thread));
 	virtio_deferred_fini(&df);
 	fake_fini(&f);
 	loop_destroy(&l);

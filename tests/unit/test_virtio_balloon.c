@@ -23,6 +23,7 @@
 
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "loop_runner.h"
 #include "virtio_fake.h"
 
 #define MIB (1ull << 20)
@@ -892,19 +893,6 @@ TEST(inflate_before_driver_ok_happens_after_it)
 	teardown(&t);
 }
 
-static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	uint64_t v;
-	(void)!read(fd, &v, sizeof(v));
-	loop_stop(l);
-}
-
-static void *loop_thread(void *arg)
-{
-	loop_run(arg);
-	return NULL;
-}
-
 TEST(stats_timer)
 {
 	struct loop lp;
@@ -932,20 +920,13 @@ TEST(stats_timer)
 	/* and for real: the loop's timer returns the next buffer within a
 	 * period or two */
 	send(&t, 2, g, 10);
-	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	CHECK(stop_fd >= 0);
-	CHECK_EQ(loop_add(&lp, stop_fd, EPOLLIN, on_stop, NULL), 0);
-	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, loop_thread, &lp), 0);
+	struct loop_runner lr;
+	CHECK_EQ(loop_runner_start(&lr, &lp), 0);
 	uint64_t t0 = now_ns();
 	while (vf_used_idx(&t.q[2]) < 2 && now_ns() - t0 < 3000000000ull)
 		usleep(10000);
-	uint64_t one = 1;
-	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
-	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(loop_runner_stop(&lr), 0);
 	CHECK_EQ(vf_used_idx(&t.q[2]), 2);
-	loop_del(&lp, stop_fd);
-	close(stop_fd);
 	teardown(&t);
 	loop_destroy(&lp);
 }

@@ -9,6 +9,7 @@
 #include "../../src/arch/x86/aml.h"
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "loop_runner.h"
 #include "virtio_fake.h"
 
 /* ---- fake platform -------------------------------------------------------- */
@@ -906,23 +907,6 @@ TEST(reset)
 	fix_destroy(&x);
 }
 
-static struct loop_handler *handler_of(struct loop *l, int fd)
-{
-	for (int i = 0; i < LOOP_MAX_FDS; i++)
-		if (l->h[i].fd == fd)
-			return &l->h[i];
-	return NULL;
-}
-
-/* Run the loop callback of @fd as the loop would after EPOLLIN. */
-static void dispatch(struct loop *l, int fd)
-{
-	struct loop_handler *h = handler_of(l, fd);
-	CHECK(h != NULL);
-	if (h)
-		h->cb(l, fd, EPOLLIN, h->ctx);
-}
-
 TEST(notify_eventfds_and_ioeventfds)
 {
 	struct loop l;
@@ -940,23 +924,23 @@ TEST(notify_eventfds_and_ioeventfds)
 		CHECK_EQ(e->datamatch, q);
 		CHECK_EQ(e->efd, x.t.notify[q].efd);
 		CHECK(x.t.notify[q].ioeventfd);
-		CHECK(handler_of(&l, e->efd) != NULL);
+		CHECK(loop_handler_of(&l, e->efd) != NULL);
 	}
 	bring_up(&x);
 	/* a bus write (no KVM) signals the queue's eventfd, not the device */
 	wr(&x, VIRTIO_MMIO_QUEUE_NOTIFY, 1);
 	CHECK_EQ(x.f.notify_calls[1], 0);
-	dispatch(&l, x.t.notify[1].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[1].efd));
 	CHECK_EQ(x.f.notify_calls[1], 1);
 	CHECK_EQ(x.f.notify_calls[0], 0);
 	/* KVM signalling the eventfd (several kicks coalesce) */
 	uint64_t one = 1;
 	CHECK_EQ(write(x.t.notify[0].efd, &one, 8), 8);
 	CHECK_EQ(write(x.t.notify[0].efd, &one, 8), 8);
-	dispatch(&l, x.t.notify[0].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[0].efd));
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	/* spurious wake-up: nothing to read, nothing notified */
-	dispatch(&l, x.t.notify[0].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[0].efd));
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	/* out of range: no eventfd touched */
 	wr(&x, VIRTIO_MMIO_QUEUE_NOTIFY, NQ);
@@ -971,7 +955,7 @@ TEST(notify_eventfds_and_ioeventfds)
 	CHECK_EQ(x.fp.ioev_dels, NQ);
 	for (int q = 0; q < NQ; q++) {
 		CHECK(!x.fp.ioev[q].active);
-		CHECK(handler_of(&l, efds[q]) == NULL);
+		CHECK(loop_handler_of(&l, efds[q]) == NULL);
 		CHECK_EQ(x.t.notify[q].efd, -1);
 	}
 	/* the window is gone and the device detached */
@@ -997,30 +981,17 @@ TEST(notify_before_driver_ok_is_replayed)
 	setup_queue(&x, 0, 128); /* queue 1 stays off */
 	/* a kick before DRIVER_OK reaches the loop, which drops it */
 	wr(&x, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-	dispatch(&l, x.t.notify[0].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[0].efd));
 	CHECK_EQ(x.f.notify_calls[0], 0);
 	wr(&x, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
 	/* the status write only signalled the active queue's eventfd */
 	CHECK_EQ(x.f.notify_calls[0], 0);
 	CHECK_EQ(efd_count(x.t.notify[1].efd), 0);
-	dispatch(&l, x.t.notify[0].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[0].efd));
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	CHECK_EQ(x.f.notify_calls[1], 0);
 	fix_destroy(&x);
 	loop_destroy(&l);
-}
-
-static void *loop_thread(void *arg)
-{
-	loop_run(arg);
-	return NULL;
-}
-
-static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	uint64_t v;
-	(void)!read(fd, &v, sizeof(v));
-	loop_stop(l);
 }
 
 TEST(replay_runs_on_the_loop_thread)
@@ -1030,11 +1001,8 @@ TEST(replay_runs_on_the_loop_thread)
 	CHECK_EQ(loop_init(&l), 0);
 	struct fix x;
 	fix_init_ops(&x, &fp_ops_full, &l);
-	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	CHECK(stop_fd >= 0);
-	CHECK_EQ(loop_add(&l, stop_fd, EPOLLIN, on_stop, NULL), 0);
-	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, loop_thread, &l), 0);
+	struct loop_runner lr;
+	CHECK_EQ(loop_runner_start(&lr, &l), 0);
 	bring_up(&x);
 	int n0 = 0, n1 = 0;
 	for (int i = 0; i < 2000 && !(n0 && n1); i++) {
@@ -1045,14 +1013,10 @@ TEST(replay_runs_on_the_loop_thread)
 		if (!(n0 && n1))
 			usleep(1000);
 	}
-	uint64_t one = 1;
-	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
-	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(loop_runner_stop(&lr), 0);
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	CHECK_EQ(x.f.notify_calls[1], 1);
-	CHECK(pthread_equal(x.f.notify_thread, th));
-	loop_del(&l, stop_fd);
-	close(stop_fd);
+	CHECK(pthread_equal(x.f.notify_thread, lr.thread));
 	fix_destroy(&x);
 	loop_destroy(&l);
 }
@@ -1085,7 +1049,7 @@ TEST(ioeventfd_failure_falls_back)
 	CHECK(!x.t.notify[0].ioeventfd);
 	bring_up(&x);
 	wr(&x, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-	dispatch(&l, x.t.notify[0].efd);
+	CHECK(loop_dispatch(&l, x.t.notify[0].efd));
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	virtio_mmio_destroy(&x.t);
 	CHECK_EQ(x.fp.ioev_dels, 0);

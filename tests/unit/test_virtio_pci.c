@@ -15,6 +15,7 @@
 #include "../../src/event/loop.h"
 #include "msi_fake.h"
 #include "test.h"
+#include "loop_runner.h"
 #include "virtio_fake.h"
 
 /* ---- fake virtio device -------------------------------------------------------- */
@@ -492,23 +493,6 @@ TEST(ioeventfds_follow_the_bar)
 	rig_free(r);
 }
 
-static struct loop_handler *handler_of(struct loop *l, int fd)
-{
-	for (int i = 0; i < LOOP_MAX_FDS; i++)
-		if (l->h[i].fd == fd)
-			return &l->h[i];
-	return NULL;
-}
-
-/* Run the loop callback of @fd as the loop would after EPOLLIN. */
-static void dispatch(struct loop *l, int fd)
-{
-	struct loop_handler *h = handler_of(l, fd);
-	CHECK(h != NULL);
-	if (h)
-		h->cb(l, fd, EPOLLIN, h->ctx);
-}
-
 static bool readable(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -523,7 +507,7 @@ TEST(notify_before_driver_ok_is_replayed)
 	setup_queue(r, 0, 128);
 	/* the driver kicks queue 0 before DRIVER_OK: the loop drops it */
 	wr(r, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
-	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK(loop_dispatch(&r->loop, r->vp.notify[0].efd));
 	CHECK_EQ(r->f.notify_calls[0], 0);
 	set_status(r, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 			      VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
@@ -532,7 +516,7 @@ TEST(notify_before_driver_ok_is_replayed)
 	CHECK_EQ(r->f.notify_calls[0], 0);
 	CHECK(readable(r->vp.notify[0].efd));
 	CHECK(!readable(r->vp.notify[1].efd)); /* not enabled */
-	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK(loop_dispatch(&r->loop, r->vp.notify[0].efd));
 	CHECK_EQ(r->f.notify_calls[0], 1);
 	CHECK_EQ(r->f.notify_calls[1], 0);
 	rig_free(r);
@@ -564,7 +548,7 @@ TEST(replay_waits_for_the_bar)
 	CHECK(readable(r->vp.notify[0].efd));
 	enable_bar(r);
 	CHECK(r->vp.notify[0].watched);
-	dispatch(&r->loop, r->vp.notify[0].efd);
+	CHECK(loop_dispatch(&r->loop, r->vp.notify[0].efd));
 	CHECK_EQ(r->f.notify_calls[0], 1);
 	rig_free(r);
 }
