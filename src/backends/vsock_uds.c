@@ -28,21 +28,17 @@ static int make_addr(struct sockaddr_un *sa, const char *path)
  * 0 no (stale: refused or gone), -errno if we cannot tell. */
 static int socket_alive(const char *path)
 {
-	struct sockaddr_un sa;
-	int r = make_addr(&sa, path);
-	if (r < 0)
-		return r;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	r = connect(fd, (const struct sockaddr *)&sa, sizeof(sa));
-	int e = r < 0 ? errno : 0;
-	close(fd);
-	if (r == 0 || e == EAGAIN || e == EINPROGRESS)
-		return 1; /* accepted, or a full backlog: alive */
-	if (e == ECONNREFUSED || e == ENOENT)
+	bool in_progress;
+	int fd = vsock_uds_connect(path, &in_progress);
+	if (fd >= 0) {
+		close(fd);
+		return 1; /* accepted (or being accepted): alive */
+	}
+	if (fd == -EAGAIN)
+		return 1; /* a full backlog: alive */
+	if (fd == -ECONNREFUSED || fd == -ENOENT)
 		return 0;
-	return -e;
+	return fd;
 }
 
 int vsock_uds_listen(const char *path, struct vsock_uds_id *id, char *err, size_t errlen)

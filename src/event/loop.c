@@ -79,26 +79,31 @@ int loop_del(struct loop *l, int fd)
 	return h ? 0 : -ENOENT;
 }
 
-int loop_run(struct loop *l)
+int loop_run_once(struct loop *l, int timeout_ms)
 {
 	struct epoll_event evs[16];
+	int n = epoll_wait(l->epfd, evs, 16, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n && !l->stop; i++) {
+		struct loop_handler *h = evs[i].data.ptr;
+		pthread_mutex_lock(&l->lock);
+		int fd = h->fd;
+		loop_cb cb = h->cb;
+		void *ctx = h->ctx;
+		pthread_mutex_unlock(&l->lock);
+		if (fd >= 0)
+			cb(l, fd, evs[i].events, ctx);
+	}
+	return n;
+}
+
+int loop_run(struct loop *l)
+{
 	while (!l->stop) {
-		int n = epoll_wait(l->epfd, evs, 16, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (int i = 0; i < n && !l->stop; i++) {
-			struct loop_handler *h = evs[i].data.ptr;
-			pthread_mutex_lock(&l->lock);
-			int fd = h->fd;
-			loop_cb cb = h->cb;
-			void *ctx = h->ctx;
-			pthread_mutex_unlock(&l->lock);
-			if (fd >= 0)
-				cb(l, fd, evs[i].events, ctx);
-		}
+		int n = loop_run_once(l, -1);
+		if (n < 0)
+			return n;
 	}
 	return 0;
 }

@@ -45,6 +45,10 @@ int loop_add(struct loop *l, int fd, uint32_t events, loop_cb cb, void *ctx);
 int loop_mod(struct loop *l, int fd, uint32_t events);
 int loop_del(struct loop *l, int fd);
 
+/* One round: wait up to @timeout_ms (-1: for ever) and dispatch what is
+ * ready (stopping early after loop_stop()).  The number of events, 0 on
+ * timeout or EINTR, -errno on failure.  Tests drive a loop with it. */
+int loop_run_once(struct loop *l, int timeout_ms);
 /* Dispatch events until loop_stop().  0 / -errno. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

@@ -5,7 +5,7 @@
  * reads RX packets and keeps per-connection credit like a real driver),
  * REAL Unix sockets in a temporary directory, and a real struct loop that
  * the test pumps one epoll round at a time on its own thread
- * (loop_run_once below mirrors loop_run), so every step is deterministic.
+ * (loop_run_once is one round of loop_run), so every step is deterministic.
  */
 #include "../../src/devices/virtio/virtio_vsock.h"
 
@@ -126,27 +126,6 @@ static uint8_t pattern(uint8_t seed, uint64_t off)
 static struct virtio_dev *dev(struct tg *t)
 {
 	return &t->v.vdev;
-}
-
-/* One round of the event loop, as loop_run does it: wait up to
- * @timeout_ms, dispatch what is ready.  Returns the number of events. */
-static int loop_run_once(struct loop *l, int timeout_ms)
-{
-	struct epoll_event evs[16];
-	int n = epoll_wait(l->epfd, evs, 16, timeout_ms);
-	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
-	for (int i = 0; i < n; i++) {
-		struct loop_handler *h = evs[i].data.ptr;
-		pthread_mutex_lock(&l->lock);
-		int fd = h->fd;
-		loop_cb cb = h->cb;
-		void *ctx = h->ctx;
-		pthread_mutex_unlock(&l->lock);
-		if (fd >= 0)
-			cb(l, fd, evs[i].events, ctx);
-	}
-	return n;
 }
 
 /* Dispatch until nothing is ready (bounded). */

@@ -380,6 +380,42 @@ bool virtio_deferred_yield(struct virtio_deferred *df, uint16_t q, uint64_t spen
 	return true;
 }
 
+void virtio_dev_drain(struct virtio_dev *d, uint16_t qi, struct virtq_chain *chain,
+		      virtio_chain_fn fn, void *ctx, struct virtio_deferred *df,
+		      uint64_t budget)
+{
+	if (qi >= d->num_queues || !virtio_dev_is_live(d) || !d->vqs[qi].active)
+		return;
+	struct virtq *q = &d->vqs[qi];
+	bool pushed = false;
+	uint64_t spent = 0;
+	for (;;) {
+		int rc;
+		while ((rc = virtq_pop(q, chain)) == 1) {
+			uint32_t head = chain->head, len = 0;
+			spent += 1 + fn(ctx, chain, &head, &len);
+			if (head == VIRTIO_HOLD)
+				continue;
+			if (virtq_push(q, (uint16_t)head, len) < 0) {
+				virtio_dev_mark_broken(d, "push of a head not in flight");
+				return;
+			}
+			pushed = true;
+			if (virtio_deferred_yield(df, qi, spent, budget))
+				goto out;
+		}
+		if (rc < 0) {
+			virtio_dev_mark_broken(d, "invalid descriptor chain");
+			return;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (pushed)
+		virtio_dev_signal_used(d, qi);
+}
+
 void virtio_deferred_cancel(struct virtio_deferred *df)
 {
 	df->pending = 0;

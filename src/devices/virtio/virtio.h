@@ -210,6 +210,24 @@ void virtio_deferred_kick(struct virtio_deferred *df, uint16_t q);
  * caller ends its pass; otherwise return false. */
 bool virtio_deferred_yield(struct virtio_deferred *df, uint16_t q, uint64_t spent,
 			   uint64_t budget);
+/*
+ * One budgeted pass over queue @qi (d->lock held), the loop every simple
+ * device runs: pop each available chain into @chain and hand it to @fn,
+ * return the chain @fn names (*ret_head, *ret_len; *ret_head may be
+ * another chain the device held, or VIRTIO_HOLD to keep this one) to the
+ * used ring, until the ring is empty (notifications re-enabled and checked
+ * once more) or @df says the budget is spent (1 + what @fn returns per
+ * chain).  A bad chain or an unknown head marks the device broken.  Used
+ * buffers are signalled once at the end.  Does nothing unless the device
+ * is live and the queue active.
+ */
+#define VIRTIO_HOLD UINT32_MAX
+typedef uint64_t (*virtio_chain_fn)(void *ctx, const struct virtq_chain *c,
+				    uint32_t *ret_head, uint32_t *ret_len);
+void virtio_dev_drain(struct virtio_dev *d, uint16_t qi, struct virtq_chain *chain,
+		      virtio_chain_fn fn, void *ctx, struct virtio_deferred *df,
+		      uint64_t budget);
+
 /* Forget the pending queues (device reset; d->lock held). */
 void virtio_deferred_cancel(struct virtio_deferred *df);
 /* What the loop's handler does (takes d->lock): notify every pending

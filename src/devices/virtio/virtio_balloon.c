@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../../event/loop.h"
+#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
 
 #ifndef container_of
@@ -144,19 +145,6 @@ static void discard(struct virtio_balloon *b, uint8_t *p, uint64_t len)
 	}
 }
 
-static bool bit_test(const struct virtio_balloon *b, uint64_t i)
-{
-	return b->bitmap[i / 8] & (1u << (i % 8));
-}
-
-static void bit_set(struct virtio_balloon *b, uint64_t i, bool on)
-{
-	if (on)
-		b->bitmap[i / 8] |= (uint8_t)(1u << (i % 8));
-	else
-		b->bitmap[i / 8] &= (uint8_t)~(1u << (i % 8));
-}
-
 /* A run of host-contiguous pages waiting for one madvise. */
 struct run {
 	uint8_t *start;
@@ -194,11 +182,11 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
 			uint64_t idx = p ? (uint64_t)(p - b->mem->base) / PAGE : UINT64_MAX;
 			/* Ignored: outside RAM, a duplicate inflate, a
 			 * deflate of a page not in the balloon. */
-			if (idx >= b->guest_pages || bit_test(b, idx) == inflate) {
+			if (idx >= b->guest_pages || bitmap_test(b->bitmap, idx) == inflate) {
 				b->ignored_pfns++;
 				continue;
 			}
-			bit_set(b, idx, inflate);
+			bitmap_set(b->bitmap, idx, inflate);
 			if (!inflate) {
 				/* Nothing to do on the host: the page faults
 				 * back in, zero-filled, when the guest uses it. */
@@ -265,74 +253,54 @@ static void parse_stats(struct virtio_balloon *b, const struct virtq_chain *c)
 		b->hook(b->hook_ctx, &b->stats);
 }
 
-/* One pass over queue @qi.  vdev.lock held. */
-static void process_queue(struct virtio_balloon *b, uint16_t qi)
+/* What one request of queue @qi does; returns the pages it handled (for
+ * the pass budget).  The device writes nothing into any balloon buffer.
+ * vdev.lock held. */
+struct balloon_req {
+	struct virtio_balloon *b;
+	enum role role;
+};
+
+static uint64_t balloon_request(void *ctx, const struct virtq_chain *c, uint32_t *ret_head,
+				uint32_t *ret_len)
 {
-	struct virtio_dev *d = &b->vdev;
-	enum role role = queue_role(b, qi);
-	if (qi >= d->num_queues || role == ROLE_NONE || !virtio_dev_is_live(d) ||
-	    !d->vqs[qi].active)
-		return;
-	struct virtq *q = &d->vqs[qi];
-	bool pushed = false;
-	uint64_t spent = 0;
-	for (;;) {
-		int rc;
-		while ((rc = virtq_pop(q, &b->chain)) == 1) {
-			const struct virtq_chain *c = &b->chain;
-			uint16_t ret = c->head; /* the chain to return now */
-			spent++;
-			switch (role) {
-			case ROLE_INFLATE:
-				b->n_inflate_reqs++;
-				spent += handle_pfns(b, c, true);
-				break;
-			case ROLE_DEFLATE:
-				b->n_deflate_reqs++;
-				spent += handle_pfns(b, c, false);
-				break;
-			case ROLE_REPORT:
-				spent += handle_report(b, c);
-				break;
-			case ROLE_STATS:
-				parse_stats(b, c);
-				if (!b->stats_held) {
-					b->stats_held = true;
-					b->stats_head = c->head;
-					continue; /* held until the next request */
-				}
-				/* a second buffer: return the older one */
-				ret = b->stats_head;
-				b->stats_head = c->head;
-				break;
-			case ROLE_NONE:
-				break;
-			}
-			/* The device writes nothing into any balloon buffer. */
-			if (virtq_push(q, ret, 0) < 0) {
-				virtio_dev_mark_broken(d, "push of a head not in flight");
-				return;
-			}
-			pushed = true;
-			if (virtio_deferred_yield(&b->deferred, qi, spent,
-						  VIRTIO_BALLOON_BUDGET_PAGES))
-				goto out;
+	const struct balloon_req *rq = ctx;
+	struct virtio_balloon *b = rq->b;
+	(void)ret_len; /* 0: nothing written */
+	switch (rq->role) {
+	case ROLE_INFLATE:
+		b->n_inflate_reqs++;
+		return handle_pfns(b, c, true);
+	case ROLE_DEFLATE:
+		b->n_deflate_reqs++;
+		return handle_pfns(b, c, false);
+	case ROLE_REPORT:
+		return handle_report(b, c);
+	case ROLE_STATS:
+		parse_stats(b, c);
+		if (!b->stats_held) {
+			b->stats_held = true;
+			b->stats_head = c->head;
+			*ret_head = VIRTIO_HOLD; /* held until the next request */
+		} else {
+			/* a second buffer: return the older one */
+			*ret_head = b->stats_head;
+			b->stats_head = c->head;
 		}
-		if (rc < 0) {
-			virtio_dev_mark_broken(d, "invalid descriptor chain");
-			return;
-		}
-		if (!virtq_enable_notify(q))
-			break;
+		return 0;
+	case ROLE_NONE:
+		break;
 	}
-out:
-	if (pushed)
-		virtio_dev_signal_used(d, qi);
+	return 0;
 }
 
 static void balloon_queue_notify(struct virtio_dev *d, uint16_t q)
 {
-	process_queue(to_balloon(d), q);
+	struct virtio_balloon *b = to_balloon(d);
+	struct balloon_req rq = {b, queue_role(b, q)};
+	if (rq.role != ROLE_NONE)
+		virtio_dev_drain(d, q, &b->chain, balloon_request, &rq, &b->deferred,
+				 VIRTIO_BALLOON_BUDGET_PAGES);
 }
 
 static const struct virtio_dev_ops balloon_ops = {

@@ -67,59 +67,34 @@ static uint32_t fill_random(struct virtio_rng *r, const struct virtq_chain *c, u
 	return done;
 }
 
-/* One pass over the ring.  d->lock held. */
-static void process_queue(struct virtio_rng *r)
+/* One request: fill its buffers (up to the per-request cap) and return it
+ * with the byte count.  d->lock held. */
+static uint64_t rng_request(void *ctx, const struct virtq_chain *c, uint32_t *ret_head,
+			    uint32_t *ret_len)
 {
-	struct virtio_dev *d = &r->vdev;
-	struct virtq *q = &d->vqs[0];
-	bool pushed = false;
-	uint64_t spent = 0;
-	if (!q->active || d->broken || !(d->status & VIRTIO_STATUS_DRIVER_OK))
-		return;
-	for (;;) {
-		int rc;
-		while ((rc = virtq_pop(q, &r->chain)) == 1) {
-			const struct virtq_chain *c = &r->chain;
-			uint32_t n = 0;
-			if (c->nread) {
-				r->n_rejected++;
-				log_ratelimited(&r->rl, LOG_WARN,
-						"virtio-rng: request with device-readable buffers "
-						"returned unfilled");
-			} else {
-				n = fill_random(r, c,
-						c->write_len < VIRTIO_RNG_MAX_PER_REQ
-							? c->write_len
-							: VIRTIO_RNG_MAX_PER_REQ);
-			}
-			if (virtq_push(q, c->head, n) < 0) {
-				virtio_dev_mark_broken(d, "push of a head not in flight");
-				return;
-			}
-			pushed = true;
-			r->n_requests++;
-			r->n_bytes += n;
-			spent += n;
-			/* Let other handlers run; continue from the loop. */
-			if (virtio_deferred_yield(&r->deferred, 0, spent, VIRTIO_RNG_BUDGET))
-				goto out;
-		}
-		if (rc < 0) {
-			virtio_dev_mark_broken(d, "invalid descriptor chain");
-			return;
-		}
-		if (!virtq_enable_notify(q))
-			break;
+	struct virtio_rng *r = ctx;
+	uint32_t n = 0;
+	(void)ret_head; /* this chain goes back */
+	if (c->nread) {
+		r->n_rejected++;
+		log_ratelimited(&r->rl, LOG_WARN,
+				"virtio-rng: request with device-readable buffers returned unfilled");
+	} else {
+		n = fill_random(r, c,
+				c->write_len < VIRTIO_RNG_MAX_PER_REQ ? c->write_len
+								      : VIRTIO_RNG_MAX_PER_REQ);
 	}
-out:
-	if (pushed)
-		virtio_dev_signal_used(d, 0);
+	r->n_requests++;
+	r->n_bytes += n;
+	*ret_len = n;
+	return n;
 }
 
 static void rng_queue_notify(struct virtio_dev *d, uint16_t q)
 {
-	if (q == 0)
-		process_queue(to_rng(d));
+	struct virtio_rng *r = to_rng(d);
+	/* The budget bounds the bytes of one pass; the loop continues it. */
+	virtio_dev_drain(d, q, &r->chain, rng_request, r, &r->deferred, VIRTIO_RNG_BUDGET);
 }
 
 static const struct virtio_dev_ops rng_ops = {

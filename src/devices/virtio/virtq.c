@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../../util/bitmap.h"
+
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "virtq.c reads little-endian guest rings without conversion");
 
@@ -173,19 +175,6 @@ void virtq_reset(struct virtq *q)
 	clear_state(q);
 }
 
-static bool inflight_test(const struct virtq *q, uint16_t head)
-{
-	return q->inflight_map[head / 8] & (1u << (head % 8));
-}
-
-static void inflight_set(struct virtq *q, uint16_t head, bool on)
-{
-	if (on)
-		q->inflight_map[head / 8] |= (uint8_t)(1u << (head % 8));
-	else
-		q->inflight_map[head / 8] &= (uint8_t)~(1u << (head % 8));
-}
-
 /* Validate one buffer descriptor (not INDIRECT) and append it to @c. */
 static int chain_add(const struct virtq *q, struct virtq_chain *c, const struct vdesc *d,
 		     bool *seen_write)
@@ -277,7 +266,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 		return -EIO;
 	uint16_t slot = q->last_avail & (uint16_t)(q->size - 1);
 	uint16_t head = load16(q->avail + RING_ENTRIES + 2u * slot);
-	if (head >= q->size || inflight_test(q, head))
+	if (head >= q->size || bitmap_test(q->inflight_map, head))
 		return -EIO;
 
 	c->head = head;
@@ -312,7 +301,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 		i = d.next;
 	}
 
-	inflight_set(q, head, true);
+	bitmap_set(q->inflight_map, head, true);
 	q->inflight++;
 	q->last_avail++;
 	return 1;
@@ -325,12 +314,12 @@ int virtq_push_batch(struct virtq *q, const uint16_t *heads, const uint32_t *len
 	/* Every head must be in flight, once: take them out of the map as
 	 * they are checked, and put them back if one is not. */
 	for (uint16_t i = 0; i < n; i++) {
-		if (heads[i] >= q->size || !inflight_test(q, heads[i])) {
+		if (heads[i] >= q->size || !bitmap_test(q->inflight_map, heads[i])) {
 			for (uint16_t k = 0; k < i; k++)
-				inflight_set(q, heads[k], true);
+				bitmap_set(q->inflight_map, heads[k], true);
 			return -EINVAL;
 		}
-		inflight_set(q, heads[i], false);
+		bitmap_set(q->inflight_map, heads[i], false);
 	}
 	for (uint16_t i = 0; i < n; i++) {
 		uint16_t slot = (uint16_t)(q->used_idx + i) & (uint16_t)(q->size - 1);
