@@ -1,37 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * main.c - visor's command line: parse options, build the VM, run it.
+ * main.c - visor's entry: parse the command line, then either drive a
+ * running VM (ls, pause, ...) or be a VMM: create the VM (NOT_STARTED),
+ * configure it (options of `visor run`, or Firecracker's config file),
+ * serve the API, start it, run the event loop until it ends.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
-#include "config.h"
+#include "api/api.h"
+#include "cli.h"
+#include "cli_client.h"
+#include "machine.h"
 #include "util/log.h"
-#include "vmm.h"
+#include "vm.h"
 
-int main(int argc, char **argv)
+static void raise_fd_limit(void)
 {
-	/* Boot time is measured from here: exec-to-main of this static binary
-	 * is well under a millisecond. */
-	uint64_t start = now_ns();
-	struct vm_config cfg;
-	char err[256];
-	if (config_parse_args(argc, argv, &cfg, err, sizeof(err))) {
-		log_error("%s", err);
-		return VMM_EXIT_ERROR;
-	}
-	if (cfg.action == ACTION_HELP) {
-		fputs(config_usage, stdout);
-		return 0;
-	}
-	if (cfg.action == ACTION_VERSION) {
-		printf("visor %s\n", VISOR_VERSION);
-		return 0;
-	}
-	log_set_level(cfg.log_level);
-	/* A closed console must not kill the VMM: writes then fail with EPIPE. */
-	signal(SIGPIPE, SIG_IGN);
 	/* vsock connections, disks and taps each take descriptors: allow what
 	 * the hard limit allows. */
 	struct rlimit rl;
@@ -39,10 +29,119 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	struct vmm *vm = vmm_create(&cfg, start);
+}
+
+/* Run one action on the not-yet-running loop (this thread is the loop
+ * thread); log and fail on refusal. */
+static int apply(struct vm *vm, const struct vm_action *a, const char *what)
+{
+	struct vm_reply *rep = malloc(sizeof(*rep));
+	if (!rep)
+		return -1;
+	vm_execute(vm, a, rep);
+	int ok = rep->status < 300;
+	if (!ok)
+		log_error("%s: %s", what, rep->fault);
+	free(rep);
+	return ok ? 0 : -1;
+}
+
+static int run_vmm(struct cli_opts *o, uint64_t start)
+{
+	bool fc = o->cmd == CLI_FIRECRACKER;
+	char sock[128] = "";
+	if (!o->no_api) {
+		if (o->api_sock[0]) {
+			snprintf(sock, sizeof(sock), "%s", o->api_sock);
+		} else {
+			/* `visor run`: SOCKDIR/ID.sock, so `visor ls` finds it */
+			char dir[96];
+			if (cli_socket_dir(dir, sizeof(dir)) || api_ensure_dir(dir)) {
+				log_warn("no API socket: cannot use the socket directory (set VISOR_RUN_DIR or --api-sock)");
+			} else if ((size_t)snprintf(sock, sizeof(sock), "%s/%s.sock", dir, o->id) >=
+				   sizeof(sock)) {
+				sock[0] = 0;
+			}
+		}
+	}
+	struct vm_params p = {
+		.id = o->id,
+		.start_ns = start,
+		.api_transport = fc && !o->enable_pci ? TRANSPORT_MMIO : TRANSPORT_PCI,
+		.exit_when_stopped = true,
+	};
+	struct vm *vm = vm_create(&o->cfg, &p);
 	if (!vm)
 		return VMM_EXIT_ERROR;
-	int code = vmm_run(vm);
-	vmm_destroy(vm);
+	int code = VMM_EXIT_ERROR;
+	struct api_server *api = NULL;
+	if (fc && o->config_file[0]) {
+		char err[512];
+		if (api_apply_config_file(vm, o->config_file, err, sizeof(err))) {
+			log_error("--config-file %s: %s", o->config_file, err);
+			goto out;
+		}
+	}
+	if (sock[0]) {
+		char err[512];
+		api = api_start(vm, sock, o->max_payload, err, sizeof(err));
+		if (!api) {
+			log_error("--api-sock %s: %s", sock, err);
+			goto out;
+		}
+	}
+	if (!fc || o->config_file[0]) {
+		struct vm_action a = {.kind = ACT_INSTANCE_START};
+		if (apply(vm, &a, fc ? "InstanceStart" : "cannot start the VM"))
+			goto out;
+	}
+	code = vm_run(vm);
+out:
+	api_stop(api);
+	vm_destroy(vm);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	/* Boot time is measured from here: exec-to-main of this static binary
+	 * is well under a millisecond. */
+	uint64_t start = now_ns();
+	struct cli_opts *o = calloc(1, sizeof(*o));
+	struct config_err e;
+	if (!o)
+		return VMM_EXIT_ERROR;
+	if (cli_parse(argc, argv, o, &e)) {
+		log_error("%s", e.msg);
+		free(o);
+		return VMM_EXIT_ERROR;
+	}
+	int code = 0;
+	switch (o->cmd) {
+	case CLI_HELP:
+		fputs(o->help_topic && !strcmp(o->help_topic, "firecracker") ? cli_usage_firecracker
+									     : cli_usage,
+		      stdout);
+		break;
+	case CLI_VERSION:
+		printf("visor %s\n", VISOR_VERSION);
+		break;
+	case CLI_CONTROL:
+		code = cli_client_main(o);
+		break;
+	case CLI_RUN:
+		if (!o->id[0])
+			snprintf(o->id, sizeof(o->id), "vm-%d", (int)getpid());
+		/* fall through */
+	case CLI_FIRECRACKER:
+		if (o->level_set)
+			log_set_level(o->level);
+		/* A closed console or API peer must not kill the VMM. */
+		signal(SIGPIPE, SIG_IGN);
+		raise_fd_limit();
+		code = run_vmm(o, start);
+		break;
+	}
+	free(o);
 	return code;
 }

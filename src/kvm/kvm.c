@@ -282,3 +282,26 @@ int kvm_signal_msi(struct kvm *k, uint64_t addr, uint32_t data)
 	int r = ioctl(k->vm_fd, KVM_SIGNAL_MSI, &m);
 	return r < 0 ? -errno : 0;
 }
+
+int kvm_get_clock(struct kvm *k, uint64_t *ns)
+{
+	struct kvm_clock_data cd;
+	memset(&cd, 0, sizeof(cd));
+	if (ioctl(k->vm_fd, KVM_GET_CLOCK, &cd) < 0)
+		return -errno;
+	*ns = cd.clock;
+	return 0;
+}
+
+int kvm_set_clock(struct kvm *k, uint64_t ns)
+{
+	struct kvm_clock_data cd;
+	memset(&cd, 0, sizeof(cd));
+	cd.clock = ns;
+	return ioctl(k->vm_fd, KVM_SET_CLOCK, &cd) < 0 ? -errno : 0;
+}
+
+int kvm_kvmclock_ctrl(struct kvm_vcpu *v)
+{
+	return ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0) < 0 ? -errno : 0;
+}

@@ -86,6 +86,16 @@ int kvm_irqfd(struct kvm *k, int fd, uint32_t gsi, bool assign);
  * back to 2-byte writes. */
 int kvm_ioeventfd(struct kvm *k, int fd, uint64_t addr, uint32_t len, bool pio, bool datamatch,
 		  uint64_t match, bool assign);
+/* The VM's kvmclock (KVM_GET_CLOCK / KVM_SET_CLOCK): read when the VM
+ * pauses and written back on resume, so the guest's clock does not count
+ * the time it was paused.  0 / -errno. */
+int kvm_get_clock(struct kvm *k, uint64_t *ns);
+int kvm_set_clock(struct kvm *k, uint64_t ns);
+/* Tell the guest (PVCLOCK_GUEST_STOPPED) that vCPU @v was stopped by the
+ * host, so its soft-lockup watchdog does not fire (KVM_KVMCLOCK_CTRL).
+ * -EINVAL when the guest has no kvmclock: harmless. */
+int kvm_kvmclock_ctrl(struct kvm_vcpu *v);
+
 /* Inject one MSI (KVM_SIGNAL_MSI). */
 int kvm_signal_msi(struct kvm *k, uint64_t addr, uint32_t data);
 

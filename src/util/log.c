@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 static enum log_level min_level = LOG_INFO;
+/* the last error message of this thread (without prefix), for requests
+ * that must report why they failed (the API's fault_message) */
+static _Thread_local char last_error[512];
 static volatile bool raw_mode;
 
 void log_set_level(enum log_level level)
@@ -32,6 +35,8 @@ __attribute__((format(printf, 2, 0))) static void vlog(enum log_level level, con
 	int m = vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
 	if (m < 0)
 		return;
+	if (level == LOG_ERROR)
+		snprintf(last_error, sizeof(last_error), "%s", buf + n);
 	size_t len = strnlen(buf, sizeof(buf));
 	if (len > sizeof(buf) - 3)
 		len = sizeof(buf) - 3;
@@ -43,9 +48,19 @@ __attribute__((format(printf, 2, 0))) static void vlog(enum log_level level, con
 	(void)r;
 }
 
+const char *log_last_error(void)
+{
+	return last_error;
+}
+
+void log_clear_last_error(void)
+{
+	last_error[0] = 0;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-	if (level < min_level)
+	if (level < min_level && level != LOG_ERROR)
 		return;
 	va_list ap;
 	va_start(ap, fmt);

@@ -23,6 +23,10 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 
+/* The last error logged on this thread ("" if none since the last clear). */
+const char *log_last_error(void);
+void log_clear_last_error(void);
+
 /* Rate limiting for messages a guest can trigger at will: at most
  * burst messages, then one per interval; suppressed ones are counted and
  * reported with the next message that passes. */

@@ -1,0 +1,517 @@
+/* SPDX-License-Identifier: MIT */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char cli_usage[] =
+	"usage: visor run --kernel PATH [options]       boot a VM now\n"
+	"       visor [Firecracker options]              Firecracker-compatible VMM (API socket)\n"
+	"       visor ls [--json]                        running VMs\n"
+	"       visor pause|resume|status|config|ctrl-alt-del VM [--json]\n"
+	"       visor balloon VM SIZE\n"
+	"       visor --help [run|firecracker] | --version\n"
+	"\n"
+	"VM is a name (the --id of `visor run`, its socket in the socket directory)\n"
+	"or the path of an API socket.\n"
+	"\n"
+	"options for run:\n"
+	"  --kernel PATH        bzImage or ELF vmlinux (PVH entry used when present)\n"
+	"  --initrd PATH        initial ramdisk\n"
+	"  --cmdline STR        kernel command line (default: \"" CONFIG_DEFAULT_CMDLINE "\")\n"
+	"  --cpus N             number of vCPUs (default 1)\n"
+	"  --memory SIZE        guest RAM, e.g. 512M, 2G; a bare number is MiB (default 256M)\n"
+	"  --disk PATH[,readonly][,root][,id=NAME][,rate=SIZE][,iops=N][,transport=pci|mmio]\n"
+	"                       raw disk image as a virtio-blk device (repeatable, up to 8);\n"
+	"                       id is also the serial the guest sees (default: diskN);\n"
+	"                       rate/iops limit bytes and requests per second\n"
+	"  --net tap=NAME[,mac=MAC][,id=NAME][,transport=pci|mmio]\n"
+	"                       virtio-net on host tap device NAME (repeatable, up to 4)\n"
+	"  --vsock cid=N,uds=PATH[,transport=pci|mmio]\n"
+	"                       virtio-vsock; host programs reach guest port P by connecting\n"
+	"                       to PATH and sending \"CONNECT P\\n\"; guest connections to\n"
+	"                       port P reach the Unix socket PATH_P\n"
+	"  --balloon [size=SIZE][,deflate_on_oom][,stats_period=SECS][,reporting=on|off]\n"
+	"            [,transport=pci|mmio]\n"
+	"                       virtio-balloon with an initial target of SIZE (default 0);\n"
+	"                       free page reporting returns freed guest pages (default on)\n"
+	"  --rng [transport=pci|mmio]\n"
+	"                       virtio-rng entropy device fed from the host's getrandom()\n"
+	"  --id NAME            name of the VM (default vm-PID); its API socket is\n"
+	"                       SOCKDIR/NAME.sock (see `visor ls`)\n"
+	"  --api-sock PATH      serve the API on PATH instead;  --no-api: no API socket\n"
+	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
+	"  --kvm PATH           KVM device (default /dev/kvm)\n"
+	"  --allow-software-kvm run even when KVM has no VT-x/AMD-V behind it (e.g. PVM);\n"
+	"                       guest kernel code then runs ~1000x slower\n"
+	"\n"
+	"exit status: 0 guest powered off, 1 visor error, 2 guest rebooted,\n"
+	"             3 guest panicked, 4 guest crashed, 130 quit with Ctrl-A x\n";
+
+const char cli_usage_firecracker[] =
+	"usage: visor [--api-sock PATH] [--config-file PATH] [--no-api] [options]\n"
+	"       (also as `firecracker ...` through a symlink)\n"
+	"\n"
+	"Firecracker's command line: serve Firecracker's REST API on PATH (default\n"
+	"/run/firecracker.socket) and boot when it receives InstanceStart, or boot\n"
+	"the VM described by the JSON config file at once.\n"
+	"\n"
+	"  --api-sock PATH                  API socket path\n"
+	"  --config-file PATH               Firecracker JSON config (boot without API calls)\n"
+	"  --no-api                         no API socket (needs --config-file)\n"
+	"  --id ID                          instance id (default anonymous-instance)\n"
+	"  --log-path PATH                  log to a file or named pipe\n"
+	"  --level LEVEL                    Error, Warning, Info (default), Debug, Trace, Off\n"
+	"  --show-level, --show-log-origin  add the level / source location to log lines\n"
+	"  --metrics-path PATH              metrics (JSON lines) to a file or named pipe\n"
+	"  --boot-timer                     log the guest's boot time (write to port 0x520)\n"
+	"  --http-api-max-payload-size N    largest request body (default 51200 bytes)\n"
+	"  --mmds-size-limit N              accepted (MMDS is not supported)\n"
+	"  --enable-pci                     devices on PCI (default: virtio-mmio)\n"
+	"  --no-seccomp, --seccomp-filter F accepted (seccomp is not implemented yet)\n"
+	"  --start-time-us N, --start-time-cpu-us N, --parent-cpu-time-us N   (from a jailer)\n"
+	"  --version, --help\n";
+
+__attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+#define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
+
+int cli_socket_dir(char *buf, size_t len)
+{
+	const char *d = getenv("VISOR_RUN_DIR");
+	int n;
+	if (d && *d)
+		n = snprintf(buf, len, "%s", d);
+	else if ((d = getenv("XDG_RUNTIME_DIR")) && *d)
+		n = snprintf(buf, len, "%s/visor", d);
+	else if (geteuid() == 0)
+		n = snprintf(buf, len, "/run/visor");
+	else
+		n = snprintf(buf, len, "/tmp/visor-%u", (unsigned)geteuid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int parse_num(const char *v, uint64_t *out)
+{
+	if (!isdigit((unsigned char)*v))
+		return -EINVAL;
+	errno = 0;
+	char *end;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (*end || errno)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+/* Split "--opt=value" into name and value (value NULL if none). */
+static void split_opt(const char *arg, char *name, size_t nlen, const char **val)
+{
+	const char *eq = strchr(arg, '=');
+	*val = NULL;
+	if (!strncmp(arg, "--", 2) && eq && (size_t)(eq - arg) < nlen) {
+		memcpy(name, arg, (size_t)(eq - arg));
+		name[eq - arg] = 0;
+		*val = eq + 1;
+	} else {
+		snprintf(name, nlen, "%s", arg);
+	}
+}
+
+static int take_value(int argc, char **argv, int *i, const char *name, const char **val,
+		      struct config_err *e)
+{
+	if (*val)
+		return 0;
+	if (*i + 1 >= argc)
+		return fail(e, "option %s needs a value", name);
+	*val = argv[++*i];
+	return 0;
+}
+
+/* Options both `visor run` and Firecracker mode take.  1 if handled, 0 if
+ * not this option, -EINVAL on error. */
+static int common_opt(struct cli_opts *o, const char *name, int argc, char **argv, int *i,
+		      const char *val, struct config_err *e)
+{
+	if (!strcmp(name, "--no-api")) {
+		if (val)
+			return fail(e, "option %s takes no value", name);
+		o->no_api = true;
+		return 1;
+	}
+	if (!strcmp(name, "--api-sock")) {
+		if (take_value(argc, argv, i, name, &val, e))
+			return -EINVAL;
+		if (!val[0] || strlen(val) >= sizeof(o->api_sock))
+			return fail(e, "--api-sock: socket path must be 1 to %zu characters",
+				    sizeof(o->api_sock) - 1);
+		COPY(o->api_sock, val);
+		o->api_sock_set = true;
+		return 1;
+	}
+	if (!strcmp(name, "--id")) {
+		if (take_value(argc, argv, i, name, &val, e))
+			return -EINVAL;
+		/* Firecracker's jailer: 1-64 of [A-Za-z0-9-] */
+		size_t n = strlen(val);
+		if (n == 0 || n > CONFIG_ID_MAX || strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != n)
+			return fail(e, "--id: '%s' must be 1 to %d letters, digits, '-' or '_'", val,
+				    CONFIG_ID_MAX);
+		COPY(o->id, val);
+		return 1;
+	}
+	return 0;
+}
+
+static int parse_fc_level(const char *v, struct cli_opts *o, struct config_err *e)
+{
+	static const struct {
+		const char *name;
+		enum log_level l;
+	} lv[] = {{"error", LOG_ERROR}, {"warning", LOG_WARN}, {"warn", LOG_WARN},
+		  {"info", LOG_INFO},   {"debug", LOG_DEBUG},  {"trace", LOG_DEBUG},
+		  {"off", LOG_ERROR}};
+	for (size_t k = 0; k < sizeof(lv) / sizeof(lv[0]); k++) {
+		if (!strcasecmp(v, lv[k].name)) {
+			o->level = lv[k].l;
+			o->level_set = true;
+			o->cfg.logger.off = !strcasecmp(v, "off");
+			return 0;
+		}
+	}
+	return fail(e, "--level: '%s' is not one of Error, Warning, Info, Debug, Trace, Off", v);
+}
+
+static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *o,
+			     struct config_err *e)
+{
+	o->cmd = CLI_FIRECRACKER;
+	COPY(o->api_sock, "/run/firecracker.socket");
+	for (int i = first; i < argc; i++) {
+		char name[48];
+		const char *val;
+		split_opt(argv[i], name, sizeof(name), &val);
+		int c = common_opt(o, name, argc, argv, &i, val, e);
+		if (c < 0)
+			return c;
+		if (c)
+			continue;
+		if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			o->cmd = CLI_HELP;
+			o->help_topic = "firecracker";
+			return 0;
+		}
+		if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
+			o->cmd = CLI_VERSION;
+			return 0;
+		}
+		static const char *const flags[] = {"--show-level", "--show-log-origin", "--boot-timer",
+						    "--no-seccomp", "--enable-pci", NULL};
+		bool is_flag = false;
+		for (int k = 0; flags[k]; k++)
+			is_flag |= !strcmp(name, flags[k]);
+		if (is_flag) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			if (!strcmp(name, "--show-level"))
+				o->show_level = true;
+			else if (!strcmp(name, "--show-log-origin"))
+				o->show_origin = true;
+			else if (!strcmp(name, "--boot-timer"))
+				o->boot_timer = true;
+			else if (!strcmp(name, "--no-seccomp"))
+				o->no_seccomp = true;
+			else
+				o->enable_pci = true;
+			continue;
+		}
+		static const char *const with_val[] = {
+			"--config-file",	"--log-path",	   "--level",	      "--metrics-path",
+			"--http-api-max-payload-size", "--mmds-size-limit", "--start-time-us",
+			"--start-time-cpu-us", "--parent-cpu-time-us", "--seccomp-filter", "--kvm",
+			NULL};
+		bool known = false;
+		for (int k = 0; with_val[k]; k++)
+			known |= !strcmp(name, with_val[k]);
+		if (!known)
+			return fail(e, "unknown option '%s' (try 'visor --help firecracker')", argv[i]);
+		if (take_value(argc, argv, &i, name, &val, e))
+			return -EINVAL;
+		uint64_t n = 0;
+		if (!strcmp(name, "--config-file") || !strcmp(name, "--log-path") ||
+		    !strcmp(name, "--metrics-path") || !strcmp(name, "--seccomp-filter") ||
+		    !strcmp(name, "--kvm")) {
+			if (!val[0] || strlen(val) >= CONFIG_PATH_MAX)
+				return fail(e, "%s: path must be 1 to %d bytes", name, CONFIG_PATH_MAX - 1);
+			if (!strcmp(name, "--config-file"))
+				COPY(o->config_file, val);
+			else if (!strcmp(name, "--log-path"))
+				COPY(o->log_path, val);
+			else if (!strcmp(name, "--metrics-path"))
+				COPY(o->metrics_path, val);
+			else if (!strcmp(name, "--kvm"))
+				COPY(o->cfg.kvm_path, val);
+			else
+				COPY(o->seccomp_filter, val);
+		} else if (!strcmp(name, "--level")) {
+			if (parse_fc_level(val, o, e))
+				return -EINVAL;
+		} else if (parse_num(val, &n)) {
+			return fail(e, "%s: '%s' is not a number", name, val);
+		} else if (!strcmp(name, "--http-api-max-payload-size")) {
+			if (n < 1024 || n > (64ULL << 20))
+				return fail(e, "%s: %llu is out of range (1024 to 67108864 bytes)", name,
+					    (unsigned long long)n);
+			o->max_payload = n;
+		} else if (!strcmp(name, "--mmds-size-limit")) {
+			o->mmds_size_limit = n;
+		} else if (!strcmp(name, "--start-time-us")) {
+			o->start_time_us = n;
+		} else if (!strcmp(name, "--start-time-cpu-us")) {
+			o->start_time_cpu_us = n;
+		} else {
+			o->parent_cpu_time_us = n;
+		}
+	}
+	if (o->no_api && !o->config_file[0])
+		return fail(e, "--no-api needs --config-file (nothing could start the VM otherwise)");
+	return 0;
+}
+
+static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_err *e)
+{
+	struct vm_config *cfg = &o->cfg;
+	o->cmd = CLI_RUN;
+	bool have_kernel = false;
+	const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
+	uint64_t cpus = 1, mem = CONFIG_DEFAULT_MEM;
+	struct disk_config disks[CONFIG_MAX_DISKS];
+	uint32_t ndisks = 0;
+	struct net_config nics[CONFIG_MAX_NICS];
+	uint32_t nnics = 0;
+	for (int i = 2; i < argc; i++) {
+		char name[32];
+		const char *val;
+		split_opt(argv[i], name, sizeof(name), &val);
+		if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			o->cmd = CLI_HELP;
+			o->help_topic = "run";
+			return 0;
+		}
+		int c = common_opt(o, name, argc, argv, &i, val, e);
+		if (c < 0)
+			return c;
+		if (c)
+			continue;
+		if (!strcmp(name, "--balloon")) {
+			/* optional value */
+			if (!val && i + 1 < argc && strncmp(argv[i + 1], "--", 2))
+				val = argv[++i];
+			if (cfg->balloon.enabled)
+				return fail(e, "--balloon: only one balloon device");
+			if (config_parse_balloon(val ? val : "", &cfg->balloon, e))
+				return -EINVAL;
+			continue; /* checked against --memory at the end */
+		}
+		if (!strcmp(name, "--rng")) {
+			if (!val && i + 1 < argc && !strncmp(argv[i + 1], "transport=", 10))
+				val = argv[++i];
+			cfg->rng.enabled = true;
+			cfg->rng.transport = TRANSPORT_PCI;
+			if (val && strcmp(val, "transport=pci") && strcmp(val, "transport=mmio"))
+				return fail(e, "--rng: expected transport=pci or transport=mmio");
+			if (val && !strcmp(val, "transport=mmio"))
+				cfg->rng.transport = TRANSPORT_MMIO;
+			continue;
+		}
+		if (!strcmp(name, "--allow-software-kvm")) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			cfg->allow_software_kvm = true;
+			continue;
+		}
+		if (!strcmp(name, "--control"))
+			return fail(e, "--control was replaced by the API: `visor balloon VM SIZE`, "
+				       "`visor status VM` (see visor --help)");
+		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
+						       "--memory", "--log-level", "--kvm", "--disk", "--net",
+						       "--vsock", NULL};
+		bool known = false;
+		for (int k = 0; with_val[k]; k++)
+			known |= !strcmp(name, with_val[k]);
+		if (!known)
+			return fail(e, "unknown option '%s' (try 'visor --help')", argv[i]);
+		if (take_value(argc, argv, &i, name, &val, e))
+			return -EINVAL;
+		if (!strcmp(name, "--net")) {
+			if (nnics >= CONFIG_MAX_NICS)
+				return fail(e, "--net: at most %d network devices", CONFIG_MAX_NICS);
+			if (config_parse_net(val, &nics[nnics], e))
+				return -EINVAL;
+			if (!nics[nnics].id[0])
+				snprintf(nics[nnics].id, sizeof(nics[nnics].id), "net%u", nnics);
+			nnics++;
+		} else if (!strcmp(name, "--vsock")) {
+			if (cfg->vsock.enabled)
+				return fail(e, "--vsock: only one vsock device");
+			struct vsock_config v;
+			if (config_parse_vsock(val, &v, e) || config_set_vsock(cfg, &v, e))
+				return -EINVAL;
+		} else if (!strcmp(name, "--disk")) {
+			if (ndisks >= CONFIG_MAX_DISKS)
+				return fail(e, "--disk: at most %d disks", CONFIG_MAX_DISKS);
+			if (config_parse_disk(val, &disks[ndisks], e))
+				return -EINVAL;
+			if (!disks[ndisks].id[0])
+				snprintf(disks[ndisks].id, sizeof(disks[ndisks].id), "disk%u", ndisks);
+			ndisks++;
+		} else if (!strcmp(name, "--kernel")) {
+			kernel = val;
+			have_kernel = true;
+		} else if (!strcmp(name, "--initrd")) {
+			initrd = val;
+		} else if (!strcmp(name, "--cmdline")) {
+			cmdline = val;
+		} else if (!strcmp(name, "--kvm")) {
+			if (!val[0] || strlen(val) >= sizeof(cfg->kvm_path))
+				return fail(e, "--kvm: path must be 1 to %zu bytes", sizeof(cfg->kvm_path) - 1);
+			COPY(cfg->kvm_path, val);
+		} else if (!strcmp(name, "--cpus")) {
+			if (parse_num(val, &cpus))
+				return fail(e, "--cpus: '%s' is not a number", val);
+			if (cpus == 0 || cpus > CONFIG_MAX_CPUS)
+				return fail(e, "--cpus: %s is out of range (1-%d)", val, CONFIG_MAX_CPUS);
+		} else if (!strcmp(name, "--memory")) {
+			if (parse_size(val, &mem))
+				return fail(e, "--memory: '%s' is not a size (examples: 512M, 2G)", val);
+			if (mem < CONFIG_MIN_MEM)
+				return fail(e, "--memory: %s is too small (minimum 4M)", val);
+			if (mem & ((1ULL << 20) - 1))
+				return fail(e, "--memory: %s is not a whole number of MiB", val);
+		} else if (!strcmp(name, "--log-level")) {
+			static const char *const lv[] = {"debug", "info", "warn", "error"};
+			int found = -1;
+			for (int k = 0; k < 4; k++)
+				if (!strcmp(val, lv[k]))
+					found = k;
+			if (found < 0)
+				return fail(e, "--log-level: '%s' is not one of debug, info, warn, error",
+					    val);
+			cfg->log_level = (enum log_level)found;
+			o->level = cfg->log_level;
+			o->level_set = true;
+		}
+	}
+	if (!have_kernel)
+		return fail(e, "run: --kernel PATH is required");
+	/* Everything through the setters the API uses: same checks, same
+	 * messages.  The balloon is checked once the memory size is known. */
+	struct balloon_config b = cfg->balloon;
+	cfg->balloon.enabled = false;
+	if (config_set_machine(cfg, cpus, mem >> 20, false, false, e) ||
+	    config_set_boot(cfg, kernel, initrd, cmdline, e))
+		return -EINVAL;
+	if (b.enabled && config_set_balloon(cfg, &b, e))
+		return -EINVAL;
+	for (uint32_t k = 0; k < ndisks; k++)
+		if (config_set_disk(cfg, &disks[k], e))
+			return -EINVAL;
+	for (uint32_t k = 0; k < nnics; k++)
+		if (config_set_net(cfg, &nics[k], e))
+			return -EINVAL;
+	if (cfg->rng.enabled) {
+		struct rng_config r = cfg->rng;
+		if (config_set_rng(cfg, &r, e))
+			return -EINVAL;
+	}
+	return config_validate(cfg, e);
+}
+
+int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
+{
+	memset(o, 0, sizeof(*o));
+	config_init(&o->cfg);
+	o->level = LOG_INFO;
+	o->max_payload = CLI_DEFAULT_MAX_PAYLOAD;
+	e->msg[0] = 0;
+	const char *prog = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
+	prog = prog ? prog + 1 : (argc > 0 && argv[0] ? argv[0] : "visor");
+	if (!strcmp(prog, "firecracker") || argc < 2 || !strncmp(argv[1], "--", 2)) {
+		/* bare `visor` and `visor --help`/`--version` are ours too */
+		if (strcmp(prog, "firecracker") && argc >= 2 &&
+		    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "--version"))) {
+			if (!strcmp(argv[1], "--version")) {
+				o->cmd = CLI_VERSION;
+				return 0;
+			}
+			o->cmd = CLI_HELP;
+			o->help_topic = argc >= 3 ? argv[2] : NULL;
+			return 0;
+		}
+		if (strcmp(prog, "firecracker") && argc < 2) {
+			return fail(e, "no command given (try 'visor --help')");
+		}
+		COPY(o->id, "anonymous-instance");
+		return parse_firecracker(argc, argv, 1, o, e);
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		o->cmd = CLI_HELP;
+		o->help_topic = argc >= 3 ? argv[2] : NULL;
+		return 0;
+	}
+	if (!strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
+		o->cmd = CLI_VERSION;
+		return 0;
+	}
+	if (!strcmp(cmd, "run"))
+		return parse_run(argc, argv, o, e);
+	static const char *const verbs[] = {"ls",	"pause",   "resume",	   "status",
+					    "balloon",	"config",  "ctrl-alt-del", NULL};
+	for (int k = 0; verbs[k]; k++) {
+		if (strcmp(cmd, verbs[k]))
+			continue;
+		o->cmd = CLI_CONTROL;
+		o->ctl_verb = verbs[k];
+		int pos = 0;
+		for (int i = 2; i < argc; i++) {
+			if (!strcmp(argv[i], "--json")) {
+				o->ctl_json = true;
+			} else if (!strncmp(argv[i], "--", 2)) {
+				return fail(e, "%s: unknown option '%s'", cmd, argv[i]);
+			} else if (pos == 0) {
+				o->ctl_target = argv[i];
+				pos++;
+			} else if (pos == 1) {
+				o->ctl_arg = argv[i];
+				pos++;
+			} else {
+				return fail(e, "%s: too many arguments", cmd);
+			}
+		}
+		bool is_ls = !strcmp(cmd, "ls"), is_balloon = !strcmp(cmd, "balloon");
+		if (is_ls && pos)
+			return fail(e, "ls takes no arguments");
+		if (!is_ls && !o->ctl_target)
+			return fail(e, "%s: which VM? (a name from `visor ls` or a socket path)", cmd);
+		if (is_balloon && !o->ctl_arg)
+			return fail(e, "balloon: usage: visor balloon VM SIZE (e.g. 256M)");
+		if (!is_balloon && o->ctl_arg)
+			return fail(e, "%s: too many arguments", cmd);
+		return 0;
+	}
+	return fail(e, "unknown command '%s' (try 'visor --help')", cmd);
+}

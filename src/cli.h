@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h - visor's command lines (pure parsing, unit-tested).
+ *
+ *   visor run --kernel K [options]      quick path: boot a VM now (and serve the API)
+ *   visor [--api-sock P] [--config-file F] ...
+ *                                       Firecracker's command line: wait for the API
+ *                                       (or boot from the config file); also when
+ *                                       visor is invoked as "firecracker"
+ *   visor ls | pause | resume | status | balloon | ctrl-alt-del | config ...
+ *                                       drive running VMs (cli_client.c)
+ *
+ * The VM options of `visor run` fill a struct vm_config through the same
+ * setters (config.h) the API and the config file use.
+ */
+#ifndef VISOR_CLI_H
+#define VISOR_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+enum cli_cmd {
+	CLI_RUN,         /* visor run */
+	CLI_FIRECRACKER, /* Firecracker-compatible process */
+	CLI_HELP,
+	CLI_VERSION,
+	CLI_CONTROL,     /* ls, pause, ... : see ctl_* */
+};
+
+#define CLI_DEFAULT_MAX_PAYLOAD 51200
+
+struct cli_opts {
+	enum cli_cmd cmd;
+	const char *help_topic; /* CLI_HELP: "run", "firecracker" or NULL */
+	struct vm_config cfg;   /* CLI_RUN: the VM; CLI_FIRECRACKER: host settings */
+
+	/* the process (both run and Firecracker modes) */
+	char id[CONFIG_ID_MAX + 1];   /* --id (default "anonymous-instance"; run: "vm-PID") */
+	char api_sock[108];           /* "" = default (see cli_default_socket) */
+	bool api_sock_set;
+	bool no_api;
+	char config_file[CONFIG_PATH_MAX];
+	char log_path[CONFIG_PATH_MAX];
+	char metrics_path[CONFIG_PATH_MAX];
+	enum log_level level;
+	bool level_set;
+	bool show_level, show_origin;
+	bool boot_timer;
+	bool enable_pci;              /* Firecracker mode: devices on PCI (default virtio-mmio) */
+	uint64_t max_payload;         /* --http-api-max-payload-size */
+	uint64_t mmds_size_limit;     /* accepted; MMDS is not implemented */
+	uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us; /* from a jailer */
+	bool no_seccomp;
+	char seccomp_filter[CONFIG_PATH_MAX];
+
+	/* CLI_CONTROL */
+	const char *ctl_verb;   /* "ls", "pause", ... */
+	const char *ctl_target; /* VM name or socket path */
+	const char *ctl_arg;    /* balloon SIZE */
+	bool ctl_json;
+};
+
+/* Parse argv.  @prog is the name visor was invoked as (basename of
+ * argv[0]): "firecracker" selects Firecracker's command line.
+ * 0, or -EINVAL with a one-line message in e. */
+int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e);
+
+/* Directory where `visor run` puts API sockets by default and `visor ls`
+ * looks: $VISOR_RUN_DIR, else $XDG_RUNTIME_DIR/visor, else
+ * /run/visor (root) or /tmp/visor-UID.  Writes into buf; 0 / -ENAMETOOLONG. */
+int cli_socket_dir(char *buf, size_t len);
+
+extern const char cli_usage[];
+extern const char cli_usage_firecracker[];
+
+#endif

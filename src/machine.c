@@ -1,0 +1,1444 @@
+/* SPDX-License-Identifier: MIT */
+#include "machine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "arch/x86/acpi.h"
+#include "arch/x86/aml.h"
+#include "arch/x86/boot.h"
+#include "arch/x86/cpu.h"
+#include "arch/x86/layout.h"
+#include "arch/x86/mptable.h"
+#include "console.h"
+#include "devices/acpi_pm.h"
+#include "devices/bootdev.h"
+#include "devices/bus.h"
+#include "devices/i8042.h"
+#include "devices/irq.h"
+#include "devices/pci/pci.h"
+#include "devices/pvpanic.h"
+#include "devices/registry.h"
+#include "devices/rtc.h"
+#include "devices/serial.h"
+#include "devices/virtio/virtio_balloon.h"
+#include "devices/virtio/virtio_blk.h"
+#include "devices/virtio/virtio_mmio.h"
+#include "devices/virtio/virtio_net.h"
+#include "devices/virtio/virtio_pci.h"
+#include "devices/virtio/virtio_rng.h"
+#include "devices/virtio/virtio_vsock.h"
+#include "event/loop.h"
+#include "kvm/kvm.h"
+#include "kvm/platform_kvm.h"
+#include "mem/guest_mem.h"
+#include "util/log.h"
+#include "vcpu_exit.h"
+
+_Static_assert(CONFIG_MAX_MMIO_DEVS == VIRTIO_MMIO_MAX_DEVS, "one GSI per virtio-mmio device");
+
+/* Files larger than this are not kernels or initrds we will read. */
+#define MAX_KERNEL_SIZE (512ULL << 20)
+/* Stack of a vCPU thread: ample for exit handling, smaller than a 2 MiB huge page. */
+#define VCPU_STACK_SIZE ((size_t)256 << 10)
+#define MAX_VIRTIO (CONFIG_MAX_DISKS + CONFIG_MAX_NICS + 3)
+
+struct vcpu {
+	struct kvm_vcpu kv;
+	pthread_t thread;
+	bool started;
+	struct machine *vm;
+};
+
+struct machine {
+	struct vm_config cfg;
+	struct machine_hooks hooks;
+	uint64_t start_ns;
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct boot_image img;
+	struct bus pio, mmio;
+	struct irq_line irq_com1, irq_rtc, irq_sci, irq_kbd, irq_aux;
+
+	struct serial serial;
+	struct rtc rtc;
+	struct i8042 i8042;
+	struct acpi_pm pm;
+	struct pvpanic pvpanic;
+	struct bootdev bootdev;
+	bool legacy_ready;
+
+	struct kvm_platform kp;
+	bool kp_ready;
+	struct pci_bus pci;
+	bool pci_ready;
+
+	/* every device, in creation order */
+	struct dev_registry reg;
+	uint32_t nvpci, nvmmio;
+	struct virtio_pci vpci[MAX_VIRTIO];
+	struct virtio_mmio vmmio[VIRTIO_MMIO_MAX_DEVS];
+	uint8_t mmio_aml[2048];
+	size_t mmio_aml_len;
+	uint32_t nmmio_planned;
+
+	struct vcpu *vcpus;
+	uint32_t ncpus;
+
+	/* pause rendezvous: the loop sets pause_req and kicks; each vCPU
+	 * parks (parked counts them) until pause_req is cleared */
+	pthread_mutex_t park_lock;
+	pthread_cond_t park_cond;
+	_Atomic bool pause_req;
+	_Atomic bool stop_req;
+	uint32_t parked;
+	uint32_t running_threads; /* vCPU threads that have not returned */
+	bool paused;
+	uint64_t paused_clock; /* kvmclock when paused */
+	bool have_clock;
+
+	struct loop *loop;
+	struct console console;
+	int stop_efd;     /* written when the VM is over */
+	int rx_efd;       /* the UART made room for console input */
+	int rtc_tfd;      /* drives the RTC's update/alarm/periodic interrupts */
+	bool in_paused;
+	bool in_eof;
+	bool in_watched;
+	uint8_t pending[512];
+	size_t pending_len;
+
+	_Atomic int exit_code; /* -1 while running */
+	bool started;
+};
+
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+/* Record why the VM ends (first reason wins) and tell the owner. */
+static void vmm_request_exit(struct machine *vm, int code)
+{
+	int expected = -1;
+	if (atomic_compare_exchange_strong(&vm->exit_code, &expected, code)) {
+		uint64_t one = 1;
+		ssize_t r = write(vm->stop_efd, &one, sizeof(one));
+		(void)r;
+		if (vm->hooks.on_exit)
+			vm->hooks.on_exit(vm->hooks.ctx, code);
+	}
+}
+
+void machine_request_exit(struct machine *m, int code)
+{
+	vmm_request_exit(m, code);
+}
+
+int machine_exit_code(struct machine *m)
+{
+	return atomic_load(&m->exit_code);
+}
+
+static void kick_signal(int sig)
+{
+	(void)sig; /* only interrupts KVM_RUN */
+}
+
+/* Make every vCPU leave KVM_RUN soon: immediate_exit covers a vCPU that is
+ * about to enter, the signal one that is inside (KVM_CAP_IMMEDIATE_EXIT). */
+static void kick_vcpus(struct machine *vm)
+{
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		if (!c->started)
+			continue;
+		c->kv.run->immediate_exit = 1;
+		pthread_kill(c->thread, SIGUSR1);
+	}
+}
+
+/* ---- device callbacks (called on vCPU threads) ------------------------- */
+
+static void irq_set(void *ctx, uint32_t gsi, int level)
+{
+	struct machine *vm = ctx;
+	int r = kvm_irq_line(&vm->kvm, gsi, level);
+	if (r) {
+		static struct ratelimit rl;
+		log_ratelimited(&rl, LOG_WARN, "KVM_IRQ_LINE %u: %s", gsi, strerror(-r));
+	}
+}
+
+static void on_poweroff(void *ctx)
+{
+	log_debug("guest powered off");
+	vmm_request_exit(ctx, VMM_EXIT_POWEROFF);
+}
+
+static void on_reset(void *ctx)
+{
+	log_info("guest requested a reset: exiting with status %d", VMM_EXIT_REBOOT);
+	vmm_request_exit(ctx, VMM_EXIT_REBOOT);
+}
+
+static void on_panic(void *ctx)
+{
+	log_error("guest kernel panicked (pvpanic): exiting with status %d", VMM_EXIT_PANIC);
+	vmm_request_exit(ctx, VMM_EXIT_PANIC);
+}
+
+static void on_booted(void *ctx)
+{
+	struct machine *vm = ctx;
+	uint64_t ns = now_ns() - vm->start_ns;
+	log_info("guest boot time: %llu.%03llu ms since visor start",
+		 (unsigned long long)(ns / 1000000), (unsigned long long)(ns / 1000 % 1000));
+}
+
+static void on_serial_tx(void *ctx, const uint8_t *buf, size_t len)
+{
+	struct machine *vm = ctx;
+	console_write(&vm->console, buf, len);
+}
+
+/* ---- vCPU threads ------------------------------------------------------- */
+
+static bool vcpu_should_run(struct machine *vm)
+{
+	return atomic_load(&vm->exit_code) < 0 && !atomic_load(&vm->stop_req);
+}
+
+/* Park at the pause rendezvous until the loop resumes or stops the VM. */
+static void vcpu_park(struct vcpu *c)
+{
+	struct machine *vm = c->vm;
+	/* Finish the instruction whose port/MMIO access the last exit
+	 * handled: KVM_RUN with immediate_exit set completes pending
+	 * operations and returns -EINTR without entering the guest (KVM
+	 * api.rst, immediate_exit), so a parked vCPU's registers are
+	 * architecturally complete (what a snapshot will save). */
+	c->kv.run->immediate_exit = 1;
+	int r = ioctl(c->kv.fd, KVM_RUN, 0);
+	(void)r;
+	c->kv.run->immediate_exit = 0;
+	pthread_mutex_lock(&vm->park_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->park_cond);
+	while (atomic_load(&vm->pause_req) && vcpu_should_run(vm))
+		pthread_cond_wait(&vm->park_cond, &vm->park_lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->park_lock);
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *c = arg;
+	struct machine *vm = c->vm;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%d", c->kv.id);
+	pthread_setname_np(pthread_self(), name);
+
+	while (vcpu_should_run(vm)) {
+		if (atomic_load(&vm->pause_req)) {
+			vcpu_park(c);
+			continue;
+		}
+		int r = ioctl(c->kv.fd, KVM_RUN, 0);
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				c->kv.run->immediate_exit = 0;
+				continue;
+			}
+			log_error("vcpu %d: KVM_RUN failed: %s", c->kv.id, strerror(errno));
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		}
+		struct kvm_run *run = c->kv.run;
+		enum vcpu_exit_action a = vcpu_handle_exit(run, (size_t)c->kv.run_size, &vm->pio, &vm->mmio);
+		switch (a) {
+		case VCPU_CONTINUE:
+			if (run->exit_reason == KVM_EXIT_IO && run->io.port == PORT_PVPANIC &&
+			    run->io.direction == KVM_EXIT_IO_OUT &&
+			    atomic_load(&vm->exit_code) == VMM_EXIT_PANIC) {
+				/* this vCPU is in the guest's panic path: show where */
+				log_error("vcpu %d reported the panic; its state:", c->kv.id);
+				x86_dump_vcpu(&c->kv, &vm->mem);
+			}
+			continue;
+		case VCPU_POWEROFF:
+			vmm_request_exit(vm, VMM_EXIT_POWEROFF);
+			break;
+		case VCPU_RESET:
+			on_reset(vm);
+			break;
+		case VCPU_SHUTDOWN:
+			log_error("vcpu %d: guest triple-faulted (KVM_EXIT_SHUTDOWN)", c->kv.id);
+			x86_dump_vcpu(&c->kv, &vm->mem);
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		case VCPU_CRASH:
+			if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
+				log_error("vcpu %d: KVM internal error, suberror %u%s", c->kv.id,
+					  run->internal.suberror,
+					  run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+						  ? " (instruction emulation failed)"
+						  : "");
+				if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+				    (run->emulation_failure.flags &
+				     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+					char hex[16 * 3 + 1] = "";
+					uint8_t n = run->emulation_failure.insn_size;
+					for (uint8_t i = 0; i < n && i < 15; i++)
+						snprintf(hex + i * 3, 4, "%02x ",
+							 run->emulation_failure.insn_bytes[i]);
+					log_error("  instruction bytes: %s", hex);
+				}
+			} else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
+				log_error("vcpu %d: VM entry failed, hardware reason 0x%llx", c->kv.id,
+					  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			} else {
+				log_error("vcpu %d: unexpected exit %u (%s)", c->kv.id, run->exit_reason,
+					  vcpu_exit_name(run->exit_reason));
+			}
+			x86_dump_vcpu(&c->kv, &vm->mem);
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
+		}
+		break;
+	}
+	pthread_mutex_lock(&vm->park_lock);
+	vm->running_threads--;
+	pthread_cond_broadcast(&vm->park_cond);
+	pthread_mutex_unlock(&vm->park_lock);
+	return NULL;
+}
+
+/* ---- console input (event loop thread) ---------------------------------- */
+
+static void flush_pending(struct machine *vm)
+{
+	if (vm->pending_len) {
+		size_t n = serial_input(&vm->serial, vm->pending, vm->pending_len);
+		memmove(vm->pending, vm->pending + n, vm->pending_len - n);
+		vm->pending_len -= n;
+	}
+	if (vm->pending_len) {
+		/* The UART's FIFO is full: stop reading input until the guest
+		 * drains it (the rx-ready callback then writes rx_efd). */
+		if (!vm->in_paused && !vm->in_eof)
+			loop_mod(vm->loop, vm->console.in_fd, 0);
+		vm->in_paused = true;
+	} else if (vm->in_paused) {
+		if (!vm->in_eof)
+			loop_mod(vm->loop, vm->console.in_fd, EPOLLIN);
+		vm->in_paused = false;
+	}
+}
+
+/* vCPU thread: the guest read from a UART FIFO that had refused input. */
+static void on_serial_rx_ready(void *ctx)
+{
+	struct machine *vm = ctx;
+	uint64_t one = 1;
+	ssize_t r = write(vm->rx_efd, &one, sizeof(one));
+	(void)r;
+}
+
+static void on_stdin(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct machine *vm = ctx;
+	uint8_t buf[sizeof(vm->pending) / 2];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		/* EOF or error: the guest keeps running without input */
+		loop_del(l, fd);
+		vm->in_eof = true;
+		return;
+	}
+	bool quit;
+	size_t m = console_filter_input(&vm->console, buf, (size_t)n,
+					vm->pending + vm->pending_len, &quit);
+	vm->pending_len += m;
+	if (quit) {
+		log_info("quit requested (Ctrl-A x)");
+		vmm_request_exit(vm, VMM_EXIT_QUIT);
+		return;
+	}
+	flush_pending(vm);
+}
+
+static void on_retry(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t ticks;
+	ssize_t r = read(fd, &ticks, sizeof(ticks));
+	(void)r;
+	flush_pending(ctx);
+}
+
+/* The RTC has no clock of its own: the loop evaluates it when it asks to
+ * be (periodic/alarm/update interrupts) and at least once a second, which
+ * also notices interrupts the guest enabled in the meantime. */
+static void on_rtc_timer(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct machine *vm = ctx;
+	uint64_t ticks;
+	ssize_t rd = read(fd, &ticks, sizeof(ticks));
+	(void)rd;
+	/* a paused VM's devices raise no interrupts: look again later */
+	uint64_t ns = vm->paused ? 1000000000ULL : rtc_tick(&vm->rtc);
+	if (ns > 1000000000ULL)
+		ns = 1000000000ULL;
+	if (ns < 100000)
+		ns = 100000;
+	struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ns / 1000000000ULL),
+					      .tv_nsec = (long)(ns % 1000000000ULL)}};
+	timerfd_settime(fd, 0, &its, NULL);
+}
+
+/* ---- assembly ------------------------------------------------------------ */
+
+/* Open @path for reading only if it is a regular file.  O_NONBLOCK on the
+ * open itself: opening a FIFO for reading blocks until a writer appears,
+ * so a FIFO given as --kernel would hang visor before any check.  With
+ * O_NONBLOCK the open returns at once and fstat refuses the FIFO; for a
+ * regular file the flag changes nothing (cleared anyway). */
+static int open_regular(const char *what, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		log_error("cannot open %s '%s': %s", what, path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_error("%s '%s' is not a regular file", what, path);
+		close(fd);
+		return -1;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
+/* Read a whole file (kernel) with size and type checks. */
+static uint8_t *read_file(const char *what, const char *path, size_t *size_out)
+{
+	int fd = open_regular(what, path);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		log_error("%s '%s' is not a regular file", what, path);
+		close(fd);
+		return NULL;
+	}
+	if ((uint64_t)st.st_size > MAX_KERNEL_SIZE || st.st_size == 0) {
+		log_error("%s '%s' has an implausible size (%lld bytes)", what, path,
+			  (long long)st.st_size);
+		close(fd);
+		return NULL;
+	}
+	size_t size = (size_t)st.st_size;
+	uint8_t *buf = malloc(size);
+	size_t got = 0;
+	while (buf && got < size) {
+		ssize_t r = read(fd, buf + got, size - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			log_error("cannot read %s '%s': %s", what, path, r < 0 ? strerror(errno) : "short read");
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		got += (size_t)r;
+	}
+	close(fd);
+	*size_out = size;
+	return buf;
+}
+
+static int load_initrd(struct machine *vm, uint64_t *gpa, uint64_t *size)
+{
+	const char *path = vm->cfg.initrd;
+	int fd = open_regular("initrd", path);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_size == 0) {
+		log_error("initrd '%s' is not a non-empty regular file", path);
+		close(fd);
+		return -1;
+	}
+	char err[256];
+	if (boot_place_initrd(&vm->mem, &vm->img, (uint64_t)st.st_size, gpa, err, sizeof(err))) {
+		log_error("%s", err);
+		close(fd);
+		return -1;
+	}
+	uint8_t *dst = gpa_to_hva(&vm->mem, *gpa, (uint64_t)st.st_size);
+	uint64_t got = 0;
+	while (dst && got < (uint64_t)st.st_size) {
+		ssize_t r = read(fd, dst + got, (size_t)((uint64_t)st.st_size - got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			log_error("cannot read initrd '%s': %s", path, r < 0 ? strerror(errno) : "short read");
+			close(fd);
+			return -1;
+		}
+		got += (uint64_t)r;
+	}
+	close(fd);
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int check_host_memory(uint64_t want)
+{
+	struct sysinfo si;
+	if (sysinfo(&si) == 0) {
+		uint64_t total = (uint64_t)si.totalram * si.mem_unit;
+		if (want > total) {
+			log_error("--memory %llu MiB is more than this host's RAM (%llu MiB)",
+				  (unsigned long long)(want >> 20), (unsigned long long)(total >> 20));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_guest_image(struct machine *vm)
+{
+	char err[256];
+	size_t ksize;
+	uint8_t *kernel = read_file("kernel", vm->cfg.kernel, &ksize);
+	if (!kernel)
+		return -1;
+	int r = boot_load_kernel(kernel, ksize, &vm->mem, &vm->img, err, sizeof(err));
+	free(kernel);
+	if (r) {
+		log_error("kernel '%s': %s", vm->cfg.kernel, err);
+		return -1;
+	}
+	/* A guest booted without ACPI learns about virtio-mmio devices from
+	 * the command line (kernels with VIRTIO_MMIO_CMDLINE_DEVICES); with
+	 * ACPI the DSDT describes them and a second description would clash. */
+	char cmdline[CMDLINE_AREA_MAX];
+	size_t clen = (size_t)snprintf(cmdline, sizeof(cmdline), "%s", vm->cfg.cmdline);
+	if (clen < sizeof(cmdline) && strstr(cmdline, "acpi=off")) {
+		for (uint32_t i = 0; i < vm->nmmio_planned && clen < sizeof(cmdline) - 1; i++) {
+			cmdline[clen++] = ' ';
+			int w = virtio_mmio_cmdline(cmdline + clen, sizeof(cmdline) - clen,
+						    VIRTIO_MMIO_DEV_BASE(i), VIRTIO_MMIO_DEV_GSI(i));
+			clen = w < 0 ? sizeof(cmdline) : clen + (size_t)w;
+		}
+	}
+	if (clen > vm->img.cmdline_max || clen >= sizeof(cmdline)) {
+		log_error("kernel command line is %zu bytes; this kernel accepts at most %u", clen,
+			  vm->img.cmdline_max);
+		return -1;
+	}
+	if (guest_write(&vm->mem, GPA_CMDLINE, cmdline, clen + 1))
+		return -1;
+	struct boot_params_in in = {.cmdline_gpa = GPA_CMDLINE, .cmdline_len = (uint32_t)clen};
+	if (vm->cfg.initrd[0] && load_initrd(vm, &in.initrd_gpa, &in.initrd_size))
+		return -1;
+
+	/* Firmware tables: ACPI in the BIOS area, MP table in the EBDA. */
+	uint8_t *acpi = gpa_to_hva(&vm->mem, GPA_ACPI_TABLES, ACPI_TABLES_MAX);
+	struct acpi_config ac = {
+		.ncpus = vm->ncpus,
+		.pci = true,
+		.sb_extra_aml = vm->mmio_aml_len ? vm->mmio_aml : NULL,
+		.sb_extra_aml_len = vm->mmio_aml_len,
+	};
+	uint64_t rsdp = 0;
+	int n = acpi ? acpi_build(acpi, ACPI_TABLES_MAX, GPA_ACPI_TABLES, &ac, &rsdp) : -EFAULT;
+	if (n < 0) {
+		log_error("cannot build ACPI tables: %s", strerror(-n));
+		return -1;
+	}
+	in.rsdp_gpa = rsdp;
+	uint8_t *mp = gpa_to_hva(&vm->mem, GPA_MPTABLE, GPA_EBDA_END - GPA_MPTABLE);
+	n = mp ? mptable_build(mp, GPA_EBDA_END - GPA_MPTABLE, GPA_MPTABLE, vm->ncpus) : -EFAULT;
+	if (n < 0)
+		log_warn("no MP table (%s); kernels without ACPI will see one CPU", strerror(-n));
+
+	if (x86_write_boot_tables(&vm->mem))
+		return -1;
+	if (vm->img.kind == BOOT_PVH) {
+		r = boot_build_pvh(&vm->mem, &in);
+	} else {
+		uint8_t *zp = gpa_to_hva(&vm->mem, GPA_ZERO_PAGE, BP_SIZE);
+		r = zp ? boot_build_params(zp, &vm->img, &vm->mem, &in) : -EFAULT;
+	}
+	if (r) {
+		log_error("cannot write boot information: %s", strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
+static int open_kvm(struct machine *vm)
+{
+	char err[512];
+	int r = kvm_open(&vm->kvm, vm->cfg.kvm_path, err, sizeof(err));
+	if (r) {
+		log_error("%s", err);
+		return -1;
+	}
+	bool pvm;
+	if (!x86_host_has_hw_virt(&pvm) && !vm->cfg.allow_software_kvm) {
+		if (pvm)
+			log_error("%s is PVM (the kvm_pvm software hypervisor), not VT-x/AMD-V: a "
+				  "guest kernel runs about 1000x slower there and a stock Linux "
+				  "kernel does not boot in useful time. Run on a host with hardware "
+				  "virtualization, or use the nested lab (`make run` does this "
+				  "automatically); --allow-software-kvm runs anyway",
+				  vm->cfg.kvm_path);
+		else
+			log_error("this CPU reports no VT-x/AMD-V, so %s cannot run guests at "
+				  "hardware speed. Enable virtualization (or nested virtualization "
+				  "for a VM), or use the nested lab (`make run`); "
+				  "--allow-software-kvm runs anyway",
+				  vm->cfg.kvm_path);
+		return -1;
+	}
+	if (vm->ncpus > (uint32_t)vm->kvm.max_vcpus) {
+		log_error("--cpus %u is more than KVM allows on this host (%d)", vm->ncpus,
+			  vm->kvm.max_vcpus);
+		return -1;
+	}
+	if ((r = kvm_create_vm(&vm->kvm)) || (r = x86_vm_setup(&vm->kvm))) {
+		log_error("cannot create the VM: %s", strerror(-r));
+		return -1;
+	}
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		struct guest_region *g = &vm->mem.regions[i];
+		if ((r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva))) {
+			log_error("cannot register guest memory with KVM: %s", strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_devices(struct machine *vm)
+{
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	vm->irq_com1 = (struct irq_line){irq_set, vm, IRQ_COM1};
+	vm->irq_rtc = (struct irq_line){irq_set, vm, IRQ_RTC};
+	vm->irq_sci = (struct irq_line){irq_set, vm, IRQ_ACPI_SCI};
+	vm->irq_kbd = (struct irq_line){irq_set, vm, IRQ_KBD};
+	vm->irq_aux = (struct irq_line){irq_set, vm, IRQ_AUX};
+	int r = 0;
+	if ((r = serial_init(&vm->serial, &vm->irq_com1, on_serial_tx, vm)) ||
+	    (r = rtc_init(&vm->rtc, &vm->irq_rtc)) ||
+	    (r = i8042_init(&vm->i8042, on_reset, vm)) ||
+	    (r = acpi_pm_init(&vm->pm, &vm->irq_sci, on_poweroff, on_reset, vm)) ||
+	    (r = pvpanic_init(&vm->pvpanic, on_panic, vm)) ||
+	    (r = bootdev_init(&vm->bootdev, on_booted, vm))) {
+		log_error("cannot initialise devices: %s", strerror(-r));
+		return -1;
+	}
+	i8042_set_irqs(&vm->i8042, &vm->irq_kbd, &vm->irq_aux);
+	struct {
+		struct bus_dev *dev;
+		uint64_t base, len;
+	} map[] = {
+		{&vm->serial.bus, PORT_COM1, PORT_COM1_LEN},
+		{&vm->rtc.bus, PORT_RTC, PORT_RTC_LEN},
+		{&vm->i8042.data_bus, PORT_I8042_DATA, 1},
+		{&vm->i8042.cmd_bus, PORT_I8042_CMD, 1},
+		{&vm->pm.evt_bus, PORT_ACPI_PM1A_EVT, PORT_ACPI_PM1A_EVT_LEN},
+		{&vm->pm.cnt_bus, PORT_ACPI_PM1A_CNT, PORT_ACPI_PM1A_CNT_LEN},
+		{&vm->pm.tmr_bus, PORT_ACPI_PM_TMR, PORT_ACPI_PM_TMR_LEN},
+		{&vm->pvpanic.bus, PORT_PVPANIC, 1},
+		{&vm->bootdev.bus, PORT_BOOTDEV, 1},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if ((r = bus_register(&vm->pio, map[i].dev, map[i].base, map[i].len))) {
+			log_error("cannot place device at port 0x%llx: %s",
+				  (unsigned long long)map[i].base, strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_vcpus(struct machine *vm)
+{
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -1;
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		c->vm = vm;
+		c->kv.fd = -1;
+		int r = kvm_create_vcpu(&vm->kvm, (int)i, &c->kv);
+		if (!r)
+			r = x86_vcpu_init(&vm->kvm, &c->kv, vm->ncpus);
+		if (!r && i == 0)
+			r = x86_vcpu_set_boot_regs(&c->kv, &vm->img);
+		if (r) {
+			log_error("cannot set up vCPU %u: %s", i, strerror(-r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- devices: one table of types, one registry of instances -------------- */
+
+/* What a device type's constructor gets: where it lives. */
+struct dev_env {
+	struct machine *vm;
+	const struct guest_mem *mem;
+	struct loop *loop;
+};
+
+/* A device type the config can ask for.  count() says how many instances
+ * the config has, create() makes instance @i and fills the record (id,
+ * dev, vdev, transport, ops).  Adding a device type: its own file(s) and
+ * one entry in dev_types[] below. */
+struct dev_type {
+	const char *name;
+	uint32_t (*count)(const struct vm_config *c);
+	int (*create)(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+		      struct dev_record *rec, char *err, size_t errlen);
+};
+
+/* pause shims until every device has its quiesce op (weak: the real ones
+ * in the virtio core and virtio-blk take over when they are linked in) */
+void virtio_dev_pause(struct virtio_dev *d);
+void virtio_dev_resume(struct virtio_dev *d);
+__attribute__((weak)) void virtio_dev_pause(struct virtio_dev *d)
+{
+	(void)d;
+}
+__attribute__((weak)) void virtio_dev_resume(struct virtio_dev *d)
+{
+	(void)d;
+}
+
+static void virtio_rec_pause(struct dev_record *r)
+{
+	virtio_dev_pause(r->vdev);
+}
+
+static void virtio_rec_resume(struct dev_record *r)
+{
+	virtio_dev_resume(r->vdev);
+}
+
+/* The transport goes first: it unregisters ioeventfds and MSI routes,
+ * which needs the VM, and stops the guest reaching the device. */
+static void transport_destroy(struct dev_record *r)
+{
+	if (!r->tdev)
+		return;
+	if (r->transport == TRANSPORT_MMIO)
+		virtio_mmio_destroy(r->tdev);
+	else
+		virtio_pci_destroy(r->tdev);
+	r->tdev = NULL;
+}
+
+#define VIRTIO_DESTROY(fn, type)                                                             \
+	static void fn##_rec_destroy(struct dev_record *r)                                  \
+	{                                                                                   \
+		transport_destroy(r);                                                       \
+		fn##_destroy((type *)r->dev);                                               \
+		free(r->dev);                                                               \
+	}                                                                                   \
+	static const struct dev_ops fn##_ops = {                                            \
+		.pause = virtio_rec_pause, .resume = virtio_rec_resume, .destroy = fn##_rec_destroy}
+
+VIRTIO_DESTROY(virtio_blk, struct virtio_blk);
+VIRTIO_DESTROY(virtio_net, struct virtio_net);
+VIRTIO_DESTROY(virtio_vsock, struct virtio_vsock);
+VIRTIO_DESTROY(virtio_rng, struct virtio_rng);
+VIRTIO_DESTROY(virtio_balloon, struct virtio_balloon);
+
+static uint32_t count_disks(const struct vm_config *c)
+{
+	return c->ndisks;
+}
+
+static int create_blk(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+		      struct dev_record *rec, char *err, size_t errlen)
+{
+	const struct disk_config *dc = &c->disks[i];
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	/* the guest reads the drive id as its serial (at most 20 bytes) */
+	char serial[21];
+	snprintf(serial, sizeof(serial), "%s", dc->id);
+	char e[256];
+	int r = virtio_blk_create(b, dc->path, dc->readonly, serial, env->mem, env->loop, e, sizeof(e));
+	if (r) {
+		set_err(err, errlen, "drive '%s': %s", dc->id, e);
+		free(b);
+		return r;
+	}
+	snprintf(rec->id, sizeof(rec->id), "%s", dc->id);
+	rec->dev = b;
+	rec->vdev = &b->vdev;
+	rec->transport = dc->transport;
+	rec->ops = &virtio_blk_ops;
+	return 0;
+}
+
+static uint32_t count_nics(const struct vm_config *c)
+{
+	return c->nnics;
+}
+
+static int create_net(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+		      struct dev_record *rec, char *err, size_t errlen)
+{
+	const struct net_config *nc = &c->nics[i];
+	uint8_t mac[6];
+	if (nc->mac[0]) {
+		if (config_parse_mac(nc->mac, mac)) {
+			set_err(err, errlen, "network interface '%s': '%s' is not a unicast MAC address",
+				nc->id, nc->mac);
+			return -EINVAL;
+		}
+	} else {
+		net_default_mac(nc->tap, i, mac);
+	}
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	char e[256];
+	int r = virtio_net_create(n, nc->tap, mac, env->mem, env->loop, e, sizeof(e));
+	if (r) {
+		set_err(err, errlen, "network interface '%s' (tap %s): %s", nc->id, nc->tap, e);
+		free(n);
+		return r;
+	}
+	snprintf(rec->id, sizeof(rec->id), "%s", nc->id);
+	rec->dev = n;
+	rec->vdev = &n->vdev;
+	rec->transport = nc->transport;
+	rec->ops = &virtio_net_ops;
+	return 0;
+}
+
+static uint32_t count_vsock(const struct vm_config *c)
+{
+	return c->vsock.enabled;
+}
+
+static int create_vsock(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+			struct dev_record *rec, char *err, size_t errlen)
+{
+	struct virtio_vsock *v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	char e[256];
+	int r = virtio_vsock_create(v, c->vsock.cid, c->vsock.uds, env->mem, env->loop, e, sizeof(e));
+	if (r) {
+		set_err(err, errlen, "vsock: %s", e);
+		free(v);
+		return r;
+	}
+	snprintf(rec->id, sizeof(rec->id), "%s", c->vsock.id[0] ? c->vsock.id : "vsock");
+	rec->dev = v;
+	rec->vdev = &v->vdev;
+	rec->transport = c->vsock.transport;
+	rec->ops = &virtio_vsock_ops;
+	return 0;
+}
+
+static uint32_t count_rng(const struct vm_config *c)
+{
+	return c->rng.enabled;
+}
+
+static int create_rng(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+		      struct dev_record *rec, char *err, size_t errlen)
+{
+	struct virtio_rng *g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	int r = virtio_rng_init(g, env->mem, env->loop);
+	if (r) {
+		set_err(err, errlen, "cannot create the entropy device: %s", strerror(-r));
+		free(g);
+		return r;
+	}
+	snprintf(rec->id, sizeof(rec->id), "rng");
+	rec->dev = g;
+	rec->vdev = &g->vdev;
+	rec->transport = c->rng.transport;
+	rec->ops = &virtio_rng_ops;
+	return 0;
+}
+
+static uint32_t count_balloon(const struct vm_config *c)
+{
+	return c->balloon.enabled;
+}
+
+static int create_balloon(const struct dev_env *env, const struct vm_config *c, uint32_t i,
+			  struct dev_record *rec, char *err, size_t errlen)
+{
+	const struct balloon_config *bc = &c->balloon;
+	struct virtio_balloon *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	int r = virtio_balloon_create(b, bc->size & ~0xfffULL, bc->deflate_on_oom, bc->stats_period,
+				      env->mem, env->loop);
+	if (r) {
+		set_err(err, errlen, "cannot create the balloon device: %s", strerror(-r));
+		free(b);
+		return r;
+	}
+	if (bc->no_reporting)
+		virtio_balloon_disable_reporting(b);
+	snprintf(rec->id, sizeof(rec->id), "balloon");
+	rec->dev = b;
+	rec->vdev = &b->vdev;
+	rec->transport = bc->transport;
+	rec->ops = &virtio_balloon_ops;
+	return 0;
+}
+
+/* Creation order is the guest-visible order (PCI slots, MMIO windows). */
+static const struct dev_type dev_types[] = {
+	{"virtio-blk", count_disks, create_blk},
+	{"virtio-net", count_nics, create_net},
+	{"virtio-vsock", count_vsock, create_vsock},
+	{"virtio-rng", count_rng, create_rng},
+	{"virtio-balloon", count_balloon, create_balloon},
+};
+
+/* How many devices sit on virtio-mmio; their ACPI description (it goes
+ * into the DSDT, which is built before the devices are attached). */
+static int plan_virtio_mmio(struct machine *vm)
+{
+	uint32_t n = 0;
+	const struct vm_config *c = &vm->cfg;
+	for (uint32_t i = 0; i < c->ndisks; i++)
+		n += c->disks[i].transport == TRANSPORT_MMIO;
+	n += c->rng.enabled && c->rng.transport == TRANSPORT_MMIO;
+	n += c->balloon.enabled && c->balloon.transport == TRANSPORT_MMIO;
+	for (uint32_t i = 0; i < c->nnics; i++)
+		n += c->nics[i].transport == TRANSPORT_MMIO;
+	n += c->vsock.enabled && c->vsock.transport == TRANSPORT_MMIO;
+	if (n > VIRTIO_MMIO_MAX_DEVS) {
+		log_error("at most %d devices can use transport=mmio (%u requested)",
+			  VIRTIO_MMIO_MAX_DEVS, n);
+		return -1;
+	}
+	struct aml a;
+	aml_init(&a, vm->mmio_aml, sizeof(vm->mmio_aml));
+	for (uint32_t i = 0; i < n; i++)
+		virtio_mmio_acpi_aml(&a, (int)i, VIRTIO_MMIO_DEV_BASE(i), VIRTIO_MMIO_DEV_GSI(i));
+	if (a.err) {
+		log_error("cannot describe virtio-mmio devices in ACPI: %s", strerror(-a.err));
+		return -1;
+	}
+	vm->mmio_aml_len = a.len;
+	vm->nmmio_planned = n;
+	return 0;
+}
+
+/* Open disk images, taps, sockets and create the virtio devices (no KVM
+ * needed yet, so bad device settings are reported before the host check). */
+static int create_virtio_devices(struct machine *vm)
+{
+	struct dev_env env = {vm, &vm->mem, vm->loop};
+	for (size_t t = 0; t < sizeof(dev_types) / sizeof(dev_types[0]); t++) {
+		uint32_t n = dev_types[t].count(&vm->cfg);
+		for (uint32_t i = 0; i < n; i++) {
+			struct dev_record rec;
+			memset(&rec, 0, sizeof(rec));
+			rec.type = dev_types[t].name;
+			rec.cls = DEV_VIRTIO;
+			char err[512];
+			int r = dev_types[t].create(&env, &vm->cfg, i, &rec, err, sizeof(err));
+			if (r) {
+				log_error("%s", err);
+				return -1;
+			}
+			if (!registry_add(&vm->reg, &rec)) {
+				log_error("%s '%s': duplicate id or too many devices", rec.type, rec.id);
+				rec.ops->destroy(&rec);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static int attach_virtio(struct machine *vm, struct dev_record *rec)
+{
+	int r;
+	struct virtio_dev *d = rec->vdev;
+	if (rec->transport == TRANSPORT_MMIO) {
+		uint32_t i = vm->nvmmio;
+		r = virtio_mmio_init(&vm->vmmio[i], d, &vm->kp.p, VIRTIO_MMIO_DEV_BASE(i),
+				     VIRTIO_MMIO_DEV_GSI(i));
+		if (!r) {
+			rec->tdev = &vm->vmmio[i];
+			vm->nvmmio++;
+		}
+	} else {
+		r = virtio_pci_create(&vm->vpci[vm->nvpci], &vm->pci, d, &vm->kp.p, -1);
+		if (r >= 0) {
+			rec->tdev = &vm->vpci[vm->nvpci];
+			vm->nvpci++;
+			r = 0;
+		}
+	}
+	if (r)
+		log_error("cannot attach %s '%s' over %s: %s", rec->type, rec->id,
+			  rec->transport == TRANSPORT_MMIO ? "MMIO" : "PCI", strerror(-r));
+	return r;
+}
+
+static void on_cf9_write(void *ctx, uint8_t val)
+{
+	struct machine *vm = ctx;
+	acpi_pm_reset_write(&vm->pm, val);
+}
+
+static int setup_pci_and_virtio(struct machine *vm)
+{
+	int r = pci_bus_init(&vm->pci, &vm->mmio, GPA_PCI_MMIO32, PCI_MMIO32_SIZE, on_cf9_write, vm);
+	if (r) {
+		log_error("cannot create the PCI bus: %s", strerror(-r));
+		return -1;
+	}
+	vm->pci_ready = true;
+	if ((r = bus_register(&vm->pio, &vm->pci.pio_dev, PORT_PCI_CONFIG, PORT_PCI_CONFIG_LEN)) ||
+	    (r = bus_register(&vm->mmio, &vm->pci.ecam_dev, GPA_PCI_ECAM, PCI_ECAM_SIZE))) {
+		log_error("cannot place the PCI host bridge: %s", strerror(-r));
+		return -1;
+	}
+	for (uint32_t i = 0; i < vm->reg.n; i++)
+		if (vm->reg.r[i].cls == DEV_VIRTIO && attach_virtio(vm, &vm->reg.r[i]))
+			return -1;
+	return 0;
+}
+
+/* ---- legacy devices in the registry ---------------------------------------- */
+
+#define LEGACY_OPS(fn, type)                                                                 \
+	static void fn##_rec_destroy(struct dev_record *r)                                  \
+	{                                                                                   \
+		fn##_destroy((type *)r->dev);                                               \
+	}                                                                                   \
+	static const struct dev_ops fn##_ops = {.destroy = fn##_rec_destroy}
+
+LEGACY_OPS(serial, struct serial);
+LEGACY_OPS(rtc, struct rtc);
+LEGACY_OPS(i8042, struct i8042);
+LEGACY_OPS(acpi_pm, struct acpi_pm);
+LEGACY_OPS(pvpanic, struct pvpanic);
+static const struct dev_ops bootdev_ops = {.destroy = NULL}; /* nothing to free */
+
+static int register_legacy(struct machine *vm)
+{
+	const struct {
+		const char *id, *type;
+		void *dev;
+		const struct dev_ops *ops;
+	} l[] = {
+		{"com1", "serial", &vm->serial, &serial_ops},
+		{"rtc", "rtc", &vm->rtc, &rtc_ops},
+		{"i8042", "i8042", &vm->i8042, &i8042_ops},
+		{"pm", "acpi-pm", &vm->pm, &acpi_pm_ops},
+		{"pvpanic", "pvpanic", &vm->pvpanic, &pvpanic_ops},
+		{"bootdev", "bootdev", &vm->bootdev, &bootdev_ops},
+	};
+	for (size_t i = 0; i < sizeof(l) / sizeof(l[0]); i++) {
+		struct dev_record rec;
+		memset(&rec, 0, sizeof(rec));
+		snprintf(rec.id, sizeof(rec.id), "%s", l[i].id);
+		rec.type = l[i].type;
+		rec.cls = DEV_LEGACY;
+		rec.dev = l[i].dev;
+		rec.ops = l[i].ops;
+		if (!registry_add(&vm->reg, &rec)) {
+			log_error("too many devices");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- the machine ------------------------------------------------------------ */
+
+struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
+			       const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+			       size_t errlen)
+{
+	struct machine *vm = calloc(1, sizeof(*vm));
+	if (!vm) {
+		set_err(err, errlen, "out of memory");
+		return NULL;
+	}
+	log_clear_last_error();
+	vm->cfg = *cfg;
+	vm->hooks = *hooks;
+	vm->loop = loop;
+	vm->start_ns = start_ns;
+	vm->ncpus = cfg->cpus;
+	vm->kvm.fd = vm->kvm.vm_fd = -1;
+	vm->rx_efd = vm->rtc_tfd = -1;
+	pthread_mutex_init(&vm->park_lock, NULL);
+	pthread_cond_init(&vm->park_cond, NULL);
+	atomic_store(&vm->exit_code, -1);
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_efd < 0) {
+		log_error("cannot create an eventfd: %s", strerror(errno));
+		goto fail;
+	}
+
+	/* Inputs first: a bad file or size is reported before touching KVM. */
+	if (check_host_memory(cfg->mem_size))
+		goto fail;
+	int r = guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
+	if (r) {
+		log_error("cannot allocate %llu MiB of guest memory: %s",
+			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+		goto fail;
+	}
+	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || setup_guest_image(vm) ||
+	    open_kvm(vm))
+		goto fail;
+	kvm_platform_init(&vm->kp, &vm->kvm, vm->loop, &vm->pio, &vm->mmio);
+	vm->kp_ready = true;
+	if (setup_devices(vm))
+		goto fail;
+	vm->legacy_ready = true;
+	if (register_legacy(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
+		goto fail;
+	return vm;
+fail:
+	set_err(err, errlen, "%s", log_last_error()[0] ? log_last_error() : "cannot build the VM");
+	machine_destroy(vm);
+	return NULL;
+}
+
+int machine_start(struct machine *vm)
+{
+	if (vm->started)
+		return -EALREADY;
+	vm->rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->rtc_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (vm->rx_efd < 0 || vm->rtc_tfd < 0) {
+		int r = -errno;
+		log_error("cannot set up the event loop: %s", strerror(errno));
+		return r;
+	}
+	loop_add(vm->loop, vm->rx_efd, EPOLLIN, on_retry, vm);
+	serial_set_rx_ready_cb(&vm->serial, on_serial_rx_ready, vm);
+	loop_add(vm->loop, vm->rtc_tfd, EPOLLIN, on_rtc_timer, vm);
+	struct itimerspec first = {.it_value = {.tv_sec = 1}};
+	timerfd_settime(vm->rtc_tfd, 0, &first, NULL);
+	console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
+	int r = loop_add(vm->loop, STDIN_FILENO, EPOLLIN, on_stdin, vm);
+	if (r == -EPERM) {
+		/* stdin is a regular file: epoll cannot watch it */
+		log_debug("stdin is not pollable; console input disabled");
+		vm->in_eof = true;
+	} else if (r) {
+		vm->in_eof = true;
+	} else {
+		vm->in_watched = true;
+	}
+
+	/* vCPU threads get SIGUSR1 (the kick); every other thread blocks it. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_signal;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	/* vCPU threads need little stack (exit handling and device
+	 * registers).  glibc's default is 8 MiB, and with transparent huge
+	 * pages set to "always" a stack mapping that covers an aligned 2 MiB
+	 * block gets a whole huge page on its first touch: 2 MiB of RSS per
+	 * vCPU for nothing.  A stack smaller than a huge page cannot. */
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VCPU_STACK_SIZE);
+	vm->started = true;
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		pthread_mutex_lock(&vm->park_lock);
+		vm->running_threads++;
+		pthread_mutex_unlock(&vm->park_lock);
+		if (pthread_create(&c->thread, &attr, vcpu_thread, c)) {
+			pthread_mutex_lock(&vm->park_lock);
+			vm->running_threads--;
+			pthread_mutex_unlock(&vm->park_lock);
+			log_error("cannot start vCPU thread %u", i);
+			vmm_request_exit(vm, VMM_EXIT_ERROR);
+			break;
+		}
+		c->started = true;
+	}
+	pthread_attr_destroy(&attr);
+	return 0;
+}
+
+/* How long pause waits for the vCPUs to reach the rendezvous.  A vCPU
+ * leaves KVM_RUN within microseconds of the kick; only a vCPU stuck in a
+ * device access could take longer, and then the pause fails cleanly. */
+#define PAUSE_TIMEOUT_NS (5ULL * 1000000000ULL)
+
+int machine_pause(struct machine *vm)
+{
+	if (!vm->started)
+		return -EINVAL;
+	if (vm->paused)
+		return 0;
+	atomic_store(&vm->pause_req, true);
+	kick_vcpus(vm);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	uint64_t t = (uint64_t)dl.tv_nsec + PAUSE_TIMEOUT_NS;
+	dl.tv_sec += (time_t)(t / 1000000000ULL);
+	dl.tv_nsec = (long)(t % 1000000000ULL);
+	int r = 0;
+	pthread_mutex_lock(&vm->park_lock);
+	while (vm->parked < vm->running_threads && atomic_load(&vm->exit_code) < 0 && r == 0)
+		r = pthread_cond_timedwait(&vm->park_cond, &vm->park_lock, &dl);
+	bool ok = vm->parked == vm->running_threads && atomic_load(&vm->exit_code) < 0;
+	pthread_mutex_unlock(&vm->park_lock);
+	if (!ok) {
+		/* undo: nobody stays parked */
+		pthread_mutex_lock(&vm->park_lock);
+		atomic_store(&vm->pause_req, false);
+		pthread_cond_broadcast(&vm->park_cond);
+		pthread_mutex_unlock(&vm->park_lock);
+		if (atomic_load(&vm->exit_code) >= 0)
+			return -ESHUTDOWN;
+		log_error("pause: the vCPUs did not stop within %llu s",
+			  (unsigned long long)(PAUSE_TIMEOUT_NS / 1000000000ULL));
+		return -ETIMEDOUT;
+	}
+	/* Every vCPU is parked.  The guest's clock stops here. */
+	vm->have_clock = kvm_get_clock(&vm->kvm, &vm->paused_clock) == 0;
+	if (vm->in_watched && !vm->in_eof && !vm->in_paused)
+		loop_mod(vm->loop, vm->console.in_fd, 0);
+	registry_pause_all(&vm->reg);
+	vm->paused = true;
+	return 0;
+}
+
+int machine_resume(struct machine *vm)
+{
+	if (!vm->paused)
+		return 0;
+	/* Devices first (they may raise interrupts for work that arrived
+	 * meanwhile), then the clock, then the vCPUs. */
+	registry_resume_all(&vm->reg);
+	if (vm->in_watched && !vm->in_eof && !vm->in_paused)
+		loop_mod(vm->loop, vm->console.in_fd, EPOLLIN);
+	if (vm->have_clock) {
+		int r = kvm_set_clock(&vm->kvm, vm->paused_clock);
+		if (r)
+			log_warn("resume: cannot restore the guest clock: %s", strerror(-r));
+		for (uint32_t i = 0; i < vm->ncpus; i++)
+			(void)kvm_kvmclock_ctrl(&vm->vcpus[i].kv); /* -EINVAL without kvmclock */
+	}
+	vm->paused = false;
+	pthread_mutex_lock(&vm->park_lock);
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->park_cond);
+	pthread_mutex_unlock(&vm->park_lock);
+	return 0;
+}
+
+void machine_stop(struct machine *vm)
+{
+	if (!vm->started)
+		return;
+	pthread_mutex_lock(&vm->park_lock);
+	atomic_store(&vm->stop_req, true);
+	pthread_cond_broadcast(&vm->park_cond);
+	pthread_mutex_unlock(&vm->park_lock);
+	kick_vcpus(vm);
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].started)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].started = false;
+	}
+	vm->started = false;
+	if (vm->in_watched && !vm->in_eof)
+		loop_del(vm->loop, vm->console.in_fd);
+	vm->in_watched = false;
+	console_restore();
+	if (vm->console.out_dropped)
+		log_warn("%llu bytes of console output were dropped",
+			 (unsigned long long)vm->console.out_dropped);
+}
+
+void machine_destroy(struct machine *vm)
+{
+	if (!vm)
+		return;
+	machine_stop(vm);
+	if (vm->vcpus) {
+		for (uint32_t i = 0; i < vm->ncpus; i++)
+			if (vm->vcpus[i].kv.fd >= 0 && vm->vcpus[i].kv.run)
+				kvm_destroy_vcpu(&vm->vcpus[i].kv);
+		free(vm->vcpus);
+	}
+	/* every device, newest first: each virtio record takes down its
+	 * transport (ioeventfds, MSI routes: needs the VM) and then the
+	 * device (waiting for I/O still in flight); then the PCI bus, KVM
+	 * and guest memory */
+	if (vm->legacy_ready) {
+		registry_destroy_all(&vm->reg);
+	} else {
+		/* legacy devices were not all made: only the virtio records exist */
+		registry_destroy_all(&vm->reg);
+	}
+	if (vm->pci_ready)
+		pci_bus_destroy(&vm->pci);
+	if (vm->kp_ready)
+		kvm_platform_destroy(&vm->kp);
+	kvm_close(&vm->kvm);
+	guest_mem_destroy(&vm->mem);
+	if (vm->rx_efd >= 0) {
+		loop_del(vm->loop, vm->rx_efd);
+		close(vm->rx_efd);
+	}
+	if (vm->rtc_tfd >= 0) {
+		loop_del(vm->loop, vm->rtc_tfd);
+		close(vm->rtc_tfd);
+	}
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	pthread_mutex_destroy(&vm->park_lock);
+	pthread_cond_destroy(&vm->park_cond);
+	free(vm);
+}
+
+/* ---- run-time requests (event-loop thread) ------------------------------- */
+
+static struct dev_record *find_dev(struct machine *vm, const char *type, const char *id,
+				   char *err, size_t errlen)
+{
+	struct dev_record *r = registry_find(&vm->reg, type, id);
+	if (!r)
+		set_err(err, errlen, "no %s device '%s'", type, id);
+	return r;
+}
+
+int machine_ctrl_alt_del(struct machine *vm, char *err, size_t errlen)
+{
+	set_err(err, errlen, "SendCtrlAltDel is not supported yet");
+	return -ENOTSUP;
+}
+
+int machine_balloon_target(struct machine *vm, uint64_t bytes, char *err, size_t errlen)
+{
+	struct dev_record *r = find_dev(vm, "virtio-balloon", "balloon", err, errlen);
+	if (!r)
+		return -ENODEV;
+	int rc = virtio_balloon_set_target(r->dev, bytes);
+	if (rc)
+		set_err(err, errlen, "balloon: %s",
+			rc == -EINVAL ? "the target must be smaller than guest memory" : strerror(-rc));
+	return rc;
+}
+
+int machine_balloon_stats_period(struct machine *vm, uint32_t seconds, char *err, size_t errlen)
+{
+	set_err(err, errlen, "changing the statistics interval after boot is not supported yet");
+	return -ENOTSUP;
+}
+
+int machine_balloon_stats(struct machine *vm, struct balloon_stats_reply *out, char *err,
+			  size_t errlen)
+{
+	struct dev_record *r = find_dev(vm, "virtio-balloon", "balloon", err, errlen);
+	if (!r)
+		return -ENODEV;
+	struct virtio_balloon_info bi;
+	struct virtio_balloon_stats st;
+	if (virtio_balloon_get_info(r->dev, &bi)) {
+		set_err(err, errlen, "balloon: no information");
+		return -EIO;
+	}
+	memset(out, 0, sizeof(*out));
+	out->target_pages = bi.target_pages;
+	out->actual_pages = bi.actual_pages;
+	out->target_mib = bi.target_pages >> 8;
+	out->actual_mib = bi.actual_pages >> 8;
+	(void)virtio_balloon_request_stats(r->dev); /* fresher numbers next time */
+	if (virtio_balloon_get_stats(r->dev, &st) == 0) {
+		for (int i = 0; i < 16 && i < (int)(sizeof(st.val) / sizeof(st.val[0])); i++) {
+			if (st.valid & (1u << i)) {
+				out->valid |= 1u << i;
+				out->val[i] = st.val[i];
+			}
+		}
+	}
+	return 0;
+}
+
+int machine_drive_update(struct machine *vm, const struct disk_config *d, bool path, bool rl,
+			 char *err, size_t errlen)
+{
+	if (!find_dev(vm, "virtio-blk", d->id, err, errlen))
+		return -ENODEV;
+	set_err(err, errlen, "updating a drive after boot is not supported yet");
+	return -ENOTSUP;
+}
+
+int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, bool tx, char *err,
+		       size_t errlen)
+{
+	if (!find_dev(vm, "virtio-net", n->id, err, errlen))
+		return -ENODEV;
+	set_err(err, errlen, "updating rate limiters after boot is not supported yet");
+	return -ENOTSUP;
+}
+
+int machine_serial_output(struct machine *vm, const char *path, char *err, size_t errlen)
+{
+	set_err(err, errlen, "serial output to a file is not supported yet");
+	return -ENOTSUP;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * machine.h - one assembled virtual machine: guest RAM, kernel, firmware
+ * tables, KVM VM, devices (in a registry) and vCPU threads.
+ *
+ * The lifecycle around it (states, requests, the API) is vm.h; this is the
+ * mechanism it drives, always from the event-loop thread:
+ *
+ *   machine_create()   validate host-side inputs and assemble everything in
+ *                      a fixed order; no vCPU runs yet
+ *   machine_start()    start one thread per vCPU
+ *   machine_pause()    every vCPU leaves KVM_RUN (completing a pending I/O
+ *                      instruction first) and parks at a rendezvous; the
+ *                      guest's kvmclock is read; every device is paused
+ *   machine_resume()   kvmclock written back (the guest does not see the
+ *                      pause as elapsed time), devices resumed, vCPUs run
+ *   machine_stop()     vCPU threads kicked and joined
+ *   machine_destroy()  devices (registry, newest first), KVM, guest RAM
+ *
+ * When the guest decides the VM is over (power-off, reset, panic, crash)
+ * or the user quits, the machine calls on_exit(ctx, code) once (first
+ * reason wins) from whatever thread noticed; the owner then stops it.
+ */
+#ifndef VISOR_MACHINE_H
+#define VISOR_MACHINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "action.h"
+#include "config.h"
+
+/* Process exit statuses (documented in --help and the README). */
+enum vmm_exit {
+	VMM_EXIT_POWEROFF = 0,
+	VMM_EXIT_ERROR = 1,
+	VMM_EXIT_REBOOT = 2,
+	VMM_EXIT_PANIC = 3,
+	VMM_EXIT_CRASH = 4,
+	VMM_EXIT_QUIT = 130,
+};
+
+struct machine;
+struct loop;
+
+struct machine_hooks {
+	void (*on_exit)(void *ctx, int code); /* any thread, once */
+	void *ctx;
+};
+
+/* Build the machine described by @cfg (already config_validate()d) on
+ * @loop.  @start_ns: when visor started (boot-time report).  On failure
+ * returns NULL with one clear line in err. */
+struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
+			       const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+			       size_t errlen);
+
+/* Start the vCPU threads and the console.  0 / -errno. */
+int machine_start(struct machine *m);
+/* Park every vCPU and pause every device.  0 / -errno (then nothing is
+ * paused). */
+int machine_pause(struct machine *m);
+int machine_resume(struct machine *m);
+/* Kick and join the vCPU threads (idempotent); restores the terminal. */
+void machine_stop(struct machine *m);
+void machine_destroy(struct machine *m);
+
+/* The exit code once on_exit fired, else -1. */
+int machine_exit_code(struct machine *m);
+/* Request the VM's end as if the guest had (e.g. Ctrl-A x).  Any thread. */
+void machine_request_exit(struct machine *m, int code);
+
+/* ---- run-time requests (event-loop thread) ----
+ * Each returns 0 or -errno with a message in err. */
+int machine_ctrl_alt_del(struct machine *m, char *err, size_t errlen);
+int machine_balloon_target(struct machine *m, uint64_t bytes, char *err, size_t errlen);
+int machine_balloon_stats_period(struct machine *m, uint32_t seconds, char *err, size_t errlen);
+int machine_balloon_stats(struct machine *m, struct balloon_stats_reply *out, char *err,
+			  size_t errlen);
+/* PATCH /drives/{id}: new backing file and/or rate limiter. */
+int machine_drive_update(struct machine *m, const struct disk_config *d, bool path, bool rl,
+			 char *err, size_t errlen);
+/* PATCH /network-interfaces/{id}: rate limiters. */
+int machine_net_update(struct machine *m, const struct net_config *n, bool rx, bool tx, char *err,
+		       size_t errlen);
+/* Console output to @path from now on (PUT /serial). */
+int machine_serial_output(struct machine *m, const char *path, char *err, size_t errlen);
+
+#endif

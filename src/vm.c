@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: MIT */
+#include "vm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "event/loop.h"
+#include "machine.h"
+#include "util/log.h"
+
+/* Firecracker's own words for requests in the wrong state, so tools that
+ * match on them keep working. */
+#define MSG_BEFORE_START "The requested operation is not supported before starting the microVM."
+#define MSG_AFTER_START "The requested operation is not supported after starting the microVM."
+
+/* A request handed over by another thread. */
+struct pending {
+	const struct vm_action *a;
+	struct vm_reply *rep;
+	bool done;
+	struct pending *next;
+};
+
+struct vm {
+	enum vm_state state;
+	struct vm_config cfg;
+	struct vm_params p;
+	char id[CONFIG_ID_MAX + 1];
+	struct loop loop;
+	bool loop_ready;
+	struct machine *m;
+	uint64_t started_ns;
+	_Atomic int exit_code;   /* -1 until the VM (or the process) ends */
+	int exit_efd;            /* the machine says the guest is over */
+	int act_efd;             /* vm_submit queued something */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct pending *head, **tail;
+	bool loop_done;          /* no more actions are run */
+};
+
+static const char *const state_names[] = {"Not started", "Running", "Paused", "Stopped"};
+
+const char *vm_state_name(enum vm_state s)
+{
+	return (unsigned)s < 4 ? state_names[s] : "?";
+}
+
+enum vm_state vm_get_state(struct vm *vm)
+{
+	return vm->state;
+}
+
+struct loop *vm_loop(struct vm *vm)
+{
+	return &vm->loop;
+}
+
+__attribute__((format(printf, 3, 4))) static void refuse(struct vm_reply *rep, int status,
+							  const char *fmt, ...)
+{
+	rep->status = status;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rep->fault, sizeof(rep->fault), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- the guest ends ------------------------------------------------------ */
+
+static void on_machine_exit(void *ctx, int code)
+{
+	struct vm *vm = ctx;
+	int expected = -1;
+	atomic_compare_exchange_strong(&vm->exit_code, &expected, code);
+	uint64_t one = 1;
+	ssize_t r = write(vm->exit_efd, &one, sizeof(one));
+	(void)r;
+}
+
+static void stop_vm(struct vm *vm)
+{
+	if (vm->m) {
+		machine_stop(vm->m);
+		vm->state = VM_STOPPED;
+	}
+}
+
+static void on_exit_efd(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct vm *vm = ctx;
+	uint64_t v;
+	ssize_t r = read(fd, &v, sizeof(v));
+	(void)r;
+	stop_vm(vm);
+	if (vm->p.exit_when_stopped || atomic_load(&vm->exit_code) >= 0)
+		loop_stop(l);
+}
+
+void vm_shutdown(struct vm *vm, int code)
+{
+	on_machine_exit(vm, code);
+}
+
+/* ---- actions ------------------------------------------------------------- */
+
+static bool before_start(struct vm *vm, struct vm_reply *rep)
+{
+	if (vm->state == VM_NOT_STARTED)
+		return true;
+	refuse(rep, 400, MSG_AFTER_START);
+	return false;
+}
+
+static bool after_start(struct vm *vm, struct vm_reply *rep)
+{
+	if (vm->state == VM_RUNNING || vm->state == VM_PAUSED)
+		return true;
+	refuse(rep, 400, vm->state == VM_NOT_STARTED ? MSG_BEFORE_START : "The microVM has stopped.");
+	return false;
+}
+
+/* Apply a config change on a copy; commit only if the setter accepts it. */
+#define UPDATE_CONFIG(vm, rep, call)                                                         \
+	do {                                                                                \
+		struct vm_config *tmp_ = malloc(sizeof(*tmp_));                             \
+		struct config_err e_;                                                       \
+		if (!tmp_) {                                                                \
+			refuse(rep, 500, "out of memory");                                  \
+			break;                                                              \
+		}                                                                           \
+		*tmp_ = (vm)->cfg;                                                          \
+		struct vm_config *c_ = tmp_;                                                \
+		if (call) {                                                                 \
+			refuse(rep, 400, "%s", e_.msg);                                     \
+		} else {                                                                    \
+			(vm)->cfg = *tmp_;                                                  \
+			rep->status = 204;                                                  \
+		}                                                                           \
+		free(tmp_);                                                                 \
+	} while (0)
+
+static void do_start(struct vm *vm, struct vm_reply *rep)
+{
+	struct config_err e;
+	if (config_validate(&vm->cfg, &e)) {
+		refuse(rep, 400, "Cannot start the microVM: %s", e.msg);
+		return;
+	}
+	char err[512];
+	struct machine_hooks h = {on_machine_exit, vm};
+	struct machine *m = machine_create(&vm->cfg, &vm->loop, &h, vm->p.start_ns, err, sizeof(err));
+	if (!m) {
+		refuse(rep, 400, "Cannot start the microVM: %s", err);
+		return;
+	}
+	int r = machine_start(m);
+	if (r) {
+		machine_destroy(m);
+		refuse(rep, 400, "Cannot start the microVM: %s", strerror(-r));
+		return;
+	}
+	vm->m = m;
+	vm->started_ns = now_ns();
+	vm->state = VM_RUNNING;
+	rep->status = 204;
+}
+
+static void fill_info(struct vm *vm, struct vm_reply *rep)
+{
+	rep->state = vm->state;
+	snprintf(rep->id, sizeof(rep->id), "%s", vm->id);
+	snprintf(rep->version, sizeof(rep->version), "%s", VISOR_VERSION);
+	rep->uptime_ms = vm->started_ns ? (now_ns() - vm->started_ns) / 1000000ULL : 0;
+}
+
+void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
+{
+	char err[512] = "";
+	int r;
+	memset(rep, 0, sizeof(*rep));
+	rep->status = 204;
+	switch (a->kind) {
+	case ACT_NONE:
+		refuse(rep, 400, "empty request");
+		break;
+	case ACT_GET_INFO:
+	case ACT_GET_VERSION:
+		fill_info(vm, rep);
+		rep->status = 200;
+		break;
+	case ACT_GET_VM_CONFIG:
+	case ACT_GET_MACHINE_CONFIG:
+		fill_info(vm, rep);
+		rep->config = vm->cfg;
+		rep->status = 200;
+		break;
+	case ACT_GET_BALLOON:
+		if (!vm->cfg.balloon.enabled) {
+			refuse(rep, 400, "Invalid request method: no balloon device is configured.");
+			break;
+		}
+		fill_info(vm, rep);
+		rep->config = vm->cfg;
+		if (vm->m && machine_balloon_stats(vm->m, &rep->balloon, err, sizeof(err)) == 0)
+			rep->config.balloon.size = rep->balloon.target_pages << 12;
+		rep->status = 200;
+		break;
+	case ACT_GET_BALLOON_STATS:
+		if (!vm->cfg.balloon.enabled) {
+			refuse(rep, 400, "Invalid request method: no balloon device is configured.");
+		} else if (!vm->cfg.balloon.stats_period) {
+			refuse(rep, 400, "Statistics for the balloon device are not enabled");
+		} else if (!after_start(vm, rep)) {
+		} else if (machine_balloon_stats(vm->m, &rep->balloon, err, sizeof(err))) {
+			refuse(rep, 400, "%s", err);
+		} else {
+			rep->status = 200;
+		}
+		break;
+	case ACT_PUT_MACHINE_CONFIG:
+	case ACT_PATCH_MACHINE_CONFIG: {
+		if (!before_start(vm, rep))
+			break;
+		bool put = a->kind == ACT_PUT_MACHINE_CONFIG;
+		uint64_t cpus = put || a->has_cpus ? a->u.machine.cpus : vm->cfg.cpus;
+		uint64_t mem = put || a->has_mem ? a->u.machine.mem_mib : vm->cfg.mem_size >> 20;
+		bool smt = put ? a->u.machine.smt : a->has_smt ? a->u.machine.smt : vm->cfg.smt;
+		bool track = put ? a->u.machine.track_dirty_pages
+				 : a->has_track_dirty ? a->u.machine.track_dirty_pages
+						      : vm->cfg.track_dirty_pages;
+		UPDATE_CONFIG(vm, rep, config_set_machine(c_, cpus, mem, smt, track, &e_));
+		break;
+	}
+	case ACT_PUT_BOOT_SOURCE:
+		if (!before_start(vm, rep))
+			break;
+		UPDATE_CONFIG(vm, rep,
+			      config_set_boot(c_, a->u.boot.kernel,
+					      a->u.boot.has_initrd ? a->u.boot.initrd : NULL,
+					      a->u.boot.has_cmdline ? a->u.boot.cmdline
+								    : CONFIG_FC_DEFAULT_CMDLINE,
+					      &e_));
+		break;
+	case ACT_PUT_DRIVE: {
+		if (!before_start(vm, rep))
+			break;
+		struct disk_config d = a->u.disk;
+		d.transport = vm->p.api_transport;
+		UPDATE_CONFIG(vm, rep, config_set_disk(c_, &d, &e_));
+		break;
+	}
+	case ACT_PATCH_DRIVE: {
+		if (!after_start(vm, rep))
+			break;
+		int i = config_find_disk(&vm->cfg, a->u.disk.id);
+		if (i < 0) {
+			refuse(rep, 400, "Invalid block device ID: %s", a->u.disk.id);
+			break;
+		}
+		struct disk_config d = vm->cfg.disks[i];
+		if (a->has_path)
+			snprintf(d.path, sizeof(d.path), "%s", a->u.disk.path);
+		if (a->has_rl)
+			d.rl = a->u.disk.rl;
+		struct config_err e;
+		struct vm_config *tmp = malloc(sizeof(*tmp));
+		if (!tmp) {
+			refuse(rep, 500, "out of memory");
+			break;
+		}
+		*tmp = vm->cfg;
+		r = config_set_disk(tmp, &d, &e);
+		if (r) {
+			refuse(rep, 400, "%s", e.msg);
+		} else if ((r = machine_drive_update(vm->m, &d, a->has_path, a->has_rl, err,
+						     sizeof(err)))) {
+			refuse(rep, 400, "%s", err);
+		} else {
+			vm->cfg = *tmp;
+		}
+		free(tmp);
+		break;
+	}
+	case ACT_PUT_NET: {
+		if (!before_start(vm, rep))
+			break;
+		struct net_config n = a->u.net;
+		n.transport = vm->p.api_transport;
+		UPDATE_CONFIG(vm, rep, config_set_net(c_, &n, &e_));
+		break;
+	}
+	case ACT_PATCH_NET: {
+		if (!after_start(vm, rep))
+			break;
+		int i = config_find_net(&vm->cfg, a->u.net.id);
+		if (i < 0) {
+			refuse(rep, 400, "Invalid network interface ID: %s", a->u.net.id);
+			break;
+		}
+		struct net_config n = vm->cfg.nics[i];
+		if (a->has_rx_rl)
+			n.rx_rl = a->u.net.rx_rl;
+		if (a->has_tx_rl)
+			n.tx_rl = a->u.net.tx_rl;
+		struct config_err e;
+		if (config_check_rate_limiter("network interface", &n.rx_rl, &e) ||
+		    config_check_rate_limiter("network interface", &n.tx_rl, &e)) {
+			refuse(rep, 400, "%s", e.msg);
+		} else if (machine_net_update(vm->m, &n, a->has_rx_rl, a->has_tx_rl, err, sizeof(err))) {
+			refuse(rep, 400, "%s", err);
+		} else {
+			vm->cfg.nics[i] = n;
+		}
+		break;
+	}
+	case ACT_PUT_VSOCK: {
+		if (!before_start(vm, rep))
+			break;
+		struct vsock_config v = a->u.vsock;
+		v.transport = vm->p.api_transport;
+		UPDATE_CONFIG(vm, rep, config_set_vsock(c_, &v, &e_));
+		break;
+	}
+	case ACT_PUT_ENTROPY: {
+		if (!before_start(vm, rep))
+			break;
+		struct rng_config g = a->u.rng;
+		g.transport = vm->p.api_transport;
+		UPDATE_CONFIG(vm, rep, config_set_rng(c_, &g, &e_));
+		break;
+	}
+	case ACT_PUT_BALLOON: {
+		if (!before_start(vm, rep))
+			break;
+		struct balloon_config b = a->u.balloon;
+		b.transport = vm->p.api_transport;
+		UPDATE_CONFIG(vm, rep, config_set_balloon(c_, &b, &e_));
+		break;
+	}
+	case ACT_PATCH_BALLOON: {
+		if (!vm->cfg.balloon.enabled) {
+			refuse(rep, 400, "Invalid request method: no balloon device is configured.");
+			break;
+		}
+		struct balloon_config b = vm->cfg.balloon;
+		b.size = a->u.balloon.size;
+		struct config_err e;
+		struct vm_config *tmp = malloc(sizeof(*tmp));
+		if (!tmp) {
+			refuse(rep, 500, "out of memory");
+			break;
+		}
+		*tmp = vm->cfg;
+		if (config_set_balloon(tmp, &b, &e))
+			refuse(rep, 400, "%s", e.msg);
+		else if (vm->m && machine_balloon_target(vm->m, b.size, err, sizeof(err)))
+			refuse(rep, 400, "%s", err);
+		else
+			vm->cfg.balloon = tmp->balloon;
+		free(tmp);
+		break;
+	}
+	case ACT_PATCH_BALLOON_STATS: {
+		if (!vm->cfg.balloon.enabled) {
+			refuse(rep, 400, "Invalid request method: no balloon device is configured.");
+			break;
+		}
+		uint32_t s = a->u.balloon.stats_period;
+		if (s > 86400) {
+			refuse(rep, 400, "balloon: stats_polling_interval_s must be 0 to 86400");
+		} else if (vm->m) {
+			if (machine_balloon_stats_period(vm->m, s, err, sizeof(err)))
+				refuse(rep, 400, "%s", err);
+			else
+				vm->cfg.balloon.stats_period = s;
+		} else {
+			vm->cfg.balloon.stats_period = s;
+		}
+		break;
+	}
+	case ACT_INSTANCE_START:
+		if (!before_start(vm, rep))
+			break;
+		do_start(vm, rep);
+		break;
+	case ACT_SEND_CTRL_ALT_DEL:
+		if (!after_start(vm, rep))
+			break;
+		if (machine_ctrl_alt_del(vm->m, err, sizeof(err)))
+			refuse(rep, 400, "%s", err);
+		break;
+	case ACT_FLUSH_METRICS:
+		if (!vm->cfg.metrics.set)
+			refuse(rep, 400, "The metrics system is not initialized");
+		break;
+	case ACT_PAUSE:
+		if (!after_start(vm, rep))
+			break;
+		if (vm->state == VM_PAUSED)
+			break;
+		r = machine_pause(vm->m);
+		if (r)
+			refuse(rep, 400, "Failed to pause the microVM: %s", strerror(-r));
+		else
+			vm->state = VM_PAUSED;
+		break;
+	case ACT_RESUME:
+		if (!after_start(vm, rep))
+			break;
+		if (vm->state == VM_RUNNING)
+			break;
+		r = machine_resume(vm->m);
+		if (r)
+			refuse(rep, 400, "Failed to resume the microVM: %s", strerror(-r));
+		else
+			vm->state = VM_RUNNING;
+		break;
+	case ACT_PUT_LOGGER:
+		if (!before_start(vm, rep))
+			break;
+		vm->cfg.logger = a->u.logger;
+		vm->cfg.logger.set = true;
+		break;
+	case ACT_PUT_METRICS:
+		if (!before_start(vm, rep))
+			break;
+		vm->cfg.metrics = a->u.metrics;
+		vm->cfg.metrics.set = true;
+		break;
+	case ACT_PUT_SERIAL:
+		if (!before_start(vm, rep))
+			break;
+		snprintf(vm->cfg.serial_out, sizeof(vm->cfg.serial_out), "%s", a->u.serial_out);
+		break;
+	}
+}
+
+/* ---- requests from other threads ------------------------------------------ */
+
+static void on_act_efd(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct vm *vm = ctx;
+	uint64_t v;
+	ssize_t r = read(fd, &v, sizeof(v));
+	(void)r;
+	for (;;) {
+		pthread_mutex_lock(&vm->qlock);
+		struct pending *p = vm->head;
+		if (p) {
+			vm->head = p->next;
+			if (!vm->head)
+				vm->tail = &vm->head;
+		}
+		pthread_mutex_unlock(&vm->qlock);
+		if (!p)
+			break;
+		vm_execute(vm, p->a, p->rep);
+		pthread_mutex_lock(&vm->qlock);
+		p->done = true;
+		pthread_cond_broadcast(&vm->qcond);
+		pthread_mutex_unlock(&vm->qlock);
+	}
+}
+
+int vm_submit(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
+{
+	struct pending p = {a, rep, false, NULL};
+	pthread_mutex_lock(&vm->qlock);
+	if (vm->loop_done) {
+		pthread_mutex_unlock(&vm->qlock);
+		memset(rep, 0, sizeof(*rep));
+		refuse(rep, 400, "The microVM has stopped.");
+		return -ESHUTDOWN;
+	}
+	*vm->tail = &p;
+	vm->tail = &p.next;
+	pthread_mutex_unlock(&vm->qlock);
+	uint64_t one = 1;
+	ssize_t w = write(vm->act_efd, &one, sizeof(one));
+	(void)w;
+	pthread_mutex_lock(&vm->qlock);
+	while (!p.done)
+		pthread_cond_wait(&vm->qcond, &vm->qlock);
+	pthread_mutex_unlock(&vm->qlock);
+	return p.rep->status == 400 && vm->loop_done ? -ESHUTDOWN : 0;
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+struct vm *vm_create(const struct vm_config *cfg, const struct vm_params *p)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	vm->cfg = *cfg;
+	vm->p = *p;
+	snprintf(vm->id, sizeof(vm->id), "%s", p->id ? p->id : "anonymous-instance");
+	vm->state = VM_NOT_STARTED;
+	atomic_store(&vm->exit_code, -1);
+	pthread_mutex_init(&vm->qlock, NULL);
+	pthread_cond_init(&vm->qcond, NULL);
+	vm->tail = &vm->head;
+	vm->exit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->act_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int r = loop_init(&vm->loop);
+	if (vm->exit_efd < 0 || vm->act_efd < 0 || r) {
+		log_error("cannot create the event loop: %s", strerror(r ? -r : errno));
+		goto fail;
+	}
+	vm->loop_ready = true;
+	if ((r = loop_add(&vm->loop, vm->exit_efd, EPOLLIN, on_exit_efd, vm)) ||
+	    (r = loop_add(&vm->loop, vm->act_efd, EPOLLIN, on_act_efd, vm))) {
+		log_error("cannot set up the event loop: %s", strerror(-r));
+		goto fail;
+	}
+	return vm;
+fail:
+	vm_destroy(vm);
+	return NULL;
+}
+
+int vm_run(struct vm *vm)
+{
+	int r = loop_run(&vm->loop);
+	if (r)
+		on_machine_exit(vm, VMM_EXIT_ERROR);
+	/* Nothing more runs on the loop: answer whoever is still waiting. */
+	pthread_mutex_lock(&vm->qlock);
+	vm->loop_done = true;
+	pthread_mutex_unlock(&vm->qlock);
+	on_act_efd(&vm->loop, vm->act_efd, 0, vm);
+	stop_vm(vm);
+	int code = atomic_load(&vm->exit_code);
+	return code < 0 ? 0 : code;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->m) {
+		machine_destroy(vm->m);
+		vm->m = NULL;
+	}
+	if (vm->loop_ready)
+		loop_destroy(&vm->loop);
+	if (vm->exit_efd >= 0)
+		close(vm->exit_efd);
+	if (vm->act_efd >= 0)
+		close(vm->act_efd);
+	pthread_mutex_destroy(&vm->qlock);
+	pthread_cond_destroy(&vm->qcond);
+	free(vm);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vm.h - the VM lifecycle: one state machine, typed actions, the loop.
+ *
+ *   NOT_STARTED --InstanceStart--> RUNNING <--Pause/Resume--> PAUSED
+ *        |                            |                          |
+ *        +----------------------------+--------------------------+--> STOPPED
+ *                       (guest power-off/reset/panic/crash, Ctrl-A x, error)
+ *
+ * The state and the configuration are owned by the event-loop thread.
+ * Every request (the API, the config file, `visor run`) is a struct
+ * vm_action (action.h); vm_execute() checks it against the state and
+ * either changes nothing (reply 400 with a fault message) or applies it.
+ * Other threads hand actions over with vm_submit(), which queues the action,
+ * wakes the loop through an eventfd and waits for the reply.
+ */
+#ifndef VISOR_VM_H
+#define VISOR_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "action.h"
+#include "config.h"
+
+struct vm;
+struct loop;
+
+struct vm_params {
+	const char *id;                 /* instance id */
+	uint64_t start_ns;              /* process start (boot-time report) */
+	enum virtio_transport_kind api_transport; /* transport of devices the API adds */
+	bool exit_when_stopped;         /* stop the loop when the guest ends */
+};
+
+/* A VM in NOT_STARTED with @cfg as its configuration (host settings such
+ * as kvm_path come from it too).  NULL on failure (logged). */
+struct vm *vm_create(const struct vm_config *cfg, const struct vm_params *p);
+void vm_destroy(struct vm *vm);
+
+/* The loop every part of the VM runs on. */
+struct loop *vm_loop(struct vm *vm);
+
+/* Run @a now (event-loop thread only) and fill @rep. */
+void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep);
+
+/* Run @a on the loop from another thread and wait for the reply.
+ * Returns 0, or -ESHUTDOWN when the loop has ended (rep is then a 400). */
+int vm_submit(struct vm *vm, const struct vm_action *a, struct vm_reply *rep);
+
+/* Run the event loop until the VM stops (or vm_shutdown()).  Returns the
+ * process exit status (enum vmm_exit; 0 when shut down before start). */
+int vm_run(struct vm *vm);
+/* Make vm_run return (any thread): stops a running guest with @code. */
+void vm_shutdown(struct vm *vm, int code);
+
+enum vm_state vm_get_state(struct vm *vm);
+const char *vm_state_name(enum vm_state s);
+
+#endif
