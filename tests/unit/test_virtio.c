@@ -2,8 +2,9 @@
 /*
  * Common virtio device tests: status state machine, feature negotiation,
  * queue activation, the replay of notifications at DRIVER_OK, reset, the
- * broken state and deferred queue work, with a fake device whose ops count
- * their calls and a fake transport.
+ * broken state, deferred queue work, the pause gate and configuration
+ * changes, with a fake device whose ops count their calls and a fake
+ * transport.
  */
 #include "../../src/devices/virtio/virtio.h"
 
@@ -47,6 +48,13 @@ struct fake {
 	uint32_t replay_mask;          /* queues the transport was asked to replay */
 	int notify_calls_at_replay;    /* notify_calls when the last replay was asked */
 	pthread_t notify_thread;       /* where queue_notify last ran */
+	/* the pause gate */
+	int quiesce_calls, unquiesce_calls;
+	int notify_while_paused;       /* queue_notify calls that saw d->paused */
+	int lock_held_in_hooks;        /* quiesce/unquiesce found d->lock taken */
+	bool paused_in_quiesce, paused_in_unquiesce;
+	int notify_calls_at_unquiesce;
+	int unquiesce_kick;            /* queue unquiesce notifies, -1: none */
 };
 
 #ifndef container_of
@@ -78,6 +86,8 @@ static int fake_reset(struct virtio_dev *d)
 
 static void fake_notify(struct virtio_dev *d, uint16_t q)
 {
+	if (d->paused)
+		to_fake(d)->notify_while_paused++;
 	to_fake(d)->notify_calls++;
 	to_fake(d)->last_notify = q;
 	to_fake(d)->notify_thread = pthread_self();
@@ -99,6 +109,51 @@ static const struct virtio_dev_ops fake_ops = {
 	.activate = fake_activate,
 	.reset = fake_reset,
 	.queue_notify = fake_notify,
+};
+
+/* d->lock is free (tests without a second thread: so the caller of the
+ * hook does not hold it). */
+static bool lock_free_here(struct virtio_dev *d)
+{
+	if (pthread_mutex_trylock(&d->lock) != 0)
+		return false;
+	pthread_mutex_unlock(&d->lock);
+	return true;
+}
+
+static void fake_quiesce(struct virtio_dev *d)
+{
+	struct fake *f = to_fake(d);
+	if (!lock_free_here(d))
+		f->lock_held_in_hooks++;
+	f->quiesce_calls++;
+	f->paused_in_quiesce = d->paused;
+}
+
+static void fake_unquiesce(struct virtio_dev *d)
+{
+	struct fake *f = to_fake(d);
+	if (!lock_free_here(d))
+		f->lock_held_in_hooks++;
+	f->unquiesce_calls++;
+	f->paused_in_unquiesce = d->paused;
+	f->notify_calls_at_unquiesce = f->notify_calls;
+	if (f->unquiesce_kick >= 0) {
+		/* "look at this queue again": recorded, handled after */
+		pthread_mutex_lock(&d->lock);
+		virtio_dev_queue_notify(d, (uint16_t)f->unquiesce_kick);
+		pthread_mutex_unlock(&d->lock);
+	}
+}
+
+/* The same device with the pause hooks. */
+static const struct virtio_dev_ops fake_ops_pause = {
+	.features = fake_features,
+	.activate = fake_activate,
+	.reset = fake_reset,
+	.queue_notify = fake_notify,
+	.quiesce = fake_quiesce,
+	.unquiesce = fake_unquiesce,
 };
 
 static int fake_replay_notify(struct virtio_dev *d, uint16_t q)
@@ -131,6 +186,7 @@ static void fake_init_loop(struct fake *f, struct loop *l)
 	if (virtio_dev_init(&f->dev, &fake_ops, "fake", VIRTIO_ID_RNG, NQ, QMAX, &f->mem, l))
 		abort();
 	f->dev.tops = &fake_tops;
+	f->unquiesce_kick = -1;
 }
 
 static void fake_init(struct fake *f)
@@ -874,6 +930,350 @@ TEST(deferred_work_runs_on_the_loop_thread)
 	virtio_deferred_fini(&df);
 	fake_fini(&f);
 	loop_destroy(&l);
+}
+
+/* ---- the pause gate ---- */
+
+static void with_pause_hooks(struct fake *f)
+{
+	f->dev.ops = &fake_ops_pause;
+}
+
+static void notify_locked(struct fake *f, uint16_t q)
+{
+	pthread_mutex_lock(&f->dev.lock);
+	virtio_dev_queue_notify(&f->dev, q);
+	pthread_mutex_unlock(&f->dev.lock);
+}
+
+TEST(pause_records_notifications_and_resume_handles_them_once)
+{
+	struct fake f;
+	fake_init(&f);
+	with_pause_hooks(&f);
+	bring_up(&f, ALL_FEATURES);
+	notify_locked(&f, 0);
+	CHECK_EQ(f.notify_calls, 1);
+
+	virtio_dev_pause(&f.dev);
+	CHECK(f.dev.paused);
+	CHECK_EQ(f.quiesce_calls, 1);
+	CHECK(f.paused_in_quiesce); /* the gate closes before quiesce */
+	/* kicks while paused: recorded, the device is not called; several
+	 * kicks of one queue are one pending look */
+	for (int i = 0; i < 5; i++)
+		notify_locked(&f, 0);
+	notify_locked(&f, 1);    /* exists, not ready: recorded, ignored later */
+	notify_locked(&f, NQ);   /* out of range: not even recorded */
+	notify_locked(&f, 0xffff);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(f.dev.paused_pending, 3);
+	/* pausing again changes nothing */
+	virtio_dev_pause(&f.dev);
+	CHECK_EQ(f.quiesce_calls, 1);
+
+	virtio_dev_resume(&f.dev);
+	CHECK(!f.dev.paused);
+	CHECK_EQ(f.unquiesce_calls, 1);
+	CHECK(f.paused_in_unquiesce);            /* the gate opens after unquiesce */
+	CHECK_EQ(f.notify_calls_at_unquiesce, 1); /* and the queues are looked at after */
+	CHECK_EQ(f.notify_calls, 2);             /* queue 0 once; queue 1 is not active */
+	CHECK_EQ(f.last_notify, 0);
+	CHECK_EQ(f.dev.paused_pending, 0);
+	CHECK_EQ(f.notify_while_paused, 0);
+	CHECK_EQ(f.lock_held_in_hooks, 0);
+	/* resuming again changes nothing; the gate is open */
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.unquiesce_calls, 1);
+	CHECK_EQ(f.notify_calls, 2);
+	notify_locked(&f, 0);
+	CHECK_EQ(f.notify_calls, 3);
+
+	/* a pause without notifications: resume looks at nothing */
+	virtio_dev_pause(&f.dev);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.quiesce_calls, 2);
+	CHECK_EQ(f.unquiesce_calls, 2);
+	CHECK_EQ(f.notify_calls, 3);
+	fake_fini(&f);
+}
+
+TEST(pause_without_hooks_and_before_the_driver)
+{
+	struct fake f;
+	/* a device without quiesce/unquiesce (virtio-rng): the gate alone */
+	fake_init(&f);
+	bring_up(&f, ALL_FEATURES);
+	virtio_dev_pause(&f.dev);
+	notify_locked(&f, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.notify_calls, 1);
+	fake_fini(&f);
+	/* a device the driver has not started: hooks run, nothing is handled */
+	fake_init(&f);
+	with_pause_hooks(&f);
+	virtio_dev_pause(&f.dev);
+	notify_locked(&f, 0);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.quiesce_calls, 1);
+	CHECK_EQ(f.unquiesce_calls, 1);
+	CHECK_EQ(f.notify_calls, 0);
+	fake_fini(&f);
+}
+
+TEST(unquiesce_kicks_are_handled_after_the_gate_opens)
+{
+	struct fake f;
+	fake_init(&f);
+	with_pause_hooks(&f);
+	bring_up(&f, ALL_FEATURES);
+	f.unquiesce_kick = 0;
+	virtio_dev_pause(&f.dev);
+	notify_locked(&f, 0); /* the guest's kick and the device's: one look */
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(f.notify_while_paused, 0);
+	fake_fini(&f);
+}
+
+static uint64_t complete_chain(void *ctx, const struct virtq_chain *c, uint32_t *ret_head,
+			       uint32_t *ret_len)
+{
+	(*(int *)ctx)++;
+	*ret_len = 0;
+	return 0;
+}
+
+/* Make one single-descriptor chain available on queue 0 (not popped). */
+static void offer_one(struct fake *f, uint16_t head)
+{
+	struct virtq *q = &f->dev.vqs[0];
+	uint8_t desc[16] = {0};
+	uint64_t addr = 0x80000;
+	uint32_t len = 16;
+	memcpy(desc, &addr, 8);
+	memcpy(desc + 8, &len, 4);
+	if (guest_write(&f->mem, q->desc_gpa + 16ull * head, desc, 16))
+		abort();
+	uint16_t idx;
+	if (guest_read(&f->mem, q->avail_gpa + 2, &idx, 2) ||
+	    guest_write(&f->mem, q->avail_gpa + 4 + 2ull * (idx % q->size), &head, 2))
+		abort();
+	idx++;
+	if (guest_write(&f->mem, q->avail_gpa + 2, &idx, 2))
+		abort();
+}
+
+static uint16_t used_idx(struct fake *f)
+{
+	uint16_t idx;
+	if (guest_read(&f->mem, f->dev.vqs[0].used_gpa + 2, &idx, 2))
+		abort();
+	return idx;
+}
+
+TEST(pause_gates_deferred_work_and_drain)
+{
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fake f;
+	fake_init_loop(&f, &l);
+	with_pause_hooks(&f);
+	struct virtio_deferred df;
+	CHECK_EQ(virtio_deferred_init(&df, &f.dev), 0);
+	struct loop_handler *h = handler_of(&l, df.fd);
+	if (!h)
+		abort();
+	bring_up(&f, F_VERSION_1);
+	virtio_dev_pause(&f.dev);
+	/* a pass the budget cut short: its continuation waits for resume */
+	pthread_mutex_lock(&f.dev.lock);
+	virtio_deferred_kick(&df, 0);
+	pthread_mutex_unlock(&f.dev.lock);
+	h->cb(&l, df.fd, EPOLLIN, h->ctx);
+	CHECK(!readable(df.fd));
+	CHECK_EQ(df.pending, 0);
+	CHECK_EQ(f.notify_calls, 0);
+	CHECK_EQ(f.dev.paused_pending, 1);
+	/* a device that drains directly touches nothing either */
+	offer_one(&f, 3);
+	int calls = 0;
+	struct virtq_chain chain;
+	pthread_mutex_lock(&f.dev.lock);
+	virtio_dev_drain(&f.dev, 0, &chain, complete_chain, &calls, &df, 100);
+	pthread_mutex_unlock(&f.dev.lock);
+	CHECK_EQ(calls, 0);
+	CHECK_EQ(used_idx(&f), 0);
+	CHECK_EQ(f.signal_queue_calls, 0);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.notify_calls, 1);
+	CHECK_EQ(f.notify_while_paused, 0);
+	/* and now the same drain works */
+	pthread_mutex_lock(&f.dev.lock);
+	virtio_dev_drain(&f.dev, 0, &chain, complete_chain, &calls, &df, 100);
+	pthread_mutex_unlock(&f.dev.lock);
+	CHECK_EQ(calls, 1);
+	CHECK_EQ(used_idx(&f), 1);
+	CHECK_EQ(f.signal_queue_calls, 1);
+	virtio_deferred_fini(&df);
+	fake_fini(&f);
+	loop_destroy(&l);
+}
+
+TEST(status_writes_while_paused_are_safe)
+{
+	struct fake f;
+	fake_init(&f);
+	with_pause_hooks(&f);
+	bring_up(&f, ALL_FEATURES);
+	virtio_dev_pause(&f.dev);
+	notify_locked(&f, 0);
+	/* a reset while paused: the device resets, the pending look is
+	 * forgotten, the VM stays paused */
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK_EQ(f.reset_calls, 1);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	CHECK(f.dev.paused);
+	CHECK_EQ(f.dev.paused_pending, 0);
+	/* DRIVER_OK while paused: activated, no replay through the transport;
+	 * the queues are looked at on resume instead */
+	f.replay_calls = 0;
+	CHECK_EQ(vf_negotiate(&f.dev, ALL_FEATURES), ACK | DRV | FOK);
+	setup_queue(&f, 0);
+	setup_queue(&f, 1);
+	virtio_dev_set_status(&f.dev, ACK | DRV | FOK | DOK);
+	CHECK_EQ(f.activate_calls, 2);
+	CHECK_EQ(f.replay_calls, 0);
+	CHECK_EQ(f.dev.paused_pending, 3);
+	CHECK_EQ(f.notify_calls, 0);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.notify_calls, 2);
+	CHECK_EQ(f.notify_while_paused, 0);
+	/* a reset pending over a pause: nothing handled at resume */
+	f.reset_ret = -EINPROGRESS;
+	virtio_dev_pause(&f.dev);
+	notify_locked(&f, 0);
+	virtio_dev_set_status(&f.dev, 0);
+	CHECK(f.dev.reset_pending);
+	virtio_dev_resume(&f.dev);
+	CHECK_EQ(f.notify_calls, 2);
+	virtio_dev_reset_done(&f.dev);
+	CHECK_EQ(virtio_dev_get_status(&f.dev), 0);
+	fake_fini(&f);
+}
+
+struct race {
+	struct fake *f;
+	bool stop; /* atomic */
+	int kicks;
+};
+
+static void *kicker(void *arg)
+{
+	struct race *r = arg;
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		notify_locked(r->f, 0);
+		r->kicks++;
+	}
+	return NULL;
+}
+
+static void pause_cb(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	struct fake *f = ctx;
+	if (v & 1)
+		virtio_dev_pause(&f->dev);
+	else
+		virtio_dev_resume(&f->dev);
+}
+
+TEST(pause_and_resume_on_the_loop_while_the_guest_kicks)
+{
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fake f;
+	fake_init_loop(&f, &l);
+	with_pause_hooks(&f);
+	bring_up(&f, ALL_FEATURES);
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	CHECK(efd >= 0);
+	CHECK_EQ(loop_add(&l, efd, EPOLLIN, pause_cb, &f), 0);
+	struct loop_runner lr;
+	CHECK_EQ(loop_runner_start(&lr, &l), 0);
+	struct race r = {.f = &f};
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, kicker, &r), 0);
+	for (int i = 0; i < 200; i++) {
+		uint64_t v = (i & 1) ? 2 : 1; /* pause, resume, pause, ... */
+		CHECK_EQ(write(efd, &v, sizeof(v)), sizeof(v));
+		for (int k = 0; k < 1000; k++) {
+			pthread_mutex_lock(&f.dev.lock);
+			bool done = f.dev.paused == !(i & 1);
+			pthread_mutex_unlock(&f.dev.lock);
+			if (done)
+				break;
+			usleep(100);
+		}
+	}
+	__atomic_store_n(&r.stop, true, __ATOMIC_RELAXED);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(loop_runner_stop(&lr), 0);
+	CHECK(!f.dev.paused);
+	CHECK_EQ(f.quiesce_calls, 100);
+	CHECK_EQ(f.unquiesce_calls, 100);
+	CHECK_EQ(f.notify_while_paused, 0);
+	CHECK(r.kicks > 0);
+	loop_del(&l, efd);
+	close(efd);
+	fake_fini(&f);
+	loop_destroy(&l);
+}
+
+/* ---- configuration changes ---- */
+
+TEST(config_changed_bumps_the_generation_and_interrupts_a_live_driver)
+{
+	struct fake f;
+	fake_init(&f);
+	/* before DRIVER_OK: a new generation, no interrupt */
+	uint32_t gen = f.dev.config_generation;
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.dev.config_generation, gen + 1);
+	CHECK_EQ(f.signal_config_calls, 0);
+	bring_up(&f, ALL_FEATURES);
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.dev.config_generation, gen + 2);
+	CHECK_EQ(f.signal_config_calls, 1);
+	/* a broken device still tells its driver (it may be resetting it) */
+	virtio_dev_mark_broken(&f.dev, "test");
+	CHECK_EQ(f.signal_config_calls, 2);
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.signal_config_calls, 3);
+	/* during a pending reset, or without a transport: only the
+	 * generation */
+	f.reset_ret = -EINPROGRESS;
+	virtio_dev_set_status(&f.dev, 0);
+	gen = f.dev.config_generation;
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.dev.config_generation, gen + 1);
+	CHECK_EQ(f.signal_config_calls, 3);
+	virtio_dev_reset_done(&f.dev);
+	f.reset_ret = 0;
+	bring_up(&f, ALL_FEATURES);
+	f.dev.tops = NULL;
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.dev.config_generation, gen + 2);
+	CHECK_EQ(f.signal_config_calls, 3);
+	/* the generation wraps */
+	f.dev.tops = &fake_tops;
+	f.dev.config_generation = UINT32_MAX;
+	virtio_dev_config_changed(&f.dev);
+	CHECK_EQ(f.dev.config_generation, 0);
+	CHECK_EQ(f.signal_config_calls, 4);
+	fake_fini(&f);
 }
 
 TEST_MAIN()

@@ -460,9 +460,10 @@ TEST(tx_passes_exact_bytes)
 	CHECK(memcmp(got_buf, frame_buf, len) == 0);
 	CHECK_EQ(net_mem_take_sent(&t.m, got_buf, sizeof(got_buf)), (ssize_t)len2);
 	CHECK(memcmp(got_buf, frame_buf + len + 16, len2) == 0);
-	CHECK_EQ(t.n.n_tx_frames, 3);
-	CHECK_EQ(t.n.n_tx_dropped, 0);
-	CHECK_EQ(t.n.n_tx_bytes, 100 + 60000 + NET_MAX_FRAME);
+	CHECK_EQ(t.n.metrics.tx_packets_count, 3);
+	CHECK_EQ(t.n.metrics.tx_malformed_frames, 0);
+	CHECK_EQ(t.n.metrics.tx_fails, 0);
+	CHECK_EQ(t.n.metrics.tx_bytes_count, 100 + 60000 + NET_MAX_FRAME);
 	teardown(&t);
 }
 
@@ -517,8 +518,9 @@ TEST(tx_bad_frames_are_dropped)
 	CHECK_EQ(vf_used_idx(&t.tx), drops + 2);
 	for (uint16_t i = 0; i < drops + 2; i++)
 		CHECK_EQ(vf_used_len(&t.tx, i), 0);
-	CHECK_EQ(t.n.n_tx_dropped, drops);
-	CHECK_EQ(t.n.n_tx_frames, 2);
+	CHECK_EQ(t.n.metrics.tx_malformed_frames, drops);
+	CHECK_EQ(t.n.metrics.tx_fails, 0);
+	CHECK_EQ(t.n.metrics.tx_packets_count, 2);
 	CHECK_EQ(t.m.tx_count, 2);
 	CHECK_EQ(count_not_cc(&t, g + 100 + HDR, 64), 0);
 	CHECK_EQ(net_mem_take_sent(&t.m, got_buf, sizeof(got_buf)), (ssize_t)len);
@@ -533,7 +535,7 @@ TEST(tx_bad_frames_are_dropped)
 	post_tx(&t, frame_buf, (uint32_t)len);
 	notify(&t, VIRTIO_NET_TXQ);
 	CHECK_EQ(vf_used_idx(&t.tx), 1);
-	CHECK_EQ(t.n.n_tx_dropped, 1);
+	CHECK_EQ(t.n.metrics.tx_malformed_frames, 1);
 	CHECK_EQ(t.m.tx_count, 0);
 
 	/* a back-end error drops the frame, the device goes on */
@@ -542,7 +544,8 @@ TEST(tx_bad_frames_are_dropped)
 	post_tx(&t, frame_buf, (uint32_t)len);
 	notify(&t, VIRTIO_NET_TXQ);
 	CHECK_EQ(vf_used_idx(&t.tx), 2);
-	CHECK_EQ(t.n.n_tx_dropped, 2);
+	CHECK_EQ(t.n.metrics.tx_malformed_frames, 1);
+	CHECK_EQ(t.n.metrics.tx_fails, 1);
 	t.m.send_errno = 0;
 	post_tx(&t, frame_buf, (uint32_t)len);
 	notify(&t, VIRTIO_NET_TXQ);
@@ -628,8 +631,8 @@ TEST(rx_single_buffer)
 	CHECK_EQ(p[11], 0);
 	CHECK(memcmp(p + 2, frame_buf + 2, 8) == 0);
 	CHECK(memcmp(p + HDR, frame_buf + HDR, 1514) == 0);
-	CHECK_EQ(t.n.n_rx_frames, 1);
-	CHECK_EQ(t.n.n_rx_bytes, 1514);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 1);
+	CHECK_EQ(t.n.metrics.rx_bytes_count, 1514);
 	/* no buffer left: the fd is already paused, the next frame waits in
 	 * the back end */
 	CHECK(!t.n.rx_armed);
@@ -663,7 +666,7 @@ TEST(rx_with_guest_offloads_keeps_the_header)
 	size_t len2 = mk_frame(frame_buf + 4096, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 500, 9);
 	net_mem_inject(&t.m, frame_buf + 4096, len2);
 	pump(&t);
-	CHECK_EQ(t.n.n_rx_dropped, 1);
+	CHECK_EQ(t.n.metrics.rx_fails, 1);
 	CHECK_EQ(vf_used_idx(&t.rx), 1);
 	CHECK_EQ(vf_used_len(&t.rx, 0), len2);
 	CHECK(memcmp(hva(&t, b + HDR, 500), frame_buf + 4096 + HDR, 500) == 0);
@@ -673,7 +676,7 @@ TEST(rx_with_guest_offloads_keeps_the_header)
 	post_rx(&t, 4096);
 	net_mem_inject(&t.m, frame_buf + 4096, len2);
 	pump(&t);
-	CHECK_EQ(t.n.n_rx_dropped, 1);
+	CHECK_EQ(t.n.metrics.rx_fails, 1);
 	CHECK_EQ(vf_used_idx(&t.rx), 0);
 	teardown(&t);
 }
@@ -751,7 +754,7 @@ TEST(rx_mergeable_across_buffers)
 	}
 	CHECK(same);
 	CHECK_EQ(total, len);
-	CHECK_EQ(t.n.n_rx_frames, 3);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 3);
 	teardown(&t);
 }
 
@@ -766,7 +769,7 @@ TEST(rx_too_big_without_mergeable_is_dropped)
 	size_t small = mk_frame(frame_buf + 1024, 0, 0, 150, 2);
 	net_mem_inject(&t.m, frame_buf + 1024, small);
 	pump(&t);
-	CHECK_EQ(t.n.n_rx_dropped, 1);
+	CHECK_EQ(t.n.metrics.rx_fails, 1);
 	CHECK_EQ(vf_used_idx(&t.rx), 1);
 	CHECK_EQ(vf_used_id(&t.rx, 0), head); /* the same buffer, reused */
 	CHECK_EQ(vf_used_len(&t.rx, 0), small);
@@ -780,7 +783,7 @@ TEST(rx_too_big_without_mergeable_is_dropped)
 	net_mem_inject(&t.m, frame_buf, big);
 	net_mem_inject(&t.m, frame_buf, 11); /* shorter than a header */
 	pump(&t);
-	CHECK_EQ(t.n.n_rx_dropped, 2);
+	CHECK_EQ(t.n.metrics.rx_fails, 2);
 	CHECK_EQ(vf_used_idx(&t.rx), 0);
 	teardown(&t);
 }
@@ -870,15 +873,15 @@ TEST(rx_flood_without_buffers_is_bounded)
 	for (int i = 0; i < 200; i++)
 		post_rx(&t, 2048);
 	notify(&t, VIRTIO_NET_RXQ);
-	CHECK_EQ(t.n.n_rx_frames, VIRTIO_NET_RX_BUDGET);
+	CHECK_EQ(t.n.metrics.rx_packets_count, VIRTIO_NET_RX_BUDGET);
 	CHECK(t.n.rx_armed);
 	CHECK_EQ(pump(&t), 1);
-	CHECK_EQ(t.n.n_rx_frames, 2 * VIRTIO_NET_RX_BUDGET);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 2 * VIRTIO_NET_RX_BUDGET);
 	handled = 0;
 	for (int i = 0; i < 100; i++)
 		handled += pump(&t);
 	/* 201 buffers: the held frame took the small one and one more */
-	CHECK_EQ(t.n.n_rx_frames, 200);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 200);
 	CHECK(!t.n.rx_armed);
 	CHECK_EQ(t.m.rx_count, (unsigned)(flood - 200));
 	teardown(&t);
@@ -901,7 +904,7 @@ TEST(rx_tiny_buffers_cannot_wedge_the_queue)
 	net_mem_inject(&t.m, frame_buf + 2048, small);
 	pump(&t);
 	CHECK(!dev(&t)->broken);
-	CHECK_EQ(t.n.n_rx_dropped, 1);
+	CHECK_EQ(t.n.metrics.rx_fails, 1);
 	/* 15 returned unused; the first one kept, and already holding the
 	 * header of the next frame, which waits for two more */
 	CHECK_EQ(vf_used_idx(&t.rx), 15);
@@ -926,7 +929,7 @@ TEST(rx_tiny_buffers_cannot_wedge_the_queue)
 	CHECK_EQ(vf_used_len(&t.rx, 17), NET_MIN_FRAME - HDR);
 	CHECK_EQ(hva(&t, BUF_GPA, HDR)[10], 3);
 	CHECK(memcmp(hva(&t, BUF_GPA + 64, HDR), frame_buf + 2048 + HDR, HDR) == 0);
-	CHECK_EQ(t.n.n_rx_frames, 1);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 1);
 	teardown(&t);
 }
 
@@ -1001,7 +1004,7 @@ TEST(reset_with_a_pending_frame)
 	notify(&t, VIRTIO_NET_RXQ);
 	CHECK_EQ(t.m.offloads, NET_OFFLOAD_ALL);
 	CHECK_EQ(vf_used_idx(&t.rx), 6); /* one 5012-byte frame in 6 buffers */
-	CHECK_EQ(t.n.n_rx_frames, 1);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 1);
 	/* the last one is held in the remaining two, waiting for more */
 	CHECK(t.n.rx_pending);
 	CHECK_EQ(t.n.rx_nheads, 2);
@@ -1042,6 +1045,297 @@ TEST(backend_failure_takes_the_link_down)
 	CHECK_EQ(st[0], 0);
 	virtio_net_backend_ready(&t.n, EPOLLERR); /* once */
 	CHECK_EQ(vf_config_signals, 1);
+	teardown(&t);
+}
+
+/* ---- pause / resume (VM lifecycle) ---- */
+
+static void pause_dev(struct tnet *t)
+{
+	virtio_dev_pause(dev(t));
+}
+
+static void resume_dev(struct tnet *t)
+{
+	virtio_dev_resume(dev(t));
+}
+
+/* What the device may not touch while paused: both used rings (index and
+ * elements) and the avail positions it consumed. */
+struct frozen {
+	uint8_t rx_used[4 + 8 * QSIZE], tx_used[4 + 8 * QSIZE];
+	uint16_t rx_last_avail, tx_last_avail;
+};
+
+static void freeze(struct tnet *t, struct frozen *f)
+{
+	memcpy(f->rx_used, hva(t, RX_USED, sizeof(f->rx_used)), sizeof(f->rx_used));
+	memcpy(f->tx_used, hva(t, TX_USED, sizeof(f->tx_used)), sizeof(f->tx_used));
+	f->rx_last_avail = dev(t)->vqs[VIRTIO_NET_RXQ].last_avail;
+	f->tx_last_avail = dev(t)->vqs[VIRTIO_NET_TXQ].last_avail;
+}
+
+static bool still_frozen(struct tnet *t, const struct frozen *f)
+{
+	return !memcmp(f->rx_used, hva(t, RX_USED, sizeof(f->rx_used)), sizeof(f->rx_used)) &&
+	       !memcmp(f->tx_used, hva(t, TX_USED, sizeof(f->tx_used)), sizeof(f->tx_used)) &&
+	       f->rx_last_avail == dev(t)->vqs[VIRTIO_NET_RXQ].last_avail &&
+	       f->tx_last_avail == dev(t)->vqs[VIRTIO_NET_TXQ].last_avail;
+}
+
+TEST(pause_rx_frames_wait_in_the_backend_until_resume)
+{
+	struct tnet t;
+	setup(&t, 0);
+	uint64_t b[6];
+	for (int i = 0; i < 4; i++)
+		b[i] = post_rx(&t, 2048);
+	notify(&t, VIRTIO_NET_RXQ);
+	CHECK(t.n.rx_armed && t.n.fd_on);
+	pause_dev(&t);
+	CHECK(!t.n.fd_on); /* off the loop: no wake-ups while paused */
+	struct frozen fz;
+	freeze(&t, &fz);
+	int signals = vf_queue_signals;
+	unsigned recvs = t.m.recv_calls;
+	/* frames arrive, the driver adds buffers and kicks */
+	size_t len[3];
+	for (int i = 0; i < 3; i++) {
+		len[i] = mk_frame(frame_buf + 2048 * i, 0, 0, 300 + 100 * i, (uint8_t)(10 + i));
+		CHECK_EQ(net_mem_inject(&t.m, frame_buf + 2048 * i, len[i]), 0);
+	}
+	for (int i = 4; i < 6; i++)
+		b[i] = post_rx(&t, 2048);
+	notify(&t, VIRTIO_NET_RXQ);
+	CHECK_EQ(pump(&t), 0);
+	/* an event the loop fetched before the pause changes nothing either */
+	virtio_net_backend_ready(&t.n, EPOLLIN);
+	CHECK_EQ(t.m.recv_calls, recvs);
+	CHECK_EQ(t.m.rx_count, 3);
+	CHECK(still_frozen(&t, &fz));
+	CHECK_EQ(vf_queue_signals, signals);
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(count_not_cc(&t, b[i], 2048), 0);
+
+	/* resume: every frame once, in order, into the buffers in order */
+	resume_dev(&t);
+	CHECK_EQ(vf_used_idx(&t.rx), 3);
+	CHECK_EQ(t.m.rx_count, 0);
+	CHECK_EQ(t.m.recv_frames, 3);
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(vf_used_len(&t.rx, (uint16_t)i), len[i]);
+		CHECK(memcmp(hva(&t, b[i] + HDR, len[i] - HDR), frame_buf + 2048 * i + HDR,
+			     len[i] - HDR) == 0);
+	}
+	CHECK(vf_queue_signals > signals);
+	CHECK_EQ(t.n.metrics.rx_packets_count, 3);
+	/* buffers left: armed again, the next frame flows as before */
+	CHECK(t.n.rx_armed && t.n.fd_on);
+	net_mem_inject(&t.m, frame_buf, len[0]);
+	CHECK_EQ(pump(&t), 1);
+	CHECK_EQ(vf_used_idx(&t.rx), 4);
+	CHECK_EQ(t.n.metrics.rx_fails, 0);
+	teardown(&t);
+}
+
+TEST(pause_tx_waits_and_nothing_is_sent_twice)
+{
+	struct tnet t;
+	setup(&t, 0);
+	const int n = 2 * VIRTIO_NET_TX_BUDGET + 7;
+	size_t len = mk_frame(frame_buf, 0, 0, 60, 9);
+	for (int i = 0; i < n; i++) {
+		frame_buf[HDR] = (uint8_t)i;
+		frame_buf[HDR + 1] = (uint8_t)(i >> 8);
+		post_tx1(&t, frame_buf, (uint32_t)len);
+	}
+	notify(&t, VIRTIO_NET_TXQ); /* one budget's worth, the rest continues on the loop */
+	CHECK_EQ(t.m.tx_count, VIRTIO_NET_TX_BUDGET);
+	pause_dev(&t);
+	struct frozen fz;
+	freeze(&t, &fz);
+	/* the continuation fires, and the driver queues and kicks more */
+	for (int i = 0; i < 5; i++)
+		pump(&t);
+	for (int i = n; i < n + 3; i++) {
+		frame_buf[HDR] = (uint8_t)i;
+		frame_buf[HDR + 1] = (uint8_t)(i >> 8);
+		post_tx1(&t, frame_buf, (uint32_t)len);
+	}
+	notify(&t, VIRTIO_NET_TXQ);
+	virtio_net_continue(&t.n);
+	CHECK_EQ(t.m.tx_count, VIRTIO_NET_TX_BUDGET);
+	CHECK_EQ(t.m.send_calls, VIRTIO_NET_TX_BUDGET);
+	CHECK(still_frozen(&t, &fz));
+
+	resume_dev(&t);
+	while (pump(&t))
+		;
+	CHECK_EQ(vf_used_idx(&t.tx), n + 3);
+	CHECK_EQ(t.m.tx_count, n + 3);
+	for (int i = 0; i < n + 3; i++) {
+		CHECK_EQ(net_mem_take_sent(&t.m, got_buf, sizeof(got_buf)), (ssize_t)len);
+		CHECK_EQ(got_buf[HDR] | got_buf[HDR + 1] << 8, i); /* each once, in order */
+	}
+	CHECK_EQ(net_mem_take_sent(&t.m, got_buf, sizeof(got_buf)), -ENOENT);
+	CHECK_EQ(t.n.metrics.tx_packets_count, n + 3);
+	teardown(&t);
+}
+
+TEST(pause_keeps_a_frame_being_placed)
+{
+	struct tnet t;
+	setup(&t, 0); /* MRG_RXBUF */
+	uint64_t b0 = post_rx(&t, 1000);
+	post_rx(&t, 1000);
+	size_t len = mk_frame(frame_buf, 0, 0, 5000, 7);
+	net_mem_inject(&t.m, frame_buf, len);
+	pump(&t);
+	CHECK(t.n.rx_pending);
+	CHECK_EQ(t.n.rx_nheads, 2);
+	pause_dev(&t);
+	struct frozen fz;
+	freeze(&t, &fz);
+	uint64_t more[6];
+	for (int i = 0; i < 6; i++)
+		more[i] = post_rx(&t, 1000);
+	notify(&t, VIRTIO_NET_RXQ);
+	pump(&t);
+	CHECK(still_frozen(&t, &fz));
+	CHECK(t.n.rx_pending);
+	CHECK_EQ(t.n.rx_nheads, 2);
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(count_not_cc(&t, more[i], 1000), 0);
+	resume_dev(&t);
+	CHECK(!t.n.rx_pending);
+	CHECK_EQ(vf_used_idx(&t.rx), 6); /* 5012 bytes in six 1000-byte buffers */
+	CHECK_EQ(hva(&t, b0, 12)[10], 6); /* num_buffers */
+	CHECK(memcmp(hva(&t, b0 + HDR, 1000 - HDR), frame_buf + HDR, 1000 - HDR) == 0);
+	CHECK(memcmp(hva(&t, more[2], 1000), frame_buf + 4000, 1000) == 0);
+	CHECK(memcmp(hva(&t, more[3], 12), frame_buf + 5000, 12) == 0);
+	CHECK_EQ(count_not_cc(&t, more[4], 1000), 0); /* the rest wait for the next */
+	CHECK_EQ(t.n.metrics.rx_packets_count, 1);
+	CHECK_EQ(t.m.recv_frames, 1);
+	teardown(&t);
+}
+
+TEST(pause_reset_and_driver_ok_while_paused)
+{
+	struct tnet t;
+	setup(&t, 0);
+	CHECK_EQ(t.m.offloads, NET_OFFLOAD_ALL);
+	pause_dev(&t);
+	/* a reset while paused: the offloads go back on resume (the ioctl is
+	 * the loop's, and the loop does nothing for a paused device) */
+	dev_reset(&t);
+	while (pump(&t))
+		;
+	CHECK_EQ(t.m.offloads, NET_OFFLOAD_ALL);
+	resume_dev(&t);
+	CHECK_EQ(t.m.offloads, 0);
+	CHECK(!t.n.fd_on);
+
+	/* DRIVER_OK while paused: the fd stays off until resume */
+	pause_dev(&t);
+	memset(hva(&t, RX_USED, 4 + 8 * QSIZE), 0, 4 + 8 * QSIZE);
+	t.bump = BUF_GPA;
+	drv_up(&t, all_features(&t));
+	CHECK(t.n.rx_armed);
+	CHECK(!t.n.fd_on);
+	uint64_t b = post_rx(&t, 2048);
+	size_t len = mk_frame(frame_buf, 0, 0, 400, 5);
+	net_mem_inject(&t.m, frame_buf, len);
+	unsigned recvs = t.m.recv_calls;
+	while (pump(&t)) /* only the device's eventfd (offloads wanted) fires */
+		;
+	CHECK_EQ(t.m.recv_calls, recvs);
+	CHECK_EQ(t.m.offloads, 0);
+	CHECK_EQ(vf_used_idx(&t.rx), 0);
+	resume_dev(&t);
+	CHECK_EQ(t.m.offloads, NET_OFFLOAD_ALL);
+	CHECK_EQ(vf_used_idx(&t.rx), 1);
+	CHECK(memcmp(hva(&t, b + HDR, 400), frame_buf + HDR, 400) == 0);
+	teardown(&t);
+}
+
+TEST(pause_backend_failure_still_takes_the_link_down)
+{
+	struct tnet t;
+	setup(&t, 0);
+	post_rx(&t, 2048);
+	pause_dev(&t);
+	struct frozen fz;
+	freeze(&t, &fz);
+	virtio_net_backend_ready(&t.n, EPOLLERR);
+	CHECK(t.n.be_dead);
+	CHECK(!t.n.be_watched);
+	CHECK_EQ(vf_config_signals, 1);
+	CHECK(still_frozen(&t, &fz));
+	resume_dev(&t);
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(vf_used_idx(&t.rx), 0);
+	teardown(&t);
+}
+
+/* ---- metrics ---- */
+
+TEST(metrics_count_frames_events_and_failures)
+{
+	struct tnet t;
+	setup(&t, F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_MRG_RXBUF));
+	struct virtio_net_metrics m;
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.rx_packets_count + m.tx_packets_count + m.rx_fails + m.tx_fails, 0);
+	/* a frame with no buffer posted: it waits, counted once per wake-up */
+	size_t len = mk_frame(frame_buf, 0, 0, 200, 1);
+	net_mem_inject(&t.m, frame_buf, len);
+	CHECK_EQ(pump(&t), 1);
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.rx_tap_event_count, 1);
+	CHECK_EQ(m.no_rx_avail_buffer, 1);
+	/* buffers: delivered; then one the driver did not accept (NEEDS_CSUM
+	 * without GUEST_CSUM) and one too short */
+	post_rx(&t, 2048);
+	post_rx(&t, 2048);
+	notify(&t, VIRTIO_NET_RXQ);
+	size_t bad = mk_frame(frame_buf + 4096, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 100, 2);
+	net_mem_inject(&t.m, frame_buf + 4096, bad);
+	net_mem_inject(&t.m, frame_buf, 11);
+	pump(&t);
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.rx_packets_count, 1);
+	CHECK_EQ(m.rx_bytes_count, 200);
+	CHECK_EQ(m.rx_fails, 2);
+	CHECK_EQ(m.rx_queue_event_count, 1);
+	/* transmit: two good, one malformed, one the back end refuses */
+	post_tx(&t, frame_buf, (uint32_t)len);
+	post_tx(&t, frame_buf, (uint32_t)len);
+	post_tx(&t, frame_buf, 13);
+	notify(&t, VIRTIO_NET_TXQ);
+	t.m.send_errno = ENOBUFS;
+	post_tx(&t, frame_buf, (uint32_t)len);
+	notify(&t, VIRTIO_NET_TXQ);
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.tx_packets_count, 2);
+	CHECK_EQ(m.tx_bytes_count, 400);
+	CHECK_EQ(m.tx_malformed_frames, 1);
+	CHECK_EQ(m.tx_fails, 1);
+	CHECK_EQ(m.tx_queue_event_count, 2);
+	CHECK_EQ(m.tx_rate_limiter_throttled, 0);
+	CHECK_EQ(m.rx_rate_limiter_throttled, 0);
+	/* the back end fails for good */
+	t.m.recv_errno = EBADFD;
+	post_rx(&t, 2048);
+	notify(&t, VIRTIO_NET_RXQ);
+	net_mem_inject(&t.m, frame_buf, len);
+	pump(&t);
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.tap_read_fails, 1);
+	/* a reset keeps the counters */
+	dev_reset(&t);
+	virtio_net_get_metrics(&t.n, &m);
+	CHECK_EQ(m.rx_packets_count, 1);
+	CHECK_EQ(m.tx_packets_count, 2);
 	teardown(&t);
 }
 
@@ -1307,7 +1601,7 @@ TEST(virtio_net_on_a_tap)
 	post_tx(t, frame_buf, (uint32_t)len);
 	notify(t, VIRTIO_NET_TXQ);
 	CHECK_EQ(vf_used_idx(&t->tx), 1);
-	CHECK_EQ(t->n.n_tx_frames, 1);
+	CHECK_EQ(t->n.metrics.tx_packets_count, 1);
 	found = false;
 	for (int tries = 0; tries < 20 && !found; tries++) {
 		struct pollfd p = {.fd = ps, .events = POLLIN};

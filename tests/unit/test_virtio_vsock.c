@@ -997,7 +997,7 @@ static void big_transfer(bool guest_initiated)
 	CHECK(c->max_in_flight <= gbuf);
 	CHECK(c->max_in_flight > gbuf / 2); /* the credit was actually used */
 	CHECK(max_buffered <= VIRTIO_VSOCK_CONN_BUF);
-	CHECK_EQ(t.v.n_credit_violations, 0);
+	CHECK_EQ(t.v.metrics.credit_violations, 0);
 	CHECK(!dev(&t)->broken);
 	close(fd);
 	if (lfd >= 0)
@@ -1168,7 +1168,7 @@ TEST(credit_violation_resets_with_bounded_buffer)
 		g_poll(&t);
 	}
 	CHECK(wait_for(&t, p_flag, &c->got_rst));
-	CHECK_EQ(t.v.n_credit_violations, 1);
+	CHECK_EQ(t.v.metrics.credit_violations, 1);
 	CHECK_EQ(virtio_vsock_buffered(&t.v), 0);
 	CHECK_EQ(virtio_vsock_conn_count(&t.v), 0);
 	CHECK(!dev(&t)->broken);
@@ -1241,7 +1241,7 @@ TEST(bad_packets_get_rst_not_broken)
 	CHECK(wait_for(&t, p_flag, &c->got_rst));
 	CHECK(h_closed(&t, fd));
 	CHECK_EQ(virtio_vsock_conn_count(&t.v), 0);
-	CHECK(t.v.n_bad_pkts >= 8);
+	CHECK(t.v.metrics.tx_malformed_packets >= 8);
 	CHECK(!dev(&t)->broken);
 	close(fd);
 	close(lfd);
@@ -1289,12 +1289,12 @@ TEST(no_rx_buffers_host_flood_is_bounded)
 	/* nothing buffered on the host for the guest, and the loop is
 	 * quiet: no busy polling of the readable socket */
 	CHECK_EQ(virtio_vsock_buffered(&t.v), 0);
-	uint64_t ev0 = t.v.n_host_events;
+	uint64_t ev0 = t.v.metrics.muxer_event_count;
 	int rounds = 0;
 	for (int i = 0; i < 10; i++)
 		rounds += loop_run_once(&t.loop, 20);
 	CHECK_EQ(rounds, 0);
-	CHECK_EQ(t.v.n_host_events, ev0);
+	CHECK_EQ(t.v.metrics.muxer_event_count, ev0);
 	/* a new host connection meanwhile: its REQUEST waits as well */
 	int fd2 = h_connect(&t);
 	h_write(fd2, "CONNECT 701\n");
@@ -1519,7 +1519,7 @@ TEST(unusable_rx_buffers_are_returned)
 	CHECK_EQ(vf_used_idx(&t.rx), 2);
 	CHECK_EQ(vf_used_len(&t.rx, 0), 0);
 	CHECK_EQ(vf_used_len(&t.rx, 1), 0);
-	CHECK_EQ(t.v.n_rx_bad_chains, 2);
+	CHECK_EQ(t.v.metrics.rx_bad_chains, 2);
 	CHECK(!dev(&t)->broken);
 	/* good buffers after them work */
 	t.rx_seen = 2;
@@ -1528,6 +1528,249 @@ TEST(unusable_rx_buffers_are_returned)
 	int fd = open_host_conn(&t, 1200, 4096, &c);
 	CHECK(c != NULL);
 	close(fd);
+	teardown(&t);
+}
+
+/* ---- pause / resume (VM lifecycle) ---- */
+
+/* What the device may not touch while paused: the used rings of all three
+ * queues and the avail positions it consumed. */
+struct frozen {
+	uint8_t used[3][4 + 8 * QSIZE];
+	uint16_t last_avail[3];
+};
+
+static void freeze(struct tg *t, struct frozen *f)
+{
+	struct vf_drv *q[3] = {&t->rx, &t->tx, &t->ev};
+	for (int i = 0; i < 3; i++) {
+		memcpy(f->used[i], vf_hva(&t->mem, q[i]->used, sizeof(f->used[i])),
+		       sizeof(f->used[i]));
+		f->last_avail[i] = dev(t)->vqs[i].last_avail;
+	}
+}
+
+static bool still_frozen(struct tg *t, const struct frozen *f)
+{
+	struct vf_drv *q[3] = {&t->rx, &t->tx, &t->ev};
+	for (int i = 0; i < 3; i++)
+		if (memcmp(f->used[i], vf_hva(&t->mem, q[i]->used, sizeof(f->used[i])),
+			   sizeof(f->used[i])) ||
+		    f->last_avail[i] != dev(t)->vqs[i].last_avail)
+			return false;
+	return true;
+}
+
+/* Run the loop (and the guest) for about @ms milliseconds. */
+static void spin(struct tg *t, int ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ull;
+	while (now_ns() < end) {
+		pump(t);
+		g_poll(t);
+		loop_run_once(&t->loop, 2);
+	}
+}
+
+/* The loop callback of the device's epoll fd, as if its event had been
+ * fetched before the pause. */
+static void stale_event(struct tg *t)
+{
+	for (int i = 0; i < LOOP_MAX_FDS; i++)
+		if (t->loop.h[i].fd == t->v.epfd)
+			t->loop.h[i].cb(&t->loop, t->v.epfd, EPOLLIN, t->loop.h[i].ctx);
+}
+
+static bool p_rx_cnt(struct tg *t, void *arg)
+{
+	const struct gconn *c = arg;
+	return c->rx_cnt >= 150000 || c->got_rst;
+}
+
+TEST(pause_streams_continue_after_resume)
+{
+	struct tg t;
+	setup(&t);
+	struct gconn *c;
+	int fd = open_host_conn(&t, 6000, VIRTIO_VSOCK_CONN_BUF, &c);
+	CHECK(c != NULL);
+	if (!c) {
+		teardown(&t);
+		return;
+	}
+	c->pattern = true;
+	c->seed = 3;
+	/* the first 50000 bytes before the pause */
+	static uint8_t out[150000];
+	for (unsigned i = 0; i < sizeof(out); i++)
+		out[i] = pattern(3, i);
+	CHECK_EQ(send(fd, out, 50000, MSG_NOSIGNAL), 50000);
+	uint64_t end = now_ns() + 5000000000ull;
+	while (c->rx_cnt < 50000 && now_ns() < end)
+		spin(&t, 5);
+	CHECK_EQ(c->rx_cnt, 50000);
+
+	virtio_dev_pause(dev(&t));
+	struct frozen fz;
+	freeze(&t, &fz);
+	int signals = vf_queue_signals;
+	/* the host goes on writing, the guest sends and posts buffers */
+	CHECK_EQ(send(fd, out + 50000, 100000, MSG_NOSIGNAL), 100000);
+	g_send(&t, c, VIRTIO_VSOCK_OP_RW, "while paused", 12, 0);
+	g_post_rx(&t, 4);
+	spin(&t, 50);
+	stale_event(&t);
+	CHECK(still_frozen(&t, &fz));
+	CHECK_EQ(vf_queue_signals, signals);
+	CHECK_EQ(c->rx_cnt, 50000);
+	char buf[64];
+	CHECK_EQ(recv(fd, buf, sizeof(buf), MSG_DONTWAIT), -1); /* nothing reached the host */
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 1);
+
+	virtio_dev_resume(dev(&t));
+	CHECK(wait_for(&t, p_rx_cnt, c));
+	CHECK_EQ(c->rx_cnt, 150000); /* every byte once, in order (pattern) */
+	CHECK_EQ(c->pattern_errors, 0);
+	CHECK(!c->got_rst);
+	memset(buf, 0, sizeof(buf));
+	CHECK_EQ(h_read(&t, fd, buf, 12, NULL), 12);
+	CHECK(memcmp(buf, "while paused", 12) == 0);
+	spin(&t, 20);
+	CHECK_EQ(recv(fd, buf, sizeof(buf), MSG_DONTWAIT), -1); /* and only once */
+	CHECK_EQ(c->rx_cnt, 150000);
+	CHECK(!dev(&t)->broken);
+
+	struct virtio_vsock_metrics m;
+	virtio_vsock_get_metrics(&t.v, &m);
+	CHECK_EQ(m.rx_bytes_count, 150000);
+	CHECK_EQ(m.tx_bytes_count, 12);
+	CHECK_EQ(m.conns_added, 1);
+	CHECK_EQ(m.conns_removed, 0);
+	close(fd);
+	teardown(&t);
+}
+
+TEST(pause_does_not_time_out_handshakes)
+{
+	struct tg t;
+	setup_nodrv(&t);
+	t.v.handshake_ms = 1000;
+	g_up(&t);
+	int fd = h_connect(&t);
+	h_write(fd, "CONNECT 700\n");
+	struct th h;
+	CHECK(g_expect_misc(&t, &h));
+	CHECK_EQ(h.op, VIRTIO_VSOCK_OP_REQUEST);
+	virtio_dev_pause(dev(&t));
+	/* a second host program connects while paused: it waits in the
+	 * backlog, its line unread */
+	int fd2 = h_connect(&t);
+	h_write(fd2, "CONNECT 701\n");
+	spin(&t, 1500); /* longer than the handshake time */
+	CHECK_EQ(t.nmisc, t.misc_rd);
+	virtio_dev_resume(dev(&t));
+	/* the guest answers a little after the resume: the deadline moved by
+	 * the time spent paused, the handshake did not time out */
+	spin(&t, 100);
+	struct gconn *c = g_new(&t, 700, h.src_port, 4096);
+	g_send(&t, c, VIRTIO_VSOCK_OP_RESPONSE, NULL, 0, 0);
+	CHECK(!c->got_rst);
+	char ok[32] = {0}, want[32];
+	int wl = snprintf(want, sizeof(want), "OK %u\n", h.src_port);
+	CHECK_EQ(h_read(&t, fd, ok, (size_t)wl, NULL), (size_t)wl);
+	CHECK_STR(ok, want);
+	/* the one that waited goes through now */
+	struct th h2;
+	CHECK(g_expect_misc(&t, &h2));
+	CHECK_EQ(h2.op, VIRTIO_VSOCK_OP_REQUEST);
+	CHECK_EQ(h2.dst_port, 701);
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 2);
+	struct virtio_vsock_metrics m;
+	virtio_vsock_get_metrics(&t.v, &m);
+	CHECK_EQ(m.handshake_timeouts, 0);
+	close(fd);
+	close(fd2);
+	teardown(&t);
+}
+
+TEST(pause_transport_reset_happens_at_resume)
+{
+	struct tg t;
+	setup(&t);
+	struct gconn *c;
+	int fd = open_host_conn(&t, 1000, 4096, &c);
+	CHECK(c != NULL);
+	memset(vf_hva(&t.mem, EVBUF, 8), 0xaa, 8);
+	struct vf_seg s[] = {{EVBUF, 8, true}};
+	uint16_t head = vf_chain(&t.ev, s, 1);
+	notify(&t, VIRTIO_VSOCK_Q_EVENT);
+	virtio_dev_pause(dev(&t));
+	struct frozen fz;
+	freeze(&t, &fz);
+	CHECK_EQ(virtio_vsock_transport_reset(&t.v), -EINPROGRESS);
+	spin(&t, 20);
+	CHECK(still_frozen(&t, &fz));
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 1);
+	virtio_dev_resume(dev(&t));
+	CHECK_EQ(vf_used_idx(&t.ev), 1);
+	CHECK_EQ(vf_used_id(&t.ev, 0), head);
+	CHECK_EQ(get_le32(vf_hva(&t.mem, EVBUF, 4)), VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 0);
+	CHECK(h_closed(&t, fd));
+	close(fd);
+	/* once: the next event buffer waits */
+	uint16_t head2 = vf_chain(&t.ev, s, 1);
+	notify(&t, VIRTIO_VSOCK_Q_EVENT);
+	CHECK_EQ(vf_used_idx(&t.ev), 1);
+	(void)head2;
+	/* asked for while paused, but the driver resets the device: nothing */
+	virtio_dev_pause(dev(&t));
+	CHECK_EQ(virtio_vsock_transport_reset(&t.v), -EINPROGRESS);
+	set_status(&t, 0);
+	virtio_dev_resume(dev(&t));
+	CHECK(!t.v.reset_event_pending);
+	teardown(&t);
+}
+
+TEST(metrics_count_packets_connections_and_errors)
+{
+	struct tg t;
+	setup(&t);
+	struct virtio_vsock_metrics m;
+	virtio_vsock_get_metrics(&t.v, &m);
+	CHECK_EQ(m.conns_added, 0);
+	CHECK_EQ(m.rx_queue_event_count, 1); /* g_up posted RX buffers and kicked */
+	struct gconn *c;
+	int fd = open_host_conn(&t, 5000, 64 * KIB, &c);
+	CHECK(c != NULL);
+	if (!c) {
+		teardown(&t);
+		return;
+	}
+	h_write(fd, "0123456789");
+	CHECK(g_wait_data(&t, c, 10));
+	g_send(&t, c, VIRTIO_VSOCK_OP_RW, "abcde", 5, 0);
+	char buf[8];
+	CHECK_EQ(h_read(&t, fd, buf, 5, NULL), 5);
+	/* a malformed packet: RST back */
+	struct th bad = g_hdr(c, VIRTIO_VSOCK_OP_RW, 0, 0);
+	bad.type = 9;
+	g_send_raw(&t, &bad, NULL, 0);
+	CHECK(wait_for(&t, p_flag, &c->got_rst));
+	CHECK(h_closed(&t, fd));
+	close(fd);
+	virtio_vsock_get_metrics(&t.v, &m);
+	CHECK_EQ(m.conns_added, 1);
+	CHECK_EQ(m.conns_removed, 1);
+	CHECK_EQ(m.rx_bytes_count, 10);
+	CHECK_EQ(m.tx_bytes_count, 5);
+	CHECK_EQ(m.tx_packets_count, 3); /* RESPONSE, RW, the bad one */
+	CHECK_EQ(m.tx_malformed_packets, 1);
+	CHECK_EQ(m.rst_sent, 1);
+	CHECK(m.rx_packets_count >= 3); /* REQUEST, data, RST */
+	CHECK(m.tx_queue_event_count >= 3);
+	CHECK(m.muxer_event_count > 0);
+	CHECK_EQ(m.credit_violations, 0);
 	teardown(&t);
 }
 

@@ -3,10 +3,12 @@
  * virtio.c - the transport-independent part of a virtio device: feature
  * negotiation, the device status state machine (§2.1, §3.1.1), queue
  * activation and the replay of notifications at DRIVER_OK, reset (§2.4),
- * the "needs reset" state (§2.1.2), and deferred queue work.
+ * the "needs reset" state (§2.1.2), deferred queue work, and the pause
+ * gate of the VM lifecycle.
  *
- * Everything except init/destroy/reset_done and the deferred-work set-up
- * and handler runs with d->lock held by the caller (see virtio.h).
+ * Everything except init/destroy/reset_done, pause/resume and the
+ * deferred-work set-up and handler runs with d->lock held by the caller
+ * (see virtio.h).
  */
 #include "virtio.h"
 
@@ -105,10 +107,12 @@ uint8_t virtio_dev_get_status(struct virtio_dev *d)
 	return d->status;
 }
 
-/* Forget everything the driver set up (the device has quiesced). */
+/* Forget everything the driver set up (the device has quiesced).  The
+ * pause gate stays as it is: the VM is still paused. */
 static void clear_state(struct virtio_dev *d)
 {
 	d->status = 0;
+	d->paused_pending = 0;
 	d->reset_pending = false;
 	d->broken = false;
 	d->driver_features = 0;
@@ -163,6 +167,13 @@ static bool features_acceptable(const struct virtio_dev *d)
  * from here: this is a status write on a vCPU thread. */
 static void replay_notifications(struct virtio_dev *d)
 {
+	if (d->paused) {
+		/* Nothing runs now anyway: virtio_dev_resume looks at them. */
+		for (uint16_t i = 0; i < d->num_queues; i++)
+			if (d->vqs[i].active)
+				d->paused_pending |= 1u << i;
+		return;
+	}
 	if (!d->tops || !d->tops->replay_notify)
 		return;
 	for (uint16_t i = 0; i < d->num_queues; i++) {
@@ -289,10 +300,58 @@ bool virtio_dev_is_live(const struct virtio_dev *d)
 
 void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q)
 {
-	if (q >= d->num_queues || !virtio_dev_is_live(d) || !d->vqs[q].active)
+	if (q >= d->num_queues)
+		return;
+	if (d->paused) {
+		/* Whether it matters is decided at resume, by the same test. */
+		d->paused_pending |= 1u << q;
+		return;
+	}
+	if (!virtio_dev_is_live(d) || !d->vqs[q].active)
 		return;
 	if (d->ops->queue_notify)
 		d->ops->queue_notify(d, q);
+}
+
+void virtio_dev_pause(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	bool was = d->paused;
+	d->paused = true;
+	pthread_mutex_unlock(&d->lock);
+	/* Gate first: from here on no notification reaches the device, so
+	 * quiesce only has to stop what the device started itself. */
+	if (!was && d->ops->quiesce)
+		d->ops->quiesce(d);
+}
+
+void virtio_dev_resume(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	bool was = d->paused;
+	pthread_mutex_unlock(&d->lock);
+	if (!was)
+		return;
+	/* The gate stays closed while the device restarts: what it kicks
+	 * now is recorded and handled below, once. */
+	if (d->ops->unquiesce)
+		d->ops->unquiesce(d);
+	pthread_mutex_lock(&d->lock);
+	d->paused = false;
+	uint32_t pending = d->paused_pending;
+	d->paused_pending = 0;
+	for (uint16_t q = 0; q < d->num_queues; q++)
+		if (pending & (1u << q))
+			virtio_dev_queue_notify(d, q);
+	pthread_mutex_unlock(&d->lock);
+}
+
+void virtio_dev_config_changed(struct virtio_dev *d)
+{
+	d->config_generation++;
+	if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
+	    d->tops->signal_config)
+		d->tops->signal_config(d);
 }
 
 void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q)
@@ -322,7 +381,8 @@ void virtio_dev_mark_broken(struct virtio_dev *d, const char *why)
 
 /* ---- deferred queue work ------------------------------------------------- */
 
-_Static_assert(VIRTIO_MAX_QUEUES <= 32, "virtio_deferred.pending has a bit per queue");
+_Static_assert(VIRTIO_MAX_QUEUES <= 32,
+	       "virtio_deferred.pending and virtio_dev.paused_pending have a bit per queue");
 
 static void deferred_cb(struct loop *l, int fd, uint32_t events, void *ctx)
 {
@@ -384,7 +444,13 @@ void virtio_dev_drain(struct virtio_dev *d, uint16_t qi, struct virtq_chain *cha
 		      virtio_chain_fn fn, void *ctx, struct virtio_deferred *df,
 		      uint64_t budget)
 {
-	if (qi >= d->num_queues || !virtio_dev_is_live(d) || !d->vqs[qi].active)
+	if (qi >= d->num_queues)
+		return;
+	if (d->paused) {
+		d->paused_pending |= 1u << qi; /* never touch a paused device's rings */
+		return;
+	}
+	if (!virtio_dev_is_live(d) || !d->vqs[qi].active)
 		return;
 	struct virtq *q = &d->vqs[qi];
 	bool pushed = false;

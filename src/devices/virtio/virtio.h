@@ -30,6 +30,26 @@
  * through one eventfd; the loop calls virtio_dev_queue_notify() again for
  * the queues left over.
  *
+ * Pause gate (VM lifecycle: running <-> paused): virtio_dev_pause() closes
+ * the gate and then calls ops->quiesce; virtio_dev_resume() calls
+ * ops->unquiesce, opens the gate and then handles every queue that was
+ * notified meanwhile, once.  While the gate is closed (d->paused),
+ * virtio_dev_queue_notify() - and with it the deferred-work handler and the
+ * notifications the core replays at DRIVER_OK - only records the queue as
+ * pending; ops->queue_notify is not called and virtio_dev_drain() does
+ * nothing.  Everything a device does outside queue_notify (back-end fds,
+ * timers, completions) is the device's to stop in quiesce, and every such
+ * entry point checks d->paused under d->lock (an event the loop fetched
+ * before the pause may still be dispatched after it).  After
+ * virtio_dev_pause() returns, no device touches guest memory or its rings
+ * until virtio_dev_resume().  Register accesses from vCPUs cannot happen
+ * while paused (the vCPUs are parked); if one did, it would still be safe:
+ * a reset resets the device and forgets the pending queues, DRIVER_OK
+ * activates the device and marks its queues pending instead of replaying.
+ * Interrupts are not gated: used-buffer interrupts of requests completed
+ * while quiescing, and configuration interrupts the VMM raises while
+ * paused (virtio_dev_config_changed), go to the transport at once.
+ *
  * Threads and locking: transports call in from vCPU threads (register
  * accesses) and the event loop (queue notifications from ioeventfds); all
  * of it happens under d->lock.  Device ops are called with d->lock held,
@@ -91,6 +111,10 @@ struct virtio_dev_ops {
 	int (*reset)(struct virtio_dev *d);
 	/* The driver notified queue @q (on the event loop thread, d->lock held). */
 	void (*queue_notify)(struct virtio_dev *d, uint16_t q);
+	/* The VM is pausing (event-loop thread, vCPUs parked, d->lock NOT held): stop back-end work that touches guest memory and finish or account for in-flight requests before returning. */
+	void (*quiesce)(struct virtio_dev *d);
+	/* The VM resumes (loop thread, d->lock NOT held): restart what quiesce stopped. */
+	void (*unquiesce)(struct virtio_dev *d);
 };
 
 struct virtio_transport_ops {
@@ -128,6 +152,12 @@ struct virtio_dev {
 	uint32_t device_feature_sel, driver_feature_sel;
 	uint16_t queue_sel;
 	uint32_t config_generation;
+	/* Pause gate (virtio_dev_pause/resume): set from the start of
+	 * virtio_dev_pause until the end of virtio_dev_resume's unquiesce;
+	 * bit q of paused_pending: queue q was notified meanwhile.  Not
+	 * touched by a reset (the VM stays paused). */
+	bool paused;
+	uint32_t paused_pending;
 	struct virtq vqs[VIRTIO_MAX_QUEUES];
 };
 
@@ -137,6 +167,8 @@ struct virtio_dev {
 int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, const char *name,
 		    uint32_t device_id, uint16_t num_queues, uint16_t queue_max,
 		    const struct guest_mem *mem, struct loop *loop);
+/* Release what virtio_dev_init set up (the lock), after the transport and
+ * the device's loop handlers are gone. */
 void virtio_dev_destroy(struct virtio_dev *d);
 
 /* Transport helpers (d->lock held by the caller). */
@@ -155,10 +187,34 @@ struct virtq *virtio_dev_selected_queue(struct virtio_dev *d);
 bool virtio_dev_queue_config_writable(struct virtio_dev *d);
 
 /* Queue @q was notified by the driver: calls ops->queue_notify unless the
- * device is not live or the queue not active (ignored).  d->lock held, on
- * the event loop thread (only a transport without a loop, in unit tests,
- * calls it on the notifying thread). */
+ * device is not live or the queue not active (ignored).  While the device
+ * is paused the queue is only marked pending (virtio_dev_resume handles
+ * it).  @q >= num_queues is ignored.  d->lock held, on the event loop
+ * thread (only a transport without a loop, in unit tests, calls it on the
+ * notifying thread). */
 void virtio_dev_queue_notify(struct virtio_dev *d, uint16_t q);
+
+/* Pause the device (VM pause; event-loop thread, d->lock NOT held): close
+ * the gate (queue notifications are recorded, not handled), then call
+ * ops->quiesce, which stops the device's other work and finishes or
+ * accounts for in-flight requests.  When it returns the device touches
+ * neither guest memory nor its rings until virtio_dev_resume.  Pausing a
+ * paused device does nothing (quiesce is not called twice). */
+void virtio_dev_pause(struct virtio_dev *d);
+
+/* Resume a paused device (event-loop thread, d->lock NOT held): call
+ * ops->unquiesce, open the gate, then notify every queue recorded as
+ * pending while paused once, under d->lock, as for a notification from
+ * the driver (ignored if the device is not live or the queue inactive).
+ * Resuming a device that is not paused does nothing. */
+void virtio_dev_resume(struct virtio_dev *d);
+
+/* The device changed its configuration space (d->lock held; e.g. from the
+ * loop thread for a balloon target or a drive swap): bump
+ * config_generation and, if the driver is up (DRIVER_OK, no reset in
+ * progress), raise the configuration-change interrupt (§2.5.1, §4.1.4.5).
+ * A driver that is not up yet reads the new values when it starts. */
+void virtio_dev_config_changed(struct virtio_dev *d);
 
 /* The device processes queues: DRIVER_OK, not FAILED, not broken, no reset
  * in progress (d->lock held). */
@@ -219,7 +275,8 @@ bool virtio_deferred_yield(struct virtio_deferred *df, uint16_t q, uint64_t spen
  * once more) or @df says the budget is spent (1 + what @fn returns per
  * chain).  A bad chain or an unknown head marks the device broken.  Used
  * buffers are signalled once at the end.  Does nothing unless the device
- * is live and the queue active.
+ * is live and the queue active; while the device is paused it only marks
+ * the queue pending for virtio_dev_resume.
  */
 #define VIRTIO_HOLD UINT32_MAX
 typedef uint64_t (*virtio_chain_fn)(void *ctx, const struct virtq_chain *c,
@@ -231,7 +288,9 @@ void virtio_dev_drain(struct virtio_dev *d, uint16_t qi, struct virtq_chain *cha
 /* Forget the pending queues (device reset; d->lock held). */
 void virtio_deferred_cancel(struct virtio_deferred *df);
 /* What the loop's handler does (takes d->lock): notify every pending
- * queue, clearing its bit first (a pass may kick it again). */
+ * queue, clearing its bit first (a pass may kick it again).  While the
+ * device is paused the notification is recorded for virtio_dev_resume
+ * (see virtio_dev_queue_notify). */
 void virtio_deferred_run(struct virtio_deferred *df);
 
 #endif

@@ -176,20 +176,29 @@ static void net_config_write(struct virtio_dev *d, uint32_t off, const void *dat
 
 /* ---- the back end's fd on the loop ---- */
 
-/* Watch (or stop watching) the back end's fd for EPOLLIN.  vdev.lock held. */
-static void set_rx_armed(struct virtio_net *n, bool on)
+/* Make the loop watch the back end's fd exactly when the device wants it
+ * and is not paused.  vdev.lock held. */
+static void update_fd(struct virtio_net *n)
 {
-	if (n->be_dead)
-		on = false;
-	if (n->rx_armed == on)
+	bool on = n->rx_armed && !n->vdev.paused;
+	if (n->fd_on == on)
 		return;
-	n->rx_armed = on;
+	n->fd_on = on;
 	if (n->be_watched) {
 		int r = loop_mod(n->vdev.loop, n->be->fd, on ? EPOLLIN : 0);
 		if (r < 0)
 			log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: cannot %s the fd: %s",
 					be_name(n), on ? "watch" : "pause", strerror(-r));
 	}
+}
+
+/* Watch (or stop watching) the back end's fd for EPOLLIN.  vdev.lock held. */
+static void set_rx_armed(struct virtio_net *n, bool on)
+{
+	if (n->be_dead)
+		on = false;
+	n->rx_armed = on;
+	update_fd(n);
 }
 
 /* The back end failed for good (the tap interface was deleted): stop
@@ -209,9 +218,7 @@ static void be_gone(struct virtio_net *n, const char *why)
 	log_warn("virtio-net: %s: %s; link down", be_name(n), why);
 	n->link_up = false;
 	build_config(n);
-	d->config_generation++;
-	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops && d->tops->signal_config)
-		d->tops->signal_config(d);
+	virtio_dev_config_changed(d);
 }
 
 /* ---- chains ---- */
@@ -280,7 +287,7 @@ static void want_offloads(struct virtio_net *n, unsigned o)
 
 static void tx_drop(struct virtio_net *n, const char *why)
 {
-	n->n_tx_dropped++;
+	n->metrics.tx_malformed_frames++;
 	log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: transmitted frame dropped: %s",
 			be_name(n), why);
 }
@@ -342,14 +349,14 @@ static void tx_frame(struct virtio_net *n, const struct virtq_chain *c)
 	int cnt = 1 + chain_iov(c, false, NET_HDR_LEN, iov + 1);
 	ssize_t r = n->be->ops->send(n->be, iov, cnt);
 	if (r < 0) {
-		n->n_tx_dropped++;
+		n->metrics.tx_fails++;
 		log_ratelimited(&n->rl, r == -EAGAIN ? LOG_DEBUG : LOG_WARN,
 				"virtio-net: %s: send: %s (frame dropped)", be_name(n),
 				strerror((int)-r));
 		return;
 	}
-	n->n_tx_frames++;
-	n->n_tx_bytes += c->read_len - NET_HDR_LEN;
+	n->metrics.tx_packets_count++;
+	n->metrics.tx_bytes_count += c->read_len - NET_HDR_LEN;
 }
 
 /* One budgeted pass over the transmit queue.  vdev.lock held. */
@@ -395,7 +402,7 @@ enum rx_result { RX_FRAME, RX_EMPTY, RX_DROPPED, RX_STOP };
 
 static void rx_drop(struct virtio_net *n, const char *why, uint64_t len)
 {
-	n->n_rx_dropped++;
+	n->metrics.rx_fails++;
 	log_ratelimited(&n->rl, LOG_DEBUG,
 			"virtio-net: %s: received frame of %llu bytes dropped: %s", be_name(n),
 			(unsigned long long)len, why);
@@ -486,6 +493,7 @@ static enum rx_result rx_read(struct virtio_net *n)
 		return RX_EMPTY;
 	if (r < 0) {
 		char why[96];
+		n->metrics.tap_read_fails++;
 		snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-r));
 		be_gone(n, why);
 		return RX_STOP;
@@ -574,15 +582,16 @@ static int rx_place(struct virtio_net *n, bool *pushed)
 	}
 	*pushed = true;
 	n->rx_pending = false;
-	n->n_rx_frames++;
-	n->n_rx_bytes += n->rx_len - NET_HDR_LEN;
+	n->metrics.rx_packets_count++;
+	n->metrics.rx_bytes_count += n->rx_len - NET_HDR_LEN;
 	return 1;
 }
 
 /* Deliver frames while there are frames and buffers, at most
  * VIRTIO_NET_RX_BUDGET; leave the fd armed exactly when more may be
- * delivered without a new buffer notification.  vdev.lock held. */
-static void rx_process(struct virtio_net *n)
+ * delivered without a new buffer notification.  @tap_ready: the back end
+ * said it has a frame (for no_rx_avail_buffer).  vdev.lock held. */
+static void rx_process(struct virtio_net *n, bool tap_ready)
 {
 	struct virtio_dev *d = &n->vdev;
 	struct virtq *q = &d->vqs[VIRTIO_NET_RXQ];
@@ -599,6 +608,7 @@ static void rx_process(struct virtio_net *n)
 				goto out;
 			if (r == 0) {
 				/* Holding one frame; wait for the driver. */
+				n->metrics.no_rx_avail_buffer++;
 				set_rx_armed(n, false);
 				goto out;
 			}
@@ -613,6 +623,8 @@ static void rx_process(struct virtio_net *n)
 				goto out;
 			if (r == 0) {
 				/* No buffers: stop reading until the driver adds some. */
+				if (tap_ready)
+					n->metrics.no_rx_avail_buffer++;
 				set_rx_armed(n, false);
 				goto out;
 			}
@@ -666,10 +678,36 @@ static int net_reset(struct virtio_dev *d)
 static void net_queue_notify(struct virtio_dev *d, uint16_t q)
 {
 	struct virtio_net *n = to_net(d);
-	if (q == VIRTIO_NET_RXQ)
-		rx_process(n);
-	else if (q == VIRTIO_NET_TXQ)
+	if (q == VIRTIO_NET_RXQ) {
+		n->metrics.rx_queue_event_count++;
+		rx_process(n, false);
+	} else if (q == VIRTIO_NET_TXQ) {
+		n->metrics.tx_queue_event_count++;
 		tx_process(n);
+	}
+}
+
+/* The gate is closed (vdev.paused): take the fd off the loop.  The
+ * callbacks check vdev.paused as well, for an event fetched before. */
+static void net_quiesce(struct virtio_dev *d)
+{
+	struct virtio_net *n = to_net(d);
+	pthread_mutex_lock(&d->lock);
+	update_fd(n);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Apply what the loop was asked to apply while paused and have the core
+ * look at both queues once the gate opens (re-arming the fd, sending what
+ * was queued). */
+static void net_unquiesce(struct virtio_dev *d)
+{
+	struct virtio_net *n = to_net(d);
+	pthread_mutex_lock(&d->lock);
+	apply_offloads(n);
+	virtio_dev_queue_notify(d, VIRTIO_NET_RXQ);
+	virtio_dev_queue_notify(d, VIRTIO_NET_TXQ);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static const struct virtio_dev_ops net_ops = {
@@ -679,6 +717,8 @@ static const struct virtio_dev_ops net_ops = {
 	.activate = net_activate,
 	.reset = net_reset,
 	.queue_notify = net_queue_notify,
+	.quiesce = net_quiesce,
+	.unquiesce = net_unquiesce,
 };
 
 /* ---- loop callbacks ---- */
@@ -686,18 +726,30 @@ static const struct virtio_dev_ops net_ops = {
 void virtio_net_backend_ready(struct virtio_net *n, uint32_t events)
 {
 	pthread_mutex_lock(&n->vdev.lock);
+	n->metrics.rx_tap_event_count++;
+	/* A dead back end is dealt with even while paused: EPOLLERR is
+	 * reported whatever the mask, the loop would spin on it. */
 	if (events & (EPOLLERR | EPOLLHUP))
 		be_gone(n, "the back end reported an error (interface deleted?)");
-	else
-		rx_process(n);
+	else if (!n->vdev.paused)
+		rx_process(n, true);
 	pthread_mutex_unlock(&n->vdev.lock);
 }
 
-void virtio_net_resume(struct virtio_net *n)
+void virtio_net_continue(struct virtio_net *n)
 {
 	pthread_mutex_lock(&n->vdev.lock);
-	apply_offloads(n);
-	tx_process(n);
+	if (!n->vdev.paused) {
+		apply_offloads(n);
+		tx_process(n);
+	}
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+void virtio_net_get_metrics(struct virtio_net *n, struct virtio_net_metrics *out)
+{
+	pthread_mutex_lock(&n->vdev.lock);
+	*out = n->metrics;
 	pthread_mutex_unlock(&n->vdev.lock);
 }
 
@@ -710,7 +762,7 @@ static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	uint64_t v;
 	(void)!read(fd, &v, sizeof(v));
-	virtio_net_resume(ctx);
+	virtio_net_continue(ctx);
 }
 
 /* ---- life cycle ---- */

@@ -38,8 +38,8 @@
  *   virtio-net - device-writable descriptors, a frame shorter than 14 or
  *   longer than NET_MAX_FRAME bytes, a header that asks for an offload not
  *   negotiated - is DROPPED (returned with length 0, counted in
- *   n_tx_dropped, logged rate-limited); the device keeps working.  So is a
- *   frame the back end refuses (host error, full).  Ring-level violations
+ *   tx_malformed_frames, logged rate-limited); the device keeps working.
+ *   So is a frame the back end refuses (host error, full; tx_fails).  Ring-level violations
  *   (virtq_pop -EIO) break the device.  At most VIRTIO_NET_TX_BUDGET
  *   frames per pass; then an eventfd on the loop continues the pass, so
  *   other handlers (and the other queue) run in between.
@@ -70,6 +70,23 @@
  *   shorter than the header violates §5.1.6.3.1 and breaks the device.
  *   At most VIRTIO_NET_RX_BUDGET frames per wake-up (the fd is level
  *   triggered: the loop comes back).
+ *
+ * Pause (virtio_dev_pause/resume, virtio.h): quiesce takes the back end's
+ *   fd off the loop (frames that arrive meanwhile wait in the tap's own
+ *   queue, where the kernel drops when it is full, as for a guest that
+ *   posts no buffers) and the loop callbacks do nothing while vdev.paused
+ *   is set, so no frame is read or sent and neither ring moves.  The
+ *   receive state stays as it was: a chain taken for the next frame
+ *   (rx_c0) or a frame being placed (rx_pending, its chains in rx_heads)
+ *   is still held by the device when the pause returns - a snapshot must
+ *   keep it.  unquiesce applies a pending offload change and asks the core
+ *   to look at both queues, which happens right after the gate opens:
+ *   the receive pass re-arms the fd (if there are buffers) and delivers
+ *   what waited, the transmit pass sends what the driver queued.
+ *   Nothing is lost or sent twice: a frame is either still in the tap or
+ *   already in guest memory; a transmit chain is either still available
+ *   or already used.  A back end that fails while paused (the tap
+ *   deleted: EPOLLERR) still takes the link down at once.
  *
  * Reset (ops->reset, vdev.lock held, any thread): the pending frame and
  * the held chains are forgotten, the fd is disarmed, the back end's
@@ -141,6 +158,31 @@
  * chain: a whole frame with its header. */
 #define VIRTIO_NET_BOUNCE_SIZE (NET_HDR_LEN + NET_MAX_FRAME)
 
+/* Counters (Firecracker's names where they fit), since the device was
+ * created (a reset does not clear them).  Bytes are Ethernet frame bytes,
+ * without the 12-byte virtio-net header. */
+struct virtio_net_metrics {
+	/* receive: back end -> guest */
+	uint64_t rx_bytes_count;       /* bytes of the frames delivered */
+	uint64_t rx_packets_count;     /* frames delivered (published in the used ring) */
+	uint64_t rx_fails;             /* frames read from the back end and dropped: too short or
+					* long, an offload the driver did not accept, larger
+					* than the receive buffers */
+	uint64_t rx_queue_event_count; /* receive queue notifications handled */
+	uint64_t rx_tap_event_count;   /* wake-ups from the back end's fd */
+	uint64_t no_rx_avail_buffer;   /* the back end had a frame and the driver no (or not
+					* enough) receive buffers: the fd is paused */
+	uint64_t tap_read_fails;       /* receive errors of the back end (it is then gone) */
+	uint64_t rx_rate_limiter_throttled; /* 0: no rate limiter yet */
+	/* transmit: guest -> back end */
+	uint64_t tx_bytes_count;       /* bytes of the frames the back end took */
+	uint64_t tx_packets_count;     /* frames the back end took */
+	uint64_t tx_fails;             /* well-formed frames the back end refused (dropped) */
+	uint64_t tx_malformed_frames;  /* chains dropped as malformed (see TX above) */
+	uint64_t tx_queue_event_count; /* transmit queue notifications handled */
+	uint64_t tx_rate_limiter_throttled; /* 0: no rate limiter yet */
+};
+
 struct virtio_net {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	struct net_backend *be;
@@ -153,7 +195,8 @@ struct virtio_net {
 	uint8_t config[VIRTIO_NET_CONFIG_SIZE];
 	bool link_up;
 	bool be_dead;     /* the back end failed for good (tap deleted) */
-	bool rx_armed;    /* be->fd watched for EPOLLIN */
+	bool rx_armed;    /* the device wants be->fd watched for EPOLLIN */
+	bool fd_on;       /* ... and it is: rx_armed and not paused */
 	unsigned offloads;     /* last given to be->set_offload */
 	unsigned offload_want; /* what the driver accepted (0 after reset) */
 	/* receive state: a chain taken for the next frame, and the frame
@@ -170,9 +213,7 @@ struct virtio_net {
 	uint32_t rx_lens[VIRTIO_NET_QUEUE_MAX];
 	struct virtq_chain rx_c0, rx_chain, tx_chain;
 	struct ratelimit rl;
-	/* statistics */
-	uint64_t n_tx_frames, n_tx_bytes, n_tx_dropped;
-	uint64_t n_rx_frames, n_rx_bytes, n_rx_dropped;
+	struct virtio_net_metrics metrics;
 };
 
 /* Build the device on back end @be.  @mac: the address the guest gets;
@@ -190,14 +231,26 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 int virtio_net_create(struct virtio_net *n, const char *tap_name, const uint8_t *mac_or_null,
 		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
 
-/* Tear down (after the transport is gone, the vCPUs and the loop stopped). */
+/* Tear down (after the transport is gone, the vCPUs and the loop stopped).
+ * A no-op on a device whose init failed or that was destroyed. */
 void virtio_net_destroy(struct virtio_net *n);
 
-/* What the loop callbacks do (they take vdev.lock): the back end's fd
- * reported @events (EPOLLIN: receive; EPOLLERR/EPOLLHUP: the back end is
- * gone, the link goes down), and continue a budgeted TX pass. */
+/* What the loop callback of the back end's fd does (takes vdev.lock):
+ * @events EPOLLIN: receive (nothing while the device is paused);
+ * EPOLLERR/EPOLLHUP: the back end is gone, the link goes down (also while
+ * paused).  Loop thread (tests call it directly). */
 void virtio_net_backend_ready(struct virtio_net *n, uint32_t events);
-void virtio_net_resume(struct virtio_net *n);
+
+/* What the loop callback of the device's eventfd does (takes vdev.lock):
+ * apply a pending offload change and continue a TX pass the budget cut
+ * short.  Nothing while the device is paused (unquiesce does it).  Loop
+ * thread.  (Continuing a TX pass, not resuming a paused VM: that is
+ * virtio_dev_resume.) */
+void virtio_net_continue(struct virtio_net *n);
+
+/* Copy the counters into @out (consistent: taken under vdev.lock, so not
+ * from a context that holds it).  Any thread. */
+void virtio_net_get_metrics(struct virtio_net *n, struct virtio_net_metrics *out);
 
 /* "aa:bb:cc:dd:ee:ff" (hex digits in either case, exactly 17 characters)
  * -> @mac.  Rejects multicast (bit 0 of the first byte; broadcast

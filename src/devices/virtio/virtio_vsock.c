@@ -250,7 +250,7 @@ static struct vsock_conn *conn_alloc(struct virtio_vsock *v)
 	c->fd = -1;
 	c->free_next = c->hash_next = c->pend_prev = c->pend_next = NONE;
 	v->nconns++;
-	v->n_conns++;
+	v->metrics.conns_added++;
 	return c;
 }
 
@@ -281,6 +281,7 @@ static void conn_free(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	if (c->state == CONN_FREE)
 		return;
+	v->metrics.conns_removed++;
 	conn_close_host(c);
 	hash_del(v, c);
 	pend_del(v, c);
@@ -370,6 +371,7 @@ static void conn_arm(struct virtio_vsock *v, struct vsock_conn *c)
 	uint32_t want = conn_want(v, c);
 	int r = ep_update(v, c->fd, conn_tag(c), c->events, want);
 	if (r < 0) {
+		v->metrics.conn_event_fails++;
 		log_ratelimited(&v->rl, LOG_WARN, "virtio-vsock: epoll: %s; connection reset",
 				strerror(-r));
 		conn_reset(v, c);
@@ -458,7 +460,7 @@ static struct virtq_chain *rx_chain(struct virtio_vsock *v)
 			v->rx_held = true;
 			return &v->rxc;
 		}
-		v->n_rx_bad_chains++;
+		v->metrics.rx_bad_chains++;
 		bad++;
 		log_ratelimited(&v->rl, LOG_WARN,
 				"virtio-vsock: RX buffer with device-readable parts or at most "
@@ -487,9 +489,9 @@ static void rx_emit(struct virtio_vsock *v, const struct pkt_hdr *h, uint32_t n)
 		return;
 	}
 	v->pushed[VIRTIO_VSOCK_Q_RX] = true;
-	v->n_rx_pkts++;
+	v->metrics.rx_packets_count++;
 	if (h->op == VIRTIO_VSOCK_OP_RST)
-		v->n_rst_sent++;
+		v->metrics.rst_sent++;
 }
 
 /* Header of a packet on @c; every packet carries our credit (§5.10.6.3). */
@@ -681,6 +683,7 @@ static void conn_flush(struct virtio_vsock *v, struct vsock_conn *c)
 			return;
 		}
 		if (w <= 0) {
+			v->metrics.tx_write_fails++;
 			conn_reset(v, c);
 			return;
 		}
@@ -697,6 +700,7 @@ static void conn_flush(struct virtio_vsock *v, struct vsock_conn *c)
 			iov[n++] = (struct iovec){c->buf, c->buf_len - first};
 		ssize_t w = sock_send(c->fd, iov, n);
 		if (w < 0) {
+			v->metrics.tx_write_fails++;
 			conn_reset(v, c);
 			return;
 		}
@@ -732,6 +736,7 @@ static void conn_read(struct virtio_vsock *v, struct vsock_conn *c)
 		struct pkt_hdr h;
 		conn_hdr(v, c, VIRTIO_VSOCK_OP_RW, 0, (uint32_t)r, &h);
 		rx_emit(v, &h, (uint32_t)r);
+		v->metrics.rx_bytes_count += (uint64_t)r;
 		c->tx_cnt += (uint32_t)r;
 		if (!peer_free(c) && !c->credit_requested) {
 			/* §5.10.6.3: ask once; the guest's next packet (any
@@ -752,6 +757,7 @@ static void conn_read(struct virtio_vsock *v, struct vsock_conn *c)
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return; /* the buffer stays held for the next packet */
+	v->metrics.rx_read_fails++;
 	conn_reset(v, c);
 }
 
@@ -905,6 +911,7 @@ static void on_timer(struct virtio_vsock *v)
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state == CONN_FREE || !c->deadline || c->deadline > now)
 			continue;
+		v->metrics.handshake_timeouts++;
 		log_ratelimited(&v->rl, LOG_INFO, "virtio-vsock: %s handshake timed out",
 				c->state == CONN_HOST_LINE ? "CONNECT" : "connection");
 		conn_reset(v, c); /* frees it when the guest never saw it */
@@ -998,7 +1005,7 @@ static void tx_data(struct virtio_vsock *v, struct vsock_conn *c, const struct v
 	if (len > VIRTIO_VSOCK_CONN_BUF - c->buf_len) {
 		/* More than the credit we gave (buffered == rx_cnt - fwd_cnt,
 		 * at most buf_alloc): checklist E.33, never a bigger buffer. */
-		v->n_credit_violations++;
+		v->metrics.credit_violations++;
 		log_ratelimited(&v->rl, LOG_WARN,
 				"virtio-vsock: guest exceeded its credit on port %u (%u bytes with "
 				"%u buffered); reset",
@@ -1007,12 +1014,14 @@ static void tx_data(struct virtio_vsock *v, struct vsock_conn *c, const struct v
 		return;
 	}
 	c->rx_cnt += len;
+	v->metrics.tx_bytes_count += len;
 	uint32_t off = HDR, left = len;
 	if (!c->buf_len && c->reply_off == c->reply_len) {
 		struct iovec iov[VIRTQ_MAX_SEGS];
 		unsigned n = chain_iov(ch, false, off, left, iov);
 		ssize_t w = sock_send(c->fd, iov, n);
 		if (w < 0) {
+			v->metrics.tx_write_fails++;
 			conn_reset(v, c);
 			return;
 		}
@@ -1070,9 +1079,9 @@ static const char *hdr_invalid(const struct virtio_vsock *v, const struct pkt_hd
 
 static void handle_tx(struct virtio_vsock *v, const struct virtq_chain *ch)
 {
-	v->n_tx_pkts++;
+	v->metrics.tx_packets_count++;
 	if (ch->nread != ch->nsegs || ch->read_len < HDR) {
-		v->n_bad_pkts++;
+		v->metrics.tx_malformed_packets++;
 		log_ratelimited(&v->rl, LOG_WARN,
 				"virtio-vsock: TX buffer without a %u-byte header or with "
 				"device-writable parts dropped",
@@ -1088,7 +1097,7 @@ static void handle_tx(struct virtio_vsock *v, const struct virtq_chain *ch)
 		return; /* our RST is on its way */
 	const char *why = hdr_invalid(v, &h, ch->read_len - HDR);
 	if (why) {
-		v->n_bad_pkts++;
+		v->metrics.tx_malformed_packets++;
 		log_ratelimited(&v->rl, LOG_WARN,
 				"virtio-vsock: bad packet (op %u, ports %u -> %u): %s", h.op,
 				h.src_port, h.dst_port, why);
@@ -1250,7 +1259,7 @@ static void conn_event(struct virtio_vsock *v, struct vsock_conn *c, uint32_t ev
 static void dispatch(struct virtio_vsock *v, uint64_t tag, uint32_t events)
 {
 	uint32_t slot = (uint32_t)tag;
-	v->n_host_events++;
+	v->metrics.muxer_event_count++;
 	if (slot == TAG_LISTEN) {
 		if (v->listen_armed)
 			accept_clients(v);
@@ -1275,6 +1284,12 @@ static void on_event(struct loop *l, int fd, uint32_t events, void *ctx)
 	struct virtio_vsock *v = ctx;
 	struct epoll_event evs[64];
 	pthread_mutex_lock(&v->vdev.lock);
+	if (v->vdev.paused) {
+		/* fetched before quiesce took the fd off the loop: nothing
+		 * runs until resume (the events are level-triggered) */
+		pthread_mutex_unlock(&v->vdev.lock);
+		return;
+	}
 	int n = epoll_wait(v->epfd, evs, 64, 0);
 	for (int i = 0; i < n; i++)
 		dispatch(v, evs[i].data.u64, evs[i].events);
@@ -1321,21 +1336,80 @@ static int vsock_reset(struct virtio_dev *d)
 	struct virtio_vsock *v = to_vsock(d);
 	close_all(v, false);
 	v->rx_held = v->rx_starved = false;
+	v->reset_event_pending = false; /* no driver to tell any more */
 	return 0;
 }
+
+static int transport_reset_locked(struct virtio_vsock *v);
 
 static void vsock_queue_notify(struct virtio_dev *d, uint16_t q)
 {
 	struct virtio_vsock *v = to_vsock(d);
 	if (q == VIRTIO_VSOCK_Q_RX) {
+		v->metrics.rx_queue_event_count++;
 		/* New buffers: re-arm the sockets if one is really there. */
 		if (rx_chain(v))
 			set_starved(v, false);
 	} else if (q == VIRTIO_VSOCK_Q_TX) {
+		v->metrics.tx_queue_event_count++;
 		process_tx(v);
+	} else if (q == VIRTIO_VSOCK_Q_EVENT) {
+		v->metrics.ev_queue_event_count++;
+		/* Otherwise buffers wait for virtio_vsock_transport_reset. */
+		if (v->reset_event_pending) {
+			v->reset_event_pending = false;
+			int r = transport_reset_locked(v);
+			if (r < 0)
+				log_ratelimited(&v->rl, LOG_WARN,
+						"virtio-vsock: transport reset at resume: %s",
+						strerror(-r));
+		}
 	}
-	/* the event queue: buffers wait for virtio_vsock_transport_reset */
 	settle(v);
+}
+
+/* The gate is closed: take the device's epoll fd off the loop (the
+ * callback also checks vdev.paused, for an event fetched before). */
+static void vsock_quiesce(struct virtio_dev *d)
+{
+	struct virtio_vsock *v = to_vsock(d);
+	pthread_mutex_lock(&d->lock);
+	v->paused_at = now_ns();
+	int r = loop_mod(d->loop, v->epfd, 0);
+	if (r < 0)
+		log_warn("virtio-vsock: cannot pause its sockets: %s", strerror(-r));
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Handshake deadlines move by the pause; the sockets go back on the
+ * loop; the core looks at RX (buffers posted meanwhile) and TX (packets
+ * queued meanwhile) once the gate opens, and at the event queue for a
+ * transport reset asked for meanwhile. */
+static void vsock_unquiesce(struct virtio_dev *d)
+{
+	struct virtio_vsock *v = to_vsock(d);
+	pthread_mutex_lock(&d->lock);
+	uint64_t now = now_ns();
+	uint64_t delta = now > v->paused_at ? now - v->paused_at : 0;
+	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
+		struct vsock_conn *c = &v->conns[i];
+		if (c->state != CONN_FREE && c->deadline)
+			set_deadline(v, c, c->deadline + delta);
+	}
+	v->timer_at = UINT64_MAX; /* re-arm for the moved deadlines */
+	timer_update(v);
+	int r = loop_mod(d->loop, v->epfd, EPOLLIN);
+	if (r < 0)
+		log_warn("virtio-vsock: cannot resume its sockets: %s", strerror(-r));
+	virtio_dev_queue_notify(d, VIRTIO_VSOCK_Q_RX);
+	virtio_dev_queue_notify(d, VIRTIO_VSOCK_Q_TX);
+	if (v->reset_event_pending) {
+		if (dev_live(v) && d->vqs[VIRTIO_VSOCK_Q_EVENT].active)
+			virtio_dev_queue_notify(d, VIRTIO_VSOCK_Q_EVENT);
+		else
+			v->reset_event_pending = false; /* nobody to tell */
+	}
+	pthread_mutex_unlock(&d->lock);
 }
 
 static const struct virtio_dev_ops vsock_ops = {
@@ -1345,6 +1419,8 @@ static const struct virtio_dev_ops vsock_ops = {
 	.activate = vsock_activate,
 	.reset = vsock_reset,
 	.queue_notify = vsock_queue_notify,
+	.quiesce = vsock_quiesce,
+	.unquiesce = vsock_unquiesce,
 };
 
 /* ---- life cycle ---- */
@@ -1467,29 +1543,25 @@ void virtio_vsock_destroy(struct virtio_vsock *v)
 	release(v, true);
 }
 
-int virtio_vsock_transport_reset(struct virtio_vsock *v)
+/* virtio_vsock_transport_reset for a running device (vdev.lock held; the
+ * caller settles). */
+static int transport_reset_locked(struct virtio_vsock *v)
 {
 	struct virtio_dev *d = &v->vdev;
-	int r = 0;
-	pthread_mutex_lock(&d->lock);
 	struct virtq *q = &d->vqs[VIRTIO_VSOCK_Q_EVENT];
-	if (!dev_live(v) || !q->active) {
-		r = -ENODEV;
-		goto out;
-	}
+	if (!dev_live(v) || !q->active)
+		return -ENODEV;
 	/* §5.10.6.6: the driver drops every connection on this event; so do
 	 * we (host sockets closed, nothing owed to the guest any more). */
 	close_all(v, true);
 	int p = virtq_pop(q, &v->evc);
 	if (p < 0) {
 		virtio_dev_mark_broken(d, "invalid descriptor chain on the event queue");
-		r = -EIO;
-		goto out;
+		return -EIO;
 	}
-	if (p == 0) {
-		r = -EAGAIN;
-		goto out;
-	}
+	if (p == 0)
+		return -EAGAIN;
+	int r = 0;
 	uint8_t ev[4];
 	uint32_t n = 0;
 	if (v->evc.nread == 0 && v->evc.write_len >= sizeof(ev)) {
@@ -1501,14 +1573,33 @@ int virtio_vsock_transport_reset(struct virtio_vsock *v)
 	}
 	if (virtq_push(q, v->evc.head, n) < 0) {
 		virtio_dev_mark_broken(d, "push of a head not in flight");
-		r = -EIO;
-		goto out;
+		return -EIO;
 	}
 	v->pushed[VIRTIO_VSOCK_Q_EVENT] = true;
-out:
-	settle(v);
+	return r;
+}
+
+int virtio_vsock_transport_reset(struct virtio_vsock *v)
+{
+	struct virtio_dev *d = &v->vdev;
+	int r;
+	pthread_mutex_lock(&d->lock);
+	if (d->paused) {
+		v->reset_event_pending = true; /* see vsock_unquiesce */
+		r = -EINPROGRESS;
+	} else {
+		r = transport_reset_locked(v);
+		settle(v);
+	}
 	pthread_mutex_unlock(&d->lock);
 	return r;
+}
+
+void virtio_vsock_get_metrics(struct virtio_vsock *v, struct virtio_vsock_metrics *out)
+{
+	pthread_mutex_lock(&v->vdev.lock);
+	*out = v->metrics;
+	pthread_mutex_unlock(&v->vdev.lock);
 }
 
 uint64_t virtio_vsock_buffered(struct virtio_vsock *v)

@@ -81,6 +81,22 @@
  * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.6, after migration):
  * virtio_vsock_transport_reset().
  *
+ * Pause (virtio_dev_pause/resume, virtio.h): quiesce takes the device's
+ * epoll fd off the main loop, so no host socket is read or written, no
+ * client accepted and no timer handled, and the loop callback does
+ * nothing while vdev.paused is set (an event fetched before the pause).
+ * Host connections stay open; bytes the host sends meanwhile wait in the
+ * socket buffers (and the peer blocks when they are full), bytes the
+ * guest had sent and the device buffered stay buffered.  Neither the
+ * rings nor guest memory are touched.  The held RX buffer (rx_held), the
+ * connection table with its credit counters and the packets owed to the
+ * guest are kept as they are (a snapshot must keep them).  unquiesce moves
+ * every handshake deadline by the time spent paused (a pause does not
+ * time out a connection), re-arms the epoll fd and asks the core to look
+ * at the RX and TX queues once the gate opens; level-triggered epoll then
+ * reports every socket with data, so each stream continues from the byte
+ * where it stopped: nothing lost, nothing duplicated.
+ *
  * Threads: all host I/O runs on the event loop through ONE fd registered
  * with it (the device's own epoll instance, which holds the listening
  * socket, every connection, a kick eventfd and a timerfd), so the number
@@ -152,6 +168,30 @@
 
 struct vsock_conn;
 
+/* Counters (Firecracker's names where they fit), since the device was
+ * created (a reset does not clear them).  "rx" is host -> guest (the RX
+ * queue), "tx" guest -> host. */
+struct virtio_vsock_metrics {
+	uint64_t rx_bytes_count;       /* payload bytes read from host sockets into the guest */
+	uint64_t rx_packets_count;     /* packets placed in the RX queue (data and control) */
+	uint64_t tx_bytes_count;       /* OP_RW payload bytes accepted from the guest */
+	uint64_t tx_packets_count;     /* TX chains taken (well-formed or not) */
+	uint64_t rx_queue_event_count; /* RX queue notifications handled */
+	uint64_t tx_queue_event_count; /* TX queue notifications handled */
+	uint64_t ev_queue_event_count; /* event queue notifications handled */
+	uint64_t muxer_event_count;    /* host-side events handled (sockets, timer, kicks) */
+	uint64_t conns_added;          /* connections created (host CONNECTs, guest REQUESTs) */
+	uint64_t conns_removed;        /* connections freed */
+	uint64_t conn_event_fails;     /* epoll failures that reset a connection */
+	uint64_t rx_read_fails;        /* host socket read errors (connection reset) */
+	uint64_t tx_write_fails;       /* host socket write errors (connection reset) */
+	uint64_t tx_malformed_packets; /* TX packets refused as malformed (answered with RST) */
+	uint64_t rst_sent;             /* OP_RST packets sent to the guest */
+	uint64_t credit_violations;    /* guest sent more than its credit (connection reset) */
+	uint64_t rx_bad_chains;        /* unusable RX buffers returned unused */
+	uint64_t handshake_timeouts;   /* CONNECT lines or guest answers that did not come */
+};
+
 struct virtio_vsock {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	uint64_t cid;
@@ -182,13 +222,12 @@ struct virtio_vsock {
 	bool rx_held;    /* rxc popped and not used yet */
 	bool tx_blocked; /* RST queue full: TX waits */
 	bool kicked;
+	bool reset_event_pending; /* transport_reset asked for while paused */
+	uint64_t paused_at;       /* ns, when quiesce ran */
 	bool pushed[VIRTIO_VSOCK_NUM_QUEUES];
 	struct virtq_chain rxc, txc, evc;
 	struct ratelimit rl;
-
-	/* statistics */
-	uint64_t n_conns, n_tx_pkts, n_rx_pkts, n_bad_pkts, n_rst_sent, n_credit_violations,
-		n_host_events, n_rx_bad_chains;
+	struct virtio_vsock_metrics metrics;
 };
 
 /* Build the device for guest CID @cid, listening on @uds_path (policy in
@@ -209,8 +248,14 @@ void virtio_vsock_destroy(struct virtio_vsock *v);
  * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in the next event-queue buffer.
  * Takes vdev.lock.  0, -EAGAIN (no event buffer posted; connections are
  * closed anyway), -ENODEV (the device is not live) or -EIO (bad chain:
- * device broken). */
+ * device broken).  While the device is paused: -EINPROGRESS, and all of
+ * it happens when the device resumes (before the guest runs again; a
+ * failure then is logged), unless the driver resets the device first. */
 int virtio_vsock_transport_reset(struct virtio_vsock *v);
+
+/* Copy the counters into @out (consistent: taken under vdev.lock, so not
+ * with it held).  Any thread. */
+void virtio_vsock_get_metrics(struct virtio_vsock *v, struct virtio_vsock_metrics *out);
 
 /* Bytes buffered guest -> host over all connections (takes vdev.lock). */
 uint64_t virtio_vsock_buffered(struct virtio_vsock *v);
