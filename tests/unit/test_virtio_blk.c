@@ -10,7 +10,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 
+#include "../../src/event/loop.h"
+#include "loop_runner.h"
 #include "test.h"
 #include "virtio_fake.h"
 
@@ -50,9 +54,11 @@ static uint64_t default_features(struct tdrv *t)
 	return dev(t)->device_features & ~F(VIRTIO_F_EVENT_IDX);
 }
 
-/* Guest memory, back end (capacity @cap), device; queue up with @features
- * (0: everything offered except EVENT_IDX). */
-static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, uint64_t features)
+/* Guest memory, back end @be (NULL: the in-memory one, capacity @cap),
+ * device on @loop (NULL: none, passes are not budgeted); queue up with
+ * @features (0: everything offered except EVENT_IDX). */
+static void setup_be(struct tdrv *t, struct blk_backend *be, bool ro, unsigned cap,
+		     const char *id, uint64_t features, struct loop *loop)
 {
 	memset(t, 0, sizeof(*t));
 	if (guest_mem_init(&t->mem, MEM_SIZE, MEM_SIZE, MEM_SIZE))
@@ -60,7 +66,8 @@ static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, ui
 	if (blk_mem_init(&t->m, DISK_SIZE, ro, cap))
 		abort();
 	char err[128];
-	if (virtio_blk_init(&t->b, &t->m.be, false, id, &t->mem, NULL, err, sizeof(err))) {
+	if (virtio_blk_init(&t->b, be ? be : &t->m.be, false, id, &t->mem, loop, err,
+			    sizeof(err))) {
 		printf("init: %s\n", err);
 		abort();
 	}
@@ -68,6 +75,11 @@ static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, ui
 	vf_queue_signals = vf_config_signals = 0;
 	vf_drv_init(&t->drv, &t->mem, dev(t), QSIZE, DESC_GPA, AVAIL_GPA, USED_GPA);
 	drv_up(t, features ? features : default_features(t));
+}
+
+static void setup_full(struct tdrv *t, bool ro, unsigned cap, const char *id, uint64_t features)
+{
+	setup_be(t, NULL, ro, cap, id, features, NULL);
 }
 
 static void setup(struct tdrv *t, bool ro)
@@ -949,6 +961,153 @@ TEST(notify_before_driver_ok_is_ignored)
 	CHECK_EQ(t.m.outstanding, 0);
 	CHECK_EQ(status_at(&t, st), 0xee);
 	teardown(&t);
+}
+
+/* ---- per-pass budget (regression: one notification, 42,326 requests) ---- */
+
+/* A back end that refuses every operation at once (the host cannot take
+ * it: the request completes with IOERR without any I/O), and calls @hook
+ * first.  The hook plays a guest vCPU running concurrently with the
+ * device: by the time the device submits this request it has seen the
+ * used elements pushed so far and re-posted a request for each. */
+struct refusing_be {
+	struct blk_backend be;
+	void (*hook)(void *ctx);
+	void *ctx;
+	unsigned submits;
+};
+
+static int refusing_submit(struct blk_backend *be, struct blk_io *io)
+{
+	struct refusing_be *r = (struct refusing_be *)be;
+	r->submits++;
+	if (r->hook)
+		r->hook(r->ctx);
+	return -EIO;
+}
+
+static const struct blk_backend_ops refusing_ops = {.submit = refusing_submit};
+
+/* The storm driver: requests of three kinds that all complete during the
+ * pass that pops them (IN refused by the host -> IOERR, GET_ID, an
+ * unknown type -> UNSUPP), kept at STORM_OUTSTANDING in the ring: each
+ * used element is answered with a new request of the same kind, until
+ * @cap requests were posted. */
+#define STORM_OUTSTANDING 42 /* 126 of the 128 descriptors */
+struct storm {
+	struct tdrv *t;
+	unsigned posted, cap;
+	uint16_t seen_used;
+	uint64_t hdr[3], data, st;
+};
+
+static void storm_post(struct storm *s)
+{
+	struct tdrv *t = s->t;
+	unsigned kind = s->posted % 3;
+	struct vf_seg seg[3] = {{s->hdr[kind], 16, false},
+				{s->data, kind == 1 ? 20 : 512, true},
+				{s->st, 1, true}};
+	vf_chain(&t->drv, seg, 3);
+	s->posted++;
+}
+
+static void storm_hook(void *ctx)
+{
+	struct storm *s = ctx;
+	uint16_t used = vf_used_idx(&s->t->drv);
+	while (s->seen_used != used) {
+		s->seen_used++;
+		if (s->posted < s->cap)
+			storm_post(s);
+	}
+}
+
+static void storm_init(struct storm *s, struct tdrv *t, unsigned cap)
+{
+	*s = (struct storm){.t = t, .cap = cap};
+	s->hdr[0] = header(t, VIRTIO_BLK_T_IN, 0);
+	s->hdr[1] = header(t, VIRTIO_BLK_T_GET_ID, 0);
+	s->hdr[2] = header(t, 0x7777, 0);
+	s->data = DATA_GPA;
+	s->st = status_byte(t);
+	for (int i = 0; i < STORM_OUTSTANDING; i++)
+		storm_post(s);
+}
+
+static int stop_events;
+
+static void on_stop(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	stop_events++;
+}
+
+TEST(pass_is_budgeted_against_a_reposting_driver)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct refusing_be rb = {.be = {.ops = &refusing_ops,
+					.size = DISK_SIZE,
+					.capacity = 64,
+					.name = "refusing"}};
+	struct tdrv t;
+	setup_be(&t, &rb.be, false, 64, NULL, 0, &lp);
+	struct storm s;
+	const unsigned cap = 3000;
+	storm_init(&s, &t, cap);
+	rb.hook = storm_hook;
+	rb.ctx = &s;
+
+	/* Another handler on the same loop (the VM's stop event). */
+	int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	CHECK(stop_fd >= 0);
+	CHECK_EQ(loop_add(&lp, stop_fd, EPOLLIN, on_stop, NULL), 0);
+	stop_events = 0;
+
+	/* One notification: one bounded pass, and the rest is left to the
+	 * loop (before the fix this pass processed all 3000 requests). */
+	vf_notify(&t.drv);
+	uint16_t done = vf_used_idx(&t.drv);
+	CHECK(done > 0);
+	CHECK(done <= VIRTIO_BLK_BUDGET);
+	CHECK(s.posted < cap);
+	CHECK(!dev(&t)->broken);
+
+	/* The stop event fires now: the loop's next round serves it as well
+	 * as the next pass of the disk. */
+	uint64_t one = 1;
+	CHECK_EQ(write(stop_fd, &one, sizeof(one)), sizeof(one));
+	CHECK(loop_run_once(&lp, 0) >= 1);
+	CHECK_EQ(stop_events, 1);
+	uint16_t now = vf_used_idx(&t.drv);
+	CHECK(now > done);
+	CHECK(now - done <= VIRTIO_BLK_BUDGET);
+	done = now;
+
+	/* Each later round does at most one budget of work, until the
+	 * driver stops re-posting and the ring runs dry. */
+	int rounds = 1;
+	while (vf_used_idx(&t.drv) != (uint16_t)cap && rounds < 1000) {
+		CHECK(loop_run_once(&lp, 0) >= 1);
+		rounds++;
+		now = vf_used_idx(&t.drv);
+		CHECK(now - done <= VIRTIO_BLK_BUDGET);
+		done = now;
+	}
+	CHECK_EQ(vf_used_idx(&t.drv), (uint16_t)cap);
+	CHECK(rounds >= (int)(cap / VIRTIO_BLK_BUDGET));
+	CHECK_EQ(s.posted, cap);
+	/* nothing left: no further wake-up, and the device still works */
+	CHECK_EQ(loop_run_once(&lp, 0), 0);
+	CHECK(!dev(&t)->broken);
+	CHECK_EQ(*vf_hva(&t.mem, s.st, 1), VIRTIO_BLK_S_UNSUPP); /* the last was unknown */
+
+	loop_del(&lp, stop_fd);
+	close(stop_fd);
+	teardown(&t);
+	loop_destroy(&lp);
 }
 
 TEST_MAIN()

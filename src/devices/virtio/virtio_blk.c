@@ -86,6 +86,7 @@ static int blk_reset(struct virtio_dev *d)
 	struct virtio_blk *b = to_blk(d);
 	b->gen++;
 	b->throttled = false;
+	virtio_deferred_cancel(&b->deferred);
 	if (b->inflight == 0)
 		return 0;
 	b->resetting = true;
@@ -356,12 +357,14 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	return CHAIN_SUBMITTED;
 }
 
-/* Take chains from the ring while slots are free.  d->lock held. */
+/* Take chains from the ring while slots are free, at most
+ * VIRTIO_BLK_BUDGET of them (the loop continues the pass).  d->lock held. */
 static void process_queue(struct virtio_blk *b)
 {
 	struct virtio_dev *d = &b->vdev;
 	struct virtq *q = &d->vqs[0];
 	bool pushed = false, submitted = false;
+	uint64_t taken = 0;
 	if (!q->active || d->broken || b->resetting)
 		return;
 	for (;;) {
@@ -378,6 +381,10 @@ static void process_queue(struct virtio_blk *b)
 			else
 				pushed = true;
 			if (d->broken)
+				goto out;
+			/* Every chain counts, also those answered at once:
+			 * they are what a driver can re-post endlessly. */
+			if (virtio_deferred_yield(&b->deferred, 0, ++taken, VIRTIO_BLK_BUDGET))
 				goto out;
 		}
 		if (b->inflight >= b->max_inflight) {
@@ -567,11 +574,20 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
 		b->reqs = NULL;
 		return r;
 	}
+	r = virtio_deferred_init(&b->deferred, &b->vdev);
+	if (r < 0) {
+		snprintf(err, errlen, "virtio-blk: deferred work: %s", strerror(-r));
+		virtio_dev_destroy(&b->vdev);
+		free(b->reqs);
+		b->reqs = NULL;
+		return r;
+	}
 	if (loop && be->ops->attach) {
 		r = be->ops->attach(be, loop);
 		if (r < 0) {
 			snprintf(err, errlen, "%s: cannot watch the back end: %s", be->name,
 				 strerror(-r));
+			virtio_deferred_fini(&b->deferred);
 			virtio_dev_destroy(&b->vdev);
 			free(b->reqs);
 			b->reqs = NULL;
@@ -599,6 +615,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 {
 	if (!b->reqs)
 		return;
+	virtio_deferred_fini(&b->deferred);
 	if (b->own_be)
 		blk_destroy(b->be);
 	virtio_dev_destroy(&b->vdev);

@@ -28,6 +28,13 @@
  * min(queue size, back-end capacity) requests; when that many are out the
  * device stops taking chains from the ring and resumes on a completion.
  *
+ * Fairness: one pass over the queue takes at most VIRTIO_BLK_BUDGET chains,
+ * then yields to the loop (struct virtio_deferred, virtio.h), which
+ * continues it on a later round.  Requests that complete during the pass
+ * (GET_ID, unsupported or malformed ones, those the host refuses) would
+ * otherwise let a driver that re-posts them as fast as they complete keep
+ * the loop thread, with the device lock held, in one pass for ever.
+ *
  * Reset (ops->reset, called with d->lock held, possibly on a vCPU thread):
  * with nothing in flight it completes at once; otherwise it returns
  * -EINPROGRESS, the requests still run to completion in the back end (a
@@ -81,6 +88,8 @@
 #define VIRTIO_BLK_SECTOR 512u
 #define VIRTIO_BLK_ID_BYTES 20
 #define VIRTIO_BLK_QUEUE_MAX 256
+/* Chains one pass over the queue may take before it yields to the loop. */
+#define VIRTIO_BLK_BUDGET 256
 /* Data segments per request: a chain is at most VIRTQ_MAX_SEGS long and
  * needs one for the header and one for the status. */
 #define VIRTIO_BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
@@ -111,6 +120,7 @@ struct virtio_blk_req;
 
 struct virtio_blk {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
+	struct virtio_deferred deferred; /* passes cut short by the budget */
 	struct blk_backend *be;
 	bool own_be; /* destroy the back end with the device */
 	uint64_t capacity; /* 512-byte sectors */
@@ -133,7 +143,8 @@ struct virtio_blk {
 };
 
 /* Build the device on back end @be (which must have been attached to
- * @loop's thread, or be driven by the caller, as the fake is).  @id: the
+ * @loop's thread, or be driven by the caller, as the fake is).  @loop may
+ * be NULL (tests): then a pass is not budgeted.  @id: the
  * serial reported by GET_ID, printable ASCII, at most 20 bytes; NULL for
  * "visor-disk".  @own_be: virtio_blk_destroy destroys @be.  Returns 0 or
  * -errno with one line in @err. */
