@@ -124,6 +124,7 @@ struct machine {
 
 	_Atomic int exit_code; /* -1 while running */
 	bool started;
+	bool console_ready;
 };
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t len, const char *fmt, ...)
@@ -737,19 +738,6 @@ struct dev_type {
 		      struct dev_record *rec, char *err, size_t errlen);
 };
 
-/* pause shims until every device has its quiesce op (weak: the real ones
- * in the virtio core and virtio-blk take over when they are linked in) */
-void virtio_dev_pause(struct virtio_dev *d);
-void virtio_dev_resume(struct virtio_dev *d);
-__attribute__((weak)) void virtio_dev_pause(struct virtio_dev *d)
-{
-	(void)d;
-}
-__attribute__((weak)) void virtio_dev_resume(struct virtio_dev *d)
-{
-	(void)d;
-}
-
 static void virtio_rec_pause(struct dev_record *r)
 {
 	virtio_dev_pause(r->vdev);
@@ -1148,6 +1136,20 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 	vm->legacy_ready = true;
 	if (register_legacy(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
 		goto fail;
+	/* The console last: it switches a terminal to raw mode. */
+	r = console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
+	if (r) {
+		log_error("cannot set up the console: %s", strerror(-r));
+		goto fail;
+	}
+	vm->console_ready = true;
+	if (cfg->serial_out[0]) {
+		char e[256];
+		if (console_set_output_path(&vm->console, cfg->serial_out, e, sizeof(e))) {
+			log_error("serial output '%s': %s", cfg->serial_out, e);
+			goto fail;
+		}
+	}
 	return vm;
 fail:
 	set_err(err, errlen, "%s", log_last_error()[0] ? log_last_error() : "cannot build the VM");
@@ -1171,7 +1173,6 @@ int machine_start(struct machine *vm)
 	loop_add(vm->loop, vm->rtc_tfd, EPOLLIN, on_rtc_timer, vm);
 	struct itimerspec first = {.it_value = {.tv_sec = 1}};
 	timerfd_settime(vm->rtc_tfd, 0, &first, NULL);
-	console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
 	int r = loop_add(vm->loop, STDIN_FILENO, EPOLLIN, on_stdin, vm);
 	if (r == -EPERM) {
 		/* stdin is a regular file: epoll cannot watch it */
@@ -1307,6 +1308,16 @@ void machine_stop(struct machine *vm)
 	if (vm->in_watched && !vm->in_eof)
 		loop_del(vm->loop, vm->console.in_fd);
 	vm->in_watched = false;
+}
+
+/* Flush what the console can write without blocking and give the
+ * terminal back. */
+static void stop_console(struct machine *vm)
+{
+	if (!vm->console_ready)
+		return;
+	vm->console_ready = false;
+	console_stop(&vm->console);
 	console_restore();
 	if (vm->console.out_dropped)
 		log_warn("%llu bytes of console output were dropped",
@@ -1318,6 +1329,7 @@ void machine_destroy(struct machine *vm)
 	if (!vm)
 		return;
 	machine_stop(vm);
+	stop_console(vm);
 	if (vm->vcpus) {
 		for (uint32_t i = 0; i < vm->ncpus; i++)
 			if (vm->vcpus[i].kv.fd >= 0 && vm->vcpus[i].kv.run)
@@ -1434,11 +1446,5 @@ int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, 
 	if (!find_dev(vm, "virtio-net", n->id, err, errlen))
 		return -ENODEV;
 	set_err(err, errlen, "updating rate limiters after boot is not supported yet");
-	return -ENOTSUP;
-}
-
-int machine_serial_output(struct machine *vm, const char *path, char *err, size_t errlen)
-{
-	set_err(err, errlen, "serial output to a file is not supported yet");
 	return -ENOTSUP;
 }

@@ -83,7 +83,4 @@ int machine_drive_update(struct machine *m, const struct disk_config *d, bool pa
 /* PATCH /network-interfaces/{id}: rate limiters. */
 int machine_net_update(struct machine *m, const struct net_config *n, bool rx, bool tx, char *err,
 		       size_t errlen);
-/* Console output to @path from now on (PUT /serial). */
-int machine_serial_output(struct machine *m, const char *path, char *err, size_t errlen);
-
 #endif
