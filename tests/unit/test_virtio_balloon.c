@@ -461,8 +461,8 @@ TEST(inflate_deflate_accounting)
 	CHECK_EQ(info(&t).inflated_pages, 0);
 	CHECK_EQ(info(&t).ignored_pfns, 0);
 	CHECK(!mv.outside && !mv.bad_advice);
-	CHECK_EQ(t.b.n_inflate_reqs, 2);
-	CHECK_EQ(t.b.n_deflate_reqs, 2);
+	CHECK_EQ(t.b.metrics.inflate_count, 2);
+	CHECK_EQ(t.b.metrics.deflate_count, 2);
 	CHECK(!dev(&t)->broken);
 	teardown(&t);
 }
@@ -1047,6 +1047,350 @@ TEST(budget_yields_to_the_loop)
 	reset_dev(&t);
 	virtio_deferred_run(&t.b.deferred);
 	CHECK_EQ(vf_used_idx(&t.q[0]), 6);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+/* ---- pause / resume (VM lifecycle) ---- */
+
+/* The used rings and consumed avail positions of every queue. */
+struct frozen {
+	uint8_t used[NQ][4 + 8 * QSIZE];
+	uint16_t last_avail[NQ];
+};
+
+static void freeze(struct tb *t, struct frozen *f)
+{
+	for (int q = 0; q < NQ; q++) {
+		memcpy(f->used[q], hva(t, t->q[q].used, sizeof(f->used[q])), sizeof(f->used[q]));
+		f->last_avail[q] = dev(t)->vqs[q].last_avail;
+	}
+}
+
+static bool still_frozen(struct tb *t, const struct frozen *f)
+{
+	for (int q = 0; q < NQ; q++)
+		if (memcmp(f->used[q], hva(t, t->q[q].used, sizeof(f->used[q])),
+			   sizeof(f->used[q])) ||
+		    f->last_avail[q] != dev(t)->vqs[q].last_avail)
+			return false;
+	return true;
+}
+
+TEST(pause_holds_every_request_until_resume)
+{
+	struct tb t;
+	setup(&t); /* inflate 0, deflate 1, stats 2, reporting 3 */
+	const uint16_t tag[] = {VIRTIO_BALLOON_S_MEMFREE};
+	const uint64_t v1[] = {111};
+	uint16_t sh = send(&t, 2, put_stats(&t, tag, v1, 1), 10); /* held by the device */
+	uint32_t p[64];
+	for (uint32_t i = 0; i < 64; i++)
+		p[i] = pfn(DATA_GPA) + i;
+	send_pfns(&t, 0, p, 64);
+	CHECK_EQ(info(&t).inflated_pages, 64);
+	int calls = mv.calls;
+
+	virtio_dev_pause(dev(&t));
+	struct frozen fz;
+	freeze(&t, &fz);
+	int signals = vf_queue_signals;
+	/* everything the driver does meanwhile waits */
+	uint32_t p2[32];
+	for (uint32_t i = 0; i < 32; i++)
+		p2[i] = pfn(DATA_GPA) + 64 + i;
+	send_pfns(&t, 0, p2, 32);
+	send_pfns(&t, 1, p, 16);
+	const uint64_t v2[] = {222};
+	send(&t, 2, put_stats(&t, tag, v2, 1), 10); /* a second buffer (not allowed, handled) */
+	struct vf_seg rs = {12 * MIB, (uint32_t)MIB, true};
+	vf_chain(&t.q[3], &rs, 1);
+	notify(&t, 3);
+	CHECK_EQ(virtio_balloon_request_stats(&t.b), -EBUSY);
+	virtio_balloon_stats_tick(&t.b);
+	CHECK(still_frozen(&t, &fz));
+	CHECK_EQ(vf_queue_signals, signals);
+	CHECK_EQ(mv.calls, calls);
+	struct virtio_balloon_info i = info(&t);
+	CHECK_EQ(i.inflated_pages, 64);
+	CHECK_EQ(i.reported_bytes, 0);
+	struct virtio_balloon_stats st;
+	CHECK_EQ(virtio_balloon_get_stats(&t.b, &st), 0);
+	CHECK_EQ(st.val[VIRTIO_BALLOON_S_MEMFREE], 111);
+	/* the target may change while paused: config space and interrupt */
+	CHECK_EQ(virtio_balloon_set_target(&t.b, 8 * MIB), 0);
+	CHECK_EQ(cfg32(&t, VIRTIO_BALLOON_CFG_NUM_PAGES), 2048);
+	CHECK_EQ(vf_config_signals, 1);
+	CHECK(still_frozen(&t, &fz));
+
+	/* resume: each request once */
+	virtio_dev_resume(dev(&t));
+	i = info(&t);
+	CHECK_EQ(vf_used_idx(&t.q[0]), 2);
+	CHECK_EQ(vf_used_idx(&t.q[1]), 1);
+	CHECK_EQ(vf_used_idx(&t.q[3]), 1);
+	CHECK_EQ(i.inflated_pages, 64 + 32 - 16);
+	CHECK_EQ(i.reported_bytes, MIB);
+	CHECK_EQ(i.ignored_pfns, 0);
+	CHECK_EQ(vf_used_idx(&t.q[2]), 1); /* the older stats buffer came back */
+	CHECK_EQ(vf_used_id(&t.q[2], 0), sh);
+	CHECK_EQ(virtio_balloon_get_stats(&t.b, &st), 0);
+	CHECK_EQ(st.val[VIRTIO_BALLOON_S_MEMFREE], 222);
+	CHECK_EQ(st.updates, 2);
+	CHECK(vf_queue_signals > signals);
+	CHECK(!dev(&t)->broken);
+	teardown(&t);
+}
+
+TEST(pause_holds_a_pass_the_budget_cut_short)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tb t;
+	setup_dev(&t, 0, false, 0, &lp);
+	drv_up(&t, F_STATS, 0x7);
+	const uint32_t n = VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
+	static uint32_t p[VIRTIO_BALLOON_MAX_PFNS_PER_REQ];
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = pfn(16 * MIB) + i % 4096;
+	uint64_t g = put_pfns(&t, p, n, 0);
+	for (int i = 0; i < 6; i++) {
+		struct vf_seg s = {g, 4 * n, false};
+		vf_chain(&t.q[0], &s, 1);
+	}
+	notify(&t, 0);
+	CHECK_EQ(vf_used_idx(&t.q[0]), 4);
+	virtio_dev_pause(dev(&t));
+	struct frozen fz;
+	freeze(&t, &fz);
+	/* the loop continues the pass: not while paused */
+	uint64_t v;
+	CHECK_EQ(read(t.b.deferred.fd, &v, sizeof(v)), sizeof(v));
+	virtio_deferred_run(&t.b.deferred);
+	CHECK(still_frozen(&t, &fz));
+	CHECK_EQ(t.b.metrics.inflate_count, 4);
+	virtio_dev_resume(dev(&t));
+	CHECK_EQ(vf_used_idx(&t.q[0]), 6);
+	CHECK_EQ(t.b.metrics.inflate_count, 6);
+	CHECK_EQ(info(&t).inflated_pages, 4096);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+static time_t timer_interval(struct tb *t, time_t *value)
+{
+	struct itimerspec its;
+	if (timerfd_gettime(t->b.timer_fd, &its) < 0)
+		abort();
+	*value = its.it_value.tv_sec + (its.it_value.tv_nsec ? 1 : 0);
+	return its.it_interval.tv_sec;
+}
+
+TEST(pause_stops_the_stats_timer)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tb t;
+	setup_dev(&t, 0, false, 1, &lp);
+	drv_up(&t, F_STATS, 0x7);
+	const uint16_t tag[] = {VIRTIO_BALLOON_S_MEMFREE};
+	const uint64_t v[] = {42};
+	send(&t, 2, put_stats(&t, tag, v, 1), 10);
+	time_t value;
+	CHECK_EQ(timer_interval(&t, &value), 1);
+	virtio_dev_pause(dev(&t));
+	CHECK_EQ(timer_interval(&t, &value), 0);
+	CHECK_EQ(value, 0); /* disarmed */
+	virtio_balloon_stats_tick(&t.b); /* an expiry fetched before: ignored */
+	CHECK_EQ(vf_used_idx(&t.q[2]), 0);
+	/* a new period while paused applies from the resume */
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 3), 0);
+	CHECK_EQ(timer_interval(&t, &value), 0);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 0), -EINVAL);
+	virtio_dev_resume(dev(&t));
+	CHECK_EQ(timer_interval(&t, &value), 3);
+	CHECK(value >= 1 && value <= 3);
+	CHECK_EQ(info(&t).stats_period_s, 3);
+	virtio_balloon_stats_tick(&t.b);
+	CHECK_EQ(vf_used_idx(&t.q[2]), 1);
+	struct virtio_balloon_metrics m;
+	virtio_balloon_get_metrics(&t.b, &m);
+	CHECK_EQ(m.stats_update_fails, 0);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+TEST(set_stats_period_keeps_firecrackers_rule)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tb t;
+	/* statistics off: they cannot be switched on */
+	setup_dev(&t, 0, false, 0, &lp);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 5), -EINVAL);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 0), 0);
+	CHECK_EQ(info(&t).stats_period_s, 0);
+	CHECK_EQ(t.b.timer_fd, -1);
+	teardown(&t);
+	/* statistics on: another period, but not off */
+	setup_dev(&t, 0, false, 2, &lp);
+	time_t value;
+	CHECK_EQ(timer_interval(&t, &value), 2);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 0), -EINVAL);
+	CHECK_EQ(timer_interval(&t, &value), 2);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 7), 0);
+	CHECK_EQ(timer_interval(&t, &value), 7);
+	CHECK(value >= 6 && value <= 7); /* a whole period from now */
+	CHECK_EQ(info(&t).stats_period_s, 7);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 7), 0);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, UINT32_MAX), 0);
+	CHECK_EQ(timer_interval(&t, &value), (time_t)UINT32_MAX);
+	teardown(&t);
+	/* without a loop (no timer) the period is only recorded */
+	setup_dev(&t, 0, false, 1, NULL);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 4), 0);
+	CHECK_EQ(info(&t).stats_period_s, 4);
+	CHECK_EQ(virtio_balloon_set_stats_period(&t.b, 0), -EINVAL);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+TEST(metrics_count_requests_pages_stats_and_reports)
+{
+	struct tb t;
+	setup(&t);
+	struct virtio_balloon_metrics m;
+	virtio_balloon_get_metrics(&t.b, &m);
+	CHECK_EQ(m.inflate_count + m.deflate_count + m.stats_updates_count, 0);
+	uint32_t p[10];
+	for (uint32_t i = 0; i < 10; i++)
+		p[i] = pfn(DATA_GPA) + i;
+	send_pfns(&t, 0, p, 10);
+	send_pfns(&t, 0, p, 10); /* duplicates: ignored */
+	send_pfns(&t, 1, p, 4);
+	struct vf_seg rs = {12 * MIB, (uint32_t)(2 * MIB), true};
+	vf_chain(&t.q[3], &rs, 1);
+	notify(&t, 3);
+	virtio_balloon_stats_tick(&t.b); /* no stats buffer held: a failed refresh */
+	const uint16_t tag[] = {VIRTIO_BALLOON_S_MEMFREE};
+	const uint64_t v[] = {1};
+	send(&t, 2, put_stats(&t, tag, v, 1), 10);
+	virtio_balloon_stats_tick(&t.b); /* returned */
+	send(&t, 2, put_stats(&t, tag, v, 1), 10);
+	virtio_balloon_get_metrics(&t.b, &m);
+	CHECK_EQ(m.inflate_count, 2);
+	CHECK_EQ(m.deflate_count, 1);
+	CHECK_EQ(m.inflated_pages, 10);
+	CHECK_EQ(m.deflated_pages, 4);
+	CHECK_EQ(m.ignored_pfns, 10);
+	CHECK_EQ(m.free_page_report_count, 1);
+	CHECK_EQ(m.free_page_report_freed, 2 * MIB);
+	CHECK_EQ(m.free_page_report_fails, 0);
+	CHECK_EQ(m.stats_updates_count, 2);
+	CHECK_EQ(m.stats_update_fails, 1);
+	CHECK_EQ(m.discard_errors, 0);
+	/* a failing discard inside a report */
+	mv.mem = NULL; /* counting_madvise refuses everything now */
+	vf_chain(&t.q[3], &rs, 1);
+	notify(&t, 3);
+	virtio_balloon_get_metrics(&t.b, &m);
+	CHECK_EQ(m.free_page_report_fails, 1);
+	CHECK_EQ(m.discard_errors, 1);
+	/* a reset keeps them */
+	reset_dev(&t);
+	virtio_balloon_get_metrics(&t.b, &m);
+	CHECK_EQ(m.inflate_count, 2);
+	CHECK_EQ(m.free_page_report_count, 2);
+	teardown(&t);
+}
+
+/* ---- the run-time controls on the event-loop thread ---- */
+
+struct ctl {
+	struct tb *t;
+	pthread_t thread;      /* where the handler ran */
+	int rounds, bad;       /* handled; results that were wrong */
+	uint32_t last_target;  /* pages */
+};
+
+/* An API request handled on the loop thread: every control once. */
+static void on_control(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct ctl *c = ctx;
+	uint64_t n;
+	(void)!read(fd, &n, sizeof(n));
+	for (uint64_t k = 0; k < n; k++) {
+		int i = __atomic_load_n(&c->rounds, __ATOMIC_RELAXED);
+		uint32_t pages = (uint32_t)((i % 9) * 256);
+		if (virtio_balloon_set_target(&c->t->b, (uint64_t)pages * PG))
+			c->bad++;
+		struct virtio_balloon_info bi;
+		if (virtio_balloon_get_info(&c->t->b, &bi) || bi.target_pages != pages)
+			c->bad++;
+		struct virtio_balloon_stats st;
+		int r = virtio_balloon_get_stats(&c->t->b, &st);
+		if (r && r != -ENODATA)
+			c->bad++;
+		if (virtio_balloon_set_stats_period(&c->t->b, 1 + (uint32_t)(i % 3)))
+			c->bad++;
+		if (virtio_balloon_set_stats_period(&c->t->b, 0) != -EINVAL)
+			c->bad++;
+		r = virtio_balloon_request_stats(&c->t->b);
+		if (r && r != -EAGAIN)
+			c->bad++;
+		struct virtio_balloon_metrics m;
+		virtio_balloon_get_metrics(&c->t->b, &m);
+		c->last_target = pages;
+		c->thread = pthread_self();
+		__atomic_store_n(&c->rounds, i + 1, __ATOMIC_RELEASE);
+	}
+}
+
+TEST(controls_are_safe_on_the_loop_thread_while_the_guest_runs)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tb t;
+	setup_dev(&t, 0, false, 1, &lp);
+	drv_up(&t, F_STATS | F_REPORT, 0xf);
+	struct ctl c = {.t = &t};
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	CHECK(efd >= 0);
+	CHECK_EQ(loop_add(&lp, efd, EPOLLIN, on_control, &c), 0);
+	struct loop_runner lr;
+	CHECK_EQ(loop_runner_start(&lr, &lp), 0);
+	/* this thread is the guest: config reads and writes (vCPU register
+	 * accesses) and requests on every queue, while the loop serves the
+	 * controls */
+	const uint16_t tag[] = {VIRTIO_BALLOON_S_MEMFREE};
+	const uint64_t v[] = {5};
+	uint32_t p[8];
+	int want = 300;
+	for (int i = 0; i < want; i++) {
+		uint64_t one = 1;
+		CHECK_EQ(write(efd, &one, sizeof(one)), sizeof(one));
+		uint32_t np = cfg32(&t, VIRTIO_BALLOON_CFG_NUM_PAGES);
+		CHECK(np % 256 == 0 && np <= 8 * 256);
+		cfg_write32(&t, VIRTIO_BALLOON_CFG_ACTUAL, np);
+		for (uint32_t k = 0; k < 8; k++)
+			p[k] = pfn(DATA_GPA) + (uint32_t)(i % 16) * 8 + k;
+		if (i % 2 == 0) {
+			if (t.bump + 4096 > BUF_END)
+				t.bump = BUF_GPA; /* every request is done when sent */
+			send_pfns(&t, (uint16_t)(i % 4 == 0 ? 0 : 1), p, 8);
+			send(&t, 2, put_stats(&t, tag, v, 1), 10);
+		}
+	}
+	for (int k = 0; k < 5000 && __atomic_load_n(&c.rounds, __ATOMIC_ACQUIRE) < want; k++)
+		usleep(1000);
+	CHECK_EQ(loop_runner_stop(&lr), 0);
+	CHECK_EQ(c.rounds, want);
+	CHECK_EQ(c.bad, 0);
+	CHECK(pthread_equal(c.thread, lr.thread));
+	CHECK_EQ(info(&t).target_pages, c.last_target);
+	CHECK(!dev(&t)->broken);
+	loop_del(&lp, efd);
+	close(efd);
 	teardown(&t);
 	loop_destroy(&lp);
 }

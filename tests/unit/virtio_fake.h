@@ -10,7 +10,8 @@
  *     records the notifications the core asks it to replay on the loop
  *     (vf_run_replays plays the loop's part);
  *   - a fake virtio device (struct vf_dev) with a small config space whose
- *     ops count their calls, for the transport tests.
+ *     ops count their calls (the pause hooks included), for the transport
+ *     tests.
  *
  * Header-only, static inline, so that every tests/unit/test_*.c stays one
  * self-contained binary; a test uses what it needs.  Include after test.h.
@@ -255,6 +256,8 @@ struct vf_dev {
 	uint32_t config_size; /* <= VF_CONFIG_MAX; reads beyond it give 0 */
 	uint8_t config[VF_CONFIG_MAX];
 	int activate_calls, reset_calls, cfg_reads, cfg_writes;
+	int quiesce_calls, unquiesce_calls;
+	int notify_while_paused; /* queue_notify calls that found d->paused set */
 	int notify_calls[VIRTIO_MAX_QUEUES];
 	pthread_t notify_thread; /* where queue_notify last ran */
 	int reset_ret; /* what reset returns */
@@ -310,9 +313,21 @@ static inline int vf_dev_reset(struct virtio_dev *d)
 
 static inline void vf_dev_queue_notify(struct virtio_dev *d, uint16_t q)
 {
+	if (d->paused)
+		vf_dev_of(d)->notify_while_paused++;
 	if (q < VIRTIO_MAX_QUEUES)
 		vf_dev_of(d)->notify_calls[q]++;
 	vf_dev_of(d)->notify_thread = pthread_self();
+}
+
+static inline void vf_dev_quiesce(struct virtio_dev *d)
+{
+	vf_dev_of(d)->quiesce_calls++;
+}
+
+static inline void vf_dev_unquiesce(struct virtio_dev *d)
+{
+	vf_dev_of(d)->unquiesce_calls++;
 }
 
 static const struct virtio_dev_ops vf_dev_ops __attribute__((unused)) = {
@@ -322,6 +337,8 @@ static const struct virtio_dev_ops vf_dev_ops __attribute__((unused)) = {
 	.activate = vf_dev_activate,
 	.reset = vf_dev_reset,
 	.queue_notify = vf_dev_queue_notify,
+	.quiesce = vf_dev_quiesce,
+	.unquiesce = vf_dev_unquiesce,
 };
 
 /* A zeroed fake offering @features, with @config_size bytes of config

@@ -133,13 +133,13 @@ static void discard(struct virtio_balloon *b, uint8_t *p, uint64_t len)
 	const struct guest_mem *m = b->mem;
 	if (!len || p < m->base || (uint64_t)(p - m->base) > m->size ||
 	    len > m->size - (uint64_t)(p - m->base) || ((uintptr_t)p | len) % PAGE) {
-		b->discard_errors++;
+		b->metrics.discard_errors++;
 		log_ratelimited(&b->rl, LOG_ERROR,
 				"virtio-balloon: internal error: discard outside guest RAM refused");
 		return;
 	}
 	if (b->madvise_fn(p, (size_t)len, MADV_DONTNEED) < 0) {
-		b->discard_errors++;
+		b->metrics.discard_errors++;
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: madvise(%llu bytes): %s",
 				(unsigned long long)len, strerror(errno));
 	}
@@ -167,7 +167,7 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
 		log_ratelimited(&b->rl, LOG_WARN,
 				"virtio-balloon: %s request with %u PFNs, only the first %u used",
 				inflate ? "inflate" : "deflate", n, VIRTIO_BALLOON_MAX_PFNS_PER_REQ);
-		b->ignored_pfns += n - VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
+		b->metrics.ignored_pfns += n - VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
 		n = VIRTIO_BALLOON_MAX_PFNS_PER_REQ;
 	}
 	struct run run = {0};
@@ -183,7 +183,7 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
 			/* Ignored: outside RAM, a duplicate inflate, a
 			 * deflate of a page not in the balloon. */
 			if (idx >= b->guest_pages || bitmap_test(b->bitmap, idx) == inflate) {
-				b->ignored_pfns++;
+				b->metrics.ignored_pfns++;
 				continue;
 			}
 			bitmap_set(b->bitmap, idx, inflate);
@@ -191,9 +191,11 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
 				/* Nothing to do on the host: the page faults
 				 * back in, zero-filled, when the guest uses it. */
 				b->inflated--;
+				b->metrics.deflated_pages++;
 				continue;
 			}
 			b->inflated++;
+			b->metrics.inflated_pages++;
 			if (run.pages && p == run.start + run.pages * PAGE) {
 				run.pages++;
 			} else {
@@ -212,7 +214,7 @@ static uint64_t handle_pfns(struct virtio_balloon *b, const struct virtq_chain *
  * every buffer of @c.  Returns the pages of work. */
 static uint64_t handle_report(struct virtio_balloon *b, const struct virtq_chain *c)
 {
-	uint64_t done = 0;
+	uint64_t done = 0, errors = b->metrics.discard_errors;
 	for (uint16_t i = 0; i < c->nsegs && done < VIRTIO_BALLOON_MAX_REPORT_BYTES; i++) {
 		/* virtq_pop checked that the buffer lies in one RAM region. */
 		uintptr_t s = (uintptr_t)c->segs[i].hva, e = s + c->segs[i].len;
@@ -226,8 +228,9 @@ static uint64_t handle_report(struct virtio_balloon *b, const struct virtq_chain
 		discard(b, (uint8_t *)as, len);
 		done += len;
 	}
-	b->n_reports++;
-	b->reported_bytes += done;
+	b->metrics.free_page_report_count++;
+	b->metrics.free_page_report_freed += done;
+	b->metrics.free_page_report_fails += b->metrics.discard_errors - errors;
 	return done / PAGE;
 }
 
@@ -249,6 +252,7 @@ static void parse_stats(struct virtio_balloon *b, const struct virtq_chain *c)
 	}
 	s.updated_ns = now_ns();
 	b->stats = s;
+	b->metrics.stats_updates_count++;
 	if (b->hook)
 		b->hook(b->hook_ctx, &b->stats);
 }
@@ -269,10 +273,10 @@ static uint64_t balloon_request(void *ctx, const struct virtq_chain *c, uint32_t
 	(void)ret_len; /* 0: nothing written */
 	switch (rq->role) {
 	case ROLE_INFLATE:
-		b->n_inflate_reqs++;
+		b->metrics.inflate_count++;
 		return handle_pfns(b, c, true);
 	case ROLE_DEFLATE:
-		b->n_deflate_reqs++;
+		b->metrics.deflate_count++;
 		return handle_pfns(b, c, false);
 	case ROLE_REPORT:
 		return handle_report(b, c);
@@ -303,6 +307,41 @@ static void balloon_queue_notify(struct virtio_dev *d, uint16_t q)
 				 VIRTIO_BALLOON_BUDGET_PAGES);
 }
 
+/* (Re)start the stats timer (@on) with the current period, a whole period
+ * from now, or stop it.  vdev.lock held.  0 / -errno. */
+static int timer_arm(struct virtio_balloon *b, bool on)
+{
+	if (b->timer_fd < 0)
+		return 0;
+	time_t s = on ? (time_t)b->stats_period_s : 0;
+	struct itimerspec its = {.it_interval = {.tv_sec = s}, .it_value = {.tv_sec = s}};
+	return timerfd_settime(b->timer_fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
+/* The gate is closed, so no request is handled; stop the stats timer (its
+ * callback also does nothing while paused, for an expiry fetched before). */
+static void balloon_quiesce(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	pthread_mutex_lock(&d->lock);
+	int r = timer_arm(b, false);
+	if (r < 0)
+		log_warn("virtio-balloon: cannot stop the statistics timer: %s", strerror(-r));
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* A full period from now to the next statistics request; the queues
+ * notified meanwhile are the core's (virtio_dev_resume). */
+static void balloon_unquiesce(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	pthread_mutex_lock(&d->lock);
+	int r = timer_arm(b, true);
+	if (r < 0)
+		log_warn("virtio-balloon: cannot restart the statistics timer: %s", strerror(-r));
+	pthread_mutex_unlock(&d->lock);
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.features = balloon_features,
 	.config_read = balloon_config_read,
@@ -310,6 +349,8 @@ static const struct virtio_dev_ops balloon_ops = {
 	.activate = balloon_activate,
 	.reset = balloon_reset,
 	.queue_notify = balloon_queue_notify,
+	.quiesce = balloon_quiesce,
+	.unquiesce = balloon_unquiesce,
 };
 
 /* ---- public ---- */
@@ -323,22 +364,20 @@ int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes)
 	pthread_mutex_lock(&d->lock);
 	if (get_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES) != pages) {
 		put_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES, pages);
-		/* §2.5: the device changed its configuration. */
-		d->config_generation++;
-		if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
-		    d->tops->signal_config)
-			d->tops->signal_config(d);
+		virtio_dev_config_changed(d); /* §2.5 */
 	}
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
 
-int virtio_balloon_request_stats(struct virtio_balloon *b)
+/* virtio_balloon_request_stats with vdev.lock held. */
+static int request_stats_locked(struct virtio_balloon *b)
 {
 	struct virtio_dev *d = &b->vdev;
 	int r;
-	pthread_mutex_lock(&d->lock);
-	if (!virtio_dev_is_live(d)) {
+	if (d->paused) {
+		r = -EBUSY; /* the rings are off limits until resume */
+	} else if (!virtio_dev_is_live(d)) {
 		r = -ENODEV;
 	} else if (b->q_stats < 0) {
 		r = -EOPNOTSUPP;
@@ -356,7 +395,14 @@ int virtio_balloon_request_stats(struct virtio_balloon *b)
 			r = 0;
 		}
 	}
-	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+int virtio_balloon_request_stats(struct virtio_balloon *b)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	int r = request_stats_locked(b);
+	pthread_mutex_unlock(&b->vdev.lock);
 	return r;
 }
 
@@ -366,8 +412,39 @@ void virtio_balloon_stats_tick(struct virtio_balloon *b)
 		uint64_t expirations;
 		(void)!read(b->timer_fd, &expirations, sizeof(expirations));
 	}
-	/* -EAGAIN (driver still refilling), -ENODEV (not up): next time. */
-	(void)virtio_balloon_request_stats(b);
+	pthread_mutex_lock(&b->vdev.lock);
+	/* -EBUSY (paused: an expiry fetched before the pause), -ENODEV (not
+	 * up), -EOPNOTSUPP: nothing to ask.  -EAGAIN (the driver has not
+	 * given the last buffer back) or -EIO: this refresh failed. */
+	int r = request_stats_locked(b);
+	if (r == -EAGAIN || r == -EIO)
+		b->metrics.stats_update_fails++;
+	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+int virtio_balloon_set_stats_period(struct virtio_balloon *b, uint32_t seconds)
+{
+	struct virtio_dev *d = &b->vdev;
+	int r = 0;
+	pthread_mutex_lock(&d->lock);
+	if ((b->stats_period_s == 0) != (seconds == 0)) {
+		r = -EINVAL; /* statistics cannot be turned on or off after creation */
+	} else if (b->stats_period_s != seconds) {
+		unsigned old = b->stats_period_s;
+		b->stats_period_s = seconds;
+		r = timer_arm(b, !d->paused);
+		if (r < 0)
+			b->stats_period_s = old;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+void virtio_balloon_get_metrics(struct virtio_balloon *b, struct virtio_balloon_metrics *out)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	*out = b->metrics;
+	pthread_mutex_unlock(&b->vdev.lock);
 }
 
 static void on_stats_timer(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -433,9 +510,10 @@ int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info
 		.actual_pages = get_le32(b->config + VIRTIO_BALLOON_CFG_ACTUAL),
 		.inflated_pages = b->inflated,
 		.guest_pages = b->guest_pages,
-		.reported_bytes = b->reported_bytes,
-		.ignored_pfns = b->ignored_pfns,
-		.discard_errors = b->discard_errors,
+		.reported_bytes = b->metrics.free_page_report_freed,
+		.ignored_pfns = b->metrics.ignored_pfns,
+		.discard_errors = b->metrics.discard_errors,
+		.stats_period_s = b->stats_period_s,
 		.stats_vq = up && (d->driver_features & F(VIRTIO_BALLOON_F_STATS_VQ)),
 		.deflate_on_oom = up && (d->driver_features & F(VIRTIO_BALLOON_F_DEFLATE_ON_OOM)),
 		.page_reporting = up && (d->driver_features & F(VIRTIO_BALLOON_F_PAGE_REPORTING)),
@@ -480,12 +558,9 @@ static int setup_fds(struct virtio_balloon *b, struct loop *loop)
 	b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (b->timer_fd < 0)
 		return -errno;
-	struct itimerspec its = {
-		.it_interval = {.tv_sec = (time_t)b->stats_period_s},
-		.it_value = {.tv_sec = (time_t)b->stats_period_s},
-	};
-	if (timerfd_settime(b->timer_fd, 0, &its, NULL) < 0)
-		return -errno;
+	r = timer_arm(b, true);
+	if (r < 0)
+		return r;
 	r = loop_add(loop, b->timer_fd, EPOLLIN, on_stats_timer, b);
 	if (r < 0) {
 		close(b->timer_fd);

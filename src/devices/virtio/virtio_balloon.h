@@ -91,10 +91,31 @@
  * fails (counted in discard_errors, the page stays counted as inflated).
  * Requires 4 KiB host pages (x86): -ENOTSUP otherwise.
  *
+ * Pause (virtio_dev_pause/resume, virtio.h): the core's gate keeps every
+ * queue notification (and the continuation of a pass the budget cut
+ * short) for the resume, so no inflate, deflate, statistics or report is
+ * handled and no PFN discarded while paused; quiesce stops the statistics
+ * timer (an expiry already fetched is ignored: the tick does nothing while
+ * paused) and virtio_balloon_request_stats answers -EBUSY.  The held
+ * statistics buffer stays held (a snapshot must keep stats_held and
+ * stats_head).  unquiesce restarts the timer for a whole period; the core
+ * then handles the queues the driver notified meanwhile, once.  A target
+ * set while paused updates the config space and raises the configuration
+ * interrupt at once; the driver acts on it when the guest runs again.
+ *
  * Threads and locking: the device follows virtio.h (everything under
  * vdev.lock; queue work on the event loop thread).  The public functions
  * below take vdev.lock themselves and may be called from any thread except
- * with vdev.lock held (in particular not from the stats hook).
+ * with vdev.lock held (in particular not from the stats hook).  That
+ * includes the event-loop thread while the guest runs - the control
+ * socket and the API call them from loop handlers: vdev.lock is held by a
+ * vCPU only for one register access and by the loop only inside its own
+ * handlers (never between them), none of these functions waits for the
+ * loop or calls back into its caller, and what they do under the lock is
+ * bounded (copying the counters, a config-space store plus the config
+ * interrupt through the transport, a timerfd_settime, returning one
+ * held buffer).  The lock order is the core's: vdev.lock, then the
+ * transport's MSI-X and platform locks.
  */
 #ifndef VISOR_DEVICES_VIRTIO_VIRTIO_BALLOON_H
 #define VISOR_DEVICES_VIRTIO_VIRTIO_BALLOON_H
@@ -178,14 +199,31 @@ struct virtio_balloon_info {
 	uint64_t reported_bytes;  /* discarded through free page reporting (total) */
 	uint64_t ignored_pfns;    /* out of RAM, duplicate, not in balloon, over the cap */
 	uint64_t discard_errors;  /* failed madvise calls */
+	uint32_t stats_period_s;  /* statistics period, 0: only on request */
 	bool stats_vq, deflate_on_oom, page_reporting; /* negotiated */
+};
+
+/* Counters (Firecracker's names where they fit), since the device was
+ * created (a reset does not clear them). */
+struct virtio_balloon_metrics {
+	uint64_t inflate_count;          /* inflate requests (buffers) handled */
+	uint64_t deflate_count;          /* deflate requests handled */
+	uint64_t inflated_pages;         /* 4 KiB pages that entered the balloon */
+	uint64_t deflated_pages;         /* 4 KiB pages that left it */
+	uint64_t stats_updates_count;    /* statistics buffers parsed */
+	uint64_t stats_update_fails;     /* timer refreshes that failed: the driver had not
+					  * returned the last buffer yet, or it broke the ring */
+	uint64_t free_page_report_count; /* free page reports handled */
+	uint64_t free_page_report_freed; /* bytes discarded through them */
+	uint64_t free_page_report_fails; /* failed discards within reports */
+	uint64_t ignored_pfns;           /* out of RAM, duplicate, not in balloon, over the cap */
+	uint64_t discard_errors;         /* failed discards (madvise), reports included */
 };
 
 struct virtio_balloon {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	const struct guest_mem *mem;
 	bool deflate_on_oom;    /* offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM */
-	unsigned stats_period_s;
 	int timer_fd;           /* stats timerfd on the loop, -1 if none */
 	struct virtio_deferred deferred; /* passes cut short by the budget */
 	/* How memory is given back: madvise(2) unless a test swaps it (set
@@ -194,6 +232,7 @@ struct virtio_balloon {
 	int (*madvise_fn)(void *addr, size_t len, int advice);
 
 	/* under vdev.lock */
+	unsigned stats_period_s;
 	uint8_t config[VIRTIO_BALLOON_CONFIG_SIZE];
 	uint8_t *bitmap;        /* one bit per 4 KiB page of the guest mapping */
 	uint64_t guest_pages;
@@ -206,8 +245,7 @@ struct virtio_balloon {
 	void *hook_ctx;
 	struct virtq_chain chain; /* scratch for virtq_pop */
 	struct ratelimit rl;
-	uint64_t n_inflate_reqs, n_deflate_reqs, n_reports, reported_bytes;
-	uint64_t ignored_pfns, discard_errors;
+	struct virtio_balloon_metrics metrics;
 };
 
 /* Build the device.  @target_bytes: initial target (a multiple of 4 KiB,
@@ -230,25 +268,43 @@ void virtio_balloon_disable_reporting(struct virtio_balloon *b);
 
 /* Change the target while the guest runs: num_pages = @bytes / 4 KiB, and
  * if it changed, bump the config generation and raise the configuration
- * change interrupt (when DRIVER_OK is set; a driver that is not up yet
- * reads num_pages when it starts).  Thread-safe.  Returns 0 or -EINVAL
- * (@bytes not a multiple of 4 KiB, or more than guest RAM). */
+ * change interrupt (virtio_dev_config_changed: when DRIVER_OK is set; a
+ * driver that is not up yet reads num_pages when it starts).  Also while
+ * paused.  Thread-safe, loop thread included (see Threads above).
+ * Returns 0 or -EINVAL (@bytes not a multiple of 4 KiB, or more than
+ * guest RAM). */
 int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes);
 
 /* Ask the driver for fresh statistics: return the held stats buffer.
  * The new values arrive asynchronously (watch get_stats' `updates`, or
- * the hook).  Thread-safe.  Returns 0, -ENODEV (device not running or
- * broken), -EOPNOTSUPP (STATS_VQ not negotiated), -EAGAIN (no buffer held:
- * the driver has not refilled the previous one yet), or -EIO (the held
- * buffer could not be returned; the device is then broken). */
+ * the hook).  Thread-safe, loop thread included.  Returns 0, -EBUSY (the
+ * device is paused), -ENODEV (device not running or broken), -EOPNOTSUPP
+ * (STATS_VQ not negotiated), -EAGAIN (no buffer held: the driver has not
+ * refilled the previous one yet), or -EIO (the held buffer could not be
+ * returned; the device is then broken). */
 int virtio_balloon_request_stats(struct virtio_balloon *b);
 
 /* What the stats timer does on each expiry (drain @b->timer_fd, then
- * request_stats ignoring "nothing to do").  Exposed for tests. */
+ * request_stats ignoring "nothing to do"; nothing while paused; -EAGAIN
+ * and -EIO count as stats_update_fails).  Exposed for tests. */
 void virtio_balloon_stats_tick(struct virtio_balloon *b);
 
+/* Change the statistics period (Firecracker's PATCH /balloon/statistics)
+ * to @seconds; the next request comes a whole new period from now.
+ * Statistics cannot be switched on or off after creation (Firecracker's
+ * rule): a change between 0 and non-zero is refused with -EINVAL.  The
+ * same period again changes nothing.  While paused the new period applies
+ * from the resume.  Thread-safe, loop thread included.  0, -EINVAL, or
+ * -errno from timerfd_settime (the period is then unchanged). */
+int virtio_balloon_set_stats_period(struct virtio_balloon *b, uint32_t seconds);
+
+/* Copy the counters into @out (consistent: under vdev.lock).  Thread-safe,
+ * loop thread included. */
+void virtio_balloon_get_metrics(struct virtio_balloon *b, struct virtio_balloon_metrics *out);
+
 /* Copy the latest statistics.  Returns 0, or -ENODATA if none arrived
- * since creation or the last reset (@out is then zeroed).  Thread-safe. */
+ * since creation or the last reset (@out is then zeroed).  Thread-safe,
+ * loop thread included. */
 int virtio_balloon_get_stats(struct virtio_balloon *b, struct virtio_balloon_stats *out);
 
 /* Install (or with @fn NULL remove) the stats hook.  Thread-safe. */
@@ -258,7 +314,8 @@ void virtio_balloon_set_stats_hook(struct virtio_balloon *b, virtio_balloon_stat
 /* A ready-made hook: one log_info line with the supplied values. */
 void virtio_balloon_log_stats(void *ctx, const struct virtio_balloon_stats *s);
 
-/* Snapshot of the counters.  Thread-safe.  Always 0. */
+/* Snapshot of the state and counters.  Thread-safe, loop thread
+ * included.  Always 0. */
 int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info *out);
 
 #endif

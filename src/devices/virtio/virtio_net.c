@@ -246,12 +246,12 @@ static int chain_iov(const struct virtq_chain *c, bool writable, uint32_t off, s
 
 /* ---- receive offloads ---- */
 
-/* Wake the loop thread (the resume eventfd's handler). */
+/* Wake the loop thread (the work eventfd's handler, virtio_net_continue). */
 static void kick_loop(struct virtio_net *n)
 {
 	uint64_t one = 1;
-	if (write(n->resume_fd, &one, sizeof(one)) < 0)
-		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: resume eventfd: %s",
+	if (write(n->work_fd, &one, sizeof(one)) < 0)
+		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: work eventfd: %s",
 				strerror(errno));
 }
 
@@ -277,7 +277,7 @@ static void apply_offloads(struct virtio_net *n)
 static void want_offloads(struct virtio_net *n, unsigned o)
 {
 	n->offload_want = o;
-	if (n->resume_fd < 0)
+	if (n->work_fd < 0)
 		apply_offloads(n);
 	else if (n->offloads != o)
 		kick_loop(n);
@@ -377,9 +377,9 @@ static void tx_process(struct virtio_net *n)
 				goto out;
 			}
 			pushed = true;
-			if (++frames >= VIRTIO_NET_TX_BUDGET && n->resume_fd >= 0) {
+			if (++frames >= VIRTIO_NET_TX_BUDGET && n->work_fd >= 0) {
 				/* Budget spent: let the loop run the others, then
-				 * go on from the resume eventfd. */
+				 * go on from the work eventfd. */
 				kick_loop(n);
 				goto out;
 			}
@@ -758,7 +758,7 @@ static void on_backend(struct loop *l, int fd, uint32_t events, void *ctx)
 	virtio_net_backend_ready(ctx, events);
 }
 
-static void on_resume(struct loop *l, int fd, uint32_t events, void *ctx)
+static void on_work(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	uint64_t v;
 	(void)!read(fd, &v, sizeof(v));
@@ -771,7 +771,7 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 		    const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen)
 {
 	memset(n, 0, sizeof(*n));
-	n->resume_fd = -1;
+	n->work_fd = -1;
 	n->be = be;
 	if (mac) {
 		if (!mac_usable(mac)) {
@@ -797,13 +797,13 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 		goto fail_bounce;
 	}
 	if (loop) {
-		n->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (n->resume_fd < 0) {
+		n->work_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (n->work_fd < 0) {
 			r = -errno;
 			snprintf(err, errlen, "virtio-net: eventfd: %s", strerror(-r));
 			goto fail_dev;
 		}
-		r = loop_add(loop, n->resume_fd, EPOLLIN, on_resume, n);
+		r = loop_add(loop, n->work_fd, EPOLLIN, on_work, n);
 		if (r < 0) {
 			snprintf(err, errlen, "virtio-net: cannot watch the eventfd: %s",
 				 strerror(-r));
@@ -815,7 +815,7 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 			if (r < 0) {
 				snprintf(err, errlen, "%s: cannot watch the back end: %s",
 					 be_name(n), strerror(-r));
-				loop_del(loop, n->resume_fd);
+				loop_del(loop, n->work_fd);
 				goto fail_efd;
 			}
 			n->be_watched = true;
@@ -825,8 +825,8 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 	return 0;
 
 fail_efd:
-	close(n->resume_fd);
-	n->resume_fd = -1;
+	close(n->work_fd);
+	n->work_fd = -1;
 fail_dev:
 	virtio_dev_destroy(&n->vdev);
 fail_bounce:
@@ -858,10 +858,10 @@ void virtio_net_destroy(struct virtio_net *n)
 		loop_del(loop, n->be->fd);
 		n->be_watched = false;
 	}
-	if (n->resume_fd >= 0) {
-		loop_del(loop, n->resume_fd);
-		close(n->resume_fd);
-		n->resume_fd = -1;
+	if (n->work_fd >= 0) {
+		loop_del(loop, n->work_fd);
+		close(n->work_fd);
+		n->work_fd = -1;
 	}
 	if (n->own_be)
 		net_close(n->be);

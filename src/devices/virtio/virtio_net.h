@@ -188,7 +188,7 @@ struct virtio_net {
 	struct net_backend *be;
 	bool own_be;      /* close the back end with the device */
 	bool be_watched;  /* be->fd is on the loop */
-	int resume_fd;    /* eventfd on the loop (TX budget), -1 without a loop */
+	int work_fd;      /* eventfd on the loop (TX budget, offloads), -1 without a loop */
 	uint8_t mac[6];
 
 	/* under vdev.lock */
