@@ -1332,4 +1332,187 @@ TEST(rate_limiter_real_timer_resumes_on_the_loop)
 	loop_destroy(&lp);
 }
 
+/* ---- pause: quiesce / unquiesce ---- */
+
+/* The used ring holds exactly the heads @want[0..n) from index @from on,
+ * in that order, each once. */
+static bool used_are(struct tdrv *t, uint16_t from, const uint16_t *want, int n)
+{
+	if ((uint16_t)(vf_used_idx(&t->drv) - from) != n)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (vf_used_id(&t->drv, (uint16_t)(from + i)) != want[i])
+			return false;
+	return true;
+}
+
+TEST(quiesce_completes_requests_in_flight_once)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0x5d);
+	uint64_t st[4];
+	uint16_t h[4];
+	for (int i = 0; i < 3; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	h[3] = req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st[3]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 4);
+	int signals = vf_queue_signals;
+	virtio_blk_quiesce(&t.b);
+	/* all four completed, pushed, signalled, on this thread */
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(t.b.inflight, 0);
+	CHECK(used_are(&t, 0, h, 4));
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	CHECK(*vf_hva(&t.mem, DATA_GPA + 1023, 1) == 0x5d);
+	CHECK(vf_queue_signals > signals);
+	/* nothing left to complete twice */
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK_EQ(t.m.outstanding, 0);
+	/* quiescing an idle device returns at once */
+	virtio_blk_quiesce(&t.b);
+	virtio_blk_unquiesce(&t.b);
+	teardown(&t);
+}
+
+TEST(requests_posted_while_quiesced_run_after_unquiesce)
+{
+	struct tdrv t;
+	setup_full(&t, false, 2, NULL, 0); /* two slots: some wait in the ring */
+	uint64_t st[6];
+	uint16_t h[6];
+	for (int i = 0; i < 3; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 2);
+	CHECK(t.b.slots_full);
+	virtio_blk_quiesce(&t.b);
+	/* the two in flight completed; the third was not started */
+	CHECK(used_are(&t, 0, h, 2));
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(status_at(&t, st[2]), 0xee);
+	/* the guest keeps posting and kicking (as a vCPU could have just
+	 * before it was parked): nothing happens */
+	for (int i = 3; i < 6; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(t.m.outstanding, 2);
+	for (int round = 0; round < 10 && vf_used_idx(&t.drv) < 6; round++)
+		run_io(&t);
+	CHECK(used_are(&t, 0, h, 6));
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	CHECK_EQ(run_io(&t), 0);
+	teardown(&t);
+}
+
+TEST(quiesce_waits_for_every_segment_of_a_discard)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0xaa);
+	uint64_t st;
+	struct dwz segs[] = {{0, 1, 0}, {8, 1, 0}, {16, 1, 0}};
+	uint16_t h = dwz_req(&t, VIRTIO_BLK_T_DISCARD, segs, 3, 0, &st);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 1);
+	virtio_blk_quiesce(&t.b);
+	CHECK(used_are(&t, 0, &h, 1));
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(t.m.ops_done[BLK_OP_DISCARD], 3);
+	CHECK(disk_is(&t, 16 * 512, 512, 0));
+	virtio_blk_unquiesce(&t.b);
+	teardown(&t);
+}
+
+TEST(quiesce_gives_up_on_a_hung_disk)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t st[2];
+	uint16_t h[2];
+	for (int i = 0; i < 2; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	t.m.hang = true;
+	t.b.quiesce_timeout_ms = 30;
+	virtio_blk_quiesce(&t.b); /* returns (after ~30 ms) */
+	CHECK_EQ(t.b.inflight, 2);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
+	/* the disk answers later: completed once each, from the "loop" */
+	t.m.hang = false;
+	CHECK_EQ(run_io(&t), 2);
+	CHECK(used_are(&t, 0, h, 2));
+	CHECK_EQ(run_io(&t), 0);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	teardown(&t);
+}
+
+TEST(quiesce_stops_deferred_passes_and_limiter_timers)
+{
+	/* a pass cut short by the budget: its continuation waits */
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct refusing_be rb = {.be = {.ops = &refusing_ops,
+					.size = DISK_SIZE,
+					.capacity = 64,
+					.name = "refusing"}};
+	struct tdrv t;
+	setup_be(&t, &rb.be, false, 64, NULL, 0, &lp);
+	struct storm s;
+	storm_init(&s, &t, 1000);
+	rb.hook = storm_hook;
+	rb.ctx = &s;
+	vf_notify(&t.drv);
+	uint16_t before = vf_used_idx(&t.drv);
+	CHECK_EQ(before, VIRTIO_BLK_BUDGET);
+	virtio_blk_quiesce(&t.b);
+	while (loop_run_once(&lp, 0) > 0)
+		;
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), before);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 2 * VIRTIO_BLK_BUDGET);
+	for (int i = 0; i < 100 && vf_used_idx(&t.drv) < 1000; i++)
+		loop_run_once(&lp, 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 1000);
+	teardown(&t);
+	loop_destroy(&lp);
+
+	/* a chain held by the rate limiter stays held while quiesced */
+	struct rate_limiter_config c = {.ops = {.size = 2, .refill_time_ms = 1000}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st[5];
+	uint16_t h[5];
+	for (int i = 0; i < 5; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK(t.b.held);
+	virtio_blk_quiesce(&t.b);
+	CHECK(used_are(&t, 0, h, 2));
+	fake_now += 10 * 1000 * MS;
+	fire(&t, &lp); /* the limiter's timer while paused: nothing */
+	CHECK(t.b.held);
+	CHECK_EQ(t.m.outstanding, 0);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(t.m.outstanding, 2); /* the held one and the next */
+	CHECK(t.b.held);
+	run_io(&t);
+	fake_now += 1000 * MS;
+	fire(&t, &lp);
+	run_io(&t);
+	CHECK(used_are(&t, 0, h, 5));
+	CHECK(!t.b.held);
+	teardown_limited(&t, &lp);
+}
+
 TEST_MAIN()

@@ -389,7 +389,7 @@ static void process_queue(struct virtio_blk *b)
 	struct virtq *q = &d->vqs[0];
 	bool pushed = false, submitted = false;
 	uint64_t taken = 0;
-	if (!q->active || d->broken || b->resetting)
+	if (!q->active || d->broken || b->resetting || b->quiesced)
 		return;
 	for (;;) {
 		while (b->inflight < b->max_inflight) {
@@ -589,6 +589,7 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
 	}
 	memcpy(b->serial, id, idlen);
 	b->be = be;
+	b->quiesce_timeout_ms = VIRTIO_BLK_QUIESCE_TIMEOUT_MS;
 	b->capacity = be->size / VIRTIO_BLK_SECTOR;
 	if (b->capacity == 0) {
 		snprintf(err, errlen, "%s: disk smaller than one 512-byte sector", be->name);
@@ -652,6 +653,64 @@ int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, con
 	if (r < 0)
 		blk_destroy(be);
 	return r;
+}
+
+/* Wait until no request is in flight (loop thread, d->lock not held),
+ * completing them through the back end's poll: their done callbacks push
+ * them to the used ring and signal as usual.  0, -ETIMEDOUT after
+ * @timeout_ms, -EOPNOTSUPP if the back end cannot be waited for, or the
+ * back end's -errno. */
+static int wait_idle(struct virtio_blk *b, unsigned timeout_ms)
+{
+	struct virtio_dev *d = &b->vdev;
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		pthread_mutex_lock(&d->lock);
+		unsigned n = b->inflight;
+		struct blk_backend *be = b->be;
+		pthread_mutex_unlock(&d->lock);
+		if (n == 0)
+			return 0;
+		if (!be->ops->poll)
+			return -EOPNOTSUPP;
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		/* Slices of at most 100 ms: a back end whose submission the
+		 * kernel refused is retried by every poll. */
+		uint64_t left_ms = (deadline - now + 999999) / 1000000;
+		int r = be->ops->poll(be, left_ms < 100 ? (int)left_ms : 100);
+		if (r < 0)
+			return r;
+	}
+}
+
+void virtio_blk_quiesce(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	b->quiesced = true;
+	pthread_mutex_unlock(&d->lock);
+	int r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		pthread_mutex_lock(&d->lock);
+		unsigned n = b->inflight;
+		pthread_mutex_unlock(&d->lock);
+		log_warn("virtio-blk: %s: %u requests still in flight (%s after %u ms); pausing "
+			 "anyway, they complete when the disk answers",
+			 b->be->name, n, strerror(-r), b->quiesce_timeout_ms);
+	}
+}
+
+void virtio_blk_unquiesce(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	b->quiesced = false;
+	/* Notifications, deferred passes and limiter timers that arrived
+	 * meanwhile did nothing: look at the queue (and a held chain) now. */
+	virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
 }
 
 int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *c)

@@ -100,6 +100,9 @@
 #define VIRTIO_BLK_QUEUE_MAX 256
 /* Chains one pass over the queue may take before it yields to the loop. */
 #define VIRTIO_BLK_BUDGET 256
+/* How long quiescing waits for a disk before giving up (generous: a
+ * loaded host disk may take seconds for a flush). */
+#define VIRTIO_BLK_QUIESCE_TIMEOUT_MS 60000
 /* Data segments per request: a chain is at most VIRTQ_MAX_SEGS long and
  * needs one for the header and one for the status. */
 #define VIRTIO_BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
@@ -148,6 +151,8 @@ struct virtio_blk {
 	bool flush_failed; /* sticky, see above */
 	bool held;        /* chain is popped, waiting for the rate limiter */
 	struct virtq_chain chain; /* scratch for virtq_pop; the held chain */
+	bool quiesced;    /* paused: take no chains from the ring */
+	unsigned quiesce_timeout_ms; /* VIRTIO_BLK_QUIESCE_TIMEOUT_MS; tests lower it */
 	bool limited;     /* limiter is set up and its timer_fd on the loop */
 	struct rate_limiter limiter;
 	/* The limiter's clock (NULL: CLOCK_MONOTONIC); tests set it before
@@ -184,6 +189,19 @@ int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, con
  * if the device has no loop (nothing could resume a throttled queue), or
  * -errno from creating the timer (the device is then left unlimited). */
 int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *c);
+
+/* Pause the device (event-loop thread, d->lock not held, every vCPU
+ * parked): stop taking chains from the ring and wait until every request
+ * in flight has completed and been pushed to the used ring (its interrupt
+ * signalled), delivering back-end completions on this thread.  Gives up
+ * after quiesce_timeout_ms with a warning (the remaining requests complete
+ * later, from the loop, still exactly once).  Nothing else is flushed. */
+void virtio_blk_quiesce(struct virtio_blk *b);
+
+/* Restart after virtio_blk_quiesce (event-loop thread, d->lock not held):
+ * take chains again and look at the queue now, since notifications that
+ * arrived meanwhile were not acted on. */
+void virtio_blk_unquiesce(struct virtio_blk *b);
 
 /* Tear down (after the transport is gone and the vCPUs stopped).  Waits
  * for I/O still in the kernel. */
