@@ -86,6 +86,15 @@ struct blk_backend_ops {
 	 * no longer running: outstanding operations are then waited for and
 	 * dropped without calling done). */
 	void (*destroy)(struct blk_backend *be);
+	/* For a caller on the loop thread that must wait for its I/O and so
+	 * cannot return to the loop (pausing a device, swapping its image):
+	 * start what is queued, wait up to @timeout_ms for completions and
+	 * deliver them on the calling thread (done runs here, with no back-end
+	 * lock held, exactly as from the loop; the loop may later find nothing
+	 * to do).  Returns the number of operations completed (0 on timeout,
+	 * at once if nothing is outstanding), or -errno.  NULL: the back end
+	 * cannot be waited for. */
+	int (*poll)(struct blk_backend *be, int timeout_ms);
 };
 
 struct blk_backend {
@@ -154,12 +163,15 @@ struct blk_mem {
 	/* Counters per op (executed, failed included). */
 	unsigned ops_done[5];
 	bool discard_unsupported; /* DISCARD/WRITE_ZEROES complete -EOPNOTSUPP */
+	bool hang; /* ops->poll completes nothing (a disk that stopped answering) */
 };
 
 /* A zero-filled disk of @size bytes.  0 / -errno. */
 int blk_mem_init(struct blk_mem *m, uint64_t size, bool readonly, unsigned capacity);
 /* Execute and complete up to @max outstanding operations in FIFO order on
- * the calling thread (the tests' "event loop").  Returns how many. */
+ * the calling thread (the tests' "event loop").  Returns how many.
+ * ops->poll does the same with every outstanding operation, unless @hang
+ * is set: then it sleeps @timeout_ms and completes nothing. */
 unsigned blk_mem_complete(struct blk_mem *m, unsigned max);
 
 #endif

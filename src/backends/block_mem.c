@@ -7,8 +7,10 @@
  * plays the event loop: completion order and timing are in the test's hands.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "block.h"
 
@@ -99,9 +101,25 @@ static void mem_destroy(struct blk_backend *be)
 	m->head = m->tail = NULL;
 }
 
+static int mem_poll(struct blk_backend *be, int timeout_ms)
+{
+	struct blk_mem *m = container_of(be, struct blk_mem, be);
+	if (!m->head)
+		return 0;
+	if (!m->hang)
+		return (int)blk_mem_complete(m, UINT_MAX);
+	if (timeout_ms > 0) {
+		struct timespec ts = {.tv_sec = timeout_ms / 1000,
+				      .tv_nsec = (long)(timeout_ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 static const struct blk_backend_ops mem_ops = {
 	.submit = mem_submit,
 	.destroy = mem_destroy,
+	.poll = mem_poll,
 };
 
 int blk_mem_init(struct blk_mem *m, uint64_t size, bool readonly, unsigned capacity)

@@ -25,6 +25,7 @@
 #include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,9 +232,11 @@ struct reaped {
 	int64_t res;
 };
 
-/* Reap CQEs, refill and submit; run done callbacks without the lock. */
-static void uring_process(struct blk_uring *u)
+/* Reap CQEs, refill and submit; run done callbacks without the lock.
+ * Returns the number of operations completed. */
+static int uring_process(struct blk_uring *u)
 {
+	int total = 0;
 	for (;;) {
 		struct reaped batch[URING_REAP_BATCH];
 		unsigned n = 0, seen = 0;
@@ -256,9 +259,11 @@ static void uring_process(struct blk_uring *u)
 		pthread_mutex_unlock(&u->lock);
 		for (unsigned i = 0; i < n; i++)
 			batch[i].io->done(batch[i].io, batch[i].res);
+		total += (int)n;
 		if (seen == 0)
 			break;
 	}
+	return total;
 }
 
 static void on_eventfd(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -312,6 +317,34 @@ static void uring_commit(struct blk_backend *be)
 	fill_locked(u);
 	submit_locked(u);
 	pthread_mutex_unlock(&u->lock);
+}
+
+static int uring_poll(struct blk_backend *be, int timeout_ms)
+{
+	struct blk_uring *u = to_uring(be);
+	uint64_t v;
+	uring_commit(be); /* also retries a submission the kernel refused */
+	/* Clear the eventfd before reaping (as on_eventfd does), so that the
+	 * wait below only returns for CQEs posted after the reaping. */
+	(void)!read(u->efd, &v, sizeof(v));
+	int n = uring_process(u);
+	if (n)
+		return n;
+	pthread_mutex_lock(&u->lock);
+	bool idle = u->outstanding == 0;
+	pthread_mutex_unlock(&u->lock);
+	if (idle)
+		return 0;
+	/* The ring signals its eventfd for every CQE: wait on it without
+	 * holding the lock (and without an SQE of our own). */
+	struct pollfd p = {.fd = u->efd, .events = POLLIN};
+	int r = poll(&p, 1, timeout_ms);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (r == 0)
+		return 0;
+	(void)!read(u->efd, &v, sizeof(v));
+	return uring_process(u);
 }
 
 static int uring_attach(struct blk_backend *be, struct loop *loop)
@@ -374,6 +407,7 @@ static const struct blk_backend_ops uring_ops = {
 	.commit = uring_commit,
 	.attach = uring_attach,
 	.destroy = uring_destroy,
+	.poll = uring_poll,
 };
 
 static int open_error(int err, const char *path, bool readonly, char *buf, size_t len)

@@ -346,7 +346,7 @@ TEST(inflight_bounded_by_backend_capacity)
 		req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
 	vf_notify(&t.drv);
 	CHECK_EQ(t.m.outstanding, 4);
-	CHECK(t.b.throttled);
+	CHECK(t.b.slots_full);
 	/* each completion frees a slot and the device takes the next chain
 	 * without a new notification */
 	unsigned done = 0;
@@ -1108,6 +1108,411 @@ TEST(pass_is_budgeted_against_a_reposting_driver)
 	close(stop_fd);
 	teardown(&t);
 	loop_destroy(&lp);
+}
+
+/* ---- rate limiting ---- */
+
+#define MS 1000000ull
+
+static uint64_t fake_now;
+
+static uint64_t fake_clock(void *ctx)
+{
+	(void)ctx;
+	return fake_now;
+}
+
+/* A device on a loop (not running: the test dispatches by hand) with a
+ * limiter on the fake clock. */
+static void setup_limited(struct tdrv *t, struct loop *lp, const struct rate_limiter_config *c)
+{
+	if (loop_init(lp))
+		abort();
+	setup_be(t, NULL, false, 64, NULL, 0, lp);
+	fake_now = 1000 * MS;
+	t->b.limiter_clock = fake_clock;
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t->b, c), 0);
+	CHECK(t->b.limited);
+}
+
+static void teardown_limited(struct tdrv *t, struct loop *lp)
+{
+	teardown(t);
+	loop_destroy(lp);
+}
+
+/* The limiter's timer fired: what the loop does. */
+static void fire(struct tdrv *t, struct loop *lp)
+{
+	CHECK(loop_dispatch(lp, t->b.limiter.timer_fd));
+}
+
+TEST(rate_limiter_ops_hold_the_queue_until_the_timer)
+{
+	struct loop lp;
+	struct tdrv t;
+	struct rate_limiter_config c = {.ops = {.size = 2, .refill_time_ms = 1000}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st[5];
+	for (int i = 0; i < 5; i++)
+		req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	/* two go, the third is popped and held, the rest stay in the ring */
+	CHECK_EQ(t.m.outstanding, 2);
+	CHECK(t.b.held);
+	CHECK_EQ(dev(&t)->vqs[0].last_avail, 3);
+	CHECK(rate_limiter_is_blocked(&t.b.limiter));
+	CHECK_EQ(t.b.limiter.wake_ns, fake_now + 500 * MS);
+	CHECK_EQ(t.b.limiter.throttled_events, 1);
+	CHECK_EQ(run_io(&t), 2);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	/* kicks meanwhile change nothing (the device lock is free) */
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(dev(&t)->vqs[0].last_avail, 3);
+	CHECK(pthread_mutex_trylock(&dev(&t)->lock) == 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	/* a wake-up before the time (spurious) does not let it through */
+	fake_now += 499 * MS;
+	fire(&t, &lp);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK(t.b.held);
+	/* the timer at the right time: one more request */
+	fake_now += 1 * MS;
+	fire(&t, &lp);
+	CHECK_EQ(t.m.outstanding, 1);
+	CHECK(t.b.held);
+	CHECK_EQ(dev(&t)->vqs[0].last_avail, 4);
+	fake_now += 500 * MS;
+	fire(&t, &lp);
+	fake_now += 500 * MS;
+	fire(&t, &lp);
+	CHECK(!t.b.held);
+	CHECK_EQ(run_io(&t), 3);
+	CHECK_EQ(vf_used_idx(&t.drv), 5);
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	CHECK(!dev(&t)->broken);
+	teardown_limited(&t, &lp);
+}
+
+TEST(rate_limiter_bandwidth_counts_data_bytes)
+{
+	struct loop lp;
+	struct tdrv t;
+	/* 8 KiB per 100 ms, a one-time burst of 4 KiB */
+	struct rate_limiter_config c = {
+		.bandwidth = {.size = 8192, .one_time_burst = 4096, .refill_time_ms = 100}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st[4];
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 4096, false, &st[0]); /* burst */
+	req(&t, VIRTIO_BLK_T_IN, 8, DATA_GPA, 8192, true, &st[1]);   /* the budget */
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st[2]);         /* no bytes */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[3]);    /* waits */
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 3);
+	CHECK(t.b.held);
+	CHECK_EQ(t.b.limiter.wake_ns, fake_now + 100 * MS * 512 / 8192);
+	run_io(&t);
+	fake_now = t.b.limiter.wake_ns;
+	fire(&t, &lp);
+	CHECK(!t.b.held);
+	run_io(&t);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	/* a request larger than the bucket goes once it is full */
+	fake_now += 1000 * MS;
+	uint64_t big;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 64 * 1024, true, &big);
+	vf_notify(&t.drv);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(status_at(&t, big), VIRTIO_BLK_S_OK);
+	CHECK_EQ(t.b.limiter.bandwidth.debt, 64 * 1024 - 8192);
+	teardown_limited(&t, &lp);
+}
+
+TEST(rate_limiter_update_takes_effect_at_once)
+{
+	struct loop lp;
+	struct tdrv t;
+	struct rate_limiter_config slow = {.ops = {.size = 1, .refill_time_ms = 3600 * 1000}};
+	setup_limited(&t, &lp, &slow);
+	uint64_t st[4];
+	for (int i = 0; i < 4; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 1);
+	CHECK(t.b.held);
+	/* faster: the held request goes now, the next waits 10 ms */
+	struct rate_limiter_config fast = {.ops = {.size = 2, .refill_time_ms = 20}};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &fast), 0);
+	CHECK_EQ(t.m.outstanding, 3);
+	CHECK(t.b.held);
+	CHECK_EQ(t.b.limiter.wake_ns, fake_now + 10 * MS);
+	/* no limits at all: everything */
+	struct rate_limiter_config none = {0};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &none), 0);
+	CHECK(!t.b.held);
+	CHECK_EQ(t.m.outstanding, 4);
+	CHECK_EQ(run_io(&t), 4);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	/* a spurious timer event afterwards is harmless */
+	fire(&t, &lp);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, NULL), 0);
+	teardown_limited(&t, &lp);
+}
+
+TEST(rate_limiter_needs_a_loop_and_survives_reset)
+{
+	struct tdrv t;
+	setup(&t, false);
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 1000}};
+	struct rate_limiter_config none = {0};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &c), (unsigned long long)-EINVAL);
+	CHECK(!t.b.limited);
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &none), 0);
+	teardown(&t);
+
+	struct loop lp;
+	setup_limited(&t, &lp, &c);
+	uint64_t st[2];
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[0]);
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[1]);
+	vf_notify(&t.drv);
+	run_io(&t);
+	CHECK(t.b.held);
+	/* a reset forgets the held chain; the driver starts over */
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK(!t.b.held);
+	CHECK_EQ(status_at(&t, st[1]), 0xee);
+	memset(vf_hva(&t.mem, AVAIL_GPA, 0x1000), 0, 0x1000);
+	memset(vf_hva(&t.mem, USED_GPA, 0x1000), 0, 0x1000);
+	drv_up(&t, default_features(&t));
+	fake_now += 1000 * MS;
+	fire(&t, &lp);
+	uint64_t s2;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &s2);
+	vf_notify(&t.drv);
+	run_io(&t);
+	CHECK_EQ(status_at(&t, s2), VIRTIO_BLK_S_OK);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	teardown_limited(&t, &lp);
+}
+
+TEST(rate_limiter_real_timer_resumes_on_the_loop)
+{
+	/* The real clock and the real timerfd: 1 op per 5 ms; the loop
+	 * waits for the timer, nothing spins (no timing threshold). */
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tdrv t;
+	setup_be(&t, NULL, false, 64, NULL, 0, &lp);
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 5}};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &c), 0);
+	uint64_t st[4];
+	for (int i = 0; i < 4; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	int rounds = 0;
+	while (vf_used_idx(&t.drv) < 4 && rounds < 100) {
+		run_io(&t);
+		if (vf_used_idx(&t.drv) == 4)
+			break;
+		CHECK_EQ(loop_run_once(&lp, 10000), 1); /* the timer, nothing else */
+		rounds++;
+	}
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK_EQ(rounds, 3);
+	CHECK_EQ(t.b.limiter.throttled_events, 3);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+/* ---- pause: quiesce / unquiesce ---- */
+
+/* The used ring holds exactly the heads @want[0..n) from index @from on,
+ * in that order, each once. */
+static bool used_are(struct tdrv *t, uint16_t from, const uint16_t *want, int n)
+{
+	if ((uint16_t)(vf_used_idx(&t->drv) - from) != n)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (vf_used_id(&t->drv, (uint16_t)(from + i)) != want[i])
+			return false;
+	return true;
+}
+
+TEST(quiesce_completes_requests_in_flight_once)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0x5d);
+	uint64_t st[4];
+	uint16_t h[4];
+	for (int i = 0; i < 3; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, (uint64_t)i, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	h[3] = req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st[3]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 4);
+	int signals = vf_queue_signals;
+	virtio_blk_quiesce(&t.b);
+	/* all four completed, pushed, signalled, on this thread */
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(t.b.inflight, 0);
+	CHECK(used_are(&t, 0, h, 4));
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	CHECK(*vf_hva(&t.mem, DATA_GPA + 1023, 1) == 0x5d);
+	CHECK(vf_queue_signals > signals);
+	/* nothing left to complete twice */
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK_EQ(t.m.outstanding, 0);
+	/* quiescing an idle device returns at once */
+	virtio_blk_quiesce(&t.b);
+	virtio_blk_unquiesce(&t.b);
+	teardown(&t);
+}
+
+TEST(requests_posted_while_quiesced_run_after_unquiesce)
+{
+	struct tdrv t;
+	setup_full(&t, false, 2, NULL, 0); /* two slots: some wait in the ring */
+	uint64_t st[6];
+	uint16_t h[6];
+	for (int i = 0; i < 3; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 2);
+	CHECK(t.b.slots_full);
+	virtio_blk_quiesce(&t.b);
+	/* the two in flight completed; the third was not started */
+	CHECK(used_are(&t, 0, h, 2));
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(status_at(&t, st[2]), 0xee);
+	/* the guest keeps posting and kicking (as a vCPU could have just
+	 * before it was parked): nothing happens */
+	for (int i = 3; i < 6; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(t.m.outstanding, 2);
+	for (int round = 0; round < 10 && vf_used_idx(&t.drv) < 6; round++)
+		run_io(&t);
+	CHECK(used_are(&t, 0, h, 6));
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(status_at(&t, st[i]), VIRTIO_BLK_S_OK);
+	CHECK_EQ(run_io(&t), 0);
+	teardown(&t);
+}
+
+TEST(quiesce_waits_for_every_segment_of_a_discard)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0xaa);
+	uint64_t st;
+	struct dwz segs[] = {{0, 1, 0}, {8, 1, 0}, {16, 1, 0}};
+	uint16_t h = dwz_req(&t, VIRTIO_BLK_T_DISCARD, segs, 3, 0, &st);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 1);
+	virtio_blk_quiesce(&t.b);
+	CHECK(used_are(&t, 0, &h, 1));
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(t.m.ops_done[BLK_OP_DISCARD], 3);
+	CHECK(disk_is(&t, 16 * 512, 512, 0));
+	virtio_blk_unquiesce(&t.b);
+	teardown(&t);
+}
+
+TEST(quiesce_gives_up_on_a_hung_disk)
+{
+	struct tdrv t;
+	setup(&t, false);
+	uint64_t st[2];
+	uint16_t h[2];
+	for (int i = 0; i < 2; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	t.m.hang = true;
+	t.b.quiesce_timeout_ms = 30;
+	virtio_blk_quiesce(&t.b); /* returns (after ~30 ms) */
+	CHECK_EQ(t.b.inflight, 2);
+	CHECK_EQ(vf_used_idx(&t.drv), 0);
+	/* the disk answers later: completed once each, from the "loop" */
+	t.m.hang = false;
+	CHECK_EQ(run_io(&t), 2);
+	CHECK(used_are(&t, 0, h, 2));
+	CHECK_EQ(run_io(&t), 0);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	teardown(&t);
+}
+
+TEST(quiesce_stops_deferred_passes_and_limiter_timers)
+{
+	/* a pass cut short by the budget: its continuation waits */
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct refusing_be rb = {.be = {.ops = &refusing_ops,
+					.size = DISK_SIZE,
+					.capacity = 64,
+					.name = "refusing"}};
+	struct tdrv t;
+	setup_be(&t, &rb.be, false, 64, NULL, 0, &lp);
+	struct storm s;
+	storm_init(&s, &t, 1000);
+	rb.hook = storm_hook;
+	rb.ctx = &s;
+	vf_notify(&t.drv);
+	uint16_t before = vf_used_idx(&t.drv);
+	CHECK_EQ(before, VIRTIO_BLK_BUDGET);
+	virtio_blk_quiesce(&t.b);
+	while (loop_run_once(&lp, 0) > 0)
+		;
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), before);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(vf_used_idx(&t.drv), 2 * VIRTIO_BLK_BUDGET);
+	for (int i = 0; i < 100 && vf_used_idx(&t.drv) < 1000; i++)
+		loop_run_once(&lp, 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 1000);
+	teardown(&t);
+	loop_destroy(&lp);
+
+	/* a chain held by the rate limiter stays held while quiesced */
+	struct rate_limiter_config c = {.ops = {.size = 2, .refill_time_ms = 1000}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st[5];
+	uint16_t h[5];
+	for (int i = 0; i < 5; i++)
+		h[i] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512ull * i, 512, true, &st[i]);
+	vf_notify(&t.drv);
+	CHECK(t.b.held);
+	virtio_blk_quiesce(&t.b);
+	CHECK(used_are(&t, 0, h, 2));
+	fake_now += 10 * 1000 * MS;
+	fire(&t, &lp); /* the limiter's timer while paused: nothing */
+	CHECK(t.b.held);
+	CHECK_EQ(t.m.outstanding, 0);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(t.m.outstanding, 2); /* the held one and the next */
+	CHECK(t.b.held);
+	run_io(&t);
+	fake_now += 1000 * MS;
+	fire(&t, &lp);
+	run_io(&t);
+	CHECK(used_are(&t, 0, h, 5));
+	CHECK(!t.b.held);
+	teardown_limited(&t, &lp);
 }
 
 TEST_MAIN()

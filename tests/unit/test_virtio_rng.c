@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../../src/event/loop.h"
+#include "loop_runner.h"
 #include "test.h"
 #include "virtio_fake.h"
 
@@ -284,6 +285,106 @@ TEST(budget_yields_to_the_loop)
 	pthread_mutex_unlock(&dev(&t)->lock);
 	virtio_deferred_run(&t.r.deferred);
 	CHECK_EQ(vf_used_idx(&t.drv), n);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+/* ---- rate limiting ---- */
+
+#define MS 1000000ull
+
+static uint64_t fake_now;
+
+static uint64_t fake_clock(void *ctx)
+{
+	(void)ctx;
+	return fake_now;
+}
+
+static void post(struct tdrv *t, int i, uint32_t len)
+{
+	struct vf_seg s[] = {{BUF_GPA + (uint64_t)i * VIRTIO_RNG_MAX_PER_REQ, len, true}};
+	vf_chain(&t->drv, s, 1);
+}
+
+TEST(rate_limiter_bytes_hold_the_queue_until_the_timer)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tdrv t;
+	setup(&t, &lp);
+	fake_now = 7 * MS;
+	t.r.limiter_clock = fake_clock;
+	/* 1000 bytes per second */
+	struct rate_limiter_config c = {.bandwidth = {.size = 1000, .refill_time_ms = 1000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&t.r, &c), 0);
+	post(&t, 0, 600);
+	post(&t, 1, 400);
+	post(&t, 2, 100);
+	post(&t, 3, 5000); /* more than the bucket: goes when it is full */
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	CHECK(t.r.held);
+	CHECK_EQ(dev(&t)->vqs[0].last_avail, 3);
+	CHECK_EQ(t.r.limiter.wake_ns, fake_now + 100 * MS);
+	CHECK_EQ(t.r.limiter.throttled_events, 1);
+	/* kicks meanwhile: nothing */
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 2);
+	/* the timer */
+	fake_now += 100 * MS;
+	CHECK(loop_dispatch(&lp, t.r.limiter.timer_fd));
+	CHECK_EQ(vf_used_idx(&t.drv), 3);
+	CHECK_EQ(vf_used_len(&t.drv, 2), 100);
+	CHECK(t.r.held);
+	CHECK_EQ(t.r.limiter.wake_ns, fake_now + 1000 * MS); /* a full bucket */
+	fake_now += 1000 * MS;
+	CHECK(loop_dispatch(&lp, t.r.limiter.timer_fd));
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK_EQ(vf_used_len(&t.drv, 3), 5000);
+	CHECK(!t.r.held);
+	CHECK_EQ(t.r.n_bytes, 6100);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+TEST(rate_limiter_ops_update_and_reset)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tdrv t;
+	setup(&t, &lp);
+	fake_now = 0;
+	t.r.limiter_clock = fake_clock;
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&t.r, &c), 0);
+	for (int i = 0; i < 4; i++)
+		post(&t, i, 16);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 1);
+	CHECK(t.r.held);
+	/* lifting the limit takes effect at once */
+	struct rate_limiter_config none = {0};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&t.r, &none), 0);
+	CHECK_EQ(vf_used_idx(&t.drv), 4);
+	CHECK(!t.r.held);
+	/* limited again (a fresh bucket of one), then a reset while held */
+	CHECK_EQ(virtio_rng_set_rate_limiter(&t.r, &c), 0);
+	post(&t, 0, 16);
+	post(&t, 1, 16);
+	vf_notify(&t.drv);
+	CHECK_EQ(vf_used_idx(&t.drv), 5);
+	CHECK(t.r.held);
+	pthread_mutex_lock(&dev(&t)->lock);
+	virtio_dev_set_status(dev(&t), 0);
+	pthread_mutex_unlock(&dev(&t)->lock);
+	CHECK(!t.r.held);
+	/* without a loop a limit cannot be set */
+	struct tdrv u;
+	setup(&u, NULL);
+	CHECK_EQ(virtio_rng_set_rate_limiter(&u.r, &c), (unsigned long long)-EINVAL);
+	CHECK_EQ(virtio_rng_set_rate_limiter(&u.r, &none), 0);
+	teardown(&u);
 	teardown(&t);
 	loop_destroy(&lp);
 }

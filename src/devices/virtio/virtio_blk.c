@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/epoll.h>
+
+#include "../../event/loop.h"
 #include "../../util/bytes.h"
 
 #ifndef container_of
@@ -85,7 +88,9 @@ static int blk_reset(struct virtio_dev *d)
 {
 	struct virtio_blk *b = to_blk(d);
 	b->gen++;
-	b->throttled = false;
+	b->slots_full = false;
+	/* A held chain belongs to the old ring: forget it. */
+	b->held = false;
 	virtio_deferred_cancel(&b->deferred);
 	if (b->inflight == 0)
 		return 0;
@@ -357,25 +362,52 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	return CHAIN_SUBMITTED;
 }
 
+/* What the rate limiter charges for @c: the data length of a read or a
+ * write (taken from the chain as the guest built it; a malformed request
+ * is charged too, it cost the host work), nothing for other types. */
+static uint64_t chain_bytes(const struct virtq_chain *c)
+{
+	if (c->read_len < BLK_HDR_SIZE)
+		return 0;
+	uint8_t raw[4];
+	virtq_chain_read(c, 0, raw, sizeof(raw));
+	uint32_t type = get_le32(raw);
+	if (type == VIRTIO_BLK_T_IN)
+		return c->write_len ? c->write_len - 1 : 0;
+	if (type == VIRTIO_BLK_T_OUT)
+		return c->read_len - BLK_HDR_SIZE;
+	return 0;
+}
+
 /* Take chains from the ring while slots are free, at most
- * VIRTIO_BLK_BUDGET of them (the loop continues the pass).  d->lock held. */
+ * VIRTIO_BLK_BUDGET of them (the loop continues the pass), and while the
+ * rate limiter lets them through: a chain it refuses is held in b->chain
+ * and handled first when the limiter's timer has fired.  d->lock held. */
 static void process_queue(struct virtio_blk *b)
 {
 	struct virtio_dev *d = &b->vdev;
 	struct virtq *q = &d->vqs[0];
 	bool pushed = false, submitted = false;
 	uint64_t taken = 0;
-	if (!q->active || d->broken || b->resetting)
+	if (!q->active || d->broken || b->resetting || b->quiesced)
 		return;
 	for (;;) {
 		while (b->inflight < b->max_inflight) {
-			int r = virtq_pop(q, &b->chain);
-			if (r < 0) {
-				virtio_dev_mark_broken(d, "invalid descriptor chain");
+			if (!b->held) {
+				int r = virtq_pop(q, &b->chain);
+				if (r < 0) {
+					virtio_dev_mark_broken(d, "invalid descriptor chain");
+					goto out;
+				}
+				if (r == 0)
+					break;
+			}
+			if (b->limited && !rate_limiter_consume(&b->limiter, chain_bytes(&b->chain), 1)) {
+				/* Resumed by the limiter's timer (limiter_cb). */
+				b->held = true;
 				goto out;
 			}
-			if (r == 0)
-				break;
+			b->held = false;
 			if (handle_chain(b, &b->chain) == CHAIN_SUBMITTED)
 				submitted = true;
 			else
@@ -389,7 +421,7 @@ static void process_queue(struct virtio_blk *b)
 		}
 		if (b->inflight >= b->max_inflight) {
 			/* Resumed by the next completion. */
-			b->throttled = true;
+			b->slots_full = true;
 			break;
 		}
 		if (!virtq_enable_notify(q))
@@ -490,13 +522,24 @@ static void req_done(struct blk_io *io, int64_t res)
 			b->resetting = false;
 			reset_done = true;
 		}
-	} else if (b->throttled && live) {
-		b->throttled = false;
+	} else if (b->slots_full && live) {
+		b->slots_full = false;
 		process_queue(b);
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (reset_done)
 		virtio_dev_reset_done(d);
+}
+
+/* The rate limiter's timer fired (loop thread): retry the held request. */
+static void limiter_cb(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct virtio_blk *b = ctx;
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	rate_limiter_timer_fired(&b->limiter);
+	virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static const struct virtio_dev_ops blk_ops = {
@@ -546,6 +589,7 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
 	}
 	memcpy(b->serial, id, idlen);
 	b->be = be;
+	b->quiesce_timeout_ms = VIRTIO_BLK_QUIESCE_TIMEOUT_MS;
 	b->capacity = be->size / VIRTIO_BLK_SECTOR;
 	if (b->capacity == 0) {
 		snprintf(err, errlen, "%s: disk smaller than one 512-byte sector", be->name);
@@ -611,10 +655,100 @@ int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, con
 	return r;
 }
 
+/* Wait until no request is in flight (loop thread, d->lock not held),
+ * completing them through the back end's poll: their done callbacks push
+ * them to the used ring and signal as usual.  0, -ETIMEDOUT after
+ * @timeout_ms, -EOPNOTSUPP if the back end cannot be waited for, or the
+ * back end's -errno. */
+static int wait_idle(struct virtio_blk *b, unsigned timeout_ms)
+{
+	struct virtio_dev *d = &b->vdev;
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		pthread_mutex_lock(&d->lock);
+		unsigned n = b->inflight;
+		struct blk_backend *be = b->be;
+		pthread_mutex_unlock(&d->lock);
+		if (n == 0)
+			return 0;
+		if (!be->ops->poll)
+			return -EOPNOTSUPP;
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		/* Slices of at most 100 ms: a back end whose submission the
+		 * kernel refused is retried by every poll. */
+		uint64_t left_ms = (deadline - now + 999999) / 1000000;
+		int r = be->ops->poll(be, left_ms < 100 ? (int)left_ms : 100);
+		if (r < 0)
+			return r;
+	}
+}
+
+void virtio_blk_quiesce(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	b->quiesced = true;
+	pthread_mutex_unlock(&d->lock);
+	int r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		pthread_mutex_lock(&d->lock);
+		unsigned n = b->inflight;
+		pthread_mutex_unlock(&d->lock);
+		log_warn("virtio-blk: %s: %u requests still in flight (%s after %u ms); pausing "
+			 "anyway, they complete when the disk answers",
+			 b->be->name, n, strerror(-r), b->quiesce_timeout_ms);
+	}
+}
+
+void virtio_blk_unquiesce(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	pthread_mutex_lock(&d->lock);
+	b->quiesced = false;
+	/* Notifications, deferred passes and limiter timers that arrived
+	 * meanwhile did nothing: look at the queue (and a held chain) now. */
+	virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *c)
+{
+	struct virtio_dev *d = &b->vdev;
+	int r = 0;
+	pthread_mutex_lock(&d->lock);
+	if (b->limited) {
+		rate_limiter_update(&b->limiter, c);
+	} else if (rate_limiter_config_limits(c)) {
+		/* Without a loop nobody would resume a throttled queue. */
+		r = d->loop ? rate_limiter_init(&b->limiter, c, b->limiter_clock, b->limiter_clock_ctx)
+			    : -EINVAL;
+		if (r == 0) {
+			r = loop_add(d->loop, b->limiter.timer_fd, EPOLLIN, limiter_cb, b);
+			if (r < 0)
+				rate_limiter_destroy(&b->limiter);
+			else
+				b->limited = true;
+		}
+	}
+	/* At once: a request held under the old limits is looked at again
+	 * (and held again, with a new timer, if it must still wait). */
+	if (r == 0 && b->held)
+		virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
 void virtio_blk_destroy(struct virtio_blk *b)
 {
 	if (!b->reqs)
 		return;
+	if (b->limited) {
+		loop_del(b->vdev.loop, b->limiter.timer_fd);
+		rate_limiter_destroy(&b->limiter);
+		b->limited = false;
+	}
 	virtio_deferred_fini(&b->deferred);
 	if (b->own_be)
 		blk_destroy(b->be);

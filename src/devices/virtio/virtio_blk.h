@@ -35,6 +35,15 @@
  * otherwise let a driver that re-posts them as fast as they complete keep
  * the loop thread, with the device lock held, in one pass for ever.
  *
+ * Rate limiting (virtio_blk_set_rate_limiter, util/ratelimit.h): every
+ * request costs one ops token and, for IN and OUT, its data length in
+ * bandwidth tokens.  The device pops a chain, asks the limiter, and if it
+ * refuses keeps that chain (held, not yet validated or started) and stops
+ * taking chains from the queue; the limiter's timerfd, on the device's
+ * loop, fires when the tokens are there, and its handler retries the held
+ * chain and continues the pass.  Nothing waits: the device lock is only
+ * held for the pass, and other devices and queues are unaffected.
+ *
  * Reset (ops->reset, called with d->lock held, possibly on a vCPU thread):
  * with nothing in flight it completes at once; otherwise it returns
  * -EINPROGRESS, the requests still run to completion in the back end (a
@@ -52,6 +61,7 @@
 
 #include "../../backends/block.h"
 #include "../../util/log.h"
+#include "../../util/ratelimit.h"
 #include "virtio.h"
 
 /* Feature bits (§5.2.3) */
@@ -90,6 +100,9 @@
 #define VIRTIO_BLK_QUEUE_MAX 256
 /* Chains one pass over the queue may take before it yields to the loop. */
 #define VIRTIO_BLK_BUDGET 256
+/* How long quiescing waits for a disk before giving up (generous: a
+ * loaded host disk may take seconds for a flush). */
+#define VIRTIO_BLK_QUIESCE_TIMEOUT_MS 60000
 /* Data segments per request: a chain is at most VIRTQ_MAX_SEGS long and
  * needs one for the header and one for the status. */
 #define VIRTIO_BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
@@ -134,9 +147,18 @@ struct virtio_blk {
 	unsigned inflight;
 	uint32_t gen;     /* bumped by reset: older completions are dropped */
 	bool resetting;   /* reset returned -EINPROGRESS */
-	bool throttled;   /* stopped popping at max_inflight */
+	bool slots_full;  /* stopped popping at max_inflight */
 	bool flush_failed; /* sticky, see above */
-	struct virtq_chain chain; /* scratch for virtq_pop */
+	bool held;        /* chain is popped, waiting for the rate limiter */
+	struct virtq_chain chain; /* scratch for virtq_pop; the held chain */
+	bool quiesced;    /* paused: take no chains from the ring */
+	unsigned quiesce_timeout_ms; /* VIRTIO_BLK_QUIESCE_TIMEOUT_MS; tests lower it */
+	bool limited;     /* limiter is set up and its timer_fd on the loop */
+	struct rate_limiter limiter;
+	/* The limiter's clock (NULL: CLOCK_MONOTONIC); tests set it before
+	 * the first virtio_blk_set_rate_limiter. */
+	rate_limiter_clock_fn limiter_clock;
+	void *limiter_clock_ctx;
 	struct ratelimit rl;
 	/* statistics */
 	uint64_t n_requests, n_ioerr, n_unsupp;
@@ -157,6 +179,29 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
  * "...: Permission denied (opening read-write; ...)", bad id, ...). */
 int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, const char *id,
 		      const struct guest_mem *mem, struct loop *loop, char *err, size_t errlen);
+
+/* Limit the disk's bandwidth and request rate (@c NULL or all zero:
+ * unlimited), on the loop thread, before or after the driver activated
+ * the device; effective at once: a request held under the old limits is
+ * looked at again now.  The first limiting config creates the limiter and
+ * puts its timerfd on the device's loop; changing it later follows
+ * rate_limiter_update (a changed bucket starts full).  Returns 0, -EINVAL
+ * if the device has no loop (nothing could resume a throttled queue), or
+ * -errno from creating the timer (the device is then left unlimited). */
+int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *c);
+
+/* Pause the device (event-loop thread, d->lock not held, every vCPU
+ * parked): stop taking chains from the ring and wait until every request
+ * in flight has completed and been pushed to the used ring (its interrupt
+ * signalled), delivering back-end completions on this thread.  Gives up
+ * after quiesce_timeout_ms with a warning (the remaining requests complete
+ * later, from the loop, still exactly once).  Nothing else is flushed. */
+void virtio_blk_quiesce(struct virtio_blk *b);
+
+/* Restart after virtio_blk_quiesce (event-loop thread, d->lock not held):
+ * take chains again and look at the queue now, since notifications that
+ * arrived meanwhile were not acted on. */
+void virtio_blk_unquiesce(struct virtio_blk *b);
 
 /* Tear down (after the transport is gone and the vCPUs stopped).  Waits
  * for I/O still in the kernel. */

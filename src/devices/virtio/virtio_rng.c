@@ -6,7 +6,10 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
+
+#include "../../event/loop.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -38,8 +41,10 @@ static int rng_activate(struct virtio_dev *d)
 
 static int rng_reset(struct virtio_dev *d)
 {
-	virtio_deferred_cancel(&to_rng(d)->deferred);
-	return 0; /* nothing asynchronous */
+	struct virtio_rng *r = to_rng(d);
+	virtio_deferred_cancel(&r->deferred);
+	r->held = false; /* it belonged to the old ring */
+	return 0;        /* nothing asynchronous */
 }
 
 /* Fill up to @max bytes of the writable part of @c from the kernel CSPRNG.
@@ -67,34 +72,96 @@ static uint32_t fill_random(struct virtio_rng *r, const struct virtq_chain *c, u
 	return done;
 }
 
-/* One request: fill its buffers (up to the per-request cap) and return it
- * with the byte count.  d->lock held. */
-static uint64_t rng_request(void *ctx, const struct virtq_chain *c, uint32_t *ret_head,
-			    uint32_t *ret_len)
+/* Bytes request @c will get: its writable part, capped per request; none
+ * when it has device-readable buffers (refused, see virtio_rng.h). */
+static uint32_t request_bytes(const struct virtq_chain *c)
 {
-	struct virtio_rng *r = ctx;
+	if (c->nread)
+		return 0;
+	return c->write_len < VIRTIO_RNG_MAX_PER_REQ ? c->write_len : VIRTIO_RNG_MAX_PER_REQ;
+}
+
+/* One request: fill its buffers (up to the per-request cap).  Returns the
+ * byte count for the used ring.  d->lock held. */
+static uint32_t rng_request(struct virtio_rng *r, const struct virtq_chain *c)
+{
 	uint32_t n = 0;
-	(void)ret_head; /* this chain goes back */
 	if (c->nread) {
 		r->n_rejected++;
 		log_ratelimited(&r->rl, LOG_WARN,
 				"virtio-rng: request with device-readable buffers returned unfilled");
 	} else {
-		n = fill_random(r, c,
-				c->write_len < VIRTIO_RNG_MAX_PER_REQ ? c->write_len
-								      : VIRTIO_RNG_MAX_PER_REQ);
+		n = fill_random(r, c, request_bytes(c));
 	}
 	r->n_requests++;
 	r->n_bytes += n;
-	*ret_len = n;
 	return n;
+}
+
+/*
+ * One pass over the queue (d->lock held, device live, queue active): pop
+ * each chain, ask the rate limiter, fill, push; at most VIRTIO_RNG_BUDGET
+ * bytes (the loop continues the pass).  A chain the limiter refuses is
+ * kept in r->chain (held) and the pass ends; the limiter's timer resumes
+ * it.  (virtio_dev_drain cannot end a pass from its callback with the
+ * chain kept, hence this loop of its own.)
+ */
+static void rng_pass(struct virtio_rng *r)
+{
+	struct virtio_dev *d = &r->vdev;
+	struct virtq *q = &d->vqs[0];
+	bool pushed = false;
+	uint64_t spent = 0;
+	for (;;) {
+		int rc = 1;
+		for (;;) {
+			if (!r->held) {
+				rc = virtq_pop(q, &r->chain);
+				if (rc <= 0)
+					break;
+			}
+			if (r->limited &&
+			    !rate_limiter_consume(&r->limiter, request_bytes(&r->chain), 1)) {
+				r->held = true;
+				goto out;
+			}
+			r->held = false;
+			uint32_t n = rng_request(r, &r->chain);
+			if (virtq_push(q, r->chain.head, n) < 0) {
+				virtio_dev_mark_broken(d, "push of a head not in flight");
+				return;
+			}
+			pushed = true;
+			spent += 1 + n;
+			if (virtio_deferred_yield(&r->deferred, 0, spent, VIRTIO_RNG_BUDGET))
+				goto out;
+		}
+		if (rc < 0) {
+			virtio_dev_mark_broken(d, "invalid descriptor chain");
+			return;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (pushed)
+		virtio_dev_signal_used(d, 0);
 }
 
 static void rng_queue_notify(struct virtio_dev *d, uint16_t q)
 {
-	struct virtio_rng *r = to_rng(d);
-	/* The budget bounds the bytes of one pass; the loop continues it. */
-	virtio_dev_drain(d, q, &r->chain, rng_request, r, &r->deferred, VIRTIO_RNG_BUDGET);
+	if (q == 0)
+		rng_pass(to_rng(d));
+}
+
+/* The rate limiter's timer fired (loop thread): retry the held request. */
+static void limiter_cb(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct virtio_rng *r = ctx;
+	pthread_mutex_lock(&r->vdev.lock);
+	rate_limiter_timer_fired(&r->limiter);
+	virtio_dev_queue_notify(&r->vdev, 0);
+	pthread_mutex_unlock(&r->vdev.lock);
 }
 
 static const struct virtio_dev_ops rng_ops = {
@@ -121,8 +188,40 @@ int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct lo
 	return 0;
 }
 
+int virtio_rng_set_rate_limiter(struct virtio_rng *r, const struct rate_limiter_config *c)
+{
+	struct virtio_dev *d = &r->vdev;
+	int rc = 0;
+	pthread_mutex_lock(&d->lock);
+	if (r->limited) {
+		rate_limiter_update(&r->limiter, c);
+	} else if (rate_limiter_config_limits(c)) {
+		/* Without a loop nobody would resume a throttled queue. */
+		rc = d->loop ? rate_limiter_init(&r->limiter, c, r->limiter_clock,
+						 r->limiter_clock_ctx)
+			     : -EINVAL;
+		if (rc == 0) {
+			rc = loop_add(d->loop, r->limiter.timer_fd, EPOLLIN, limiter_cb, r);
+			if (rc < 0)
+				rate_limiter_destroy(&r->limiter);
+			else
+				r->limited = true;
+		}
+	}
+	/* At once: a request held under the old limits is looked at again. */
+	if (rc == 0 && r->held)
+		virtio_dev_queue_notify(d, 0);
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
 void virtio_rng_destroy(struct virtio_rng *r)
 {
+	if (r->limited) {
+		loop_del(r->vdev.loop, r->limiter.timer_fd);
+		rate_limiter_destroy(&r->limiter);
+		r->limited = false;
+	}
 	virtio_deferred_fini(&r->deferred);
 	virtio_dev_destroy(&r->vdev);
 }

@@ -21,7 +21,14 @@
  *     rest is deferred to the loop (struct virtio_deferred, virtio.h) so
  *     other handlers run in between.  getrandom draws on the kernel
  *     CSPRNG, so a greedy guest costs CPU time (bounded per pass) but never
- *     depletes or blocks host entropy.  No bytes-per-second cap is imposed.
+ *     depletes or blocks host entropy.
+ *   - Rate limiting (virtio_rng_set_rate_limiter, util/ratelimit.h): a
+ *     request costs one ops token and the bytes it will get (its writable
+ *     length, capped per request) in bandwidth tokens.  A request the
+ *     limiter refuses is kept (popped, held) and the queue is not looked at
+ *     until the limiter's timerfd, watched on the device's loop, fires;
+ *     nothing waits or spins.  Without a limiter no bytes-per-second cap
+ *     is imposed.
  */
 #ifndef VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
 #define VISOR_DEVICES_VIRTIO_VIRTIO_RNG_H
@@ -29,6 +36,7 @@
 #include <stdint.h>
 
 #include "../../util/log.h"
+#include "../../util/ratelimit.h"
 #include "virtio.h"
 
 #define VIRTIO_RNG_QUEUE_MAX 64
@@ -39,13 +47,31 @@ struct virtio_rng {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	struct virtio_deferred deferred; /* passes cut short by the budget */
 	/* under vdev.lock */
-	struct virtq_chain chain;
+	struct virtq_chain chain; /* scratch for virtq_pop; the held chain */
+	bool held;                /* chain is popped, waiting for the limiter */
+	bool limited;             /* limiter set up, its timer_fd on the loop */
+	struct rate_limiter limiter;
+	/* The limiter's clock (NULL: CLOCK_MONOTONIC); tests set it before
+	 * the first virtio_rng_set_rate_limiter. */
+	rate_limiter_clock_fn limiter_clock;
+	void *limiter_clock_ctx;
 	struct ratelimit rl;
 	uint64_t n_requests, n_bytes, n_rejected;
 };
 
 /* 0 / -errno.  @loop may be NULL (tests): then a pass is not budgeted. */
 int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct loop *loop);
+
+/* Limit the entropy rate (@c NULL or all zero: unlimited), on the loop
+ * thread, before or after the driver activated the device; effective at
+ * once (a request held under the old limits is looked at again now).  The
+ * first limiting config creates the limiter and puts its timerfd on the
+ * device's loop; later changes follow rate_limiter_update.  Returns 0,
+ * -EINVAL if the device has no loop, or -errno from creating the timer
+ * (the device then stays unlimited). */
+int virtio_rng_set_rate_limiter(struct virtio_rng *r, const struct rate_limiter_config *c);
+
+/* Tear down (after the transport is gone). */
 void virtio_rng_destroy(struct virtio_rng *r);
 
 #endif
