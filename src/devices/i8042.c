@@ -50,6 +50,49 @@ static void i8042_put(struct i8042 *k, uint8_t v, bool aux, bool timeout)
 	k->timeout = timeout;
 }
 
+/* What the controller's translation (CTR bit 6) makes of the set-2 codes
+ * of the keys the host sends. */
+static const struct {
+	uint8_t set2, set1;
+} i8042_xlate_table[] = {
+	{0x14, 0x1d}, /* Ctrl (left) */
+	{0x11, 0x38}, /* Alt (left) */
+	{0x71, 0x53}, /* Delete (with 0xE0) / keypad . */
+};
+
+static uint8_t i8042_xlate(uint8_t code)
+{
+	for (size_t i = 0; i < sizeof(i8042_xlate_table) / sizeof(i8042_xlate_table[0]); i++)
+		if (i8042_xlate_table[i].set2 == code)
+			return i8042_xlate_table[i].set1;
+	return code;
+}
+
+/* The keyboard sends its next byte when the output buffer is empty and its
+ * interface is enabled; the controller translates it on the way if CTR
+ * bit 6 says so. */
+static void i8042_kbd_feed(struct i8042 *k)
+{
+	while (!k->obf && k->kbd_count && !(k->ram[0] & I8042_CTR_KBDDIS)) {
+		uint8_t b = k->kbd_queue[k->kbd_head];
+		k->kbd_head = (k->kbd_head + 1) % I8042_KBD_QUEUE;
+		k->kbd_count--;
+		if (k->ram[0] & I8042_CTR_XLATE) {
+			if (b == 0xf0) {
+				k->xlate_break = true;
+				continue;
+			}
+			if (b != 0xe0 && b != 0xe1) {
+				b = i8042_xlate(b);
+				if (k->xlate_break)
+					b |= 0x80;
+				k->xlate_break = false;
+			}
+		}
+		i8042_put(k, b, false, false);
+	}
+}
+
 /* Pulse/assert reset; the callback runs (once) after the lock is dropped. */
 static void i8042_request_reset(struct i8042 *k, bool *do_reset)
 {
@@ -150,6 +193,7 @@ static void i8042_data(struct i8042 *k, uint8_t v, bool *do_reset)
 
 static void i8042_finish(struct i8042 *k, bool do_reset)
 {
+	i8042_kbd_feed(k);
 	i8042_update_irq(k);
 	pthread_mutex_unlock(&k->lock);
 	if (do_reset && k->reset)
@@ -173,6 +217,10 @@ static void i8042_data_read(struct bus_dev *dev, uint64_t offset, void *data, ui
 		v = k->out; /* an empty buffer repeats its last byte */
 		k->obf = false;
 		k->out_aux = false;
+		/* More key bytes follow: let the line fall before the next
+		 * byte raises it again (a new edge per byte). */
+		if (k->kbd_count)
+			i8042_update_irq(k);
 	}
 	i8042_finish(k, false);
 	i8042_fill(data, len, v);
@@ -246,6 +294,21 @@ void i8042_set_irqs(struct i8042 *k, const struct irq_line *kbd, const struct ir
 	k->kbd_level = k->aux_level = false;
 	i8042_update_irq(k);
 	pthread_mutex_unlock(&k->lock);
+}
+
+void i8042_send_ctrl_alt_del(struct i8042 *k)
+{
+	static const uint8_t seq[] = {0x14, 0x11, 0xe0, 0x71,        /* make */
+				      0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14}; /* break */
+	pthread_mutex_lock(&k->lock);
+	if (I8042_KBD_QUEUE - k->kbd_count < sizeof(seq)) {
+		k->keys_dropped++;
+		log_ratelimited(&k->rl, LOG_WARN, "i8042: keyboard queue full, Ctrl-Alt-Del dropped");
+	} else {
+		for (size_t i = 0; i < sizeof(seq); i++)
+			k->kbd_queue[(k->kbd_head + k->kbd_count++) % I8042_KBD_QUEUE] = seq[i];
+	}
+	i8042_finish(k, false);
 }
 
 void i8042_destroy(struct i8042 *k)

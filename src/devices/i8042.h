@@ -30,6 +30,19 @@
  * = reset: 0xfe and friends call the reset callback).  Other commands are
  * ignored (logged at debug level, rate limited).
  *
+ * Keys from the host (i8042_send_ctrl_alt_del, Firecracker's SendCtrlAltDel
+ * action) come from a keyboard that sends scancode set 2 and answers no
+ * commands, what Linux's atkbd accepts with i8042.dumbkbd.  Like a real
+ * keyboard it holds its bytes (I8042_KBD_QUEUE of them) and sends the next
+ * one only when the output buffer is empty and the keyboard interface is
+ * enabled (CTR bit 4 clear).  With translation on (CTR bit 6, set at
+ * power-on and kept by Linux unless i8042.direct) the controller delivers
+ * them as set 1: it swallows the break prefix 0xF0 and sets bit 7 of the
+ * next code, 0xE0 passes unchanged (only the codes of the keys the host
+ * sends are in the translation table; others pass unchanged).  When the
+ * guest reads one key byte and another follows, the keyboard line drops
+ * and rises again: each byte is a new edge for the (edge-triggered) IRQ 1.
+ *
  * No devices: a byte written to 0x60 for the keyboard (no command pending)
  * or via 0xd4 for the aux device is answered the way a PS/2 controller
  * answers for an absent device: 0xfe in the output buffer with status TO
@@ -78,6 +91,9 @@
 #define I8042_CTR_AUXDIS 0x20
 #define I8042_CTR_XLATE 0x40
 
+/* Bytes a keyboard holds before the controller takes them. */
+#define I8042_KBD_QUEUE 16
+
 /* Output port bits */
 #define I8042_OUT_RESET 0x01 /* 0 = CPU reset asserted */
 #define I8042_OUT_A20 0x02
@@ -99,7 +115,11 @@ struct i8042 {
 	uint8_t pending;  /* command waiting for its data byte, 0 if none */
 	uint8_t outport;
 	bool kbd_level, aux_level;
+	uint8_t kbd_queue[I8042_KBD_QUEUE]; /* set-2 bytes the keyboard still holds */
+	uint32_t kbd_head, kbd_count;
+	bool xlate_break; /* translation swallowed a 0xF0: the next code breaks */
 	uint64_t resets;  /* reset requests seen */
+	uint64_t keys_dropped; /* host key sequences refused: keyboard queue full */
 	bool reset_sent;  /* the reset callback already ran */
 	struct ratelimit rl;
 };
@@ -116,6 +136,16 @@ int i8042_init(struct i8042 *k, void (*reset)(void *ctx), void *ctx);
 /* Optionally give the controller its keyboard (IRQ 1) and aux (IRQ 12)
  * lines; either may be NULL.  Call before the guest runs. */
 void i8042_set_irqs(struct i8042 *k, const struct irq_line *kbd, const struct irq_line *aux);
+
+/* Press and release Ctrl-Alt-Del on the keyboard: queues the set-2 codes
+ * Ctrl, Alt, Del down, then Del, Alt, Ctrl up (14 11 E0 71 E0 F0 71 F0 11
+ * F0 14; delivered translated as 1D 38 E0 53 E0 D3 B8 9D with CTR bit 6 set)
+ * and, when the output buffer is free, puts the first byte there and raises
+ * the keyboard interrupt (if CTR bit 0 enables it).  A sequence that does
+ * not fit in the keyboard's queue is dropped whole and counted in
+ * keys_dropped.  Any thread but a vCPU inside this device's bus callbacks
+ * (the event loop's, typically); takes k->lock. */
+void i8042_send_ctrl_alt_del(struct i8042 *k);
 
 /* Release what i8042_init acquired. */
 void i8042_destroy(struct i8042 *k);

@@ -41,6 +41,26 @@ static inline void puthex(uint64_t v)
 
 static inline void poweroff(void) { outw(PM1A_CNT, (5 << 10) | (1 << 13)); }
 
+/* Port I/O dispatch checks (at whatever CPL the caller runs): unhandled
+ * ports read all-ones at every width and ignore writes, the RTC answers
+ * with BCD seconds in range, and the boot-time device takes its marker
+ * (visor then logs "guest boot time").  Returns 1 if every check held. */
+static inline int pio_dispatch_checks(void)
+{
+	int ok = 1;
+	if (inb(0x2f0) != 0xff || inw(0x2f0) != 0xffff || inl(0x2f0) != 0xffffffffu)
+		ok = 0;
+	outb(0x2f0, 0x12); /* unhandled write: ignored */
+	outb(0x70, 0x0b);
+	uint8_t regb = inb(0x71);
+	outb(0x70, 0x00);
+	uint8_t sec = inb(0x71);
+	if (!(regb & 0x04) && ((sec & 0xf) > 9 || sec >= 0x60))
+		ok = 0; /* BCD seconds out of range */
+	outb(BOOTDEV, 0x7b);
+	return ok;
+}
+
 /* Switch to CPL3 (IOPL=3, so port I/O still works) and run fn there on
  * the given stack; fn must not return (it ends by powering off). */
 void enter_user(void (*fn)(void), void *stack) __attribute__((noreturn));

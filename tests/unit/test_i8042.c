@@ -229,4 +229,119 @@ TEST(all_widths_defined)
 	i8042_destroy(&k);
 }
 
+/* Read every byte the controller delivers (as Linux's interrupt handler
+ * does: status, then data while OBF); returns how many, at most max. */
+static int read_all(struct i8042 *k, uint8_t *out, int max)
+{
+	int n = 0;
+	while (n < max && (status(k) & I8042_STR_OBF)) {
+		CHECK_EQ(status(k) & (I8042_STR_AUX | I8042_STR_TIMEOUT), 0);
+		out[n++] = data_rd(k);
+	}
+	return n;
+}
+
+static const uint8_t cad_set1[] = {0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d};
+static const uint8_t cad_set2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14};
+
+/* SendCtrlAltDel with the power-on CTR (translation on, keyboard
+ * interrupt on): set 1 codes, one interrupt edge per byte. */
+TEST(ctrl_alt_del_translated_with_irq_per_byte)
+{
+	struct i8042 k;
+	struct fake_irq kbd = {0}, aux = {0};
+	struct irq_line lk = {fake_set_level, &kbd, 1}, la = {fake_set_level, &aux, 12};
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	i8042_set_irqs(&k, &lk, &la);
+	i8042_send_ctrl_alt_del(&k);
+	CHECK(status(&k) & I8042_STR_OBF);
+	CHECK_EQ(kbd.level, 1);
+	CHECK_EQ(kbd.raises, 1);
+	for (size_t i = 0; i < sizeof(cad_set1); i++) {
+		CHECK(status(&k) & I8042_STR_OBF);
+		CHECK_EQ(kbd.level, 1);
+		CHECK_EQ(kbd.raises, (int)i + 1); /* a new edge for each byte */
+		CHECK_EQ(data_rd(&k), cad_set1[i]);
+	}
+	CHECK_EQ(status(&k) & I8042_STR_OBF, 0);
+	CHECK_EQ(kbd.level, 0);
+	CHECK_EQ(kbd.raises, (int)sizeof(cad_set1));
+	CHECK_EQ(aux.raises, 0);
+	CHECK_EQ(k.keys_dropped, 0);
+	i8042_destroy(&k);
+}
+
+/* Translation off (Linux with i8042.direct clears CTR bit 6): set 2. */
+TEST(ctrl_alt_del_untranslated)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	cmd(&k, 0x60);
+	data_wr(&k, 0x25); /* CTR: KBDINT, SYS, AUXDIS; no XLATE */
+	i8042_send_ctrl_alt_del(&k);
+	uint8_t got[32];
+	int n = read_all(&k, got, 32);
+	CHECK_EQ(n, sizeof(cad_set2));
+	CHECK(memcmp(got, cad_set2, sizeof(cad_set2)) == 0);
+	i8042_destroy(&k);
+}
+
+/* The keyboard waits for the output buffer: a controller response that
+ * is still unread comes first; a disabled keyboard interface (0xAD) holds
+ * the keys until 0xAE; with the interrupt off the driver polls. */
+TEST(ctrl_alt_del_waits_for_buffer_and_enable)
+{
+	struct i8042 k;
+	struct fake_irq kbd = {0};
+	struct irq_line lk = {fake_set_level, &kbd, 1};
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	i8042_set_irqs(&k, &lk, NULL);
+	cmd(&k, 0xaa); /* 0x55 waits in the buffer */
+	i8042_send_ctrl_alt_del(&k);
+	CHECK_EQ(data_rd(&k), 0x55);
+	CHECK_EQ(data_rd(&k), 0x1d);
+	uint8_t got[32];
+	CHECK_EQ(read_all(&k, got, 32), sizeof(cad_set1) - 1);
+	CHECK(memcmp(got, cad_set1 + 1, sizeof(cad_set1) - 1) == 0);
+
+	cmd(&k, 0xad); /* keyboard interface off */
+	int raises = kbd.raises;
+	i8042_send_ctrl_alt_del(&k);
+	CHECK_EQ(status(&k) & I8042_STR_OBF, 0);
+	CHECK_EQ(kbd.raises, raises);
+	cmd(&k, 0xae);
+	CHECK(status(&k) & I8042_STR_OBF);
+	CHECK_EQ(kbd.raises, raises + 1);
+	CHECK_EQ(read_all(&k, got, 32), sizeof(cad_set1));
+	CHECK(memcmp(got, cad_set1, sizeof(cad_set1)) == 0);
+
+	cmd(&k, 0x60);
+	data_wr(&k, 0x64); /* keyboard interrupt off: polled */
+	raises = kbd.raises;
+	i8042_send_ctrl_alt_del(&k);
+	CHECK_EQ(kbd.level, 0);
+	CHECK_EQ(read_all(&k, got, 32), sizeof(cad_set1));
+	CHECK(memcmp(got, cad_set1, sizeof(cad_set1)) == 0);
+	CHECK_EQ(kbd.raises, raises);
+	i8042_destroy(&k);
+}
+
+/* The keyboard's queue is bounded: a sequence that does not fit whole is
+ * dropped and counted, never half-sent. */
+TEST(ctrl_alt_del_queue_bounded)
+{
+	struct i8042 k;
+	CHECK_EQ(i8042_init(&k, NULL, NULL), 0);
+	for (int i = 0; i < 100; i++)
+		i8042_send_ctrl_alt_del(&k);
+	CHECK_EQ(k.keys_dropped, 99);
+	uint8_t got[64];
+	CHECK_EQ(read_all(&k, got, 64), sizeof(cad_set1));
+	CHECK(memcmp(got, cad_set1, sizeof(cad_set1)) == 0);
+	i8042_send_ctrl_alt_del(&k); /* room again */
+	CHECK_EQ(read_all(&k, got, 64), sizeof(cad_set1));
+	CHECK_EQ(k.keys_dropped, 99);
+	i8042_destroy(&k);
+}
+
 TEST_MAIN()
