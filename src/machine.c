@@ -771,7 +771,29 @@ static void transport_destroy(struct dev_record *r)
 	static const struct dev_ops fn##_ops = {                                            \
 		.pause = virtio_rec_pause, .resume = virtio_rec_resume, .destroy = fn##_rec_destroy}
 
-VIRTIO_DESTROY(virtio_blk, struct virtio_blk);
+/* virtio-blk: after the core's gate is closed, wait for the requests in
+ * flight to complete and be pushed (virtio_blk_quiesce). */
+static void blk_rec_pause(struct dev_record *r)
+{
+	virtio_dev_pause(r->vdev);
+	virtio_blk_quiesce(r->dev);
+}
+
+static void blk_rec_resume(struct dev_record *r)
+{
+	virtio_blk_unquiesce(r->dev);
+	virtio_dev_resume(r->vdev);
+}
+
+static void virtio_blk_rec_destroy(struct dev_record *r)
+{
+	transport_destroy(r);
+	virtio_blk_destroy(r->dev);
+	free(r->dev);
+}
+
+static const struct dev_ops virtio_blk_ops = {
+	.pause = blk_rec_pause, .resume = blk_rec_resume, .destroy = virtio_blk_rec_destroy};
 VIRTIO_DESTROY(virtio_net, struct virtio_net);
 VIRTIO_DESTROY(virtio_vsock, struct virtio_vsock);
 VIRTIO_DESTROY(virtio_rng, struct virtio_rng);
@@ -796,6 +818,13 @@ static int create_blk(const struct dev_env *env, const struct vm_config *c, uint
 	int r = virtio_blk_create(b, dc->path, dc->readonly, serial, env->mem, env->loop, e, sizeof(e));
 	if (r) {
 		set_err(err, errlen, "drive '%s': %s", dc->id, e);
+		free(b);
+		return r;
+	}
+	r = virtio_blk_set_rate_limiter(b, &dc->rl);
+	if (r) {
+		set_err(err, errlen, "drive '%s': rate limiter: %s", dc->id, strerror(-r));
+		virtio_blk_destroy(b);
 		free(b);
 		return r;
 	}
@@ -884,6 +913,13 @@ static int create_rng(const struct dev_env *env, const struct vm_config *c, uint
 	int r = virtio_rng_init(g, env->mem, env->loop);
 	if (r) {
 		set_err(err, errlen, "cannot create the entropy device: %s", strerror(-r));
+		free(g);
+		return r;
+	}
+	r = virtio_rng_set_rate_limiter(g, &c->rng.rl);
+	if (r) {
+		set_err(err, errlen, "entropy device: rate limiter: %s", strerror(-r));
+		virtio_rng_destroy(g);
 		free(g);
 		return r;
 	}
@@ -1380,8 +1416,8 @@ static struct dev_record *find_dev(struct machine *vm, const char *type, const c
 
 int machine_ctrl_alt_del(struct machine *vm, char *err, size_t errlen)
 {
-	set_err(err, errlen, "SendCtrlAltDel is not supported yet");
-	return -ENOTSUP;
+	i8042_send_ctrl_alt_del(&vm->i8042);
+	return 0;
 }
 
 int machine_balloon_target(struct machine *vm, uint64_t bytes, char *err, size_t errlen)
@@ -1398,8 +1434,16 @@ int machine_balloon_target(struct machine *vm, uint64_t bytes, char *err, size_t
 
 int machine_balloon_stats_period(struct machine *vm, uint32_t seconds, char *err, size_t errlen)
 {
-	set_err(err, errlen, "changing the statistics interval after boot is not supported yet");
-	return -ENOTSUP;
+	struct dev_record *r = find_dev(vm, "virtio-balloon", "balloon", err, errlen);
+	if (!r)
+		return -ENODEV;
+	int rc = virtio_balloon_set_stats_period(r->dev, seconds);
+	if (rc == -EINVAL)
+		set_err(err, errlen, "Cannot enable or disable balloon statistics after boot "
+				     "(only change a non-zero interval)");
+	else if (rc)
+		set_err(err, errlen, "balloon: %s", strerror(-rc));
+	return rc;
 }
 
 int machine_balloon_stats(struct machine *vm, struct balloon_stats_reply *out, char *err,
@@ -1434,10 +1478,25 @@ int machine_balloon_stats(struct machine *vm, struct balloon_stats_reply *out, c
 int machine_drive_update(struct machine *vm, const struct disk_config *d, bool path, bool rl,
 			 char *err, size_t errlen)
 {
-	if (!find_dev(vm, "virtio-blk", d->id, err, errlen))
+	struct dev_record *r = find_dev(vm, "virtio-blk", d->id, err, errlen);
+	if (!r)
 		return -ENODEV;
-	set_err(err, errlen, "updating a drive after boot is not supported yet");
-	return -ENOTSUP;
+	if (path) {
+		char e[256];
+		int rc = virtio_blk_swap_backing(r->dev, d->path, d->readonly, e, sizeof(e));
+		if (rc) {
+			set_err(err, errlen, "drive '%s': %s", d->id, e);
+			return rc;
+		}
+	}
+	if (rl) {
+		int rc = virtio_blk_set_rate_limiter(r->dev, &d->rl);
+		if (rc) {
+			set_err(err, errlen, "drive '%s': rate limiter: %s", d->id, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
 }
 
 int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, bool tx, char *err,
