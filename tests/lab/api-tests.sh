@@ -475,6 +475,7 @@ vm=load
 SOCK="$T/load.sock"
 why=""
 nrec="" w0=0 w1=0 s0=0 s1=0 r0=0 r1=0 t0=0 t1=0
+for f in g2h.sent g2h.got h2g.sent h2g.got; do : >"$T/$f"; done
 truncate -s 512M "$T/load.img" 2>/dev/null || dd if=/dev/zero of="$T/load.img" bs=1048576 count=0 seek=512 2>/dev/null
 netargs=""
 [ $have_net = 1 ] && [ ! -x "$TCP" ] && net_why="no $TCP (make $TCP)"
@@ -599,7 +600,7 @@ fi
 if [ -z "$netargs" ]; then
 	netnote="no network ($net_why)"
 else
-	netnote="TCP: $(($(wc -l <"$T/g2h.sent") - 1)) transfers guest->host and $(($(wc -l <"$T/h2g.sent") - 1)) host->guest of 2 MiB byte-identical, $((s1 - s0))+$((r1 - r0)) completed during the cycles"
+	netnote="TCP: $(grep -c -v '^0 ' "$T/g2h.sent") transfers guest->host and $(grep -c -v '^0 ' "$T/h2g.sent") host->guest of 2 MiB byte-identical, $((s1 - s0))+$((r1 - r0)) completed during the cycles"
 fi
 report pause-resume-under-load "$cycles cycles in $(((t1 - t0) / 1000)) s; $nrec records (64 KiB, fdatasync each) verified in the guest and in the image, $((w1 - w0)) written during the cycles; $netnote"
 vm_end
