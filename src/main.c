@@ -40,7 +40,9 @@ static int apply(struct vm *vm, const struct vm_action *a, const char *what)
 		return -1;
 	vm_execute(vm, a, rep);
 	int ok = rep->status < 300;
-	if (!ok)
+	/* a failed start was already explained by whoever failed */
+	const char *last = log_last_error();
+	if (!ok && !(last[0] && strstr(rep->fault, last)))
 		log_error("%s: %s", what, rep->fault);
 	free(rep);
 	return ok ? 0 : -1;
