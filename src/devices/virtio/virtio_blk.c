@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include "../../event/loop.h"
 #include "../../util/bytes.h"
@@ -599,6 +600,7 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
 		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
 			 be->name, (unsigned)(be->size % VIRTIO_BLK_SECTOR));
 	b->max_inflight = be->capacity < VIRTIO_BLK_QUEUE_MAX ? be->capacity : VIRTIO_BLK_QUEUE_MAX;
+	b->pool_size = b->max_inflight;
 	b->reqs = calloc(b->max_inflight, sizeof(*b->reqs));
 	if (!b->reqs) {
 		snprintf(err, errlen, "virtio-blk: out of memory");
@@ -683,6 +685,218 @@ static int wait_idle(struct virtio_blk *b, unsigned timeout_ms)
 		if (r < 0)
 			return r;
 	}
+}
+
+/* Pause taking chains for a swap; returns whether the device was already
+ * quiesced (by the VM pause), so that the swap leaves it that way. */
+static bool swap_quiesce(struct virtio_blk *b)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	bool was = b->quiesced;
+	b->quiesced = true;
+	pthread_mutex_unlock(&b->vdev.lock);
+	return was;
+}
+
+static void swap_unquiesce(struct virtio_blk *b, bool was)
+{
+	if (!was)
+		virtio_blk_unquiesce(b);
+}
+
+static void swap_flush_done(struct blk_io *io, int64_t res)
+{
+	struct virtio_blk_flush *f = container_of(io, struct virtio_blk_flush, io);
+	f->res = res;
+	f->pending = false;
+}
+
+/* fdatasync the image about to be let go (loop thread, d->lock not held,
+ * nothing in flight), waiting through the back end's poll.  The operation
+ * lives in the device: if the disk does not answer in time it completes
+ * whenever it does, and until then no other swap starts.  0 / -errno. */
+static int flush_old(struct virtio_blk *b, struct blk_backend *be)
+{
+	struct virtio_blk_flush *f = &b->swap_flush;
+	if (be->readonly)
+		return 0; /* nothing was written through it */
+	if (!be->ops->poll)
+		return -EOPNOTSUPP;
+	f->io = (struct blk_io){.op = BLK_OP_FLUSH, .done = swap_flush_done};
+	f->pending = true;
+	int r = blk_submit(be, &f->io);
+	if (r < 0) {
+		f->pending = false;
+		return r;
+	}
+	blk_commit(be);
+	uint64_t deadline = now_ns() + (uint64_t)b->quiesce_timeout_ms * 1000000u;
+	while (f->pending) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		uint64_t left_ms = (deadline - now + 999999) / 1000000;
+		r = be->ops->poll(be, left_ms < 100 ? (int)left_ms : 100);
+		if (r < 0)
+			return r;
+	}
+	return f->res < 0 ? (int)f->res : 0;
+}
+
+/* The capacity changed: config space, generation, interrupt.  d->lock held. */
+static void capacity_changed(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	put_le64(b->config + VIRTIO_BLK_CFG_CAPACITY, b->capacity);
+	/* §2.5: the driver re-reads a configuration that changed. */
+	d->config_generation++;
+	if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
+	    d->tops->signal_config)
+		d->tops->signal_config(d);
+}
+
+static void count_update(struct virtio_blk *b, int r)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	if (r < 0)
+		b->n_update_fails++;
+	else
+		b->n_updates++;
+	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+int virtio_blk_swap_backend(struct virtio_blk *b, struct blk_backend *be, bool own_be, char *err,
+			    size_t errlen)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct blk_backend *old = b->be;
+	int r;
+	if (be == old || be->size / VIRTIO_BLK_SECTOR == 0 || be->capacity == 0) {
+		snprintf(err, errlen, "%s: not usable as a new image (%s)", be->name,
+			 be == old ? "already in use" : "smaller than one sector or no capacity");
+		r = -EINVAL;
+		goto fail;
+	}
+	if (b->swap_flush.pending) {
+		snprintf(err, errlen, "%s: the previous image's flush has not completed yet",
+			 old->name);
+		r = -EBUSY;
+		goto fail;
+	}
+	if (d->loop && be->ops->attach) {
+		r = be->ops->attach(be, d->loop);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot watch the back end: %s", be->name,
+				 strerror(-r));
+			goto fail;
+		}
+	}
+	bool was = swap_quiesce(b);
+	r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: requests in flight did not complete: %s", old->name,
+			 strerror(-r));
+		swap_unquiesce(b, was);
+		goto fail;
+	}
+	r = flush_old(b, old);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: flush before the swap failed: %s", old->name,
+			 strerror(-r));
+		swap_unquiesce(b, was);
+		goto fail;
+	}
+	pthread_mutex_lock(&d->lock);
+	bool old_own = b->own_be;
+	b->be = be;
+	b->own_be = own_be;
+	b->capacity = be->size / VIRTIO_BLK_SECTOR;
+	b->max_inflight = be->capacity < b->pool_size ? be->capacity : b->pool_size;
+	/* A failed flush belonged to the old image (and was reported). */
+	b->flush_failed = false;
+	capacity_changed(b);
+	b->n_updates++;
+	pthread_mutex_unlock(&d->lock);
+	if (be->size % VIRTIO_BLK_SECTOR)
+		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
+			 be->name, (unsigned)(be->size % VIRTIO_BLK_SECTOR));
+	log_info("virtio-blk: now on %s (%llu sectors%s)", be->name,
+		 (unsigned long long)b->capacity, be->readonly ? ", read-only" : "");
+	if (old_own)
+		blk_destroy(old);
+	swap_unquiesce(b, was);
+	return 0;
+fail:
+	count_update(b, r);
+	return r;
+}
+
+/* The image file itself changed size (same file, same mode). */
+static int resize_in_place(struct virtio_blk *b, const char *path, char *err, size_t errlen)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct blk_backend *be = b->be;
+	int r;
+	if (!be->ops->refresh_size) {
+		snprintf(err, errlen, "%s: this image's size cannot change", path);
+		r = -EOPNOTSUPP;
+		goto out;
+	}
+	bool was = swap_quiesce(b);
+	r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: requests in flight did not complete: %s", path,
+			 strerror(-r));
+	} else {
+		r = be->ops->refresh_size(be);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot re-read the size: %s", path,
+				 strerror(-r));
+		} else {
+			pthread_mutex_lock(&d->lock);
+			b->capacity = be->size / VIRTIO_BLK_SECTOR;
+			capacity_changed(b);
+			pthread_mutex_unlock(&d->lock);
+			log_info("virtio-blk: %s: now %llu sectors", path,
+				 (unsigned long long)b->capacity);
+		}
+	}
+	swap_unquiesce(b, was);
+out:
+	count_update(b, r);
+	return r;
+}
+
+int virtio_blk_swap_backing(struct virtio_blk *b, const char *path, bool readonly, char *err,
+			    size_t errlen)
+{
+	struct blk_backend *cur = b->be;
+	struct stat st;
+	/* The image already open under this (or another) name: opening it
+	 * again would run into our own lock.  It can only have changed size. */
+	if ((cur->dev || cur->ino) && stat(path, &st) == 0 &&
+	    (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) && (uint64_t)st.st_dev == cur->dev &&
+	    (uint64_t)st.st_ino == cur->ino) {
+		if (readonly != cur->readonly) {
+			snprintf(err, errlen,
+				 "%s: already this drive's image; it cannot switch between "
+				 "read-only and read-write in place",
+				 path);
+			count_update(b, -EBUSY);
+			return -EBUSY;
+		}
+		return resize_in_place(b, path, err, errlen);
+	}
+	struct blk_backend *be;
+	int r = blk_uring_open(&be, path, readonly, 0, VIRTIO_BLK_QUEUE_MAX, err, errlen);
+	if (r < 0) {
+		count_update(b, r);
+		return r;
+	}
+	r = virtio_blk_swap_backend(b, be, true, err, errlen);
+	if (r < 0)
+		blk_destroy(be);
+	return r;
 }
 
 void virtio_blk_quiesce(struct virtio_blk *b)
