@@ -793,7 +793,7 @@ TEST(host_errors_fail_only_that_request)
 		CHECK_EQ(vf_used_len(&t.drv, (uint16_t)(vf_used_idx(&t.drv) - 1)), 1025);
 	}
 	CHECK(!dev(&t)->broken);
-	CHECK_EQ(t.b.n_ioerr, 5);
+	CHECK_EQ(t.b.m.execute_fails, 5);
 	teardown(&t);
 }
 
@@ -1572,7 +1572,7 @@ TEST(swap_backend_completes_old_requests_then_switches)
 	CHECK_EQ(status_at(&t, s2), VIRTIO_BLK_S_OK);
 	CHECK_EQ(nm.data[2 * DISK_SIZE - 1], 0x11);
 	CHECK_EQ(run_io(&t), 0);
-	CHECK_EQ(t.b.n_updates, 1);
+	CHECK_EQ(t.b.m.update_count, 1);
 	teardown(&t);
 	blk_destroy(&nm.be);
 }
@@ -1622,7 +1622,7 @@ TEST(swap_backend_failure_keeps_the_old_image)
 	CHECK_EQ(dev(&t)->config_generation, gen);
 	CHECK_EQ(vf_config_signals, cfg_sig);
 	CHECK(!t.b.quiesced);
-	CHECK_EQ(t.b.n_update_fails, 4);
+	CHECK_EQ(t.b.m.update_fails, 4);
 	fill_disk(&t, 0x3e);
 	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
 	vf_notify(&t.drv);
@@ -1678,6 +1678,146 @@ TEST(swap_backend_read_only_paused_and_before_driver_ok)
 	CHECK_EQ(cfg_capacity(&t), 4 * DISK_SIZE / 512);
 	teardown(&t);
 	blk_destroy(&big.be);
+}
+
+/* ---- metrics ---- */
+
+TEST(metrics_count_every_kind_of_request)
+{
+	struct tdrv t;
+	setup_full(&t, false, 2, NULL, 0); /* two slots */
+	struct virtio_blk_metrics m;
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.queue_event_count, 0);
+	/* an empty ring */
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.queue_event_count, 1);
+	CHECK_EQ(m.no_avail_buffer, 1);
+
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	req(&t, VIRTIO_BLK_T_IN, 8, DATA_GPA, 1024, true, &st);
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 4096, false, &st); /* waits for a slot */
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.inflight, 2);
+	CHECK_EQ(m.io_engine_throttled_events, 1);
+	CHECK_EQ(m.read_count, 0); /* counted when done */
+	while (run_io(&t))
+		;
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
+	req(&t, 0x4242, 0, DATA_GPA, 20, true, &st);               /* unsupported */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 511, true, &st);     /* malformed */
+	req(&t, VIRTIO_BLK_T_IN, 0, 0, 0, true, &st);              /* empty read */
+	vf_notify(&t.drv);
+	while (run_io(&t))
+		;
+	struct dwz one[] = {{0, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
+	vf_notify(&t.drv);
+	while (run_io(&t))
+		;
+	t.m.fail_ops = 1u << BLK_OP_READ;
+	t.m.fail_errno = EIO;
+	t.m.fail_count = 1;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st); /* host error */
+	vf_notify(&t.drv);
+	run_io(&t);
+	uint8_t junk = 1;
+	dev(&t)->ops->config_write(dev(&t), 0, &junk, 1);
+
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.read_count, 3);
+	CHECK_EQ(m.read_bytes, 512 + 1024);
+	CHECK_EQ(m.write_count, 1);
+	CHECK_EQ(m.write_bytes, 4096);
+	CHECK_EQ(m.flush_count, 1);
+	CHECK_EQ(m.get_id_count, 1);
+	CHECK_EQ(m.discard_count, 1);
+	CHECK_EQ(m.write_zeroes_count, 1);
+	CHECK_EQ(m.unsupported_reqs_count, 1);
+	CHECK_EQ(m.invalid_reqs_count, 1);
+	CHECK_EQ(m.execute_fails, 1);
+	CHECK_EQ(m.cfg_fails, 1);
+	CHECK_EQ(m.inflight, 0);
+	CHECK_EQ(m.event_fails, 0);
+	CHECK_EQ(m.activate_fails, 0);
+	CHECK_EQ(m.rate_limiter_throttled_events, 0);
+	CHECK_EQ(m.budget_yields, 0); /* no loop: passes are not budgeted */
+	/* a ring violation */
+	vf_put16(&t.mem, AVAIL_GPA + 4 + 2 * (t.drv.avail_idx % QSIZE), 0xffff);
+	t.drv.avail_idx++;
+	vf_put16(&t.mem, AVAIL_GPA + 2, t.drv.avail_idx);
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.event_fails, 1);
+	CHECK(dev(&t)->broken);
+	teardown(&t);
+}
+
+TEST(metrics_of_budget_limiter_and_updates)
+{
+	/* the storm: budget yields */
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct refusing_be rb = {.be = {.ops = &refusing_ops,
+					.size = DISK_SIZE,
+					.capacity = 64,
+					.name = "refusing"}};
+	struct tdrv t;
+	setup_be(&t, &rb.be, false, 64, NULL, 0, &lp);
+	struct storm s;
+	storm_init(&s, &t, 1024);
+	rb.hook = storm_hook;
+	rb.ctx = &s;
+	vf_notify(&t.drv);
+	while (loop_run_once(&lp, 0) > 0)
+		;
+	struct virtio_blk_metrics m;
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(vf_used_idx(&t.drv), 1024);
+	CHECK_EQ(m.budget_yields, 1024 / VIRTIO_BLK_BUDGET);
+	CHECK_EQ(m.queue_event_count, 1024 / VIRTIO_BLK_BUDGET + 1);
+	CHECK_EQ(m.execute_fails, (1024 + 2) / 3);  /* the refused reads */
+	CHECK_EQ(m.get_id_count, (1024 + 1) / 3);
+	CHECK_EQ(m.unsupported_reqs_count, 1024 / 3);
+	teardown(&t);
+	loop_destroy(&lp);
+
+	/* the limiter */
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 1000}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st;
+	for (int i = 0; i < 3; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	vf_notify(&t.drv);
+	vf_notify(&t.drv);
+	fake_now += 1000 * MS;
+	fire(&t, &lp);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.rate_limiter_throttled_events, 3);
+	CHECK_EQ(m.rate_limiter_event_count, 1);
+	CHECK_EQ(m.update_count, 1); /* setting the limiter */
+	struct rate_limiter_config none = {0};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &none), 0);
+	struct blk_mem nm;
+	CHECK_EQ(blk_mem_init(&nm, DISK_SIZE, false, 64), 0);
+	char err[128];
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)), 0);
+	CHECK(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)) < 0);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.update_count, 3);
+	CHECK_EQ(m.update_fails, 1);
+	/* lifting the limit started the third; the swap completed all three
+	 * on the old disk */
+	CHECK_EQ(m.read_count, 3);
+	CHECK_EQ(m.inflight, 0);
+	CHECK_EQ(nm.outstanding, 0);
+	teardown_limited(&t, &lp);
+	blk_destroy(&nm.be);
 }
 
 TEST_MAIN()

@@ -78,6 +78,7 @@ static void blk_config_read(struct virtio_dev *d, uint32_t off, void *data, uint
 static void blk_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
 {
 	/* Every implemented field is read-only (no CONFIG_WCE). */
+	to_blk(d)->m.cfg_fails++;
 }
 
 static int blk_activate(struct virtio_dev *d)
@@ -133,24 +134,67 @@ static uint8_t *chain_status(const struct virtq_chain *c)
 	return NULL;
 }
 
-static void count_status(struct virtio_blk *b, uint8_t st)
+#define TYPE_UNREAD UINT32_MAX /* the header could not be read */
+
+/* Count a request of @type that completed with @st, having moved @bytes
+ * (d->lock held).  @host: an IOERR came from the host (the back end
+ * refused or failed the request), not from checking the request. */
+static void count_done(struct virtio_blk *b, uint32_t type, uint8_t st, uint64_t bytes,
+		       bool host)
 {
-	b->n_requests++;
-	if (st == VIRTIO_BLK_S_IOERR)
-		b->n_ioerr++;
-	else if (st == VIRTIO_BLK_S_UNSUPP)
-		b->n_unsupp++;
+	struct virtio_blk_metrics *m = &b->m;
+	if (st == VIRTIO_BLK_S_UNSUPP) {
+		m->unsupported_reqs_count++;
+		return;
+	}
+	if (st != VIRTIO_BLK_S_OK) {
+		if (host)
+			m->execute_fails++;
+		else
+			m->invalid_reqs_count++;
+		return;
+	}
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+		m->read_count++;
+		m->read_bytes += bytes;
+		break;
+	case VIRTIO_BLK_T_OUT:
+		m->write_count++;
+		m->write_bytes += bytes;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		m->flush_count++;
+		break;
+	case VIRTIO_BLK_T_GET_ID:
+		m->get_id_count++;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		m->discard_count++;
+		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		m->write_zeroes_count++;
+		break;
+	}
 }
 
-/* Finish a request synchronously: status, used element.  d->lock held. */
-static void finish_sync(struct virtio_blk *b, uint16_t head, uint8_t *status, uint8_t st,
-			uint32_t used)
+static void mark_broken(struct virtio_blk *b, const char *why)
+{
+	if (!b->vdev.broken)
+		b->m.event_fails++;
+	virtio_dev_mark_broken(&b->vdev, why);
+}
+
+/* Finish a request of @type synchronously: status, used element, counts
+ * (@host as for count_done).  d->lock held. */
+static void finish_sync(struct virtio_blk *b, uint32_t type, uint16_t head, uint8_t *status,
+			uint8_t st, uint32_t used, bool host)
 {
 	if (status)
 		*status = st;
-	count_status(b, st);
+	count_done(b, type, st, 0, host);
 	if (virtq_push(&b->vdev.vqs[0], head, status ? used : 0) < 0)
-		virtio_dev_mark_broken(&b->vdev, "push of a head not in flight");
+		mark_broken(b, "push of a head not in flight");
 }
 
 /* sector + bytes within the disk, overflow-safe. */
@@ -250,7 +294,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	if (!status) {
 		/* Nowhere to put a status: give the chain back untouched. */
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request without a status byte");
-		finish_sync(b, c->head, NULL, VIRTIO_BLK_S_IOERR, 0);
+		finish_sync(b, TYPE_UNREAD, c->head, NULL, VIRTIO_BLK_S_IOERR, 0, false);
 		return CHAIN_DONE;
 	}
 	/* Used length on failure: only the status byte counts as written when
@@ -258,7 +302,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	uint32_t used_err = c->write_len == 1 ? 1 : 0;
 	if (c->read_len < BLK_HDR_SIZE) {
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request header shorter than 16 bytes");
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		finish_sync(b, TYPE_UNREAD, c->head, status, VIRTIO_BLK_S_IOERR, used_err, false);
 		return CHAIN_DONE;
 	}
 	uint8_t hdr[BLK_HDR_SIZE];
@@ -284,7 +328,8 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 		    !range_ok(b, sector, len) || (!in && ro))
 			break;
 		if (len == 0) {
-			finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, in ? 1 + data_in : 1);
+			finish_sync(b, type, c->head, status, VIRTIO_BLK_S_OK, in ? 1 + data_in : 1,
+				    false);
 			return CHAIN_DONE;
 		}
 		r = req_alloc(b);
@@ -311,7 +356,8 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 			break;
 		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
 		virtq_chain_write(c, 0, b->serial, n);
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, n == data_in ? n + 1 : n);
+		finish_sync(b, type, c->head, status, VIRTIO_BLK_S_OK, n == data_in ? n + 1 : n,
+			    false);
 		return CHAIN_DONE;
 	}
 	case VIRTIO_BLK_T_DISCARD:
@@ -342,7 +388,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 					"virtio-blk: rejected request type %u sector %llu "
 					"(out %u in %u bytes)",
 					type, (unsigned long long)sector, data_out, data_in);
-		finish_sync(b, c->head, status, st, used_err);
+		finish_sync(b, type, c->head, status, st, used_err, false);
 		return CHAIN_DONE;
 	}
 	r->gen = b->gen;
@@ -357,7 +403,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: %s: request type %u refused: %s",
 				b->be->name, type, strerror(-rc));
 		req_free(b, r);
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		finish_sync(b, type, c->head, status, VIRTIO_BLK_S_IOERR, used_err, true);
 		return CHAIN_DONE;
 	}
 	return CHAIN_SUBMITTED;
@@ -392,20 +438,25 @@ static void process_queue(struct virtio_blk *b)
 	uint64_t taken = 0;
 	if (!q->active || d->broken || b->resetting || b->quiesced)
 		return;
+	b->m.queue_event_count++;
 	for (;;) {
 		while (b->inflight < b->max_inflight) {
 			if (!b->held) {
 				int r = virtq_pop(q, &b->chain);
 				if (r < 0) {
-					virtio_dev_mark_broken(d, "invalid descriptor chain");
+					mark_broken(b, "invalid descriptor chain");
 					goto out;
 				}
-				if (r == 0)
+				if (r == 0) {
+					if (taken == 0)
+						b->m.no_avail_buffer++;
 					break;
+				}
 			}
 			if (b->limited && !rate_limiter_consume(&b->limiter, chain_bytes(&b->chain), 1)) {
 				/* Resumed by the limiter's timer (limiter_cb). */
 				b->held = true;
+				b->m.rate_limiter_throttled_events++;
 				goto out;
 			}
 			b->held = false;
@@ -417,12 +468,15 @@ static void process_queue(struct virtio_blk *b)
 				goto out;
 			/* Every chain counts, also those answered at once:
 			 * they are what a driver can re-post endlessly. */
-			if (virtio_deferred_yield(&b->deferred, 0, ++taken, VIRTIO_BLK_BUDGET))
+			if (virtio_deferred_yield(&b->deferred, 0, ++taken, VIRTIO_BLK_BUDGET)) {
+				b->m.budget_yields++;
 				goto out;
+			}
 		}
 		if (b->inflight >= b->max_inflight) {
 			/* Resumed by the next completion. */
 			b->slots_full = true;
+			b->m.io_engine_throttled_events++;
 			break;
 		}
 		if (!virtq_enable_notify(q))
@@ -509,10 +563,12 @@ static void req_done(struct blk_io *io, int64_t res)
 	}
 	if (live) {
 		*r->status = st;
-		count_status(b, st);
+		count_done(b, r->type, st,
+			   r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT ? r->expect : 0,
+			   true);
 		if (virtq_push(&d->vqs[0], r->head, st == VIRTIO_BLK_S_OK ? r->used_ok
 									   : (r->used_ok == 1 ? 1 : 0)) < 0)
-			virtio_dev_mark_broken(d, "push of a head not in flight");
+			mark_broken(b, "push of a head not in flight");
 		else
 			virtio_dev_signal_used(d, 0);
 	}
@@ -539,6 +595,7 @@ static void limiter_cb(struct loop *l, int fd, uint32_t events, void *ctx)
 	struct virtio_dev *d = &b->vdev;
 	pthread_mutex_lock(&d->lock);
 	rate_limiter_timer_fired(&b->limiter);
+	b->m.rate_limiter_event_count++;
 	virtio_dev_queue_notify(d, 0);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -759,9 +816,9 @@ static void count_update(struct virtio_blk *b, int r)
 {
 	pthread_mutex_lock(&b->vdev.lock);
 	if (r < 0)
-		b->n_update_fails++;
+		b->m.update_fails++;
 	else
-		b->n_updates++;
+		b->m.update_count++;
 	pthread_mutex_unlock(&b->vdev.lock);
 }
 
@@ -815,7 +872,7 @@ int virtio_blk_swap_backend(struct virtio_blk *b, struct blk_backend *be, bool o
 	/* A failed flush belonged to the old image (and was reported). */
 	b->flush_failed = false;
 	capacity_changed(b);
-	b->n_updates++;
+	b->m.update_count++;
 	pthread_mutex_unlock(&d->lock);
 	if (be->size % VIRTIO_BLK_SECTOR)
 		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
@@ -909,6 +966,7 @@ void virtio_blk_quiesce(struct virtio_blk *b)
 	if (r < 0) {
 		pthread_mutex_lock(&d->lock);
 		unsigned n = b->inflight;
+		b->m.quiesce_timeouts++;
 		pthread_mutex_unlock(&d->lock);
 		log_warn("virtio-blk: %s: %u requests still in flight (%s after %u ms); pausing "
 			 "anyway, they complete when the disk answers",
@@ -950,8 +1008,20 @@ int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_
 	 * (and held again, with a new timer, if it must still wait). */
 	if (r == 0 && b->held)
 		virtio_dev_queue_notify(d, 0);
+	if (r < 0)
+		b->m.update_fails++;
+	else
+		b->m.update_count++;
 	pthread_mutex_unlock(&d->lock);
 	return r;
+}
+
+void virtio_blk_get_metrics(struct virtio_blk *b, struct virtio_blk_metrics *out)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	*out = b->m;
+	out->inflight = b->inflight;
+	pthread_mutex_unlock(&b->vdev.lock);
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)

@@ -131,6 +131,31 @@
 
 struct virtio_blk_req;
 
+/* Counters since creation (Firecracker's names where it has one; resets
+ * of the device do not clear them).  Kept under the device lock;
+ * virtio_blk_get_metrics takes a consistent snapshot. */
+struct virtio_blk_metrics {
+	uint64_t activate_fails;         /* activation refused by the device */
+	uint64_t cfg_fails;              /* config-space writes (every field is read-only) */
+	uint64_t no_avail_buffer;        /* passes that found no request in the ring */
+	uint64_t event_fails;            /* ring violations: the device was marked broken */
+	uint64_t queue_event_count;      /* passes over the queue (kick, continuation, resume) */
+	uint64_t execute_fails;          /* requests the host failed: refused, I/O error, short */
+	uint64_t invalid_reqs_count;     /* malformed requests (IOERR, nothing reached the disk) */
+	uint64_t unsupported_reqs_count; /* unknown or not negotiated types (UNSUPP) */
+	uint64_t read_count, read_bytes;   /* completed reads */
+	uint64_t write_count, write_bytes; /* completed writes */
+	uint64_t flush_count;            /* completed flushes */
+	uint64_t discard_count, write_zeroes_count, get_id_count;
+	uint64_t rate_limiter_event_count;      /* limiter timer events handled */
+	uint64_t rate_limiter_throttled_events; /* requests the limiter held back */
+	uint64_t io_engine_throttled_events;    /* passes stopped: the back end had no room */
+	uint64_t budget_yields;          /* passes cut short by VIRTIO_BLK_BUDGET */
+	uint64_t update_count, update_fails; /* image swaps/resizes and limiter changes */
+	uint64_t quiesce_timeouts;       /* quiesces that gave up on the disk */
+	uint64_t inflight;               /* (snapshot) requests started, not completed */
+};
+
 /* The flush of an image being swapped out (see virtio_blk_swap_backend). */
 struct virtio_blk_flush {
 	struct blk_io io;
@@ -169,8 +194,7 @@ struct virtio_blk {
 	void *limiter_clock_ctx;
 	struct virtio_blk_flush swap_flush; /* loop thread only */
 	struct ratelimit rl;
-	/* statistics */
-	uint64_t n_requests, n_ioerr, n_unsupp, n_updates, n_update_fails;
+	struct virtio_blk_metrics m; /* under vdev.lock (inflight unused) */
 };
 
 /* Build the device on back end @be (which must have been attached to
@@ -238,6 +262,10 @@ void virtio_blk_quiesce(struct virtio_blk *b);
  * take chains again and look at the queue now, since notifications that
  * arrived meanwhile were not acted on. */
 void virtio_blk_unquiesce(struct virtio_blk *b);
+
+/* A consistent snapshot of the counters into @out (any thread; takes the
+ * device lock briefly, copies, nothing else). */
+void virtio_blk_get_metrics(struct virtio_blk *b, struct virtio_blk_metrics *out);
 
 /* Tear down (after the transport is gone and the vCPUs stopped).  Waits
  * for I/O still in the kernel. */
