@@ -430,8 +430,8 @@ TEST(parser_expect_continue)
 TEST(parser_any_chunking_same_result)
 {
 	const char *inputs[] = {
-		"GET /a%41?q HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.0\r\nContent-Length: 5\r\n"
-		"Connection: keep-alive\r\n\r\nhello\nGET /c HTTP/1.1\n\n",
+		("GET /a%41?q HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.0\r\nContent-Length: 5\r\n"
+		 "Connection: keep-alive\r\n\r\nhello\nGET /c HTTP/1.1\n\n"),
 		"PATCH /vm HTTP/1.1\r\n\r\n{}\r\n",
 		"GET / HTTP/1.1\r\nX: \x01\r\n\r\n",
 		"\r\n\nDELETE /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /y HTTP/3.0\r\n\r\n",
