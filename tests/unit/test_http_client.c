@@ -204,8 +204,8 @@ TEST(client_against_server)
 	free(body);
 
 	/* HEAD: no body even though Content-Length says 17 */
-	CHECK_EQ(http_client_request(f.path, "HEAD", "/hello", NULL, 5000, &status, &body, &len, err,
-				     sizeof(err)),
+	CHECK_EQ(http_client_request(f.path, "HEAD", "/hello", NULL, 5000, &status, &body, &len,
+				     err, sizeof(err)),
 		 0);
 	CHECK_EQ(status, 200);
 	CHECK_EQ(len, 0);
@@ -439,7 +439,8 @@ TEST(client_canned_responses)
 
 	body = NULL;
 	status = 0;
-	CHECK_EQ(against_s("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	CHECK_EQ(against_s("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+			   "2\r\nok\r\n0\r\n\r\n",
 			   &status, &body, err),
 		 -EPROTO);
 	CHECK(strstr(err, "chunked") != NULL);
