@@ -47,6 +47,12 @@ def fresh(ctx):
     ctx.check("GET /balloon without a balloon -> 400 Error", *is_error(r))
     r = v.get("/balloon/statistics")
     ctx.check("GET /balloon/statistics without a balloon -> 400 Error", *is_error(r))
+    r = v.patch("/balloon", {"amount_mib": 1})
+    ctx.check("PATCH /balloon without a balloon -> 400 Error", *is_error(r))
+    r = v.patch("/balloon/statistics", {"stats_polling_interval_s": 1})
+    ctx.check("PATCH /balloon/statistics without a balloon -> 400 Error", *is_error(r))
+    r = v.request("GET", "/machine-config", raw=b'{"vcpu_count": 2}')
+    ctx.check("GET with a body -> 400 Error (as Firecracker)", *is_error(r))
     r = v.put("/actions", {"action_type": "FlushMetrics"})
     # Firecracker's FlushMetrics without a metrics file is not an error
     # either way; only the shape of the answer is checked.

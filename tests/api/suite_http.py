@@ -364,6 +364,25 @@ def many(ctx):
     ctx.check("most of them get 200", sum(1 for r in res if r == 200) >= 32,
               "%d of 100 got 200" % sum(1 for r in res if r == 200))
     ctx.check("then a new client gets 200", *answering(v))
+    # concurrent configuration: every request applied exactly once
+    for i in range(8):
+        ctx.file("disk%d.img" % i, size=1 << 20)
+
+    def put_drive(i):
+        def f():
+            from harness import Client
+            c = Client(v.sock)
+            r = c.put("/drives/d%d" % i, {"drive_id": "d%d" % i, "is_root_device": False,
+                                          "is_read_only": False,
+                                          "path_on_host": ctx.path("disk%d.img" % i)})
+            c.close()
+            return r.status
+        return f
+    res = parallel([put_drive(i) for i in range(8)])
+    ids = sorted(d.get("drive_id") for d in v.config().get("drives") or [])
+    ctx.check("8 clients each PUT a drive at once: 8 x 204, 8 drives",
+              res == [204] * 8 and ids == ["d%d" % i for i in range(8)],
+              "answers %s, drives %s" % (res, ids))
     idle = []
     for i in range(64):
         s = raw_connect(v.sock)

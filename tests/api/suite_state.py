@@ -4,6 +4,7 @@ PUT on an existing id (an update), conflicts between devices,
 InstanceStart without a boot source and without KVM, unsupported
 features, unknown paths and methods."""
 import os
+import re
 
 import fixtures
 from harness import have_kvm, is_204, is_error, short, subset_diff, test
@@ -310,3 +311,46 @@ def logger_output(ctx):
     text = open(log, "rb").read().decode("utf-8", "replace")
     ctx.check("the start failure is logged to log_path", "no-such-kvm" in text,
               "log_path has %d bytes: %s" % (len(text), short(text, 300)))
+
+
+@test("InstanceStart with hostile files")
+def start_hostile_files(ctx):
+    """Kernel, initrd and disk paths that are FIFOs, directories or device
+    nodes (checklist C.23): InstanceStart answers at once with a 400 naming
+    the file (no hang on a FIFO, no endless read of /dev/zero), and nothing
+    changes."""
+    k = ctx.kernel()
+    fifo = ctx.path("fifo")
+    os.mkfifo(fifo)
+    adir = ctx.path("adir")
+    os.mkdir(adir)
+    cases = []
+    for label, p in (("a FIFO", fifo), ("a directory", adir), ("/dev/zero", "/dev/zero")):
+        cases.append(("kernel_image_path is " + label, {"kernel_image_path": p}, None, p))
+        cases.append(("initrd_path is " + label, {"kernel_image_path": k, "initrd_path": p},
+                      None, p))
+        cases.append(("a drive's path_on_host is " + label, {"kernel_image_path": k},
+                      {"drive_id": "d0", "path_on_host": p, "is_root_device": False,
+                       "is_read_only": False}, p))
+    for label, boot, drive, p in cases:
+        v = ctx.visor("--kvm", ctx.path("no-such-kvm"))
+        v.client.timeout = 8.0
+        r1 = v.put("/boot-source", boot)
+        r2 = v.put("/drives/d0", drive) if drive else None
+        if r1.status == 400 or (r2 is not None and r2.status == 400):
+            # refused when configured: as good, if it names the file
+            r = r1 if r1.status == 400 else r2
+            ctx.check("%s: refused with a fault naming it" % label,
+                      *is_error(r, 400, re.escape(p)))
+            continue
+        base = v.config()
+        try:
+            r = v.put("/actions", {"action_type": "InstanceStart"})
+        except Exception as e:
+            ctx.check("%s: InstanceStart -> 400 at once, naming the file" % label, False,
+                      "no answer in 8 s (%s)" % e)
+            continue
+        ok, d = is_error(r, 400, re.escape(p))
+        if ok and (v.config() != base or v.state() != "Not started"):
+            ok, d = False, "the configuration or state changed"
+        ctx.check("%s: InstanceStart -> 400 at once, naming the file" % label, ok, d)
