@@ -1475,16 +1475,6 @@ int machine_balloon_stats(struct machine *vm, struct balloon_stats_reply *out, c
 	return 0;
 }
 
-/* until virtio-blk's drive swap lands (weak: the real one takes over) */
-int virtio_blk_swap_backing(struct virtio_blk *b, const char *path, bool readonly, char *err,
-			    size_t errlen);
-__attribute__((weak)) int virtio_blk_swap_backing(struct virtio_blk *b, const char *path,
-						   bool readonly, char *err, size_t errlen)
-{
-	snprintf(err, errlen, "changing path_on_host after boot is not supported yet");
-	return -ENOTSUP;
-}
-
 int machine_drive_update(struct machine *vm, const struct disk_config *d, bool path, bool rl,
 			 char *err, size_t errlen)
 {
