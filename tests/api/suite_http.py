@@ -306,6 +306,8 @@ def utf8(ctx):
         ("code point above U+10FFFF (F4 90 80 80)", pre + b'\xf4\x90\x80\x80"}'),
         ("invalid UTF-8 in a key", b'{"kernel_image_path\xff": "' + k.encode() + b'"}'),
         ("lone surrogate escape \\ud800", pre + b'\\ud800"}'),
+        ("lone trailing surrogate escape \\udc00", pre + b'\\udc00"}'),
+        ("reversed surrogate pair \\ude00\\ud83d", pre + b'\\ude00\\ud83d"}'),
         ("NUL escape \\u0000 in the path", pre + b'\\u0000.evil"}'),
         ("raw control byte in a string", pre + b'\x01"}'),
         ("raw newline in a string", pre + b'\n"}'),
@@ -316,6 +318,13 @@ def utf8(ctx):
         base = v.config()
         r = v.put("/boot-source", raw=body)
         check_unchanged(ctx, v, base, "%s -> 400, no change" % label, is_error(r))
+    r = v.put("/boot-source", raw=b'{"kernel_image_path": "/tmp/k\\ud83d\\ude00"}')
+    ok, d = is_204(r)
+    if ok:
+        got = (v.config().get("boot-source") or {}).get("kernel_image_path")
+        if got != "/tmp/k\U0001f600":
+            ok, d = False, "GET /vm/config kernel_image_path: %s" % short(got)
+    ctx.check("a valid surrogate pair escape (U+1F600) -> 204, returned intact", ok, d)
     for label, path in (("non-ASCII UTF-8", ctx.path("k\u00e9rnel-\u65e5\u672c")),
                         ("quote, backslash and tab", ctx.path('k"\\\tq'))):
         body = {"kernel_image_path": path, "boot_args": "x=\"y\" \u00e9"}
