@@ -86,7 +86,15 @@ __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, cons
 	return -EINVAL;
 }
 
-#define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
+/* Copy a string the caller checked to fit (truncates otherwise, never
+ * overflows). */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = 0;
+}
+#define COPY(dst, src) copy_str((dst), sizeof(dst), (src))
 
 int cli_socket_dir(char *buf, size_t len)
 {

@@ -42,7 +42,7 @@ static int call(const char *sock, const char *method, const char *path, const ch
 	if (http_client_request(sock, method, path, body, CLIENT_TIMEOUT_MS, &status, &resp, &rlen,
 				err, sizeof(err))) {
 		if (!quiet)
-			log_error("%s: %s", sock, err);
+			log_error("%s", err);
 		free(resp);
 		return -1;
 	}

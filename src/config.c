@@ -21,7 +21,15 @@ __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, cons
 }
 
 /* Copy a string that must fit (the caller checked the length). */
-#define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
+/* Copy a string the caller checked to fit (truncates otherwise, never
+ * overflows). */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = 0;
+}
+#define COPY(dst, src) copy_str((dst), sizeof(dst), (src))
 
 void config_init(struct vm_config *c)
 {
@@ -432,8 +440,8 @@ int config_parse_disk(const char *val, struct disk_config *d, struct config_err 
 		} else if (!strcmp(key, "root") && !has) {
 			d->root = true;
 		} else if (!strcmp(key, "id") && has) {
-			if (strlen(v) > CONFIG_ID_MAX)
-				return fail(e, "--disk: id is longer than %d characters", CONFIG_ID_MAX);
+			if (!v[0] || strlen(v) > CONFIG_ID_MAX)
+				return fail(e, "--disk: id must be 1 to %d characters", CONFIG_ID_MAX);
 			COPY(d->id, v);
 		} else if (!strcmp(key, "transport") && has) {
 			if (parse_transport(v, &d->transport))
@@ -469,8 +477,8 @@ int config_parse_net(const char *val, struct net_config *n, struct config_err *e
 				return fail(e, "--net: mac must look like 52:54:00:12:34:56");
 			COPY(n->mac, v);
 		} else if (!strcmp(key, "id") && has) {
-			if (strlen(v) > CONFIG_ID_MAX)
-				return fail(e, "--net: id is longer than %d characters", CONFIG_ID_MAX);
+			if (!v[0] || strlen(v) > CONFIG_ID_MAX)
+				return fail(e, "--net: id must be 1 to %d characters", CONFIG_ID_MAX);
 			COPY(n->id, v);
 		} else if (!strcmp(key, "transport") && has) {
 			if (parse_transport(v, &n->transport))

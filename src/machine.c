@@ -46,6 +46,7 @@
 #include "kvm/kvm.h"
 #include "kvm/platform_kvm.h"
 #include "mem/guest_mem.h"
+#include "metrics.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
 
@@ -124,6 +125,9 @@ struct machine {
 
 	_Atomic int exit_code; /* -1 while running */
 	bool started;
+	/* vCPU exits by kind, for metrics (relaxed atomics) */
+	_Atomic uint64_t exit_io_in, exit_io_out, exit_mmio_read, exit_mmio_write, exit_hlt,
+		exit_other, exit_fails;
 	bool console_ready;
 };
 
@@ -224,6 +228,30 @@ static void on_serial_tx(void *ctx, const uint8_t *buf, size_t len)
 
 /* ---- vCPU threads ------------------------------------------------------- */
 
+static void count_exit(struct machine *vm, const struct kvm_run *run)
+{
+	_Atomic uint64_t *c;
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		c = run->io.direction == KVM_EXIT_IO_IN ? &vm->exit_io_in : &vm->exit_io_out;
+		break;
+	case KVM_EXIT_MMIO:
+		c = run->mmio.is_write ? &vm->exit_mmio_write : &vm->exit_mmio_read;
+		break;
+	case KVM_EXIT_HLT:
+		c = &vm->exit_hlt;
+		break;
+	case KVM_EXIT_SHUTDOWN:
+	case KVM_EXIT_FAIL_ENTRY:
+	case KVM_EXIT_INTERNAL_ERROR:
+		c = &vm->exit_fails;
+		break;
+	default:
+		c = &vm->exit_other;
+	}
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
 static bool vcpu_should_run(struct machine *vm)
 {
 	return atomic_load(&vm->exit_code) < 0 && !atomic_load(&vm->stop_req);
@@ -279,6 +307,7 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 		struct kvm_run *run = c->kv.run;
+		count_exit(vm, run);
 		enum vcpu_exit_action a = vcpu_handle_exit(run, (size_t)c->kv.run_size, &vm->pio, &vm->mmio);
 		switch (a) {
 		case VCPU_CONTINUE:
@@ -865,6 +894,14 @@ static int create_net(const struct dev_env *env, const struct vm_config *c, uint
 		free(n);
 		return r;
 	}
+	if ((nc->mtu && (r = virtio_net_set_mtu(n, (uint16_t)nc->mtu))) ||
+	    (r = virtio_net_set_rate_limiters(n, &nc->rx_rl, &nc->tx_rl))) {
+		set_err(err, errlen, "network interface '%s': %s: %s", nc->id,
+			nc->mtu ? "mtu or rate limiter" : "rate limiter", strerror(-r));
+		virtio_net_destroy(n);
+		free(n);
+		return r;
+	}
 	snprintf(rec->id, sizeof(rec->id), "%s", nc->id);
 	rec->dev = n;
 	rec->vdev = &n->vdev;
@@ -1403,6 +1440,130 @@ void machine_destroy(struct machine *vm)
 	free(vm);
 }
 
+/* ---- metrics (event-loop thread) ------------------------------------------- */
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define COUNTER(l, s, f) metrics_add_counter((l), #f, (s).f)
+
+static void blk_metrics(struct metrics_line *l, const struct virtio_blk_metrics *b)
+{
+	COUNTER(l, *b, read_count);
+	COUNTER(l, *b, write_count);
+	COUNTER(l, *b, read_bytes);
+	COUNTER(l, *b, write_bytes);
+	COUNTER(l, *b, flush_count);
+	COUNTER(l, *b, invalid_reqs_count);
+	COUNTER(l, *b, no_avail_buffer);
+	COUNTER(l, *b, rate_limiter_throttled_events);
+	COUNTER(l, *b, io_engine_throttled_events);
+	COUNTER(l, *b, update_count);
+	COUNTER(l, *b, update_fails);
+}
+
+static void net_metrics(struct metrics_line *l, const struct virtio_net_metrics *n)
+{
+	COUNTER(l, *n, rx_bytes_count);
+	COUNTER(l, *n, rx_packets_count);
+	COUNTER(l, *n, rx_fails);
+	COUNTER(l, *n, rx_queue_event_count);
+	COUNTER(l, *n, no_rx_avail_buffer);
+	COUNTER(l, *n, rx_rate_limiter_throttled);
+	COUNTER(l, *n, tx_bytes_count);
+	COUNTER(l, *n, tx_packets_count);
+	COUNTER(l, *n, tx_fails);
+	COUNTER(l, *n, tx_malformed_frames);
+	COUNTER(l, *n, tx_queue_event_count);
+	COUNTER(l, *n, tx_rate_limiter_throttled);
+}
+
+void machine_collect_metrics(struct machine *vm, struct metrics_line *l)
+{
+	metrics_group_begin(l, "vcpu");
+	metrics_add_counter(l, "exit_io_in", LOAD(vm->exit_io_in));
+	metrics_add_counter(l, "exit_io_out", LOAD(vm->exit_io_out));
+	metrics_add_counter(l, "exit_mmio_read", LOAD(vm->exit_mmio_read));
+	metrics_add_counter(l, "exit_mmio_write", LOAD(vm->exit_mmio_write));
+	metrics_add_counter(l, "exit_hlt", LOAD(vm->exit_hlt));
+	metrics_add_counter(l, "exit_other", LOAD(vm->exit_other));
+	metrics_add_counter(l, "failures", LOAD(vm->exit_fails));
+	metrics_group_end(l);
+	metrics_group_begin(l, "uart");
+	metrics_add_counter(l, "missed_write_count", vm->console.out_dropped);
+	metrics_group_end(l);
+	metrics_group_begin(l, "i8042");
+	metrics_add_counter(l, "missed_write_count", vm->i8042.keys_dropped);
+	metrics_group_end(l);
+	/* one group per device ("block_ID", "net_ID", ...), plus Firecracker's
+	 * aggregate "block" and "net" groups */
+	struct virtio_blk_metrics bsum;
+	struct virtio_net_metrics nsum;
+	memset(&bsum, 0, sizeof(bsum));
+	memset(&nsum, 0, sizeof(nsum));
+	char name[CONFIG_ID_MAX + 16];
+	for (uint32_t i = 0; i < vm->reg.n; i++) {
+		struct dev_record *r = &vm->reg.r[i];
+		if (!strcmp(r->type, "virtio-blk")) {
+			struct virtio_blk_metrics b;
+			virtio_blk_get_metrics(r->dev, &b);
+			snprintf(name, sizeof(name), "block_%s", r->id);
+			metrics_group_begin(l, name);
+			blk_metrics(l, &b);
+			metrics_group_end(l);
+			uint64_t *d = (uint64_t *)&bsum;
+			const uint64_t *v = (const uint64_t *)&b;
+			for (size_t k = 0; k < sizeof(b) / sizeof(uint64_t); k++)
+				d[k] += v[k];
+		} else if (!strcmp(r->type, "virtio-net")) {
+			struct virtio_net_metrics n;
+			virtio_net_get_metrics(r->dev, &n);
+			snprintf(name, sizeof(name), "net_%s", r->id);
+			metrics_group_begin(l, name);
+			net_metrics(l, &n);
+			metrics_group_end(l);
+			uint64_t *d = (uint64_t *)&nsum;
+			const uint64_t *v = (const uint64_t *)&n;
+			for (size_t k = 0; k < sizeof(n) / sizeof(uint64_t); k++)
+				d[k] += v[k];
+		} else if (!strcmp(r->type, "virtio-rng")) {
+			struct virtio_rng_metrics g;
+			virtio_rng_get_metrics(r->dev, &g);
+			metrics_group_begin(l, "entropy");
+			COUNTER(l, g, entropy_bytes);
+			COUNTER(l, g, entropy_requests);
+			COUNTER(l, g, host_rng_fails);
+			COUNTER(l, g, entropy_rate_limiter_throttled);
+			metrics_group_end(l);
+		} else if (!strcmp(r->type, "virtio-balloon")) {
+			struct virtio_balloon_metrics b;
+			virtio_balloon_get_metrics(r->dev, &b);
+			metrics_group_begin(l, "balloon");
+			COUNTER(l, b, inflate_count);
+			COUNTER(l, b, deflate_count);
+			COUNTER(l, b, stats_updates_count);
+			COUNTER(l, b, stats_update_fails);
+			COUNTER(l, b, free_page_report_count);
+			COUNTER(l, b, free_page_report_freed);
+			metrics_group_end(l);
+		} else if (!strcmp(r->type, "virtio-vsock")) {
+			struct virtio_vsock_metrics v;
+			virtio_vsock_get_metrics(r->dev, &v);
+			metrics_group_begin(l, "vsock");
+			COUNTER(l, v, conns_added);
+			COUNTER(l, v, conns_removed);
+			COUNTER(l, v, conn_event_fails);
+			COUNTER(l, v, rx_read_fails);
+			COUNTER(l, v, tx_write_fails);
+			metrics_group_end(l);
+		}
+	}
+	metrics_group_begin(l, "block");
+	blk_metrics(l, &bsum);
+	metrics_group_end(l);
+	metrics_group_begin(l, "net");
+	net_metrics(l, &nsum);
+	metrics_group_end(l);
+}
+
 /* ---- run-time requests (event-loop thread) ------------------------------- */
 
 static struct dev_record *find_dev(struct machine *vm, const char *type, const char *id,
@@ -1502,8 +1663,11 @@ int machine_drive_update(struct machine *vm, const struct disk_config *d, bool p
 int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, bool tx, char *err,
 		       size_t errlen)
 {
-	if (!find_dev(vm, "virtio-net", n->id, err, errlen))
+	struct dev_record *r = find_dev(vm, "virtio-net", n->id, err, errlen);
+	if (!r)
 		return -ENODEV;
-	set_err(err, errlen, "updating rate limiters after boot is not supported yet");
-	return -ENOTSUP;
+	int rc = virtio_net_set_rate_limiters(r->dev, rx ? &n->rx_rl : NULL, tx ? &n->tx_rl : NULL);
+	if (rc)
+		set_err(err, errlen, "network interface '%s': rate limiter: %s", n->id, strerror(-rc));
+	return rc;
 }

@@ -70,6 +70,12 @@ int machine_exit_code(struct machine *m);
 /* Request the VM's end as if the guest had (e.g. Ctrl-A x).  Any thread. */
 void machine_request_exit(struct machine *m, int code);
 
+struct metrics_line;
+/* Add the machine's groups (vcpu, uart, i8042, each device, block/net
+ * totals) to a metrics line (event-loop thread, from the metrics collect
+ * callback). */
+void machine_collect_metrics(struct machine *m, struct metrics_line *l);
+
 /* ---- run-time requests (event-loop thread) ----
  * Each returns 0 or -errno with a message in err. */
 int machine_ctrl_alt_del(struct machine *m, char *err, size_t errlen);

@@ -40,7 +40,9 @@ static int apply(struct vm *vm, const struct vm_action *a, const char *what)
 		return -1;
 	vm_execute(vm, a, rep);
 	int ok = rep->status < 300;
-	if (!ok)
+	/* a failed start was already explained by whoever failed */
+	const char *last = log_last_error();
+	if (!ok && !(last[0] && strstr(rep->fault, last)))
 		log_error("%s: %s", what, rep->fault);
 	free(rep);
 	return ok ? 0 : -1;
@@ -75,6 +77,36 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 		return VMM_EXIT_ERROR;
 	int code = VMM_EXIT_ERROR;
 	struct api_server *api = NULL;
+	/* The logger and metrics flags are the same actions as PUT /logger and
+	 * PUT /metrics. */
+	if (o->log_path[0] || o->level_set || o->show_level || o->show_origin) {
+		struct vm_action *a = calloc(1, sizeof(*a));
+		if (!a)
+			goto out;
+		a->kind = ACT_PUT_LOGGER;
+		snprintf(a->u.logger.path, sizeof(a->u.logger.path), "%s", o->log_path);
+		a->u.logger.level = o->level;
+		a->u.logger.off = o->cfg.logger.off;
+		a->u.logger.show_level = o->show_level;
+		a->u.logger.show_origin = o->show_origin;
+		int r = apply(vm, a, "--log-path");
+		free(a);
+		if (r)
+			goto out;
+	}
+	if (o->metrics_path[0]) {
+		struct vm_action *a = calloc(1, sizeof(*a));
+		if (!a)
+			goto out;
+		a->kind = ACT_PUT_METRICS;
+		snprintf(a->u.metrics.path, sizeof(a->u.metrics.path), "%s", o->metrics_path);
+		int r = apply(vm, a, "--metrics-path");
+		free(a);
+		if (r)
+			goto out;
+	}
+	if (fc)
+		log_info("Running visor %s (Firecracker API %s)", VISOR_VERSION, "1.17.0");
 	if (fc && o->config_file[0]) {
 		char err[512];
 		if (api_apply_config_file(vm, o->config_file, err, sizeof(err))) {
@@ -134,8 +166,6 @@ int main(int argc, char **argv)
 			snprintf(o->id, sizeof(o->id), "vm-%d", (int)getpid());
 		/* fall through */
 	case CLI_FIRECRACKER:
-		if (o->level_set)
-			log_set_level(o->level);
 		/* A closed console or API peer must not kill the VMM. */
 		signal(SIGPIPE, SIG_IGN);
 		raise_fd_limit();

@@ -14,6 +14,7 @@
 
 #include "event/loop.h"
 #include "machine.h"
+#include "metrics.h"
 #include "util/log.h"
 
 /* Firecracker's own words for requests in the wrong state, so tools that
@@ -45,6 +46,9 @@ struct vm {
 	pthread_cond_t qcond;
 	struct pending *head, **tail;
 	bool loop_done;          /* no more actions are run */
+	struct metrics metrics;
+	bool metrics_ready;
+	uint64_t act_count[ACT_PUT_SERIAL + 1], act_fails[ACT_PUT_SERIAL + 1];
 };
 
 static const char *const state_names[] = {"Not started", "Running", "Paused", "Stopped"};
@@ -182,7 +186,91 @@ static void fill_info(struct vm *vm, struct vm_reply *rep)
 	rep->uptime_ms = vm->started_ns ? (now_ns() - vm->started_ns) / 1000000ULL : 0;
 }
 
+/* Requests by kind, Firecracker's groups and names (get_api_requests, ...). */
+static const struct {
+	enum vm_action_kind kind;
+	const char *group, *key;
+} act_metric[] = {
+	{ACT_GET_INFO, "get_api_requests", "instance_info"},
+	{ACT_GET_VERSION, "get_api_requests", "vmm_version"},
+	{ACT_GET_VM_CONFIG, "get_api_requests", "vm_config"},
+	{ACT_GET_MACHINE_CONFIG, "get_api_requests", "machine_cfg"},
+	{ACT_GET_BALLOON, "get_api_requests", "balloon"},
+	{ACT_GET_BALLOON_STATS, "get_api_requests", "balloon_stats"},
+	{ACT_INSTANCE_START, "put_api_requests", "actions"},
+	{ACT_SEND_CTRL_ALT_DEL, "put_api_requests", "actions"},
+	{ACT_FLUSH_METRICS, "put_api_requests", "actions"},
+	{ACT_PUT_BOOT_SOURCE, "put_api_requests", "boot_source"},
+	{ACT_PUT_DRIVE, "put_api_requests", "drive"},
+	{ACT_PUT_LOGGER, "put_api_requests", "logger"},
+	{ACT_PUT_MACHINE_CONFIG, "put_api_requests", "machine_cfg"},
+	{ACT_PUT_METRICS, "put_api_requests", "metrics"},
+	{ACT_PUT_NET, "put_api_requests", "network"},
+	{ACT_PUT_VSOCK, "put_api_requests", "vsock"},
+	{ACT_PUT_BALLOON, "put_api_requests", "balloon"},
+	{ACT_PUT_ENTROPY, "put_api_requests", "entropy"},
+	{ACT_PUT_SERIAL, "put_api_requests", "serial"},
+	{ACT_PATCH_DRIVE, "patch_api_requests", "drive"},
+	{ACT_PATCH_NET, "patch_api_requests", "network"},
+	{ACT_PATCH_MACHINE_CONFIG, "patch_api_requests", "machine_cfg"},
+	{ACT_PATCH_BALLOON, "patch_api_requests", "balloon"},
+	{ACT_PATCH_BALLOON_STATS, "patch_api_requests", "balloon_stats"},
+	{ACT_PAUSE, "patch_api_requests", "vm"},
+	{ACT_RESUME, "patch_api_requests", "vm"},
+};
+
+/* The metrics line (loop thread): requests, then the machine's groups. */
+static void vm_collect_metrics(struct metrics_line *l, void *ctx)
+{
+	struct vm *vm = ctx;
+	static const char *const groups[] = {"get_api_requests", "put_api_requests",
+					     "patch_api_requests"};
+	for (size_t g = 0; g < 3; g++) {
+		metrics_group_begin(l, groups[g]);
+		/* several kinds share one key (the actions): sum them */
+		for (size_t i = 0; i < sizeof(act_metric) / sizeof(act_metric[0]); i++) {
+			if (strcmp(act_metric[i].group, groups[g]))
+				continue;
+			bool first = true;
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(act_metric[j].group, groups[g]) &&
+				    !strcmp(act_metric[j].key, act_metric[i].key))
+					first = false;
+			if (!first)
+				continue;
+			uint64_t n = 0, f = 0;
+			for (size_t j = i; j < sizeof(act_metric) / sizeof(act_metric[0]); j++) {
+				if (strcmp(act_metric[j].group, groups[g]) ||
+				    strcmp(act_metric[j].key, act_metric[i].key))
+					continue;
+				n += vm->act_count[act_metric[j].kind];
+				f += vm->act_fails[act_metric[j].kind];
+			}
+			char key[64];
+			snprintf(key, sizeof(key), "%s_count", act_metric[i].key);
+			metrics_add_counter(l, key, n);
+			snprintf(key, sizeof(key), "%s_fails", act_metric[i].key);
+			metrics_add_counter(l, key, f);
+		}
+		metrics_group_end(l);
+	}
+	if (vm->m)
+		machine_collect_metrics(vm->m, l);
+}
+
+static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_reply *rep);
+
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
+{
+	vm_execute_one(vm, a, rep);
+	if ((unsigned)a->kind <= ACT_PUT_SERIAL) {
+		vm->act_count[a->kind]++;
+		if (rep->status >= 400)
+			vm->act_fails[a->kind]++;
+	}
+}
+
+static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
 	char err[512] = "";
 	int r;
@@ -399,8 +487,10 @@ void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 			refuse(rep, 400, "%s", err);
 		break;
 	case ACT_FLUSH_METRICS:
-		if (!vm->cfg.metrics.set)
-			refuse(rep, 400, "The metrics system is not initialized");
+		if (!vm->metrics_ready)
+			refuse(rep, 400, "The metrics system is not initialized.");
+		else if ((r = metrics_flush(&vm->metrics)) && r != -EAGAIN)
+			refuse(rep, 400, "Cannot flush the metrics: %s", strerror(-r));
 		break;
 	case ACT_PAUSE:
 		if (!after_start(vm, rep))
@@ -424,18 +514,49 @@ void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 		else
 			vm->state = VM_RUNNING;
 		break;
-	case ACT_PUT_LOGGER:
+	case ACT_PUT_LOGGER: {
 		if (!before_start(vm, rep))
 			break;
-		vm->cfg.logger = a->u.logger;
+		const struct logger_config *lc = &a->u.logger;
+		struct log_options lo = {
+			.path = lc->path[0] ? lc->path : NULL,
+			.level = lc->level,
+			.off = lc->off,
+			.show_level = lc->show_level,
+			.show_origin = lc->show_origin,
+			.instance_id = vm->id,
+		};
+		if (log_configure(&lo, err, sizeof(err))) {
+			refuse(rep, 400, "Cannot configure the logger: %s", err);
+			break;
+		}
+		vm->cfg.logger = *lc;
 		vm->cfg.logger.set = true;
 		break;
-	case ACT_PUT_METRICS:
+	}
+	case ACT_PUT_METRICS: {
 		if (!before_start(vm, rep))
 			break;
+		if (vm->metrics_ready) {
+			refuse(rep, 400, "Reinitialization of metrics not allowed.");
+			break;
+		}
+		struct metrics_options mo = {
+			.path = a->u.metrics.path,
+			.loop = &vm->loop,
+			.collect = vm_collect_metrics,
+			.ctx = vm,
+			.instance_id = vm->id,
+		};
+		if (metrics_init(&vm->metrics, &mo, err, sizeof(err))) {
+			refuse(rep, 400, "Cannot initialize the metrics: %s", err);
+			break;
+		}
+		vm->metrics_ready = true;
 		vm->cfg.metrics = a->u.metrics;
 		vm->cfg.metrics.set = true;
 		break;
+	}
 	case ACT_PUT_SERIAL:
 		if (!before_start(vm, rep))
 			break;
@@ -547,6 +668,12 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	if (vm->metrics_ready) {
+		/* the last line covers the time since the previous one */
+		(void)metrics_flush(&vm->metrics);
+		metrics_destroy(&vm->metrics);
+		vm->metrics_ready = false;
+	}
 	if (vm->m) {
 		machine_destroy(vm->m);
 		vm->m = NULL;

@@ -353,8 +353,9 @@ static int complete(struct http_parser *p)
 	r->headers = p->hdrs;
 	r->has_length = p->seen_length;
 	p->continue_pending = false;
-	p->prev_unsized = !p->seen_length &&
-			  (r->method == HTTP_PUT || r->method == HTTP_PATCH || r->method == HTTP_POST);
+	bool sized_method =
+		r->method == HTTP_PUT || r->method == HTTP_PATCH || r->method == HTTP_POST;
+	p->prev_unsized = !p->seen_length && sized_method;
 	p->state = S_DONE;
 	return HTTP_PARSE_DONE;
 }
@@ -407,7 +408,8 @@ static int end_of_line(struct http_parser *p)
 		}
 		if (len > p->lim.max_request_line)
 			return fail(p, p->prev_unsized ? 411 : 414,
-				    p->prev_unsized ? "Content-Length required" : "request line too long");
+				    p->prev_unsized ? "Content-Length required"
+						    : "request line too long");
 		if (parse_request_line(p, s, len)) {
 			if (p->prev_unsized)
 				return fail(p, 411, "Content-Length required");
@@ -602,8 +604,8 @@ static char *format_response(int status, const char *ctype, const char *extra, c
 	int n;
 	if (bodyless) {
 		body_len = 0;
-		n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nServer: visor\r\n%s%s\r\n", status,
-			     http_reason(status), extra ? extra : "",
+		n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nServer: visor\r\n%s%s\r\n",
+			     status, http_reason(status), extra ? extra : "",
 			     close ? "Connection: close\r\n"
 				   : (v10_keepalive ? "Connection: keep-alive\r\n" : ""));
 	} else {
@@ -817,7 +819,8 @@ static void conn_respond(struct http_conn *c)
 	if (resp.body_err || resp.status < 200 || resp.status > 599 || !valid_content_type(ctype)) {
 		static struct ratelimit rl;
 		log_ratelimited(&rl, LOG_WARN,
-				"api: the handler of %s %s gave an invalid response (status %d, %s)",
+				"api: the handler of %s %s gave an invalid response "
+				"(status %d, %s)",
 				http_method_name(req->method), req->path, resp.status,
 				resp.body_err ? strerror(-resp.body_err)
 					      : "bad status or content type");
@@ -958,10 +961,11 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 		if (cfd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			int e = errno;
+			if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
 				/* the backlog stays readable: pause instead of spinning */
 				log_ratelimited(&rl, LOG_WARN, "api: accept: %s (pausing 100 ms)",
-						strerror(errno));
+						strerror(e));
 				loop_mod(s->loop, s->listen_fd, 0);
 				s->accept_resume_ns = now_ns() + ACCEPT_PAUSE_NS;
 			}

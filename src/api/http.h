@@ -56,19 +56,29 @@
  *     of file is refused (-EEXIST) and never unlinked.  destroy unlinks the
  *     path only while it still is the socket this server bound.
  *   - Everything is non-blocking; sends use MSG_NOSIGNAL.  A connection
- *     holds at most one response (bounded by max_response) in its output
- *     buffer: pipelined requests wait while it drains, so the output of a
- *     client that does not read stays bounded, and the client is dropped
- *     after write_timeout_ms without draining it.
+ *     holds an 8 KiB read buffer, the parser's buffers of the request in
+ *     progress, and at most one response (head + at most max_response
+ *     bytes) in its output buffer: pipelined requests wait unread while it
+ *     drains, so the output of a client that does not read stays bounded;
+ *     a response not fully sent write_timeout_ms after it was queued gets
+ *     the connection closed.
  *   - At most max_conns connections.  When full, the connection that has
  *     been idle (between keep-alive requests) the longest is closed to
  *     make room; if no connection is idle the newcomer gets 503 and is
- *     closed.
- *   - Timeouts (one timerfd): a request that is not complete
- *     request_timeout_ms after its first byte gets 408 and the connection
- *     is closed (slowloris); an idle keep-alive connection is closed after
- *     idle_timeout_ms (clients such as Go's retry on a fresh connection).
+ *     closed.  (A client may then find its idle connection closed, as with
+ *     any idle timeout; Go's, curl's and urllib3's clients reconnect.)
+ *   - Timeouts (one timerfd, armed for the earliest deadline): a request
+ *     that is not complete request_timeout_ms after its first byte gets
+ *     408 and the connection is closed (slowloris: trickling bytes does
+ *     not extend it); an idle keep-alive connection is closed silently
+ *     after idle_timeout_ms (longer than Go's 90 s IdleConnTimeout, so Go
+ *     clients close first).
  *   - A client that disappears mid-request just has its state freed.
+ *   - accept() failing for lack of fds or memory pauses accepting for
+ *     100 ms instead of spinning on the readable listening socket.
+ *   - Parse errors are answered with {"fault_message": "..."} (the
+ *     Firecracker error body) and "Connection: close"; errors of the
+ *     handler's own (404, 400 from JSON) keep the connection.
  *
  * Threads: a server lives on one loop; its callbacks and the handler run on
  * that loop's thread.  init and destroy run on that thread or while the
@@ -188,9 +198,9 @@ void http_parser_free(struct http_parser *p);
 /* Consume bytes of @data[0..@len) (any chunking of the stream gives the
  * same requests and errors).  *@used receives the number of bytes taken:
  * all of them for HTTP_PARSE_MORE, up to the end of the request for
- * HTTP_PARSE_DONE (feed the rest after http_parser_next()), up to the
- * offending byte for HTTP_PARSE_ERROR.  After DONE or ERROR, further feeds
- * return the same result and consume nothing. */
+ * HTTP_PARSE_DONE (feed the rest after http_parser_next()), up to where
+ * the error was found for HTTP_PARSE_ERROR.  After DONE or ERROR, further
+ * feeds return the same result and consume nothing. */
 int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t *used);
 
 /* After HTTP_PARSE_DONE: forget the request (its buffers are freed) and

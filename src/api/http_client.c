@@ -171,8 +171,8 @@ static int do_connect(int fd, const char *path, uint64_t deadline, char *err, si
 		if (e == EAGAIN) {
 			/* the server's backlog is full: try again shortly */
 			if (deadline && now_ns() >= deadline)
-				return errmsg(err, errlen, -ETIMEDOUT, "%s: server busy (timed out)",
-					      path);
+				return errmsg(err, errlen, -ETIMEDOUT,
+					      "%s: server busy (timed out)", path);
 			struct timespec ts = {.tv_nsec = 5000000};
 			nanosleep(&ts, NULL);
 			continue;
@@ -336,10 +336,11 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 					goto out;
 				} else if (h.has_length) {
 					if (h.content_length > HTTP_CLIENT_MAX_BODY) {
+						unsigned long long cl = h.content_length;
 						r = errmsg(err, errlen, -EMSGSIZE,
-							   "%s: response body too large (%llu bytes)",
-							   sock_path,
-							   (unsigned long long)h.content_length);
+							   "%s: response body too large "
+							   "(%llu bytes)",
+							   sock_path, cl);
 						goto out;
 					}
 					need = (size_t)hlen + (size_t)h.content_length;

@@ -25,6 +25,7 @@
  * @sock_path, and read the response within @timeout_ms in total (connect,
  * send and receive; <= 0: no limit).
  *
+ * @status must not be NULL.
  * 0 when a response arrived, whatever its status: *@status holds it and,
  * if @resp_body is not NULL, *@resp_body a malloc'ed, NUL-terminated copy
  * of the body (the caller frees it; "" when empty) and *@resp_len (may be

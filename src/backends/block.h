@@ -86,6 +86,11 @@ struct blk_backend_ops {
 	 * no longer running: outstanding operations are then waited for and
 	 * dropped without calling done). */
 	void (*destroy)(struct blk_backend *be);
+	/* Re-read the image's size into be->size (the file was grown or
+	 * shrunk in place).  0, or -errno with be->size unchanged (-EINVAL if
+	 * it is now smaller than one 512-byte sector).  Only while nothing is
+	 * outstanding.  NULL: the size cannot change. */
+	int (*refresh_size)(struct blk_backend *be);
 	/* For a caller on the loop thread that must wait for its I/O and so
 	 * cannot return to the loop (pausing a device, swapping its image):
 	 * start what is queued, wait up to @timeout_ms for completions and
@@ -103,6 +108,10 @@ struct blk_backend {
 	bool readonly;
 	unsigned capacity; /* most operations outstanding at once */
 	const char *name;  /* for messages */
+	/* Which file this is (st_dev, st_ino of the open image), to recognise
+	 * the same image under another name; both 0 for back ends without a
+	 * file. */
+	uint64_t dev, ino;
 };
 
 /* For back ends' submit(): check @io against the contract and @be before
@@ -136,8 +145,11 @@ static inline void blk_destroy(struct blk_backend *be)
 /* Default number of operations in the kernel at once (SQ ring entries). */
 #define BLK_URING_DEPTH 64
 
-/* Open @path as a raw image: O_RDWR (O_RDONLY if @readonly) | O_CLOEXEC.
- * Regular files and block devices only; size from fstat / BLKGETSIZE64.
+/* Open @path as a raw image: O_RDWR (O_RDONLY if @readonly) | O_CLOEXEC,
+ * O_NONBLOCK until fstat has shown a disk (a FIFO must not hang the open).
+ * Regular files and block devices only; size from fstat / BLKGETSIZE64; a
+ * shared flock for a read-only user, an exclusive one for a writer (taken
+ * without waiting: -EBUSY "in use by another process").
  * @depth operations go to the kernel at once (0: BLK_URING_DEPTH); up to
  * @capacity may be outstanding, the rest waiting in a FIFO backlog.
  * On failure returns -errno and writes one line (no "error:" prefix, no

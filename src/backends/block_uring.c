@@ -402,12 +402,41 @@ static void uring_destroy(struct blk_backend *be)
 	free(u);
 }
 
+/* The size of the image open as @fd, described by @st: 0 or -errno. */
+static int image_size(int fd, const struct stat *st, uint64_t *size)
+{
+	if (S_ISREG(st->st_mode)) {
+		*size = (uint64_t)st->st_size;
+		return 0;
+	}
+	if (S_ISBLK(st->st_mode))
+		return ioctl(fd, BLKGETSIZE64, size) < 0 ? -errno : 0;
+	return -EINVAL;
+}
+
+static int uring_refresh_size(struct blk_backend *be)
+{
+	struct blk_uring *u = to_uring(be);
+	struct stat st;
+	uint64_t size;
+	if (fstat(u->fd, &st) < 0)
+		return -errno;
+	int r = image_size(u->fd, &st, &size);
+	if (r < 0)
+		return r;
+	if (size < 512)
+		return -EINVAL;
+	be->size = size;
+	return 0;
+}
+
 static const struct blk_backend_ops uring_ops = {
 	.submit = uring_submit,
 	.commit = uring_commit,
 	.attach = uring_attach,
 	.destroy = uring_destroy,
 	.poll = uring_poll,
+	.refresh_size = uring_refresh_size,
 };
 
 static int open_error(int err, const char *path, bool readonly, char *buf, size_t len)
@@ -441,15 +470,13 @@ int blk_uring_open(struct blk_backend **out, const char *path, bool readonly, un
 		return open_error(e, path, readonly, err, errlen);
 	}
 	uint64_t size;
-	if (S_ISREG(st.st_mode)) {
-		size = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &size) < 0) {
-			int e = errno;
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+		int r = image_size(fd, &st, &size);
+		if (r < 0) {
 			close(fd);
 			snprintf(err, errlen, "%s: cannot get the block device size: %s", path,
-				 strerror(e));
-			return -e;
+				 strerror(-r));
+			return r;
 		}
 	} else {
 		close(fd);
@@ -498,7 +525,9 @@ int blk_uring_open(struct blk_backend **out, const char *path, bool readonly, un
 				     .size = size,
 				     .readonly = readonly,
 				     .capacity = capacity,
-				     .name = u->name};
+				     .name = u->name,
+				     .dev = (uint64_t)st.st_dev,
+				     .ino = (uint64_t)st.st_ino};
 	u->depth = depth;
 	int r = io_uring_queue_init(depth, &u->ring, 0);
 	if (r < 0) {

@@ -20,6 +20,7 @@
 #include "../../src/devices/virtio/virtio_blk.h"
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "virtio_fake.h"
 
 #define KIB 1024ull
 #define MIB (1024ull * 1024)
@@ -513,6 +514,267 @@ TEST(virtio_blk_create_errors)
 		harness_fini();
 	}
 	guest_mem_destroy(&mem);
+}
+
+/* ---- virtio-blk on real images: quiesce and drive swap ---- */
+
+#define G_DESC 0x10000ull
+#define G_AVAIL 0x20000ull
+#define G_USED 0x30000ull
+#define G_SMALL 0x100000ull
+#define G_DATA 0x200000ull
+
+struct vdisk {
+	struct guest_mem mem;
+	struct virtio_blk b;
+	struct vf_drv drv;
+	uint64_t bump;
+};
+
+static bool vdisk_open(struct vdisk *v, const char *path)
+{
+	memset(v, 0, sizeof(*v));
+	if (guest_mem_init(&v->mem, 4 * MIB, 4 * MIB, 4 * MIB))
+		abort();
+	char err[256] = "";
+	if (virtio_blk_create(&v->b, path, false, "disk", &v->mem, &lp, err, sizeof(err))) {
+		printf("  create: %s\n", err);
+		guest_mem_destroy(&v->mem);
+		return false;
+	}
+	v->bump = G_SMALL;
+	vf_config_signals = 0;
+	vf_drv_init(&v->drv, &v->mem, &v->b.vdev, 128, G_DESC, G_AVAIL, G_USED);
+	vf_drv_up(&v->drv, (v->b.vdev.device_features & ~(1ull << VIRTIO_F_EVENT_IDX)));
+	return true;
+}
+
+static void vdisk_close(struct vdisk *v)
+{
+	virtio_blk_destroy(&v->b);
+	guest_mem_destroy(&v->mem);
+}
+
+/* A request: header, @len bytes at @data (device-writable for IN), status.
+ * Returns the status byte's gpa. */
+static uint64_t vreq(struct vdisk *v, uint32_t type, uint64_t sector, uint64_t data, uint32_t len)
+{
+	uint64_t h = v->bump, st = v->bump + 16;
+	v->bump += 32;
+	uint8_t hdr[16] = {0};
+	memcpy(hdr, &type, 4);
+	memcpy(hdr + 8, &sector, 8);
+	memcpy(vf_hva(&v->mem, h, 16), hdr, 16);
+	*vf_hva(&v->mem, st, 1) = 0xee;
+	struct vf_seg s[] = {{h, 16, false}, {data, len, type == VIRTIO_BLK_T_IN}, {st, 1, true}};
+	vf_chain(&v->drv, s, 3);
+	return st;
+}
+
+/* Run the loop until the used ring reaches @n (10 s at most). */
+static bool vrun(struct vdisk *v, uint16_t n)
+{
+	for (int i = 0; i < 1000 && vf_used_idx(&v->drv) != n; i++)
+		loop_run_once(&lp, 10);
+	return vf_used_idx(&v->drv) == n;
+}
+
+static uint64_t vcap(struct vdisk *v)
+{
+	uint64_t c;
+	v->b.vdev.ops->config_read(&v->b.vdev, VIRTIO_BLK_CFG_CAPACITY, &c, 8);
+	return c;
+}
+
+TEST(virtio_blk_quiesce_with_io_uring_in_flight)
+{
+	if (!uring_usable("virtio_blk_quiesce_with_io_uring_in_flight"))
+		return;
+	harness_init();
+	char path[128];
+	temp_path(path, sizeof(path), "quiesce");
+	make_file(path, 1 * MIB, 0x2c);
+	struct vdisk v;
+	CHECK(vdisk_open(&v, path));
+	uint64_t st[16];
+	for (int i = 0; i < 8; i++) {
+		memset(vf_hva(&v.mem, G_DATA + 4096ull * i, 4096), 0x40 + i, 4096);
+		st[i] = vreq(&v, VIRTIO_BLK_T_OUT, 8ull * i, G_DATA + 4096ull * i, 4096);
+	}
+	for (int i = 8; i < 16; i++)
+		st[i] = vreq(&v, VIRTIO_BLK_T_IN, 8ull * i, G_DATA + 4096ull * i, 4096);
+	vf_notify(&v.drv);
+	CHECK_EQ(v.b.inflight, 16);
+	virtio_blk_quiesce(&v.b);
+	CHECK_EQ(v.b.inflight, 0);
+	CHECK_EQ(vf_used_idx(&v.drv), 16);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ(*vf_hva(&v.mem, st[i], 1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*vf_hva(&v.mem, G_DATA + 4096ull * 9, 1), 0x2c);
+	/* the loop finds nothing more (no completion delivered twice) */
+	while (loop_run_once(&lp, 0) > 0)
+		;
+	CHECK_EQ(vf_used_idx(&v.drv), 16);
+	virtio_blk_unquiesce(&v.b);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t b0;
+	CHECK_EQ(pread(fd, &b0, 1, 7 * 4096), 1);
+	CHECK_EQ(b0, 0x47);
+	close(fd);
+	vdisk_close(&v);
+	unlink(path);
+	harness_fini();
+}
+
+TEST(virtio_blk_swap_backing_to_another_image)
+{
+	if (!uring_usable("virtio_blk_swap_backing_to_another_image"))
+		return;
+	harness_init();
+	char a[128], b[128];
+	temp_path(a, sizeof(a), "swap-a");
+	temp_path(b, sizeof(b), "swap-b");
+	make_file(a, 1 * MIB, 0xa1);
+	make_file(b, 2 * MIB, 0xb2);
+	struct vdisk v;
+	CHECK(vdisk_open(&v, a));
+	CHECK_EQ(vcap(&v), 2048);
+	/* a write in flight on A when the swap comes */
+	memset(vf_hva(&v.mem, G_DATA, 4096), 0x5a, 4096);
+	uint64_t st = vreq(&v, VIRTIO_BLK_T_OUT, 16, G_DATA, 4096);
+	vf_notify(&v.drv);
+	CHECK_EQ(v.b.inflight, 1);
+	uint32_t gen = v.b.vdev.config_generation;
+	char err[256] = "";
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, b, false, err, sizeof(err)), 0);
+	CHECK_EQ(*vf_hva(&v.mem, st, 1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(vf_used_idx(&v.drv), 1);
+	CHECK_EQ(vcap(&v), 4096);
+	CHECK_EQ(v.b.vdev.config_generation, gen + 1);
+	CHECK_EQ(vf_config_signals, 1);
+	/* A has the write, and is no longer locked */
+	int fd = open(a, O_RDONLY | O_CLOEXEC);
+	uint8_t x;
+	CHECK_EQ(pread(fd, &x, 1, 16 * 512 + 4095), 1);
+	CHECK_EQ(x, 0x5a);
+	close(fd);
+	struct blk_backend *other;
+	CHECK_EQ(blk_uring_open(&other, a, false, 0, 16, err, sizeof(err)), 0);
+	blk_destroy(other);
+	/* B is, and reads come from it, up to its last sector */
+	CHECK_EQ(blk_uring_open(&other, b, false, 0, 16, err, sizeof(err)),
+		 (unsigned long long)-EBUSY);
+	st = vreq(&v, VIRTIO_BLK_T_IN, 4095, G_DATA + 8192, 512);
+	vf_notify(&v.drv);
+	CHECK(vrun(&v, 2));
+	CHECK_EQ(*vf_hva(&v.mem, st, 1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*vf_hva(&v.mem, G_DATA + 8192, 1), 0xb2);
+	vdisk_close(&v);
+	unlink(a);
+	unlink(b);
+	harness_fini();
+}
+
+TEST(virtio_blk_swap_backing_errors_keep_the_old_image)
+{
+	if (!uring_usable("virtio_blk_swap_backing_errors_keep_the_old_image"))
+		return;
+	harness_init();
+	char a[128], p[128];
+	temp_path(a, sizeof(a), "keep-a");
+	make_file(a, 1 * MIB, 0xa1);
+	struct vdisk v;
+	CHECK(vdisk_open(&v, a));
+	struct blk_backend *be = v.b.be;
+	uint32_t gen = v.b.vdev.config_generation;
+	char err[256];
+
+	temp_path(p, sizeof(p), "keep-missing");
+	unlink(p);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, p, false, err, sizeof(err)),
+		 (unsigned long long)-ENOENT);
+	CHECK(strstr(err, "No such file"));
+	/* a FIFO without a writer: refused at once, never waited on */
+	temp_path(p, sizeof(p), "keep-fifo");
+	unlink(p);
+	CHECK_EQ(mkfifo(p, 0600), 0);
+	CHECK(virtio_blk_swap_backing(&v.b, p, true, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "not a regular file or block device"));
+	unlink(p);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, "/tmp", true, err, sizeof(err)),
+		 (unsigned long long)-EISDIR);
+	/* locked by another writer */
+	temp_path(p, sizeof(p), "keep-locked");
+	make_file(p, 1 * MIB, 0);
+	struct blk_backend *holder;
+	CHECK_EQ(blk_uring_open(&holder, p, false, 0, 16, err, sizeof(err)), 0);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, p, false, err, sizeof(err)),
+		 (unsigned long long)-EBUSY);
+	CHECK(strstr(err, "in use"));
+	blk_destroy(holder);
+	/* too small */
+	make_file(p, 100, 0);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, p, false, err, sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	unlink(p);
+
+	CHECK(v.b.be == be);
+	CHECK_EQ(vcap(&v), 2048);
+	CHECK_EQ(v.b.vdev.config_generation, gen);
+	CHECK_EQ(vf_config_signals, 0);
+	CHECK(!v.b.quiesced);
+	uint64_t st = vreq(&v, VIRTIO_BLK_T_IN, 0, G_DATA, 512);
+	vf_notify(&v.drv);
+	CHECK(vrun(&v, 1));
+	CHECK_EQ(*vf_hva(&v.mem, st, 1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*vf_hva(&v.mem, G_DATA, 1), 0xa1);
+	vdisk_close(&v);
+	unlink(a);
+	harness_fini();
+}
+
+TEST(virtio_blk_swap_backing_same_image_resized)
+{
+	if (!uring_usable("virtio_blk_swap_backing_same_image_resized"))
+		return;
+	harness_init();
+	char a[128], l[128];
+	temp_path(a, sizeof(a), "grow");
+	temp_path(l, sizeof(l), "grow-link");
+	make_file(a, 1 * MIB, 0x77);
+	struct vdisk v;
+	CHECK(vdisk_open(&v, a));
+	struct blk_backend *be = v.b.be;
+	char err[256] = "";
+	/* grown in place, then PATCHed with the same path (or another name
+	 * for the same file): no reopen (our own lock), the size is re-read */
+	CHECK_EQ(truncate(a, 3 * MIB), 0);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, a, false, err, sizeof(err)), 0);
+	CHECK(v.b.be == be);
+	CHECK_EQ(vcap(&v), 6144);
+	CHECK_EQ(vf_config_signals, 1);
+	unlink(l);
+	CHECK_EQ(link(a, l), 0);
+	CHECK_EQ(truncate(a, 2 * MIB), 0);
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, l, false, err, sizeof(err)), 0);
+	CHECK_EQ(vcap(&v), 4096);
+	/* the read-only setting cannot change in place */
+	CHECK_EQ(virtio_blk_swap_backing(&v.b, a, true, err, sizeof(err)),
+		 (unsigned long long)-EBUSY);
+	CHECK(strstr(err, "read-only"));
+	/* shrunk below a sector: refused, size kept */
+	CHECK_EQ(truncate(a, 100), 0);
+	CHECK(virtio_blk_swap_backing(&v.b, a, false, err, sizeof(err)) < 0);
+	CHECK_EQ(vcap(&v), 4096);
+	CHECK_EQ(truncate(a, 2 * MIB), 0);
+	uint64_t st = vreq(&v, VIRTIO_BLK_T_IN, 4095, G_DATA, 512);
+	vf_notify(&v.drv);
+	CHECK(vrun(&v, 1));
+	CHECK_EQ(*vf_hva(&v.mem, st, 1), VIRTIO_BLK_S_OK);
+	vdisk_close(&v);
+	unlink(l);
+	unlink(a);
+	harness_fini();
 }
 
 TEST_MAIN()

@@ -4,6 +4,8 @@
 #include "../../src/api/http.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -430,8 +432,8 @@ TEST(parser_expect_continue)
 TEST(parser_any_chunking_same_result)
 {
 	const char *inputs[] = {
-		"GET /a%41?q HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.0\r\nContent-Length: 5\r\n"
-		"Connection: keep-alive\r\n\r\nhello\nGET /c HTTP/1.1\n\n",
+		("GET /a%41?q HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.0\r\nContent-Length: 5\r\n"
+		 "Connection: keep-alive\r\n\r\nhello\nGET /c HTTP/1.1\n\n"),
 		"PATCH /vm HTTP/1.1\r\n\r\n{}\r\n",
 		"GET / HTTP/1.1\r\nX: \x01\r\n\r\n",
 		"\r\n\nDELETE /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /y HTTP/3.0\r\n\r\n",
@@ -831,7 +833,9 @@ TEST(server_connection_close_semantics)
 	tc_close(c);
 	/* HTTP/1.1 Connection: close; what follows it is ignored */
 	c = tc_open(f.path);
-	CHECK(roundtrip(c, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\nGET /hello HTTP/1.1\r\n\r\n",
+	CHECK(roundtrip(c,
+			"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"
+			"GET /hello HTTP/1.1\r\n\r\n",
 			&r));
 	CHECK(strstr(r.head, "\r\nConnection: close\r\n") != NULL);
 	CHECK(closed_by_server(c->fd));
@@ -892,7 +896,8 @@ TEST(server_limits)
 	s = "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
 	expect_error(&f, s, strlen(s), 501);
 	/* a body over the limit, sent in full: 413 without reading it */
-	n = (size_t)snprintf(big, sizeof(big), "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n");
+	n = (size_t)snprintf(big, sizeof(big),
+			     "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n");
 	memset(big + n, '{', 200000);
 	expect_error(&f, big, n + 200000, 413);
 	/* others */
@@ -909,7 +914,8 @@ TEST(server_limits)
 	/* an error after a good request on the same connection */
 	struct tc *c = tc_open(f.path);
 	struct resp r;
-	CHECK(roundtrip(c, "GET /hello HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nBad Header: x\r\n\r\n", &r));
+	CHECK(roundtrip(c, "GET /hello HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nBad Header: x\r\n\r\n",
+			&r));
 	CHECK_EQ(r.status, 200);
 	CHECK(read_resp(c, &r, false));
 	CHECK_EQ(r.status, 400);
@@ -932,7 +938,8 @@ TEST(server_expect_continue)
 	struct fx f;
 	fx_start(&f, NULL, true);
 	struct tc *c = tc_open(f.path);
-	CHECK(puts_(c->fd, "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+	CHECK(puts_(c->fd,
+		    "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
 	struct resp r;
 	CHECK(read_resp(c, &r, true));
 	CHECK_EQ(r.status, 100);
@@ -942,12 +949,14 @@ TEST(server_expect_continue)
 	CHECK_EQ(r.status, 200);
 	CHECK_STR(r.body, "PUT /echo ? hello");
 	/* body sent at once with the head: no 100 needed (none sent) */
-	CHECK(roundtrip(c, "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+	CHECK(roundtrip(c,
+			"PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
 			&r));
 	CHECK_EQ(r.status, 200);
 	CHECK_STR(r.body, "PUT /echo ? ok");
 	/* too large with Expect: the final answer, no 100 */
-	CHECK(puts_(c->fd, "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999\r\n\r\n"));
+	CHECK(puts_(c->fd, "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\n"
+			   "Content-Length: 99999\r\n\r\n"));
 	CHECK(read_resp(c, &r, false));
 	CHECK_EQ(r.status, 413);
 	CHECK(closed_by_server(c->fd));
@@ -1133,6 +1142,39 @@ TEST(server_many_connections)
 	http_server_stats(&f.s, &st);
 	CHECK_EQ(st.conns_evicted, 0);
 	CHECK_EQ(st.requests, 3 * 2 * HTTP_DEFAULT_MAX_CONNS);
+	fx_stop(&f);
+}
+
+TEST(server_accept_out_of_fds)
+{
+	struct fx f;
+	fx_start(&f, NULL, false);
+	struct tc *c = tc_open(f.path);
+	CHECK(puts_(c->fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	/* no fd left for accept(): EMFILE */
+	struct rlimit old, low;
+	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int next = dup(0);
+	close(next);
+	low = old;
+	low.rlim_cur = (rlim_t)next;
+	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+	pump(&f);
+	/* accepting pauses (the pending connection would make a level-triggered
+	 * listening socket spin) */
+	CHECK(f.s.accept_resume_ns != 0);
+	CHECK_EQ(http_server_conns(&f.s), 0);
+	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+	/* and resumes by itself: the connection is served eventually */
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+	for (int i = 0; i < 100 && poll(&pfd, 1, 0) == 0; i++)
+		loop_run_once(&f.loop, 50);
+	struct resp r;
+	CHECK(read_resp(c, &r, false));
+	CHECK_EQ(r.status, 200);
+	CHECK_EQ(f.s.accept_resume_ns, 0);
+	tc_close(c);
+	pump(&f);
 	fx_stop(&f);
 }
 

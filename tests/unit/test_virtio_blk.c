@@ -793,7 +793,7 @@ TEST(host_errors_fail_only_that_request)
 		CHECK_EQ(vf_used_len(&t.drv, (uint16_t)(vf_used_idx(&t.drv) - 1)), 1025);
 	}
 	CHECK(!dev(&t)->broken);
-	CHECK_EQ(t.b.n_ioerr, 5);
+	CHECK_EQ(t.b.m.execute_fails, 5);
 	teardown(&t);
 }
 
@@ -1513,6 +1513,311 @@ TEST(quiesce_stops_deferred_passes_and_limiter_timers)
 	CHECK(used_are(&t, 0, h, 5));
 	CHECK(!t.b.held);
 	teardown_limited(&t, &lp);
+}
+
+/* ---- drive swap ---- */
+
+static uint64_t cfg_capacity(struct tdrv *t)
+{
+	uint64_t c;
+	dev(t)->ops->config_read(dev(t), VIRTIO_BLK_CFG_CAPACITY, &c, 8);
+	return c;
+}
+
+TEST(swap_backend_completes_old_requests_then_switches)
+{
+	struct tdrv t;
+	setup(&t, false);
+	fill_disk(&t, 0xaa);
+	struct blk_mem nm;
+	CHECK_EQ(blk_mem_init(&nm, 2 * DISK_SIZE, false, 64), 0);
+	memset(nm.data, 0xbb, 2 * DISK_SIZE);
+	/* two requests in flight on the old image, one posted but not yet
+	 * noticed by the device */
+	uint64_t st[3];
+	uint16_t h[3];
+	memset(vf_hva(&t.mem, DATA_GPA, 512), 0x11, 512);
+	h[0] = req(&t, VIRTIO_BLK_T_OUT, 4, DATA_GPA, 512, false, &st[0]);
+	h[1] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 4096, 512, true, &st[1]);
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 2);
+	h[2] = req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA + 8192, 512, true, &st[2]);
+	uint32_t gen = dev(&t)->config_generation;
+	int cfg_sig = vf_config_signals;
+	char err[256] = "";
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)), 0);
+	/* the old requests completed on the old image, once, and it was
+	 * flushed; the new capacity is announced */
+	CHECK(used_are(&t, 0, h, 2));
+	CHECK(disk_is(&t, 4 * 512, 512, 0x11));
+	CHECK(*vf_hva(&t.mem, DATA_GPA + 4096, 1) == 0xaa);
+	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 1);
+	CHECK(t.b.be == &nm.be);
+	CHECK_EQ(t.b.capacity, 2 * DISK_SIZE / 512);
+	CHECK_EQ(cfg_capacity(&t), 2 * DISK_SIZE / 512);
+	CHECK_EQ(dev(&t)->config_generation, gen + 1);
+	CHECK_EQ(vf_config_signals, cfg_sig + 1);
+	CHECK(!t.b.quiesced);
+	/* the request posted meanwhile runs on the new image (the swap
+	 * looked at the queue again) */
+	CHECK_EQ(nm.outstanding, 1);
+	CHECK_EQ(blk_mem_complete(&nm, UINT_MAX), 1);
+	CHECK(used_are(&t, 0, h, 3));
+	CHECK(*vf_hva(&t.mem, DATA_GPA + 8192, 1) == 0xbb);
+	/* the whole new disk is reachable, the old image is untouched */
+	uint64_t s2;
+	req(&t, VIRTIO_BLK_T_OUT, 2 * DISK_SIZE / 512 - 1, DATA_GPA, 512, false, &s2);
+	vf_notify(&t.drv);
+	CHECK_EQ(blk_mem_complete(&nm, UINT_MAX), 1);
+	CHECK_EQ(status_at(&t, s2), VIRTIO_BLK_S_OK);
+	CHECK_EQ(nm.data[2 * DISK_SIZE - 1], 0x11);
+	CHECK_EQ(run_io(&t), 0);
+	CHECK_EQ(t.b.m.update_count, 1);
+	teardown(&t);
+	blk_destroy(&nm.be);
+}
+
+TEST(swap_backend_failure_keeps_the_old_image)
+{
+	struct tdrv t;
+	setup(&t, false);
+	struct blk_mem nm;
+	CHECK_EQ(blk_mem_init(&nm, 2 * DISK_SIZE, false, 64), 0);
+	char err[256] = "";
+	uint32_t gen = dev(&t)->config_generation;
+	int cfg_sig = vf_config_signals;
+
+	/* the old image's flush fails */
+	t.m.fail_ops = 1u << BLK_OP_FLUSH;
+	t.m.fail_errno = EIO;
+	t.m.fail_count = 1;
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)),
+		 (unsigned long long)-EIO);
+	CHECK(strstr(err, "flush") != NULL);
+	/* the old disk hangs */
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	vf_notify(&t.drv);
+	t.m.hang = true;
+	t.b.quiesce_timeout_ms = 20;
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)),
+		 (unsigned long long)-ETIMEDOUT);
+	CHECK(strstr(err, "did not complete") != NULL);
+	t.m.hang = false;
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	/* a back end that is no disk, or the one in use */
+	struct blk_mem tiny;
+	CHECK_EQ(blk_mem_init(&tiny, 100, false, 8), 0);
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &tiny.be, false, err, sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &t.m.be, false, err, sizeof(err)),
+		 (unsigned long long)-EINVAL);
+	blk_destroy(&tiny.be);
+
+	/* nothing changed, and the device still works on the old image */
+	CHECK(t.b.be == &t.m.be);
+	CHECK_EQ(t.b.capacity, DISK_SIZE / 512);
+	CHECK_EQ(cfg_capacity(&t), DISK_SIZE / 512);
+	CHECK_EQ(dev(&t)->config_generation, gen);
+	CHECK_EQ(vf_config_signals, cfg_sig);
+	CHECK(!t.b.quiesced);
+	CHECK_EQ(t.b.m.update_fails, 4);
+	fill_disk(&t, 0x3e);
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	vf_notify(&t.drv);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA, 1), 0x3e);
+	CHECK_EQ(nm.outstanding, 0);
+	CHECK_EQ(nm.ops_done[BLK_OP_READ], 0);
+	teardown(&t);
+	blk_destroy(&nm.be);
+}
+
+TEST(swap_backend_read_only_paused_and_before_driver_ok)
+{
+	/* a read-only image behind a driver that negotiated a writable disk:
+	 * writes fail, nothing reaches the file */
+	struct tdrv t;
+	setup(&t, false);
+	struct blk_mem ro;
+	CHECK_EQ(blk_mem_init(&ro, DISK_SIZE, true, 64), 0);
+	char err[256];
+	/* paused by the VM: the swap leaves it paused */
+	virtio_blk_quiesce(&t.b);
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &ro.be, false, err, sizeof(err)), 0);
+	CHECK(t.b.quiesced);
+	CHECK_EQ(t.m.ops_done[BLK_OP_FLUSH], 1);
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 512, false, &st);
+	vf_notify(&t.drv);
+	CHECK_EQ(status_at(&t, st), 0xee);
+	virtio_blk_unquiesce(&t.b);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(ro.outstanding, 0);
+	/* and back to a writable one: the read-only image is not flushed */
+	struct blk_mem rw;
+	CHECK_EQ(blk_mem_init(&rw, DISK_SIZE, false, 64), 0);
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &rw.be, false, err, sizeof(err)), 0);
+	CHECK_EQ(ro.ops_done[BLK_OP_FLUSH], 0);
+	teardown(&t);
+	blk_destroy(&ro.be);
+	blk_destroy(&rw.be);
+
+	/* before DRIVER_OK: the new capacity is there when the driver looks,
+	 * no interrupt */
+	memset(&t, 0, sizeof(t));
+	CHECK_EQ(guest_mem_init(&t.mem, MEM_SIZE, MEM_SIZE, MEM_SIZE), 0);
+	CHECK_EQ(blk_mem_init(&t.m, DISK_SIZE, false, 8), 0);
+	CHECK_EQ(virtio_blk_init(&t.b, &t.m.be, false, NULL, &t.mem, NULL, err, sizeof(err)), 0);
+	struct blk_mem big;
+	CHECK_EQ(blk_mem_init(&big, 4 * DISK_SIZE, false, 8), 0);
+	vf_config_signals = 0;
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &big.be, false, err, sizeof(err)), 0);
+	CHECK_EQ(vf_config_signals, 0);
+	CHECK_EQ(cfg_capacity(&t), 4 * DISK_SIZE / 512);
+	teardown(&t);
+	blk_destroy(&big.be);
+}
+
+/* ---- metrics ---- */
+
+TEST(metrics_count_every_kind_of_request)
+{
+	struct tdrv t;
+	setup_full(&t, false, 2, NULL, 0); /* two slots */
+	struct virtio_blk_metrics m;
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.queue_event_count, 0);
+	/* an empty ring */
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.queue_event_count, 1);
+	CHECK_EQ(m.no_avail_buffer, 1);
+
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	req(&t, VIRTIO_BLK_T_IN, 8, DATA_GPA, 1024, true, &st);
+	req(&t, VIRTIO_BLK_T_OUT, 0, DATA_GPA, 4096, false, &st); /* waits for a slot */
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.inflight, 2);
+	CHECK_EQ(m.io_engine_throttled_events, 1);
+	CHECK_EQ(m.read_count, 0); /* counted when done */
+	while (run_io(&t))
+		;
+	req(&t, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st);
+	req(&t, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true, &st);
+	req(&t, 0x4242, 0, DATA_GPA, 20, true, &st);               /* unsupported */
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 511, true, &st);     /* malformed */
+	req(&t, VIRTIO_BLK_T_IN, 0, 0, 0, true, &st);              /* empty read */
+	vf_notify(&t.drv);
+	while (run_io(&t))
+		;
+	struct dwz one[] = {{0, 1, 0}};
+	dwz_req(&t, VIRTIO_BLK_T_DISCARD, one, 1, 0, &st);
+	dwz_req(&t, VIRTIO_BLK_T_WRITE_ZEROES, one, 1, 0, &st);
+	vf_notify(&t.drv);
+	while (run_io(&t))
+		;
+	t.m.fail_ops = 1u << BLK_OP_READ;
+	t.m.fail_errno = EIO;
+	t.m.fail_count = 1;
+	req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st); /* host error */
+	vf_notify(&t.drv);
+	run_io(&t);
+	uint8_t junk = 1;
+	dev(&t)->ops->config_write(dev(&t), 0, &junk, 1);
+
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.read_count, 3);
+	CHECK_EQ(m.read_bytes, 512 + 1024);
+	CHECK_EQ(m.write_count, 1);
+	CHECK_EQ(m.write_bytes, 4096);
+	CHECK_EQ(m.flush_count, 1);
+	CHECK_EQ(m.get_id_count, 1);
+	CHECK_EQ(m.discard_count, 1);
+	CHECK_EQ(m.write_zeroes_count, 1);
+	CHECK_EQ(m.unsupported_reqs_count, 1);
+	CHECK_EQ(m.invalid_reqs_count, 1);
+	CHECK_EQ(m.execute_fails, 1);
+	CHECK_EQ(m.cfg_fails, 1);
+	CHECK_EQ(m.inflight, 0);
+	CHECK_EQ(m.event_fails, 0);
+	CHECK_EQ(m.activate_fails, 0);
+	CHECK_EQ(m.rate_limiter_throttled_events, 0);
+	CHECK_EQ(m.budget_yields, 0); /* no loop: passes are not budgeted */
+	/* a ring violation */
+	vf_put16(&t.mem, AVAIL_GPA + 4 + 2 * (t.drv.avail_idx % QSIZE), 0xffff);
+	t.drv.avail_idx++;
+	vf_put16(&t.mem, AVAIL_GPA + 2, t.drv.avail_idx);
+	vf_notify(&t.drv);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.event_fails, 1);
+	CHECK(dev(&t)->broken);
+	teardown(&t);
+}
+
+TEST(metrics_of_budget_limiter_and_updates)
+{
+	/* the storm: budget yields */
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct refusing_be rb = {.be = {.ops = &refusing_ops,
+					.size = DISK_SIZE,
+					.capacity = 64,
+					.name = "refusing"}};
+	struct tdrv t;
+	setup_be(&t, &rb.be, false, 64, NULL, 0, &lp);
+	struct storm s;
+	storm_init(&s, &t, 1024);
+	rb.hook = storm_hook;
+	rb.ctx = &s;
+	vf_notify(&t.drv);
+	while (loop_run_once(&lp, 0) > 0)
+		;
+	struct virtio_blk_metrics m;
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(vf_used_idx(&t.drv), 1024);
+	CHECK_EQ(m.budget_yields, 1024 / VIRTIO_BLK_BUDGET);
+	CHECK_EQ(m.queue_event_count, 1024 / VIRTIO_BLK_BUDGET + 1);
+	CHECK_EQ(m.execute_fails, (1024 + 2) / 3);  /* the refused reads */
+	CHECK_EQ(m.get_id_count, (1024 + 1) / 3);
+	CHECK_EQ(m.unsupported_reqs_count, 1024 / 3);
+	teardown(&t);
+	loop_destroy(&lp);
+
+	/* the limiter */
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 1000}};
+	setup_limited(&t, &lp, &c);
+	uint64_t st;
+	for (int i = 0; i < 3; i++)
+		req(&t, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512, true, &st);
+	vf_notify(&t.drv);
+	vf_notify(&t.drv);
+	fake_now += 1000 * MS;
+	fire(&t, &lp);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.rate_limiter_throttled_events, 3);
+	CHECK_EQ(m.rate_limiter_event_count, 1);
+	CHECK_EQ(m.update_count, 1); /* setting the limiter */
+	struct rate_limiter_config none = {0};
+	CHECK_EQ(virtio_blk_set_rate_limiter(&t.b, &none), 0);
+	struct blk_mem nm;
+	CHECK_EQ(blk_mem_init(&nm, DISK_SIZE, false, 64), 0);
+	char err[128];
+	CHECK_EQ(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)), 0);
+	CHECK(virtio_blk_swap_backend(&t.b, &nm.be, false, err, sizeof(err)) < 0);
+	virtio_blk_get_metrics(&t.b, &m);
+	CHECK_EQ(m.update_count, 3);
+	CHECK_EQ(m.update_fails, 1);
+	/* lifting the limit started the third; the swap completed all three
+	 * on the old disk */
+	CHECK_EQ(m.read_count, 3);
+	CHECK_EQ(m.inflight, 0);
+	CHECK_EQ(nm.outstanding, 0);
+	teardown_limited(&t, &lp);
+	blk_destroy(&nm.be);
 }
 
 TEST_MAIN()

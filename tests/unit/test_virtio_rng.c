@@ -117,8 +117,8 @@ TEST(fills_writable_buffers)
 	vf_notify(&t.drv);
 	CHECK_EQ(vf_used_idx(&t.drv), 3);
 	CHECK(memcmp(vf_hva(&t.mem, BUF_GPA, 64), vf_hva(&t.mem, BUF_GPA + 64, 64), 64) != 0);
-	CHECK_EQ(t.r.n_requests, 3);
-	CHECK_EQ(t.r.n_bytes, 3100 + 128);
+	CHECK_EQ(t.r.m.entropy_requests, 3);
+	CHECK_EQ(t.r.m.entropy_bytes, 3100 + 128);
 	teardown(&t);
 }
 
@@ -194,7 +194,7 @@ TEST(readable_buffers_get_nothing)
 	CHECK_EQ(vf_used_len(&t.drv, 0), 0);
 	CHECK_EQ(vf_used_len(&t.drv, 1), 0);
 	CHECK_EQ(count_not(vf_hva(&t.mem, BUF_GPA, 4096), 4096, 0xcc), 0);
-	CHECK_EQ(t.r.n_rejected, 2);
+	CHECK_EQ(t.r.m.invalid_requests, 2);
 	CHECK(!dev(&t)->broken);
 	/* and a proper request still works */
 	struct vf_seg w[] = {{BUF_GPA, 16, true}};
@@ -276,7 +276,7 @@ TEST(budget_yields_to_the_loop)
 	CHECK_EQ(read(t.r.deferred.fd, &v, sizeof(v)), sizeof(v));
 	virtio_deferred_run(&t.r.deferred);
 	CHECK_EQ(vf_used_idx(&t.drv), n);
-	CHECK_EQ(t.r.n_bytes, (uint64_t)n * VIRTIO_RNG_MAX_PER_REQ);
+	CHECK_EQ(t.r.m.entropy_bytes, (uint64_t)n * VIRTIO_RNG_MAX_PER_REQ);
 	/* nothing more to do: no further wake-up */
 	CHECK_EQ(poll(&p, 1, 0), 0);
 	/* a resume after a reset does nothing */
@@ -343,7 +343,7 @@ TEST(rate_limiter_bytes_hold_the_queue_until_the_timer)
 	CHECK_EQ(vf_used_idx(&t.drv), 4);
 	CHECK_EQ(vf_used_len(&t.drv, 3), 5000);
 	CHECK(!t.r.held);
-	CHECK_EQ(t.r.n_bytes, 6100);
+	CHECK_EQ(t.r.m.entropy_bytes, 6100);
 	teardown(&t);
 	loop_destroy(&lp);
 }
@@ -385,6 +385,54 @@ TEST(rate_limiter_ops_update_and_reset)
 	CHECK_EQ(virtio_rng_set_rate_limiter(&u.r, &c), (unsigned long long)-EINVAL);
 	CHECK_EQ(virtio_rng_set_rate_limiter(&u.r, &none), 0);
 	teardown(&u);
+	teardown(&t);
+	loop_destroy(&lp);
+}
+
+TEST(metrics)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	struct tdrv t;
+	setup(&t, &lp);
+	fake_now = 0;
+	t.r.limiter_clock = fake_clock;
+	struct virtio_rng_metrics m;
+	virtio_rng_get_metrics(&t.r, &m);
+	CHECK_EQ(m.entropy_requests, 0);
+	post(&t, 0, 100);
+	post(&t, 1, 200);
+	struct vf_seg bad[] = {{BUF_GPA, 16, false}};
+	vf_chain(&t.drv, bad, 1);
+	vf_notify(&t.drv);
+	virtio_rng_get_metrics(&t.r, &m);
+	CHECK_EQ(m.entropy_requests, 3);
+	CHECK_EQ(m.entropy_bytes, 300);
+	CHECK_EQ(m.invalid_requests, 1);
+	CHECK_EQ(m.entropy_event_count, 1);
+	CHECK_EQ(m.host_rng_fails, 0);
+	/* throttled */
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 1000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&t.r, &c), 0);
+	post(&t, 0, 10);
+	post(&t, 1, 10);
+	vf_notify(&t.drv);
+	fake_now += 1000 * MS;
+	CHECK(loop_dispatch(&lp, t.r.limiter.timer_fd));
+	virtio_rng_get_metrics(&t.r, &m);
+	CHECK_EQ(m.entropy_rate_limiter_throttled, 1);
+	CHECK_EQ(m.rate_limiter_event_count, 1);
+	CHECK_EQ(m.entropy_requests, 5);
+	CHECK_EQ(m.entropy_bytes, 320);
+	CHECK_EQ(m.entropy_event_count, 3);
+	/* a ring violation */
+	struct vf_seg zero[] = {{BUF_GPA, 0, true}};
+	vf_chain(&t.drv, zero, 1);
+	fake_now += 1000 * MS;
+	vf_notify(&t.drv);
+	virtio_rng_get_metrics(&t.r, &m);
+	CHECK_EQ(m.entropy_event_fails, 1);
+	CHECK_EQ(m.activate_fails, 0);
 	teardown(&t);
 	loop_destroy(&lp);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include "../../event/loop.h"
 #include "../../util/bytes.h"
@@ -77,6 +78,7 @@ static void blk_config_read(struct virtio_dev *d, uint32_t off, void *data, uint
 static void blk_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
 {
 	/* Every implemented field is read-only (no CONFIG_WCE). */
+	to_blk(d)->m.cfg_fails++;
 }
 
 static int blk_activate(struct virtio_dev *d)
@@ -132,24 +134,67 @@ static uint8_t *chain_status(const struct virtq_chain *c)
 	return NULL;
 }
 
-static void count_status(struct virtio_blk *b, uint8_t st)
+#define TYPE_UNREAD UINT32_MAX /* the header could not be read */
+
+/* Count a request of @type that completed with @st, having moved @bytes
+ * (d->lock held).  @host: an IOERR came from the host (the back end
+ * refused or failed the request), not from checking the request. */
+static void count_done(struct virtio_blk *b, uint32_t type, uint8_t st, uint64_t bytes,
+		       bool host)
 {
-	b->n_requests++;
-	if (st == VIRTIO_BLK_S_IOERR)
-		b->n_ioerr++;
-	else if (st == VIRTIO_BLK_S_UNSUPP)
-		b->n_unsupp++;
+	struct virtio_blk_metrics *m = &b->m;
+	if (st == VIRTIO_BLK_S_UNSUPP) {
+		m->unsupported_reqs_count++;
+		return;
+	}
+	if (st != VIRTIO_BLK_S_OK) {
+		if (host)
+			m->execute_fails++;
+		else
+			m->invalid_reqs_count++;
+		return;
+	}
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+		m->read_count++;
+		m->read_bytes += bytes;
+		break;
+	case VIRTIO_BLK_T_OUT:
+		m->write_count++;
+		m->write_bytes += bytes;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		m->flush_count++;
+		break;
+	case VIRTIO_BLK_T_GET_ID:
+		m->get_id_count++;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		m->discard_count++;
+		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		m->write_zeroes_count++;
+		break;
+	}
 }
 
-/* Finish a request synchronously: status, used element.  d->lock held. */
-static void finish_sync(struct virtio_blk *b, uint16_t head, uint8_t *status, uint8_t st,
-			uint32_t used)
+static void mark_broken(struct virtio_blk *b, const char *why)
+{
+	if (!b->vdev.broken)
+		b->m.event_fails++;
+	virtio_dev_mark_broken(&b->vdev, why);
+}
+
+/* Finish a request of @type synchronously: status, used element, counts
+ * (@host as for count_done).  d->lock held. */
+static void finish_sync(struct virtio_blk *b, uint32_t type, uint16_t head, uint8_t *status,
+			uint8_t st, uint32_t used, bool host)
 {
 	if (status)
 		*status = st;
-	count_status(b, st);
+	count_done(b, type, st, 0, host);
 	if (virtq_push(&b->vdev.vqs[0], head, status ? used : 0) < 0)
-		virtio_dev_mark_broken(&b->vdev, "push of a head not in flight");
+		mark_broken(b, "push of a head not in flight");
 }
 
 /* sector + bytes within the disk, overflow-safe. */
@@ -249,7 +294,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	if (!status) {
 		/* Nowhere to put a status: give the chain back untouched. */
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request without a status byte");
-		finish_sync(b, c->head, NULL, VIRTIO_BLK_S_IOERR, 0);
+		finish_sync(b, TYPE_UNREAD, c->head, NULL, VIRTIO_BLK_S_IOERR, 0, false);
 		return CHAIN_DONE;
 	}
 	/* Used length on failure: only the status byte counts as written when
@@ -257,7 +302,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 	uint32_t used_err = c->write_len == 1 ? 1 : 0;
 	if (c->read_len < BLK_HDR_SIZE) {
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: request header shorter than 16 bytes");
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		finish_sync(b, TYPE_UNREAD, c->head, status, VIRTIO_BLK_S_IOERR, used_err, false);
 		return CHAIN_DONE;
 	}
 	uint8_t hdr[BLK_HDR_SIZE];
@@ -283,7 +328,8 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 		    !range_ok(b, sector, len) || (!in && ro))
 			break;
 		if (len == 0) {
-			finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, in ? 1 + data_in : 1);
+			finish_sync(b, type, c->head, status, VIRTIO_BLK_S_OK, in ? 1 + data_in : 1,
+				    false);
 			return CHAIN_DONE;
 		}
 		r = req_alloc(b);
@@ -310,7 +356,8 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 			break;
 		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
 		virtq_chain_write(c, 0, b->serial, n);
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_OK, n == data_in ? n + 1 : n);
+		finish_sync(b, type, c->head, status, VIRTIO_BLK_S_OK, n == data_in ? n + 1 : n,
+			    false);
 		return CHAIN_DONE;
 	}
 	case VIRTIO_BLK_T_DISCARD:
@@ -341,7 +388,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 					"virtio-blk: rejected request type %u sector %llu "
 					"(out %u in %u bytes)",
 					type, (unsigned long long)sector, data_out, data_in);
-		finish_sync(b, c->head, status, st, used_err);
+		finish_sync(b, type, c->head, status, st, used_err, false);
 		return CHAIN_DONE;
 	}
 	r->gen = b->gen;
@@ -356,7 +403,7 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-blk: %s: request type %u refused: %s",
 				b->be->name, type, strerror(-rc));
 		req_free(b, r);
-		finish_sync(b, c->head, status, VIRTIO_BLK_S_IOERR, used_err);
+		finish_sync(b, type, c->head, status, VIRTIO_BLK_S_IOERR, used_err, true);
 		return CHAIN_DONE;
 	}
 	return CHAIN_SUBMITTED;
@@ -391,20 +438,25 @@ static void process_queue(struct virtio_blk *b)
 	uint64_t taken = 0;
 	if (!q->active || d->broken || b->resetting || b->quiesced)
 		return;
+	b->m.queue_event_count++;
 	for (;;) {
 		while (b->inflight < b->max_inflight) {
 			if (!b->held) {
 				int r = virtq_pop(q, &b->chain);
 				if (r < 0) {
-					virtio_dev_mark_broken(d, "invalid descriptor chain");
+					mark_broken(b, "invalid descriptor chain");
 					goto out;
 				}
-				if (r == 0)
+				if (r == 0) {
+					if (taken == 0)
+						b->m.no_avail_buffer++;
 					break;
+				}
 			}
 			if (b->limited && !rate_limiter_consume(&b->limiter, chain_bytes(&b->chain), 1)) {
 				/* Resumed by the limiter's timer (limiter_cb). */
 				b->held = true;
+				b->m.rate_limiter_throttled_events++;
 				goto out;
 			}
 			b->held = false;
@@ -416,12 +468,15 @@ static void process_queue(struct virtio_blk *b)
 				goto out;
 			/* Every chain counts, also those answered at once:
 			 * they are what a driver can re-post endlessly. */
-			if (virtio_deferred_yield(&b->deferred, 0, ++taken, VIRTIO_BLK_BUDGET))
+			if (virtio_deferred_yield(&b->deferred, 0, ++taken, VIRTIO_BLK_BUDGET)) {
+				b->m.budget_yields++;
 				goto out;
+			}
 		}
 		if (b->inflight >= b->max_inflight) {
 			/* Resumed by the next completion. */
 			b->slots_full = true;
+			b->m.io_engine_throttled_events++;
 			break;
 		}
 		if (!virtq_enable_notify(q))
@@ -508,10 +563,12 @@ static void req_done(struct blk_io *io, int64_t res)
 	}
 	if (live) {
 		*r->status = st;
-		count_status(b, st);
+		count_done(b, r->type, st,
+			   r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT ? r->expect : 0,
+			   true);
 		if (virtq_push(&d->vqs[0], r->head, st == VIRTIO_BLK_S_OK ? r->used_ok
 									   : (r->used_ok == 1 ? 1 : 0)) < 0)
-			virtio_dev_mark_broken(d, "push of a head not in flight");
+			mark_broken(b, "push of a head not in flight");
 		else
 			virtio_dev_signal_used(d, 0);
 	}
@@ -538,6 +595,7 @@ static void limiter_cb(struct loop *l, int fd, uint32_t events, void *ctx)
 	struct virtio_dev *d = &b->vdev;
 	pthread_mutex_lock(&d->lock);
 	rate_limiter_timer_fired(&b->limiter);
+	b->m.rate_limiter_event_count++;
 	virtio_dev_queue_notify(d, 0);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -599,6 +657,7 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_backend *be, bool own_be, c
 		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
 			 be->name, (unsigned)(be->size % VIRTIO_BLK_SECTOR));
 	b->max_inflight = be->capacity < VIRTIO_BLK_QUEUE_MAX ? be->capacity : VIRTIO_BLK_QUEUE_MAX;
+	b->pool_size = b->max_inflight;
 	b->reqs = calloc(b->max_inflight, sizeof(*b->reqs));
 	if (!b->reqs) {
 		snprintf(err, errlen, "virtio-blk: out of memory");
@@ -685,6 +744,218 @@ static int wait_idle(struct virtio_blk *b, unsigned timeout_ms)
 	}
 }
 
+/* Pause taking chains for a swap; returns whether the device was already
+ * quiesced (by the VM pause), so that the swap leaves it that way. */
+static bool swap_quiesce(struct virtio_blk *b)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	bool was = b->quiesced;
+	b->quiesced = true;
+	pthread_mutex_unlock(&b->vdev.lock);
+	return was;
+}
+
+static void swap_unquiesce(struct virtio_blk *b, bool was)
+{
+	if (!was)
+		virtio_blk_unquiesce(b);
+}
+
+static void swap_flush_done(struct blk_io *io, int64_t res)
+{
+	struct virtio_blk_flush *f = container_of(io, struct virtio_blk_flush, io);
+	f->res = res;
+	f->pending = false;
+}
+
+/* fdatasync the image about to be let go (loop thread, d->lock not held,
+ * nothing in flight), waiting through the back end's poll.  The operation
+ * lives in the device: if the disk does not answer in time it completes
+ * whenever it does, and until then no other swap starts.  0 / -errno. */
+static int flush_old(struct virtio_blk *b, struct blk_backend *be)
+{
+	struct virtio_blk_flush *f = &b->swap_flush;
+	if (be->readonly)
+		return 0; /* nothing was written through it */
+	if (!be->ops->poll)
+		return -EOPNOTSUPP;
+	f->io = (struct blk_io){.op = BLK_OP_FLUSH, .done = swap_flush_done};
+	f->pending = true;
+	int r = blk_submit(be, &f->io);
+	if (r < 0) {
+		f->pending = false;
+		return r;
+	}
+	blk_commit(be);
+	uint64_t deadline = now_ns() + (uint64_t)b->quiesce_timeout_ms * 1000000u;
+	while (f->pending) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		uint64_t left_ms = (deadline - now + 999999) / 1000000;
+		r = be->ops->poll(be, left_ms < 100 ? (int)left_ms : 100);
+		if (r < 0)
+			return r;
+	}
+	return f->res < 0 ? (int)f->res : 0;
+}
+
+/* The capacity changed: config space, generation, interrupt.  d->lock held. */
+static void capacity_changed(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	put_le64(b->config + VIRTIO_BLK_CFG_CAPACITY, b->capacity);
+	/* §2.5: the driver re-reads a configuration that changed. */
+	d->config_generation++;
+	if (!d->reset_pending && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->tops &&
+	    d->tops->signal_config)
+		d->tops->signal_config(d);
+}
+
+static void count_update(struct virtio_blk *b, int r)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	if (r < 0)
+		b->m.update_fails++;
+	else
+		b->m.update_count++;
+	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+int virtio_blk_swap_backend(struct virtio_blk *b, struct blk_backend *be, bool own_be, char *err,
+			    size_t errlen)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct blk_backend *old = b->be;
+	int r;
+	if (be == old || be->size / VIRTIO_BLK_SECTOR == 0 || be->capacity == 0) {
+		snprintf(err, errlen, "%s: not usable as a new image (%s)", be->name,
+			 be == old ? "already in use" : "smaller than one sector or no capacity");
+		r = -EINVAL;
+		goto fail;
+	}
+	if (b->swap_flush.pending) {
+		snprintf(err, errlen, "%s: the previous image's flush has not completed yet",
+			 old->name);
+		r = -EBUSY;
+		goto fail;
+	}
+	if (d->loop && be->ops->attach) {
+		r = be->ops->attach(be, d->loop);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot watch the back end: %s", be->name,
+				 strerror(-r));
+			goto fail;
+		}
+	}
+	bool was = swap_quiesce(b);
+	r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: requests in flight did not complete: %s", old->name,
+			 strerror(-r));
+		swap_unquiesce(b, was);
+		goto fail;
+	}
+	r = flush_old(b, old);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: flush before the swap failed: %s", old->name,
+			 strerror(-r));
+		swap_unquiesce(b, was);
+		goto fail;
+	}
+	pthread_mutex_lock(&d->lock);
+	bool old_own = b->own_be;
+	b->be = be;
+	b->own_be = own_be;
+	b->capacity = be->size / VIRTIO_BLK_SECTOR;
+	b->max_inflight = be->capacity < b->pool_size ? be->capacity : b->pool_size;
+	/* A failed flush belonged to the old image (and was reported). */
+	b->flush_failed = false;
+	capacity_changed(b);
+	b->m.update_count++;
+	pthread_mutex_unlock(&d->lock);
+	if (be->size % VIRTIO_BLK_SECTOR)
+		log_warn("%s: size is not a multiple of 512; the last %u bytes are not visible",
+			 be->name, (unsigned)(be->size % VIRTIO_BLK_SECTOR));
+	log_info("virtio-blk: now on %s (%llu sectors%s)", be->name,
+		 (unsigned long long)b->capacity, be->readonly ? ", read-only" : "");
+	if (old_own)
+		blk_destroy(old);
+	swap_unquiesce(b, was);
+	return 0;
+fail:
+	count_update(b, r);
+	return r;
+}
+
+/* The image file itself changed size (same file, same mode). */
+static int resize_in_place(struct virtio_blk *b, const char *path, char *err, size_t errlen)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct blk_backend *be = b->be;
+	int r;
+	if (!be->ops->refresh_size) {
+		snprintf(err, errlen, "%s: this image's size cannot change", path);
+		r = -EOPNOTSUPP;
+		goto out;
+	}
+	bool was = swap_quiesce(b);
+	r = wait_idle(b, b->quiesce_timeout_ms);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: requests in flight did not complete: %s", path,
+			 strerror(-r));
+	} else {
+		r = be->ops->refresh_size(be);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot re-read the size: %s", path,
+				 strerror(-r));
+		} else {
+			pthread_mutex_lock(&d->lock);
+			b->capacity = be->size / VIRTIO_BLK_SECTOR;
+			capacity_changed(b);
+			pthread_mutex_unlock(&d->lock);
+			log_info("virtio-blk: %s: now %llu sectors", path,
+				 (unsigned long long)b->capacity);
+		}
+	}
+	swap_unquiesce(b, was);
+out:
+	count_update(b, r);
+	return r;
+}
+
+int virtio_blk_swap_backing(struct virtio_blk *b, const char *path, bool readonly, char *err,
+			    size_t errlen)
+{
+	struct blk_backend *cur = b->be;
+	struct stat st;
+	/* The image already open under this (or another) name: opening it
+	 * again would run into our own lock.  It can only have changed size. */
+	if ((cur->dev || cur->ino) && stat(path, &st) == 0 &&
+	    (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) && (uint64_t)st.st_dev == cur->dev &&
+	    (uint64_t)st.st_ino == cur->ino) {
+		if (readonly != cur->readonly) {
+			snprintf(err, errlen,
+				 "%s: already this drive's image; it cannot switch between "
+				 "read-only and read-write in place",
+				 path);
+			count_update(b, -EBUSY);
+			return -EBUSY;
+		}
+		return resize_in_place(b, path, err, errlen);
+	}
+	struct blk_backend *be;
+	int r = blk_uring_open(&be, path, readonly, 0, VIRTIO_BLK_QUEUE_MAX, err, errlen);
+	if (r < 0) {
+		count_update(b, r);
+		return r;
+	}
+	r = virtio_blk_swap_backend(b, be, true, err, errlen);
+	if (r < 0)
+		blk_destroy(be);
+	return r;
+}
+
 void virtio_blk_quiesce(struct virtio_blk *b)
 {
 	struct virtio_dev *d = &b->vdev;
@@ -695,6 +966,7 @@ void virtio_blk_quiesce(struct virtio_blk *b)
 	if (r < 0) {
 		pthread_mutex_lock(&d->lock);
 		unsigned n = b->inflight;
+		b->m.quiesce_timeouts++;
 		pthread_mutex_unlock(&d->lock);
 		log_warn("virtio-blk: %s: %u requests still in flight (%s after %u ms); pausing "
 			 "anyway, they complete when the disk answers",
@@ -736,8 +1008,20 @@ int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_
 	 * (and held again, with a new timer, if it must still wait). */
 	if (r == 0 && b->held)
 		virtio_dev_queue_notify(d, 0);
+	if (r < 0)
+		b->m.update_fails++;
+	else
+		b->m.update_count++;
 	pthread_mutex_unlock(&d->lock);
 	return r;
+}
+
+void virtio_blk_get_metrics(struct virtio_blk *b, struct virtio_blk_metrics *out)
+{
+	pthread_mutex_lock(&b->vdev.lock);
+	*out = b->m;
+	out->inflight = b->inflight;
+	pthread_mutex_unlock(&b->vdev.lock);
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)

@@ -131,6 +131,38 @@
 
 struct virtio_blk_req;
 
+/* Counters since creation (Firecracker's names where it has one; resets
+ * of the device do not clear them).  Kept under the device lock;
+ * virtio_blk_get_metrics takes a consistent snapshot. */
+struct virtio_blk_metrics {
+	uint64_t activate_fails;         /* activation refused by the device */
+	uint64_t cfg_fails;              /* config-space writes (every field is read-only) */
+	uint64_t no_avail_buffer;        /* passes that found no request in the ring */
+	uint64_t event_fails;            /* ring violations: the device was marked broken */
+	uint64_t queue_event_count;      /* passes over the queue (kick, continuation, resume) */
+	uint64_t execute_fails;          /* requests the host failed: refused, I/O error, short */
+	uint64_t invalid_reqs_count;     /* malformed requests (IOERR, nothing reached the disk) */
+	uint64_t unsupported_reqs_count; /* unknown or not negotiated types (UNSUPP) */
+	uint64_t read_count, read_bytes;   /* completed reads */
+	uint64_t write_count, write_bytes; /* completed writes */
+	uint64_t flush_count;            /* completed flushes */
+	uint64_t discard_count, write_zeroes_count, get_id_count;
+	uint64_t rate_limiter_event_count;      /* limiter timer events handled */
+	uint64_t rate_limiter_throttled_events; /* requests the limiter held back */
+	uint64_t io_engine_throttled_events;    /* passes stopped: the back end had no room */
+	uint64_t budget_yields;          /* passes cut short by VIRTIO_BLK_BUDGET */
+	uint64_t update_count, update_fails; /* image swaps/resizes and limiter changes */
+	uint64_t quiesce_timeouts;       /* quiesces that gave up on the disk */
+	uint64_t inflight;               /* (snapshot) requests started, not completed */
+};
+
+/* The flush of an image being swapped out (see virtio_blk_swap_backend). */
+struct virtio_blk_flush {
+	struct blk_io io;
+	int64_t res;
+	bool pending;
+};
+
 struct virtio_blk {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	struct virtio_deferred deferred; /* passes cut short by the budget */
@@ -143,7 +175,8 @@ struct virtio_blk {
 	/* under vdev.lock */
 	struct virtio_blk_req *reqs; /* pool of max_inflight */
 	struct virtio_blk_req *free_reqs;
-	unsigned max_inflight;
+	unsigned pool_size;    /* entries of reqs */
+	unsigned max_inflight; /* min(pool_size, back-end capacity) */
 	unsigned inflight;
 	uint32_t gen;     /* bumped by reset: older completions are dropped */
 	bool resetting;   /* reset returned -EINPROGRESS */
@@ -159,9 +192,9 @@ struct virtio_blk {
 	 * the first virtio_blk_set_rate_limiter. */
 	rate_limiter_clock_fn limiter_clock;
 	void *limiter_clock_ctx;
+	struct virtio_blk_flush swap_flush; /* loop thread only */
 	struct ratelimit rl;
-	/* statistics */
-	uint64_t n_requests, n_ioerr, n_unsupp;
+	struct virtio_blk_metrics m; /* under vdev.lock (inflight unused) */
 };
 
 /* Build the device on back end @be (which must have been attached to
@@ -190,6 +223,33 @@ int virtio_blk_create(struct virtio_blk *b, const char *path, bool readonly, con
  * -errno from creating the timer (the device is then left unlimited). */
 int virtio_blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *c);
 
+/* Swap the disk's image for @path after boot (PATCH /drives/{id}
+ * path_on_host), on the event-loop thread, d->lock not held.  @path is
+ * opened and checked exactly as virtio_blk_create does (regular file or
+ * block device, never a FIFO: opened O_NONBLOCK, then fstat; flock shared
+ * for @readonly, else exclusive; at least one sector).  Then requests in
+ * flight on the old image complete (as in virtio_blk_quiesce), the old
+ * image is flushed (fdatasync; skipped if it is read-only), the device
+ * switches to the new one and announces the new capacity (config space,
+ * config_generation + 1, configuration-change interrupt if the driver is
+ * up), and the old image is closed.  Requests the guest posted meanwhile
+ * run on the new image.  If @path is the image already in use (same file),
+ * it is not reopened: its size is re-read and announced (@readonly must
+ * match, else -EBUSY).  A device paused by the VM stays paused.  Returns 0,
+ * or -errno with one line in @err, and then the old image stays in use,
+ * unchanged (open errors, -EBUSY locked, -ETIMEDOUT if the old disk does
+ * not answer in quiesce_timeout_ms, the old image's flush error...). */
+int virtio_blk_swap_backing(struct virtio_blk *b, const char *path, bool readonly, char *err,
+			    size_t errlen);
+
+/* The same with a back end the caller opened (and attached nowhere yet:
+ * it is attached to the device's loop here): @be replaces the current
+ * one, which is destroyed if the device owned it; @own_be: the device
+ * destroys @be later.  On error (-errno, one line in @err) nothing
+ * changed and the caller still owns @be (destroying it detaches it). */
+int virtio_blk_swap_backend(struct virtio_blk *b, struct blk_backend *be, bool own_be, char *err,
+			    size_t errlen);
+
 /* Pause the device (event-loop thread, d->lock not held, every vCPU
  * parked): stop taking chains from the ring and wait until every request
  * in flight has completed and been pushed to the used ring (its interrupt
@@ -202,6 +262,10 @@ void virtio_blk_quiesce(struct virtio_blk *b);
  * take chains again and look at the queue now, since notifications that
  * arrived meanwhile were not acted on. */
 void virtio_blk_unquiesce(struct virtio_blk *b);
+
+/* A consistent snapshot of the counters into @out (any thread; takes the
+ * device lock briefly, copies, nothing else). */
+void virtio_blk_get_metrics(struct virtio_blk *b, struct virtio_blk_metrics *out);
 
 /* Tear down (after the transport is gone and the vCPUs stopped).  Waits
  * for I/O still in the kernel. */

@@ -46,17 +46,6 @@ static bool queue_live(const struct virtio_net *n, const struct virtq *q)
 
 /* ---- MAC addresses ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool mac_usable(const uint8_t mac[6])
 {
 	if (mac[0] & 1) /* multicast / broadcast */
@@ -65,23 +54,6 @@ static bool mac_usable(const uint8_t mac[6])
 		if (mac[i])
 			return true;
 	return false; /* all zero */
-}
-
-int net_parse_mac(const char *s, uint8_t mac[6])
-{
-	uint8_t m[6];
-	if (!s || strlen(s) != 17)
-		return -EINVAL;
-	for (int i = 0; i < 6; i++) {
-		int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
-		if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
-			return -EINVAL;
-		m[i] = (uint8_t)(hi << 4 | lo);
-	}
-	if (!mac_usable(m))
-		return -EINVAL;
-	memcpy(mac, m, 6);
-	return 0;
 }
 
 void net_default_mac(const char *name, unsigned index, uint8_t mac[6])
@@ -114,6 +86,8 @@ static uint64_t net_features(struct virtio_dev *d)
 	struct virtio_net *n = to_net(d);
 	unsigned tx = n->be->tx_offloads, rx = n->be->rx_offloads;
 	uint64_t f = F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_MRG_RXBUF);
+	if (n->mtu)
+		f |= F(VIRTIO_NET_F_MTU);
 	/* §5.1.3.1: the TSO features need the checksum one, ECN needs a TSO. */
 	if (tx & NET_OFFLOAD_CSUM) {
 		f |= F(VIRTIO_NET_F_CSUM);
@@ -152,11 +126,19 @@ static unsigned negotiated_rx_offloads(const struct virtio_net *n)
 	return o & n->be->rx_offloads;
 }
 
+/* The config space from mac, link_up and mtu: 8 bytes, or 12 with the
+ * MTU (max_virtqueue_pairs, then mtu, §5.1.4). */
 static void build_config(struct virtio_net *n)
 {
 	memset(n->config, 0, sizeof(n->config));
 	memcpy(n->config + VIRTIO_NET_CFG_MAC, n->mac, 6);
 	put_le16(n->config + VIRTIO_NET_CFG_STATUS, n->link_up ? VIRTIO_NET_S_LINK_UP : 0);
+	n->config_len = VIRTIO_NET_CONFIG_SIZE_BASE;
+	if (n->mtu) {
+		put_le16(n->config + VIRTIO_NET_CFG_MAX_VQ_PAIRS, 1);
+		put_le16(n->config + VIRTIO_NET_CFG_MTU, n->mtu);
+		n->config_len = VIRTIO_NET_CONFIG_SIZE;
+	}
 }
 
 static void net_config_read(struct virtio_dev *d, uint32_t off, void *data, uint32_t len)
@@ -165,13 +147,13 @@ static void net_config_read(struct virtio_dev *d, uint32_t off, void *data, uint
 	uint8_t *out = data;
 	for (uint32_t i = 0; i < len; i++) {
 		uint64_t o = (uint64_t)off + i;
-		out[i] = o < VIRTIO_NET_CONFIG_SIZE ? n->config[o] : 0;
+		out[i] = o < n->config_len ? n->config[o] : 0;
 	}
 }
 
 static void net_config_write(struct virtio_dev *d, uint32_t off, const void *data, uint32_t len)
 {
-	/* mac and status are driver-read-only with VERSION_1 (§5.1.4). */
+	/* Every field is driver-read-only with VERSION_1 (§5.1.4). */
 }
 
 /* ---- the back end's fd on the loop ---- */
@@ -359,7 +341,16 @@ static void tx_frame(struct virtio_net *n, const struct virtq_chain *c)
 	n->metrics.tx_bytes_count += c->read_len - NET_HDR_LEN;
 }
 
-/* One budgeted pass over the transmit queue.  vdev.lock held. */
+/* What the TX limiter charges for a chain: its frame bytes (the readable
+ * part after the header; malformed chains too, they cost host work). */
+static uint64_t tx_cost(const struct virtq_chain *c)
+{
+	return c->read_len > NET_HDR_LEN ? c->read_len - NET_HDR_LEN : 0;
+}
+
+/* One budgeted pass over the transmit queue, starting with the chain the
+ * TX limiter held, if any; a chain the limiter refuses is held (tx_held)
+ * and ends the pass (its timer resumes it).  vdev.lock held. */
 static void tx_process(struct virtio_net *n)
 {
 	struct virtio_dev *d = &n->vdev;
@@ -369,8 +360,21 @@ static void tx_process(struct virtio_net *n)
 	if (!queue_live(n, q))
 		return;
 	for (;;) {
-		int r;
-		while ((r = virtq_pop(q, &n->tx_chain)) == 1) {
+		int r = 1;
+		for (;;) {
+			if (!n->tx_held) {
+				r = virtq_pop(q, &n->tx_chain);
+				if (r != 1)
+					break;
+			}
+			if (n->tx_limited &&
+			    !rate_limiter_consume(&n->tx_limiter, tx_cost(&n->tx_chain), 1)) {
+				/* Held: popped, neither sent nor used. */
+				n->tx_held = true;
+				n->metrics.tx_rate_limiter_throttled++;
+				goto out;
+			}
+			n->tx_held = false;
 			tx_frame(n, &n->tx_chain);
 			if (virtq_push(q, n->tx_chain.head, 0) < 0) {
 				virtio_dev_mark_broken(d, "push of a head not in flight");
@@ -476,6 +480,37 @@ static bool rx_header_ok(struct virtio_net *n)
 	return true;
 }
 
+/* Byte @off (>= NET_HDR_LEN) of the frame just read: in the writable
+ * part of rx_c0 or, beyond it, in the bounce buffer (rx_read's layout). */
+static uint8_t rx_byte(const struct virtio_net *n, uint32_t off)
+{
+	const struct virtq_chain *c = &n->rx_c0;
+	if (off >= c->write_len)
+		return n->rx_bounce[off - c->write_len];
+	for (unsigned i = c->nread; i < c->nsegs; i++) {
+		if (off < c->segs[i].len)
+			return c->segs[i].hva[off];
+		off -= c->segs[i].len;
+	}
+	return 0; /* not reached: off < write_len */
+}
+
+/* Longer than the negotiated MTU allows (§5.1.4.2: gso_type NONE frames
+ * up to mtu plus the link-level header, 14 bytes or 18 with a VLAN tag)?
+ * @len: frame length with the virtio-net header. */
+static bool rx_over_mtu(const struct virtio_net *n, uint32_t len)
+{
+	uint8_t gso = n->rx_hdr[VIRTIO_NET_HDR_GSO_TYPE] & ~VIRTIO_NET_HDR_GSO_ECN;
+	if (!n->mtu || !has(n, VIRTIO_NET_F_MTU) || gso != VIRTIO_NET_HDR_GSO_NONE)
+		return false;
+	uint32_t l2 = 14;
+	uint16_t type = (uint16_t)(rx_byte(n, NET_HDR_LEN + 12) << 8 |
+				   rx_byte(n, NET_HDR_LEN + 13)); /* EtherType */
+	if (type == 0x8100 || type == 0x88a8) /* 802.1Q, 802.1ad */
+		l2 += 4;
+	return len - NET_HDR_LEN > (uint32_t)n->mtu + l2;
+}
+
 /* Read the next frame into the held first chain (rx_c0) and the bounce
  * buffer. */
 static enum rx_result rx_read(struct virtio_net *n)
@@ -511,12 +546,17 @@ static enum rx_result rx_read(struct virtio_net *n)
 		return RX_DROPPED;
 	}
 	uint32_t len = (uint32_t)r;
+	if (rx_over_mtu(n, len)) {
+		rx_drop(n, "longer than the MTU", len);
+		return RX_DROPPED;
+	}
 	if (!has(n, VIRTIO_NET_F_MRG_RXBUF) && len > n->rx_c0.write_len) {
 		/* §5.1.6.3.1: without MRG_RXBUF a frame needs one buffer. */
 		rx_drop(n, "larger than the receive buffer", len);
 		return RX_DROPPED; /* the chain is kept for the next frame */
 	}
 	n->rx_pending = true;
+	n->rx_charged = false; /* the RX limiter is asked before it is placed */
 	n->rx_have_c0 = false; /* it belongs to the frame now */
 	n->rx_len = len;
 	n->rx_c0_cap = n->rx_c0.write_len;
@@ -587,22 +627,50 @@ static int rx_place(struct virtio_net *n, bool *pushed)
 	return 1;
 }
 
-/* Deliver frames while there are frames and buffers, at most
- * VIRTIO_NET_RX_BUDGET; leave the fd armed exactly when more may be
- * delivered without a new buffer notification.  @tap_ready: the back end
- * said it has a frame (for no_rx_avail_buffer).  vdev.lock held. */
+/* May the pending frame be published?  Asks the RX limiter once per
+ * frame (its Ethernet bytes, one op). */
+static bool rx_pay(struct virtio_net *n)
+{
+	if (n->rx_charged || !n->rx_limited ||
+	    rate_limiter_consume(&n->rx_limiter, n->rx_len - NET_HDR_LEN, 1)) {
+		n->rx_charged = true;
+		return true;
+	}
+	return false;
+}
+
+/* Receive stops until the RX limiter's timer: the fd off the loop. */
+static void rx_throttle(struct virtio_net *n)
+{
+	n->rx_throttled = true;
+	n->metrics.rx_rate_limiter_throttled++;
+	set_rx_armed(n, false);
+}
+
+/* Deliver frames while there are frames and buffers and the RX limiter
+ * lets them through, at most VIRTIO_NET_RX_BUDGET; leave the fd armed
+ * exactly when more may be delivered without a new buffer notification or
+ * the limiter's timer.  @tap_ready: the back end said it has a frame (for
+ * no_rx_avail_buffer).  vdev.lock held. */
 static void rx_process(struct virtio_net *n, bool tap_ready)
 {
 	struct virtio_dev *d = &n->vdev;
 	struct virtq *q = &d->vqs[VIRTIO_NET_RXQ];
 	bool pushed = false;
 	apply_offloads(n);
+	n->rx_throttled = false;
 	if (!queue_live(n, q)) {
 		set_rx_armed(n, false);
 		return;
 	}
 	for (unsigned frames = 0; frames < VIRTIO_NET_RX_BUDGET;) {
 		if (n->rx_pending) {
+			if (!rx_pay(n)) {
+				/* Held (not yet in the used ring) until the
+				 * limiter's timer. */
+				rx_throttle(n);
+				goto out;
+			}
 			int r = rx_place(n, &pushed);
 			if (r < 0)
 				goto out;
@@ -617,6 +685,11 @@ static void rx_process(struct virtio_net *n, bool tap_ready)
 		}
 		if (n->be_dead)
 			goto out;
+		if (n->rx_limited && rate_limiter_is_blocked(&n->rx_limiter)) {
+			/* Waiting for the timer: read nothing. */
+			rx_throttle(n);
+			goto out;
+		}
 		if (!n->rx_have_c0) {
 			int r = rx_take(n, &n->rx_c0);
 			if (r < 0)
@@ -658,6 +731,7 @@ static int net_activate(struct virtio_dev *d)
 {
 	struct virtio_net *n = to_net(d);
 	n->rx_have_c0 = n->rx_pending = false;
+	n->rx_throttled = n->tx_held = false;
 	want_offloads(n, negotiated_rx_offloads(n));
 	/* Whether there are buffers is found out on the loop. */
 	set_rx_armed(n, true);
@@ -667,8 +741,10 @@ static int net_activate(struct virtio_dev *d)
 static int net_reset(struct virtio_dev *d)
 {
 	struct virtio_net *n = to_net(d);
-	/* The held chains and the pending frame die with the queues. */
+	/* The held chains and the pending frame die with the queues (the
+	 * limiters keep their tokens: a reset does not refill them). */
 	n->rx_have_c0 = n->rx_pending = false;
+	n->rx_throttled = n->tx_held = false;
 	n->rx_nheads = 0;
 	set_rx_armed(n, false);
 	want_offloads(n, 0);
@@ -751,6 +827,110 @@ void virtio_net_get_metrics(struct virtio_net *n, struct virtio_net_metrics *out
 	pthread_mutex_lock(&n->vdev.lock);
 	*out = n->metrics;
 	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* The RX limiter's timer fired: drain it (also while paused, or the
+ * level-triggered loop would come back at once) and, unless paused (resume
+ * looks at the queues), publish the held frame and read on. */
+static void on_rx_limiter(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct virtio_net *n = ctx;
+	pthread_mutex_lock(&n->vdev.lock);
+	rate_limiter_timer_fired(&n->rx_limiter);
+	if (!n->vdev.paused)
+		rx_process(n, false);
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* The TX limiter's timer fired: the same for the held transmit chain. */
+static void on_tx_limiter(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct virtio_net *n = ctx;
+	pthread_mutex_lock(&n->vdev.lock);
+	rate_limiter_timer_fired(&n->tx_limiter);
+	if (!n->vdev.paused)
+		tx_process(n);
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* Create a limiter with @c and put its timer on the loop.  vdev.lock held.
+ * 0 / -errno (nothing left behind). */
+static int limiter_start(struct virtio_net *n, struct rate_limiter *rl,
+			 const struct rate_limiter_config *c, loop_cb cb)
+{
+	struct loop *loop = n->vdev.loop;
+	if (!loop)
+		return -EINVAL; /* nobody would resume a throttled queue */
+	int r = rate_limiter_init(rl, c, n->limiter_clock, n->limiter_clock_ctx);
+	if (r < 0)
+		return r;
+	r = loop_add(loop, rl->timer_fd, EPOLLIN, cb, n);
+	if (r < 0)
+		rate_limiter_destroy(rl);
+	return r;
+}
+
+static void limiter_stop(struct virtio_net *n, struct rate_limiter *rl)
+{
+	loop_del(n->vdev.loop, rl->timer_fd);
+	rate_limiter_destroy(rl);
+}
+
+int virtio_net_set_rate_limiters(struct virtio_net *n, const struct rate_limiter_config *rx,
+				 const struct rate_limiter_config *tx)
+{
+	struct virtio_dev *d = &n->vdev;
+	int r = 0;
+	pthread_mutex_lock(&d->lock);
+	bool new_rx = rx && !n->rx_limited && rate_limiter_config_limits(rx);
+	bool new_tx = tx && !n->tx_limited && rate_limiter_config_limits(tx);
+	/* What can fail first, so that a failure changes nothing. */
+	if (new_rx && (r = limiter_start(n, &n->rx_limiter, rx, on_rx_limiter)) < 0)
+		goto out;
+	if (new_tx && (r = limiter_start(n, &n->tx_limiter, tx, on_tx_limiter)) < 0) {
+		if (new_rx)
+			limiter_stop(n, &n->rx_limiter);
+		goto out;
+	}
+	if (rx && n->rx_limited)
+		rate_limiter_update(&n->rx_limiter, rx);
+	if (tx && n->tx_limited)
+		rate_limiter_update(&n->tx_limiter, tx);
+	n->rx_limited |= new_rx;
+	n->tx_limited |= new_tx;
+	/* At once: what the old limits held is looked at again (and held
+	 * again, with a new timer, if it must still wait).  While paused
+	 * resume does it. */
+	if (!d->paused) {
+		if (rx && n->rx_throttled)
+			rx_process(n, false);
+		if (tx && n->tx_held)
+			tx_process(n);
+	}
+out:
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+int virtio_net_set_mtu(struct virtio_net *n, uint16_t mtu)
+{
+	struct virtio_dev *d = &n->vdev;
+	if (mtu && mtu < VIRTIO_NET_MTU_MIN)
+		return -EINVAL; /* VIRTIO_NET_MTU_MAX is the type's limit */
+	int r = 0;
+	pthread_mutex_lock(&d->lock);
+	if (d->status != 0 || d->reset_pending) {
+		r = -EBUSY; /* a driver may have read the features */
+	} else {
+		n->mtu = mtu;
+		build_config(n);
+		if (mtu)
+			d->device_features |= F(VIRTIO_NET_F_MTU);
+		else
+			d->device_features &= ~F(VIRTIO_NET_F_MTU);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
 }
 
 static void on_backend(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -854,6 +1034,14 @@ void virtio_net_destroy(struct virtio_net *n)
 	if (!n->rx_bounce)
 		return;
 	struct loop *loop = n->vdev.loop;
+	if (n->rx_limited) {
+		limiter_stop(n, &n->rx_limiter);
+		n->rx_limited = false;
+	}
+	if (n->tx_limited) {
+		limiter_stop(n, &n->tx_limiter);
+		n->tx_limited = false;
+	}
 	if (n->be_watched) {
 		loop_del(loop, n->be->fd);
 		n->be_watched = false;

@@ -24,7 +24,19 @@
  *
  * Config space (§5.1.4): mac[6] at 0, le16 status at 6 (LINK_UP while the
  * back end works; cleared with a config interrupt when the tap goes away).
- * 8 bytes; reads beyond read 0, writes are ignored.
+ * 8 bytes; with an MTU (virtio_net_set_mtu) 12: le16 max_virtqueue_pairs
+ * at 8 (1: the only pair; the field "exists" only with MQ/RSS, which are
+ * not offered, but the layout is fixed and 1 is the truth) and le16 mtu at
+ * 10, and VIRTIO_NET_F_MTU is offered.  Reads beyond read 0, writes are
+ * ignored.
+ *
+ * MTU (§5.1.4.2): once the driver accepted VIRTIO_NET_F_MTU, a received
+ * frame with gso_type NONE longer than mtu + its link-level header (14
+ * bytes, 18 with an 802.1Q/802.1ad tag) is dropped (rx_fails), as the spec
+ * requires of the device.  Transmitted frames are not checked against it
+ * (a larger one is the driver's fault and harmless to the host; the tap
+ * takes up to NET_MAX_FRAME).  The MTU of the host's tap interface is the
+ * host's business (it is not changed): set it to match.
  *
  * Data path, on the event loop under vdev.lock (§5.1.6):
  *
@@ -88,12 +100,38 @@
  *   or already used.  A back end that fails while paused (the tap
  *   deleted: EPOLLERR) still takes the link down at once.
  *
+ * Rate limiting (virtio_net_set_rate_limiters, util/ratelimit.h;
+ *   Firecracker's rx_rate_limiter / tx_rate_limiter): one limiter per
+ *   direction; a frame costs one ops token and its Ethernet length (without
+ *   the 12-byte header) in bandwidth tokens.  Nothing spins or sleeps: a
+ *   refused frame is held, the limiter arms its timerfd (watched on the
+ *   device's loop) and the direction stops until it fires.
+ *   TX: the chain is popped first (its length is in the descriptors) and,
+ *   if the limiter refuses it, HELD (tx_held, in tx_chain; not sent, not
+ *   used, not lost): the pass ends, later chains stay in the avail ring,
+ *   and the timer's handler (or a notification) retries the held chain
+ *   first, so frames leave in order, each once.  Malformed chains are
+ *   charged too (they cost the host work).
+ *   RX: a frame's length is known only once it is read, so the frame just
+ *   read is charged before it is published; if the limiter refuses it, it
+ *   stays the pending frame (rx_pending, in its first chain, not yet in the
+ *   used ring: the driver does not see it) and the tap fd is disarmed as
+ *   when there are no buffers; further frames wait in the tap's kernel
+ *   queue, and while the limiter waits for its timer no frame is read at
+ *   all.  The timer's handler publishes the held frame and re-arms the fd.
+ *   Frames dropped on receive (too long, offloads) are not charged.
+ *   Changing the limits applies at once (a held frame is retried under the
+ *   new limits).  A timer that fires while the device is paused only
+ *   drains its timerfd (so the level-triggered loop does not spin);
+ *   resume looks at both queues, which retries what is held.
+ *
  * Reset (ops->reset, vdev.lock held, any thread): the pending frame and
  * the held chains are forgotten, the fd is disarmed, the back end's
- * offloads go back to none.  Everything touching guest memory runs under
- * vdev.lock and checks that the queue is still live, so nothing touches
- * guest memory once reset returns (a wake-up already on its way finds the
- * queues inactive).  Completes synchronously.
+ * offloads go back to none; the rate limiters keep their state (tokens).
+ * Everything touching guest memory runs under vdev.lock and checks that
+ * the queue is still live, so nothing touches guest memory once reset
+ * returns (a wake-up already on its way - the back end's fd, a limiter's
+ * timer - finds the queues inactive).  Completes synchronously.
  */
 #ifndef VISOR_DEVICES_VIRTIO_VIRTIO_NET_H
 #define VISOR_DEVICES_VIRTIO_VIRTIO_NET_H
@@ -104,6 +142,7 @@
 
 #include "../../backends/net.h"
 #include "../../util/log.h"
+#include "../../util/ratelimit.h"
 #include "virtio.h"
 
 /* Feature bits (§5.1.3) */
@@ -146,7 +185,13 @@
 /* Config space (§5.1.4) */
 #define VIRTIO_NET_CFG_MAC 0
 #define VIRTIO_NET_CFG_STATUS 6
-#define VIRTIO_NET_CONFIG_SIZE 8
+#define VIRTIO_NET_CFG_MAX_VQ_PAIRS 8
+#define VIRTIO_NET_CFG_MTU 10
+#define VIRTIO_NET_CONFIG_SIZE_BASE 8 /* mac, status */
+#define VIRTIO_NET_CONFIG_SIZE 12     /* ... max_virtqueue_pairs, mtu (with an MTU) */
+/* Firecracker's NetworkInterface.mtu range (IPv4's minimum; 16-bit field) */
+#define VIRTIO_NET_MTU_MIN 68
+#define VIRTIO_NET_MTU_MAX 65535
 #define VIRTIO_NET_S_LINK_UP 1
 
 #define VIRTIO_NET_RXQ 0
@@ -173,14 +218,17 @@ struct virtio_net_metrics {
 	uint64_t no_rx_avail_buffer;   /* the back end had a frame and the driver no (or not
 					* enough) receive buffers: the fd is paused */
 	uint64_t tap_read_fails;       /* receive errors of the back end (it is then gone) */
-	uint64_t rx_rate_limiter_throttled; /* 0: no rate limiter yet */
+	uint64_t rx_rate_limiter_throttled; /* receive stopped by the RX limiter: a frame it
+					     * refused, or a look at the queue while it
+					     * waits for its timer */
 	/* transmit: guest -> back end */
 	uint64_t tx_bytes_count;       /* bytes of the frames the back end took */
 	uint64_t tx_packets_count;     /* frames the back end took */
 	uint64_t tx_fails;             /* well-formed frames the back end refused (dropped) */
 	uint64_t tx_malformed_frames;  /* chains dropped as malformed (see TX above) */
 	uint64_t tx_queue_event_count; /* transmit queue notifications handled */
-	uint64_t tx_rate_limiter_throttled; /* 0: no rate limiter yet */
+	uint64_t tx_rate_limiter_throttled; /* frames the TX limiter refused (held; a retry
+					     * refused again counts again) */
 };
 
 struct virtio_net {
@@ -190,8 +238,14 @@ struct virtio_net {
 	bool be_watched;  /* be->fd is on the loop */
 	int work_fd;      /* eventfd on the loop (TX budget, offloads), -1 without a loop */
 	uint8_t mac[6];
+	/* The limiters' clock (NULL: CLOCK_MONOTONIC); tests set it before
+	 * the first virtio_net_set_rate_limiters. */
+	rate_limiter_clock_fn limiter_clock;
+	void *limiter_clock_ctx;
 
 	/* under vdev.lock */
+	uint16_t mtu;        /* 0: VIRTIO_NET_F_MTU not offered */
+	uint32_t config_len; /* VIRTIO_NET_CONFIG_SIZE_BASE, or _SIZE with an MTU */
 	uint8_t config[VIRTIO_NET_CONFIG_SIZE];
 	bool link_up;
 	bool be_dead;     /* the back end failed for good (tap deleted) */
@@ -212,13 +266,20 @@ struct virtio_net {
 	uint16_t rx_heads[VIRTIO_NET_QUEUE_MAX];
 	uint32_t rx_lens[VIRTIO_NET_QUEUE_MAX];
 	struct virtq_chain rx_c0, rx_chain, tx_chain;
+	/* rate limiting */
+	bool rx_limited, tx_limited; /* limiter set up, its timer_fd on the loop */
+	bool rx_charged;   /* the pending frame was paid for */
+	bool rx_throttled; /* receive stopped because of the RX limiter */
+	bool tx_held;      /* tx_chain is popped, waiting for the TX limiter */
+	struct rate_limiter rx_limiter, tx_limiter;
 	struct ratelimit rl;
 	struct virtio_net_metrics metrics;
 };
 
 /* Build the device on back end @be.  @mac: the address the guest gets;
  * NULL: net_default_mac(be->name, 0).  With a @loop, be->fd (if >= 0) and
- * an eventfd are registered there (2 loop slots); without one (tests) the
+ * an eventfd are registered there (2 loop slots, and 1 more per rate-limited
+ * direction, virtio_net_set_rate_limiters); without one (tests) the
  * TX pass is not budgeted and the caller drives RX with
  * virtio_net_backend_ready().  @own_be: virtio_net_destroy closes @be.
  * Returns 0 or -errno with one line in @err. */
@@ -248,14 +309,32 @@ void virtio_net_backend_ready(struct virtio_net *n, uint32_t events);
  * virtio_dev_resume.) */
 void virtio_net_continue(struct virtio_net *n);
 
+/* Set Firecracker's rx_rate_limiter (@rx) and tx_rate_limiter (@tx) of the
+ * interface: bandwidth tokens are Ethernet frame bytes, ops tokens frames.
+ * NULL leaves that direction as it is; an all-zero config makes it
+ * unlimited.  Loop thread (takes vdev.lock), before or after the driver
+ * activated the device, paused or not; effective at once: a frame held
+ * under the old limits is retried now (when paused: on resume).  The
+ * first limiting config of a direction creates its limiter (full buckets)
+ * and puts its timerfd on the device's loop; later changes follow
+ * rate_limiter_update (a bucket whose config changed starts full).
+ * Returns 0; -EINVAL if a limit is asked for and the device has no loop
+ * (nothing could resume a throttled queue); -errno from creating a timer
+ * or registering it.  On failure nothing changed (neither direction). */
+int virtio_net_set_rate_limiters(struct virtio_net *n, const struct rate_limiter_config *rx,
+				 const struct rate_limiter_config *tx);
+
+/* Offer VIRTIO_NET_F_MTU with @mtu (VIRTIO_NET_MTU_MIN..MAX) in the config
+ * space, or stop offering it (@mtu 0: the config space is 8 bytes again).
+ * Only while no driver is negotiating (device status 0: before the guest
+ * found the device, or after a reset), since the offered features must not
+ * change under a driver: -EBUSY otherwise.  -EINVAL for an @mtu out of
+ * range (nothing changed).  0 on success.  Any thread (takes vdev.lock). */
+int virtio_net_set_mtu(struct virtio_net *n, uint16_t mtu);
+
 /* Copy the counters into @out (consistent: taken under vdev.lock, so not
  * from a context that holds it).  Any thread. */
 void virtio_net_get_metrics(struct virtio_net *n, struct virtio_net_metrics *out);
-
-/* "aa:bb:cc:dd:ee:ff" (hex digits in either case, exactly 17 characters)
- * -> @mac.  Rejects multicast (bit 0 of the first byte; broadcast
- * included) and all-zero addresses.  0 / -EINVAL. */
-int net_parse_mac(const char *s, uint8_t mac[6]);
 
 /* A stable locally administered unicast address for NIC @index on tap
  * @name (a hash of both; the same arguments always give the same MAC). */

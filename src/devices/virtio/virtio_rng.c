@@ -60,6 +60,8 @@ static uint32_t fill_random(struct virtio_rng *r, const struct virtq_chain *c, u
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0) {
+				/* EAGAIN: the host pool is not initialised yet. */
+				r->m.host_rng_fails++;
 				if (n < 0 && errno != EAGAIN)
 					log_ratelimited(&r->rl, LOG_WARN, "virtio-rng: getrandom: %s",
 							strerror(errno));
@@ -87,14 +89,14 @@ static uint32_t rng_request(struct virtio_rng *r, const struct virtq_chain *c)
 {
 	uint32_t n = 0;
 	if (c->nread) {
-		r->n_rejected++;
+		r->m.invalid_requests++;
 		log_ratelimited(&r->rl, LOG_WARN,
 				"virtio-rng: request with device-readable buffers returned unfilled");
 	} else {
 		n = fill_random(r, c, request_bytes(c));
 	}
-	r->n_requests++;
-	r->n_bytes += n;
+	r->m.entropy_requests++;
+	r->m.entropy_bytes += n;
 	return n;
 }
 
@@ -112,6 +114,7 @@ static void rng_pass(struct virtio_rng *r)
 	struct virtq *q = &d->vqs[0];
 	bool pushed = false;
 	uint64_t spent = 0;
+	r->m.entropy_event_count++;
 	for (;;) {
 		int rc = 1;
 		for (;;) {
@@ -123,11 +126,13 @@ static void rng_pass(struct virtio_rng *r)
 			if (r->limited &&
 			    !rate_limiter_consume(&r->limiter, request_bytes(&r->chain), 1)) {
 				r->held = true;
+				r->m.entropy_rate_limiter_throttled++;
 				goto out;
 			}
 			r->held = false;
 			uint32_t n = rng_request(r, &r->chain);
 			if (virtq_push(q, r->chain.head, n) < 0) {
+				r->m.entropy_event_fails++;
 				virtio_dev_mark_broken(d, "push of a head not in flight");
 				return;
 			}
@@ -137,6 +142,7 @@ static void rng_pass(struct virtio_rng *r)
 				goto out;
 		}
 		if (rc < 0) {
+			r->m.entropy_event_fails++;
 			virtio_dev_mark_broken(d, "invalid descriptor chain");
 			return;
 		}
@@ -160,6 +166,7 @@ static void limiter_cb(struct loop *l, int fd, uint32_t events, void *ctx)
 	struct virtio_rng *r = ctx;
 	pthread_mutex_lock(&r->vdev.lock);
 	rate_limiter_timer_fired(&r->limiter);
+	r->m.rate_limiter_event_count++;
 	virtio_dev_queue_notify(&r->vdev, 0);
 	pthread_mutex_unlock(&r->vdev.lock);
 }
@@ -213,6 +220,13 @@ int virtio_rng_set_rate_limiter(struct virtio_rng *r, const struct rate_limiter_
 		virtio_dev_queue_notify(d, 0);
 	pthread_mutex_unlock(&d->lock);
 	return rc;
+}
+
+void virtio_rng_get_metrics(struct virtio_rng *r, struct virtio_rng_metrics *out)
+{
+	pthread_mutex_lock(&r->vdev.lock);
+	*out = r->m;
+	pthread_mutex_unlock(&r->vdev.lock);
 }
 
 void virtio_rng_destroy(struct virtio_rng *r)

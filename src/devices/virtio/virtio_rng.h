@@ -43,6 +43,20 @@
 #define VIRTIO_RNG_MAX_PER_REQ (64u * 1024)
 #define VIRTIO_RNG_BUDGET (1024u * 1024)
 
+/* Counters since creation (Firecracker's names where it has one), under
+ * the device lock; virtio_rng_get_metrics takes a consistent snapshot. */
+struct virtio_rng_metrics {
+	uint64_t activate_fails;       /* activation refused by the device */
+	uint64_t entropy_event_count;  /* passes over the queue (kick, continuation, timer) */
+	uint64_t entropy_event_fails;  /* ring violations: the device was marked broken */
+	uint64_t entropy_requests;     /* requests returned to the driver */
+	uint64_t entropy_bytes;        /* random bytes handed out */
+	uint64_t host_rng_fails;       /* getrandom failed or had no entropy yet */
+	uint64_t invalid_requests;     /* device-readable buffers: returned unfilled */
+	uint64_t entropy_rate_limiter_throttled; /* requests the limiter held back */
+	uint64_t rate_limiter_event_count;       /* limiter timer events handled */
+};
+
 struct virtio_rng {
 	struct virtio_dev vdev; /* hand &vdev to a transport */
 	struct virtio_deferred deferred; /* passes cut short by the budget */
@@ -56,7 +70,7 @@ struct virtio_rng {
 	rate_limiter_clock_fn limiter_clock;
 	void *limiter_clock_ctx;
 	struct ratelimit rl;
-	uint64_t n_requests, n_bytes, n_rejected;
+	struct virtio_rng_metrics m;
 };
 
 /* 0 / -errno.  @loop may be NULL (tests): then a pass is not budgeted. */
@@ -70,6 +84,10 @@ int virtio_rng_init(struct virtio_rng *r, const struct guest_mem *mem, struct lo
  * -EINVAL if the device has no loop, or -errno from creating the timer
  * (the device then stays unlimited). */
 int virtio_rng_set_rate_limiter(struct virtio_rng *r, const struct rate_limiter_config *c);
+
+/* A consistent snapshot of the counters into @out (any thread; takes the
+ * device lock briefly). */
+void virtio_rng_get_metrics(struct virtio_rng *r, struct virtio_rng_metrics *out);
 
 /* Tear down (after the transport is gone). */
 void virtio_rng_destroy(struct virtio_rng *r);
