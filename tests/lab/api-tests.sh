@@ -25,7 +25,8 @@
 # tests/guest/api.sh runs one step per line.  Every API request and its
 # response is logged and shown when a test fails.
 #
-# Ends with "api: N passed, N failed".
+# Ends with "api: N passed, N failed" (the suite is "api-lab" in tests/run-all and
+# tests/lab/l1-run.sh; "api" there is tests/api, the API without KVM).
 set -u
 DIR=${1:-.}
 for f in "$DIR/visor" "$DIR/guest/vmlinuz" "$DIR/guest/vmlinux" "$DIR/guest/initrd.cpio.gz"; do

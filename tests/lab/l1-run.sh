@@ -2,7 +2,7 @@
 # Runs inside the lab's L1 (started by tests/run-all through tools/lab): the
 # test suites that need hardware-style KVM, one after the other.
 #
-#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | api
+#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | api-lab
 #
 # /lab mirrors build/: visor, kvm/*.elf, guest/*, plus tests/.  Each suite's
 # output is framed by "=== BEGIN name" / "=== END name rc=N" for run-all.
@@ -16,7 +16,7 @@ for s in "$@"; do
 	kvm) tests/kvm/run /lab/visor /lab/kvm ;;
 	guest) tests/lab/guest-tests.sh /lab ;;
 	virtio) tests/lab/virtio-tests.sh /lab ;;
-	api) tests/lab/api-tests.sh /lab ;;
+	api-lab) tests/lab/api-tests.sh /lab ;;
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac
 	rc=$?
