@@ -16,6 +16,8 @@
 #   net PREFIX               eth0 = PREFIX.2/24, ping PREFIX.1: "MAC=", "PING-OK"
 #   ticker                   start api-tool ticker in the background
 #   cad                      start api-tool cad (Ctrl-Alt-Del -> reboot) in the background
+#   kbd                      KBD-... lines: input devices, serio ports and drivers,
+#                            i8042 interrupts, kernel messages about them
 #   load-start SERIAL PREFIX record writer on disk SERIAL; with PREFIX also TCP
 #                            both ways (loops of 2 MiB transfers, tcp-tool; to
 #                            PREFIX.1 port 5001, from the host on port 5002)
@@ -123,7 +125,7 @@ step() {
 			h=$2.1
 			(
 				while [ ! -e /tmp/stop ]; do
-					tcp-tool send "$h" 5001 2097152 || { echo "SEND-FAILED"; break; }
+					tcp-tool send "$h" 5001 2097152 || { echo "SEND-FAILED rc=$? at $(api-tool mono) ms"; break; }
 				done
 				tcp-tool send "$h" 5001 0
 			) >/tmp/g2h.out 2>&1 &
@@ -155,6 +157,17 @@ step() {
 		api-tool blkverify "/dev/$load_dev" "$n" || return 1
 		s=$(dd if="/dev/$load_dev" bs=65536 iflag=direct count="$n" 2>/dev/null | sha256sum | cut -d' ' -f1)
 		echo "RECORDS-SUM $n $s"
+		;;
+	kbd) # what the guest made of the i8042 and its keyboard
+		echo "KBD-INPUT $(sed -n 's/^N: Name=//p' /proc/bus/input/devices | tr '\n' ' ')"
+		for sd in /sys/bus/serio/devices/*; do
+			[ -e "$sd" ] || continue
+			drv=$(readlink "$sd/driver" 2>/dev/null)
+			echo "KBD-SERIO ${sd##*/} $(cat "$sd/description" 2>/dev/null) driver=${drv##*/}"
+		done
+		echo "KBD-IRQ $(grep i8042 /proc/interrupts | tr -s ' ')"
+		echo "KBD-CAD-PID $(cat /proc/sys/kernel/cad_pid)"
+		dmesg | grep -i -E 'i8042|atkbd|serio|keyboard' | tail -n 6 | sed 's/^/KBD-DMESG /'
 		;;
 	poweroff) poweroff -f ;;
 	*)
