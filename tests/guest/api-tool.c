@@ -8,7 +8,8 @@
  *   api-tool ticker                every 100 ms (relative sleeps) print
  *                                  "TICK n ms": n counts from 1, ms is
  *                                  CLOCK_MONOTONIC; runs until killed
- *   api-tool cad                   play init's part for Ctrl-Alt-Del: make
+ *   api-tool cad                   play init's part for Ctrl-Alt-Del: turn
+ *                                  the kernel's immediate restart off, make
  *                                  this process the kernel's cad_pid, print
  *                                  "CAD-ARMED pid", wait for SIGINT, print
  *                                  "GOT-CTRL-ALT-DEL", sync and reboot
@@ -98,6 +99,12 @@ static int cad(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL)) {
 		perror("sigaction");
+		return 1;
+	}
+	/* What init does (sysvinit, systemd, busybox init): Ctrl-Alt-Del
+	 * becomes SIGINT to cad_pid instead of an immediate kernel restart. */
+	if (reboot(RB_DISABLE_CAD)) {
+		say("CAD-FAILED reboot(RB_DISABLE_CAD): %s\n", strerror(errno));
 		return 1;
 	}
 	FILE *f = fopen("/proc/sys/kernel/cad_pid", "w");

@@ -6,7 +6,8 @@
  *   tcp-tool send HOST PORT BYTES   connect (retrying for up to 60 s), send
  *                                   BYTES pattern bytes, close; prints
  *                                   "SENT n sum=S"
- *   tcp-tool sink PORT              accept one connection, read to EOF;
+ *   tcp-tool sink PORT              accept one connection (then stop
+ *                                   listening), read to EOF;
  *                                   prints "SINK bytes=n sum=S"
  * S is the 32-bit FNV-1a of the bytes, so both ends can be compared.
  */
@@ -61,6 +62,10 @@ int main(int argc, char **argv)
 		printf("LISTENING %s\n", argv[2]);
 		fflush(stdout);
 		int c = accept(l, NULL, NULL);
+		/* One connection only: a sender's next connection (e.g. in a
+		 * loop of transfers) must be refused and retried, not queued
+		 * in the backlog and reset when this process exits. */
+		close(l);
 		uint64_t n;
 		stream_recv(c, &n, &h, NULL);
 		printf("SINK bytes=%llu sum=%08x\n", (unsigned long long)n, h);
