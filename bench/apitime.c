@@ -43,8 +43,12 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static pid_t child; /* killed on every way out */
+
 static void die(const char *m)
 {
+	if (child > 0)
+		kill(child, SIGKILL);
 	fprintf(stderr, "apitime: %s: %s\n", m, strerror(errno));
 	exit(2);
 }
@@ -221,6 +225,7 @@ int main(int argc, char **argv)
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
+	child = pid;
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
 		dup2(null, 0);
@@ -243,7 +248,7 @@ int main(int argc, char **argv)
 	if (is_qmp)
 		consume(read_reply(fd, qmp_line, 10000));
 	else if (http(fd, "GET", "/", "") != 200)
-		return 1;
+		goto fail;
 	uint64_t ready = now_us() - t0;
 	uint64_t cpu = cpu_us(pid);
 	if (is_qmp)
@@ -254,7 +259,7 @@ int main(int argc, char **argv)
 		if (is_qmp)
 			qmp(fd, "{\"execute\": \"query-status\"}\n");
 		else if (http(fd, "GET", "/", "") != 200)
-			return 1;
+			goto fail;
 		lat[i] = now_us() - s;
 	}
 	qsort(lat, (size_t)nreq, sizeof(*lat), cmp_u64);
@@ -314,4 +319,9 @@ int main(int argc, char **argv)
 	waitpid(pid, NULL, 0);
 	unlink(sock);
 	return rc;
+fail:
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(sock);
+	return 1;
 }

@@ -208,6 +208,8 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 {
 	o->cmd = CLI_FIRECRACKER;
 	COPY(o->api_sock, "/run/firecracker.socket");
+	/* Firecracker's defaults: 1 vCPU, 128 MiB */
+	o->cfg.mem_size = 128ULL << 20;
 	for (int i = first; i < argc; i++) {
 		char name[48];
 		const char *val;
@@ -450,8 +452,9 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
-	memset(o, 0, sizeof(*o));
-	config_init(&o->cfg);
+	/* @o arrives zeroed (see cli.h): clearing its ~90 KiB again would
+	 * fault in every page of it at start-up */
+	config_defaults(&o->cfg);
 	o->level = LOG_INFO;
 	o->max_payload = CLI_DEFAULT_MAX_PAYLOAD;
 	e->msg[0] = 0;

@@ -34,6 +34,11 @@ static void copy_str(char *dst, size_t size, const char *src)
 void config_init(struct vm_config *c)
 {
 	memset(c, 0, sizeof(*c));
+	config_defaults(c);
+}
+
+void config_defaults(struct vm_config *c)
+{
 	c->cpus = 1;
 	c->mem_size = CONFIG_DEFAULT_MEM;
 	COPY(c->cmdline, CONFIG_DEFAULT_CMDLINE);

@@ -389,6 +389,30 @@ static size_t lex_string(const char *s, size_t len, size_t i, bool *nul, const c
 				}
 				if (!memcmp(s + i + 2, "0000", 4))
 					*nul = true;
+				unsigned cu = (unsigned)strtoul((char[5]){s[i + 2], s[i + 3], s[i + 4], s[i + 5], 0},
+							       NULL, 16);
+				if (cu >= 0xdc00 && cu <= 0xdfff) {
+					/* a trailing surrogate without its leading one */
+					*why = "lone surrogate in a \\u escape";
+					*at = i;
+					return 0;
+				}
+				if (cu >= 0xd800 && cu <= 0xdbff) {
+					/* must be followed by a trailing surrogate escape (RFC 8259 §7) */
+					unsigned lo = 0;
+					if (i + 11 < len && s[i + 6] == '\\' && s[i + 7] == 'u' &&
+					    is_hex(s[i + 8]) && is_hex(s[i + 9]) && is_hex(s[i + 10]) &&
+					    is_hex(s[i + 11]))
+						lo = (unsigned)strtoul((char[5]){s[i + 8], s[i + 9], s[i + 10],
+										s[i + 11], 0},
+								       NULL, 16);
+					if (lo < 0xdc00 || lo > 0xdfff) {
+						*why = "lone surrogate in a \\u escape";
+						*at = i;
+						return 0;
+					}
+					i += 6; /* the pair: both escapes */
+				}
 				i += 6;
 			} else if (e && strchr("\"\\/bfnrt", e)) {
 				i += 2;

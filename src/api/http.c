@@ -365,7 +365,9 @@ static int finish_head(struct http_parser *p)
 {
 	struct http_request *r = &p->req;
 	if (p->seen_te)
-		return fail(p, 501, "Transfer-Encoding is not supported (send Content-Length)");
+		/* a client error (400), not 501: the server did not fail, the
+		 * request is one this API does not accept */
+		return fail(p, 400, "Transfer-Encoding is not supported (send Content-Length)");
 	if (p->seen_length && p->content_length > p->lim.max_body)
 		return fail(p, 413, "request body too large");
 	if (r->version_minor == 1)
@@ -661,7 +663,9 @@ struct http_conn {
 	char *out;
 	size_t out_off, out_len;
 	uint64_t t_idle, t_req, t_out;
-	char in[HTTP_READ_BUF];
+	/* HTTP_READ_BUF bytes, allocated when the connection is accepted (the
+	 * slot table itself stays small: an idle server touches a few KiB) */
+	char *in;
 };
 
 enum { K_IDLE, K_REQ, K_OUT };
@@ -727,6 +731,8 @@ static void conn_close(struct http_conn *c)
 	free(c->out);
 	c->out = NULL;
 	c->out_off = c->out_len = 0;
+	free(c->in);
+	c->in = NULL;
 	__atomic_store_n(&s->nconns, s->nconns - 1, __ATOMIC_RELAXED);
 }
 
@@ -875,7 +881,7 @@ static void conn_run(struct http_conn *c)
 				conn_set_mask(c, EPOLLIN);
 				return;
 			}
-			ssize_t n = recv(c->fd, c->in, sizeof(c->in), MSG_DONTWAIT);
+			ssize_t n = recv(c->fd, c->in, HTTP_READ_BUF, MSG_DONTWAIT);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -977,8 +983,12 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 				c = &s->conns[k];
 		if (!c)
 			c = evict_idle(s);
+		char *in = c ? malloc(HTTP_READ_BUF) : NULL;
+		if (c && !in)
+			c = NULL;
 		if (c) {
-			memset(c, 0, offsetof(struct http_conn, in));
+			memset(c, 0, sizeof(*c));
+			c->in = in;
 			c->srv = s;
 			c->fd = cfd;
 			c->mask = EPOLLIN;
@@ -990,6 +1000,8 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 				continue;
 			}
 			c->fd = -1;
+			free(c->in);
+			c->in = NULL;
 		}
 		send_and_forget(cfd, 503, "too many connections");
 		close(cfd);
