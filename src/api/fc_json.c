@@ -1902,6 +1902,9 @@ char *fc_format_reply(const struct vm_action *a, const struct vm_reply *r, size_
 		JW_KSTR(&w, "id", r->id);
 		jw_kstr(&w, "state", state_name(r->state));
 		JW_KSTR(&w, "vmm_version", r->version);
+		/* visor's extension (the schema allows extra properties):
+		 * milliseconds since InstanceStart, 0 before */
+		jw_ku64(&w, "uptime_ms", r->uptime_ms);
 		jw_close(&w, '}');
 		break;
 	case ACT_GET_VERSION:
