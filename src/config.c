@@ -296,7 +296,8 @@ int config_set_boot(struct vm_config *c, const char *kernel, const char *initrd,
 	if (initrd && initrd[0] && (r = check_path("boot source: initrd_path", initrd, sizeof(c->initrd), e)))
 		return r;
 	if (cmdline && strnlen(cmdline, sizeof(c->cmdline)) >= sizeof(c->cmdline))
-		return fail(e, "boot source: boot_args is longer than %zu bytes", sizeof(c->cmdline) - 1);
+		return fail(e, "boot source: the kernel command line (boot_args) is longer than %zu bytes",
+			    sizeof(c->cmdline) - 1);
 	COPY(c->kernel, kernel);
 	COPY(c->initrd, initrd ? initrd : "");
 	COPY(c->cmdline, cmdline ? cmdline : CONFIG_DEFAULT_CMDLINE);
@@ -310,7 +311,7 @@ int config_set_machine(struct vm_config *c, uint64_t cpus, uint64_t mem_mib, boo
 		return fail(e, "machine config: vcpu_count %llu is out of range (1-%d)",
 			    (unsigned long long)cpus, CONFIG_MAX_CPUS);
 	if (mem_mib < (CONFIG_MIN_MEM >> 20) || mem_mib > (1ULL << 24))
-		return fail(e, "machine config: mem_size_mib %llu is out of range (%llu-%llu)",
+		return fail(e, "machine config: memory size (mem_size_mib) %llu MiB is out of range (%llu-%llu)",
 			    (unsigned long long)mem_mib, CONFIG_MIN_MEM >> 20, 1ULL << 24);
 	if (smt && cpus > 1 && (cpus & 1))
 		return fail(e, "machine config: with smt the vcpu_count must be 1 or even");

@@ -798,7 +798,9 @@ out:
 }
 
 /* Firecracker's RateLimiter {bandwidth, ops}; absent buckets are zero
- * (no limit). */
+ * (no limit).  Returns 0 when @name is absent, else a mask of
+ * FC_RL_GIVEN | FC_RL_BANDWIDTH | FC_RL_OPS (which buckets the body gave:
+ * a PATCH changes only those), or -errno. */
 static int dec_rate_limiter(struct dec *d, struct json_object *o, const char *name,
 			    struct rate_limiter_config *rl)
 {
@@ -809,10 +811,14 @@ static int dec_rate_limiter(struct dec *d, struct json_object *o, const char *na
 	if (r <= 0)
 		return r;
 	size_t m = push_prefix(d, name);
-	if ((r = check_fields(d, v, fields)) < 0 || (r = dec_bucket(d, v, "bandwidth", &rl->bandwidth)) < 0 ||
-	    (r = dec_bucket(d, v, "ops", &rl->ops)) < 0)
+	int mask = FC_RL_GIVEN;
+	if ((r = check_fields(d, v, fields)) < 0 || (r = dec_bucket(d, v, "bandwidth", &rl->bandwidth)) < 0)
 		goto out;
-	r = 1;
+	mask |= r > 0 ? FC_RL_BANDWIDTH : 0;
+	if ((r = dec_bucket(d, v, "ops", &rl->ops)) < 0)
+		goto out;
+	mask |= r > 0 ? FC_RL_OPS : 0;
+	r = mask;
 out:
 	pop_prefix(d, m);
 	return r;
