@@ -18,6 +18,11 @@
  *           [start_us=N] rc=0
  * CPU time is the VMM's, summed over its threads from /proc/PID/task/
  * (schedstat: nanoseconds on CPU), sampled right when the socket is ready.
+ *
+ *   apitime -k exec [-l LABEL] -- CMD ARGS...
+ *
+ * measures the floor every process start pays on this host: fork/exec of
+ * CMD (a static "hello") to its exit, wall and CPU time (rusage).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -32,6 +37,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -211,12 +217,33 @@ int main(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (!kind || !sock || optind >= argc || nreq < 1 || nreq > 100000) {
+	if (!kind || (!sock && strcmp(kind, "exec")) || optind >= argc || nreq < 1 || nreq > 100000) {
 		fprintf(stderr, "usage: apitime -k visor|qmp -s SOCK [-n N] [-l LABEL] "
 				"[-m MARKER -t SECS] [-r 'METHOD PATH BODY']... -- CMD...\n");
 		return 2;
 	}
 	bool is_qmp = !strcmp(kind, "qmp");
+	if (!strcmp(kind, "exec")) {
+		uint64_t t = now_us();
+		pid_t p = fork();
+		if (p == 0) {
+			int null = open("/dev/null", O_RDWR);
+			dup2(null, 1);
+			execvp(argv[optind], argv + optind);
+			_exit(127);
+		}
+		int st;
+		struct rusage ru;
+		if (p < 0 || wait4(p, &st, 0, &ru) != p)
+			die("wait4");
+		uint64_t wall = now_us() - t;
+		uint64_t cpu = (uint64_t)ru.ru_utime.tv_sec * 1000000ULL + (uint64_t)ru.ru_utime.tv_usec +
+			       (uint64_t)ru.ru_stime.tv_sec * 1000000ULL + (uint64_t)ru.ru_stime.tv_usec;
+		printf("APITIME label=%s ready_us=%llu ready_cpu_us=%llu rc=%d\n", label,
+		       (unsigned long long)wall, (unsigned long long)cpu,
+		       WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+		return 0;
+	}
 	unlink(sock);
 	int out[2];
 	if (pipe2(out, O_CLOEXEC))
