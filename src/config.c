@@ -7,29 +7,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/str.h"
 #include <strings.h>
 
 __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, const char *fmt, ...)
 {
-	if (e) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	err_vset(e ? e->msg : NULL, e ? sizeof(e->msg) : 0, -EINVAL, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
 }
 
 /* Copy a string that must fit (the caller checked the length). */
-/* Copy a string the caller checked to fit (truncates otherwise, never
- * overflows). */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	size_t n = strnlen(src, size - 1);
-	memcpy(dst, src, n);
-	dst[n] = 0;
-}
-#define COPY(dst, src) copy_str((dst), sizeof(dst), (src))
+#define COPY(dst, src) str_copy((dst), sizeof(dst), (src))
 
 void config_init(struct vm_config *c)
 {
