@@ -2,7 +2,8 @@
 #
 #   make            build build/visor (static, -Werror)
 #   make test       unit tests (plain + ASan/UBSan), KVM-level tests, lab tests
-#   make run        build the default guest and boot it (nested lab if needed)
+#   make run        build the default guest and boot it (nested lab if needed);
+#                   ARGS="..." adds visor run options (e.g. ARGS="--net tap=tap0")
 #   make unit       unit tests only;  make asan  sanitizer unit tests only
 #   make CC=clang   any of the above with clang
 #
@@ -83,7 +84,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME ?= 20
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
-	clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	clang -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) -luring -ljson-c -lpthread
 
 fuzz: $(FUZZ_BINS)
@@ -93,7 +94,7 @@ test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
 	tests/run-all
 
 run: all
-	tools/run-default
+	tools/run-default $(ARGS)
 
 guest:
 	tools/mkguest

@@ -18,6 +18,11 @@
  *           [start_us=N] rc=0
  * CPU time is the VMM's, summed over its threads from /proc/PID/task/
  * (schedstat: nanoseconds on CPU), sampled right when the socket is ready.
+ *
+ *   apitime -k exec [-l LABEL] -- CMD ARGS...
+ *
+ * measures the floor every process start pays on this host: fork/exec of
+ * CMD (a static "hello") to its exit, wall and CPU time (rusage).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -32,6 +37,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,8 +49,12 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static pid_t child; /* killed on every way out */
+
 static void die(const char *m)
 {
+	if (child > 0)
+		kill(child, SIGKILL);
 	fprintf(stderr, "apitime: %s: %s\n", m, strerror(errno));
 	exit(2);
 }
@@ -207,12 +217,33 @@ int main(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (!kind || !sock || optind >= argc || nreq < 1 || nreq > 100000) {
+	if (!kind || (!sock && strcmp(kind, "exec")) || optind >= argc || nreq < 1 || nreq > 100000) {
 		fprintf(stderr, "usage: apitime -k visor|qmp -s SOCK [-n N] [-l LABEL] "
 				"[-m MARKER -t SECS] [-r 'METHOD PATH BODY']... -- CMD...\n");
 		return 2;
 	}
 	bool is_qmp = !strcmp(kind, "qmp");
+	if (!strcmp(kind, "exec")) {
+		uint64_t t = now_us();
+		pid_t p = fork();
+		if (p == 0) {
+			int null = open("/dev/null", O_RDWR);
+			dup2(null, 1);
+			execvp(argv[optind], argv + optind);
+			_exit(127);
+		}
+		int st;
+		struct rusage ru;
+		if (p < 0 || wait4(p, &st, 0, &ru) != p)
+			die("wait4");
+		uint64_t wall = now_us() - t;
+		uint64_t cpu = (uint64_t)ru.ru_utime.tv_sec * 1000000ULL + (uint64_t)ru.ru_utime.tv_usec +
+			       (uint64_t)ru.ru_stime.tv_sec * 1000000ULL + (uint64_t)ru.ru_stime.tv_usec;
+		printf("APITIME label=%s ready_us=%llu ready_cpu_us=%llu rc=%d\n", label,
+		       (unsigned long long)wall, (unsigned long long)cpu,
+		       WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+		return 0;
+	}
 	unlink(sock);
 	int out[2];
 	if (pipe2(out, O_CLOEXEC))
@@ -221,6 +252,7 @@ int main(int argc, char **argv)
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
+	child = pid;
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
 		dup2(null, 0);
@@ -243,7 +275,7 @@ int main(int argc, char **argv)
 	if (is_qmp)
 		consume(read_reply(fd, qmp_line, 10000));
 	else if (http(fd, "GET", "/", "") != 200)
-		return 1;
+		goto fail;
 	uint64_t ready = now_us() - t0;
 	uint64_t cpu = cpu_us(pid);
 	if (is_qmp)
@@ -254,7 +286,7 @@ int main(int argc, char **argv)
 		if (is_qmp)
 			qmp(fd, "{\"execute\": \"query-status\"}\n");
 		else if (http(fd, "GET", "/", "") != 200)
-			return 1;
+			goto fail;
 		lat[i] = now_us() - s;
 	}
 	qsort(lat, (size_t)nreq, sizeof(*lat), cmp_u64);
@@ -314,4 +346,9 @@ int main(int argc, char **argv)
 	waitpid(pid, NULL, 0);
 	unlink(sock);
 	return rc;
+fail:
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(sock);
+	return 1;
 }

@@ -20,6 +20,10 @@
 
 #include "config.h"
 
+#define FC_RL_GIVEN 1
+#define FC_RL_BANDWIDTH 2
+#define FC_RL_OPS 4
+
 enum vm_state { VM_NOT_STARTED, VM_RUNNING, VM_PAUSED, VM_STOPPED };
 
 enum vm_action_kind {
@@ -56,7 +60,11 @@ struct vm_action {
 	enum vm_action_kind kind;
 	/* which optional fields a PATCH (or a PUT with optional members) set */
 	bool has_cpus, has_mem, has_smt, has_track_dirty;
-	bool has_path, has_rl, has_rx_rl, has_tx_rl;
+	bool has_path;
+	/* rate limiters a body gave: 0, or FC_RL_GIVEN plus FC_RL_BANDWIDTH
+	 * and/or FC_RL_OPS for the buckets it named (a PATCH replaces only
+	 * those, as Firecracker does) */
+	uint8_t has_rl, has_rx_rl, has_tx_rl;
 	union {
 		struct {
 			uint64_t cpus, mem_mib; /* unchecked: config_set_machine checks */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/str.h"
+
 const char cli_usage[] =
 	"usage: visor run --kernel PATH [options]       boot a VM now\n"
 	"       visor [Firecracker options]              Firecracker-compatible VMM (API socket)\n"
@@ -81,20 +83,12 @@ __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, cons
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	err_vset(e->msg, sizeof(e->msg), -EINVAL, fmt, ap);
 	va_end(ap);
 	return -EINVAL;
 }
 
-/* Copy a string the caller checked to fit (truncates otherwise, never
- * overflows). */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	size_t n = strnlen(src, size - 1);
-	memcpy(dst, src, n);
-	dst[n] = 0;
-}
-#define COPY(dst, src) copy_str((dst), sizeof(dst), (src))
+#define COPY(dst, src) str_copy((dst), sizeof(dst), (src))
 
 int cli_socket_dir(char *buf, size_t len)
 {
@@ -208,6 +202,8 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 {
 	o->cmd = CLI_FIRECRACKER;
 	COPY(o->api_sock, "/run/firecracker.socket");
+	/* Firecracker's defaults: 1 vCPU, 128 MiB */
+	o->cfg.mem_size = 128ULL << 20;
 	for (int i = first; i < argc; i++) {
 		char name[48];
 		const char *val;
@@ -450,8 +446,9 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
-	memset(o, 0, sizeof(*o));
-	config_init(&o->cfg);
+	/* @o arrives zeroed (see cli.h): clearing its ~90 KiB again would
+	 * fault in every page of it at start-up */
+	config_defaults(&o->cfg);
 	o->level = LOG_INFO;
 	o->max_payload = CLI_DEFAULT_MAX_PAYLOAD;
 	e->msg[0] = 0;

@@ -63,7 +63,8 @@ struct cli_opts {
 	bool ctl_json;
 };
 
-/* Parse argv.  @prog is the name visor was invoked as (basename of
+/* Parse argv into @o, which must be all zero (calloc, or cleared by the
+ * caller before each reuse).  @prog is the name visor was invoked as (basename of
  * argv[0]): "firecracker" selects Firecracker's command line.
  * 0, or -EINVAL with a one-line message in e. */
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e);

@@ -7,33 +7,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/str.h"
 #include <strings.h>
 
 __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, const char *fmt, ...)
 {
-	if (e) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	err_vset(e ? e->msg : NULL, e ? sizeof(e->msg) : 0, -EINVAL, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
 }
 
 /* Copy a string that must fit (the caller checked the length). */
-/* Copy a string the caller checked to fit (truncates otherwise, never
- * overflows). */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	size_t n = strnlen(src, size - 1);
-	memcpy(dst, src, n);
-	dst[n] = 0;
-}
-#define COPY(dst, src) copy_str((dst), sizeof(dst), (src))
+#define COPY(dst, src) str_copy((dst), sizeof(dst), (src))
 
 void config_init(struct vm_config *c)
 {
 	memset(c, 0, sizeof(*c));
+	config_defaults(c);
+}
+
+void config_defaults(struct vm_config *c)
+{
 	c->cpus = 1;
 	c->mem_size = CONFIG_DEFAULT_MEM;
 	COPY(c->cmdline, CONFIG_DEFAULT_CMDLINE);
@@ -291,7 +288,8 @@ int config_set_boot(struct vm_config *c, const char *kernel, const char *initrd,
 	if (initrd && initrd[0] && (r = check_path("boot source: initrd_path", initrd, sizeof(c->initrd), e)))
 		return r;
 	if (cmdline && strnlen(cmdline, sizeof(c->cmdline)) >= sizeof(c->cmdline))
-		return fail(e, "boot source: boot_args is longer than %zu bytes", sizeof(c->cmdline) - 1);
+		return fail(e, "boot source: the kernel command line (boot_args) is longer than %zu bytes",
+			    sizeof(c->cmdline) - 1);
 	COPY(c->kernel, kernel);
 	COPY(c->initrd, initrd ? initrd : "");
 	COPY(c->cmdline, cmdline ? cmdline : CONFIG_DEFAULT_CMDLINE);
@@ -305,7 +303,7 @@ int config_set_machine(struct vm_config *c, uint64_t cpus, uint64_t mem_mib, boo
 		return fail(e, "machine config: vcpu_count %llu is out of range (1-%d)",
 			    (unsigned long long)cpus, CONFIG_MAX_CPUS);
 	if (mem_mib < (CONFIG_MIN_MEM >> 20) || mem_mib > (1ULL << 24))
-		return fail(e, "machine config: mem_size_mib %llu is out of range (%llu-%llu)",
+		return fail(e, "machine config: memory size (mem_size_mib) %llu MiB is out of range (%llu-%llu)",
 			    (unsigned long long)mem_mib, CONFIG_MIN_MEM >> 20, 1ULL << 24);
 	if (smt && cpus > 1 && (cpus & 1))
 		return fail(e, "machine config: with smt the vcpu_count must be 1 or even");

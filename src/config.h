@@ -140,6 +140,9 @@ struct vm_config {
 
 /* Defaults: 1 vCPU, 256 MiB, visor's default command line, /dev/kvm. */
 void config_init(struct vm_config *c);
+/* The same defaults on a config that is already all zero (no clearing:
+ * the untouched path buffers stay untouched). */
+void config_defaults(struct vm_config *c);
 
 /* Error text for every config_* function: one line, no trailing period. */
 struct config_err {

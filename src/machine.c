@@ -49,6 +49,7 @@
 #include "metrics.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
+#include "util/str.h"
 
 _Static_assert(CONFIG_MAX_MMIO_DEVS == VIRTIO_MMIO_MAX_DEVS, "one GSI per virtio-mmio device");
 
@@ -131,13 +132,6 @@ struct machine {
 	bool console_ready;
 };
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- stopping ----------------------------------------------------------- */
 
@@ -846,13 +840,13 @@ static int create_blk(const struct dev_env *env, const struct vm_config *c, uint
 	char e[256];
 	int r = virtio_blk_create(b, dc->path, dc->readonly, serial, env->mem, env->loop, e, sizeof(e));
 	if (r) {
-		set_err(err, errlen, "drive '%s': %s", dc->id, e);
+		err_set(err, errlen, 0, "drive '%s': %s", dc->id, e);
 		free(b);
 		return r;
 	}
 	r = virtio_blk_set_rate_limiter(b, &dc->rl);
 	if (r) {
-		set_err(err, errlen, "drive '%s': rate limiter: %s", dc->id, strerror(-r));
+		err_set(err, errlen, 0, "drive '%s': rate limiter: %s", dc->id, strerror(-r));
 		virtio_blk_destroy(b);
 		free(b);
 		return r;
@@ -877,7 +871,7 @@ static int create_net(const struct dev_env *env, const struct vm_config *c, uint
 	uint8_t mac[6];
 	if (nc->mac[0]) {
 		if (config_parse_mac(nc->mac, mac)) {
-			set_err(err, errlen, "network interface '%s': '%s' is not a unicast MAC address",
+			err_set(err, errlen, 0, "network interface '%s': '%s' is not a unicast MAC address",
 				nc->id, nc->mac);
 			return -EINVAL;
 		}
@@ -890,13 +884,13 @@ static int create_net(const struct dev_env *env, const struct vm_config *c, uint
 	char e[256];
 	int r = virtio_net_create(n, nc->tap, mac, env->mem, env->loop, e, sizeof(e));
 	if (r) {
-		set_err(err, errlen, "network interface '%s' (tap %s): %s", nc->id, nc->tap, e);
+		err_set(err, errlen, 0, "network interface '%s' (tap %s): %s", nc->id, nc->tap, e);
 		free(n);
 		return r;
 	}
 	if ((nc->mtu && (r = virtio_net_set_mtu(n, (uint16_t)nc->mtu))) ||
 	    (r = virtio_net_set_rate_limiters(n, &nc->rx_rl, &nc->tx_rl))) {
-		set_err(err, errlen, "network interface '%s': %s: %s", nc->id,
+		err_set(err, errlen, 0, "network interface '%s': %s: %s", nc->id,
 			nc->mtu ? "mtu or rate limiter" : "rate limiter", strerror(-r));
 		virtio_net_destroy(n);
 		free(n);
@@ -924,7 +918,7 @@ static int create_vsock(const struct dev_env *env, const struct vm_config *c, ui
 	char e[256];
 	int r = virtio_vsock_create(v, c->vsock.cid, c->vsock.uds, env->mem, env->loop, e, sizeof(e));
 	if (r) {
-		set_err(err, errlen, "vsock: %s", e);
+		err_set(err, errlen, 0, "vsock: %s", e);
 		free(v);
 		return r;
 	}
@@ -949,13 +943,13 @@ static int create_rng(const struct dev_env *env, const struct vm_config *c, uint
 		return -ENOMEM;
 	int r = virtio_rng_init(g, env->mem, env->loop);
 	if (r) {
-		set_err(err, errlen, "cannot create the entropy device: %s", strerror(-r));
+		err_set(err, errlen, 0, "cannot create the entropy device: %s", strerror(-r));
 		free(g);
 		return r;
 	}
 	r = virtio_rng_set_rate_limiter(g, &c->rng.rl);
 	if (r) {
-		set_err(err, errlen, "entropy device: rate limiter: %s", strerror(-r));
+		err_set(err, errlen, 0, "entropy device: rate limiter: %s", strerror(-r));
 		virtio_rng_destroy(g);
 		free(g);
 		return r;
@@ -983,7 +977,7 @@ static int create_balloon(const struct dev_env *env, const struct vm_config *c, 
 	int r = virtio_balloon_create(b, bc->size & ~0xfffULL, bc->deflate_on_oom, bc->stats_period,
 				      env->mem, env->loop);
 	if (r) {
-		set_err(err, errlen, "cannot create the balloon device: %s", strerror(-r));
+		err_set(err, errlen, 0, "cannot create the balloon device: %s", strerror(-r));
 		free(b);
 		return r;
 	}
@@ -1170,7 +1164,7 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 {
 	struct machine *vm = calloc(1, sizeof(*vm));
 	if (!vm) {
-		set_err(err, errlen, "out of memory");
+		err_set(err, errlen, 0, "out of memory");
 		return NULL;
 	}
 	log_clear_last_error();
@@ -1225,7 +1219,7 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 	}
 	return vm;
 fail:
-	set_err(err, errlen, "%s", log_last_error()[0] ? log_last_error() : "cannot build the VM");
+	err_set(err, errlen, 0, "%s", log_last_error()[0] ? log_last_error() : "cannot build the VM");
 	machine_destroy(vm);
 	return NULL;
 }
@@ -1571,7 +1565,7 @@ static struct dev_record *find_dev(struct machine *vm, const char *type, const c
 {
 	struct dev_record *r = registry_find(&vm->reg, type, id);
 	if (!r)
-		set_err(err, errlen, "no %s device '%s'", type, id);
+		err_set(err, errlen, 0, "no %s device '%s'", type, id);
 	return r;
 }
 
@@ -1588,7 +1582,7 @@ int machine_balloon_target(struct machine *vm, uint64_t bytes, char *err, size_t
 		return -ENODEV;
 	int rc = virtio_balloon_set_target(r->dev, bytes);
 	if (rc)
-		set_err(err, errlen, "balloon: %s",
+		err_set(err, errlen, 0, "balloon: %s",
 			rc == -EINVAL ? "the target must be smaller than guest memory" : strerror(-rc));
 	return rc;
 }
@@ -1600,10 +1594,10 @@ int machine_balloon_stats_period(struct machine *vm, uint32_t seconds, char *err
 		return -ENODEV;
 	int rc = virtio_balloon_set_stats_period(r->dev, seconds);
 	if (rc == -EINVAL)
-		set_err(err, errlen, "Cannot enable or disable balloon statistics after boot "
+		err_set(err, errlen, 0, "Cannot enable or disable balloon statistics after boot "
 				     "(only change a non-zero interval)");
 	else if (rc)
-		set_err(err, errlen, "balloon: %s", strerror(-rc));
+		err_set(err, errlen, 0, "balloon: %s", strerror(-rc));
 	return rc;
 }
 
@@ -1616,7 +1610,7 @@ int machine_balloon_stats(struct machine *vm, struct balloon_stats_reply *out, c
 	struct virtio_balloon_info bi;
 	struct virtio_balloon_stats st;
 	if (virtio_balloon_get_info(r->dev, &bi)) {
-		set_err(err, errlen, "balloon: no information");
+		err_set(err, errlen, 0, "balloon: no information");
 		return -EIO;
 	}
 	memset(out, 0, sizeof(*out));
@@ -1646,14 +1640,14 @@ int machine_drive_update(struct machine *vm, const struct disk_config *d, bool p
 		char e[256];
 		int rc = virtio_blk_swap_backing(r->dev, d->path, d->readonly, e, sizeof(e));
 		if (rc) {
-			set_err(err, errlen, "drive '%s': %s", d->id, e);
+			err_set(err, errlen, 0, "drive '%s': %s", d->id, e);
 			return rc;
 		}
 	}
 	if (rl) {
 		int rc = virtio_blk_set_rate_limiter(r->dev, &d->rl);
 		if (rc) {
-			set_err(err, errlen, "drive '%s': rate limiter: %s", d->id, strerror(-rc));
+			err_set(err, errlen, 0, "drive '%s': rate limiter: %s", d->id, strerror(-rc));
 			return rc;
 		}
 	}
@@ -1668,6 +1662,6 @@ int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, 
 		return -ENODEV;
 	int rc = virtio_net_set_rate_limiters(r->dev, rx ? &n->rx_rl : NULL, tx ? &n->tx_rl : NULL);
 	if (rc)
-		set_err(err, errlen, "network interface '%s': rate limiter: %s", n->id, strerror(-rc));
+		err_set(err, errlen, 0, "network interface '%s': rate limiter: %s", n->id, strerror(-rc));
 	return rc;
 }

@@ -35,7 +35,7 @@ static void raise_fd_limit(void)
  * thread); log and fail on refusal. */
 static int apply(struct vm *vm, const struct vm_action *a, const char *what)
 {
-	struct vm_reply *rep = malloc(sizeof(*rep));
+	struct vm_reply *rep = calloc(1, sizeof(*rep));
 	if (!rep)
 		return -1;
 	vm_execute(vm, a, rep);

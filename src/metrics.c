@@ -3,6 +3,7 @@
  * metrics.c - Firecracker's metrics lines; see metrics.h.
  */
 #include "metrics.h"
+#include "util/str.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -15,16 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-							  const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static uint64_t realtime_ms(void *ctx)
 {
@@ -334,16 +325,16 @@ int metrics_init(struct metrics *m, const struct metrics_options *o, char *err, 
 	m->timer_fd = -1;
 	m->sink.fd = -1;
 	if (!o || !o->path || !o->path[0]) {
-		set_err(err, errlen, "no metrics path");
+		err_set(err, errlen, 0, "no metrics path");
 		return -EINVAL;
 	}
 	if (o->emit_id && (!o->instance_id || !o->instance_id[0])) {
-		set_err(err, errlen, "emit_id needs an instance id");
+		err_set(err, errlen, 0, "emit_id needs an instance id");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < o->nproperties; i++) {
 		if (!o->properties || !o->properties[i].key || !o->properties[i].value) {
-			set_err(err, errlen, "metrics property %zu has no key or value", i);
+			err_set(err, errlen, 0, "metrics property %zu has no key or value", i);
 			return -EINVAL;
 		}
 	}
@@ -375,7 +366,7 @@ int metrics_init(struct metrics *m, const struct metrics_options *o, char *err, 
 		m->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 		if (m->timer_fd < 0) {
 			r = -errno;
-			set_err(err, errlen, "metrics timer: %s", strerror(-r));
+			err_set(err, errlen, 0, "metrics timer: %s", strerror(-r));
 			goto fail;
 		}
 		struct timespec every = {.tv_sec = ms / 1000,
@@ -383,12 +374,12 @@ int metrics_init(struct metrics *m, const struct metrics_options *o, char *err, 
 		struct itimerspec its = {.it_interval = every, .it_value = every};
 		if (timerfd_settime(m->timer_fd, 0, &its, NULL) < 0) {
 			r = -errno;
-			set_err(err, errlen, "metrics timer: %s", strerror(-r));
+			err_set(err, errlen, 0, "metrics timer: %s", strerror(-r));
 			goto fail;
 		}
 		r = loop_add(o->loop, m->timer_fd, EPOLLIN, on_timer, m);
 		if (r) {
-			set_err(err, errlen, "metrics timer: cannot watch it: %s", strerror(-r));
+			err_set(err, errlen, 0, "metrics timer: cannot watch it: %s", strerror(-r));
 			goto fail;
 		}
 		m->loop = o->loop;
@@ -398,7 +389,7 @@ int metrics_init(struct metrics *m, const struct metrics_options *o, char *err, 
 	return 0;
 
 nomem:
-	set_err(err, errlen, "out of memory");
+	err_set(err, errlen, 0, "out of memory");
 fail:
 	if (m->timer_fd >= 0)
 		close(m->timer_fd);

@@ -152,6 +152,17 @@ static bool after_start(struct vm *vm, struct vm_reply *rep)
 		free(tmp_);                                                                 \
 	} while (0)
 
+/* A PATCH of a rate limiter replaces the buckets it names and keeps the
+ * others (Firecracker's BucketUpdate). */
+static void merge_rl(struct rate_limiter_config *cur, const struct rate_limiter_config *upd,
+		     uint8_t given)
+{
+	if (given & FC_RL_BANDWIDTH)
+		cur->bandwidth = upd->bandwidth;
+	if (given & FC_RL_OPS)
+		cur->ops = upd->ops;
+}
+
 static void do_start(struct vm *vm, struct vm_reply *rep)
 {
 	struct config_err e;
@@ -274,8 +285,11 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 {
 	char err[512] = "";
 	int r;
-	memset(rep, 0, sizeof(*rep));
+	/* @rep comes zeroed (callers calloc it); only the header is reset here,
+	 * so a GET that reports no configuration never touches the 60 KiB of
+	 * rep->config */
 	rep->status = 204;
+	rep->fault[0] = 0;
 	switch (a->kind) {
 	case ACT_NONE:
 		refuse(rep, 400, "empty request");
@@ -358,7 +372,7 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		if (a->has_path)
 			snprintf(d.path, sizeof(d.path), "%s", a->u.disk.path);
 		if (a->has_rl)
-			d.rl = a->u.disk.rl;
+			merge_rl(&d.rl, &a->u.disk.rl, a->has_rl);
 		struct config_err e;
 		struct vm_config *tmp = malloc(sizeof(*tmp));
 		if (!tmp) {
@@ -396,9 +410,9 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		}
 		struct net_config n = vm->cfg.nics[i];
 		if (a->has_rx_rl)
-			n.rx_rl = a->u.net.rx_rl;
+			merge_rl(&n.rx_rl, &a->u.net.rx_rl, a->has_rx_rl);
 		if (a->has_tx_rl)
-			n.tx_rl = a->u.net.tx_rl;
+			merge_rl(&n.tx_rl, &a->u.net.tx_rl, a->has_tx_rl);
 		struct config_err e;
 		if (config_check_rate_limiter("network interface", &n.rx_rl, &e) ||
 		    config_check_rate_limiter("network interface", &n.tx_rl, &e)) {
@@ -598,7 +612,6 @@ int vm_submit(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 	pthread_mutex_lock(&vm->qlock);
 	if (vm->loop_done) {
 		pthread_mutex_unlock(&vm->qlock);
-		memset(rep, 0, sizeof(*rep));
 		refuse(rep, 400, "The microVM has stopped.");
 		return -ESHUTDOWN;
 	}

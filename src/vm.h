@@ -41,7 +41,8 @@ void vm_destroy(struct vm *vm);
 /* The loop every part of the VM runs on. */
 struct loop *vm_loop(struct vm *vm);
 
-/* Run @a now (event-loop thread only) and fill @rep. */
+/* Run @a now (event-loop thread only) and fill @rep, which the caller
+ * provides zeroed (calloc). */
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep);
 
 /* Run @a on the loop from another thread and wait for the reply.

@@ -220,6 +220,7 @@ int api_apply_config_file(struct vm *vm, const char *path, char *err, size_t err
 		return -1;
 	struct vm_reply *rep = malloc(sizeof(*rep));
 	for (size_t i = 0; rep && i < n && r == 0; i++) {
+		memset(rep, 0, sizeof(*rep));
 		vm_execute(vm, &acts[i], rep);
 		if (rep->status >= 300) {
 			snprintf(err, errlen, "%s", rep->fault);

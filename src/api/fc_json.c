@@ -389,6 +389,30 @@ static size_t lex_string(const char *s, size_t len, size_t i, bool *nul, const c
 				}
 				if (!memcmp(s + i + 2, "0000", 4))
 					*nul = true;
+				unsigned cu = (unsigned)strtoul((char[5]){s[i + 2], s[i + 3], s[i + 4], s[i + 5], 0},
+							       NULL, 16);
+				if (cu >= 0xdc00 && cu <= 0xdfff) {
+					/* a trailing surrogate without its leading one */
+					*why = "lone surrogate in a \\u escape";
+					*at = i;
+					return 0;
+				}
+				if (cu >= 0xd800 && cu <= 0xdbff) {
+					/* must be followed by a trailing surrogate escape (RFC 8259 §7) */
+					unsigned lo = 0;
+					if (i + 11 < len && s[i + 6] == '\\' && s[i + 7] == 'u' &&
+					    is_hex(s[i + 8]) && is_hex(s[i + 9]) && is_hex(s[i + 10]) &&
+					    is_hex(s[i + 11]))
+						lo = (unsigned)strtoul((char[5]){s[i + 8], s[i + 9], s[i + 10],
+										s[i + 11], 0},
+								       NULL, 16);
+					if (lo < 0xdc00 || lo > 0xdfff) {
+						*why = "lone surrogate in a \\u escape";
+						*at = i;
+						return 0;
+					}
+					i += 6; /* the pair: both escapes */
+				}
 				i += 6;
 			} else if (e && strchr("\"\\/bfnrt", e)) {
 				i += 2;
@@ -774,7 +798,9 @@ out:
 }
 
 /* Firecracker's RateLimiter {bandwidth, ops}; absent buckets are zero
- * (no limit). */
+ * (no limit).  Returns 0 when @name is absent, else a mask of
+ * FC_RL_GIVEN | FC_RL_BANDWIDTH | FC_RL_OPS (which buckets the body gave:
+ * a PATCH changes only those), or -errno. */
 static int dec_rate_limiter(struct dec *d, struct json_object *o, const char *name,
 			    struct rate_limiter_config *rl)
 {
@@ -785,10 +811,14 @@ static int dec_rate_limiter(struct dec *d, struct json_object *o, const char *na
 	if (r <= 0)
 		return r;
 	size_t m = push_prefix(d, name);
-	if ((r = check_fields(d, v, fields)) < 0 || (r = dec_bucket(d, v, "bandwidth", &rl->bandwidth)) < 0 ||
-	    (r = dec_bucket(d, v, "ops", &rl->ops)) < 0)
+	int mask = FC_RL_GIVEN;
+	if ((r = check_fields(d, v, fields)) < 0 || (r = dec_bucket(d, v, "bandwidth", &rl->bandwidth)) < 0)
 		goto out;
-	r = 1;
+	mask |= r > 0 ? FC_RL_BANDWIDTH : 0;
+	if ((r = dec_bucket(d, v, "ops", &rl->ops)) < 0)
+		goto out;
+	mask |= r > 0 ? FC_RL_OPS : 0;
+	r = mask;
 out:
 	pop_prefix(d, m);
 	return r;
@@ -1878,6 +1908,9 @@ char *fc_format_reply(const struct vm_action *a, const struct vm_reply *r, size_
 		JW_KSTR(&w, "id", r->id);
 		jw_kstr(&w, "state", state_name(r->state));
 		JW_KSTR(&w, "vmm_version", r->version);
+		/* visor's extension (the schema allows extra properties):
+		 * milliseconds since InstanceStart, 0 before */
+		jw_ku64(&w, "uptime_ms", r->uptime_ms);
 		jw_close(&w, '}');
 		break;
 	case ACT_GET_VERSION:

@@ -19,6 +19,7 @@
 
 #include "../event/loop.h"
 #include "../util/log.h"
+#include "../util/str.h"
 
 /* ==== limits ============================================================== */
 
@@ -365,7 +366,9 @@ static int finish_head(struct http_parser *p)
 {
 	struct http_request *r = &p->req;
 	if (p->seen_te)
-		return fail(p, 501, "Transfer-Encoding is not supported (send Content-Length)");
+		/* a client error (400), not 501: the server did not fail, the
+		 * request is one this API does not accept */
+		return fail(p, 400, "Transfer-Encoding is not supported (send Content-Length)");
 	if (p->seen_length && p->content_length > p->lim.max_body)
 		return fail(p, 413, "request body too large");
 	if (r->version_minor == 1)
@@ -661,7 +664,9 @@ struct http_conn {
 	char *out;
 	size_t out_off, out_len;
 	uint64_t t_idle, t_req, t_out;
-	char in[HTTP_READ_BUF];
+	/* HTTP_READ_BUF bytes, allocated when the connection is accepted (the
+	 * slot table itself stays small: an idle server touches a few KiB) */
+	char *in;
 };
 
 enum { K_IDLE, K_REQ, K_OUT };
@@ -727,6 +732,8 @@ static void conn_close(struct http_conn *c)
 	free(c->out);
 	c->out = NULL;
 	c->out_off = c->out_len = 0;
+	free(c->in);
+	c->in = NULL;
 	__atomic_store_n(&s->nconns, s->nconns - 1, __ATOMIC_RELAXED);
 }
 
@@ -875,7 +882,7 @@ static void conn_run(struct http_conn *c)
 				conn_set_mask(c, EPOLLIN);
 				return;
 			}
-			ssize_t n = recv(c->fd, c->in, sizeof(c->in), MSG_DONTWAIT);
+			ssize_t n = recv(c->fd, c->in, HTTP_READ_BUF, MSG_DONTWAIT);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -977,8 +984,12 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 				c = &s->conns[k];
 		if (!c)
 			c = evict_idle(s);
+		char *in = c ? malloc(HTTP_READ_BUF) : NULL;
+		if (c && !in)
+			c = NULL;
 		if (c) {
-			memset(c, 0, offsetof(struct http_conn, in));
+			memset(c, 0, sizeof(*c));
+			c->in = in;
 			c->srv = s;
 			c->fd = cfd;
 			c->mask = EPOLLIN;
@@ -990,6 +1001,8 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 				continue;
 			}
 			c->fd = -1;
+			free(c->in);
+			c->in = NULL;
 		}
 		send_and_forget(cfd, 503, "too many connections");
 		close(cfd);
@@ -1030,18 +1043,6 @@ static void on_timer(struct loop *l, int fd, uint32_t events, void *ctx)
 	update_timer(s);
 }
 
-static int errmsg(char *err, size_t errlen, int e, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int errmsg(char *err, size_t errlen, int e, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return e;
-}
 
 static void make_addr(struct sockaddr_un *sa, const char *path)
 {
@@ -1059,15 +1060,15 @@ static int clear_path(const char *path, char *err, size_t errlen)
 		if (errno == ENOENT)
 			return 0;
 		int e = errno;
-		return errmsg(err, errlen, -e, "%s: %s", path, strerror(e));
+		return err_set(err, errlen, -e, "%s: %s", path, strerror(e));
 	}
 	if (!S_ISSOCK(st.st_mode))
-		return errmsg(err, errlen, -EEXIST, "%s exists and is not a socket (not replaced)",
+		return err_set(err, errlen, -EEXIST, "%s exists and is not a socket (not replaced)",
 			      path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		int e = errno;
-		return errmsg(err, errlen, -e, "socket: %s", strerror(e));
+		return err_set(err, errlen, -e, "socket: %s", strerror(e));
 	}
 	struct sockaddr_un sa;
 	make_addr(&sa, path);
@@ -1078,16 +1079,16 @@ static int clear_path(const char *path, char *err, size_t errlen)
 	int e = r < 0 ? errno : 0;
 	close(fd);
 	if (r == 0 || e == EAGAIN || e == EINPROGRESS)
-		return errmsg(err, errlen, -EADDRINUSE, "another process is serving %s", path);
+		return err_set(err, errlen, -EADDRINUSE, "another process is serving %s", path);
 	if (e == ENOENT)
 		return 0; /* gone meanwhile */
 	if (e != ECONNREFUSED)
-		return errmsg(err, errlen, -e, "%s: cannot check the existing socket: %s", path,
+		return err_set(err, errlen, -e, "%s: cannot check the existing socket: %s", path,
 			      strerror(e));
 	/* stale: nobody listens any more */
 	if (unlink(path) < 0 && errno != ENOENT) {
 		e = errno;
-		return errmsg(err, errlen, -e, "%s: cannot remove the stale socket: %s", path,
+		return err_set(err, errlen, -e, "%s: cannot remove the stale socket: %s", path,
 			      strerror(e));
 	}
 	log_debug("api: replaced the stale socket %s", path);
@@ -1107,22 +1108,22 @@ int http_server_init(struct http_server *s, const char *path, struct loop *loop,
 	struct sockaddr_un sa;
 	size_t plen = path ? strlen(path) : 0;
 	if (plen == 0 || plen >= sizeof(sa.sun_path) || plen >= sizeof(s->path))
-		return errmsg(err, errlen, -ENAMETOOLONG,
+		return err_set(err, errlen, -ENAMETOOLONG,
 			      "API socket path is empty or longer than %zu bytes",
 			      sizeof(sa.sun_path) - 1);
 	if (s->lim.max_conns > HTTP_MAX_CONNS)
-		return errmsg(err, errlen, -EINVAL, "at most %d API connections", HTTP_MAX_CONNS);
+		return err_set(err, errlen, -EINVAL, "at most %d API connections", HTTP_MAX_CONNS);
 	memcpy(s->path, path, plen + 1);
 	s->conns = calloc(s->lim.max_conns, sizeof(*s->conns));
 	if (!s->conns)
-		return errmsg(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < s->lim.max_conns; i++)
 		s->conns[i].fd = -1;
 	int r;
 	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (s->timer_fd < 0) {
 		r = -errno;
-		errmsg(err, errlen, r, "timerfd: %s", strerror(-r));
+		err_set(err, errlen, r, "timerfd: %s", strerror(-r));
 		goto fail;
 	}
 	r = clear_path(path, err, errlen);
@@ -1131,7 +1132,7 @@ int http_server_init(struct http_server *s, const char *path, struct loop *loop,
 	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->listen_fd < 0) {
 		r = -errno;
-		errmsg(err, errlen, r, "socket: %s", strerror(-r));
+		err_set(err, errlen, r, "socket: %s", strerror(-r));
 		goto fail;
 	}
 	make_addr(&sa, path);
@@ -1140,7 +1141,7 @@ int http_server_init(struct http_server *s, const char *path, struct loop *loop,
 	r = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
 	umask(old);
 	if (r) {
-		errmsg(err, errlen, r, "%s: bind: %s", path, strerror(-r));
+		err_set(err, errlen, r, "%s: bind: %s", path, strerror(-r));
 		goto fail;
 	}
 	struct stat st;
@@ -1153,7 +1154,7 @@ int http_server_init(struct http_server *s, const char *path, struct loop *loop,
 	}
 	if (listen(s->listen_fd, 64) < 0) {
 		r = -errno;
-		errmsg(err, errlen, r, "%s: listen: %s", path, strerror(-r));
+		err_set(err, errlen, r, "%s: listen: %s", path, strerror(-r));
 		goto fail;
 	}
 	r = loop_add(loop, s->listen_fd, EPOLLIN, on_accept, s);
@@ -1163,7 +1164,7 @@ int http_server_init(struct http_server *s, const char *path, struct loop *loop,
 			loop_del(loop, s->listen_fd);
 	}
 	if (r) {
-		errmsg(err, errlen, r, "cannot watch the API socket: %s", strerror(-r));
+		err_set(err, errlen, r, "cannot watch the API socket: %s", strerror(-r));
 		goto fail;
 	}
 	return 0;

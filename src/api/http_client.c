@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../util/log.h"
+#include "../util/str.h"
 
 #define MAX_INTERIM 8 /* 1xx responses skipped before the final one */
 
@@ -124,18 +125,6 @@ int http_client_parse_head(const char *buf, size_t len, struct http_client_head 
 	}
 }
 
-static int errmsg(char *err, size_t errlen, int e, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int errmsg(char *err, size_t errlen, int e, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return e;
-}
 
 /* Wait for @events on @fd until @deadline (0: for ever).  0 / -ETIMEDOUT /
  * -errno. */
@@ -171,7 +160,7 @@ static int do_connect(int fd, const char *path, uint64_t deadline, char *err, si
 		if (e == EAGAIN) {
 			/* the server's backlog is full: try again shortly */
 			if (deadline && now_ns() >= deadline)
-				return errmsg(err, errlen, -ETIMEDOUT,
+				return err_set(err, errlen, -ETIMEDOUT,
 					      "%s: server busy (timed out)", path);
 			struct timespec ts = {.tv_nsec = 5000000};
 			nanosleep(&ts, NULL);
@@ -186,14 +175,14 @@ static int do_connect(int fd, const char *path, uint64_t deadline, char *err, si
 				e = -r;
 		}
 		if (e == ENOENT)
-			return errmsg(err, errlen, -e, "%s: no such socket (is the VM running?)",
+			return err_set(err, errlen, -e, "%s: no such socket (is the VM running?)",
 				      path);
 		if (e == ECONNREFUSED)
-			return errmsg(err, errlen, -e, "%s: nobody is listening (stale socket)",
+			return err_set(err, errlen, -e, "%s: nobody is listening (stale socket)",
 				      path);
 		if (e == ETIMEDOUT)
-			return errmsg(err, errlen, -e, "%s: connect timed out", path);
-		return errmsg(err, errlen, -e, "%s: connect: %s", path, strerror(e));
+			return err_set(err, errlen, -e, "%s: connect timed out", path);
+		return err_set(err, errlen, -e, "%s: connect: %s", path, strerror(e));
 	}
 }
 
@@ -242,10 +231,10 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 	for (size_t i = 0; method_ok && i < mlen; i++)
 		method_ok = tchar((unsigned char)method[i]);
 	if (!method_ok || !path || !valid_path(path) || strlen(path) > 4000)
-		return errmsg(err, errlen, -EINVAL, "invalid HTTP method or path");
+		return err_set(err, errlen, -EINVAL, "invalid HTTP method or path");
 	if (!sock_path || !*sock_path ||
 	    strlen(sock_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
-		return errmsg(err, errlen, -ENAMETOOLONG, "socket path is empty or too long");
+		return err_set(err, errlen, -ENAMETOOLONG, "socket path is empty or too long");
 	uint64_t deadline = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
 	bool is_head = !strcmp(method, "HEAD");
 	bool want_length = body || !strcmp(method, "PUT") || !strcmp(method, "PATCH") ||
@@ -255,7 +244,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		int e = errno;
-		return errmsg(err, errlen, -e, "socket: %s", strerror(e));
+		return err_set(err, errlen, -e, "socket: %s", strerror(e));
 	}
 	char *req = NULL, *buf = NULL;
 	int r = do_connect(fd, sock_path, deadline, err, errlen);
@@ -276,12 +265,12 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 			      "Connection: close\r\n\r\n",
 			      method, path);
 	if (hn < 0 || (size_t)hn >= sizeof(head)) {
-		r = errmsg(err, errlen, -EINVAL, "request too long");
+		r = err_set(err, errlen, -EINVAL, "request too long");
 		goto out;
 	}
 	req = malloc((size_t)hn + blen);
 	if (!req) {
-		r = errmsg(err, errlen, -ENOMEM, "out of memory");
+		r = err_set(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	memcpy(req, head, (size_t)hn);
@@ -289,7 +278,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 		memcpy(req + hn, body, blen);
 	r = send_all(fd, req, (size_t)hn + blen, deadline);
 	if (r < 0) {
-		errmsg(err, errlen, r, "%s: send: %s", sock_path,
+		err_set(err, errlen, r, "%s: send: %s", sock_path,
 		       r == -ETIMEDOUT ? "timed out" : strerror(-r));
 		goto out;
 	}
@@ -302,14 +291,14 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 	struct http_client_head h;
 	buf = malloc(cap);
 	if (!buf) {
-		r = errmsg(err, errlen, -ENOMEM, "out of memory");
+		r = err_set(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	for (;;) {
 		if (!hlen) {
 			int pr = http_client_parse_head(buf, have, &h);
 			if (pr < 0) {
-				r = errmsg(err, errlen, pr, "%s: %s", sock_path,
+				r = err_set(err, errlen, pr, "%s: %s", sock_path,
 					   pr == -EMSGSIZE ? "response head too large"
 							   : "malformed response");
 				goto out;
@@ -317,7 +306,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 			if (pr > 0 && h.status < 200) {
 				/* 100 Continue and friends: skip */
 				if (++interim > MAX_INTERIM) {
-					r = errmsg(err, errlen, -EPROTO,
+					r = err_set(err, errlen, -EPROTO,
 						   "%s: too many interim responses", sock_path);
 					goto out;
 				}
@@ -330,14 +319,14 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 				if (is_head || h.status == 204 || h.status == 304) {
 					need = (size_t)hlen;
 				} else if (h.chunked) {
-					r = errmsg(err, errlen, -EPROTO,
+					r = err_set(err, errlen, -EPROTO,
 						   "%s: chunked responses are not supported",
 						   sock_path);
 					goto out;
 				} else if (h.has_length) {
 					if (h.content_length > HTTP_CLIENT_MAX_BODY) {
 						unsigned long long cl = h.content_length;
-						r = errmsg(err, errlen, -EMSGSIZE,
+						r = err_set(err, errlen, -EMSGSIZE,
 							   "%s: response body too large "
 							   "(%llu bytes)",
 							   sock_path, cl);
@@ -352,7 +341,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 		if (hlen && !until_eof && have >= need)
 			break;
 		if (until_eof && have - (size_t)hlen > HTTP_CLIENT_MAX_BODY) {
-			r = errmsg(err, errlen, -EMSGSIZE, "%s: response body too large",
+			r = err_set(err, errlen, -EMSGSIZE, "%s: response body too large",
 				   sock_path);
 			goto out;
 		}
@@ -360,7 +349,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 			size_t ncap = cap * 2 > cap_max ? cap_max : cap * 2;
 			char *nb = ncap > cap ? realloc(buf, ncap) : NULL;
 			if (!nb) {
-				r = errmsg(err, errlen, ncap > cap ? -ENOMEM : -EMSGSIZE,
+				r = err_set(err, errlen, ncap > cap ? -ENOMEM : -EMSGSIZE,
 					   "%s: response too large", sock_path);
 				goto out;
 			}
@@ -373,7 +362,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			r = wait_fd(fd, POLLIN, deadline);
 			if (r) {
-				errmsg(err, errlen, r, "%s: %s", sock_path,
+				err_set(err, errlen, r, "%s: %s", sock_path,
 				       r == -ETIMEDOUT ? "no response in time" : strerror(-r));
 				goto out;
 			}
@@ -383,13 +372,13 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 			n = 0; /* the server closed with our request unread: what we have counts */
 		if (n < 0) {
 			int e = errno;
-			r = errmsg(err, errlen, -e, "%s: recv: %s", sock_path, strerror(e));
+			r = err_set(err, errlen, -e, "%s: recv: %s", sock_path, strerror(e));
 			goto out;
 		}
 		if (n == 0) {
 			if (hlen && until_eof)
 				break;
-			r = errmsg(err, errlen, -EPROTO, "%s: connection closed %s", sock_path,
+			r = err_set(err, errlen, -EPROTO, "%s: connection closed %s", sock_path,
 				   have ? "in the middle of the response" : "without a response");
 			goto out;
 		}
@@ -399,7 +388,7 @@ int http_client_request(const char *sock_path, const char *method, const char *p
 	if (resp_body) {
 		char *b = malloc(body_len + 1);
 		if (!b) {
-			r = errmsg(err, errlen, -ENOMEM, "out of memory");
+			r = err_set(err, errlen, -ENOMEM, "out of memory");
 			goto out;
 		}
 		memcpy(b, buf + hlen, body_len);

@@ -3,6 +3,7 @@
  * log.c - diagnostics on stderr or Firecracker's logger; see log.h.
  */
 #include "log.h"
+#include "str.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,22 +39,12 @@ static void sink_init(struct line_sink *s)
 	atomic_init(&s->errors, 0);
 }
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-							  const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 int line_sink_open_path(struct line_sink *s, const char *path, char *err, size_t errlen)
 {
 	sink_init(s);
 	if (!path || !path[0]) {
-		set_err(err, errlen, "empty path");
+		err_set(err, errlen, 0, "empty path");
 		return -EINVAL;
 	}
 	/* One open serves files (O_APPEND, O_CREAT) and FIFOs (O_NONBLOCK:
@@ -72,7 +63,7 @@ int line_sink_open_path(struct line_sink *s, const char *path, char *err, size_t
 	}
 	if (fd < 0) {
 		int e = errno;
-		set_err(err, errlen, "cannot open '%s': %s", path,
+		err_set(err, errlen, 0, "cannot open '%s': %s", path,
 			e == ENXIO ? "not a file or named pipe" : strerror(e));
 		return e == ENXIO ? -ENOTSUP : -e;
 	}
@@ -80,7 +71,7 @@ int line_sink_open_path(struct line_sink *s, const char *path, char *err, size_t
 	if (fstat(fd, &st) < 0) {
 		int e = errno;
 		close(fd);
-		set_err(err, errlen, "cannot stat '%s': %s", path, strerror(e));
+		err_set(err, errlen, 0, "cannot stat '%s': %s", path, strerror(e));
 		return -e;
 	}
 	if (S_ISFIFO(st.st_mode)) {
@@ -89,7 +80,7 @@ int line_sink_open_path(struct line_sink *s, const char *path, char *err, size_t
 		s->kind = LINE_SINK_PLAIN;
 	} else {
 		close(fd);
-		set_err(err, errlen, "'%s' is not a file or named pipe", path);
+		err_set(err, errlen, 0, "'%s' is not a file or named pipe", path);
 		return -ENOTSUP;
 	}
 	s->fd = fd;
@@ -481,15 +472,15 @@ static bool valid_id(const char *id)
 int log_configure(const struct log_options *o, char *err, size_t errlen)
 {
 	if (!o) {
-		set_err(err, errlen, "no logger options");
+		err_set(err, errlen, 0, "no logger options");
 		return -EINVAL;
 	}
 	if ((unsigned)o->level > LOG_ERROR) {
-		set_err(err, errlen, "invalid log level %d", (int)o->level);
+		err_set(err, errlen, 0, "invalid log level %d", (int)o->level);
 		return -EINVAL;
 	}
 	if (o->instance_id && !valid_id(o->instance_id)) {
-		set_err(err, errlen,
+		err_set(err, errlen, 0,
 			"invalid instance id '%.80s': 1 to %d characters among A-Z a-z 0-9 - _ .",
 			o->instance_id, LOG_INSTANCE_ID_MAX);
 		return -EINVAL;

@@ -30,25 +30,25 @@ blk_case() {
 	c0=$(head -c 1048576 "$c" | sha)
 	bsum=$(sha <"$b")
 	run "$n" "$TMO" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
-		--disk "$a,id=rw-a,transport=$t" --disk "$b,id=ro-b,readonly,transport=$t" \
-		--disk "$c,id=rw-c,transport=$t" --cmdline "$BASE visor.test=blk"
+		--disk "$a,id=rw_a,transport=$t" --disk "$b,id=ro_b,readonly,transport=$t" \
+		--disk "$c,id=rw_c,transport=$t" --cmdline "$BASE visor.test=blk"
 	expect_boot "$n" 0 && expect_result "$n" blk || return
 	why=""
 	[ "$(value "$n" DISKS)" = 3 ] || why="guest sees $(value "$n" DISKS) disks, expected 3"
-	for want in "size=16384 serial=rw-a ro=0" "size=8192 serial=ro-b ro=1" "size=4096 serial=rw-c ro=0"; do
+	for want in "size=16384 serial=rw_a ro=0" "size=8192 serial=ro_b ro=1" "size=4096 serial=rw_c ro=0"; do
 		[ -n "$why" ] || line "$n" "^DISK=vd[a-z] $want\$" >/dev/null || why="no disk with $want"
 	done
-	[ -n "$why" ] || [ "$(line "$n" '^READSUM rw-a ' | cut -d' ' -f3)" = "$a0" ] || why="guest read different data from rw-a"
-	[ -n "$why" ] || [ "$(line "$n" '^READSUM rw-c ' | cut -d' ' -f3)" = "$c0" ] || why="guest read different data from rw-c"
-	[ -n "$why" ] || line "$n" '^RO-WRITE-REFUSED ro-b' >/dev/null || why="write to the read-only disk was not refused"
-	[ -n "$why" ] || [ "$(dd if="$a" bs=1048576 skip=1 count=1 2>/dev/null | sha)" = "$(pattern_sum rw-a)" ] ||
-		why="guest's write to rw-a is not in the image file"
-	[ -n "$why" ] || [ "$(dd if="$c" bs=1048576 skip=1 count=1 2>/dev/null | sha)" = "$(pattern_sum rw-c)" ] ||
-		why="guest's write to rw-c is not in the image file"
-	[ -n "$why" ] || [ "$(head -c 1048576 "$a" | sha)" = "$a0" ] || why="MiB 0 of rw-a changed"
-	[ -n "$why" ] || line "$n" '^DISCARDED rw-a' >/dev/null || why="discard of rw-a failed in the guest"
+	[ -n "$why" ] || [ "$(line "$n" '^READSUM rw_a ' | cut -d' ' -f3)" = "$a0" ] || why="guest read different data from rw_a"
+	[ -n "$why" ] || [ "$(line "$n" '^READSUM rw_c ' | cut -d' ' -f3)" = "$c0" ] || why="guest read different data from rw_c"
+	[ -n "$why" ] || line "$n" '^RO-WRITE-REFUSED ro_b' >/dev/null || why="write to the read-only disk was not refused"
+	[ -n "$why" ] || [ "$(dd if="$a" bs=1048576 skip=1 count=1 2>/dev/null | sha)" = "$(pattern_sum rw_a)" ] ||
+		why="guest's write to rw_a is not in the image file"
+	[ -n "$why" ] || [ "$(dd if="$c" bs=1048576 skip=1 count=1 2>/dev/null | sha)" = "$(pattern_sum rw_c)" ] ||
+		why="guest's write to rw_c is not in the image file"
+	[ -n "$why" ] || [ "$(head -c 1048576 "$a" | sha)" = "$a0" ] || why="MiB 0 of rw_a changed"
+	[ -n "$why" ] || line "$n" '^DISCARDED rw_a' >/dev/null || why="discard of rw_a failed in the guest"
 	[ -n "$why" ] || [ "$(dd if="$a" bs=1048576 skip=2 count=1 2>/dev/null | sha)" = "$(head -c 1048576 /dev/zero | sha)" ] ||
-		why="discarded range of rw-a is not zero in the image"
+		why="discarded range of rw_a is not zero in the image"
 	[ -n "$why" ] || [ "$(sha <"$b")" = "$bsum" ] || why="the read-only image changed"
 	if [ -n "$why" ]; then
 		bad "$n" "$why"
@@ -72,21 +72,21 @@ dd if=/dev/zero of="$c" bs=1048576 count=4 2>/dev/null
 : >"$T/$n.out"
 : >"$T/$n.err"
 "$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
-	--disk "$a,id=rw-fa" --disk "$c,id=rw-fc,transport=mmio" \
+	--disk "$a,id=rw_fa" --disk "$c,id=rw_fc,transport=mmio" \
 	--cmdline "$BASE visor.test=blk visor.hold=1" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
 vpid=$!
 i=0
-while [ $i -lt "$TMO" ] && ! tr -d '\r' <"$T/$n.out" | grep -q '^WROTE rw-fc'; do
+while [ $i -lt "$TMO" ] && ! tr -d '\r' <"$T/$n.out" | grep -q '^WROTE rw_fc'; do
 	sleep 1
 	i=$((i + 1))
 done
 kill -9 $vpid 2>/dev/null
 wait $vpid 2>/dev/null
-if ! tr -d '\r' <"$T/$n.out" | grep -q '^WROTE rw-fc'; then
+if ! tr -d '\r' <"$T/$n.out" | grep -q '^WROTE rw_fc'; then
 	bad "$n" "guest never reported its writes"
 	show "$n"
-elif [ "$(dd if="$a" bs=1048576 skip=1 count=1 2>/dev/null | sha)" != "$(pattern_sum rw-fa)" ] ||
-	[ "$(dd if="$c" bs=1048576 skip=1 count=1 2>/dev/null | sha)" != "$(pattern_sum rw-fc)" ]; then
+elif [ "$(dd if="$a" bs=1048576 skip=1 count=1 2>/dev/null | sha)" != "$(pattern_sum rw_fa)" ] ||
+	[ "$(dd if="$c" bs=1048576 skip=1 count=1 2>/dev/null | sha)" != "$(pattern_sum rw_fc)" ]; then
 	bad "$n" "fsync'ed data missing from the image after kill -9"
 	show "$n"
 else
@@ -286,7 +286,9 @@ reject_disk() {
 	shift
 	run "$n" 30 run --kernel "$BZ" --initrd "$INITRD" --memory 256M "$@"
 	e=$(grep -c '^visor: error:' "$T/$n.err")
-	if [ "$rc" != 1 ] || [ "$e" != 1 ] || ! grep -q -- '--disk' "$T/$n.err"; then
+	# the message names the drive: the option (syntax) or the drive's id
+	# (the same words the API uses for the same mistake)
+	if [ "$rc" != 1 ] || [ "$e" != 1 ] || ! grep -q -e '--disk' -e "drive 'disk0'" "$T/$n.err"; then
 		bad "$n" "exit $rc with $e error lines"
 		show "$n"
 	else

@@ -15,6 +15,7 @@ static struct cli_opts opts;
 static int parse_args(int argc, char **argv, struct vm_config **c, char *err)
 {
 	struct config_err e;
+	memset(&opts, 0, sizeof(opts));
 	int r = cli_parse(argc, argv, &opts, &e);
 	snprintf(err, 256, "%s", e.msg);
 	*c = &opts.cfg;

@@ -871,7 +871,7 @@ TEST(reply_instance_info_and_version)
 		CHECK_STR(jstr(o, "id"), "vm_1");
 		CHECK_STR(jstr(o, "state"), states[i].name);
 		CHECK_STR(jstr(o, "vmm_version"), "0.1.0 (abc)");
-		CHECK_EQ(json_object_object_length(o), 4);
+		CHECK_EQ(json_object_object_length(o), 5) /* + uptime_ms */;
 		json_object_put(o);
 	}
 	struct json_object *o = reply(ACT_GET_VERSION, 200);

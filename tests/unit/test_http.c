@@ -364,9 +364,9 @@ TEST(parser_content_length)
 		{"Content-Length: 3\r\ncontent-length: 3\r\n", 0},
 		{"Content-Length: 3 , 3\r\n", 0},
 		{"Content-Length: 003\r\n", 0},
-		{"Transfer-Encoding: chunked\r\n", 501},
-		{"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 501},
-		{"Content-Length: 3\r\nTransfer-Encoding: gzip\r\n", 501},
+		{"Transfer-Encoding: chunked\r\n", 400},
+		{"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 400},
+		{"Content-Length: 3\r\nTransfer-Encoding: gzip\r\n", 400},
 		{"Expect: 100-continue\r\nContent-Length: 3\r\n", 0},
 		{"Expect: something-else\r\n", 417},
 		{"Host : x\r\n", 400},
@@ -894,7 +894,7 @@ TEST(server_limits)
 	expect_error(&f, s, strlen(s), 400);
 	/* chunked */
 	s = "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-	expect_error(&f, s, strlen(s), 501);
+	expect_error(&f, s, strlen(s), 400);
 	/* a body over the limit, sent in full: 413 without reading it */
 	n = (size_t)snprintf(big, sizeof(big),
 			     "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n");
