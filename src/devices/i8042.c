@@ -162,6 +162,82 @@ static void i8042_command(struct i8042 *k, uint8_t cmd, bool *do_reset)
 	}
 }
 
+/* The keyboard answers a command: it drops what it still held (as a real
+ * keyboard clears its buffer on a command) and queues @n response bytes,
+ * which reach the guest through the controller like any key byte. */
+static void kbd_reply(struct i8042 *k, const uint8_t *b, size_t n)
+{
+	k->kbd_count = 0;
+	k->xlate_break = false;
+	for (size_t i = 0; i < n && i < I8042_KBD_QUEUE; i++)
+		k->kbd_queue[(k->kbd_head + k->kbd_count++) % I8042_KBD_QUEUE] = b[i];
+}
+
+#define KBD_ACK 0xfa
+
+/* A byte written to 0x60 without a pending controller command goes to the
+ * keyboard.  It answers the commands Linux's atkbd sends when it probes
+ * and sets up a keyboard (so the driver binds without i8042.dumbkbd, as on
+ * Firecracker): identify as an MF2 keyboard, ACK everything else it knows,
+ * take the parameter byte of set-LEDs / scancode set / typematic rate. */
+static void kbd_command(struct i8042 *k, uint8_t v)
+{
+	static const uint8_t ack[] = {KBD_ACK};
+	if (k->kbd_param) {
+		uint8_t c = k->kbd_param;
+		k->kbd_param = 0;
+		if (c == 0xf0 && v == 0) {
+			static const uint8_t set[] = {KBD_ACK, 0x02}; /* scancode set 2 */
+			kbd_reply(k, set, sizeof(set));
+		} else {
+			kbd_reply(k, ack, 1);
+		}
+		return;
+	}
+	switch (v) {
+	case 0xed: /* set LEDs */
+	case 0xf0: /* get/set scancode set */
+	case 0xf3: /* typematic rate */
+		k->kbd_param = v;
+		kbd_reply(k, ack, 1);
+		break;
+	case 0xee: { /* echo */
+		static const uint8_t echo[] = {0xee};
+		kbd_reply(k, echo, 1);
+		break;
+	}
+	case 0xf2: { /* identify: MF2 keyboard */
+		static const uint8_t id[] = {KBD_ACK, 0xab, 0x83};
+		kbd_reply(k, id, sizeof(id));
+		break;
+	}
+	case 0xf4: /* enable scanning */
+		k->kbd_scanning = true;
+		kbd_reply(k, ack, 1);
+		break;
+	case 0xf5: /* disable scanning (and defaults) */
+		k->kbd_scanning = false;
+		kbd_reply(k, ack, 1);
+		break;
+	case 0xff: { /* reset: ACK, then self-test passed */
+		static const uint8_t bat[] = {KBD_ACK, 0xaa};
+		k->kbd_scanning = true;
+		kbd_reply(k, bat, sizeof(bat));
+		break;
+	}
+	case 0xf6: /* defaults */
+	case 0xf7: case 0xf8: case 0xf9: case 0xfa: case 0xfb: case 0xfc: case 0xfd:
+	case 0xfe: /* resend: nothing was lost here */
+		kbd_reply(k, ack, 1);
+		break;
+	default: {
+		static const uint8_t resend[] = {0xfe}; /* unknown command */
+		kbd_reply(k, resend, 1);
+		break;
+	}
+	}
+}
+
 static void i8042_data(struct i8042 *k, uint8_t v, bool *do_reset)
 {
 	uint8_t cmd = k->pending;
@@ -186,7 +262,7 @@ static void i8042_data(struct i8042 *k, uint8_t v, bool *do_reset)
 		i8042_put(k, I8042_NAK, true, true); /* no aux device */
 		break;
 	default:
-		i8042_put(k, I8042_NAK, false, true); /* no keyboard */
+		kbd_command(k, v);
 		break;
 	}
 }
@@ -283,6 +359,7 @@ int i8042_init(struct i8042 *k, void (*reset)(void *ctx), void *ctx)
 	k->ctx = ctx;
 	k->ram[0] = I8042_CTR_KBDINT | I8042_CTR_SYS | I8042_CTR_AUXDIS | I8042_CTR_XLATE;
 	k->outport = I8042_OUT_RESET | I8042_OUT_A20;
+	k->kbd_scanning = true;
 	return 0;
 }
 
@@ -301,7 +378,11 @@ void i8042_send_ctrl_alt_del(struct i8042 *k)
 	static const uint8_t seq[] = {0x14, 0x11, 0xe0, 0x71,        /* make */
 				      0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14}; /* break */
 	pthread_mutex_lock(&k->lock);
-	if (I8042_KBD_QUEUE - k->kbd_count < sizeof(seq)) {
+	if (!k->kbd_scanning) {
+		k->keys_dropped++;
+		log_ratelimited(&k->rl, LOG_WARN,
+				"i8042: the guest disabled the keyboard, Ctrl-Alt-Del dropped");
+	} else if (I8042_KBD_QUEUE - k->kbd_count < sizeof(seq)) {
 		k->keys_dropped++;
 		log_ratelimited(&k->rl, LOG_WARN, "i8042: keyboard queue full, Ctrl-Alt-Del dropped");
 	} else {

@@ -30,9 +30,14 @@
  * = reset: 0xfe and friends call the reset callback).  Other commands are
  * ignored (logged at debug level, rate limited).
  *
- * Keys from the host (i8042_send_ctrl_alt_del, Firecracker's SendCtrlAltDel
- * action) come from a keyboard that sends scancode set 2 and answers no
- * commands, what Linux's atkbd accepts with i8042.dumbkbd.  Like a real
+ * The keyboard: an MF2 keyboard that sends scancode set 2 and answers the
+ * commands Linux's atkbd uses (identify 0xF2 -> FA AB 83, reset 0xFF -> FA
+ * AA, echo, set LEDs / scancode set / typematic with their parameter byte,
+ * enable/disable scanning, defaults: ACK 0xFA; unknown commands: 0xFE), so
+ * the driver binds with or without i8042.dumbkbd.  Its responses travel
+ * like key bytes.  Keys from the host (i8042_send_ctrl_alt_del,
+ * Firecracker's SendCtrlAltDel action) are sent while scanning is enabled.
+ * Like a real
  * keyboard it holds its bytes (I8042_KBD_QUEUE of them) and sends the next
  * one only when the output buffer is empty and the keyboard interface is
  * enabled (CTR bit 4 clear).  With translation on (CTR bit 6, set at
@@ -43,11 +48,10 @@
  * guest reads one key byte and another follows, the keyboard line drops
  * and rises again: each byte is a new edge for the (edge-triggered) IRQ 1.
  *
- * No devices: a byte written to 0x60 for the keyboard (no command pending)
- * or via 0xd4 for the aux device is answered the way a PS/2 controller
- * answers for an absent device: 0xfe in the output buffer with status TO
- * set (and AUXB for the aux port), so a driver waiting for an ACK fails at
- * once instead of timing out.
+ * No mouse: a byte sent via 0xd4 to the aux device is answered the way a
+ * PS/2 controller answers for an absent device: 0xfe in the output buffer
+ * with status TO and AUXB set, so a driver waiting for an ACK fails at once
+ * instead of timing out.
  *
  * The output buffer is one byte, as on the real part: a response that
  * arrives while it is full replaces it, so nothing the guest does can make
@@ -118,6 +122,8 @@ struct i8042 {
 	uint8_t kbd_queue[I8042_KBD_QUEUE]; /* set-2 bytes the keyboard still holds */
 	uint32_t kbd_head, kbd_count;
 	bool xlate_break; /* translation swallowed a 0xF0: the next code breaks */
+	uint8_t kbd_param; /* keyboard command waiting for its parameter byte, 0 if none */
+	bool kbd_scanning; /* the keyboard sends keys (0xF4/0xF5) */
 	uint64_t resets;  /* reset requests seen */
 	uint64_t keys_dropped; /* host key sequences refused: keyboard queue full */
 	bool reset_sent;  /* the reset callback already ran */
