@@ -191,51 +191,62 @@ static struct kvm_irq_routing_entry *find_msi(struct kvm *k, uint32_t gsi)
 	return NULL;
 }
 
-int kvm_msi_route_alloc(struct kvm *k, uint64_t addr, uint32_t data, uint32_t *gsi)
+int kvm_msi_gsi_reserve(struct kvm *k, uint32_t *gsi)
 {
 	pthread_mutex_lock(&k->route_lock);
 	int r = -ENOSPC;
-	for (uint32_t i = 0; i < KVM_MAX_ROUTES - KVM_FIRST_MSI_GSI && k->nroutes < KVM_MAX_ROUTES;
-	     i++) {
+	for (uint32_t i = 0; i < KVM_MAX_ROUTES - KVM_FIRST_MSI_GSI; i++) {
 		if (k->msi_gsi_used[i])
 			continue;
 		k->msi_gsi_used[i] = 1;
-		struct kvm_irq_routing_entry *e = &k->routes[k->nroutes++];
-		memset(e, 0, sizeof(*e));
-		e->gsi = KVM_FIRST_MSI_GSI + i;
-		e->type = KVM_IRQ_ROUTING_MSI;
-		e->u.msi.address_lo = (uint32_t)addr;
-		e->u.msi.address_hi = (uint32_t)(addr >> 32);
-		e->u.msi.data = data;
-		r = commit_locked(k);
-		if (r) {
-			k->nroutes--;
-			k->msi_gsi_used[i] = 0;
-		} else {
-			*gsi = e->gsi;
-		}
+		*gsi = KVM_FIRST_MSI_GSI + i;
+		r = 0;
 		break;
 	}
 	pthread_mutex_unlock(&k->route_lock);
 	return r;
 }
 
+static bool msi_gsi_reserved(struct kvm *k, uint32_t gsi)
+{
+	uint32_t i = gsi - KVM_FIRST_MSI_GSI;
+	return gsi >= KVM_FIRST_MSI_GSI && i < KVM_MAX_ROUTES - KVM_FIRST_MSI_GSI &&
+	       k->msi_gsi_used[i];
+}
+
 int kvm_msi_route_update(struct kvm *k, uint32_t gsi, uint64_t addr, uint32_t data)
 {
 	pthread_mutex_lock(&k->route_lock);
 	struct kvm_irq_routing_entry *e = find_msi(k, gsi);
-	int r = -ENOENT;
-	if (e) {
-		if (e->u.msi.address_lo == (uint32_t)addr && e->u.msi.address_hi == (uint32_t)(addr >> 32) &&
-		    e->u.msi.data == data) {
-			r = 0; /* unchanged: skip the (costly) table reload */
+	int r = 0;
+	if (!msi_gsi_reserved(k, gsi)) {
+		r = -ENOENT;
+	} else if (!e) {
+		/* the route's first message: add the entry */
+		if (k->nroutes >= KVM_MAX_ROUTES) {
+			r = -ENOSPC;
 		} else {
+			e = &k->routes[k->nroutes++];
+			memset(e, 0, sizeof(*e));
+			e->gsi = gsi;
+			e->type = KVM_IRQ_ROUTING_MSI;
 			e->u.msi.address_lo = (uint32_t)addr;
 			e->u.msi.address_hi = (uint32_t)(addr >> 32);
 			e->u.msi.data = data;
 			r = commit_locked(k);
+			if (r)
+				k->nroutes--;
 		}
-	}
+	} else if (e->u.msi.address_lo != (uint32_t)addr ||
+		   e->u.msi.address_hi != (uint32_t)(addr >> 32) || e->u.msi.data != data) {
+		struct kvm_irq_routing_entry old = *e;
+		e->u.msi.address_lo = (uint32_t)addr;
+		e->u.msi.address_hi = (uint32_t)(addr >> 32);
+		e->u.msi.data = data;
+		r = commit_locked(k);
+		if (r)
+			*e = old; /* the master copy stays what KVM has */
+	} /* else unchanged: skip the (costly) table reload */
 	pthread_mutex_unlock(&k->route_lock);
 	return r;
 }
@@ -246,10 +257,10 @@ void kvm_msi_route_free(struct kvm *k, uint32_t gsi)
 	struct kvm_irq_routing_entry *e = find_msi(k, gsi);
 	if (e) {
 		*e = k->routes[--k->nroutes];
-		if (gsi >= KVM_FIRST_MSI_GSI && gsi - KVM_FIRST_MSI_GSI < KVM_MAX_ROUTES)
-			k->msi_gsi_used[gsi - KVM_FIRST_MSI_GSI] = 0;
 		commit_locked(k);
 	}
+	if (msi_gsi_reserved(k, gsi))
+		k->msi_gsi_used[gsi - KVM_FIRST_MSI_GSI] = 0;
 	pthread_mutex_unlock(&k->route_lock);
 }
 

@@ -70,10 +70,17 @@ int kvm_route_irqchip(struct kvm *k, uint32_t gsi, uint32_t chip, uint32_t pin);
 /* Push the routing table to KVM.  0 / -errno. */
 int kvm_routes_commit(struct kvm *k);
 
-/* Allocate a GSI routed to the MSI message (addr, data) and commit.
- * Thread-safe.  0 / -ENOSPC / -errno. */
-int kvm_msi_route_alloc(struct kvm *k, uint64_t addr, uint32_t data, uint32_t *gsi);
+/* Reserve a GSI for an MSI route without giving it a routing entry yet
+ * (nothing is committed: an irqfd bound to it delivers nothing until the
+ * first kvm_msi_route_update).  Thread-safe.  0 / -ENOSPC. */
+int kvm_msi_gsi_reserve(struct kvm *k, uint32_t *gsi);
+/* Route reserved GSI @gsi to the MSI message (addr, data) and commit
+ * (KVM_SET_GSI_ROUTING; skipped when the message is unchanged).  On
+ * failure the route stays as it was.  Thread-safe.  0 / -ENOENT (not
+ * reserved) / -ENOSPC / -errno. */
 int kvm_msi_route_update(struct kvm *k, uint32_t gsi, uint64_t addr, uint32_t data);
+/* Remove @gsi's entry (committing if it had one) and release the
+ * reservation. */
 void kvm_msi_route_free(struct kvm *k, uint32_t gsi);
 
 /* Bind (assign) or unbind eventfd @fd to @gsi (KVM_IRQFD). */

@@ -8,6 +8,7 @@
 #include "../../src/devices/pci/pci.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -96,6 +97,8 @@ struct rig {
 	struct bus pio, mmio;
 	struct pci_bus pb;
 	struct fake_plat fp;
+	struct loop loop; /* with deferral only */
+	bool with_loop;
 	struct tdev t;
 	int slot;
 	int ncf9;
@@ -109,12 +112,21 @@ static void on_cf9(void *ctx, uint8_t val)
 	r->cf9_val = val;
 }
 
-static struct rig *rig_new(bool with_dev)
+/* A bus, and with @with_dev the test device on it.  @fail_alloc: what
+ * msi_alloc returns at init; @defer: set-up deferred to a loop that this
+ * thread plays (fp_run_work), set-up calls elsewhere counted. */
+static struct rig *rig_new_ex(bool with_dev, int fail_alloc, bool defer)
 {
 	struct rig *r = calloc(1, sizeof(*r));
 	bus_init(&r->pio, "pio");
 	bus_init(&r->mmio, "mmio");
 	fp_init(&r->fp, &r->pio, &r->mmio);
+	r->fp.fail_alloc = fail_alloc;
+	if (defer) {
+		CHECK_EQ(loop_init(&r->loop), 0);
+		CHECK_EQ(fp_enable_defer(&r->fp, &r->loop), 0);
+		r->with_loop = true;
+	}
 	CHECK_EQ(pci_bus_init(&r->pb, &r->mmio, GPA_PCI_MMIO32, PCI_MMIO32_SIZE, on_cf9, r), 0);
 	CHECK_EQ(bus_register(&r->pio, &r->pb.pio_dev, PORT_PCI_CONFIG, PORT_PCI_CONFIG_LEN), 0);
 	CHECK_EQ(bus_register(&r->mmio, &r->pb.ecam_dev, GPA_PCI_ECAM, PCI_ECAM_SIZE), 0);
@@ -133,7 +145,13 @@ static struct rig *rig_new(bool with_dev)
 		t->bar0[i] = (uint8_t)(i * 7 + 1);
 	r->slot = pci_bus_add(&r->pb, &t->pd, -1);
 	CHECK_EQ(r->slot, 1);
+	r->fp.fail_alloc = 0;
 	return r;
+}
+
+static struct rig *rig_new(bool with_dev)
+{
+	return rig_new_ex(with_dev, 0, false);
 }
 
 static void rig_free(struct rig *r)
@@ -142,6 +160,8 @@ static void rig_free(struct rig *r)
 		pci_msix_destroy(&r->t.msix);
 	pci_bus_destroy(&r->pb);
 	fp_destroy(&r->fp);
+	if (r->with_loop)
+		loop_destroy(&r->loop);
 	free(r);
 }
 
@@ -764,17 +784,27 @@ TEST(msix_table_and_pba_access_rules)
 	for (uint32_t off = 0; off < 0x40; off++)
 		for (uint32_t len = 1; len <= 8; len *= 2)
 			CHECK_EQ(mmio_rd(r, pba + off, len), 0);
-	CHECK_EQ(r->fp.nalloc + r->fp.nsend + r->fp.nupdate, 0);
+	/* routes exist from init; none was programmed (MSI-X is off) */
+	CHECK_EQ(r->fp.nalloc, T_NVEC);
+	CHECK_EQ(r->fp.nsend + r->fp.nupdate, 0);
 	rig_free(r);
 }
 
 TEST(msix_delivery_pending_and_routes)
 {
+	/* no loop: route updates happen on the calling thread */
 	struct rig *r = rig_new(true);
 	struct pci_msix *m = &r->t.msix;
 	struct fake_plat *f = &r->fp;
 	cf8_write(r, 1, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
 	uint64_t pba = pci_bar_address(&r->t.pd, 2) + T_PBA;
+	/* one route per vector, made at init, none programmed */
+	CHECK_EQ(f->nalloc, T_NVEC);
+	for (int v = 0; v < T_NVEC; v++) {
+		CHECK_EQ(m->vec[v].handle, v);
+		CHECK_EQ(m->vec[v].fd, f->fds[v]);
+	}
+	CHECK_EQ(f->nupdate, 0);
 
 	/* disabled: dropped, nothing pending */
 	CHECK_EQ(pci_msix_notify(m, 0), (unsigned long long)-ENODEV);
@@ -788,43 +818,44 @@ TEST(msix_delivery_pending_and_routes)
 	CHECK_EQ(pci_msix_notify(m, 0), 0); /* function masked: pending */
 	CHECK_EQ(mmio_rd(r, pba, 8), 1);
 	CHECK_EQ(mmio_rd(r, pba, 4), 1);
-	CHECK_EQ(f->nsend + f->nalloc, 0);
-	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE); /* unmask: pending message sent */
-	CHECK_EQ(f->nsend, 1);
-	CHECK_EQ(f->send_addr[0], 0xfee00000);
-	CHECK_EQ(f->send_data[0], 0x30);
+	CHECK_EQ(f->nsend + f->nupdate, 0); /* nothing deliverable yet */
+	/* unmask: the route gets the message, then the pending one goes out
+	 * through it (no msi_send) */
+	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE);
+	CHECK_EQ(f->nupdate, 1);
+	CHECK_EQ(f->update_handle[0], 0);
+	CHECK_EQ(f->update_addr[0], 0xfee00000);
+	CHECK_EQ(f->update_data[0], 0x30);
+	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(f->nsend, 0);
 	CHECK_EQ(mmio_rd(r, pba, 8), 0);
 
-	/* unmasked vector: route allocated once, then the irqfd is written */
+	/* a current route: the irqfd is written, nothing else */
 	CHECK_EQ(pci_msix_notify(m, 0), 0);
-	CHECK_EQ(f->nalloc, 1);
-	CHECK_EQ(f->alloc_addr[0], 0xfee00000);
-	CHECK_EQ(f->alloc_data[0], 0x30);
 	CHECK_EQ(pci_msix_notify(m, 0), 0);
-	CHECK_EQ(f->nalloc, 1);
 	CHECK_EQ(efd_count(f->fds[0]), 2);
-	CHECK_EQ(f->nsend, 1);
+	CHECK_EQ(f->nupdate, 1);
+	CHECK_EQ(f->nsend, 0);
 
-	/* the guest moves the vector: the route is reprogrammed on next use */
+	/* the guest moves the vector: the route follows the write */
 	mmio_wr(r, table_gpa(r, 0, 8), 4, 0x31);
-	CHECK_EQ(f->nupdate, 0);
+	CHECK_EQ(f->nupdate, 2);
+	CHECK_EQ(f->update_data[1], 0x31);
 	CHECK_EQ(pci_msix_notify(m, 0), 0);
-	CHECK_EQ(f->nupdate, 1);
-	CHECK_EQ(f->update_data[0], 0x31);
 	CHECK_EQ(efd_count(f->fds[0]), 1);
-	CHECK_EQ(pci_msix_notify(m, 0), 0);
-	CHECK_EQ(f->nupdate, 1);
-	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(f->route_data[0], 0x31);
+	/* writing the same value again changes nothing */
+	mmio_wr(r, table_gpa(r, 0, 8), 4, 0x31);
+	CHECK_EQ(f->nupdate, 2);
 
-	/* per-vector mask: pending, delivered by msi_send on unmask */
+	/* per-vector mask: pending, delivered through the route on unmask */
 	CHECK_EQ(pci_msix_notify(m, 3), 0);
 	CHECK_EQ(pci_msix_notify(m, 3), 0);
 	CHECK_EQ(mmio_rd(r, pba, 8), 1u << 3);
-	CHECK_EQ(f->nalloc, 1);
 	mmio_wr(r, table_gpa(r, 3, 12), 4, 0);
-	CHECK_EQ(f->nsend, 2); /* one message for the pending bit */
-	CHECK_EQ(f->send_addr[1], 0xfee02000);
-	CHECK_EQ(f->send_data[1], 0x33);
+	CHECK_EQ(f->nupdate, 3);
+	CHECK_EQ(f->update_data[2], 0x33);
+	CHECK_EQ(efd_count(f->fds[3]), 1); /* one message for the pending bit */
 	CHECK_EQ(mmio_rd(r, pba, 8), 0);
 
 	/* pending survives a disable and is not sent while disabled */
@@ -833,22 +864,238 @@ TEST(msix_delivery_pending_and_routes)
 	msix_ctl(r, PCI_MSIX_FLAGS_MASKALL);
 	CHECK_EQ(pci_msix_notify(m, 3), (unsigned long long)-ENODEV);
 	msix_ctl(r, 0);
-	CHECK_EQ(f->nsend, 2);
+	CHECK_EQ(efd_count(f->fds[3]), 0);
 	CHECK_EQ(mmio_rd(r, pba, 8), 1u << 3);
 	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE);
-	CHECK_EQ(f->nsend, 3);
+	CHECK_EQ(efd_count(f->fds[3]), 1);
 	CHECK_EQ(mmio_rd(r, pba, 8), 0);
 
-	/* no route available: slow path */
-	f->fail_alloc = -ENOSPC;
+	/* the route cannot be updated: slow path, tried again only for a new
+	 * message */
+	f->fail_update = -EIO;
 	program_vec(r, 4, 0xfee04000, 0x44, false);
+	int updates = f->nupdate;
 	CHECK_EQ(pci_msix_notify(m, 4), 0);
-	CHECK_EQ(f->nsend, 4);
-	CHECK_EQ(f->send_data[3], 0x44);
+	CHECK_EQ(pci_msix_notify(m, 4), 0);
+	CHECK_EQ(f->nupdate, updates);
+	CHECK_EQ(f->nsend, 2);
+	CHECK_EQ(f->send_addr[0], 0xfee04000);
+	CHECK_EQ(f->send_data[0], 0x44);
+	CHECK_EQ(efd_count(f->fds[4]), 0);
+	f->fail_update = 0;
+	mmio_wr(r, table_gpa(r, 4, 8), 4, 0x45);
+	CHECK_EQ(f->nupdate, updates + 1);
+	CHECK_EQ(pci_msix_notify(m, 4), 0);
+	CHECK_EQ(efd_count(f->fds[4]), 1);
+	CHECK_EQ(f->nsend, 2);
+	CHECK_EQ(m->send_errors, 0);
 
 	pci_msix_destroy(m);
-	CHECK_EQ(f->nfree, 1);
-	CHECK_EQ(f->freed[0], 0);
+	CHECK_EQ(f->nfree, T_NVEC);
+	for (int v = 0; v < T_NVEC; v++)
+		CHECK_EQ(f->freed[v], v);
+	rig_free(r);
+}
+
+TEST(msix_without_routes_uses_the_slow_path)
+{
+	/* msi_alloc failed at init: the device still works, via msi_send */
+	struct rig *r = rig_new_ex(true, -ENOSPC, false);
+	struct pci_msix *m = &r->t.msix;
+	struct fake_plat *f = &r->fp;
+	CHECK_EQ(f->nalloc, 0);
+	CHECK_EQ(m->vec[0].handle, -1);
+	cf8_write(r, 1, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE);
+	program_vec(r, 2, 0xfee04000, 0x42, false);
+	CHECK_EQ(f->nupdate, 0);
+	CHECK_EQ(pci_msix_notify(m, 2), 0);
+	CHECK_EQ(f->nsend, 1);
+	CHECK_EQ(f->send_data[0], 0x42);
+	pci_msix_destroy(m);
+	CHECK_EQ(f->nfree, 0);
+	rig_free(r);
+}
+
+/* ---- MSI-X with deferral: vCPU threads make no set-up call --------------- */
+
+/* Run fn(arg) on a new thread - the vCPU - and wait for it. */
+struct vcpu_job {
+	void (*fn)(struct rig *r);
+	struct rig *r;
+};
+
+static void *vcpu_main(void *a)
+{
+	struct vcpu_job *j = a;
+	j->fn(j->r);
+	return NULL;
+}
+
+static void on_vcpu(struct rig *r, void (*fn)(struct rig *r))
+{
+	struct vcpu_job j = {fn, r};
+	pthread_t t;
+	CHECK_EQ(pthread_create(&t, NULL, vcpu_main, &j), 0);
+	pthread_join(t, NULL);
+}
+
+#define MSG_A_ADDR 0xfee00000u
+#define MSG_A_DATA 0x30u
+#define MSG_B_ADDR 0xfee03000u
+#define MSG_B_DATA 0x51u
+
+static void vcpu_driver_setup(struct rig *r)
+{
+	cf8_write(r, 1, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+	program_vec(r, 0, MSG_A_ADDR, MSG_A_DATA, false);
+	program_vec(r, 1, 0xfee01000, 0x40, true);
+	msix_ctl(r, PCI_MSIX_FLAGS_ENABLE);
+}
+
+static void vcpu_fire0(struct rig *r)
+{
+	CHECK_EQ(pci_msix_notify(&r->t.msix, 0), 0);
+}
+
+/* Linux's way of moving a vector: mask, rewrite, unmask - then the
+ * device fires at once (e.g. a config interrupt from a status write). */
+static void vcpu_move_and_fire0(struct rig *r)
+{
+	mmio_wr(r, table_gpa(r, 0, 12), 4, 1);
+	mmio_wr(r, table_gpa(r, 0, 0), 4, MSG_B_ADDR);
+	mmio_wr(r, table_gpa(r, 0, 8), 4, MSG_B_DATA);
+	mmio_wr(r, table_gpa(r, 0, 12), 4, 0);
+	CHECK_EQ(pci_msix_notify(&r->t.msix, 0), 0);
+}
+
+static void vcpu_rewrite_fire_mask0(struct rig *r)
+{
+	mmio_wr(r, table_gpa(r, 0, 8), 4, 0x52);
+	CHECK_EQ(pci_msix_notify(&r->t.msix, 0), 0);
+	mmio_wr(r, table_gpa(r, 0, 12), 4, 1);
+}
+
+static void vcpu_unmask0(struct rig *r)
+{
+	mmio_wr(r, table_gpa(r, 0, 12), 4, 0);
+}
+
+static void vcpu_rewrite_fire_disable0(struct rig *r)
+{
+	mmio_wr(r, table_gpa(r, 0, 8), 4, 0x53);
+	CHECK_EQ(pci_msix_notify(&r->t.msix, 0), 0);
+	msix_ctl(r, 0);
+}
+
+static void vcpu_pending_then_unmask1(struct rig *r)
+{
+	CHECK_EQ(pci_msix_notify(&r->t.msix, 1), 0); /* masked: pending */
+	mmio_wr(r, table_gpa(r, 1, 12), 4, 0);
+}
+
+TEST(msix_route_updates_run_on_the_loop)
+{
+	struct rig *r = rig_new_ex(true, 0, true);
+	struct fake_plat *f = &r->fp;
+	struct pci_msix *m = &r->t.msix;
+	CHECK_EQ(f->nalloc, T_NVEC); /* at init, on this (the loop's) thread */
+	/* the driver programs and unmasks vector 0: the vCPU only defers */
+	on_vcpu(r, vcpu_driver_setup);
+	CHECK_EQ(f->nupdate, 0);
+	CHECK(f->ndefer > 0);
+	CHECK_EQ(fp_run_work(f), 1);
+	CHECK_EQ(f->nupdate, 1);
+	CHECK_EQ(f->update_handle[0], 0);
+	CHECK_EQ(f->update_addr[0], MSG_A_ADDR);
+	CHECK_EQ(f->update_data[0], MSG_A_DATA);
+	CHECK(pthread_equal(f->update_thread[0], pthread_self()));
+	CHECK_EQ(fp_run_work(f), 0);
+	/* the route is current: a fire on the vCPU writes the irqfd */
+	on_vcpu(r, vcpu_fire0);
+	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(m->via_loop, 0);
+	CHECK_EQ(fp_run_work(f), 0);
+	CHECK_EQ(f->off_loop_calls, 0);
+	CHECK_EQ(f->nsend, 0);
+	rig_free(r);
+}
+
+TEST(msix_rewrite_then_fire_delivers_the_new_message)
+{
+	struct rig *r = rig_new_ex(true, 0, true);
+	struct fake_plat *f = &r->fp;
+	struct pci_msix *m = &r->t.msix;
+	on_vcpu(r, vcpu_driver_setup);
+	fp_run_work(f);
+	CHECK_EQ(f->route_data[0], MSG_A_DATA);
+	/* rewrite + fire before the loop has seen the rewrite: the stale
+	 * route (message A) is not used */
+	on_vcpu(r, vcpu_move_and_fire0);
+	CHECK_EQ(efd_count(f->fds[0]), 0);
+	CHECK_EQ(f->nupdate, 1);
+	CHECK_EQ(m->via_loop, 1);
+	CHECK_EQ(f->route_data[0], MSG_A_DATA);
+	/* the loop updates the route first, then delivers through it: the
+	 * message that reaches the guest is B */
+	CHECK_EQ(fp_run_work(f), 1);
+	CHECK_EQ(f->nupdate, 2);
+	CHECK_EQ(f->update_addr[1], MSG_B_ADDR);
+	CHECK_EQ(f->update_data[1], MSG_B_DATA);
+	CHECK_EQ(f->route_addr[0], MSG_B_ADDR);
+	CHECK_EQ(f->route_data[0], MSG_B_DATA);
+	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(f->nsend, 0);
+	/* from now on the fast path again */
+	on_vcpu(r, vcpu_fire0);
+	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(m->via_loop, 1);
+
+	/* fired while stale, masked before the loop ran: pending, not sent;
+	 * the unmask delivers it with the newest message */
+	on_vcpu(r, vcpu_rewrite_fire_mask0);
+	CHECK_EQ(fp_run_work(f), 1);
+	CHECK_EQ(efd_count(f->fds[0]), 0);
+	uint64_t pba = pci_bar_address(&r->t.pd, 2) + T_PBA;
+	CHECK_EQ(mmio_rd(r, pba, 8), 1);
+	CHECK_EQ(f->route_data[0], 0x52); /* the fired vector's route was updated */
+	on_vcpu(r, vcpu_unmask0);
+	CHECK_EQ(efd_count(f->fds[0]), 1);
+	CHECK_EQ(mmio_rd(r, pba, 8), 0);
+
+	/* fired while stale, MSI-X disabled before the loop ran: dropped */
+	uint64_t dropped = m->dropped;
+	on_vcpu(r, vcpu_rewrite_fire_disable0);
+	fp_run_work(f);
+	CHECK_EQ(efd_count(f->fds[0]), 0);
+	CHECK_EQ(m->dropped, dropped + 1);
+	CHECK_EQ(f->nsend, 0);
+	CHECK_EQ(f->off_loop_calls, 0);
+	rig_free(r);
+}
+
+TEST(msix_pending_on_unmask_needs_no_signal_msi)
+{
+	struct rig *r = rig_new_ex(true, 0, true);
+	struct fake_plat *f = &r->fp;
+	on_vcpu(r, vcpu_driver_setup);
+	fp_run_work(f);
+	/* vector 1 was programmed masked: its route is still empty */
+	CHECK(!f->routed[1]);
+	on_vcpu(r, vcpu_pending_then_unmask1);
+	CHECK_EQ(efd_count(f->fds[1]), 0);
+	CHECK_EQ(fp_run_work(f), 1);
+	CHECK_EQ(f->route_data[1], 0x40);
+	CHECK_EQ(efd_count(f->fds[1]), 1);
+	CHECK_EQ(f->nsend, 0); /* no KVM_SIGNAL_MSI anywhere */
+	CHECK_EQ(f->off_loop_calls, 0);
+	/* destroy cancels queued work (on the loop thread) */
+	on_vcpu(r, vcpu_rewrite_fire_mask0);
+	CHECK(r->t.msix.work.queued);
+	pci_msix_destroy(&r->t.msix);
+	CHECK(!r->t.msix.work.queued);
+	CHECK_EQ(fp_run_work(f), 0);
 	rig_free(r);
 }
 

@@ -501,17 +501,26 @@ void pci_bus_remove(struct pci_bus *pb, struct pci_dev *pd)
 
 /* ---- MSI-X -------------------------------------------------------------- */
 
-static bool vec_pending(const struct pci_msix *m, uint16_t v)
+/*
+ * Routes and threads (see pci.h, "Delivery"): every vector gets its route
+ * at init; a route is brought up to date (msi_update) only by the loop
+ * thread through m->work - or by the calling thread when the platform
+ * cannot defer.  The route's eventfd is written only while the route
+ * delivers exactly the entry's message; an interrupt that finds it stale
+ * is marked in m->deferred and delivered by the loop after the update.
+ */
+
+static bool bit_get(const uint64_t *bits, uint16_t v)
 {
-	return (m->pba[v / 64] >> (v % 64)) & 1;
+	return (bits[v / 64] >> (v % 64)) & 1;
 }
 
-static void vec_set_pending(struct pci_msix *m, uint16_t v, bool on)
+static void bit_set(uint64_t *bits, uint16_t v, bool on)
 {
 	if (on)
-		m->pba[v / 64] |= 1ull << (v % 64);
+		bits[v / 64] |= 1ull << (v % 64);
 	else
-		m->pba[v / 64] &= ~(1ull << (v % 64));
+		bits[v / 64] &= ~(1ull << (v % 64));
 }
 
 static bool deliverable(const struct pci_msix *m, uint16_t v)
@@ -524,7 +533,22 @@ static uint64_t vec_addr(const struct pci_msix_vector *e)
 	return (uint64_t)e->addr_hi << 32 | e->addr_lo;
 }
 
-/* Send vector @v's message the slow way (m->lock held). */
+/* Does the route deliver exactly the entry's message now? */
+static bool route_current(const struct pci_msix_vector *e)
+{
+	return e->handle >= 0 && e->routed && e->route_addr == vec_addr(e) &&
+	       e->route_data == e->data;
+}
+
+/* Should the route be reprogrammed for the entry? */
+static bool needs_update(const struct pci_msix *m, const struct pci_msix_vector *e)
+{
+	return e->handle >= 0 && !route_current(e) && !e->route_failed && m->p && m->p->ops &&
+	       m->p->ops->msi_update;
+}
+
+/* Send vector @v's message the slow way (m->lock held; the loop thread,
+ * or the calling thread without deferral). */
 static int send_locked(struct pci_msix *m, uint16_t v)
 {
 	struct pci_msix_vector *e = &m->vec[v];
@@ -541,46 +565,124 @@ static int send_locked(struct pci_msix *m, uint16_t v)
 	return r;
 }
 
-/* Deliver vector @v now, through its route if possible (m->lock held). */
-static int fire_locked(struct pci_msix *m, uint16_t v)
+/* Write vector @v's route eventfd (the route is current; m->lock held;
+ * any thread).  False if the eventfd could not be written. */
+static bool write_route(struct pci_msix *m, uint16_t v)
+{
+	uint64_t one = 1;
+	ssize_t n = write(m->vec[v].fd, &one, sizeof(one));
+	/* EAGAIN: the counter is saturated, an interrupt is due anyway */
+	if (n == (ssize_t)sizeof(one) || (n < 0 && errno == EAGAIN)) {
+		m->delivered++;
+		return true;
+	}
+	return false;
+}
+
+/* Program vector @v's route with its entry (m->lock held; the loop
+ * thread, or the calling thread without deferral).  A failure is logged
+ * and remembered until the entry changes; the vector then goes out with
+ * msi_send. */
+static void update_route_locked(struct pci_msix *m, uint16_t v)
 {
 	struct pci_msix_vector *e = &m->vec[v];
-	const struct platform_ops *ops = m->p ? m->p->ops : NULL;
-	if (e->handle < 0 && ops && ops->msi_alloc) {
-		int h = -1, fd = -1;
-		int r = ops->msi_alloc(m->p, vec_addr(e), e->data, &h, &fd);
-		if (!r) {
-			e->handle = h;
-			e->fd = fd;
-			e->dirty = false;
-		} else {
-			log_ratelimited(&m->rl, LOG_WARN,
-					"pci %s: no MSI route for vector %u (%s); using slow path",
-					m->pd->name, v, strerror(-r));
-		}
-	} else if (e->handle >= 0 && e->dirty && ops && ops->msi_update) {
-		if (!ops->msi_update(m->p, e->handle, vec_addr(e), e->data))
-			e->dirty = false;
+	if (!needs_update(m, e))
+		return;
+	int r = m->p->ops->msi_update(m->p, e->handle, vec_addr(e), e->data);
+	if (r) {
+		e->route_failed = true;
+		log_ratelimited(&m->rl, LOG_WARN,
+				"pci %s: MSI route of vector %u not updated (%s); using slow path",
+				m->pd->name, v, strerror(-r));
+		return;
 	}
-	if (e->handle >= 0 && !e->dirty && e->fd >= 0) {
-		uint64_t one = 1;
-		ssize_t n = write(e->fd, &one, sizeof(one));
-		/* EAGAIN: the counter is saturated, an interrupt is due anyway */
-		if (n == (ssize_t)sizeof(one) || (n < 0 && errno == EAGAIN)) {
-			m->delivered++;
-			return 0;
-		}
-	}
+	e->routed = true;
+	e->route_addr = vec_addr(e);
+	e->route_data = e->data;
+}
+
+/* Deliver vector @v now: through its route when that is current, else
+ * msi_send (m->lock held; the loop thread, or the calling thread without
+ * deferral). */
+static int deliver_locked(struct pci_msix *m, uint16_t v)
+{
+	if (route_current(&m->vec[v]) && write_route(m, v))
+		return 0;
 	return send_locked(m, v);
 }
 
-/* Send what became deliverable and is pending (m->lock held). */
+/* The loop's part (m->lock held): update the routes of deliverable
+ * vectors, then deliver what waited for that - with the entry's message
+ * as it is now (the newest the guest wrote), or make it pending if the
+ * guest masked the vector meanwhile, or drop it if MSI-X is off. */
+static void sync_locked(struct pci_msix *m)
+{
+	for (uint16_t v = 0; v < m->nvec; v++) {
+		bool waiting = bit_get(m->deferred, v);
+		if (waiting || deliverable(m, v))
+			update_route_locked(m, v);
+		if (!waiting)
+			continue;
+		bit_set(m->deferred, v, false);
+		if (!m->enabled) {
+			m->dropped++;
+		} else if (!deliverable(m, v)) {
+			bit_set(m->pba, v, true);
+			m->pended++;
+		} else {
+			deliver_locked(m, v);
+		}
+	}
+}
+
+static void msix_work(struct platform_work *w)
+{
+	struct pci_msix *m = container_of(w, struct pci_msix, work);
+	pthread_mutex_lock(&m->lock);
+	sync_locked(m);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* After a table or control write (m->lock held, a vCPU): a deliverable
+ * vector whose route is stale gets it updated - by the loop, or here
+ * without deferral - so that its next interrupt finds it current. */
+static void kick_locked(struct pci_msix *m)
+{
+	bool stale = false;
+	for (uint16_t v = 0; v < m->nvec && !stale; v++)
+		stale = deliverable(m, v) && needs_update(m, &m->vec[v]);
+	if (stale && platform_defer(m->p, &m->work))
+		for (uint16_t v = 0; v < m->nvec; v++)
+			if (deliverable(m, v))
+				update_route_locked(m, v);
+}
+
+/* Deliver vector @v, which is deliverable (m->lock held; any thread).
+ * Only an eventfd write: through the route if it is current, else the
+ * loop is asked to update it and deliver (the rule above).  Without
+ * deferral the route is updated and the message sent right here. */
+static int fire_locked(struct pci_msix *m, uint16_t v)
+{
+	if (route_current(&m->vec[v]) && write_route(m, v))
+		return 0;
+	bool was = bit_get(m->deferred, v);
+	bit_set(m->deferred, v, true);
+	if (platform_defer(m->p, &m->work) == 0) {
+		m->via_loop++;
+		return 0;
+	}
+	bit_set(m->deferred, v, was);
+	update_route_locked(m, v);
+	return deliver_locked(m, v);
+}
+
+/* Fire what became deliverable and is pending (m->lock held). */
 static void flush_pending_locked(struct pci_msix *m)
 {
 	for (uint16_t v = 0; v < m->nvec; v++) {
-		if (vec_pending(m, v) && deliverable(m, v)) {
-			vec_set_pending(m, v, false);
-			send_locked(m, v);
+		if (bit_get(m->pba, v) && deliverable(m, v)) {
+			bit_set(m->pba, v, false);
+			fire_locked(m, v);
 		}
 	}
 }
@@ -592,6 +694,7 @@ static void msix_control_written(struct pci_msix *m)
 	pthread_mutex_lock(&m->lock);
 	m->enabled = ctl & PCI_MSIX_FLAGS_ENABLE;
 	m->masked = ctl & PCI_MSIX_FLAGS_MASKALL;
+	kick_locked(m);
 	flush_pending_locked(m);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -619,6 +722,7 @@ int pci_msix_init(struct pci_msix *m, struct pci_dev *pd, struct platform *p, ui
 	m->p = p;
 	m->nvec = nvec;
 	m->cap = cap;
+	m->work.fn = msix_work;
 	for (int i = 0; i < PCI_MSIX_MAX_VECTORS; i++) {
 		m->vec[i].ctrl = PCI_MSIX_ENTRY_CTRL_MASK;
 		m->vec[i].handle = -1;
@@ -629,6 +733,20 @@ int pci_msix_init(struct pci_msix *m, struct pci_dev *pd, struct platform *p, ui
 	pci_set32(pd, cap + PCI_MSIX_TABLE, table_off | (uint32_t)bar);
 	pci_set32(pd, cap + PCI_MSIX_PBA, pba_off | (uint32_t)bar);
 	pd->msix = m;
+	/* Every route now (boot time), delivering nothing until the loop
+	 * gives it the entry's message.  Without one a vector still works,
+	 * through msi_send on the loop. */
+	for (uint16_t v = 0; v < nvec && p && p->ops && p->ops->msi_alloc; v++) {
+		int h = -1, fd = -1;
+		r = p->ops->msi_alloc(p, &h, &fd);
+		if (r) {
+			log_warn("pci %s: no MSI route for vectors %u-%u (%s); using the slow path",
+				 pd->name, v, nvec - 1, strerror(-r));
+			break;
+		}
+		m->vec[v].handle = h;
+		m->vec[v].fd = fd;
+	}
 	return 0;
 }
 
@@ -636,6 +754,7 @@ void pci_msix_destroy(struct pci_msix *m)
 {
 	if (!m || !m->pd)
 		return;
+	platform_defer_cancel(m->p, &m->work);
 	for (int i = 0; i < m->nvec; i++) {
 		if (m->vec[i].handle >= 0 && m->p && m->p->ops && m->p->ops->msi_free)
 			m->p->ops->msi_free(m->p, m->vec[i].handle);
@@ -678,28 +797,24 @@ static void table_write32(struct pci_msix *m, uint64_t off, uint32_t val)
 	if (e >= m->nvec)
 		return;
 	struct pci_msix_vector *v = &m->vec[e];
+	uint64_t addr = vec_addr(v);
+	uint32_t data = v->data;
 	switch (off % PCI_MSIX_ENTRY_SIZE) {
 	case PCI_MSIX_ENTRY_ADDR_LO:
-		val &= ~3u; /* dword aligned (§6.8.2.4) */
-		v->dirty |= v->addr_lo != val;
-		v->addr_lo = val;
+		v->addr_lo = val & ~3u; /* dword aligned (§6.8.2.4) */
 		break;
 	case PCI_MSIX_ENTRY_ADDR_HI:
-		v->dirty |= v->addr_hi != val;
 		v->addr_hi = val;
 		break;
 	case PCI_MSIX_ENTRY_DATA:
-		v->dirty |= v->data != val;
 		v->data = val;
 		break;
 	default:
 		v->ctrl = val & PCI_MSIX_ENTRY_CTRL_MASK;
-		if (vec_pending(m, (uint16_t)e) && deliverable(m, (uint16_t)e)) {
-			vec_set_pending(m, (uint16_t)e, false);
-			send_locked(m, (uint16_t)e);
-		}
 		break;
 	}
+	if (vec_addr(v) != addr || v->data != data)
+		v->route_failed = false; /* a new message: worth another try */
 }
 
 void pci_msix_table_read(struct pci_msix *m, uint64_t off, void *data, uint32_t len)
@@ -724,6 +839,8 @@ void pci_msix_table_write(struct pci_msix *m, uint64_t off, const void *data, ui
 	table_write32(m, off, (uint32_t)v);
 	if (len == 8)
 		table_write32(m, off + 4, (uint32_t)(v >> 32));
+	kick_locked(m);
+	flush_pending_locked(m);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -750,7 +867,7 @@ int pci_msix_notify(struct pci_msix *m, uint16_t vec)
 		m->dropped++;
 		r = -ENODEV;
 	} else if (!deliverable(m, vec)) {
-		vec_set_pending(m, vec, true);
+		bit_set(m->pba, vec, true);
 		m->pended++;
 	} else {
 		r = fire_locked(m, vec);

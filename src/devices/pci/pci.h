@@ -87,26 +87,53 @@
  * ignored; so do offsets past the last entry.  The PBA is read-only (4 or
  * 8-byte aligned reads; others read 0; writes ignored).
  *
- * Delivery (pci_msix_notify): with MSI-X disabled the message is dropped
- * (there is no INTx to fall back to) and counted.  With the function or
- * the vector masked its pending bit is set.  Otherwise the vector's MSI
- * route is used: allocated on first use with platform->ops->msi_alloc and
- * reprogrammed with msi_update when the guest changed the entry since, its
- * eventfd is written (KVM irqfd: no exit).  Without a route (msi_alloc
- * failed, or no ops) the message goes out with msi_send.  When a vector
- * becomes deliverable (vector unmasked, function unmasked, or MSI-X
- * enabled) and its pending bit is set, the bit is cleared and the message
- * is sent with msi_send.  Routes are freed by pci_msix_destroy.
+ * Routes: pci_msix_init (boot time) allocates one platform MSI route per
+ * vector (msi_alloc: an eventfd that delivers nothing until the route is
+ * given a message).  A route is (re)programmed with msi_update only on
+ * the event loop thread: when a table or control write (a vCPU) leaves a
+ * deliverable vector - MSI-X enabled, function and vector unmasked - whose
+ * route does not carry exactly the entry's message, the vCPU records
+ * nothing more than that and queues m->work with platform defer(); the
+ * loop then updates the routes of all deliverable vectors.  A vector
+ * whose msi_update failed goes out with msi_send (on the loop) until the
+ * guest changes its message.
+ *
+ * Delivery (pci_msix_notify, any thread): with MSI-X disabled the message
+ * is dropped (there is no INTx to fall back to) and counted.  With the
+ * function or the vector masked its pending bit is set.  Otherwise:
+ *   - the route carries exactly the entry's message: its eventfd is
+ *     written (KVM irqfd: no exit, no ioctl);
+ *   - the route is stale (the guest rewrote the entry and the loop has
+ *     not caught up) or missing: the vector is marked in m->deferred and
+ *     the loop is woken.  The rule: an interrupt never goes through a
+ *     stale route.  The loop first updates the route, then delivers the
+ *     vector with the entry's message as it is then (the newest the guest
+ *     wrote): through the route, or msi_send if there is none; if the
+ *     guest has masked the vector meanwhile it becomes pending instead,
+ *     if it disabled MSI-X the message is dropped.  Several interrupts of
+ *     one vector waiting for the loop are delivered as one.
+ * When a vector becomes deliverable (vector unmasked, function unmasked,
+ * or MSI-X enabled) and its pending bit is set, the bit is cleared and
+ * the vector is delivered as above.  So on a vCPU thread delivery is at
+ * most an eventfd write; msi_alloc/update/free/send never run there.
+ *
+ * Without deferral (no platform, no loop, or defer unavailable: unit
+ * tests) the calling thread updates the route and delivers at once.
+ * Routes are freed by pci_msix_destroy.
  *
  * Locking and threads
  * -------------------
  * pb->lock serialises all config space accesses (both mechanisms) and BAR
  * (re)mapping; the device hooks cfg_read/cfg_write/bar_mapped run under
- * it.  BAR accesses (the fast path) do not take it: bar_read/bar_write run
- * on vCPU threads concurrently and the device locks what it needs.  MSI-X
- * state is under m->lock.  Lock order: pb->lock -> device locks ->
- * m->lock.  pci_msix_notify may be called from any thread holding device
- * locks, never with m->lock held.
+ * it, on whichever thread made the access - normally a vCPU, so they must
+ * not do set-up themselves (no ioeventfd_add etc.): they record and defer
+ * (platform.h).  BAR accesses (the fast path) do not take it:
+ * bar_read/bar_write run on vCPU threads concurrently and the device
+ * locks what it needs.  MSI-X state is under m->lock (held by the loop
+ * across msi_update, so a concurrent table access waits for it).  Lock
+ * order: pb->lock -> device locks -> m->lock -> platform locks.
+ * pci_msix_notify may be called from any thread holding device locks,
+ * never with m->lock held.
  */
 #ifndef VISOR_DEVICES_PCI_PCI_H
 #define VISOR_DEVICES_PCI_PCI_H
@@ -220,7 +247,10 @@ struct pci_dev_ops {
 	 * (through wmask) into cfg. */
 	void (*cfg_write)(struct pci_dev *pd, uint32_t reg, uint32_t len);
 	/* Optional, under pb->lock: BAR @bar moved from @old_gpa to @new_gpa
-	 * on the MMIO bus (either may be PCI_BAR_UNMAPPED). */
+	 * on the MMIO bus (either may be PCI_BAR_UNMAPPED).  Runs on the
+	 * thread of the config write, normally a vCPU: record the move and
+	 * defer any set-up it needs (platform.h); the window itself is on
+	 * the bus at @new_gpa already. */
 	void (*bar_mapped)(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_t new_gpa);
 };
 
@@ -347,10 +377,13 @@ void pci_set_wmask32(struct pci_dev *pd, uint32_t off, uint32_t mask);
 /* ---- MSI-X -------------------------------------------------------------- */
 
 struct pci_msix_vector {
-	uint32_t addr_lo, addr_hi, data, ctrl;
-	int handle; /* platform MSI route, -1: none */
-	int fd;     /* its eventfd (platform-owned), -1: none */
-	bool dirty; /* entry changed since the route was programmed */
+	uint32_t addr_lo, addr_hi, data, ctrl; /* the entry as the guest wrote it */
+	int handle;          /* platform MSI route, -1: none (slow path) */
+	int fd;              /* its eventfd (platform-owned), -1: none */
+	bool routed;         /* the route delivers (route_addr, route_data) */
+	bool route_failed;   /* msi_update failed for this message */
+	uint64_t route_addr; /* what the route delivers, if routed */
+	uint32_t route_data;
 };
 
 struct pci_msix {
@@ -362,21 +395,28 @@ struct pci_msix {
 	bool enabled, masked; /* control bits 15 / 14 */
 	struct pci_msix_vector vec[PCI_MSIX_MAX_VECTORS];
 	uint64_t pba[(PCI_MSIX_MAX_VECTORS + 63) / 64];
-	/* statistics (under lock) */
-	uint64_t delivered, pended, dropped, send_errors;
+	/* vectors fired while their route was stale: the loop delivers them */
+	uint64_t deferred[(PCI_MSIX_MAX_VECTORS + 63) / 64];
+	struct platform_work work; /* route updates and deferred delivery */
+	/* statistics (under lock); via_loop: interrupts handed to the loop */
+	uint64_t delivered, pended, dropped, send_errors, via_loop;
 	struct ratelimit rl;
 };
 
 /*
  * Add an MSI-X capability with @nvec (1..PCI_MSIX_MAX_VECTORS) vectors to
  * @pd, the table at @table_off and the PBA at @pba_off of BAR @bar (both
- * 8-byte aligned; the caller forwards its BAR accesses there).  @p may be
- * NULL or have NULL msi ops (then messages cannot be delivered and are
- * counted as send errors).  Before pci_bus_add.  0 or -errno.
+ * 8-byte aligned; the caller forwards its BAR accesses there), and
+ * allocate every vector's MSI route (boot time: not on a vCPU thread).
+ * @p may be NULL or have NULL msi ops (then messages cannot be delivered
+ * and are counted as send errors); a failed msi_alloc is logged and the
+ * vectors without a route use msi_send.  Before pci_bus_add.  0 or
+ * -errno.
  */
 int pci_msix_init(struct pci_msix *m, struct pci_dev *pd, struct platform *p, uint16_t nvec,
 		  int bar, uint32_t table_off, uint32_t pba_off);
-/* Free the vectors' MSI routes. */
+/* Cancel queued work and free the vectors' MSI routes.  On the loop
+ * thread or with the loop stopped, and with no vCPU running. */
 void pci_msix_destroy(struct pci_msix *m);
 
 /* Table / PBA accesses, @off relative to the table / PBA start. */
@@ -389,9 +429,11 @@ void pci_msix_pba_read(struct pci_msix *m, uint64_t off, void *data, uint32_t le
 #define PCI_MSIX_PBA_SIZE(nvec) ((((uint32_t)(nvec) + 63) / 64) * 8)
 
 /*
- * Signal vector @vec.  Returns 0 (delivered or made pending), -ENODEV
- * (MSI-X disabled: dropped), -EINVAL (no such vector) or the platform's
- * error (message lost).
+ * Signal vector @vec (any thread; see "Delivery").  Returns 0 (delivered,
+ * handed to the loop, or made pending), -ENODEV (MSI-X disabled:
+ * dropped), -EINVAL (no such vector) or, without deferral, the
+ * platform's error (message lost; with deferral the loop counts that in
+ * send_errors).
  */
 int pci_msix_notify(struct pci_msix *m, uint16_t vec);
 

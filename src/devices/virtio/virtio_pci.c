@@ -257,11 +257,14 @@ static void signal_efd(struct virtio_pci_notify *n)
 	(void)r; /* EAGAIN: already signalled plenty */
 }
 
-/* The driver notified queue @q through an MMIO exit (or PCI_CFG). */
+/* The driver notified queue @q through an MMIO exit (or PCI_CFG): no
+ * ioeventfd caught the write - none registered yet at this address (the
+ * loop has not caught up with a BAR move), another width, or none at all.
+ * Same eventfd as the ioeventfd, so the device still runs on the loop. */
 static void notify_queue(struct virtio_pci *vp, uint16_t q)
 {
 	struct virtio_pci_notify *n = &vp->notify[q];
-	if (__atomic_load_n(&n->watched, __ATOMIC_ACQUIRE)) {
+	if (n->watched) {
 		signal_efd(n);
 		return;
 	}
@@ -271,37 +274,28 @@ static void notify_queue(struct virtio_pci *vp, uint16_t q)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* BAR moved (pb->lock held): follow with the ioeventfds. */
-static void vp_bar_mapped(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_t new_gpa)
+/* Put the ioeventfds where the BAR is now (vp->bar_gpa): on the loop
+ * thread (bar_work), or under pb->lock on the thread that moved the BAR
+ * when the platform cannot defer. */
+static void sync_ioeventfds(struct virtio_pci *vp)
 {
-	struct virtio_pci *vp = container_of(pd, struct virtio_pci, pd);
 	struct platform *p = vp->p;
 	const struct platform_ops *ops = p ? p->ops : NULL;
-	if (bar != VIRTIO_PCI_BAR)
-		return;
+	uint64_t bar = __atomic_load_n(&vp->bar_gpa, __ATOMIC_ACQUIRE);
 	for (uint16_t q = 0; q < vp->d->num_queues; q++) {
 		struct virtio_pci_notify *n = &vp->notify[q];
-		if (n->ioeventfd) {
+		uint64_t gpa = PCI_BAR_UNMAPPED;
+		if (bar != PCI_BAR_UNMAPPED)
+			gpa = bar + VIRTIO_PCI_NOTIFY_OFF + (uint64_t)q * VIRTIO_PCI_NOTIFY_MULT;
+		if (n->ioeventfd && n->gpa != gpa) {
 			if (ops && ops->ioeventfd_del)
 				ops->ioeventfd_del(p, false, n->gpa, 0, n->efd);
 			n->ioeventfd = false;
 		}
-		if (new_gpa == PCI_BAR_UNMAPPED || n->efd < 0 || !p || !p->loop)
+		/* without a loop nobody reads the eventfd: writes exit instead */
+		if (gpa == PCI_BAR_UNMAPPED || n->ioeventfd || !n->watched || !ops ||
+		    !ops->ioeventfd_add)
 			continue;
-		if (!n->watched) {
-			int r = loop_add(p->loop, n->efd, EPOLLIN, on_notify, n);
-			if (r) {
-				log_ratelimited(&vp_rl, LOG_WARN,
-						"%s: queue %u notifications via MMIO exits only: "
-						"loop_add: %s",
-						vp->pd.name, q, strerror(-r));
-				continue;
-			}
-			__atomic_store_n(&n->watched, true, __ATOMIC_RELEASE);
-		}
-		if (!ops || !ops->ioeventfd_add)
-			continue;
-		uint64_t gpa = new_gpa + VIRTIO_PCI_NOTIFY_OFF + (uint64_t)q * VIRTIO_PCI_NOTIFY_MULT;
 		int r = ops->ioeventfd_add(p, false, gpa, 0, n->efd);
 		if (r) {
 			log_ratelimited(&vp_rl, LOG_WARN, "%s: queue %u: ioeventfd at 0x%llx: %s",
@@ -311,6 +305,28 @@ static void vp_bar_mapped(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_
 		n->ioeventfd = true;
 		n->gpa = gpa;
 	}
+}
+
+static void vp_bar_work(struct platform_work *w)
+{
+	sync_ioeventfds(container_of(w, struct virtio_pci, bar_work));
+}
+
+/* BAR moved (pb->lock held; normally a vCPU's config write).  The window
+ * is on the bus at @new_gpa already; the ioeventfds follow on the loop.
+ * Until then a notify write at the new address exits and reaches
+ * vp_bar_write, which signals the same eventfd (notify_queue); a write
+ * at the old address may still be caught by the old registration: a
+ * spurious kick of the queue, harmless. */
+static void vp_bar_mapped(struct pci_dev *pd, int bar, uint64_t old_gpa, uint64_t new_gpa)
+{
+	struct virtio_pci *vp = container_of(pd, struct virtio_pci, pd);
+	(void)old_gpa;
+	if (bar != VIRTIO_PCI_BAR)
+		return;
+	__atomic_store_n(&vp->bar_gpa, new_gpa, __ATOMIC_RELEASE);
+	if (platform_defer(vp->p, &vp->bar_work))
+		sync_ioeventfds(vp);
 }
 
 /* ---- the BAR ------------------------------------------------------------- */
@@ -463,17 +479,15 @@ static void vp_signal_config(struct virtio_dev *d)
 }
 
 /* The core asks for a notification of queue @q on the loop (d->lock
- * held, a vCPU thread).  The queue's eventfd is on the loop once the BAR
- * has been mapped; until then the count waits in the eventfd and the
- * (level-triggered) loop sees it as soon as the BAR mapping puts the
- * eventfd on it. */
+ * held, a vCPU thread).  The queue's eventfd has been on the loop since
+ * creation, whether the BAR is mapped or not. */
 static int vp_replay_notify(struct virtio_dev *d, uint16_t q)
 {
 	struct virtio_pci *vp = d->transport;
 	if (q >= d->num_queues)
 		return -EINVAL;
 	struct virtio_pci_notify *n = &vp->notify[q];
-	if (n->efd < 0 || !vp->p || !vp->p->loop)
+	if (!n->watched)
 		return -ENOTCONN; /* no loop: notifications are synchronous */
 	signal_efd(n);
 	return 0;
@@ -504,6 +518,7 @@ static int add_vcap(struct virtio_pci *vp, uint8_t type, uint32_t size, uint32_t
 
 static void close_notify(struct virtio_pci *vp)
 {
+	platform_defer_cancel(vp->p, &vp->bar_work);
 	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		struct virtio_pci_notify *n = &vp->notify[q];
 		if (n->ioeventfd && vp->p && vp->p->ops && vp->p->ops->ioeventfd_del)
@@ -527,6 +542,8 @@ int virtio_pci_create(struct virtio_pci *vp, struct pci_bus *pb, struct virtio_d
 	memset(vp, 0, sizeof(*vp));
 	vp->d = d;
 	vp->p = p;
+	vp->bar_gpa = PCI_BAR_UNMAPPED;
+	vp->bar_work.fn = vp_bar_work;
 	transport_reset(vp);
 	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		vp->notify[q].vp = vp;
@@ -562,13 +579,21 @@ int virtio_pci_create(struct virtio_pci *vp, struct pci_bus *pb, struct virtio_d
 	pci_set_wmask32(&vp->pd, vp->cap_pci_cfg + VIRTIO_PCI_CAP_LENGTH, 0xffffffffu);
 	pci_set_wmask32(&vp->pd, vp->cap_pci_cfg + VIRTIO_PCI_CFG_CAP_DATA, 0xffffffffu);
 
+	/* Every eventfd now and on the loop now (boot time): nothing of
+	 * this is left for a vCPU's config write to do. */
 	for (uint16_t q = 0; q < d->num_queues; q++) {
+		struct virtio_pci_notify *n = &vp->notify[q];
 		int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (efd < 0) {
 			r = -errno;
 			goto fail;
 		}
-		vp->notify[q].efd = efd;
+		n->efd = efd;
+		if (p && p->loop) {
+			if ((r = loop_add(p->loop, efd, EPOLLIN, on_notify, n)))
+				goto fail;
+			n->watched = true;
+		}
 	}
 	pthread_mutex_lock(&d->lock);
 	d->transport = vp;

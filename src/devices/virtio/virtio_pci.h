@@ -70,25 +70,33 @@
  *   - MSI-X table/PBA: pci_msix_* semantics (pci.h).
  *   - An access crossing a 4 KiB region boundary reads 0, writes ignored.
  *
- * Notifications: each queue has an eventfd.  When the BAR gets mapped the
- * eventfds are put on p->loop (once; loop_add is thread-safe) and, with
- * p->ops->ioeventfd_add, registered as KVM ioeventfds for 2-byte writes at
- * the queue's notify address (what Linux's iowrite16 does); they are
- * removed when the BAR is unmapped or moves, and re-added at the new
- * address.  The loop callback calls virtio_dev_queue_notify under d->lock,
- * so device ops run on the loop thread.  A notify that arrives as an MMIO
- * exit (other widths, no ioeventfd support) writes the same eventfd; if
- * the eventfd is not on a loop (no loop: unit tests), the queue is
- * notified directly on the calling thread.  The core's replay at DRIVER_OK
- * (virtio.h, tops->replay_notify) writes the queue's eventfd too; if the
- * BAR is not mapped yet (DRIVER_OK through the PCI_CFG window), the count
- * waits in the eventfd until the mapping puts it on the loop.  Without a
- * loop nothing is replayed.
+ * Notifications: each queue has an eventfd, made and put on p->loop at
+ * creation (boot time).  Where the BAR is mapped, the eventfds are
+ * registered with p->ops->ioeventfd_add as MMIO ioeventfds of any width
+ * (length 0) at the queues' notify addresses; a BAR move (memory
+ * decoding switched, BAR reprogrammed: a vCPU's config write) only
+ * records the new address and queues the re-registration on the loop
+ * (platform defer()), which removes the old ioeventfds and adds the new
+ * ones.  Until it has, a notify write at the new address exits to visor
+ * and reaches the BAR as an ordinary MMIO write, which signals the same
+ * eventfd: no kick is lost.  The loop callback calls
+ * virtio_dev_queue_notify under d->lock, so device ops run on the loop
+ * thread.  A notify that arrives as an MMIO exit (other widths, no
+ * ioeventfd support, or before the loop caught up) writes the same
+ * eventfd; without a loop (unit tests) the queue is notified directly
+ * on the calling thread and no ioeventfds are registered.  The core's
+ * replay at DRIVER_OK (virtio.h, tops->replay_notify) writes the queue's
+ * eventfd too, mapped BAR or not.  Without a loop nothing is replayed.
+ * Without deferral (p->ops->defer missing or failing) the ioeventfds are
+ * moved on the thread that moved the BAR.
  *
  * Interrupts: signal_queue(q) -> MSI-X vector queue_msix_vector[q];
- * signal_config -> config_msix_vector (both via pci_msix_notify: irqfd,
- * or pending while masked).  NO_VECTOR means no interrupt (§4.1.5.1.2).
- * The tops are called with d->lock held and take only the MSI-X lock.
+ * signal_config -> config_msix_vector (both via pci_msix_notify: the
+ * route's irqfd, the loop while the route is being updated, or pending
+ * while masked; pci.h).  NO_VECTOR means no interrupt (§4.1.5.1.2).
+ * The tops are called with d->lock held and take only the MSI-X lock;
+ * on a vCPU thread (a config interrupt from a status write) they do at
+ * most an eventfd write.
  *
  * Lock order: pb->lock -> d->lock -> msix lock.
  */
@@ -174,8 +182,8 @@ struct virtio_pci_notify {
 	struct virtio_pci *vp;
 	uint16_t q;
 	int efd;         /* eventfd, -1 if none could be made */
-	bool watched;    /* efd is on p->loop (set once; atomic) */
-	bool ioeventfd;  /* registered with the platform at gpa (pb->lock) */
+	bool watched;    /* efd is on p->loop (set at creation) */
+	bool ioeventfd;  /* registered with the platform at gpa (loop thread) */
 	uint64_t gpa;
 };
 
@@ -192,6 +200,11 @@ struct virtio_pci {
 	uint16_t queue_vec[VIRTIO_MAX_QUEUES];
 	uint8_t isr; /* VIRTIO_PCI_ISR_* (atomic) */
 	struct virtio_pci_notify notify[VIRTIO_MAX_QUEUES];
+	/* where the BAR is mapped (PCI_BAR_UNMAPPED: nowhere), as the bus
+	 * last said (atomic; written under pb->lock); bar_work makes the
+	 * ioeventfds follow it on the loop */
+	uint64_t bar_gpa;
+	struct platform_work bar_work;
 };
 
 /*
@@ -199,16 +212,19 @@ struct virtio_pci {
  * and plug it into @pb at @slot (1..31, or -1 for the first free one).
  * Sets d->tops and d->transport.  @p provides MSI routes, ioeventfds and
  * the loop (any may be missing: see above).  @vp must stay at its address
- * for the VM's lifetime.  Returns the slot used, or -EINVAL (NULL
- * argument, too many queues), -errno from eventfd, or pci_bus_add's
- * errors.  On failure nothing stays registered.
+ * for the VM's lifetime.  Makes the notification eventfds (on p->loop)
+ * and the MSI routes now: call it at boot, not on a vCPU thread.
+ * Returns the slot used, or -EINVAL (NULL argument, too many queues),
+ * -errno from eventfd or loop_add, or pci_bus_add's errors.  On failure
+ * nothing stays registered.
  */
 int virtio_pci_create(struct virtio_pci *vp, struct pci_bus *pb, struct virtio_dev *d,
 		      struct platform *p, int slot);
 
-/* Unplug from the PCI bus (unmapping the BAR), remove ioeventfds and loop
- * registrations, close the eventfds, free the MSI routes.  Safe on a
- * zeroed struct. */
+/* Unplug from the PCI bus (unmapping the BAR), cancel deferred work,
+ * remove ioeventfds and loop registrations, close the eventfds, free the
+ * MSI routes.  On the loop thread or with the loop stopped, no vCPU
+ * running.  Safe on a zeroed struct. */
 void virtio_pci_destroy(struct virtio_pci *vp);
 
 /* The PCI class code this transport uses for virtio device type @id. */
