@@ -29,6 +29,7 @@ struct fake_platform {
 	bool irqfd_fail;
 	int irqfd; /* handed out by irqfd_for_gsi */
 	uint32_t irqfd_gsi;
+	int irqfd_calls;
 	int set_irq_calls;
 	int levels[16];
 	uint32_t set_irq_gsi;
@@ -54,6 +55,7 @@ static void fp_set_irq(struct platform *p, uint32_t gsi, int level)
 static int fp_irqfd_for_gsi(struct platform *p, uint32_t gsi, int *fd)
 {
 	struct fake_platform *fp = fp_of(p);
+	fp->irqfd_calls++;
 	if (fp->irqfd_fail)
 		return -ENOSYS;
 	if (fp->irqfd < 0)
@@ -1017,6 +1019,45 @@ TEST(replay_runs_on_the_loop_thread)
 	CHECK_EQ(x.f.notify_calls[0], 1);
 	CHECK_EQ(x.f.notify_calls[1], 1);
 	CHECK(pthread_equal(x.f.notify_thread, lr.thread));
+	fix_destroy(&x);
+	loop_destroy(&l);
+}
+
+static void *vcpu_session(void *arg)
+{
+	struct fix *x = arg;
+	bring_up(x);
+	wr(x, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	wr(x, VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+	signal_cfg(x); /* as a status write that breaks the device would */
+	CHECK_EQ(rd(x, VIRTIO_MMIO_INTERRUPT_STATUS), VIRTIO_MMIO_INT_CONFIG);
+	wr(x, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_CONFIG);
+	wr(x, VIRTIO_MMIO_STATUS, 0);
+	bring_up(x);
+	return NULL;
+}
+
+TEST(register_accesses_set_nothing_up)
+{
+	/* everything is made at init: a whole driver session on a vCPU-like
+	 * thread (reset included) asks the platform for nothing and only
+	 * writes eventfds */
+	struct loop l;
+	CHECK_EQ(loop_init(&l), 0);
+	struct fix x;
+	fix_init_ops(&x, &fp_ops_full, &l);
+	int adds = x.fp.ioev_adds, irqfds = x.fp.irqfd_calls;
+	CHECK_EQ(adds, NQ);
+	CHECK_EQ(irqfds, 1);
+	pthread_t t;
+	CHECK_EQ(pthread_create(&t, NULL, vcpu_session, &x), 0);
+	pthread_join(t, NULL);
+	CHECK_EQ(x.fp.ioev_adds, adds);
+	CHECK_EQ(x.fp.ioev_dels, 0);
+	CHECK_EQ(x.fp.irqfd_calls, irqfds);
+	CHECK_EQ(x.fp.set_irq_calls, 0);
+	CHECK(efd_count(x.fp.irqfd) >= 1);
+	CHECK_EQ(x.f.notify_calls[0] + x.f.notify_calls[1], 0); /* all on the loop */
 	fix_destroy(&x);
 	loop_destroy(&l);
 }

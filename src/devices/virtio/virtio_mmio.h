@@ -84,6 +84,15 @@
  * A single ioeventfd without datamatch would fire for any value and force
  * notifying every queue; datamatch keeps the queue index.
  *
+ * Set-up happens once, in virtio_mmio_init (boot time): the window never
+ * moves, so the GSI's irqfd, the notification eventfds, their place on
+ * the loop and the ioeventfds are all made there and nothing is set up
+ * later.  A register access on a vCPU thread does at most an eventfd
+ * write (a QueueNotify no ioeventfd caught, the replay at DRIVER_OK, an
+ * interrupt through the irqfd); the only other system call is the set_irq
+ * fallback (KVM_IRQ_LINE, as legacy devices do) when the platform had no
+ * irqfd for the GSI.
+ *
  * Locking: every register and config access runs under d->lock; the
  * transport's own state (InterruptStatus, latched queue registers) is
  * protected by it too.  The signal callbacks (tops) are called with
