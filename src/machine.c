@@ -115,7 +115,6 @@ struct machine {
 
 	struct loop *loop;
 	struct console console;
-	int stop_efd;     /* written when the VM is over */
 	int rx_efd;       /* the UART made room for console input */
 	int rtc_tfd;      /* drives the RTC's update/alarm/periodic interrupts */
 	bool in_paused;
@@ -140,9 +139,6 @@ static void vmm_request_exit(struct machine *vm, int code)
 {
 	int expected = -1;
 	if (atomic_compare_exchange_strong(&vm->exit_code, &expected, code)) {
-		uint64_t one = 1;
-		ssize_t r = write(vm->stop_efd, &one, sizeof(one));
-		(void)r;
 		if (vm->hooks.on_exit)
 			vm->hooks.on_exit(vm->hooks.ctx, code);
 	}
@@ -1178,11 +1174,6 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 	pthread_mutex_init(&vm->park_lock, NULL);
 	pthread_cond_init(&vm->park_cond, NULL);
 	atomic_store(&vm->exit_code, -1);
-	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vm->stop_efd < 0) {
-		log_error("cannot create an eventfd: %s", strerror(errno));
-		goto fail;
-	}
 
 	/* Inputs first: a bad file or size is reported before touching KVM. */
 	if (check_host_memory(cfg->mem_size))
@@ -1196,8 +1187,14 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || setup_guest_image(vm) ||
 	    open_kvm(vm))
 		goto fail;
-	kvm_platform_init(&vm->kp, &vm->kvm, vm->loop, &vm->pio, &vm->mmio);
+	/* Without its deferred-set-up eventfd the platform would have vCPU
+	 * threads do set-up work themselves: refuse rather than run that way. */
+	r = kvm_platform_init(&vm->kp, &vm->kvm, vm->loop, &vm->pio, &vm->mmio);
 	vm->kp_ready = true;
+	if (r) {
+		log_error("cannot set up the interrupt and notification platform: %s", strerror(-r));
+		goto fail;
+	}
 	if (setup_devices(vm))
 		goto fail;
 	vm->legacy_ready = true;
@@ -1407,12 +1404,7 @@ void machine_destroy(struct machine *vm)
 	 * transport (ioeventfds, MSI routes: needs the VM) and then the
 	 * device (waiting for I/O still in flight); then the PCI bus, KVM
 	 * and guest memory */
-	if (vm->legacy_ready) {
-		registry_destroy_all(&vm->reg);
-	} else {
-		/* legacy devices were not all made: only the virtio records exist */
-		registry_destroy_all(&vm->reg);
-	}
+	registry_destroy_all(&vm->reg);
 	if (vm->pci_ready)
 		pci_bus_destroy(&vm->pci);
 	if (vm->kp_ready)
@@ -1427,8 +1419,6 @@ void machine_destroy(struct machine *vm)
 		loop_del(vm->loop, vm->rtc_tfd);
 		close(vm->rtc_tfd);
 	}
-	if (vm->stop_efd >= 0)
-		close(vm->stop_efd);
 	pthread_mutex_destroy(&vm->park_lock);
 	pthread_cond_destroy(&vm->park_cond);
 	free(vm);
