@@ -105,19 +105,6 @@ int cli_socket_dir(char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-static int parse_num(const char *v, uint64_t *out)
-{
-	if (!isdigit((unsigned char)*v))
-		return -EINVAL;
-	errno = 0;
-	char *end;
-	unsigned long long x = strtoull(v, &end, 10);
-	if (*end || errno)
-		return -EINVAL;
-	*out = x;
-	return 0;
-}
-
 /* Split "--opt=value" into name and value (value NULL if none). */
 static void split_opt(const char *arg, char *name, size_t nlen, const char **val)
 {
@@ -273,7 +260,7 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 		} else if (!strcmp(name, "--level")) {
 			if (parse_fc_level(val, o, e))
 				return -EINVAL;
-		} else if (parse_num(val, &n)) {
+		} else if (config_parse_u64(val, &n)) {
 			return fail(e, "%s: '%s' is not a number", name, val);
 		} else if (!strcmp(name, "--http-api-max-payload-size")) {
 			if (n < 1024 || n > (64ULL << 20))
@@ -394,7 +381,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 				return fail(e, "--kvm: path must be 1 to %zu bytes", sizeof(cfg->kvm_path) - 1);
 			COPY(cfg->kvm_path, val);
 		} else if (!strcmp(name, "--cpus")) {
-			if (parse_num(val, &cpus))
+			if (config_parse_u64(val, &cpus))
 				return fail(e, "--cpus: '%s' is not a number", val);
 			if (cpus == 0 || cpus > CONFIG_MAX_CPUS)
 				return fail(e, "--cpus: %s is out of range (1-%d)", val, CONFIG_MAX_CPUS);

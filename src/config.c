@@ -388,7 +388,7 @@ static int next_item(const char **p, char *key, size_t klen, char *val, size_t v
 	return 1;
 }
 
-static int parse_u64(const char *v, uint64_t *out)
+int config_parse_u64(const char *v, uint64_t *out)
 {
 	if (!isdigit((unsigned char)*v))
 		return -EINVAL;
@@ -406,7 +406,7 @@ static int parse_u64(const char *v, uint64_t *out)
 static int parse_rate(const char *v, bool bytes, struct bucket_config *b)
 {
 	uint64_t n;
-	if (bytes ? parse_size(v, &n) : parse_u64(v, &n))
+	if (bytes ? parse_size(v, &n) : config_parse_u64(v, &n))
 		return -EINVAL;
 	if (bytes && strspn(v, "0123456789") == strlen(v))
 		n >>= 20; /* a bare number is bytes here, not MiB */
@@ -500,7 +500,7 @@ int config_parse_vsock(const char *val, struct vsock_config *vs, struct config_e
 	int r;
 	while ((r = next_item(&val, key, sizeof(key), v, sizeof(v), &has)) > 0) {
 		if (!strcmp(key, "cid") && has) {
-			if (parse_u64(v, &vs->cid) || vs->cid < 3 || vs->cid > 0xfffffffeULL)
+			if (config_parse_u64(v, &vs->cid) || vs->cid < 3 || vs->cid > 0xfffffffeULL)
 				return fail(e, "--vsock: cid must be a number from 3 to 4294967294");
 			have_cid = true;
 		} else if (!strcmp(key, "uds") && has) {
@@ -541,7 +541,7 @@ int config_parse_balloon(const char *val, struct balloon_config *b, struct confi
 			b->deflate_on_oom = true;
 		} else if (!strcmp(key, "stats_period") && has) {
 			uint64_t p;
-			if (parse_u64(v, &p) || p > 86400)
+			if (config_parse_u64(v, &p) || p > 86400)
 				return fail(e, "--balloon: stats_period is 0 to 86400 seconds");
 			b->stats_period = (uint32_t)p;
 		} else if (!strcmp(key, "transport") && has) {

@@ -195,6 +195,10 @@ int config_parse_vsock(const char *val, struct vsock_config *v, struct config_er
  *  [,transport=pci|mmio]" */
 int config_parse_balloon(const char *val, struct balloon_config *b, struct config_err *e);
 
+/* A decimal number (digits only, no sign, no suffix) that fits 64 bits.
+ * 0 / -EINVAL. */
+int config_parse_u64(const char *v, uint64_t *out);
+
 /* Parse a size: a number with an optional suffix K, M, G or T (binary
  * units, optional "iB"/"B"); a bare number means MiB.  0 / -EINVAL / -ERANGE. */
 int parse_size(const char *s, uint64_t *out);
