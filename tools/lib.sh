@@ -54,7 +54,8 @@ kernel_fetch() {
 	fi
 	if [ -z "$_pkg" ]; then
 		# Offline: fall back to whatever kernel is already cached.
-		_deb=$(ls "$_kc"/linux-image-*.deb 2>/dev/null | sort -V | tail -n 1)
+		# (|| true: with no match ls fails, and callers may run with pipefail)
+		_deb=$(ls "$_kc"/linux-image-*.deb 2>/dev/null | sort -V | tail -n 1) || true
 		[ -n "$_deb" ] || die "cannot resolve $_meta (apt-cache depends) and nothing cached"
 		note "cannot resolve $_meta; using cached $(basename "$_deb")"
 	else
@@ -63,7 +64,7 @@ kernel_fetch() {
 		[ -n "$_ver" ] && [ "$_ver" != "(none)" ] &&
 			_deb="$_kc/${_pkg}_$(echo "$_ver" | sed 's/:/%3a/')_amd64.deb"
 		if [ -z "$_deb" ] || [ ! -s "$_deb" ]; then
-			_old=$(ls "$_kc/${_pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1)
+			_old=$(ls "$_kc/${_pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1) || true
 			note "downloading $_pkg ${_ver:-} (about 27 MB)"
 			if (cd "$_kc" && apt-get download "$_pkg" >&2 2>"$_kc/download.log"); then
 				_deb=$(ls "$_kc/${_pkg}"_*.deb | sort -V | tail -n 1)
