@@ -105,6 +105,16 @@ int cli_socket_dir(char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+int cli_socket_path(const char *name, char *buf, size_t len)
+{
+	if (strchr(name, '/'))
+		return (size_t)snprintf(buf, len, "%s", name) >= len ? -ENAMETOOLONG : 0;
+	char dir[96];
+	if (cli_socket_dir(dir, sizeof(dir)))
+		return -ENAMETOOLONG;
+	return (size_t)snprintf(buf, len, "%s/%s.sock", dir, name) >= len ? -ENAMETOOLONG : 0;
+}
+
 /* Split "--opt=value" into name and value (value NULL if none). */
 static void split_opt(const char *arg, char *name, size_t nlen, const char **val)
 {

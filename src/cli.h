@@ -74,6 +74,10 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e);
  * /run/visor (root) or /tmp/visor-UID.  Writes into buf; 0 / -ENAMETOOLONG. */
 int cli_socket_dir(char *buf, size_t len);
 
+/* The API socket of VM @name: @name itself when it contains a '/' (a
+ * path), else SOCKDIR/NAME.sock.  0 / -ENAMETOOLONG. */
+int cli_socket_path(const char *name, char *buf, size_t len);
+
 extern const char cli_usage[];
 extern const char cli_usage_firecracker[];
 

@@ -14,21 +14,6 @@
 
 #define CLIENT_TIMEOUT_MS 10000
 
-/* VM name or socket path -> socket path.  A name is SOCKDIR/NAME.sock. */
-static int resolve(const char *target, char *path, size_t len)
-{
-	if (strchr(target, '/')) {
-		snprintf(path, len, "%s", target);
-		return 0;
-	}
-	char dir[96];
-	if (cli_socket_dir(dir, sizeof(dir)))
-		return -ENAMETOOLONG;
-	if ((size_t)snprintf(path, len, "%s/%s.sock", dir, target) >= len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 /* One request; on success *out is the parsed JSON body (or NULL for an
  * empty one).  Errors are printed; returns 0 or -1. */
 static int call(const char *sock, const char *method, const char *path, const char *body,
@@ -281,7 +266,7 @@ int cli_client_main(const struct cli_opts *o)
 	if (!strcmp(o->ctl_verb, "ls"))
 		return do_ls(o);
 	char sock[256];
-	if (resolve(o->ctl_target, sock, sizeof(sock))) {
+	if (cli_socket_path(o->ctl_target, sock, sizeof(sock))) {
 		log_error("%s: name too long", o->ctl_target);
 		return 1;
 	}

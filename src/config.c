@@ -318,6 +318,19 @@ int config_set_machine(struct vm_config *c, uint64_t cpus, uint64_t mem_mib, boo
 	return 0;
 }
 
+uint32_t config_mmio_devices(const struct vm_config *c)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < c->ndisks; i++)
+		n += c->disks[i].transport == TRANSPORT_MMIO;
+	for (uint32_t i = 0; i < c->nnics; i++)
+		n += c->nics[i].transport == TRANSPORT_MMIO;
+	n += c->vsock.enabled && c->vsock.transport == TRANSPORT_MMIO;
+	n += c->rng.enabled && c->rng.transport == TRANSPORT_MMIO;
+	n += c->balloon.enabled && c->balloon.transport == TRANSPORT_MMIO;
+	return n;
+}
+
 int config_validate(const struct vm_config *c, struct config_err *e)
 {
 	if (!c->kernel[0])
@@ -328,16 +341,9 @@ int config_validate(const struct vm_config *c, struct config_err *e)
 		return fail(e, "memory size %llu is invalid", (unsigned long long)c->mem_size);
 	if (c->balloon.enabled && c->balloon.size >= c->mem_size)
 		return fail(e, "balloon: the target must be smaller than guest memory");
-	uint32_t mmio = 0, roots = 0;
-	for (uint32_t i = 0; i < c->ndisks; i++) {
-		mmio += c->disks[i].transport == TRANSPORT_MMIO;
+	uint32_t mmio = config_mmio_devices(c), roots = 0;
+	for (uint32_t i = 0; i < c->ndisks; i++)
 		roots += c->disks[i].root;
-	}
-	for (uint32_t i = 0; i < c->nnics; i++)
-		mmio += c->nics[i].transport == TRANSPORT_MMIO;
-	mmio += c->vsock.enabled && c->vsock.transport == TRANSPORT_MMIO;
-	mmio += c->rng.enabled && c->rng.transport == TRANSPORT_MMIO;
-	mmio += c->balloon.enabled && c->balloon.transport == TRANSPORT_MMIO;
 	if (mmio > CONFIG_MAX_MMIO_DEVS)
 		return fail(e, "at most %d devices can use transport=mmio (%u requested)",
 			    CONFIG_MAX_MMIO_DEVS, mmio);

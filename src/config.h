@@ -177,6 +177,9 @@ int config_parse_mac(const char *s, uint8_t mac[6]);
 int config_find_disk(const struct vm_config *c, const char *id);  /* index or -1 */
 int config_find_net(const struct vm_config *c, const char *id);   /* index or -1 */
 
+/* How many devices the config puts on virtio-mmio. */
+uint32_t config_mmio_devices(const struct vm_config *c);
+
 /* The whole config is bootable: a kernel is set, the balloon fits in
  * memory, at most 8 devices on virtio-mmio, at most one root drive.
  * 0 / -EINVAL with e->msg. */

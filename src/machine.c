@@ -47,6 +47,7 @@
 #include "kvm/platform_kvm.h"
 #include "mem/guest_mem.h"
 #include "metrics.h"
+#include "util/file.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
 #include "util/str.h"
@@ -443,101 +444,70 @@ static void on_rtc_timer(struct loop *l, int fd, uint32_t events, void *ctx)
 
 /* ---- assembly ------------------------------------------------------------ */
 
-/* Open @path for reading only if it is a regular file.  O_NONBLOCK on the
- * open itself: opening a FIFO for reading blocks until a writer appears,
- * so a FIFO given as --kernel would hang visor before any check.  With
- * O_NONBLOCK the open returns at once and fstat refuses the FIFO; for a
- * regular file the flag changes nothing (cleared anyway). */
-static int open_regular(const char *what, const char *path)
+/* A regular file the user named, opened without blocking on a FIFO
+ * (util/file.h); one error line on failure.  -1 on error. */
+static int open_regular(const char *what, const char *path, uint64_t *size)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0) {
-		log_error("cannot open %s '%s': %s", what, path, strerror(errno));
-		return -1;
-	}
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	int fd = file_open_regular(path, size);
+	if (fd == -EINVAL)
 		log_error("%s '%s' is not a regular file", what, path);
-		close(fd);
-		return -1;
-	}
-	int fl = fcntl(fd, F_GETFL);
-	if (fl >= 0)
-		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-	return fd;
+	else if (fd < 0)
+		log_error("cannot open %s '%s': %s", what, path, strerror(-fd));
+	return fd < 0 ? -1 : fd;
 }
 
 /* Read a whole file (kernel) with size and type checks. */
 static uint8_t *read_file(const char *what, const char *path, size_t *size_out)
 {
-	int fd = open_regular(what, path);
+	uint64_t size;
+	int fd = open_regular(what, path, &size);
 	if (fd < 0)
 		return NULL;
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		log_error("%s '%s' is not a regular file", what, path);
+	if (size > MAX_KERNEL_SIZE || size == 0) {
+		log_error("%s '%s' has an implausible size (%llu bytes)", what, path,
+			  (unsigned long long)size);
 		close(fd);
 		return NULL;
 	}
-	if ((uint64_t)st.st_size > MAX_KERNEL_SIZE || st.st_size == 0) {
-		log_error("%s '%s' has an implausible size (%lld bytes)", what, path,
-			  (long long)st.st_size);
-		close(fd);
-		return NULL;
-	}
-	size_t size = (size_t)st.st_size;
-	uint8_t *buf = malloc(size);
-	size_t got = 0;
-	while (buf && got < size) {
-		ssize_t r = read(fd, buf + got, size - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			log_error("cannot read %s '%s': %s", what, path, r < 0 ? strerror(errno) : "short read");
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		got += (size_t)r;
-	}
+	uint8_t *buf = malloc((size_t)size);
+	int r = buf ? file_read_all(fd, buf, (size_t)size) : -ENOMEM;
 	close(fd);
-	*size_out = size;
+	if (r) {
+		log_error("cannot read %s '%s': %s", what, path, r == -EIO ? "short read" : strerror(-r));
+		free(buf);
+		return NULL;
+	}
+	*size_out = (size_t)size;
 	return buf;
 }
 
 static int load_initrd(struct machine *vm, uint64_t *gpa, uint64_t *size)
 {
 	const char *path = vm->cfg.initrd;
-	int fd = open_regular("initrd", path);
+	uint64_t len;
+	int fd = open_regular("initrd", path, &len);
 	if (fd < 0)
 		return -1;
-	struct stat st;
-	if (fstat(fd, &st) < 0 || st.st_size == 0) {
+	if (len == 0) {
 		log_error("initrd '%s' is not a non-empty regular file", path);
 		close(fd);
 		return -1;
 	}
 	char err[256];
-	if (boot_place_initrd(&vm->mem, &vm->img, (uint64_t)st.st_size, gpa, err, sizeof(err))) {
+	if (boot_place_initrd(&vm->mem, &vm->img, len, gpa, err, sizeof(err))) {
 		log_error("%s", err);
 		close(fd);
 		return -1;
 	}
-	uint8_t *dst = gpa_to_hva(&vm->mem, *gpa, (uint64_t)st.st_size);
-	uint64_t got = 0;
-	while (dst && got < (uint64_t)st.st_size) {
-		ssize_t r = read(fd, dst + got, (size_t)((uint64_t)st.st_size - got));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			log_error("cannot read initrd '%s': %s", path, r < 0 ? strerror(errno) : "short read");
-			close(fd);
-			return -1;
-		}
-		got += (uint64_t)r;
-	}
+	/* straight into guest RAM: no intermediate copy */
+	uint8_t *dst = gpa_to_hva(&vm->mem, *gpa, len);
+	int r = dst ? file_read_all(fd, dst, (size_t)len) : -EFAULT;
 	close(fd);
-	*size = (uint64_t)st.st_size;
+	if (r) {
+		log_error("cannot read initrd '%s': %s", path, r == -EIO ? "short read" : strerror(-r));
+		return -1;
+	}
+	*size = len;
 	return 0;
 }
 
@@ -1000,16 +970,8 @@ static const struct dev_type dev_types[] = {
  * into the DSDT, which is built before the devices are attached). */
 static int plan_virtio_mmio(struct machine *vm)
 {
-	uint32_t n = 0;
-	const struct vm_config *c = &vm->cfg;
-	for (uint32_t i = 0; i < c->ndisks; i++)
-		n += c->disks[i].transport == TRANSPORT_MMIO;
-	n += c->rng.enabled && c->rng.transport == TRANSPORT_MMIO;
-	n += c->balloon.enabled && c->balloon.transport == TRANSPORT_MMIO;
-	for (uint32_t i = 0; i < c->nnics; i++)
-		n += c->nics[i].transport == TRANSPORT_MMIO;
-	n += c->vsock.enabled && c->vsock.transport == TRANSPORT_MMIO;
-	if (n > VIRTIO_MMIO_MAX_DEVS) {
+	uint32_t n = config_mmio_devices(&vm->cfg);
+	if (n > VIRTIO_MMIO_MAX_DEVS) { /* config_validate refused this already */
 		log_error("at most %d devices can use transport=mmio (%u requested)",
 			  VIRTIO_MMIO_MAX_DEVS, n);
 		return -1;

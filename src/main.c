@@ -60,8 +60,7 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 			char dir[96];
 			if (cli_socket_dir(dir, sizeof(dir)) || api_ensure_dir(dir)) {
 				log_warn("no API socket: cannot use the socket directory (set VISOR_RUN_DIR or --api-sock)");
-			} else if ((size_t)snprintf(sock, sizeof(sock), "%s/%s.sock", dir, o->id) >=
-				   sizeof(sock)) {
+			} else if (cli_socket_path(o->id, sock, sizeof(sock))) {
 				sock[0] = 0;
 			}
 		}

@@ -132,8 +132,10 @@ static bool after_start(struct vm *vm, struct vm_reply *rep)
 	return false;
 }
 
-/* Apply a config change on a copy; commit only if the setter accepts it. */
-#define UPDATE_CONFIG(vm, rep, call)                                                         \
+/* Apply a config change on a copy; if the setter (@call, on c_ with e_)
+ * accepts it, run @act on the running machine (non-zero: refused with err,
+ * a char array in scope), and commit the copy only when both succeed. */
+#define UPDATE_CONFIG_THEN(vm, rep, call, act)                                               \
 	do {                                                                                \
 		struct vm_config *tmp_ = malloc(sizeof(*tmp_));                             \
 		struct config_err e_;                                                       \
@@ -145,12 +147,15 @@ static bool after_start(struct vm *vm, struct vm_reply *rep)
 		struct vm_config *c_ = tmp_;                                                \
 		if (call) {                                                                 \
 			refuse(rep, 400, "%s", e_.msg);                                     \
+		} else if (act) {                                                           \
+			refuse(rep, 400, "%s", err);                                        \
 		} else {                                                                    \
 			(vm)->cfg = *tmp_;                                                  \
 			rep->status = 204;                                                  \
 		}                                                                           \
 		free(tmp_);                                                                 \
 	} while (0)
+#define UPDATE_CONFIG(vm, rep, call) UPDATE_CONFIG_THEN(vm, rep, call, 0)
 
 /* A PATCH of a rate limiter replaces the buckets it names and keeps the
  * others (Firecracker's BucketUpdate). */
@@ -373,23 +378,9 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 			snprintf(d.path, sizeof(d.path), "%s", a->u.disk.path);
 		if (a->has_rl)
 			merge_rl(&d.rl, &a->u.disk.rl, a->has_rl);
-		struct config_err e;
-		struct vm_config *tmp = malloc(sizeof(*tmp));
-		if (!tmp) {
-			refuse(rep, 500, "out of memory");
-			break;
-		}
-		*tmp = vm->cfg;
-		r = config_set_disk(tmp, &d, &e);
-		if (r) {
-			refuse(rep, 400, "%s", e.msg);
-		} else if ((r = machine_drive_update(vm->m, &d, a->has_path, a->has_rl, err,
-						     sizeof(err)))) {
-			refuse(rep, 400, "%s", err);
-		} else {
-			vm->cfg = *tmp;
-		}
-		free(tmp);
+		UPDATE_CONFIG_THEN(vm, rep, config_set_disk(c_, &d, &e_),
+				   machine_drive_update(vm->m, &d, a->has_path, a->has_rl, err,
+							sizeof(err)));
 		break;
 	}
 	case ACT_PUT_NET: {
@@ -455,20 +446,8 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		}
 		struct balloon_config b = vm->cfg.balloon;
 		b.size = a->u.balloon.size;
-		struct config_err e;
-		struct vm_config *tmp = malloc(sizeof(*tmp));
-		if (!tmp) {
-			refuse(rep, 500, "out of memory");
-			break;
-		}
-		*tmp = vm->cfg;
-		if (config_set_balloon(tmp, &b, &e))
-			refuse(rep, 400, "%s", e.msg);
-		else if (vm->m && machine_balloon_target(vm->m, b.size, err, sizeof(err)))
-			refuse(rep, 400, "%s", err);
-		else
-			vm->cfg.balloon = tmp->balloon;
-		free(tmp);
+		UPDATE_CONFIG_THEN(vm, rep, config_set_balloon(c_, &b, &e_),
+				   vm->m && machine_balloon_target(vm->m, b.size, err, sizeof(err)));
 		break;
 	}
 	case ACT_PATCH_BALLOON_STATS: {

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "../event/loop.h"
+#include "../util/file.h"
 #include "../util/log.h"
+#include "../util/str.h"
 #include "../vm.h"
 #include "fc_json.h"
 #include "http.h"
@@ -166,43 +168,33 @@ int api_ensure_dir(const char *dir)
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-/* Read a small regular file (never a FIFO: opened non-blocking, checked
- * before reading). */
+/* Read a small regular file (never a FIFO: util/file.h). */
 static char *read_small_file(const char *path, size_t *len, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	uint64_t size;
+	int fd = file_open_regular(path, &size);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot open: %s", strerror(errno));
+		if (fd == -EINVAL)
+			err_set(err, errlen, 0, "not a regular file");
+		else
+			err_set(err, errlen, 0, "cannot open: %s", strerror(-fd));
 		return NULL;
 	}
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "not a regular file");
+	if (size > CONFIG_FILE_MAX) {
+		err_set(err, errlen, 0, "larger than %u bytes", CONFIG_FILE_MAX);
 		close(fd);
 		return NULL;
 	}
-	if (st.st_size > CONFIG_FILE_MAX) {
-		snprintf(err, errlen, "larger than %u bytes", CONFIG_FILE_MAX);
-		close(fd);
-		return NULL;
-	}
-	char *buf = malloc((size_t)st.st_size + 1);
-	size_t got = 0;
-	while (buf && got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
+	char *buf = malloc((size_t)size + 1);
+	int r = buf ? file_read_all(fd, buf, (size_t)size) : -ENOMEM;
 	close(fd);
-	if (!buf) {
-		snprintf(err, errlen, "out of memory");
+	if (r) {
+		err_set(err, errlen, 0, "cannot read: %s", strerror(-r));
+		free(buf);
 		return NULL;
 	}
-	buf[got] = 0;
-	*len = got;
+	buf[size] = 0;
+	*len = (size_t)size;
 	return buf;
 }
 
