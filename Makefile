@@ -29,7 +29,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps format fuzz
+.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps fuzz
 all: $(BUILD)/visor
 
 $(BUILD)/visor: $(OBJS)
@@ -102,8 +102,6 @@ guest:
 deps:
 	tools/install-deps
 
-format:
-	clang-format -i $(SRCS) $(wildcard src/*/*.h src/*/*/*.h tests/unit/*.c)
 
 clean:
 	rm -rf $(BUILD)

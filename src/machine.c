@@ -54,8 +54,6 @@
 
 _Static_assert(CONFIG_MAX_MMIO_DEVS == VIRTIO_MMIO_MAX_DEVS, "one GSI per virtio-mmio device");
 
-/* Files larger than this are not kernels or initrds we will read. */
-#define MAX_KERNEL_SIZE (512ULL << 20)
 /* Stack of a vCPU thread: ample for exit handling, smaller than a 2 MiB huge page. */
 #define VCPU_STACK_SIZE ((size_t)256 << 10)
 #define MAX_VIRTIO (CONFIG_MAX_DISKS + CONFIG_MAX_NICS + 3)
@@ -68,6 +66,7 @@ struct vcpu {
 };
 
 struct machine {
+	const struct file_image *kernel_pre; /* read ahead; only during machine_create */
 	struct vm_config cfg;
 	struct machine_hooks hooks;
 	uint64_t start_ns;
@@ -456,29 +455,25 @@ static int open_regular(const char *what, const char *path, uint64_t *size)
 	return fd < 0 ? -1 : fd;
 }
 
-/* Read a whole file (kernel) with size and type checks. */
-static uint8_t *read_file(const char *what, const char *path, size_t *size_out)
+/* The kernel image: the one read when the boot source was set if the path
+ * still names that unchanged file, else read now (into @own).  One error
+ * line on failure. */
+static const struct file_image *kernel_image(struct machine *vm, struct file_image *own)
 {
-	uint64_t size;
-	int fd = open_regular(what, path, &size);
-	if (fd < 0)
-		return NULL;
-	if (size > MAX_KERNEL_SIZE || size == 0) {
-		log_error("%s '%s' has an implausible size (%llu bytes)", what, path,
-			  (unsigned long long)size);
-		close(fd);
-		return NULL;
-	}
-	uint8_t *buf = malloc((size_t)size);
-	int r = buf ? file_read_all(fd, buf, (size_t)size) : -ENOMEM;
-	close(fd);
-	if (r) {
-		log_error("cannot read %s '%s': %s", what, path, r == -EIO ? "short read" : strerror(-r));
-		free(buf);
-		return NULL;
-	}
-	*size_out = (size_t)size;
-	return buf;
+	const char *path = vm->cfg.kernel;
+	if (vm->kernel_pre && file_image_current(vm->kernel_pre, path))
+		return vm->kernel_pre;
+	int r = file_image_load(own, path, MACHINE_MAX_KERNEL_SIZE);
+	if (r == -EINVAL)
+		log_error("kernel '%s' is not a regular file", path);
+	else if (r == -EFBIG)
+		log_error("kernel '%s' has an implausible size (0 or over %llu MiB)", path,
+			  MACHINE_MAX_KERNEL_SIZE >> 20);
+	else if (r == -EIO)
+		log_error("cannot read kernel '%s': short read", path);
+	else if (r)
+		log_error("cannot open kernel '%s': %s", path, strerror(-r));
+	return r ? NULL : own;
 }
 
 static int load_initrd(struct machine *vm, uint64_t *gpa, uint64_t *size)
@@ -528,12 +523,12 @@ static int check_host_memory(uint64_t want)
 static int setup_guest_image(struct machine *vm)
 {
 	char err[256];
-	size_t ksize;
-	uint8_t *kernel = read_file("kernel", vm->cfg.kernel, &ksize);
-	if (!kernel)
+	struct file_image own = {0};
+	const struct file_image *k = kernel_image(vm, &own);
+	if (!k)
 		return -1;
-	int r = boot_load_kernel(kernel, ksize, &vm->mem, &vm->img, err, sizeof(err));
-	free(kernel);
+	int r = boot_load_kernel(k->data, k->size, &vm->mem, &vm->img, err, sizeof(err));
+	file_image_free(&own);
 	if (r) {
 		log_error("kernel '%s': %s", vm->cfg.kernel, err);
 		return -1;
@@ -1116,9 +1111,9 @@ static int register_legacy(struct machine *vm)
 
 /* ---- the machine ------------------------------------------------------------ */
 
-struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
-			       const struct machine_hooks *hooks, uint64_t start_ns, char *err,
-			       size_t errlen)
+struct machine *machine_create(const struct vm_config *cfg, const struct file_image *kernel,
+			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
+			       char *err, size_t errlen)
 {
 	struct machine *vm = calloc(1, sizeof(*vm));
 	if (!vm) {
@@ -1127,6 +1122,7 @@ struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
 	}
 	log_clear_last_error();
 	vm->cfg = *cfg;
+	vm->kernel_pre = kernel;
 	vm->hooks = *hooks;
 	vm->loop = loop;
 	vm->start_ns = start_ns;

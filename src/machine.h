@@ -42,6 +42,10 @@ enum vmm_exit {
 
 struct machine;
 struct loop;
+struct file_image;
+
+/* The largest kernel image visor reads. */
+#define MACHINE_MAX_KERNEL_SIZE (512ULL << 20)
 
 struct machine_hooks {
 	void (*on_exit)(void *ctx, int code); /* any thread, once */
@@ -49,11 +53,14 @@ struct machine_hooks {
 };
 
 /* Build the machine described by @cfg (already config_validate()d) on
- * @loop.  @start_ns: when visor started (boot-time report).  On failure
- * returns NULL with one clear line in err. */
-struct machine *machine_create(const struct vm_config *cfg, struct loop *loop,
-			       const struct machine_hooks *hooks, uint64_t start_ns, char *err,
-			       size_t errlen);
+ * @loop.  @kernel: the kernel image read ahead of time (when the boot
+ * source was set), or NULL; it is used only if cfg->kernel still names
+ * that unchanged file, and only during this call.  @start_ns: when visor
+ * started (boot-time report).  On failure returns NULL with one clear
+ * line in err. */
+struct machine *machine_create(const struct vm_config *cfg, const struct file_image *kernel,
+			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
+			       char *err, size_t errlen);
 
 /* Start the vCPU threads and the console.  0 / -errno. */
 int machine_start(struct machine *m);

@@ -15,6 +15,7 @@
 #include "event/loop.h"
 #include "machine.h"
 #include "metrics.h"
+#include "util/file.h"
 #include "util/log.h"
 
 /* Firecracker's own words for requests in the wrong state, so tools that
@@ -38,6 +39,7 @@ struct vm {
 	struct loop loop;
 	bool loop_ready;
 	struct machine *m;
+	struct file_image kernel_pre; /* read when the boot source is set */
 	uint64_t started_ns;
 	_Atomic int exit_code;   /* -1 until the VM (or the process) ends */
 	int exit_efd;            /* the machine says the guest is over */
@@ -177,7 +179,10 @@ static void do_start(struct vm *vm, struct vm_reply *rep)
 	}
 	char err[512];
 	struct machine_hooks h = {on_machine_exit, vm};
-	struct machine *m = machine_create(&vm->cfg, &vm->loop, &h, vm->p.start_ns, err, sizeof(err));
+	uint64_t t0 = now_ns();
+	struct machine *m = machine_create(&vm->cfg, &vm->kernel_pre, &vm->loop, &h, vm->p.start_ns,
+					   err, sizeof(err));
+	file_image_free(&vm->kernel_pre); /* the guest has its copy */
 	if (!m) {
 		refuse(rep, 400, "Cannot start the microVM: %s", err);
 		return;
@@ -192,6 +197,9 @@ static void do_start(struct vm *vm, struct vm_reply *rep)
 	vm->started_ns = now_ns();
 	vm->state = VM_RUNNING;
 	rep->status = 204;
+	/* the InstanceStart-to-first-instruction cost (bench/api's start row) */
+	log_info("InstanceStart: machine assembled and vCPUs started in %llu us",
+		 (unsigned long long)((vm->started_ns - t0) / 1000));
 }
 
 static void fill_info(struct vm *vm, struct vm_reply *rep)
@@ -356,6 +364,13 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 					      a->u.boot.has_cmdline ? a->u.boot.cmdline
 								    : CONFIG_FC_DEFAULT_CMDLINE,
 					      &e_));
+		/* Read the kernel now rather than in InstanceStart (Firecracker
+		 * too opens it here).  Best effort: a file that cannot be read is
+		 * reported by InstanceStart, as before. */
+		if (rep->status == 204 && file_image_load(&vm->kernel_pre, vm->cfg.kernel,
+							  MACHINE_MAX_KERNEL_SIZE))
+			log_debug("kernel '%s' not read ahead; InstanceStart will try again",
+				  vm->cfg.kernel);
 		break;
 	case ACT_PUT_DRIVE: {
 		if (!before_start(vm, rep))
@@ -670,6 +685,7 @@ void vm_destroy(struct vm *vm)
 		machine_destroy(vm->m);
 		vm->m = NULL;
 	}
+	file_image_free(&vm->kernel_pre);
 	if (vm->loop_ready)
 		loop_destroy(&vm->loop);
 	if (vm->exit_efd >= 0)

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,4 +39,76 @@ int file_read_all(int fd, void *buf, size_t len)
 		got += (size_t)r;
 	}
 	return 0;
+}
+
+static void identity(struct file_image *img, const struct stat *st)
+{
+	img->dev = (uint64_t)st->st_dev;
+	img->ino = (uint64_t)st->st_ino;
+	img->mtime_s = (int64_t)st->st_mtim.tv_sec;
+	img->mtime_ns = (int64_t)st->st_mtim.tv_nsec;
+	img->ctime_s = (int64_t)st->st_ctim.tv_sec;
+	img->ctime_ns = (int64_t)st->st_ctim.tv_nsec;
+}
+
+void file_image_free(struct file_image *img)
+{
+	if (img->data)
+		munmap(img->data, img->size);
+	img->data = NULL;
+	img->size = 0;
+	img->path[0] = 0;
+}
+
+int file_image_load(struct file_image *img, const char *path, uint64_t max)
+{
+	file_image_free(img);
+	if (strlen(path) >= sizeof(img->path))
+		return -ENAMETOOLONG;
+	uint64_t size;
+	int fd = file_open_regular(path, &size);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (!r && (size == 0 || size > max || size > SIZE_MAX))
+		r = -EFBIG;
+	uint8_t *buf = NULL;
+	if (!r) {
+		/* mmap'd so the pages come in one call (MAP_POPULATE) and go
+		 * back to the system at once when freed */
+		buf = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+		if (buf == MAP_FAILED) {
+			buf = NULL;
+			r = -ENOMEM;
+		}
+	}
+	if (!r)
+		r = file_read_all(fd, buf, (size_t)size);
+	close(fd);
+	if (r) {
+		if (buf)
+			munmap(buf, (size_t)size);
+		return r;
+	}
+	img->data = buf;
+	img->size = (size_t)size;
+	identity(img, &st);
+	memcpy(img->path, path, strlen(path) + 1);
+	return 0;
+}
+
+bool file_image_current(const struct file_image *img, const char *path)
+{
+	if (!img->data || strcmp(img->path, path))
+		return false;
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != img->size)
+		return false;
+	struct file_image now;
+	identity(&now, &st);
+	return now.dev == img->dev && now.ino == img->ino && now.mtime_s == img->mtime_s &&
+	       now.mtime_ns == img->mtime_ns && now.ctime_s == img->ctime_s &&
+	       now.ctime_ns == img->ctime_ns;
 }

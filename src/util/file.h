@@ -6,6 +6,7 @@
 #ifndef VISOR_UTIL_FILE_H
 #define VISOR_UTIL_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,5 +22,30 @@ int file_open_regular(const char *path, uint64_t *size);
 /* Read exactly @len bytes from @fd into @buf (retrying EINTR and short
  * reads).  0, -errno, or -EIO when the file ends early. */
 int file_read_all(int fd, void *buf, size_t len);
+
+/* A whole file read into memory ahead of use, with the identity of what
+ * was read (device, inode, size, modification and change times), so a
+ * later user can tell whether the path still names the same, unchanged
+ * file.  The kernel image is read this way when the boot source is set,
+ * before InstanceStart needs it.  Zero-initialise; file_image_free()
+ * makes it empty again. */
+struct file_image {
+	uint8_t *data; /* NULL when empty */
+	size_t size;
+	uint64_t dev, ino;
+	int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+	char path[4096];
+};
+
+/* Read regular file @path (1..@max bytes) into @img, replacing what it
+ * held.  0, or -errno (-EINVAL: not a regular file, -EFBIG: size 0 or
+ * over @max, -EIO: it shrank while being read); @img is empty on error. */
+int file_image_load(struct file_image *img, const char *path, uint64_t max);
+
+/* True when @img holds @path and @path still names that same file with
+ * the same size and times. */
+bool file_image_current(const struct file_image *img, const char *path);
+
+void file_image_free(struct file_image *img);
 
 #endif
