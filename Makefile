@@ -29,7 +29,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps fuzz
+.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps fuzz stress
 all: $(BUILD)/visor
 
 $(BUILD)/visor: $(OBJS)
@@ -92,6 +92,9 @@ fuzz: $(FUZZ_BINS)
 
 test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
 	tests/run-all
+
+stress: all
+	tests/stress/run $(STRESS_ARGS)
 
 run: all
 	tools/run-default $(ARGS)

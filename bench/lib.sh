@@ -12,6 +12,12 @@
 #                               loader) and DIR/lib/ (every library ldd lists).
 #                               Run it as
 #                               DIR/ld.so --library-path DIR/lib DIR/qemu-system-x86_64 ...
+#   bench_lab LOG MODE ARGS...  tools/lab --batch ARGS..., its output written
+#                               (MODE new) or appended (MODE append) to LOG;
+#                               a session in which L1 stalled (tools/lab exit
+#                               126) is run again, up to twice, and only the
+#                               complete session's output goes to LOG.
+#                               Returns tools/lab's exit status.
 
 bench_ldd_paths() {
 	ldd "$1" | grep -o '/[^ ]*'
@@ -47,4 +53,22 @@ bench_stage_qemu() {
 	done
 	[ -n "$_ldso" ] || die "no dynamic loader in ldd $_q"
 	ln -s "$(readlink -f "$_ldso")" "$_qdir/ld.so"
+}
+
+bench_lab() {
+	_log=$1 _mode=$2
+	shift 2
+	_tmp="$_log.session"
+	_try=0
+	while :; do
+		_try=$((_try + 1))
+		_rc=0
+		"$VISOR_ROOT/tools/lab" --batch "$@" >"$_tmp" 2>&1 || _rc=$?
+		[ "$_rc" = 126 ] && [ "$_try" -le 2 ] || break
+		note "the lab stalled (session $_try); running the session again"
+		echo "lab: session $_try stalled; run again" >>"$_log.stalls"
+	done
+	if [ "$_mode" = append ]; then cat "$_tmp" >>"$_log"; else cat "$_tmp" >"$_log"; fi
+	rm -f "$_tmp"
+	return "$_rc"
 }

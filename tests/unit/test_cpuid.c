@@ -96,6 +96,43 @@ TEST(brand_string_from_the_host)
 	}
 }
 
+/* What KVM gave on an AMD host (the lab): leaf 0xB with subleaf 0 only.
+ * The guest must still see one package of N cores, as leaf 1 says. */
+TEST(topology_completed_when_kvm_has_subleaf_0_only)
+{
+	struct kvm_cpuid_entry2 e[32];
+	int n = host_table(e);
+	e[n++] = (struct kvm_cpuid_entry2){.function = 0xb, .index = 0,
+					   .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+					   .ebx = 1, .ecx = 0x100};
+	struct cpuid_opts o = {.vcpu_id = 1, .ncpus = 2};
+	n = cpuid_normalize(e, n, 32, &o);
+	CHECK(n > 0);
+	struct kvm_cpuid_entry2 *b0 = cpuid_find(e, n, 0xb, 0), *b1 = cpuid_find(e, n, 0xb, 1),
+				*b2 = cpuid_find(e, n, 0xb, 2);
+	CHECK(b0 && b1 && b2);
+	CHECK_EQ(b0->ecx, 0x100u);               /* SMT level, */
+	CHECK_EQ(b0->ebx, 1u);                   /* one thread per core */
+	CHECK_EQ(b1->ecx, 0x201u);               /* core level, */
+	CHECK_EQ(b1->ebx, 2u);                   /* two per package */
+	CHECK_EQ(b1->eax, 1u);                   /* x2APIC ID shift to the package */
+	CHECK_EQ((b2->ecx >> 8) & 0xff, 0u);     /* then the end */
+	CHECK_EQ(b0->edx, 1u);
+	CHECK_EQ(b2->edx, 1u);
+	int count = 0;
+	for (int i = 0; i < n; i++)
+		count += e[i].function == 0xb;
+	CHECK_EQ(count, 3);                      /* the old subleaf 0 replaced, not kept twice */
+	/* leaf 0x1F only where the CPU has it, then with the same shape */
+	CHECK(cpuid_find(e, n, 0x1f, 0) == NULL);
+	n = host_table(e);
+	e[0].eax = 0x1f;
+	e[n++] = (struct kvm_cpuid_entry2){.function = 0x1f, .index = 0,
+					   .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+	n = cpuid_normalize(e, n, 32, &o);
+	CHECK(cpuid_find(e, n, 0x1f, 1) && cpuid_find(e, n, 0x1f, 1)->ebx == 2);
+}
+
 TEST(no_room_is_an_error)
 {
 	struct kvm_cpuid_entry2 e[8];

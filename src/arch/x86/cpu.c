@@ -285,12 +285,34 @@ int x86_vcpu_set_boot_regs(struct kvm_vcpu *v, const struct boot_image *img)
 	return ioctl(v->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
 }
 
+bool x86_regs_are_reset_state(const struct kvm_regs *r, const struct kvm_sregs *s)
+{
+	/* The architectural state after RESET/INIT (SDM vol. 3 table 9-1, APM
+	 * vol. 2 table 14-1): CS 0xf000 based at 0xffff0000, RIP 0xfff0, real
+	 * mode.  No running Linux guest is ever there. */
+	return r->rip == 0xfff0 && s->cs.selector == 0xf000 && s->cs.base == 0xffff0000ULL &&
+	       !(s->cr0 & 1);
+}
+
 void x86_dump_vcpu(struct kvm_vcpu *v, const struct guest_mem *mem)
 {
 	struct kvm_regs r;
 	struct kvm_sregs s;
 	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
 		log_error("vcpu %d: cannot read registers", v->id);
+		return;
+	}
+	if (x86_regs_are_reset_state(&r, &s)) {
+		/* KVM on AMD (SVM) reinitialises the vCPU when it reports a
+		 * shutdown: the registers are gone before userspace can read
+		 * them.  Say so instead of printing them as if they meant
+		 * something. */
+		log_error("vcpu %d: its registers are already the reset state (rip=fff0 cs=f000), "
+			  "not the guest's at the fault: KVM reset the vCPU before reporting the "
+			  "exit (as KVM on AMD SVM does at a triple fault). The guest's console "
+			  "above, or kvm_exit tracepoints on the host (tests/stress/run --trace), "
+			  "show where it was",
+			  v->id);
 		return;
 	}
 	log_error("vcpu %d: rip=%016llx rsp=%016llx rflags=%08llx cs=%04x cpl=%u", v->id,

@@ -34,7 +34,12 @@ int x86_vcpu_init(struct kvm *k, struct kvm_vcpu *v, uint32_t ncpus);
 /* Set the boot vCPU's registers for entering @img. */
 int x86_vcpu_set_boot_regs(struct kvm_vcpu *v, const struct boot_image *img);
 
-/* Log registers and the instruction bytes at RIP (for crash reports). */
+/* True when @r/@s are the architectural reset state (real mode at
+ * f000:fff0): what KVM on AMD leaves after a shutdown (triple fault). */
+bool x86_regs_are_reset_state(const struct kvm_regs *r, const struct kvm_sregs *s);
+
+/* Log registers and the instruction bytes at RIP (for crash reports), or,
+ * when the vCPU is already in its reset state, say that instead. */
 void x86_dump_vcpu(struct kvm_vcpu *v, const struct guest_mem *mem);
 
 #endif

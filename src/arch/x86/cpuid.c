@@ -27,6 +27,32 @@ static uint32_t order(uint32_t n)
 	return b;
 }
 
+/* Replace every subleaf of topology leaf @fn (0xB or 0x1F) with: level 0
+ * SMT (1 thread per core), level 1 core (@ncpus per package, x2APIC ID
+ * shift @shift), level 2 invalid (the end).  EDX is the x2APIC ID on
+ * every subleaf.  Without @present the leaf is only removed. */
+static int set_topology(struct kvm_cpuid_entry2 *e, int n, int max, uint32_t fn, bool present,
+			uint32_t id, uint32_t shift, uint32_t ncpus)
+{
+	int w = 0;
+	for (int i = 0; i < n; i++)
+		if (e[i].function != fn)
+			e[w++] = e[i];
+	n = w;
+	if (!present)
+		return n;
+	if (n + 3 > max)
+		return -ENOSPC;
+	const uint32_t f = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+	e[n++] = (struct kvm_cpuid_entry2){.function = fn, .index = 0, .flags = f, .eax = 0,
+					   .ebx = 1, .ecx = (1u << 8) | 0, .edx = id};
+	e[n++] = (struct kvm_cpuid_entry2){.function = fn, .index = 1, .flags = f, .eax = shift,
+					   .ebx = ncpus, .ecx = (2u << 8) | 1, .edx = id};
+	e[n++] = (struct kvm_cpuid_entry2){.function = fn, .index = 2, .flags = f, .eax = 0,
+					   .ebx = 0, .ecx = 2, .edx = id};
+	return n;
+}
+
 #define KVM_CPUID_SIGNATURE 0x40000000
 #define KVM_CPUID_FEATURES 0x40000001
 
@@ -73,23 +99,6 @@ int cpuid_normalize(struct kvm_cpuid_entry2 *e, int n, int max, const struct cpu
 		case 0xa: /* architectural PMU: not offered */
 			c->eax = c->ebx = c->ecx = c->edx = 0;
 			break;
-		case 0xb:
-		case 0x1f:
-			/* Extended topology: level 0 = SMT (1 thread per core), level 1 = core. */
-			c->edx = id;
-			if (c->index == 0) {
-				c->eax = 0;
-				c->ebx = 1;
-				c->ecx = (1u << 8) | 0;
-			} else if (c->index == 1) {
-				c->eax = shift;
-				c->ebx = ncpus;
-				c->ecx = (2u << 8) | 1;
-			} else {
-				c->eax = c->ebx = 0;
-				c->ecx = c->index & 0xff;
-			}
-			break;
 		case 0x80000008:
 			/* AMD: ECX[7:0] cores per package - 1, [15:12] APIC ID size */
 			c->ecx = (c->ecx & ~0xf0ffu) | (ncpus - 1) | (shift << 12);
@@ -118,21 +127,18 @@ int cpuid_normalize(struct kvm_cpuid_entry2 *e, int n, int max, const struct cpu
 			break;
 		}
 	}
-	/* Make sure leaf 0xB describes topology even if the host has no such leaf. */
-	if (!cpuid_find(e, n, 0xb, 0)) {
-		struct kvm_cpuid_entry2 *l0 = cpuid_find(e, n, 0, 0);
-		if (l0 && l0->eax >= 0xb) {
-			if (n + 2 > max)
-				return -ENOSPC;
-			e[n++] = (struct kvm_cpuid_entry2){.function = 0xb, .index = 0,
-							   .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
-							   .ebx = 1, .ecx = 1u << 8, .edx = id};
-			e[n++] = (struct kvm_cpuid_entry2){.function = 0xb, .index = 1,
-							   .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
-							   .eax = shift, .ebx = ncpus,
-							   .ecx = (2u << 8) | 1, .edx = id};
-		}
-	}
+	/* Extended topology (0xB, and 0x1F where the CPU has it): always the
+	 * whole description, whatever subset of subleaves KVM's table had (a
+	 * table with only subleaf 0 made a guest with 2 vCPUs see 2 packages
+	 * of 1 core while leaf 1 said 2 per package). */
+	struct kvm_cpuid_entry2 *l0 = cpuid_find(e, n, 0, 0);
+	uint32_t max_basic = l0 ? l0->eax : 0;
+	bool had_1f = cpuid_find(e, n, 0x1f, 0) != NULL;
+	n = set_topology(e, n, max, 0xb, max_basic >= 0xb, id, shift, ncpus);
+	if (n >= 0)
+		n = set_topology(e, n, max, 0x1f, had_1f && max_basic >= 0x1f, id, shift, ncpus);
+	if (n < 0)
+		return n;
 	if (!have_kvm_sig) {
 		/* KVM always supports these; supply them if the supported table lacks them. */
 		if (n + 2 > max)
