@@ -132,31 +132,23 @@ static void msr(void)
 	close(fd);
 }
 
-/* the first line of @path that starts with @prefix, after the prefix */
-static void file_line(const char *key, const char *path, const char *prefix)
+/* Lines of @path as "KERNEL key: ...": with @prefix, the first line that
+ * starts with it (after the prefix); with @substr, every line containing
+ * it; with neither, every line. */
+static void file_lines(const char *key, const char *path, const char *prefix, const char *substr)
 {
 	FILE *f = fopen(path, "r");
 	char line[8192];
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, prefix, strlen(prefix))) {
+		if (prefix && !strncmp(line, prefix, strlen(prefix))) {
 			printf("KERNEL %s: %s", key, line + strlen(prefix));
 			break;
 		}
-	}
-	fclose(f);
-}
-
-static void file_all(const char *key, const char *path, const char *substr)
-{
-	FILE *f = fopen(path, "r");
-	char line[8192];
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		if (!substr || strstr(line, substr))
+		if (!prefix && (!substr || strstr(line, substr)))
 			printf("KERNEL %s: %s", key, line);
+	}
 	fclose(f);
 }
 
@@ -171,15 +163,17 @@ int main(void)
 	leaf_range(0x80000000);
 	xcr();
 	msr();
-	file_line("flags", "/proc/cpuinfo", "flags\t\t: ");
-	file_line("bugs", "/proc/cpuinfo", "bugs\t\t: ");
-	file_line("model name", "/proc/cpuinfo", "model name\t: ");
-	file_all("clocksource", "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-		 NULL);
-	file_all("clocksources",
-		 "/sys/devices/system/clocksource/clocksource0/available_clocksource", NULL);
-	file_all("clockevent", "/proc/timer_list", "Clock Event Device:");
-	file_all("broadcast", "/proc/timer_list", "Broadcast device");
+	const char *cs = "/sys/devices/system/clocksource/clocksource0/";
+	char path[128];
+	file_lines("flags", "/proc/cpuinfo", "flags\t\t: ", NULL);
+	file_lines("bugs", "/proc/cpuinfo", "bugs\t\t: ", NULL);
+	file_lines("model name", "/proc/cpuinfo", "model name\t: ", NULL);
+	snprintf(path, sizeof(path), "%scurrent_clocksource", cs);
+	file_lines("clocksource", path, NULL, NULL);
+	snprintf(path, sizeof(path), "%savailable_clocksource", cs);
+	file_lines("clocksources", path, NULL, NULL);
+	file_lines("clockevent", "/proc/timer_list", NULL, "Clock Event Device:");
+	file_lines("broadcast", "/proc/timer_list", NULL, "Broadcast device");
 	fflush(stdout);
 	return 0;
 }
