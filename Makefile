@@ -16,7 +16,7 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c17 $(WARN) -D_GNU_SOURCE -DVISOR_VERSION='"0.1.0 ($(VERSION))"' \
 	-fno-strict-aliasing -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP $(CFLAGS)
 LDFLAGS ?=
-LDLIBS := -luring -ljson-c -lpthread
+LDLIBS := -luring -ljson-c -lpthread -lz
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 SRCS := $(shell find src -name '*.c' | sort)
@@ -85,7 +85,7 @@ FUZZ_TIME ?= 20
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
 	clang -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) -luring -ljson-c -lpthread
+		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)

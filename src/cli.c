@@ -17,6 +17,7 @@ const char cli_usage[] =
 	"       visor ls [--json]                        running VMs\n"
 	"       visor pause|resume|status|config|ctrl-alt-del VM [--json]\n"
 	"       visor balloon VM SIZE\n"
+	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
 	"       visor --help [run|firecracker] | --version\n"
 	"\n"
 	"VM is a name (the --id of `visor run`, its socket in the socket directory)\n"
@@ -77,6 +78,8 @@ const char cli_usage_firecracker[] =
 	"  --enable-pci                     devices on PCI (default: virtio-mmio)\n"
 	"  --no-seccomp, --seccomp-filter F accepted (seccomp is not implemented yet)\n"
 	"  --start-time-us N, --start-time-cpu-us N, --parent-cpu-time-us N   (from a jailer)\n"
+	"  --describe-snapshot FILE         print a snapshot state file's version and sections\n"
+	"                                   (must be the only option)\n"
 	"  --version, --help\n";
 
 __attribute__((format(printf, 2, 3))) static int fail(struct config_err *e, const char *fmt, ...)
@@ -219,6 +222,9 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 			o->cmd = CLI_VERSION;
 			return 0;
 		}
+		if (!strcmp(name, "--describe-snapshot"))
+			return fail(e, "--describe-snapshot must be the only option: "
+				       "visor --describe-snapshot FILE");
 		static const char *const flags[] = {"--show-level", "--show-log-origin", "--boot-timer",
 						    "--no-seccomp", "--enable-pci", NULL};
 		bool is_flag = false;
@@ -441,6 +447,32 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 	return config_validate(cfg, e);
 }
 
+/* `visor --describe-snapshot FILE` (or =FILE): nothing else on the line. */
+static int parse_describe(int argc, char **argv, struct cli_opts *o, struct config_err *e)
+{
+	char name[32];
+	const char *val;
+	int i = 1;
+	split_opt(argv[1], name, sizeof(name), &val);
+	if (take_value(argc, argv, &i, name, &val, e))
+		return fail(e, "--describe-snapshot needs a FILE: visor --describe-snapshot FILE");
+	if (!val[0])
+		return fail(e, "--describe-snapshot: empty file name");
+	if (i + 1 < argc)
+		return fail(e, "--describe-snapshot takes one FILE and no other options ('%s')",
+			    argv[i + 1]);
+	o->cmd = CLI_DESCRIBE_SNAPSHOT;
+	o->snapshot_path = val;
+	return 0;
+}
+
+static bool is_describe(const char *arg)
+{
+	static const char opt[] = "--describe-snapshot";
+	return !strncmp(arg, opt, sizeof(opt) - 1) &&
+	       (arg[sizeof(opt) - 1] == 0 || arg[sizeof(opt) - 1] == '=');
+}
+
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
 	/* @o arrives zeroed (see cli.h): clearing its ~90 KiB again would
@@ -451,6 +483,9 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 	e->msg[0] = 0;
 	const char *prog = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
 	prog = prog ? prog + 1 : (argc > 0 && argv[0] ? argv[0] : "visor");
+	/* also through the firecracker symlink, as Firecracker had the option */
+	if (argc >= 2 && is_describe(argv[1]))
+		return parse_describe(argc, argv, o, e);
 	if (!strcmp(prog, "firecracker") || argc < 2 || !strncmp(argv[1], "--", 2)) {
 		/* bare `visor` and `visor --help`/`--version` are ours too */
 		if (strcmp(prog, "firecracker") && argc >= 2 &&

@@ -9,6 +9,8 @@
  *                                       visor is invoked as "firecracker"
  *   visor ls | pause | resume | status | balloon | ctrl-alt-del | config ...
  *                                       drive running VMs (cli_client.c)
+ *   visor --describe-snapshot FILE      print a snapshot state file's version and
+ *                                       sections (snapshot/format.h)
  *
  * The VM options of `visor run` fill a struct vm_config through the same
  * setters (config.h) the API and the config file use.
@@ -28,6 +30,7 @@ enum cli_cmd {
 	CLI_HELP,
 	CLI_VERSION,
 	CLI_CONTROL,     /* ls, pause, ... : see ctl_* */
+	CLI_DESCRIBE_SNAPSHOT, /* --describe-snapshot FILE: see snapshot_path */
 };
 
 #define CLI_DEFAULT_MAX_PAYLOAD 51200
@@ -35,6 +38,7 @@ enum cli_cmd {
 struct cli_opts {
 	enum cli_cmd cmd;
 	const char *help_topic; /* CLI_HELP: "run", "firecracker" or NULL */
+	const char *snapshot_path; /* CLI_DESCRIBE_SNAPSHOT: the state file */
 	struct vm_config cfg;   /* CLI_RUN: the VM; CLI_FIRECRACKER: host settings */
 
 	/* the process (both run and Firecracker modes) */

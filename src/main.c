@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "cli_client.h"
 #include "machine.h"
+#include "snapshot/format.h"
 #include "util/log.h"
 #include "vm.h"
 
@@ -133,6 +134,32 @@ out:
 	return code;
 }
 
+/* visor --describe-snapshot FILE: 0 and the description for a valid state
+ * file, else 1 and one error line saying what is wrong with it. */
+static int describe_snapshot(const char *path)
+{
+	uint8_t *buf;
+	size_t len;
+	char err[256];
+	if (snap_file_read(path, &buf, &len, err, sizeof(err))) {
+		log_error("%s: %s", path, err);
+		return VMM_EXIT_ERROR;
+	}
+	struct snap_reader r;
+	int code = 0;
+	if (snap_reader_open(buf, len, &r, err, sizeof(err))) {
+		log_error("%s: %s", path, err);
+		code = VMM_EXIT_ERROR;
+	} else {
+		printf("%s: ", path);
+		snap_describe(&r, stdout);
+		if (fflush(stdout))
+			code = VMM_EXIT_ERROR;
+	}
+	free(buf);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	/* Boot time is measured from here: exec-to-main of this static binary
@@ -159,6 +186,9 @@ int main(int argc, char **argv)
 		break;
 	case CLI_CONTROL:
 		code = cli_client_main(o);
+		break;
+	case CLI_DESCRIBE_SNAPSHOT:
+		code = describe_snapshot(o->snapshot_path);
 		break;
 	case CLI_RUN:
 		if (!o->id[0])

@@ -94,6 +94,34 @@ TEST(help_and_version)
 	CHECK_EQ(opts.cmd, CLI_HELP);
 }
 
+TEST(describe_snapshot)
+{
+	struct vm_config *c;
+	char err[256];
+	CHECK_EQ(parse(&c, err, "--describe-snapshot", "snap/state", NULL), 0);
+	CHECK_EQ(opts.cmd, CLI_DESCRIBE_SNAPSHOT);
+	CHECK_STR(opts.snapshot_path, "snap/state");
+	CHECK_EQ(parse(&c, err, "--describe-snapshot=st", NULL), 0);
+	CHECK_EQ(opts.cmd, CLI_DESCRIBE_SNAPSHOT);
+	CHECK_STR(opts.snapshot_path, "st");
+	/* through the firecracker name too */
+	char *a[] = {"/bin/firecracker", "--describe-snapshot", "x", NULL};
+	CHECK_EQ(parse_args(3, a, &c, err), 0);
+	CHECK_EQ(opts.cmd, CLI_DESCRIBE_SNAPSHOT);
+	CHECK_EQ(parse(&c, err, "--describe-snapshot", NULL), -EINVAL);
+	CHECK(strstr(err, "needs a FILE") != NULL);
+	CHECK_EQ(parse(&c, err, "--describe-snapshot=", NULL), -EINVAL);
+	CHECK(strstr(err, "empty file name") != NULL);
+	CHECK_EQ(parse(&c, err, "--describe-snapshot", "a", "b", NULL), -EINVAL);
+	CHECK(strstr(err, "no other options") != NULL);
+	CHECK_EQ(parse(&c, err, "--describe-snapshot", "a", "--no-api", NULL), -EINVAL);
+	CHECK_EQ(parse(&c, err, "--api-sock", "/tmp/s", "--describe-snapshot", "a", NULL), -EINVAL);
+	CHECK(strstr(err, "must be the only option") != NULL);
+	/* a longer option is not this one */
+	CHECK_EQ(parse(&c, err, "--describe-snapshots", "a", NULL), -EINVAL);
+	CHECK(strstr(err, "unknown option") != NULL);
+}
+
 TEST(bad_input_is_a_clear_error)
 {
 	struct vm_config *c;
