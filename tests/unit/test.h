@@ -65,6 +65,16 @@ extern int test_failed_now_;
 		}                                                                              \
 	} while (0)
 
+/* DIR/NAME in @buf (@len bytes), DIR being @dir: made on first use from the
+ * template in it (e.g. "/tmp/visor-test-log-XXXXXX") by mkdtemp. */
+static inline const char *test_tmp_path(char *dir, char *buf, size_t len, const char *name)
+{
+	if (strstr(dir, "XXXXXX") && !mkdtemp(dir))
+		abort();
+	snprintf(buf, len, "%s/%s", dir, name);
+	return buf;
+}
+
 #define TEST_MAIN()                                                                    \
 	struct test_case test_cases_[TEST_MAX];                                        \
 	int test_count_;                                                               \

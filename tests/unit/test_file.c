@@ -16,20 +16,13 @@
 
 #include "test.h"
 
-static char dir[64];
+static char dir[] = "/tmp/visor-test-file.XXXXXX";
 
 static const char *path_of(const char *name)
 {
 	static char bufs[4][128];
 	static int i;
-	char *b = bufs[i++ % 4];
-	if (!dir[0]) {
-		snprintf(dir, sizeof(dir), "/tmp/visor-test-file.XXXXXX");
-		if (!mkdtemp(dir))
-			abort();
-	}
-	snprintf(b, 128, "%s/%s", dir, name);
-	return b;
+	return test_tmp_path(dir, bufs[i++ % 4], sizeof(bufs[0]), name);
 }
 
 static void write_file(const char *p, const char *data, size_t len)

@@ -718,18 +718,12 @@ TEST(size_cap)
 }
 
 /* Files: regular files only, the cap checked before reading; describe. */
-static char dir[64];
+static char dir[] = "/tmp/visor-test-snap.XXXXXX";
 
 /* DIR/NAME in @b (the directory made on first use). */
 static const char *path_of(char b[128], const char *name)
 {
-	if (!dir[0]) {
-		snprintf(dir, sizeof(dir), "/tmp/visor-test-snap.XXXXXX");
-		if (!mkdtemp(dir))
-			abort();
-	}
-	snprintf(b, 128, "%s/%s", dir, name);
-	return b;
+	return test_tmp_path(dir, b, 128, name);
 }
 
 TEST(file_read_and_describe)
