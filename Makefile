@@ -82,7 +82,9 @@ $(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c tests/guest/stream.h
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME ?= 20
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+# (one clang run over all sources: it depends on every header too)
+LIB_HDRS := $(shell find src -name '*.h')
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) $(LDLIBS)

@@ -1065,18 +1065,51 @@ static int setup_pci_and_virtio(struct machine *vm)
 
 /* ---- legacy devices in the registry ---------------------------------------- */
 
-#define LEGACY_OPS(fn, type)                                                                 \
+/* A legacy device with snapshot state: its fn_state_get/encode/decode/put
+ * (the pattern of devices/serial.h) become the record's save/load/apply. */
+#define LEGACY_OPS(fn, type, version)                                                        \
 	static void fn##_rec_destroy(struct dev_record *r)                                  \
 	{                                                                                   \
 		fn##_destroy((type *)r->dev);                                               \
 	}                                                                                   \
-	static const struct dev_ops fn##_ops = {.destroy = fn##_rec_destroy}
+	static int fn##_rec_save(struct dev_record *r, struct snap_writer *w)               \
+	{                                                                                   \
+		struct fn##_state st;                                                       \
+		fn##_state_get((type *)r->dev, &st);                                        \
+		fn##_state_encode(&st, w);                                                  \
+		return 0;                                                                   \
+	}                                                                                   \
+	static int fn##_rec_load(struct dev_record *r, const uint8_t *p, size_t len,        \
+				 uint32_t v, void *state, char *err, size_t errlen)          \
+	{                                                                                   \
+		(void)r;                                                                    \
+		return fn##_state_decode(p, len, v, state, err, errlen);                    \
+	}                                                                                   \
+	static int fn##_rec_apply(struct dev_record *r, const void *state, char *err,       \
+				  size_t errlen)                                             \
+	{                                                                                   \
+		(void)err;                                                                  \
+		(void)errlen;                                                               \
+		fn##_state_put((type *)r->dev, state);                                      \
+		return 0;                                                                   \
+	}                                                                                   \
+	static const struct dev_ops fn##_ops = {.destroy = fn##_rec_destroy,                \
+						.state_version = (version),                 \
+						.state_size = sizeof(struct fn##_state),    \
+						.save = fn##_rec_save,                      \
+						.load = fn##_rec_load,                      \
+						.apply = fn##_rec_apply}
 
-LEGACY_OPS(serial, struct serial);
-LEGACY_OPS(rtc, struct rtc);
-LEGACY_OPS(i8042, struct i8042);
-LEGACY_OPS(acpi_pm, struct acpi_pm);
-LEGACY_OPS(pvpanic, struct pvpanic);
+LEGACY_OPS(serial, struct serial, SERIAL_STATE_VERSION);
+LEGACY_OPS(rtc, struct rtc, RTC_STATE_VERSION);
+LEGACY_OPS(i8042, struct i8042, I8042_STATE_VERSION);
+LEGACY_OPS(acpi_pm, struct acpi_pm, ACPI_PM_STATE_VERSION);
+/* pvpanic: nothing the guest can observe but the events it supports */
+static void pvpanic_rec_destroy(struct dev_record *r)
+{
+	pvpanic_destroy(r->dev);
+}
+static const struct dev_ops pvpanic_ops = {.destroy = pvpanic_rec_destroy};
 static const struct dev_ops bootdev_ops = {.destroy = NULL}; /* nothing to free */
 
 static int register_legacy(struct machine *vm)

@@ -5,9 +5,11 @@
  */
 #include "acpi_pm.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "../arch/x86/layout.h"
+#include "../util/str.h"
 
 /* Counter value at @ns since init: floor(ns * 3.579545 MHz / 1e9), split
  * so the product cannot overflow. */
@@ -17,10 +19,15 @@ static uint64_t acpi_pm_ticks(uint64_t ns)
 	return sec * ACPI_PM_TIMER_HZ + rem * ACPI_PM_TIMER_HZ / 1000000000ULL;
 }
 
-static uint64_t acpi_pm_now_ticks(struct acpi_pm *pm)
+static uint64_t acpi_pm_now_ns(struct acpi_pm *pm)
 {
 	uint64_t now = pm->clock_ns();
-	return acpi_pm_ticks(now > pm->base_ns ? now - pm->base_ns : 0);
+	return (now > pm->base_ns ? now - pm->base_ns : 0) + pm->bias_ns;
+}
+
+static uint64_t acpi_pm_now_ticks(struct acpi_pm *pm)
+{
+	return acpi_pm_ticks(acpi_pm_now_ns(pm));
 }
 
 static void acpi_pm_update_sci(struct acpi_pm *pm)
@@ -241,4 +248,81 @@ uint32_t acpi_pm_timer(struct acpi_pm *pm)
 	uint64_t ticks = acpi_pm_now_ticks(pm);
 	pthread_mutex_unlock(&pm->lock);
 	return (uint32_t)ticks;
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+/* a century of counting: far beyond any real uptime, small enough that
+ * acpi_pm_ticks() cannot overflow */
+#define ACPI_PM_STATE_TIMER_MAX (100ULL * 365 * 24 * 3600 * 1000000000ULL)
+
+void acpi_pm_state_get(struct acpi_pm *pm, struct acpi_pm_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&pm->lock);
+	uint64_t ns = acpi_pm_now_ns(pm);
+	acpi_pm_eval_timer(pm, acpi_pm_ticks(ns));
+	st->sts = pm->sts;
+	st->en = pm->en;
+	st->cnt = pm->cnt;
+	st->timer_ns = ns;
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_state_encode(const struct acpi_pm_state *st, struct snap_writer *w)
+{
+	snap_put_u16(w, st->sts);
+	snap_put_u16(w, st->en);
+	snap_put_u16(w, st->cnt);
+	snap_put_u16(w, 0); /* reserved */
+	snap_put_u64(w, st->timer_ns);
+}
+
+int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct acpi_pm_state *st,
+			 char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	if (version != ACPI_PM_STATE_VERSION)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: state version %u (this visor reads %u)",
+			       version, ACPI_PM_STATE_VERSION);
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	st->sts = snap_get_u16(&c);
+	st->en = snap_get_u16(&c);
+	st->cnt = snap_get_u16(&c);
+	uint16_t reserved = snap_get_u16(&c);
+	st->timer_ns = snap_get_u64(&c);
+	int rc = snap_cursor_done(&c, "acpi-pm", err, errlen);
+	if (rc)
+		return rc;
+	if (reserved)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: reserved field is %#x, not 0", reserved);
+	if (st->sts & ~ACPI_PM1_STS_MASK)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: PM1_STS %#x has undefined bits set",
+			       st->sts);
+	if (st->en & ~ACPI_PM1_EN_MASK)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: PM1_EN %#x has undefined bits set",
+			       st->en);
+	if (st->cnt & ~(ACPI_PM1_BM_RLD | ACPI_PM1_SLP_TYP_MASK))
+		return err_set(err, errlen, -EINVAL, "acpi-pm: PM1_CNT %#x is not a value it holds",
+			       st->cnt);
+	if (st->timer_ns > ACPI_PM_STATE_TIMER_MAX)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: timer at %llu ns is over a century",
+			       (unsigned long long)st->timer_ns);
+	return 0;
+}
+
+void acpi_pm_state_put(struct acpi_pm *pm, const struct acpi_pm_state *st)
+{
+	pthread_mutex_lock(&pm->lock);
+	pm->sts = st->sts;
+	pm->en = st->en;
+	pm->cnt = st->cnt;
+	pm->base_ns = pm->clock_ns();
+	pm->bias_ns = st->timer_ns;
+	pm->tmr_half = acpi_pm_ticks(st->timer_ns) >> 31;
+	pm->poweroff_sent = pm->reset_sent = false;
+	pm->sci_level = (pm->sts & pm->en) != 0;
+	irq_line_set(&pm->sci, pm->sci_level);
+	pthread_mutex_unlock(&pm->lock);
 }

@@ -52,6 +52,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../snapshot/format.h"
 #include "../util/log.h"
 #include "bus.h"
 #include "irq.h"
@@ -102,6 +103,7 @@ struct acpi_pm {
 	 * acpi_pm_init, before the device is used. */
 	uint64_t (*clock_ns)(void);
 	uint64_t base_ns;
+	uint64_t bias_ns; /* added to the time since base_ns (a restored timer) */
 
 	uint16_t sts, en, cnt;
 	uint64_t tmr_half; /* counter >> 31 at the last TMR_STS evaluation */
@@ -135,5 +137,23 @@ void acpi_pm_reset_write(struct acpi_pm *pm, uint8_t val);
 
 /* The current PM_TMR value (what a 32-bit read of PM_TMR returns). */
 uint32_t acpi_pm_timer(struct acpi_pm *pm);
+
+/*
+ * Snapshot state (the pattern of serial.h): PM1 status, enable and control
+ * and the PM timer as the time it has counted (so a restored timer goes on
+ * from its saved value, like the guest's kvmclock, whatever the host's
+ * monotonic clock reads).  Not saved: statistics, the rate limiter, and
+ * whether a power-off or reset was already requested.
+ */
+#define ACPI_PM_STATE_VERSION 1
+struct acpi_pm_state {
+	uint16_t sts, en, cnt; /* within ACPI_PM1_STS_MASK, _EN_MASK, BM_RLD|SLP_TYP */
+	uint64_t timer_ns;     /* time counted since power-on, ns */
+};
+void acpi_pm_state_get(struct acpi_pm *pm, struct acpi_pm_state *st);
+void acpi_pm_state_encode(const struct acpi_pm_state *st, struct snap_writer *w);
+int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct acpi_pm_state *st,
+			 char *err, size_t errlen);
+void acpi_pm_state_put(struct acpi_pm *pm, const struct acpi_pm_state *st);
 
 #endif

@@ -6,7 +6,10 @@
  */
 #include "i8042.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "../util/str.h"
 
 #define I8042_NAK 0xfe /* what an absent device "answers" */
 
@@ -395,4 +398,115 @@ void i8042_send_ctrl_alt_del(struct i8042 *k)
 void i8042_destroy(struct i8042 *k)
 {
 	pthread_mutex_destroy(&k->lock);
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+void i8042_state_get(struct i8042 *k, struct i8042_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&k->lock);
+	memcpy(st->ram, k->ram, sizeof(st->ram));
+	st->out = k->out;
+	st->obf = k->obf;
+	st->out_aux = k->out_aux;
+	st->timeout = k->timeout;
+	st->last_cmd = k->last_cmd;
+	st->pending = k->pending;
+	st->outport = k->outport;
+	st->xlate_break = k->xlate_break;
+	st->kbd_scanning = k->kbd_scanning;
+	st->kbd_param = k->kbd_param;
+	memcpy(st->kbd_queue, k->kbd_queue, sizeof(st->kbd_queue));
+	st->kbd_head = k->kbd_head;
+	st->kbd_count = k->kbd_count;
+	pthread_mutex_unlock(&k->lock);
+}
+
+void i8042_state_encode(const struct i8042_state *st, struct snap_writer *w)
+{
+	snap_put_bytes(w, st->ram, sizeof(st->ram));
+	const uint8_t b[] = {st->out,	  st->obf,	   st->out_aux,	     st->timeout,
+			     st->last_cmd, st->pending,	   st->outport,	     st->xlate_break,
+			     st->kbd_scanning, st->kbd_param};
+	snap_put_bytes(w, b, sizeof(b));
+	snap_put_bytes(w, st->kbd_queue, sizeof(st->kbd_queue));
+	snap_put_u32(w, st->kbd_head);
+	snap_put_u32(w, st->kbd_count);
+}
+
+int i8042_state_decode(const uint8_t *p, size_t len, uint32_t version, struct i8042_state *st,
+		       char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	if (version != I8042_STATE_VERSION)
+		return err_set(err, errlen, -EINVAL, "i8042: state version %u (this visor reads %u)",
+			       version, I8042_STATE_VERSION);
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	snap_get_bytes(&c, st->ram, sizeof(st->ram));
+	uint8_t b[10];
+	snap_get_bytes(&c, b, sizeof(b));
+	st->out = b[0];
+	st->obf = b[1];
+	st->out_aux = b[2];
+	st->timeout = b[3];
+	st->last_cmd = b[4];
+	st->pending = b[5];
+	st->outport = b[6];
+	st->xlate_break = b[7];
+	st->kbd_scanning = b[8];
+	st->kbd_param = b[9];
+	snap_get_bytes(&c, st->kbd_queue, sizeof(st->kbd_queue));
+	st->kbd_head = snap_get_u32(&c);
+	st->kbd_count = snap_get_u32(&c);
+	int rc = snap_cursor_done(&c, "i8042", err, errlen);
+	if (rc)
+		return rc;
+	const uint8_t flags[] = {st->obf, st->out_aux, st->timeout, st->last_cmd, st->xlate_break,
+				 st->kbd_scanning};
+	for (size_t i = 0; i < sizeof(flags); i++)
+		if (flags[i] > 1)
+			return err_set(err, errlen, -EINVAL, "i8042: flag %zu is %u, not 0 or 1", i,
+				       flags[i]);
+	if (st->pending && !((st->pending >= 0x60 && st->pending <= 0x7f) ||
+			     (st->pending >= 0xd1 && st->pending <= 0xd4)))
+		return err_set(err, errlen, -EINVAL,
+			       "i8042: pending command %#x takes no data byte", st->pending);
+	if (!(st->outport & I8042_OUT_RESET))
+		return err_set(err, errlen, -EINVAL, "i8042: output port %#x holds the CPU in reset",
+			       st->outport);
+	if (st->kbd_param && st->kbd_param != 0xed && st->kbd_param != 0xf0 &&
+	    st->kbd_param != 0xf3)
+		return err_set(err, errlen, -EINVAL,
+			       "i8042: keyboard command %#x takes no parameter", st->kbd_param);
+	if (st->kbd_head >= I8042_KBD_QUEUE || st->kbd_count > I8042_KBD_QUEUE)
+		return err_set(err, errlen, -EINVAL, "i8042: keyboard queue head %u count %u (size %u)",
+			       st->kbd_head, st->kbd_count, I8042_KBD_QUEUE);
+	return 0;
+}
+
+void i8042_state_put(struct i8042 *k, const struct i8042_state *st)
+{
+	pthread_mutex_lock(&k->lock);
+	memcpy(k->ram, st->ram, sizeof(k->ram));
+	k->out = st->out;
+	k->obf = st->obf;
+	k->out_aux = st->out_aux;
+	k->timeout = st->timeout;
+	k->last_cmd = st->last_cmd;
+	k->pending = st->pending;
+	k->outport = st->outport;
+	k->xlate_break = st->xlate_break;
+	k->kbd_scanning = st->kbd_scanning;
+	k->kbd_param = st->kbd_param;
+	memcpy(k->kbd_queue, st->kbd_queue, sizeof(k->kbd_queue));
+	k->kbd_head = st->kbd_head;
+	k->kbd_count = st->kbd_count;
+	k->reset_sent = false;
+	/* drive both lines from the restored state */
+	k->kbd_level = !(k->obf && !k->out_aux && (k->ram[0] & I8042_CTR_KBDINT));
+	k->aux_level = !(k->obf && k->out_aux && (k->ram[0] & I8042_CTR_AUXINT));
+	i8042_update_irq(k);
+	pthread_mutex_unlock(&k->lock);
 }

@@ -74,6 +74,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../snapshot/format.h"
 #include "../util/log.h"
 #include "bus.h"
 #include "irq.h"
@@ -155,5 +156,28 @@ void i8042_send_ctrl_alt_del(struct i8042 *k);
 
 /* Release what i8042_init acquired. */
 void i8042_destroy(struct i8042 *k);
+
+/*
+ * Snapshot state (the pattern of serial.h): controller RAM, output buffer
+ * and status bits, the pending command, the output port, the keyboard's
+ * queue and mode.  Not saved: statistics, the rate limiter and whether a
+ * reset was already requested (a restored guest may request one again).
+ */
+#define I8042_STATE_VERSION 1
+struct i8042_state {
+	uint8_t ram[32];
+	uint8_t out, obf, out_aux, timeout, last_cmd; /* flags 0 or 1 */
+	uint8_t pending;   /* 0, 0x60-0x7f or 0xd1-0xd4 */
+	uint8_t outport;   /* bit 0 (reset) set */
+	uint8_t xlate_break, kbd_scanning; /* 0 or 1 */
+	uint8_t kbd_param; /* 0, 0xed, 0xf0 or 0xf3 */
+	uint8_t kbd_queue[I8042_KBD_QUEUE];
+	uint32_t kbd_head, kbd_count;
+};
+void i8042_state_get(struct i8042 *k, struct i8042_state *st);
+void i8042_state_encode(const struct i8042_state *st, struct snap_writer *w);
+int i8042_state_decode(const uint8_t *p, size_t len, uint32_t version, struct i8042_state *st,
+		       char *err, size_t errlen);
+void i8042_state_put(struct i8042 *k, const struct i8042_state *st);
 
 #endif

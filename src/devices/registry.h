@@ -5,8 +5,8 @@
  * A record names a device (id, type, class, transport) and carries its
  * ops.  The machine creates devices from the config by walking a table of
  * device types (machine.c: dev_types[]), adds a record for each, and from
- * then on pauses, resumes and destroys them (and, next, saves and restores
- * them) by iterating the registry, never per-type arrays.  Adding a device
+ * then on pauses, resumes, saves, restores and destroys them by iterating
+ * the registry, never per-type arrays.  Adding a device
  * type means its own file plus one entry in that table.
  *
  * The registry is plain data owned by the machine; it is only changed while
@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "../config.h"
+#include "../snapshot/format.h"
 
 struct dev_record;
 struct virtio_dev;
@@ -35,6 +36,25 @@ struct dev_ops {
 	/* Tear the device down (transport first, then the device).  Called
 	 * once, in reverse order of creation, after the vCPUs stopped. */
 	void (*destroy)(struct dev_record *r);
+
+	/*
+	 * Snapshot (optional: a device without guest-visible state, such as
+	 * pvpanic, has none).  Its state is one section "dev.<index>" of
+	 * version @state_version.
+	 *  save   write the state as the open section's payload (event-loop
+	 *         thread, VM paused and the device quiesced).  0 or -errno.
+	 *  load   decode a saved payload into @state (@state_size bytes,
+	 *         zeroed), checking every field, without touching the device:
+	 *         every device is loaded before any is changed.  0 or -EINVAL
+	 *         with a message.
+	 *  apply  make the device hold a state @load accepted (VM not running).
+	 */
+	uint32_t state_version;
+	size_t state_size;
+	int (*save)(struct dev_record *r, struct snap_writer *w);
+	int (*load)(struct dev_record *r, const uint8_t *p, size_t len, uint32_t version,
+		    void *state, char *err, size_t errlen);
+	int (*apply)(struct dev_record *r, const void *state, char *err, size_t errlen);
 };
 
 #define REGISTRY_MAX 48
@@ -66,5 +86,24 @@ void registry_pause_all(struct dev_registry *reg);
 void registry_resume_all(struct dev_registry *reg);
 /* Destroy every device, newest first, and empty the registry. */
 void registry_destroy_all(struct dev_registry *reg);
+
+/*
+ * Snapshot sections of the devices (docs/snapshot-format.md, "Devices"):
+ * a manifest "devices" listing every record (class, transport, type, id,
+ * whether it has state) in registry order, then "dev.<index>" for each
+ * device with state.
+ *
+ * registry_save_all: append them to @w.  0, or -errno with a message.
+ * registry_restore_all: check the manifest in @rd against this registry
+ * (same devices, same order: a snapshot of another machine is refused),
+ * load every device's section, and only when all were accepted apply them
+ * in order.  0, or -EINVAL/-ENOENT/-ENOMEM with a message; on any error
+ * before the apply step no device was changed.
+ */
+#define REGISTRY_MANIFEST_ID "devices"
+#define REGISTRY_MANIFEST_VERSION 1
+int registry_save_all(struct dev_registry *reg, struct snap_writer *w, char *err, size_t errlen);
+int registry_restore_all(struct dev_registry *reg, const struct snap_reader *rd, char *err,
+			 size_t errlen);
 
 #endif

@@ -5,7 +5,10 @@
  */
 #include "rtc.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "../util/str.h"
 
 #define NS_PER_SEC 1000000000L
 
@@ -369,4 +372,82 @@ uint64_t rtc_tick(struct rtc *rtc)
 	}
 	pthread_mutex_unlock(&rtc->lock);
 	return next;
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+void rtc_state_get(struct rtc *rtc, struct rtc_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&rtc->lock);
+	struct timespec now = rtc->now();
+	rtc_eval(rtc, &now); /* C as the guest would read it now */
+	st->index = rtc->index;
+	st->nmi_disabled = rtc->nmi_disabled;
+	st->reg_c = rtc->reg_c;
+	memcpy(st->cmos, rtc->cmos, sizeof(st->cmos));
+	st->offset = rtc->offset;
+	pthread_mutex_unlock(&rtc->lock);
+}
+
+void rtc_state_encode(const struct rtc_state *st, struct snap_writer *w)
+{
+	snap_put_u8(w, st->index);
+	snap_put_u8(w, st->nmi_disabled);
+	snap_put_u8(w, st->reg_c);
+	snap_put_bytes(w, st->cmos, sizeof(st->cmos));
+	snap_put_u64(w, (uint64_t)st->offset);
+}
+
+int rtc_state_decode(const uint8_t *p, size_t len, uint32_t version, struct rtc_state *st,
+		     char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	if (version != RTC_STATE_VERSION)
+		return err_set(err, errlen, -EINVAL, "rtc: state version %u (this visor reads %u)",
+			       version, RTC_STATE_VERSION);
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	st->index = snap_get_u8(&c);
+	st->nmi_disabled = snap_get_u8(&c);
+	st->reg_c = snap_get_u8(&c);
+	snap_get_bytes(&c, st->cmos, sizeof(st->cmos));
+	st->offset = (int64_t)snap_get_u64(&c);
+	int rc = snap_cursor_done(&c, "rtc", err, errlen);
+	if (rc)
+		return rc;
+	if (st->index >= RTC_CMOS_SIZE)
+		return err_set(err, errlen, -EINVAL, "rtc: index %u out of range", st->index);
+	if (st->nmi_disabled > 1)
+		return err_set(err, errlen, -EINVAL, "rtc: NMI-disable %u is not 0 or 1",
+			       st->nmi_disabled);
+	if (st->reg_c & 0x0f)
+		return err_set(err, errlen, -EINVAL, "rtc: register C %#x has reserved bits set",
+			       st->reg_c);
+	if (st->cmos[RTC_REG_A] & RTC_A_UIP)
+		return err_set(err, errlen, -EINVAL, "rtc: register A %#x has UIP stored",
+			       st->cmos[RTC_REG_A]);
+	if (st->offset > RTC_STATE_OFFSET_MAX || st->offset < -RTC_STATE_OFFSET_MAX)
+		return err_set(err, errlen, -EINVAL, "rtc: time offset %lld s out of range",
+			       (long long)st->offset);
+	return 0;
+}
+
+void rtc_state_put(struct rtc *rtc, const struct rtc_state *st)
+{
+	pthread_mutex_lock(&rtc->lock);
+	rtc->index = st->index;
+	rtc->nmi_disabled = st->nmi_disabled;
+	rtc->reg_c = st->reg_c;
+	memcpy(rtc->cmos, st->cmos, sizeof(rtc->cmos));
+	rtc->offset = st->offset;
+	struct timespec now = rtc->now();
+	rtc->last_sec = now.tv_sec;
+	rtc->last_pf_hz = rtc_pf_hz(rtc->cmos[RTC_REG_A] & RTC_A_RS_MASK);
+	if (!rtc_divider_running(rtc))
+		rtc->last_pf_hz = 0;
+	rtc->last_pf = rtc_pf_ticks(&now, rtc->last_pf_hz);
+	rtc->irq_level = rtc->reg_c & RTC_C_IRQF;
+	irq_line_set(&rtc->irq, rtc->irq_level);
+	pthread_mutex_unlock(&rtc->lock);
 }

@@ -52,6 +52,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "../snapshot/format.h"
 #include "bus.h"
 #include "irq.h"
 
@@ -134,5 +135,32 @@ void rtc_destroy(struct rtc *rtc);
  * interrupt is enabled.  For the event loop; never needed for polling
  * guests. */
 uint64_t rtc_tick(struct rtc *rtc);
+
+/*
+ * Snapshot state (the pattern of serial.h): the CMOS bytes, index, C and
+ * the guest's offset from host UTC.  The time of day is saved as that
+ * offset, so a restored guest's RTC reads the host's time plus the same
+ * offset (wall time moves on while a snapshot sits on disk; the guest's
+ * monotonic clock, kvmclock, does not).  Flag bookkeeping restarts at the
+ * restore; rtc_state_get brings C up to date first.
+ */
+#define RTC_STATE_VERSION 1
+/* |offset| limit: the furthest date the registers can name (binary mode,
+ * century and year 255, month and day out of range: about year 25800) is
+ * within 760 billion seconds of now; a guest can set any of them */
+#define RTC_STATE_OFFSET_MAX 1000000000000LL
+struct rtc_state {
+	uint8_t index;        /* 0-127 */
+	uint8_t nmi_disabled; /* 0 or 1 */
+	uint8_t reg_c;        /* bits 3:0 zero */
+	uint8_t cmos[RTC_CMOS_SIZE];
+	int64_t offset;       /* guest time - host time, seconds */
+};
+void rtc_state_get(struct rtc *rtc, struct rtc_state *st);
+void rtc_state_encode(const struct rtc_state *st, struct snap_writer *w);
+int rtc_state_decode(const uint8_t *p, size_t len, uint32_t version, struct rtc_state *st,
+		     char *err, size_t errlen);
+/* The caller re-arms its timer from rtc_tick() afterwards. */
+void rtc_state_put(struct rtc *rtc, const struct rtc_state *st);
 
 #endif

@@ -5,7 +5,10 @@
  */
 #include "serial.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "../util/str.h"
 
 /* What a single guest access left to do once the lock is dropped. */
 struct serial_after {
@@ -346,5 +349,111 @@ void serial_set_rx_ready_cb(struct serial *s, void (*cb)(void *ctx), void *ctx)
 	pthread_mutex_lock(&s->lock);
 	s->rx_ready = cb;
 	s->rx_ready_ctx = ctx;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+void serial_state_get(struct serial *s, struct serial_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&s->lock);
+	st->ier = s->ier;
+	st->lcr = s->lcr;
+	st->mcr = s->mcr;
+	st->scr = s->scr;
+	st->dll = s->dll;
+	st->dlm = s->dlm;
+	st->fcr = s->fcr;
+	st->lsr_err = s->lsr_err;
+	st->msr_delta = s->msr_delta;
+	st->thre_pending = s->thre_pending;
+	memcpy(st->rx_fifo, s->rx_fifo, sizeof(st->rx_fifo));
+	st->rx_head = s->rx_head;
+	st->rx_count = s->rx_count;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_state_encode(const struct serial_state *st, struct snap_writer *w)
+{
+	const uint8_t regs[] = {st->ier,     st->lcr,     st->mcr,      st->scr,
+				st->dll,     st->dlm,     st->fcr,      st->lsr_err,
+				st->msr_delta, st->thre_pending};
+	snap_put_bytes(w, regs, sizeof(regs));
+	snap_put_bytes(w, st->rx_fifo, sizeof(st->rx_fifo));
+	snap_put_u32(w, st->rx_head);
+	snap_put_u32(w, st->rx_count);
+}
+
+int serial_state_decode(const uint8_t *p, size_t len, uint32_t version, struct serial_state *st,
+			char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	if (version != SERIAL_STATE_VERSION)
+		return err_set(err, errlen, -EINVAL, "serial: state version %u (this visor reads %u)", version,
+				 SERIAL_STATE_VERSION);
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	uint8_t regs[10];
+	snap_get_bytes(&c, regs, sizeof(regs));
+	st->ier = regs[0];
+	st->lcr = regs[1];
+	st->mcr = regs[2];
+	st->scr = regs[3];
+	st->dll = regs[4];
+	st->dlm = regs[5];
+	st->fcr = regs[6];
+	st->lsr_err = regs[7];
+	st->msr_delta = regs[8];
+	st->thre_pending = regs[9];
+	snap_get_bytes(&c, st->rx_fifo, sizeof(st->rx_fifo));
+	st->rx_head = snap_get_u32(&c);
+	st->rx_count = snap_get_u32(&c);
+	int rc = snap_cursor_done(&c, "serial", err, errlen);
+	if (rc)
+		return rc;
+	/* only values the register writes above can produce */
+	if (st->ier & 0xf0)
+		return err_set(err, errlen, -EINVAL, "serial: IER %#x has reserved bits set", st->ier);
+	if (st->mcr & 0xe0)
+		return err_set(err, errlen, -EINVAL, "serial: MCR %#x has reserved bits set", st->mcr);
+	if (st->fcr & (SERIAL_FCR_CLEAR_RX | SERIAL_FCR_CLEAR_TX) ||
+	    (!(st->fcr & SERIAL_FCR_ENABLE) && st->fcr))
+		return err_set(err, errlen, -EINVAL, "serial: FCR %#x is not a value the UART holds", st->fcr);
+	if (st->lsr_err & ~SERIAL_LSR_OE)
+		return err_set(err, errlen, -EINVAL, "serial: LSR error bits %#x (only OE is modelled)",
+				 st->lsr_err);
+	if (st->msr_delta & 0xf0)
+		return err_set(err, errlen, -EINVAL, "serial: MSR delta bits %#x out of range", st->msr_delta);
+	if (st->thre_pending > 1)
+		return err_set(err, errlen, -EINVAL, "serial: THRE pending %u is not 0 or 1", st->thre_pending);
+	uint32_t cap = (st->fcr & SERIAL_FCR_ENABLE) ? SERIAL_RX_FIFO_SIZE : 1;
+	if (st->rx_head >= SERIAL_RX_FIFO_SIZE || st->rx_count > cap)
+		return err_set(err, errlen, -EINVAL, "serial: receive FIFO head %u count %u (capacity %u)",
+				 st->rx_head, st->rx_count, cap);
+	return 0;
+}
+
+void serial_state_put(struct serial *s, const struct serial_state *st)
+{
+	pthread_mutex_lock(&s->lock);
+	s->ier = st->ier;
+	s->lcr = st->lcr;
+	s->mcr = st->mcr;
+	s->scr = st->scr;
+	s->dll = st->dll;
+	s->dlm = st->dlm;
+	s->fcr = st->fcr;
+	s->lsr_err = st->lsr_err;
+	s->msr_delta = st->msr_delta;
+	s->thre_pending = st->thre_pending;
+	memcpy(s->rx_fifo, st->rx_fifo, sizeof(s->rx_fifo));
+	s->rx_head = st->rx_head;
+	s->rx_count = st->rx_count;
+	s->rx_blocked = false;
+	/* drive the line from what the restored registers imply, whatever
+	 * this (fresh) device believed it was */
+	s->irq_level = serial_iir_id(s) != SERIAL_IIR_NONE;
+	irq_line_set(&s->irq, s->irq_level);
 	pthread_mutex_unlock(&s->lock);
 }

@@ -56,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../snapshot/format.h"
 #include "bus.h"
 #include "irq.h"
 
@@ -172,5 +173,31 @@ size_t serial_rx_space(struct serial *s);
  * FIFO or left loopback).  Called with the lock not held, on a vCPU thread:
  * it should only wake the event loop (e.g. write an eventfd). */
 void serial_set_rx_ready_cb(struct serial *s, void (*cb)(void *ctx), void *ctx);
+
+/*
+ * Snapshot state: everything the guest can observe, as plain data (no
+ * lock, callbacks or statistics).  The IRQ level is not saved: it follows
+ * from the registers and is driven again by serial_state_put.
+ *
+ *   serial_state_get     copy it out of a device (takes the lock)
+ *   serial_state_encode  section payload, field by field (SERIAL_STATE_VERSION)
+ *   serial_state_decode  payload -> state, every field range-checked; pure
+ *   serial_state_put     make a device hold it (takes the lock; drives the
+ *                        IRQ line to the level the registers imply)
+ */
+#define SERIAL_STATE_VERSION 1
+struct serial_state {
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr, lsr_err, msr_delta;
+	uint8_t thre_pending; /* 0 or 1 */
+	uint8_t rx_fifo[SERIAL_RX_FIFO_SIZE];
+	uint32_t rx_head, rx_count;
+};
+void serial_state_get(struct serial *s, struct serial_state *st);
+void serial_state_encode(const struct serial_state *st, struct snap_writer *w);
+/* 0, or -EINVAL (a malformed payload, an unknown version or a value the
+ * UART can never hold) with a message naming the field. */
+int serial_state_decode(const uint8_t *p, size_t len, uint32_t version, struct serial_state *st,
+			char *err, size_t errlen);
+void serial_state_put(struct serial *s, const struct serial_state *st);
 
 #endif
