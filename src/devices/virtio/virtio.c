@@ -20,6 +20,7 @@
 
 #include "../../event/loop.h"
 #include "../../util/log.h"
+#include "../../util/str.h"
 
 #define STATUS_KNOWN                                                                       \
 	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |      \
@@ -496,6 +497,139 @@ void virtio_deferred_run(struct virtio_deferred *df)
 			continue;
 		df->pending &= ~(1u << q);
 		virtio_dev_queue_notify(d, q);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- snapshot state ---------------------------------------------------------- */
+
+int virtio_dev_state_get(struct virtio_dev *d, struct virtio_dev_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	if (d->reset_pending) {
+		pthread_mutex_unlock(&d->lock);
+		return -EBUSY;
+	}
+	st->status = d->status;
+	st->broken = d->broken;
+	st->device_features = d->device_features;
+	st->driver_features = d->driver_features;
+	st->device_feature_sel = d->device_feature_sel;
+	st->driver_feature_sel = d->driver_feature_sel;
+	st->queue_sel = d->queue_sel;
+	st->num_queues = d->num_queues;
+	st->config_generation = d->config_generation;
+	for (uint16_t i = 0; i < d->num_queues; i++)
+		virtq_state_get(&d->vqs[i], &st->vqs[i]);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_dev_state_encode(const struct virtio_dev_state *st, struct snap_writer *w)
+{
+	snap_put_u8(w, st->status);
+	snap_put_u8(w, st->broken);
+	snap_put_u16(w, st->queue_sel);
+	snap_put_u32(w, st->config_generation);
+	snap_put_u64(w, st->device_features);
+	snap_put_u64(w, st->driver_features);
+	snap_put_u32(w, st->device_feature_sel);
+	snap_put_u32(w, st->driver_feature_sel);
+	snap_put_u16(w, st->num_queues);
+	for (uint16_t i = 0; i < st->num_queues && i < VIRTIO_MAX_QUEUES; i++)
+		virtq_state_encode(&st->vqs[i], w);
+}
+
+int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
+			    struct virtio_dev_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->status = snap_get_u8(c);
+	st->broken = snap_get_u8(c);
+	st->queue_sel = snap_get_u16(c);
+	st->config_generation = snap_get_u32(c);
+	st->device_features = snap_get_u64(c);
+	st->driver_features = snap_get_u64(c);
+	st->device_feature_sel = snap_get_u32(c);
+	st->driver_feature_sel = snap_get_u32(c);
+	st->num_queues = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio state truncated");
+	if (st->num_queues != d->num_queues)
+		return err_set(err, errlen, -EINVAL, "%u queues saved, this device has %u",
+			       st->num_queues, d->num_queues);
+	for (uint16_t i = 0; i < st->num_queues; i++) {
+		int rc = virtq_state_decode(c, i, d->queue_max, &st->vqs[i], err, errlen);
+		if (rc)
+			return rc;
+	}
+	if (st->device_features != d->device_features)
+		return err_set(err, errlen, -EINVAL,
+			       "offered features %#llx saved, this device offers %#llx",
+			       (unsigned long long)st->device_features,
+			       (unsigned long long)d->device_features);
+	if (st->driver_features & ~st->device_features)
+		return err_set(err, errlen, -EINVAL, "accepted features %#llx were never offered",
+			       (unsigned long long)st->driver_features);
+	uint8_t s = st->status;
+	bool order_ok = (!(s & VIRTIO_STATUS_DRIVER) || (s & VIRTIO_STATUS_ACKNOWLEDGE)) &&
+			(!(s & VIRTIO_STATUS_FEATURES_OK) || (s & VIRTIO_STATUS_DRIVER)) &&
+			(!(s & VIRTIO_STATUS_DRIVER_OK) || (s & VIRTIO_STATUS_FEATURES_OK));
+	if ((s & ~STATUS_KNOWN) || !order_ok)
+		return err_set(err, errlen, -EINVAL, "status %#x is not one a driver can reach", s);
+	if ((s & VIRTIO_STATUS_FEATURES_OK) &&
+	    !(st->driver_features & (1ull << VIRTIO_F_VERSION_1)))
+		return err_set(err, errlen, -EINVAL, "FEATURES_OK without VERSION_1");
+	if (st->broken > 1)
+		return err_set(err, errlen, -EINVAL, "broken flag %u is not 0 or 1", st->broken);
+	bool live = (s & VIRTIO_STATUS_DRIVER_OK) && !st->broken;
+	bool ev = st->driver_features & (1ull << VIRTIO_F_EVENT_IDX);
+	bool ind = st->driver_features & (1ull << VIRTIO_F_INDIRECT_DESC);
+	for (uint16_t i = 0; i < st->num_queues; i++) {
+		const struct virtq_state *q = &st->vqs[i];
+		if (q->active && !live)
+			return err_set(err, errlen, -EINVAL,
+				       "queue %u is active but the device is not live", i);
+		if (live && q->ready && !q->active)
+			return err_set(err, errlen, -EINVAL,
+				       "queue %u is ready but was not activated at DRIVER_OK", i);
+		if (q->active && (q->event_idx != ev || q->indirect != ind))
+			return err_set(err, errlen, -EINVAL,
+				       "queue %u: EVENT_IDX/INDIRECT_DESC differ from the features", i);
+		int rc = virtq_state_check(q, i, d->mem, err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int virtio_dev_state_put(struct virtio_dev *d, const struct virtio_dev_state *st)
+{
+	pthread_mutex_lock(&d->lock);
+	d->status = st->status;
+	d->broken = st->broken;
+	d->reset_pending = false;
+	d->driver_features = st->driver_features;
+	d->device_feature_sel = st->device_feature_sel;
+	d->driver_feature_sel = st->driver_feature_sel;
+	d->queue_sel = st->queue_sel;
+	d->config_generation = st->config_generation;
+	int rc = 0;
+	for (uint16_t i = 0; i < d->num_queues && !rc; i++)
+		rc = virtq_state_put(&d->vqs[i], &st->vqs[i], d->mem);
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void virtio_dev_state_restart(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (virtio_dev_is_live(d)) {
+		if (d->ops->activate && d->ops->activate(d))
+			virtio_dev_mark_broken(d, "device activation failed at restore");
+		else
+			replay_notifications(d);
 	}
 	pthread_mutex_unlock(&d->lock);
 }

@@ -293,4 +293,44 @@ void virtio_deferred_cancel(struct virtio_deferred *df);
  * (see virtio_dev_queue_notify). */
 void virtio_deferred_run(struct virtio_deferred *df);
 
+/*
+ * Snapshot state of the transport-independent part (docs/snapshot-format.md,
+ * "virtio"): status, the features offered and accepted, the selectors, the
+ * config generation, whether the device is broken, and every queue
+ * (virtq.h).  Taken with the VM paused and the device quiesced; a device
+ * whose reset is still in progress cannot be saved (-EBUSY).
+ *
+ * On load the offered features must equal what this device offers (the
+ * same device built from the same configuration): a snapshot cannot give a
+ * device features it does not have.  The accepted ones must be a subset,
+ * with VERSION_1 once FEATURES_OK is set; the status a value the status
+ * machine can reach; each queue consistent (virtq_state_decode) and, when
+ * active, where activation would allow it (virtq_state_check) and with the
+ * negotiated EVENT_IDX/INDIRECT_DESC.
+ */
+struct virtio_dev_state {
+	uint8_t status, broken;
+	uint64_t device_features, driver_features;
+	uint32_t device_feature_sel, driver_feature_sel;
+	uint16_t queue_sel, num_queues;
+	uint32_t config_generation;
+	struct virtq_state vqs[VIRTIO_MAX_QUEUES];
+};
+int virtio_dev_state_get(struct virtio_dev *d, struct virtio_dev_state *st);
+void virtio_dev_state_encode(const struct virtio_dev_state *st, struct snap_writer *w);
+/* Read from @c (the caller checks the cursor at the end) and check against
+ * device @d (its offered features, queue count and maximum, its guest
+ * memory).  Touches nothing of @d.  0 or -EINVAL with a message. */
+int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
+			    struct virtio_dev_state *st, char *err, size_t errlen);
+/* Make @d hold @st (decoded against it): status, features, selectors and
+ * queues, rings mapped.  The device's own state comes next, then
+ * virtio_dev_state_restart.  0 or -EINVAL. */
+int virtio_dev_state_put(struct virtio_dev *d, const struct virtio_dev_state *st);
+/* After everything of the device was restored: a live device is activated
+ * (ops->activate, as at DRIVER_OK) and every active queue looked at once,
+ * so requests the driver made before the snapshot are served.  A device
+ * whose activation fails is marked broken, as at DRIVER_OK. */
+void virtio_dev_state_restart(struct virtio_dev *d);
+
 #endif

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "../../util/bitmap.h"
+#include "../../util/str.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "virtq.c reads little-endian guest rings without conversion");
@@ -424,4 +425,156 @@ uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void
 {
 	uint16_t nsegs = c->nsegs <= VIRTQ_MAX_SEGS ? c->nsegs : VIRTQ_MAX_SEGS;
 	return chain_copy(c, c->nread, nsegs, off, NULL, src, len);
+}
+
+/* ---- snapshot state ---------------------------------------------------------- */
+
+void virtq_state_get(const struct virtq *q, struct virtq_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = q->size;
+	st->ready = q->ready;
+	st->active = q->active;
+	st->desc_gpa = q->desc_gpa;
+	st->avail_gpa = q->avail_gpa;
+	st->used_gpa = q->used_gpa;
+	if (!q->active)
+		return;
+	st->event_idx = q->event_idx;
+	st->indirect = q->indirect;
+	st->last_avail = q->last_avail;
+	st->used_idx = q->used_idx;
+	st->signalled_used = q->signalled_used;
+	st->signalled_valid = q->signalled_valid;
+	for (uint32_t h = 0; h < q->size; h++)
+		if (bitmap_test(q->inflight_map, h))
+			st->inflight[st->ninflight++] = (uint16_t)h;
+}
+
+void virtq_state_encode(const struct virtq_state *st, struct snap_writer *w)
+{
+	snap_put_u16(w, st->size);
+	snap_put_u8(w, st->ready);
+	snap_put_u8(w, st->active);
+	snap_put_u8(w, st->event_idx);
+	snap_put_u8(w, st->indirect);
+	snap_put_u8(w, st->signalled_valid);
+	snap_put_u8(w, 0); /* reserved */
+	snap_put_u64(w, st->desc_gpa);
+	snap_put_u64(w, st->avail_gpa);
+	snap_put_u64(w, st->used_gpa);
+	snap_put_u16(w, st->last_avail);
+	snap_put_u16(w, st->used_idx);
+	snap_put_u16(w, st->signalled_used);
+	snap_put_u16(w, st->ninflight);
+	for (uint16_t i = 0; i < st->ninflight && i < VIRTQ_MAX_SIZE; i++)
+		snap_put_u16(w, st->inflight[i]);
+}
+
+int virtq_state_decode(struct snap_cursor *c, uint16_t qi, uint16_t max_size,
+		       struct virtq_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = snap_get_u16(c);
+	st->ready = snap_get_u8(c);
+	st->active = snap_get_u8(c);
+	st->event_idx = snap_get_u8(c);
+	st->indirect = snap_get_u8(c);
+	st->signalled_valid = snap_get_u8(c);
+	uint8_t reserved = snap_get_u8(c);
+	st->desc_gpa = snap_get_u64(c);
+	st->avail_gpa = snap_get_u64(c);
+	st->used_gpa = snap_get_u64(c);
+	st->last_avail = snap_get_u16(c);
+	st->used_idx = snap_get_u16(c);
+	st->signalled_used = snap_get_u16(c);
+	st->ninflight = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "queue %u: state truncated", qi);
+	if (st->ninflight > st->size || st->ninflight > VIRTQ_MAX_SIZE)
+		return err_set(err, errlen, -EINVAL, "queue %u: %u heads in flight in a queue of %u",
+			       qi, st->ninflight, st->size);
+	for (uint16_t i = 0; i < st->ninflight; i++)
+		st->inflight[i] = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "queue %u: state truncated", qi);
+	if (reserved)
+		return err_set(err, errlen, -EINVAL, "queue %u: reserved byte is %#x, not 0", qi,
+			       reserved);
+	if (st->size > max_size || (st->size && !is_pow2(st->size)))
+		return err_set(err, errlen, -EINVAL,
+			       "queue %u: size %u (a power of two up to %u, or 0)", qi, st->size,
+			       max_size);
+	const uint8_t flags[] = {st->ready, st->active, st->event_idx, st->indirect,
+				 st->signalled_valid};
+	for (size_t i = 0; i < sizeof(flags); i++)
+		if (flags[i] > 1)
+			return err_set(err, errlen, -EINVAL, "queue %u: flag %zu is %u, not 0 or 1",
+				       qi, i, flags[i]);
+	if (st->active && (!st->ready || !st->size))
+		return err_set(err, errlen, -EINVAL, "queue %u: active but not ready (size %u)", qi,
+			       st->size);
+	if (!st->active) {
+		if (st->event_idx || st->indirect || st->signalled_valid || st->last_avail ||
+		    st->used_idx || st->signalled_used || st->ninflight)
+			return err_set(err, errlen, -EINVAL,
+				       "queue %u: an inactive queue with ring state", qi);
+		return 0;
+	}
+	uint16_t popped = (uint16_t)(st->last_avail - st->used_idx);
+	if (popped != st->ninflight)
+		return err_set(err, errlen, -EINVAL,
+			       "queue %u: %u chains popped (avail %u, used %u) but %u heads in flight",
+			       qi, popped, st->last_avail, st->used_idx, st->ninflight);
+	for (uint16_t i = 0; i < st->ninflight; i++) {
+		if (st->inflight[i] >= st->size || (i && st->inflight[i] <= st->inflight[i - 1]))
+			return err_set(err, errlen, -EINVAL,
+				       "queue %u: in-flight head %u out of range or out of order", qi,
+				       st->inflight[i]);
+	}
+	return 0;
+}
+
+int virtq_state_check(const struct virtq_state *st, uint16_t qi, const struct guest_mem *mem,
+		      char *err, size_t errlen)
+{
+	if (!st->active)
+		return 0;
+	struct virtq q;
+	memset(&q, 0, sizeof(q));
+	q.size = st->size;
+	q.desc_gpa = st->desc_gpa;
+	q.avail_gpa = st->avail_gpa;
+	q.used_gpa = st->used_gpa;
+	if (virtq_activate(&q, mem, 0))
+		return err_set(err, errlen, -EINVAL,
+			       "queue %u: rings (size %u, desc %#llx, avail %#llx, used %#llx) are "
+			       "not where activation allows them",
+			       qi, st->size, (unsigned long long)st->desc_gpa,
+			       (unsigned long long)st->avail_gpa, (unsigned long long)st->used_gpa);
+	return 0;
+}
+
+int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct guest_mem *mem)
+{
+	clear_state(q);
+	q->size = st->size;
+	q->ready = st->ready;
+	q->desc_gpa = st->desc_gpa;
+	q->avail_gpa = st->avail_gpa;
+	q->used_gpa = st->used_gpa;
+	if (!st->active)
+		return 0;
+	uint64_t features = (st->event_idx ? 1ull << VIRTIO_F_EVENT_IDX : 0) |
+			    (st->indirect ? 1ull << VIRTIO_F_INDIRECT_DESC : 0);
+	if (virtq_activate(q, mem, features))
+		return -EINVAL;
+	q->last_avail = st->last_avail;
+	q->used_idx = st->used_idx;
+	q->signalled_used = st->signalled_used;
+	q->signalled_valid = st->signalled_valid;
+	for (uint16_t i = 0; i < st->ninflight; i++)
+		bitmap_set(q->inflight_map, st->inflight[i], true);
+	q->inflight = st->ninflight;
+	return 0;
 }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "../../mem/guest_mem.h"
+#include "../../snapshot/format.h"
 
 /* Largest queue a device may offer (spec maximum for split rings: 32768). */
 #define VIRTQ_MAX_SIZE 1024
@@ -131,5 +132,44 @@ void virtq_reset(struct virtq *q);
  * bytes into the writable part at byte @off.  Return bytes copied. */
 uint32_t virtq_chain_read(const struct virtq_chain *c, uint32_t off, void *dst, uint32_t len);
 uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void *src, uint32_t len);
+
+/*
+ * Snapshot state of one queue: its geometry as the driver set it and, for
+ * an active queue, the device's side of the rings (next avail slot, next
+ * used slot, the event-idx bookkeeping, the heads in flight).  Guest
+ * memory holds the rings themselves and travels separately.
+ *
+ * A restore checks the state for consistency (power-of-two size within the
+ * device's maximum, indices 0 unless active, in-flight heads distinct,
+ * below the size and exactly last_avail - used_idx of them) and, for an
+ * active queue, the geometry against guest memory exactly as activation
+ * does (virtq_state_check), before anything is applied.  What the guest
+ * may have scribbled into the rings is not trusted at restore either: the
+ * first pop checks it as always.
+ */
+struct virtq_state {
+	uint16_t size;               /* 0 or a power of two <= the device's max */
+	uint8_t ready, active;       /* 0 or 1; active only if ready */
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint8_t event_idx, indirect; /* active: as negotiated */
+	uint16_t last_avail, used_idx, signalled_used;
+	uint8_t signalled_valid;
+	uint16_t ninflight;
+	uint16_t inflight[VIRTQ_MAX_SIZE]; /* heads popped, not pushed, ascending */
+};
+void virtq_state_get(const struct virtq *q, struct virtq_state *st);
+void virtq_state_encode(const struct virtq_state *st, struct snap_writer *w);
+/* Read one queue's state from @c (the caller checks the cursor at the end);
+ * 0 or -EINVAL with a message naming queue @qi. */
+int virtq_state_decode(struct snap_cursor *c, uint16_t qi, uint16_t max_size,
+		       struct virtq_state *st, char *err, size_t errlen);
+/* An active queue's rings checked against @mem as virtq_activate checks
+ * them (0 for an inactive queue), or -EINVAL with a message. */
+int virtq_state_check(const struct virtq_state *st, uint16_t qi, const struct guest_mem *mem,
+		      char *err, size_t errlen);
+/* Make @q hold @st (checked by the two above): geometry, and for an active
+ * queue the mapped rings and indices.  0, or -EINVAL if activation fails
+ * after all (the state was not checked against @mem). */
+int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct guest_mem *mem);
 
 #endif
