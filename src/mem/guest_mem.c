@@ -4,8 +4,13 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end)
+/* Map guest RAM: anonymous, or with @fd >= 0 a private (copy-on-write)
+ * mapping of that file's first @size bytes. */
+static int mem_map(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end,
+		   int fd)
 {
 	memset(m, 0, sizeof(*m));
 	if (size == 0 || (size & 0xfff) || hole_end < hole_start || (hole_start & 0xfff) ||
@@ -39,6 +44,18 @@ int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 		if (align - head)
 			munmap(p + size, align - head);
 	}
+	if (fd >= 0) {
+		/* the file replaces the anonymous pages in place: nothing is
+		 * read now, pages come in on first touch and stay shared with
+		 * the page cache (and every other clone) until written */
+		void *f = mmap(p, (size_t)size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, 0);
+		if (f == MAP_FAILED) {
+			int r = -errno;
+			munmap(p, (size_t)size);
+			return r;
+		}
+	}
 	/* Guest RAM never ends up in a core file of the VMM (checklist F.41). */
 	(void)madvise(p, (size_t)size, MADV_DONTDUMP);
 	m->base = p;
@@ -47,6 +64,63 @@ int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 	if (high)
 		m->regions[m->nregions++] =
 			(struct guest_region){.gpa = hole_end, .size = high, .hva = m->base + low};
+	return 0;
+}
+
+int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end)
+{
+	return mem_map(m, size, hole_start, hole_end, -1);
+}
+
+int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
+			uint64_t hole_end)
+{
+	memset(m, 0, sizeof(*m));
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb))
+		return -EBADF;
+	if (!S_ISREG(sb.st_mode))
+		return -EINVAL;
+	if ((uint64_t)sb.st_size != size)
+		return -ERANGE;
+	return mem_map(m, size, hole_start, hole_end, fd);
+}
+
+/* True if p[0..n) is all zero. */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+	for (size_t i = 0; i < n / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *written)
+{
+	*written = 0;
+	if (ftruncate(fd, 0) || ftruncate(fd, (off_t)m->size))
+		return -errno;
+	/* runs of non-zero pages; zero pages stay holes of the sparse file */
+	const size_t page = 4096;
+	uint64_t off = 0;
+	while (off < m->size) {
+		while (off < m->size && all_zero(m->base + off, page))
+			off += page;
+		uint64_t end = off;
+		while (end < m->size && end - off < (64u << 20) && !all_zero(m->base + end, page))
+			end += page;
+		for (uint64_t done = off; done < end;) {
+			ssize_t n = pwrite(fd, m->base + done, (size_t)(end - done), (off_t)done);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+			done += (uint64_t)n;
+			*written += (uint64_t)n;
+		}
+		off = end;
+	}
 	return 0;
 }
 

@@ -42,6 +42,22 @@ struct guest_mem {
  * Returns 0, -EINVAL (size 0, unaligned, overflow) or -ENOMEM. */
 int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end);
 
+/* The same layout from a memory file (a snapshot's): @fd is mapped
+ * private (copy-on-write), so nothing is read until the guest touches a
+ * page, pages stay shared with the page cache and with every other VM
+ * restored from the file until written, and the file never changes.
+ * Refused before mapping: -EBADF, -EINVAL (not a regular file), -ERANGE
+ * (its size is not @size); else guest_mem_init's errors.  @fd may be
+ * closed afterwards. */
+int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
+			uint64_t hole_end);
+
+/* Write guest RAM to @fd (truncated to exactly m->size bytes; all-zero
+ * 4 KiB pages are left as holes, so untouched memory costs no disk).
+ * *@written: bytes actually written.  0 or -errno (e.g. -ENOSPC, -EFBIG,
+ * -EIO); the caller fsyncs. */
+int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *written);
+
 /* Unmap guest RAM.  Safe on a zeroed or already-destroyed struct. */
 void guest_mem_destroy(struct guest_mem *m);
 
