@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -111,4 +113,97 @@ bool file_image_current(const struct file_image *img, const char *path)
 	return now.dev == img->dev && now.ino == img->ino && now.mtime_s == img->mtime_s &&
 	       now.mtime_ns == img->mtime_ns && now.ctime_s == img->ctime_s &&
 	       now.ctime_ns == img->ctime_ns;
+}
+
+/* ---- atomic replacement ------------------------------------------------------ */
+
+int file_atomic_open(struct file_atomic *a, const char *path)
+{
+	memset(a, 0, sizeof(*a));
+	a->fd = -1;
+	size_t n = strlen(path);
+	if (!n || n >= sizeof(a->path))
+		return -ENAMETOOLONG;
+	memcpy(a->path, path, n + 1);
+	const char *slash = strrchr(path, '/');
+	int dlen = slash ? (int)(slash - path + 1) : 0;
+	int w = snprintf(a->tmp, sizeof(a->tmp), "%.*s.%s.tmp-XXXXXX", dlen, path,
+			 slash ? slash + 1 : path);
+	if (w < 0 || (size_t)w >= sizeof(a->tmp))
+		return -ENAMETOOLONG;
+	a->fd = mkostemp(a->tmp, O_CLOEXEC);
+	if (a->fd < 0) {
+		int r = -errno;
+		a->tmp[0] = 0;
+		return r;
+	}
+	return 0;
+}
+
+int file_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* fsync the directory holding @path, so a rename in it is durable. */
+static int sync_dir_of(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) ? -errno : 0;
+	close(fd);
+	/* some file systems cannot sync a directory: the rename happened */
+	return r == -EINVAL ? 0 : r;
+}
+
+int file_atomic_commit(struct file_atomic *a)
+{
+	int r = 0;
+	if (a->fd < 0)
+		return -EBADF;
+	if (fsync(a->fd))
+		r = -errno;
+	if (close(a->fd) && !r)
+		r = -errno;
+	a->fd = -1;
+	if (!r && rename(a->tmp, a->path))
+		r = -errno;
+	if (r) {
+		unlink(a->tmp);
+		a->tmp[0] = 0;
+		return r;
+	}
+	a->tmp[0] = 0;
+	return sync_dir_of(a->path);
+}
+
+void file_atomic_abort(struct file_atomic *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+	if (a->tmp[0])
+		unlink(a->tmp);
+	a->tmp[0] = 0;
 }

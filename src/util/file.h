@@ -48,4 +48,28 @@ bool file_image_current(const struct file_image *img, const char *path);
 
 void file_image_free(struct file_image *img);
 
+/*
+ * Writing a file so that its final name only ever holds a complete file:
+ * the data goes to a temporary file beside @path (".NAME.tmp-XXXXXX" in
+ * the same directory, so the rename cannot cross file systems),
+ * file_atomic_commit makes it durable (fsync), renames it over @path and
+ * syncs the directory; file_atomic_abort removes it.  On any error nothing
+ * new appears under @path.
+ */
+struct file_atomic {
+	int fd;
+	char tmp[4096 + 32];
+	char path[4096];
+};
+/* 0 (a->fd open for writing) or -errno (-ENAMETOOLONG, open's errors). */
+int file_atomic_open(struct file_atomic *a, const char *path);
+/* Write all of buf[0..len) at the current offset; 0 or -errno (-ENOSPC,
+ * -EFBIG, -EIO, ...). */
+int file_write_all(int fd, const void *buf, size_t len);
+/* fsync, close, rename over the final name, fsync the directory.  0 or
+ * -errno; on error the temporary file is removed. */
+int file_atomic_commit(struct file_atomic *a);
+/* Close and remove the temporary file (safe after a failed commit). */
+void file_atomic_abort(struct file_atomic *a);
+
 #endif

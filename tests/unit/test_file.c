@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +52,7 @@ TEST(image_load_and_current)
 	CHECK(img.data == NULL);
 	CHECK(!file_image_current(&img, p));
 	file_image_free(&img); /* twice is fine */
+	unlink(p);
 }
 
 TEST(image_stale_after_rewrite_or_replace)
@@ -75,6 +78,83 @@ TEST(image_stale_after_rewrite_or_replace)
 	CHECK_EQ(unlink(p), 0);
 	CHECK(!file_image_current(&img, p));
 	file_image_free(&img);
+}
+
+/* No ".NAME.tmp-" file is left in the test directory. */
+static bool no_temporaries(void)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q '\\.tmp-'", dir);
+	return system(cmd) != 0;
+}
+
+static bool file_holds(const char *p, const char *want)
+{
+	char buf[64] = {0};
+	FILE *f = fopen(p, "rb");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	return n == strlen(want) && !memcmp(buf, want, n);
+}
+
+TEST(atomic_write_replaces_only_on_commit)
+{
+	const char *p = path_of("state");
+	write_file(p, "old", 3);
+	struct file_atomic a;
+	CHECK_EQ(file_atomic_open(&a, p), 0);
+	CHECK_EQ(file_write_all(a.fd, "new contents", 12), 0);
+	CHECK(file_holds(p, "old")); /* not yet */
+	CHECK_EQ(file_atomic_commit(&a), 0);
+	CHECK(file_holds(p, "new contents"));
+	CHECK(no_temporaries());
+	/* an abort leaves the old file and no temporary */
+	CHECK_EQ(file_atomic_open(&a, p), 0);
+	CHECK_EQ(file_write_all(a.fd, "half", 4), 0);
+	file_atomic_abort(&a);
+	CHECK(file_holds(p, "new contents"));
+	CHECK(no_temporaries());
+	file_atomic_abort(&a); /* twice is harmless */
+	/* a directory that does not exist */
+	char missing[256];
+	snprintf(missing, sizeof(missing), "%s/no/such/dir/file", dir);
+	CHECK_EQ(file_atomic_open(&a, missing), -ENOENT);
+	/* a relative name works in the current directory */
+	char cwd[512];
+	CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+	CHECK_EQ(chdir(dir), 0);
+	CHECK_EQ(file_atomic_open(&a, "rel"), 0);
+	CHECK_EQ(file_write_all(a.fd, "r", 1), 0);
+	CHECK_EQ(file_atomic_commit(&a), 0);
+	CHECK_EQ(chdir(cwd), 0);
+	CHECK(file_holds(path_of("rel"), "r"));
+	unlink(path_of("rel"));
+	unlink(p);
+}
+
+TEST(atomic_write_out_of_space_keeps_the_old_file)
+{
+	const char *p = path_of("big-state");
+	write_file(p, "old", 3);
+	struct file_atomic a;
+	CHECK_EQ(file_atomic_open(&a, p), 0);
+	struct rlimit old, lim;
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim.rlim_cur = 4096;
+	lim.rlim_max = old.rlim_max;
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	static char block[8192];
+	int r = file_write_all(a.fd, block, sizeof(block));
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, prev);
+	CHECK_EQ(r, -EFBIG);
+	file_atomic_abort(&a);
+	CHECK(file_holds(p, "old"));
+	CHECK(no_temporaries());
+	unlink(p);
 }
 
 TEST(image_refuses_fifo_dir_empty_and_big)
