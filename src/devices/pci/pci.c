@@ -7,10 +7,13 @@
 #include "pci.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../../snapshot/format.h"
 #include "../../util/bytes.h"
+#include "../../util/str.h"
 
 /* CONFIG_ADDRESS (PCI 3.0 §3.2.2.3.2): bit 31 enable, 23:16 bus, 15:11
  * device, 10:8 function, 7:2 register; 30:24 reserved, 1:0 read 0. */
@@ -687,15 +690,23 @@ static void flush_pending_locked(struct pci_msix *m)
 	}
 }
 
-/* The guest wrote the message control word (pb->lock held). */
-static void msix_control_written(struct pci_msix *m)
+/* Take enable and function mask from the control word in config space,
+ * then bring routes up to date and fire what became deliverable (pb->lock
+ * and m->lock held). */
+static void control_apply_locked(struct pci_msix *m)
 {
 	uint16_t ctl = pci_get16(m->pd, m->cap + PCI_MSIX_FLAGS);
-	pthread_mutex_lock(&m->lock);
 	m->enabled = ctl & PCI_MSIX_FLAGS_ENABLE;
 	m->masked = ctl & PCI_MSIX_FLAGS_MASKALL;
 	kick_locked(m);
 	flush_pending_locked(m);
+}
+
+/* The guest wrote the message control word (pb->lock held). */
+static void msix_control_written(struct pci_msix *m)
+{
+	pthread_mutex_lock(&m->lock);
+	control_apply_locked(m);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -884,4 +895,242 @@ bool pci_msix_enabled(struct pci_msix *m)
 	bool on = m->enabled;
 	pthread_mutex_unlock(&m->lock);
 	return on;
+}
+
+/* ---- snapshot state ------------------------------------------------------- */
+
+#define PBA_WORDS(nvec) (((uint32_t)(nvec) + 63) / 64)
+
+void pci_dev_state_get(struct pci_dev *pd, struct pci_dev_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	struct pci_bus *pb = pd->bus;
+	if (pb)
+		pthread_mutex_lock(&pb->lock);
+	for (uint32_t i = 0; i < PCI_CFG_SIZE; i++)
+		st->cfg[i] = pd->cfg[i];
+	struct pci_msix *m = pd->msix;
+	if (m) {
+		pthread_mutex_lock(&m->lock);
+		st->nvec = m->nvec;
+		for (uint16_t v = 0; v < m->nvec; v++) {
+			st->vec[v].addr_lo = m->vec[v].addr_lo;
+			st->vec[v].addr_hi = m->vec[v].addr_hi;
+			st->vec[v].data = m->vec[v].data;
+			st->vec[v].ctrl = m->vec[v].ctrl;
+		}
+		for (uint32_t i = 0; i < PBA_WORDS(m->nvec); i++)
+			st->pba[i] = m->pba[i];
+		/* an interrupt waiting for the loop: the loop would deliver it
+		 * (or make it pending) unless MSI-X is off, when it drops it;
+		 * saved as pending, put delivers it */
+		for (uint16_t v = 0; v < m->nvec && m->enabled; v++)
+			if (bit_get(m->deferred, v))
+				bit_set(st->pba, v, true);
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (pb)
+		pthread_mutex_unlock(&pb->lock);
+}
+
+void pci_dev_state_encode(const struct pci_dev_state *st, struct snap_writer *w)
+{
+	snap_put_bytes(w, st->cfg, PCI_CFG_SIZE);
+	snap_put_u16(w, st->nvec);
+	for (uint16_t v = 0; v < st->nvec && v < PCI_MSIX_MAX_VECTORS; v++) {
+		snap_put_u32(w, st->vec[v].addr_lo);
+		snap_put_u32(w, st->vec[v].addr_hi);
+		snap_put_u32(w, st->vec[v].data);
+		snap_put_u32(w, st->vec[v].ctrl);
+	}
+	for (uint32_t i = 0; i < PBA_WORDS(st->nvec) && i < PBA_WORDS(PCI_MSIX_MAX_VECTORS); i++)
+		snap_put_u64(w, st->pba[i]);
+}
+
+/* Name config byte @off of @pd for a message ("device ID", "BAR2",
+ * "capability 0x11 at 0x40", ...). */
+static void cfg_field_name(const struct pci_dev *pd, uint32_t off, char *buf, size_t n)
+{
+	static const struct {
+		uint8_t off, len;
+		const char *name;
+	} hdr[] = {
+		{PCI_VENDOR_ID, 2, "vendor ID"},
+		{PCI_DEVICE_ID, 2, "device ID"},
+		{PCI_COMMAND, 2, "command"},
+		{PCI_STATUS, 2, "status"},
+		{PCI_REVISION_ID, 1, "revision ID"},
+		{PCI_CLASS_PROG, 3, "class code"},
+		{PCI_CACHE_LINE_SIZE, 1, "cache line size"},
+		{PCI_LATENCY_TIMER, 1, "latency timer"},
+		{PCI_HEADER_TYPE, 1, "header type"},
+		{PCI_BIST, 1, "BIST"},
+		{PCI_CARDBUS_CIS, 4, "CardBus CIS pointer"},
+		{PCI_SUBSYSTEM_VENDOR_ID, 2, "subsystem vendor ID"},
+		{PCI_SUBSYSTEM_ID, 2, "subsystem ID"},
+		{PCI_ROM_ADDRESS, 4, "expansion ROM BAR"},
+		{PCI_CAPABILITY_LIST, 1, "capability pointer"},
+		{PCI_INTERRUPT_LINE, 1, "interrupt line"},
+		{PCI_INTERRUPT_PIN, 1, "interrupt pin"},
+		{PCI_MIN_GNT, 1, "min grant"},
+		{PCI_MAX_LAT, 1, "max latency"},
+	};
+	if (off >= PCI_BASE_ADDRESS_0 && off < PCI_BASE_ADDRESS_0 + 4 * PCI_NUM_BARS) {
+		snprintf(buf, n, "BAR%u", (off - PCI_BASE_ADDRESS_0) / 4);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(hdr) / sizeof(hdr[0]); i++) {
+		if (off >= hdr[i].off && off < (uint32_t)hdr[i].off + hdr[i].len) {
+			snprintf(buf, n, "%s", hdr[i].name);
+			return;
+		}
+	}
+	if (off < PCI_CAP_START) {
+		snprintf(buf, n, "reserved header byte");
+		return;
+	}
+	/* capabilities were appended in ascending order (pci_add_cap): the
+	 * one holding @off is the last starting at or before it */
+	uint32_t cap = 0;
+	for (uint32_t p = pd->cfg[PCI_CAPABILITY_LIST], hops = 0;
+	     p >= PCI_CAP_START && p + 1 < PCI_CFG_SIZE && hops < PCI_CFG_SIZE / 4;
+	     p = pd->cfg[p + 1], hops++)
+		if (p <= off)
+			cap = p;
+	if (cap && off < pd->cap_end)
+		snprintf(buf, n, "capability 0x%02x at 0x%02x", pd->cfg[cap], cap);
+	else
+		snprintf(buf, n, "unused");
+}
+
+int pci_dev_state_decode(struct snap_cursor *c, const struct pci_dev *pd, struct pci_dev_state *st,
+			 char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	snap_get_bytes(c, st->cfg, PCI_CFG_SIZE);
+	st->nvec = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "pci config space truncated");
+	uint16_t nvec = pd->msix ? pd->msix->nvec : 0;
+	if (st->nvec != nvec)
+		return err_set(err, errlen, -EINVAL, "MSI-X: %u vectors saved, this device has %u",
+			       st->nvec, nvec);
+	for (uint16_t v = 0; v < st->nvec; v++) {
+		st->vec[v].addr_lo = snap_get_u32(c);
+		st->vec[v].addr_hi = snap_get_u32(c);
+		st->vec[v].data = snap_get_u32(c);
+		st->vec[v].ctrl = snap_get_u32(c);
+	}
+	for (uint32_t i = 0; i < PBA_WORDS(st->nvec); i++)
+		st->pba[i] = snap_get_u64(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "MSI-X state truncated");
+	/* only what config writes can change: the bits of wmask */
+	for (uint32_t off = 0; off < PCI_CFG_SIZE; off++) {
+		uint8_t ro = (uint8_t)~pd->wmask[off];
+		if (!((st->cfg[off] ^ pd->cfg[off]) & ro))
+			continue;
+		char name[48];
+		cfg_field_name(pd, off, name, sizeof(name));
+		return err_set(err, errlen, -EINVAL,
+			       "pci config byte 0x%02x (%s) is 0x%02x: its read-only bits (0x%02x) "
+			       "differ from this device's 0x%02x",
+			       off, name, st->cfg[off], ro, pd->cfg[off]);
+	}
+	/* entries as a table write leaves them */
+	for (uint16_t v = 0; v < st->nvec; v++) {
+		if (st->vec[v].addr_lo & 3u)
+			return err_set(err, errlen, -EINVAL,
+				       "MSI-X vector %u: message address low 0x%08x has bits 1:0 set", v,
+				       st->vec[v].addr_lo);
+		if (st->vec[v].ctrl & ~PCI_MSIX_ENTRY_CTRL_MASK)
+			return err_set(err, errlen, -EINVAL,
+				       "MSI-X vector %u: vector control 0x%08x has reserved bits set", v,
+				       st->vec[v].ctrl);
+	}
+	for (uint32_t i = 0; i < PBA_WORDS(st->nvec); i++) {
+		uint32_t below = st->nvec - 64 * i; /* vectors this word covers */
+		uint64_t valid = below >= 64 ? ~0ull : (1ull << below) - 1;
+		if (st->pba[i] & ~valid)
+			return err_set(err, errlen, -EINVAL,
+				       "MSI-X PBA word %u: pending bits 0x%016llx at or above vector %u",
+				       i, (unsigned long long)(st->pba[i] & ~valid), st->nvec);
+	}
+	return 0;
+}
+
+int pci_dev_state_put(struct pci_dev *pd, const struct pci_dev_state *st)
+{
+	struct pci_msix *m = pd->msix;
+	if (st->nvec != (m ? m->nvec : 0))
+		return -EINVAL;
+	struct pci_bus *pb = pd->bus;
+	if (pb)
+		pthread_mutex_lock(&pb->lock);
+	/* through the write mask, like a guest's config write: read-only
+	 * bits stay this device's whatever @st holds */
+	for (uint32_t i = 0; i < PCI_CFG_SIZE; i++) {
+		uint8_t wm = pd->wmask[i];
+		pd->cfg[i] = (uint8_t)((pd->cfg[i] & ~wm) | (st->cfg[i] & wm));
+	}
+	if (pb)
+		update_bars(pb, pd, false);
+	if (m) {
+		pthread_mutex_lock(&m->lock);
+		for (uint16_t v = 0; v < m->nvec; v++) {
+			struct pci_msix_vector *e = &m->vec[v];
+			e->addr_lo = st->vec[v].addr_lo & ~3u;
+			e->addr_hi = st->vec[v].addr_hi;
+			e->data = st->vec[v].data;
+			e->ctrl = st->vec[v].ctrl & PCI_MSIX_ENTRY_CTRL_MASK;
+			e->route_failed = false; /* a new message: worth a try */
+		}
+		for (uint32_t i = 0; i < PBA_WORDS(PCI_MSIX_MAX_VECTORS); i++) {
+			m->pba[i] = i < PBA_WORDS(m->nvec) ? st->pba[i] : 0;
+			m->deferred[i] = 0;
+		}
+		for (uint16_t v = m->nvec; v < 64 * PBA_WORDS(m->nvec); v++)
+			bit_set(m->pba, v, false);
+		/* as after a control write: routes of deliverable vectors
+		 * updated (the loop, or here), pending deliverable ones fired */
+		control_apply_locked(m);
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (pb)
+		pthread_mutex_unlock(&pb->lock);
+	return 0;
+}
+
+void pci_bus_state_get(struct pci_bus *pb, struct pci_bus_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->config_address = __atomic_load_n(&pb->config_address, __ATOMIC_RELAXED);
+	pci_dev_state_get(&pb->host, &st->host);
+}
+
+void pci_bus_state_encode(const struct pci_bus_state *st, struct snap_writer *w)
+{
+	snap_put_u32(w, st->config_address);
+	pci_dev_state_encode(&st->host, w);
+}
+
+int pci_bus_state_decode(struct snap_cursor *c, const struct pci_bus *pb,
+			 struct pci_bus_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->config_address = snap_get_u32(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "pci bus state truncated");
+	if (st->config_address & ~CONFIG_ADDRESS_MASK)
+		return err_set(err, errlen, -EINVAL,
+			       "pci CONFIG_ADDRESS 0x%08x has bits set that the register keeps 0",
+			       st->config_address);
+	return pci_dev_state_decode(c, &pb->host, &st->host, err, errlen);
+}
+
+int pci_bus_state_put(struct pci_bus *pb, const struct pci_bus_state *st)
+{
+	__atomic_store_n(&pb->config_address, st->config_address & CONFIG_ADDRESS_MASK,
+			 __ATOMIC_RELAXED);
+	return pci_dev_state_put(&pb->host, &st->host);
 }

@@ -140,6 +140,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../../util/log.h"
@@ -439,5 +440,88 @@ int pci_msix_notify(struct pci_msix *m, uint16_t vec);
 
 /* MSI-X enable bit as last written by the guest. */
 bool pci_msix_enabled(struct pci_msix *m);
+
+/* ---- snapshot state ------------------------------------------------------- */
+
+struct snap_writer;
+struct snap_cursor;
+
+/*
+ * Snapshot state of one function (docs/snapshot-format.md, "PCI and virtio
+ * transports"): its 256 bytes of configuration space as the guest sees
+ * them (BAR addresses and COMMAND included, so where the BARs are mapped
+ * follows) and, if it has MSI-X, every table entry as the guest wrote it
+ * and the pending bits.  MSI-X enable and function mask are bits of the
+ * control word in the configuration space.  The MSI routes (handles,
+ * eventfds, what the platform was last told) are host resources: never
+ * saved; put brings them up to date as a table write does.
+ *
+ *   pci_dev_state_get     copy it out (pb->lock, then the MSI-X lock).  An
+ *                         interrupt still waiting for the loop (m->deferred)
+ *                         is saved as pending (dropped if MSI-X is off, as
+ *                         the loop would), so put delivers it;
+ *   pci_dev_state_encode  field by field: cfg[256], u16 vector count (0: no
+ *                         MSI-X), per vector u32 addr_lo, addr_hi, data,
+ *                         ctrl, then the PBA as ceil(count / 64) u64 words;
+ *   pci_dev_state_decode  read and check against the live function @pd
+ *                         (pure; the caller checks the cursor at the end):
+ *                         every bit the guest cannot write (wmask 0) equals
+ *                         @pd's - identifiers, read-only command and status
+ *                         bits, BAR types and sizes, capability list and
+ *                         contents, MSI-X table size/BIR/offsets - the
+ *                         vector count is @pd's, an entry's address bits 1:0
+ *                         and control bits 31:1 are 0 (what a table write
+ *                         leaves) and no pending bit is set at or above the
+ *                         vector count.  0 or -EINVAL with a message naming
+ *                         the field;
+ *   pci_dev_state_put     make @pd hold it (no vCPU running): the config
+ *                         space is copied and then treated as a guest's
+ *                         config write would be - BARs mapped where the
+ *                         BAR registers and COMMAND say (the device's
+ *                         bar_mapped hook runs), the MSI-X control word
+ *                         applied - the table entries and pending bits
+ *                         restored, the routes of deliverable vectors
+ *                         brought up to date (on the loop through m->work,
+ *                         or here without deferral) and a pending vector
+ *                         that is deliverable fired.  The device's cfg_write
+ *                         hook is not called (it would replay an access such
+ *                         as virtio's PCI_CFG window).  0, or -EINVAL for a
+ *                         state not decoded against @pd.
+ */
+struct pci_msix_vector_state {
+	uint32_t addr_lo, addr_hi, data, ctrl;
+};
+
+struct pci_dev_state {
+	uint8_t cfg[PCI_CFG_SIZE];
+	uint16_t nvec; /* MSI-X vectors, 0: no MSI-X */
+	struct pci_msix_vector_state vec[PCI_MSIX_MAX_VECTORS];
+	uint64_t pba[(PCI_MSIX_MAX_VECTORS + 63) / 64];
+};
+
+void pci_dev_state_get(struct pci_dev *pd, struct pci_dev_state *st);
+void pci_dev_state_encode(const struct pci_dev_state *st, struct snap_writer *w);
+int pci_dev_state_decode(struct snap_cursor *c, const struct pci_dev *pd, struct pci_dev_state *st,
+			 char *err, size_t errlen);
+int pci_dev_state_put(struct pci_dev *pd, const struct pci_dev_state *st);
+
+/*
+ * Snapshot state of the bus itself: CONFIG_ADDRESS (a guest may be paused
+ * between its write to 0xcf8 and its access to 0xcfc) and the host
+ * bridge's function state (its command, cache line size and interrupt
+ * line are writable).  Encoding: u32 CONFIG_ADDRESS, then the host
+ * bridge's pci_dev_state.  Decode checks that only the bits CONFIG_ADDRESS
+ * keeps are set (bit 31, 23:2) and the host bridge as above.
+ */
+struct pci_bus_state {
+	uint32_t config_address;
+	struct pci_dev_state host;
+};
+
+void pci_bus_state_get(struct pci_bus *pb, struct pci_bus_state *st);
+void pci_bus_state_encode(const struct pci_bus_state *st, struct snap_writer *w);
+int pci_bus_state_decode(struct snap_cursor *c, const struct pci_bus *pb,
+			 struct pci_bus_state *st, char *err, size_t errlen);
+int pci_bus_state_put(struct pci_bus *pb, const struct pci_bus_state *st);
 
 #endif

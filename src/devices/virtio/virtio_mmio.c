@@ -17,6 +17,7 @@
 #include "../../event/loop.h"
 #include "../../util/bytes.h"
 #include "../../util/log.h"
+#include "../../util/str.h"
 
 static struct ratelimit bad_access_rl;
 static struct ratelimit refuse_rl;
@@ -547,4 +548,146 @@ int virtio_mmio_cmdline(char *buf, size_t len, uint64_t base, uint32_t gsi)
 	if ((size_t)n >= len)
 		return -ENOSPC;
 	return n;
+}
+
+/* ---- snapshot state ---------------------------------------------------------- */
+
+#define INT_DEFINED (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)
+
+int virtio_mmio_state_get(struct virtio_mmio *t, struct virtio_mmio_state *st)
+{
+	if (!t || !t->d)
+		return -EINVAL;
+	memset(st, 0, sizeof(*st));
+	struct virtio_dev *d = t->d;
+	pthread_mutex_lock(&d->lock);
+	if (d->reset_pending) {
+		pthread_mutex_unlock(&d->lock);
+		return -EBUSY;
+	}
+	st->queue_sel = t->queue_sel;
+	st->interrupt_status = t->interrupt_status;
+	st->reset_wait = t->reset_wait;
+	st->num_queues = d->num_queues;
+	for (uint16_t i = 0; i < d->num_queues; i++) {
+		st->q[i].num = t->q[i].num;
+		st->q[i].ready = t->q[i].ready;
+		st->q[i].desc = t->q[i].desc;
+		st->q[i].driver = t->q[i].driver;
+		st->q[i].device = t->q[i].device;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_mmio_state_encode(const struct virtio_mmio_state *st, struct snap_writer *w)
+{
+	snap_put_u32(w, st->queue_sel);
+	snap_put_u32(w, st->interrupt_status);
+	snap_put_u8(w, st->reset_wait);
+	snap_put_u16(w, st->num_queues);
+	for (uint16_t i = 0; i < st->num_queues && i < VIRTIO_MAX_QUEUES; i++) {
+		snap_put_u32(w, st->q[i].num);
+		snap_put_u8(w, st->q[i].ready);
+		snap_put_u64(w, st->q[i].desc);
+		snap_put_u64(w, st->q[i].driver);
+		snap_put_u64(w, st->q[i].device);
+	}
+}
+
+int virtio_mmio_state_decode(struct snap_cursor *c, const struct virtio_mmio *t,
+			     struct virtio_mmio_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->queue_sel = snap_get_u32(c);
+	st->interrupt_status = snap_get_u32(c);
+	st->reset_wait = snap_get_u8(c);
+	st->num_queues = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-mmio state truncated");
+	const struct virtio_dev *d = t->d;
+	if (st->num_queues != d->num_queues)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-mmio: %u queues saved, this device has %u", st->num_queues,
+			       d->num_queues);
+	for (uint16_t i = 0; i < st->num_queues; i++) {
+		st->q[i].num = snap_get_u32(c);
+		st->q[i].ready = snap_get_u8(c);
+		st->q[i].desc = snap_get_u64(c);
+		st->q[i].driver = snap_get_u64(c);
+		st->q[i].device = snap_get_u64(c);
+	}
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-mmio state truncated");
+	if (st->interrupt_status & ~INT_DEFINED)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-mmio: interrupt status 0x%" PRIx32 " has undefined bits set",
+			       st->interrupt_status);
+	if (st->reset_wait > 1)
+		return err_set(err, errlen, -EINVAL, "virtio-mmio: reset wait flag %u is not 0 or 1",
+			       st->reset_wait);
+	for (uint16_t i = 0; i < st->num_queues; i++) {
+		const struct virtio_mmio_queue_state *q = &st->q[i];
+		if (q->ready > 1)
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-mmio: queue %u: ready flag %u is not 0 or 1", i, q->ready);
+		if (q->ready && !queue_num_valid(q->num, d->queue_max))
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-mmio: queue %u is ready with size %" PRIu32
+				       " (a power of two up to %u)",
+				       i, q->num, d->queue_max);
+	}
+	return 0;
+}
+
+int virtio_mmio_state_check(const struct virtio_mmio_state *st,
+			    const struct virtio_dev_state *core, char *err, size_t errlen)
+{
+	if (st->num_queues != core->num_queues)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-mmio: %u queues, the core state has %u", st->num_queues,
+			       core->num_queues);
+	uint16_t sel = st->queue_sel < st->num_queues ? (uint16_t)st->queue_sel : 0xffff;
+	if (core->queue_sel != sel)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-mmio: queue select %" PRIu32 " but the core's is %u",
+			       st->queue_sel, core->queue_sel);
+	for (uint16_t i = 0; i < st->num_queues; i++) {
+		const struct virtio_mmio_queue_state *q = &st->q[i];
+		const struct virtq_state *v = &core->vqs[i];
+		if (q->ready != v->ready)
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-mmio: queue %u: ready %u but the core's queue ready %u",
+				       i, q->ready, v->ready);
+		if (q->ready && (q->num != v->size || q->desc != v->desc_gpa ||
+				 q->driver != v->avail_gpa || q->device != v->used_gpa))
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-mmio: queue %u: registers (size %" PRIu32
+				       ", desc %#" PRIx64 ", driver %#" PRIx64 ", device %#" PRIx64
+				       ") differ from the geometry the core's queue was enabled with",
+				       i, q->num, q->desc, q->driver, q->device);
+	}
+	return 0;
+}
+
+int virtio_mmio_state_put(struct virtio_mmio *t, const struct virtio_mmio_state *st)
+{
+	if (!t || !t->d || st->num_queues != t->d->num_queues)
+		return -EINVAL;
+	struct virtio_dev *d = t->d;
+	pthread_mutex_lock(&d->lock);
+	t->queue_sel = st->queue_sel;
+	d->queue_sel = st->queue_sel < d->num_queues ? (uint16_t)st->queue_sel : 0xffff;
+	t->interrupt_status = st->interrupt_status & INT_DEFINED;
+	t->reset_wait = st->reset_wait;
+	memset(t->q, 0, sizeof(t->q));
+	for (uint16_t i = 0; i < d->num_queues; i++) {
+		t->q[i].num = st->q[i].num;
+		t->q[i].ready = st->q[i].ready;
+		t->q[i].desc = st->q[i].desc;
+		t->q[i].driver = st->q[i].driver;
+		t->q[i].device = st->q[i].device;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
 }

@@ -277,4 +277,65 @@ int virtio_mmio_acpi_aml(struct aml *a, int index, uint64_t base, uint32_t gsi);
  */
 int virtio_mmio_cmdline(char *buf, size_t len, uint64_t base, uint32_t gsi);
 
+/*
+ * Snapshot state of the transport (docs/snapshot-format.md, "PCI and virtio
+ * transports"): QueueSel as written, InterruptStatus, whether a reset's
+ * completion is still to be noticed (reset_wait), and every queue's
+ * registers as the driver wrote them (struct virtio_mmio_queue).  The
+ * virtio core's state (virtio_dev_state_*) and the device's own are
+ * separate; the machine writes transport, core and device state into one
+ * section.  The window's place and GSI come from the configuration; the
+ * irqfd, eventfds and ioeventfds are host resources: none is saved.
+ *
+ *   virtio_mmio_state_get     under d->lock; -EBUSY while the device's reset
+ *                             is in progress (as virtio_dev_state_get);
+ *   virtio_mmio_state_encode  u32 QueueSel, u32 InterruptStatus, u8
+ *                             reset_wait, u16 queue count, then per queue
+ *                             u32 QueueNum, u8 QueueReady, u64 QueueDesc,
+ *                             QueueDriver, QueueDevice;
+ *   virtio_mmio_state_decode  read and check against the live transport @t
+ *                             (pure; the caller checks the cursor at the end):
+ *                             InterruptStatus has only VRING and CONFIG,
+ *                             reset_wait and every QueueReady are 0 or 1, the
+ *                             queue count is the device's, and a ready
+ *                             queue's QueueNum is one queue_ready_write
+ *                             accepts (a power of two up to queue_max).
+ *                             QueueSel, a queue that is not ready's QueueNum
+ *                             and all addresses may hold anything a driver
+ *                             can write (rings are checked at activation, and
+ *                             active ones by virtio_dev_state_decode);
+ *   virtio_mmio_state_check   with the core's state decoded from the same
+ *                             snapshot: what the core mirrors agrees - its
+ *                             queue select is QueueSel (0xffff when that names
+ *                             no queue), each queue is ready in both or in
+ *                             neither, and a ready queue's size and ring
+ *                             addresses are the registers it was enabled with;
+ *   virtio_mmio_state_put     make @t hold it (no vCPU running; under
+ *                             d->lock).  Fires no interrupt: an edge fired
+ *                             before the snapshot is in the interrupt
+ *                             controller's saved state, and a bit still set
+ *                             needs no new edge (see "Interrupts").
+ */
+struct virtio_mmio_queue_state {
+	uint32_t num;
+	uint8_t ready;
+	uint64_t desc, driver, device;
+};
+
+struct virtio_mmio_state {
+	uint32_t queue_sel;
+	uint32_t interrupt_status;
+	uint8_t reset_wait;
+	uint16_t num_queues;
+	struct virtio_mmio_queue_state q[VIRTIO_MAX_QUEUES];
+};
+
+int virtio_mmio_state_get(struct virtio_mmio *t, struct virtio_mmio_state *st);
+void virtio_mmio_state_encode(const struct virtio_mmio_state *st, struct snap_writer *w);
+int virtio_mmio_state_decode(struct snap_cursor *c, const struct virtio_mmio *t,
+			     struct virtio_mmio_state *st, char *err, size_t errlen);
+int virtio_mmio_state_check(const struct virtio_mmio_state *st,
+			    const struct virtio_dev_state *core, char *err, size_t errlen);
+int virtio_mmio_state_put(struct virtio_mmio *t, const struct virtio_mmio_state *st);
+
 #endif

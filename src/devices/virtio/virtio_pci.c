@@ -13,6 +13,7 @@
 #include "../../event/loop.h"
 #include "../../util/bytes.h"
 #include "../../util/log.h"
+#include "../../util/str.h"
 
 static struct ratelimit vp_rl;
 
@@ -623,4 +624,105 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 	close_notify(vp);
 	pci_msix_destroy(&vp->msix);
 	vp->d = NULL;
+}
+
+/* ---- snapshot state ---------------------------------------------------------- */
+
+int virtio_pci_state_get(struct virtio_pci *vp, struct virtio_pci_state *st)
+{
+	if (!vp || !vp->d)
+		return -EINVAL;
+	memset(st, 0, sizeof(*st));
+	pci_dev_state_get(&vp->pd, &st->pci);
+	struct virtio_dev *d = vp->d;
+	pthread_mutex_lock(&d->lock);
+	st->num_queues = d->num_queues;
+	st->config_vec = vec_load(&vp->config_vec);
+	for (uint16_t q = 0; q < d->num_queues; q++)
+		st->queue_vec[q] = vec_load(&vp->queue_vec[q]);
+	st->isr = __atomic_load_n(&vp->isr, __ATOMIC_ACQUIRE);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_pci_state_encode(const struct virtio_pci_state *st, struct snap_writer *w)
+{
+	pci_dev_state_encode(&st->pci, w);
+	snap_put_u16(w, st->config_vec);
+	snap_put_u16(w, st->num_queues);
+	for (uint16_t q = 0; q < st->num_queues && q < VIRTIO_MAX_QUEUES; q++)
+		snap_put_u16(w, st->queue_vec[q]);
+	snap_put_u8(w, st->isr);
+}
+
+/* A vector the driver could have left in a vector register: one of the
+ * device's, or NO_VECTOR (vec_store). */
+static bool vec_valid(const struct virtio_pci *vp, uint16_t v)
+{
+	return v == VIRTIO_MSI_NO_VECTOR || v < nvectors(vp);
+}
+
+int virtio_pci_state_decode(struct snap_cursor *c, const struct virtio_pci *vp,
+			    struct virtio_pci_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	int rc = pci_dev_state_decode(c, &vp->pd, &st->pci, err, errlen);
+	if (rc)
+		return rc;
+	st->config_vec = snap_get_u16(c);
+	st->num_queues = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-pci state truncated");
+	if (st->num_queues != vp->d->num_queues)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-pci: %u queue vectors saved, this device has %u queues",
+			       st->num_queues, vp->d->num_queues);
+	for (uint16_t q = 0; q < st->num_queues; q++)
+		st->queue_vec[q] = snap_get_u16(c);
+	st->isr = snap_get_u8(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-pci state truncated");
+	if (!vec_valid(vp, st->config_vec))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-pci: config vector %u (the device has %u vectors; 0x%x: none)",
+			       st->config_vec, nvectors(vp), VIRTIO_MSI_NO_VECTOR);
+	for (uint16_t q = 0; q < st->num_queues; q++)
+		if (!vec_valid(vp, st->queue_vec[q]))
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-pci: queue %u vector %u (the device has %u vectors; "
+				       "0x%x: none)",
+				       q, st->queue_vec[q], nvectors(vp), VIRTIO_MSI_NO_VECTOR);
+	if (st->isr & ~(VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG))
+		return err_set(err, errlen, -EINVAL, "virtio-pci: ISR 0x%02x has undefined bits set",
+			       st->isr);
+	return 0;
+}
+
+int virtio_pci_state_put(struct virtio_pci *vp, const struct virtio_pci_state *st)
+{
+	if (!vp || !vp->d || st->num_queues != vp->d->num_queues || st->pci.nvec != nvectors(vp))
+		return -EINVAL; /* not decoded against @vp: change nothing */
+	struct virtio_dev *d = vp->d;
+	pthread_mutex_lock(&d->lock);
+	vec_store(vp, &vp->config_vec, st->config_vec);
+	for (uint16_t q = 0; q < d->num_queues; q++)
+		vec_store(vp, &vp->queue_vec[q], st->queue_vec[q]);
+	__atomic_store_n(&vp->isr, st->isr & (VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG),
+			 __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&d->lock);
+	/* the BAR goes where the config space says: vp_bar_mapped records it
+	 * and queues bar_work when the mapping changes */
+	int rc = pci_dev_state_put(&vp->pd, &st->pci);
+	if (rc)
+		return rc;
+	/* and the ioeventfds follow it in any case (sync_ioeventfds only
+	 * changes what differs), as vp_bar_mapped would have them */
+	struct pci_bus *pb = vp->pd.bus;
+	if (pb)
+		pthread_mutex_lock(&pb->lock);
+	if (platform_defer(vp->p, &vp->bar_work))
+		sync_ioeventfds(vp);
+	if (pb)
+		pthread_mutex_unlock(&pb->lock);
+	return 0;
 }

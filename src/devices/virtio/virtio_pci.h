@@ -104,6 +104,7 @@
 #define VISOR_DEVICES_VIRTIO_VIRTIO_PCI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../pci/pci.h"
@@ -229,5 +230,48 @@ void virtio_pci_destroy(struct virtio_pci *vp);
 
 /* The PCI class code this transport uses for virtio device type @id. */
 uint32_t virtio_pci_class(uint32_t device_id);
+
+/*
+ * Snapshot state of the transport (docs/snapshot-format.md, "PCI and virtio
+ * transports"): the PCI function (config space, MSI-X table and pending
+ * bits: pci_dev_state), the MSI-X vector the driver chose for the config
+ * change interrupt and for each queue, and the ISR byte.  The virtio core's
+ * state (virtio_dev_state_*) and the device's own are separate; the
+ * machine writes transport, core and device state into one section.
+ * Eventfds, ioeventfds and MSI routes are host resources: not saved.
+ *
+ *   virtio_pci_state_get     under pb->lock and the MSI-X lock (the
+ *                            function), then d->lock (vectors, ISR);
+ *   virtio_pci_state_encode  pci_dev_state, then u16 config vector, u16
+ *                            queue count, one u16 vector per queue, u8 ISR;
+ *   virtio_pci_state_decode  read and check against the live transport @vp
+ *                            (pure; the caller checks the cursor at the end):
+ *                            the function as pci_dev_state_decode (same
+ *                            identity, BAR, capabilities and MSI-X vector
+ *                            count as @vp's), the queue count is the
+ *                            device's, every vector is one of the device's
+ *                            (< num_queues + 1) or VIRTIO_MSI_NO_VECTOR,
+ *                            and the ISR has only its two defined bits;
+ *   virtio_pci_state_put     make @vp hold it (no vCPU running): the vectors
+ *                            and ISR, then pci_dev_state_put (BAR mapped as
+ *                            the config space says, through vp_bar_mapped;
+ *                            MSI-X as after the guest's writes), and the
+ *                            ioeventfds are made to follow the BAR (bar_work
+ *                            on the loop, or here without deferral) even if
+ *                            the mapping did not change.  0 or -EINVAL.
+ */
+struct virtio_pci_state {
+	struct pci_dev_state pci;
+	uint16_t config_vec;
+	uint16_t num_queues;
+	uint16_t queue_vec[VIRTIO_MAX_QUEUES];
+	uint8_t isr;
+};
+
+int virtio_pci_state_get(struct virtio_pci *vp, struct virtio_pci_state *st);
+void virtio_pci_state_encode(const struct virtio_pci_state *st, struct snap_writer *w);
+int virtio_pci_state_decode(struct snap_cursor *c, const struct virtio_pci *vp,
+			    struct virtio_pci_state *st, char *err, size_t errlen);
+int virtio_pci_state_put(struct virtio_pci *vp, const struct virtio_pci_state *st);
 
 #endif
