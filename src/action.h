@@ -54,6 +54,23 @@ enum vm_action_kind {
 	ACT_PUT_LOGGER,         /* a.logger */
 	ACT_PUT_METRICS,        /* a.metrics */
 	ACT_PUT_SERIAL,         /* a.serial_out */
+	ACT_SNAPSHOT_CREATE,    /* a.snap: PUT /snapshot/create (paused VM) */
+	ACT_SNAPSHOT_LOAD,      /* a.load: PUT /snapshot/load (fresh process) */
+};
+#define ACT_KIND_COUNT (ACT_SNAPSHOT_LOAD + 1)
+
+/* PUT /snapshot/load: where the snapshot is and how to bring it back. */
+struct snapshot_load {
+	char state_path[CONFIG_PATH_MAX];
+	char mem_path[CONFIG_PATH_MAX]; /* the memory file (backend File) */
+	bool track_dirty_pages, resume_vm, clock_realtime;
+	uint32_t nnet;                  /* network_overrides */
+	struct {
+		char iface[CONFIG_ID_MAX + 1];
+		char tap[16];
+	} net[CONFIG_MAX_NICS];
+	bool has_vsock_uds;             /* vsock_override */
+	char vsock_uds[108];
 };
 
 struct vm_action {
@@ -84,6 +101,11 @@ struct vm_action {
 		struct logger_config logger;
 		struct metrics_config metrics;
 		char serial_out[CONFIG_PATH_MAX];
+		struct {
+			char state_path[CONFIG_PATH_MAX];
+			char mem_path[CONFIG_PATH_MAX];
+		} snap;
+		struct snapshot_load load;
 	} u;
 };
 
@@ -110,6 +132,11 @@ struct vm_reply {
 	uint64_t uptime_ms;          /* since InstanceStart, 0 before */
 	struct vm_config config;     /* GET /vm/config, /machine-config, /balloon */
 	struct balloon_stats_reply balloon;
+	/* end the process with @exit_code once this reply has been sent (a
+	 * failed snapshot load leaves nothing worth keeping, as in
+	 * Firecracker) */
+	bool exit_after;
+	int exit_code;
 };
 
 #endif

@@ -45,8 +45,12 @@
 #include "event/loop.h"
 #include "kvm/kvm.h"
 #include "kvm/platform_kvm.h"
+#include "arch/x86/vcpu_state.h"
+#include "arch/x86/vm_state.h"
 #include "mem/guest_mem.h"
 #include "metrics.h"
+#include "snapshot/config_section.h"
+#include "snapshot/format.h"
 #include "util/file.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
@@ -110,6 +114,7 @@ struct machine {
 	uint32_t parked;
 	uint32_t running_threads; /* vCPU threads that have not returned */
 	bool paused;
+	bool restoring;        /* built from a snapshot: no kernel, no boot registers */
 	uint64_t paused_clock; /* kvmclock when paused */
 	bool have_clock;
 
@@ -692,7 +697,7 @@ static int setup_vcpus(struct machine *vm)
 		int r = kvm_create_vcpu(&vm->kvm, (int)i, &c->kv);
 		if (!r)
 			r = x86_vcpu_init(&vm->kvm, &c->kv, vm->ncpus);
-		if (!r && i == 0)
+		if (!r && i == 0 && !vm->restoring)
 			r = x86_vcpu_set_boot_regs(&c->kv, &vm->img);
 		if (r) {
 			log_error("cannot set up vCPU %u: %s", i, strerror(-r));
@@ -1144,9 +1149,16 @@ static int register_legacy(struct machine *vm)
 
 /* ---- the machine ------------------------------------------------------------ */
 
-struct machine *machine_create(const struct vm_config *cfg, const struct file_image *kernel,
-			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
-			       char *err, size_t errlen)
+static int restore_state(struct machine *vm, const struct snap_reader *rd, bool clock_realtime,
+			 char *err, size_t errlen);
+
+/* Build a machine: booted from cfg's kernel (@rd NULL) or restored from
+ * the snapshot @rd with guest memory from @mem_fd. */
+static struct machine *machine_build(const struct vm_config *cfg, const struct file_image *kernel,
+				     const struct snap_reader *rd, int mem_fd, bool clock_realtime,
+				     struct loop *loop,
+				     const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+				     size_t errlen)
 {
 	struct machine *vm = calloc(1, sizeof(*vm));
 	if (!vm) {
@@ -1169,13 +1181,20 @@ struct machine *machine_create(const struct vm_config *cfg, const struct file_im
 	/* Inputs first: a bad file or size is reported before touching KVM. */
 	if (check_host_memory(cfg->mem_size))
 		goto fail;
-	int r = guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
-	if (r) {
-		log_error("cannot allocate %llu MiB of guest memory: %s",
+	int r = rd ? guest_mem_init_file(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
+					 GPA_MMIO_HOLE_END)
+		   : guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
+	if (r == -ERANGE) {
+		log_error("the memory file is not %llu MiB, the snapshot's memory size",
+			  (unsigned long long)(cfg->mem_size >> 20));
+		goto fail;
+	} else if (r) {
+		log_error("cannot %s %llu MiB of guest memory: %s", rd ? "map" : "allocate",
 			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 		goto fail;
 	}
-	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || setup_guest_image(vm) ||
+	vm->restoring = rd != NULL;
+	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!rd && setup_guest_image(vm)) ||
 	    open_kvm(vm))
 		goto fail;
 	/* Without its deferred-set-up eventfd the platform would have vCPU
@@ -1191,6 +1210,13 @@ struct machine *machine_create(const struct vm_config *cfg, const struct file_im
 	vm->legacy_ready = true;
 	if (register_legacy(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
 		goto fail;
+	if (rd) {
+		char e[512];
+		if (restore_state(vm, rd, clock_realtime, e, sizeof(e))) {
+			log_error("%s", e);
+			goto fail;
+		}
+	}
 	/* The console last: it switches a terminal to raw mode. */
 	r = console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
 	if (r) {
@@ -1210,6 +1236,22 @@ fail:
 	err_set(err, errlen, 0, "%s", log_last_error()[0] ? log_last_error() : "cannot build the VM");
 	machine_destroy(vm);
 	return NULL;
+}
+
+struct machine *machine_create(const struct vm_config *cfg, const struct file_image *kernel,
+			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
+			       char *err, size_t errlen)
+{
+	return machine_build(cfg, kernel, NULL, -1, false, loop, hooks, start_ns, err, errlen);
+}
+
+struct machine *machine_restore(const struct vm_config *cfg, const struct snap_reader *rd,
+				int mem_fd, bool clock_realtime, struct loop *loop,
+				const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+				size_t errlen)
+{
+	return machine_build(cfg, NULL, rd, mem_fd, clock_realtime, loop, hooks, start_ns, err,
+			     errlen);
 }
 
 int machine_start(struct machine *vm)
@@ -1237,6 +1279,8 @@ int machine_start(struct machine *vm)
 		vm->in_eof = true;
 	} else {
 		vm->in_watched = true;
+		if (vm->paused) /* restored: console input waits for the resume */
+			loop_mod(vm->loop, vm->console.in_fd, 0);
 	}
 
 	/* vCPU threads get SIGUSR1 (the kick); every other thread blocks it. */
@@ -1644,5 +1688,219 @@ int machine_net_update(struct machine *vm, const struct net_config *n, bool rx, 
 	int rc = virtio_net_set_rate_limiters(r->dev, rx ? &n->rx_rl : NULL, tx ? &n->tx_rl : NULL);
 	if (rc)
 		err_set(err, errlen, 0, "network interface '%s': rate limiter: %s", n->id, strerror(-rc));
+	return rc;
+}
+
+/* ---- snapshots (event-loop thread) ------------------------------------------ */
+
+/* Every device that has guest-visible state must be able to save it: a
+ * device that cannot would be restored fresh, which is not a snapshot. */
+static int check_saveable(struct machine *vm, char *err, size_t errlen)
+{
+	for (uint32_t i = 0; i < vm->reg.n; i++) {
+		const struct dev_record *r = &vm->reg.r[i];
+		bool has = r->ops && r->ops->save && r->ops->load && r->ops->apply;
+		if (!has && r->cls == DEV_VIRTIO)
+			return err_set(err, errlen, -ENOTSUP,
+				       "%s \"%s\" cannot be saved in a snapshot yet", r->type, r->id);
+	}
+	return 0;
+}
+
+/* The state file's contents: config, VM-wide state, every vCPU, every
+ * device.  *buf (free it) / *len. */
+static int build_state(struct machine *vm, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_config_write(&vm->cfg, &w);
+	int rc = 0;
+	struct x86_vm_state *vs = calloc(1, sizeof(*vs));
+	struct x86_vcpu_state *cs = calloc(1, sizeof(*cs));
+	if (!vs || !cs) {
+		rc = err_set(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	char e[256];
+	if ((rc = x86_vm_state_get(&vm->kvm, vs, e, sizeof(e)))) {
+		err_set(err, errlen, rc, "%s", e);
+		goto out;
+	}
+	/* the guest's clock stopped when the VM paused, not now */
+	if (vm->have_clock) {
+		if ((vs->clock_flags & KVM_CLOCK_REALTIME) && vs->clock >= vm->paused_clock)
+			vs->clock_realtime -= vs->clock - vm->paused_clock;
+		vs->clock = vm->paused_clock;
+	}
+	snap_writer_section_begin(&w, X86_VM_STATE_ID, X86_VM_STATE_VERSION);
+	x86_vm_state_encode(vs, &w);
+	snap_writer_section_end(&w);
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		if ((rc = x86_vcpu_state_get(&vm->kvm, &vm->vcpus[i].kv, cs, e, sizeof(e)))) {
+			err_set(err, errlen, rc, "vCPU %u: %s", i, e);
+			goto out;
+		}
+		char id[SNAP_ID_FIELD];
+		snprintf(id, sizeof(id), "vcpu.%u", i);
+		snap_writer_section_begin(&w, id, X86_VCPU_STATE_VERSION);
+		x86_vcpu_state_encode(cs, &w);
+		snap_writer_section_end(&w);
+	}
+	if ((rc = registry_save_all(&vm->reg, &w, err, errlen)))
+		goto out;
+	if ((rc = snap_writer_finish(&w, buf, len)))
+		err_set(err, errlen, rc, "%s", snap_writer_error(&w));
+out:
+	snap_writer_free(&w);
+	free(vs);
+	free(cs);
+	return rc;
+}
+
+int machine_snapshot(struct machine *vm, const char *state_path, const char *mem_path, char *err,
+		     size_t errlen)
+{
+	if (!vm->paused)
+		return err_set(err, errlen, -EINVAL, "the microVM must be paused");
+	int rc = check_saveable(vm, err, errlen);
+	if (rc)
+		return rc;
+	/* set-up the guest asked for before the pause (MSI routes,
+	 * ioeventfds after a BAR move) is part of what is saved */
+	kvm_platform_drain(&vm->kp);
+	uint64_t t0 = now_ns();
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	if ((rc = build_state(vm, &buf, &len, err, errlen)))
+		return rc;
+	/* Both files complete and on disk under temporary names, the disks
+	 * flushed, then the memory file renamed, the state file last: a
+	 * state file under its final name always has its memory file. */
+	struct file_atomic mf, sf;
+	mf.fd = sf.fd = -1;
+	mf.tmp[0] = sf.tmp[0] = 0;
+	uint64_t written = 0;
+	const char *what = mem_path;
+	if ((rc = file_atomic_open(&mf, mem_path)) ||
+	    (rc = guest_mem_save_file(&vm->mem, mf.fd, &written)) || (rc = fsync(mf.fd) ? -errno : 0))
+		goto fail;
+	what = state_path;
+	if ((rc = file_atomic_open(&sf, state_path)) || (rc = file_write_all(sf.fd, buf, len)) ||
+	    (rc = fsync(sf.fd) ? -errno : 0))
+		goto fail;
+	what = "the disks";
+	if ((rc = registry_sync_all(&vm->reg)))
+		goto fail;
+	what = mem_path;
+	if ((rc = file_atomic_commit(&mf)))
+		goto fail;
+	what = state_path;
+	if ((rc = file_atomic_commit(&sf))) {
+		unlink(mem_path); /* no memory file without its state file */
+		goto fail;
+	}
+	free(buf);
+	log_info("snapshot: %zu bytes of state, %llu of %llu MiB of memory written in %llu ms",
+		 len, (unsigned long long)(written >> 20), (unsigned long long)(vm->mem.size >> 20),
+		 (unsigned long long)((now_ns() - t0) / 1000000));
+	return 0;
+fail:
+	file_atomic_abort(&mf);
+	file_atomic_abort(&sf);
+	free(buf);
+	return err_set(err, errlen, rc, "cannot write %s: %s", what, strerror(-rc));
+}
+
+/* Apply a snapshot to a machine just built from its configuration, before
+ * any vCPU ran: every section is decoded and checked first (VM state,
+ * vCPUs; the registry checks all devices before applying any), then
+ * devices (which drive their interrupt lines), the interrupt controllers,
+ * PIT and clock, and the vCPUs.  The machine stays paused. */
+static int restore_state(struct machine *vm, const struct snap_reader *rd, bool clock_realtime,
+			 char *err, size_t errlen)
+{
+	int rc = 0;
+	struct x86_vm_state *vs = calloc(1, sizeof(*vs));
+	struct x86_vcpu_state *cs = calloc(vm->ncpus, sizeof(*cs));
+	if (!vs || !cs) {
+		rc = err_set(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	uint32_t version;
+	const uint8_t *p;
+	size_t len;
+	char e[256];
+	struct snap_cursor c;
+	if (snap_reader_find(rd, X86_VM_STATE_ID, &version, &p, &len)) {
+		rc = err_set(err, errlen, -ENOENT, "no \"%s\" section", X86_VM_STATE_ID);
+		goto out;
+	}
+	snap_cursor_init(&c, p, len);
+	if ((rc = x86_vm_state_decode(&c, version, vs, e, sizeof(e))) ||
+	    (rc = snap_cursor_done(&c, X86_VM_STATE_ID, e, sizeof(e)))) {
+		err_set(err, errlen, rc, "%s", e);
+		goto out;
+	}
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		char id[SNAP_ID_FIELD];
+		snprintf(id, sizeof(id), "vcpu.%u", i);
+		if (snap_reader_find(rd, id, &version, &p, &len)) {
+			rc = err_set(err, errlen, -ENOENT, "no \"%s\" section", id);
+			goto out;
+		}
+		snap_cursor_init(&c, p, len);
+		if ((rc = x86_vcpu_state_decode(&c, version, &cs[i], e, sizeof(e))) ||
+		    (rc = snap_cursor_done(&c, id, e, sizeof(e)))) {
+			err_set(err, errlen, rc, "%s", e);
+			goto out;
+		}
+		if (cs[i].vcpu_id != i) {
+			rc = err_set(err, errlen, -EINVAL, "%s holds the state of vCPU %u", id,
+				     cs[i].vcpu_id);
+			goto out;
+		}
+	}
+	/* one vCPU more in the file than in the config is another machine */
+	char extra[SNAP_ID_FIELD];
+	snprintf(extra, sizeof(extra), "vcpu.%u", vm->ncpus);
+	if (!snap_reader_find(rd, extra, NULL, NULL, NULL)) {
+		rc = err_set(err, errlen, -EINVAL, "the snapshot has more vCPUs than its configuration");
+		goto out;
+	}
+	/* devices' gates closed: what the restored queues hold is looked at
+	 * when the VM resumes */
+	registry_pause_all(&vm->reg);
+	if ((rc = registry_restore_all(&vm->reg, rd, err, errlen)))
+		goto out;
+	if ((rc = x86_vm_state_set(&vm->kvm, vs, e, sizeof(e)))) {
+		err_set(err, errlen, rc, "%s", e);
+		goto out;
+	}
+	for (uint32_t i = 0; i < vm->ncpus; i++)
+		if ((rc = x86_vcpu_state_set(&vm->kvm, &vm->vcpus[i].kv, &cs[i], e, sizeof(e)))) {
+			err_set(err, errlen, rc, "vCPU %u: %s", i, e);
+			goto out;
+		}
+	/* paused until told otherwise: vCPU threads park before they run,
+	 * and the resume writes the saved clock back */
+	vm->paused_clock = vs->clock;
+	if (clock_realtime) {
+		/* Firecracker's clock_realtime: the guest's clock moves on by
+		 * the wall-clock time the snapshot spent on disk */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t now_rt = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+		if (!(vs->clock_flags & KVM_CLOCK_REALTIME))
+			log_warn("clock_realtime: the snapshot has no wall-clock time (its host's "
+				 "KVM lacks KVM_CLOCK_REALTIME); the clock resumes where it was");
+		else if (now_rt > vs->clock_realtime)
+			vm->paused_clock += now_rt - vs->clock_realtime;
+	}
+	vm->have_clock = true;
+	vm->paused = true;
+	atomic_store(&vm->pause_req, true);
+out:
+	free(vs);
+	free(cs);
 	return rc;
 }

@@ -62,6 +62,31 @@ struct machine *machine_create(const struct vm_config *cfg, const struct file_im
 			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
 			       char *err, size_t errlen);
 
+struct snap_reader;
+/* Build the machine a snapshot describes: @cfg is the snapshot's
+ * configuration (snapshot/config_section.h) with the restoring process's
+ * host settings and overrides, @rd the validated state file, @mem_fd its
+ * memory file (mapped private, refused unless a regular file of exactly
+ * cfg->mem_size bytes).  Every section is checked before the state is
+ * applied.  The machine is paused: machine_start starts vCPU threads that
+ * park at once, machine_resume runs them.  @clock_realtime: the guest's
+ * kvmclock moves on by the wall-clock time since the snapshot (else it
+ * resumes where it was).  NULL with one line in err. */
+struct machine *machine_restore(const struct vm_config *cfg, const struct snap_reader *rd,
+				int mem_fd, bool clock_realtime, struct loop *loop,
+				const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+				size_t errlen);
+
+/* Write a snapshot of a paused machine: the state file @state_path and
+ * guest memory to @mem_path, each through a temporary file, fsynced, the
+ * disks flushed, then renamed (the memory file first, the state file
+ * last).  0, or -errno with one line in err (-EINVAL: not paused,
+ * -ENOTSUP: a device cannot be saved, -ENOSPC/-EFBIG/-EIO: writing); on
+ * error nothing new is left under either name and the machine is still
+ * paused and resumable. */
+int machine_snapshot(struct machine *m, const char *state_path, const char *mem_path, char *err,
+		     size_t errlen);
+
 /* Start the vCPU threads and the console.  0 / -errno. */
 int machine_start(struct machine *m);
 /* Park every vCPU and pause every device.  0 / -errno (then nothing is

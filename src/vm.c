@@ -15,6 +15,8 @@
 #include "event/loop.h"
 #include "machine.h"
 #include "metrics.h"
+#include "snapshot/config_section.h"
+#include "snapshot/format.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -48,9 +50,10 @@ struct vm {
 	pthread_cond_t qcond;
 	struct pending *head, **tail;
 	bool loop_done;          /* no more actions are run */
+	bool configured;         /* a boot resource was configured: no snapshot load */
 	struct metrics metrics;
 	bool metrics_ready;
-	uint64_t act_count[ACT_PUT_SERIAL + 1], act_fails[ACT_PUT_SERIAL + 1];
+	uint64_t act_count[ACT_KIND_COUNT], act_fails[ACT_KIND_COUNT];
 };
 
 static const char *const state_names[] = {"Not started", "Running", "Paused", "Stopped"};
@@ -202,6 +205,130 @@ static void do_start(struct vm *vm, struct vm_reply *rep)
 		 (unsigned long long)((vm->started_ns - t0) / 1000));
 }
 
+/* PUT /snapshot/load on a fresh process.  Everything that can be checked
+ * is checked before anything is built; a load that fails ends the process
+ * once the reply is sent (Firecracker does the same). */
+static void do_load(struct vm *vm, const struct snapshot_load *l, struct vm_reply *rep)
+{
+	char err[512];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	struct snap_reader rd;
+	struct vm_config *cfg = malloc(sizeof(*cfg));
+	int mem_fd = -1;
+	if (!cfg) {
+		refuse(rep, 500, "out of memory");
+		goto fail;
+	}
+	int r = snap_file_read(l->state_path, &buf, &len, err, sizeof(err));
+	if (!r)
+		r = snap_reader_open(buf, len, &rd, err, sizeof(err));
+	if (r) {
+		refuse(rep, 400, "Cannot load the snapshot: %s: %s", l->state_path, err);
+		goto fail;
+	}
+	uint32_t version;
+	const uint8_t *p;
+	size_t plen;
+	if (snap_reader_find(&rd, SNAP_CONFIG_ID, &version, &p, &plen)) {
+		refuse(rep, 400, "Cannot load the snapshot: %s: no configuration section",
+		       l->state_path);
+		goto fail;
+	}
+	*cfg = vm->cfg; /* the host-side settings of this process */
+	if (snap_config_read(p, plen, version, cfg, err, sizeof(err))) {
+		refuse(rep, 400, "Cannot load the snapshot: %s: %s", l->state_path, err);
+		goto fail;
+	}
+	if (l->track_dirty_pages)
+		cfg->track_dirty_pages = true;
+	/* overrides: each names an interface the snapshot has */
+	struct config_err e;
+	for (uint32_t i = 0; i < l->nnet; i++) {
+		int at = config_find_net(cfg, l->net[i].iface);
+		if (at < 0) {
+			refuse(rep, 400, "Cannot load the snapshot: network_overrides: the snapshot "
+					 "has no interface '%s'", l->net[i].iface);
+			goto fail;
+		}
+		struct net_config n = cfg->nics[at];
+		snprintf(n.tap, sizeof(n.tap), "%s", l->net[i].tap);
+		if (config_set_net(cfg, &n, &e)) {
+			refuse(rep, 400, "Cannot load the snapshot: network_overrides: %s", e.msg);
+			goto fail;
+		}
+	}
+	if (l->has_vsock_uds) {
+		if (!cfg->vsock.enabled) {
+			refuse(rep, 400, "Cannot load the snapshot: vsock_override: the snapshot has "
+					 "no vsock device");
+			goto fail;
+		}
+		struct vsock_config v = cfg->vsock;
+		snprintf(v.uds, sizeof(v.uds), "%s", l->vsock_uds);
+		if (config_set_vsock(cfg, &v, &e)) {
+			refuse(rep, 400, "Cannot load the snapshot: vsock_override: %s", e.msg);
+			goto fail;
+		}
+	}
+	uint64_t msize;
+	mem_fd = file_open_regular(l->mem_path, &msize);
+	if (mem_fd < 0) {
+		refuse(rep, 400, "Cannot load the snapshot: memory file %s: %s", l->mem_path,
+		       mem_fd == -EINVAL ? "not a regular file" : strerror(-mem_fd));
+		goto fail;
+	}
+	if (msize != cfg->mem_size) {
+		refuse(rep, 400,
+		       "Cannot load the snapshot: memory file %s is %llu bytes, the snapshot's "
+		       "memory is %llu",
+		       l->mem_path, (unsigned long long)msize, (unsigned long long)cfg->mem_size);
+		goto fail;
+	}
+	struct machine_hooks h = {on_machine_exit, vm};
+	uint64_t t0 = now_ns();
+	struct machine *m = machine_restore(cfg, &rd, mem_fd, l->clock_realtime, &vm->loop, &h,
+					    vm->p.start_ns, err, sizeof(err));
+	close(mem_fd);
+	mem_fd = -1;
+	if (!m) {
+		refuse(rep, 400, "Cannot load the snapshot: %s", err);
+		goto fail;
+	}
+	r = machine_start(m);
+	if (r) {
+		machine_destroy(m);
+		refuse(rep, 400, "Cannot load the snapshot: %s", strerror(-r));
+		goto fail;
+	}
+	vm->cfg = *cfg;
+	vm->m = m;
+	vm->started_ns = now_ns();
+	vm->state = VM_PAUSED;
+	if (l->resume_vm) {
+		r = machine_resume(m);
+		if (r) {
+			refuse(rep, 400, "The snapshot was loaded but the microVM cannot resume: %s",
+			       strerror(-r));
+			goto fail;
+		}
+		vm->state = VM_RUNNING;
+	}
+	log_info("snapshot %s loaded in %llu us%s", l->state_path,
+		 (unsigned long long)((now_ns() - t0) / 1000), l->resume_vm ? " and resumed" : "");
+	free(buf);
+	free(cfg);
+	return;
+fail:
+	if (mem_fd >= 0)
+		close(mem_fd);
+	free(buf);
+	free(cfg);
+	log_error("%s", rep->fault);
+	rep->exit_after = true;
+	rep->exit_code = VMM_EXIT_ERROR;
+}
+
 static void fill_info(struct vm *vm, struct vm_reply *rep)
 {
 	rep->state = vm->state;
@@ -284,10 +411,37 @@ static void vm_collect_metrics(struct metrics_line *l, void *ctx)
 
 static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_reply *rep);
 
+/* Requests that configure the VM to boot: after one of them succeeded a
+ * snapshot can no longer be loaded into this process (Firecracker: only
+ * the logger and metrics may come first; visor also lets the serial
+ * output path, a host-side setting the restore keeps, come first). */
+static bool configures_boot(enum vm_action_kind k)
+{
+	switch (k) {
+	case ACT_PUT_MACHINE_CONFIG:
+	case ACT_PATCH_MACHINE_CONFIG:
+	case ACT_PUT_BOOT_SOURCE:
+	case ACT_PUT_DRIVE:
+	case ACT_PATCH_DRIVE:
+	case ACT_PUT_NET:
+	case ACT_PATCH_NET:
+	case ACT_PUT_VSOCK:
+	case ACT_PUT_ENTROPY:
+	case ACT_PUT_BALLOON:
+	case ACT_PATCH_BALLOON:
+	case ACT_PATCH_BALLOON_STATS:
+		return true;
+	default:
+		return false;
+	}
+}
+
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
 	vm_execute_one(vm, a, rep);
-	if ((unsigned)a->kind <= ACT_PUT_SERIAL) {
+	if (rep->status < 400 && vm->state == VM_NOT_STARTED && configures_boot(a->kind))
+		vm->configured = true;
+	if ((unsigned)a->kind < ACT_KIND_COUNT) {
 		vm->act_count[a->kind]++;
 		if (rep->status >= 400)
 			vm->act_fails[a->kind]++;
@@ -569,6 +723,28 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		if (!before_start(vm, rep))
 			break;
 		snprintf(vm->cfg.serial_out, sizeof(vm->cfg.serial_out), "%s", a->u.serial_out);
+		break;
+	case ACT_SNAPSHOT_CREATE:
+		if (!after_start(vm, rep))
+			break;
+		if (vm->state != VM_PAUSED) {
+			refuse(rep, 400, "Cannot create a snapshot: the microVM must be paused first "
+					 "(PATCH /vm {\"state\": \"Paused\"}).");
+			break;
+		}
+		if (machine_snapshot(vm->m, a->u.snap.state_path, a->u.snap.mem_path, err,
+				     sizeof(err)))
+			refuse(rep, 400, "Cannot create the snapshot: %s", err);
+		break;
+	case ACT_SNAPSHOT_LOAD:
+		if (!before_start(vm, rep))
+			break;
+		if (vm->configured) {
+			refuse(rep, 400, "Loading a microVM snapshot not allowed after configuring "
+					 "boot-specific resources.");
+			break;
+		}
+		do_load(vm, &a->u.load, rep);
 		break;
 	}
 }

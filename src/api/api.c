@@ -29,9 +29,18 @@ struct api_server {
 	struct loop loop;
 	struct http_server http;
 	int stop_efd;
+	int exit_code; /* for end_after_reply */
 	pthread_t thread;
 	bool running;
 };
+
+/* After the reply to a request that ends the process (a failed snapshot
+ * load) went out: end it now. */
+static void end_after_reply(void *ctx)
+{
+	struct api_server *s = ctx;
+	vm_shutdown(s->vm, s->exit_code);
+}
 
 /* One request, on the API thread: decode, run on the VM's loop, encode. */
 static void handle(void *ctx, const struct http_request *req, struct http_response *resp)
@@ -62,6 +71,11 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
 	if (rep->status >= 400)
 		log_debug("API %s %s: %d %s", http_method_name(req->method), req->path, rep->status,
 			  rep->fault);
+	if (rep->exit_after) {
+		s->exit_code = rep->exit_code;
+		resp->after = end_after_reply;
+		resp->after_ctx = s;
+	}
 out:
 	free(a);
 	free(rep);

@@ -41,7 +41,6 @@
 #define MSG_NO_PMEM "visor does not support pmem devices yet"
 #define MSG_NO_HOTPLUG "visor does not support memory hotplug yet"
 #define MSG_NO_CPU_CONFIG "visor does not support custom CPU templates (cpu-config) yet"
-#define MSG_NO_SNAPSHOT "visor does not support snapshots yet"
 #define MSG_NO_HINTING "visor does not support balloon free page hinting yet"
 
 /* ---- decoder context and messages --------------------------------------- */
@@ -1160,6 +1159,135 @@ static int dec_serial(struct dec *d, struct json_object *o, struct vm_action *a)
 	return 0;
 }
 
+/* SnapshotCreateParams.  Only Full snapshots so far. */
+static int dec_snapshot_create(struct dec *d, struct json_object *o, struct vm_action *a)
+{
+	static const char *const fields[] = {"mem_file_path", "snapshot_path", "snapshot_type", NULL};
+	static const char *const types[] = {"Full", "Diff", NULL};
+	a->kind = ACT_SNAPSHOT_CREATE;
+	int r, type = 0;
+	if ((r = check_fields(d, o, fields)) < 0 ||
+	    (r = get_str_into(d, o, "snapshot_path", true, a->u.snap.state_path,
+			      sizeof(a->u.snap.state_path))) < 0 ||
+	    (r = get_str_into(d, o, "mem_file_path", true, a->u.snap.mem_path,
+			      sizeof(a->u.snap.mem_path))) < 0 ||
+	    (r = get_enum(d, o, "snapshot_type", false, types, false, &type)) < 0)
+		return r;
+	if (type == 1)
+		return fail(d, "visor does not support Diff snapshots yet (snapshot_type `Diff`)");
+	if (!a->u.snap.state_path[0] || !a->u.snap.mem_path[0])
+		return fail(d, "invalid value: `snapshot_path` and `mem_file_path` must not be empty");
+	if (!strcmp(a->u.snap.state_path, a->u.snap.mem_path))
+		return fail(d, "invalid value: `snapshot_path` and `mem_file_path` name the same file");
+	return 0;
+}
+
+/* SnapshotLoadParams: exactly one of mem_file_path (deprecated) and
+ * mem_backend; backend File only so far. */
+static int dec_snapshot_load(struct dec *d, struct json_object *o, struct vm_action *a)
+{
+	static const char *const fields[] = {"snapshot_path",	  "mem_file_path",     "mem_backend",
+					     "enable_diff_snapshots", "track_dirty_pages", "resume_vm",
+					     "network_overrides",	  "vsock_override",    "clock_realtime",
+					     "huge_pages",		  NULL};
+	static const char *const backend_fields[] = {"backend_type", "backend_path", NULL};
+	static const char *const backends[] = {"File", "Uffd", NULL};
+	static const char *const pages[] = {"Snapshot", "None", "Transparent", "2M", NULL};
+	struct snapshot_load *l = &a->u.load;
+	a->kind = ACT_SNAPSHOT_LOAD;
+	int r;
+	bool diff = false;
+	if ((r = check_fields(d, o, fields)) < 0 ||
+	    (r = get_str_into(d, o, "snapshot_path", true, l->state_path, sizeof(l->state_path))) < 0 ||
+	    (r = get_bool(d, o, "enable_diff_snapshots", false, &diff)) < 0 ||
+	    (r = get_bool(d, o, "track_dirty_pages", false, &l->track_dirty_pages)) < 0 ||
+	    (r = get_bool(d, o, "resume_vm", false, &l->resume_vm)) < 0 ||
+	    (r = get_bool(d, o, "clock_realtime", false, &l->clock_realtime)) < 0)
+		return r;
+	l->track_dirty_pages |= diff;
+	int hp = 0;
+	if ((r = get_enum(d, o, "huge_pages", false, pages, false, &hp)) < 0)
+		return r;
+	if (hp >= 2)
+		return fail(d, "visor does not support huge pages yet (huge_pages `%s`)", pages[hp]);
+	bool has_file = has_value(o, "mem_file_path"), has_backend = has_value(o, "mem_backend");
+	if (has_file == has_backend)
+		return fail(d, "exactly one of `mem_file_path` and `mem_backend` must be given");
+	if (has_file) {
+		if ((r = get_str_into(d, o, "mem_file_path", true, l->mem_path, sizeof(l->mem_path))) < 0)
+			return r;
+	} else {
+		struct json_object *b;
+		if ((r = get_obj(d, o, "mem_backend", true, &b)) < 0)
+			return r;
+		size_t m = push_prefix(d, "mem_backend");
+		int type = 0;
+		if ((r = check_fields(d, b, backend_fields)) < 0 ||
+		    (r = get_enum(d, b, "backend_type", true, backends, false, &type)) < 0 ||
+		    (r = get_str_into(d, b, "backend_path", true, l->mem_path, sizeof(l->mem_path))) < 0) {
+			pop_prefix(d, m);
+			return r;
+		}
+		pop_prefix(d, m);
+		if (type == 1)
+			return fail(d, "visor does not support the Uffd memory backend yet "
+				       "(mem_backend.backend_type `Uffd`)");
+	}
+	if (!l->state_path[0] || !l->mem_path[0])
+		return fail(d, "invalid value: the snapshot and memory paths must not be empty");
+	struct json_object *v = NULL;
+	if (json_object_object_get_ex(o, "network_overrides", &v) && v) {
+		if (!json_object_is_type(v, json_type_array))
+			return fail(d, "invalid type for `network_overrides`: expected an array, found %s",
+				    found(v));
+		size_t n = json_object_array_length(v);
+		if (n > CONFIG_MAX_NICS)
+			return fail(d, "invalid value for `network_overrides`: at most %d entries",
+				    CONFIG_MAX_NICS);
+		static const char *const nfields[] = {"iface_id", "host_dev_name", NULL};
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *e = json_object_array_get_idx(v, i);
+			char pre[40];
+			snprintf(pre, sizeof(pre), "network_overrides[%zu]", i);
+			if (!json_object_is_type(e, json_type_object))
+				return fail(d, "invalid type for `%s`: expected an object, found %s", pre,
+					    found(e));
+			size_t m = push_prefix(d, pre);
+			r = check_fields(d, e, nfields);
+			if (r >= 0)
+				r = get_id(d, e, "iface_id", true, "network interface", l->net[i].iface,
+					   sizeof(l->net[i].iface));
+			if (r >= 0)
+				r = get_str_into(d, e, "host_dev_name", true, l->net[i].tap,
+						 sizeof(l->net[i].tap));
+			pop_prefix(d, m);
+			if (r < 0)
+				return r;
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(l->net[j].iface, l->net[i].iface))
+					return fail(d, "invalid value for `network_overrides`: interface "
+						       "`%s` appears twice",
+						    l->net[i].iface);
+		}
+		l->nnet = (uint32_t)n;
+	}
+	struct json_object *vs;
+	if ((r = get_obj(d, o, "vsock_override", false, &vs)) < 0)
+		return r;
+	if (r > 0) {
+		static const char *const vfields[] = {"uds_path", NULL};
+		size_t m = push_prefix(d, "vsock_override");
+		r = check_fields(d, vs, vfields);
+		if (r >= 0)
+			r = get_str_into(d, vs, "uds_path", true, l->vsock_uds, sizeof(l->vsock_uds));
+		pop_prefix(d, m);
+		if (r < 0)
+			return r;
+		l->has_vsock_uds = true;
+	}
+	return 0;
+}
+
 /* ---- routing ------------------------------------------------------------- */
 
 enum { M_GET = 1, M_PUT = 2, M_PATCH = 4 };
@@ -1181,6 +1309,8 @@ enum route_kind {
 	RT_LOGGER,
 	RT_METRICS,
 	RT_SERIAL,
+	RT_SNAPSHOT_CREATE,
+	RT_SNAPSHOT_LOAD,
 	RT_UNSUPPORTED,
 };
 
@@ -1215,8 +1345,8 @@ static const struct route routes[] = {
 	{{"pmem"}, true, M_PUT | M_PATCH, RT_UNSUPPORTED, MSG_NO_PMEM},
 	{{"hotplug", "memory"}, false, M_GET | M_PUT | M_PATCH, RT_UNSUPPORTED, MSG_NO_HOTPLUG},
 	{{"cpu-config"}, false, M_PUT, RT_UNSUPPORTED, MSG_NO_CPU_CONFIG},
-	{{"snapshot", "create"}, false, M_PUT, RT_UNSUPPORTED, MSG_NO_SNAPSHOT},
-	{{"snapshot", "load"}, false, M_PUT, RT_UNSUPPORTED, MSG_NO_SNAPSHOT},
+	{{"snapshot", "create"}, false, M_PUT, RT_SNAPSHOT_CREATE, NULL},
+	{{"snapshot", "load"}, false, M_PUT, RT_SNAPSHOT_LOAD, NULL},
 	{{"balloon", "hinting", "start"}, false, M_PATCH, RT_UNSUPPORTED, MSG_NO_HINTING},
 	{{"balloon", "hinting", "status"}, false, M_GET, RT_UNSUPPORTED, MSG_NO_HINTING},
 	{{"balloon", "hinting", "stop"}, false, M_PATCH, RT_UNSUPPORTED, MSG_NO_HINTING},
@@ -1359,6 +1489,8 @@ static int parse_request(const char *method, const char *path, const char *body,
 	case RT_LOGGER: r = dec_logger(&d, o, a); break;
 	case RT_METRICS: r = dec_metrics(&d, o, a); break;
 	case RT_SERIAL: r = dec_serial(&d, o, a); break;
+	case RT_SNAPSHOT_CREATE: r = dec_snapshot_create(&d, o, a); break;
+	case RT_SNAPSHOT_LOAD: r = dec_snapshot_load(&d, o, a); break;
 	default: r = fail(&d, "Invalid request method and/or path: %s %.256s.", method, path); break;
 	}
 out:

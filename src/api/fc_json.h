@@ -58,7 +58,7 @@
  * Unknown paths and methods a path does not have are 400 "Invalid request
  * method and/or path: METHOD PATH." (Firecracker answers 400, not 404/405);
  * Firecracker endpoints of features visor lacks (MMDS, pmem, memory
- * hotplug, CPU configuration, snapshots, balloon hinting) are 400 naming
+ * hotplug, CPU configuration, balloon hinting) are 400 naming
  * the feature.
  */
 int fc_parse_request(const char *method, const char *path, const char *body, size_t body_len,

@@ -667,6 +667,8 @@ struct http_conn {
 	/* HTTP_READ_BUF bytes, allocated when the connection is accepted (the
 	 * slot table itself stays small: an idle server touches a few KiB) */
 	char *in;
+	void (*after)(void *ctx); /* the last response's after-close hook */
+	void *after_ctx;
 };
 
 enum { K_IDLE, K_REQ, K_OUT };
@@ -728,6 +730,11 @@ static void conn_close(struct http_conn *c)
 	loop_del(s->loop, c->fd);
 	close(c->fd);
 	c->fd = -1;
+	if (c->after) {
+		void (*after)(void *) = c->after;
+		c->after = NULL;
+		after(c->after_ctx);
+	}
 	http_parser_free(&c->p);
 	free(c->out);
 	c->out = NULL;
@@ -822,7 +829,11 @@ static void conn_respond(struct http_conn *c)
 	s->handler(s->ctx, req, &resp);
 	STAT_INC(s, requests);
 	const char *ctype = resp.content_type ? resp.content_type : "application/json";
-	bool close = !req->keep_alive || resp.close;
+	bool close = !req->keep_alive || resp.close || resp.after;
+	if (resp.after) {
+		c->after = resp.after;
+		c->after_ctx = resp.after_ctx;
+	}
 	if (resp.body_err || resp.status < 200 || resp.status > 599 || !valid_content_type(ctype)) {
 		static struct ratelimit rl;
 		log_ratelimited(&rl, LOG_WARN,

@@ -219,6 +219,11 @@ struct http_response {
 	const char *content_type; /* NULL: "application/json"; must stay valid until the
 				     handler returns; no control bytes */
 	bool close;               /* close the connection after this response */
+	/* Called once (on the server's thread) when the connection this
+	 * response went out on closes, i.e. after it was sent (or the client
+	 * went away); implies close.  Optional. */
+	void (*after)(void *ctx);
+	void *after_ctx;
 	/* private: the body, set with http_response_append/_printf */
 	char *body;
 	size_t body_len, body_cap, body_max;

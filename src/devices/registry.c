@@ -62,6 +62,18 @@ void registry_destroy_all(struct dev_registry *reg)
 
 /* ---- snapshot ---------------------------------------------------------------- */
 
+int registry_sync_all(struct dev_registry *reg)
+{
+	int first = 0;
+	for (uint32_t i = 0; i < reg->n; i++) {
+		struct dev_record *r = &reg->r[i];
+		int rc = r->ops && r->ops->sync ? r->ops->sync(r) : 0;
+		if (rc && !first)
+			first = rc;
+	}
+	return first;
+}
+
 static bool has_state(const struct dev_record *r)
 {
 	return r->ops && r->ops->save && r->ops->load && r->ops->apply && r->ops->state_size;

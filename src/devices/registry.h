@@ -51,6 +51,10 @@ struct dev_ops {
 	 */
 	uint32_t state_version;
 	size_t state_size;
+	/* Make what the device wrote on the host durable (a disk image's
+	 * fdatasync) before a snapshot is declared complete.  Optional;
+	 * 0 or -errno. */
+	int (*sync)(struct dev_record *r);
 	int (*save)(struct dev_record *r, struct snap_writer *w);
 	int (*load)(struct dev_record *r, const uint8_t *p, size_t len, uint32_t version,
 		    void *state, char *err, size_t errlen);
@@ -100,6 +104,9 @@ void registry_destroy_all(struct dev_registry *reg);
  * in order.  0, or -EINVAL/-ENOENT/-ENOMEM with a message; on any error
  * before the apply step no device was changed.
  */
+/* Run every device's sync op; the first error (-errno), or 0. */
+int registry_sync_all(struct dev_registry *reg);
+
 #define REGISTRY_MANIFEST_ID "devices"
 #define REGISTRY_MANIFEST_VERSION 1
 int registry_save_all(struct dev_registry *reg, struct snap_writer *w, char *err, size_t errlen);

@@ -185,17 +185,9 @@ static void kp_defer_cancel(struct platform *p, struct platform_work *w)
 	pthread_mutex_unlock(&kp->work_lock);
 }
 
-/* The loop thread: run what is queued now, in order. */
-static void on_work(struct loop *l, int fd, uint32_t events, void *ctx)
+/* Run what is queued now, in order (the loop thread). */
+static void run_queue(struct kvm_platform *kp)
 {
-	struct kvm_platform *kp = ctx;
-	uint64_t cnt;
-	(void)l;
-	(void)events;
-	/* consume the wake-up before taking the queue: a defer() after this
-	 * point finds the queue empty and writes again */
-	if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-		return;
 	pthread_mutex_lock(&kp->work_lock);
 	struct platform_work *w = kp->work_head;
 	kp->work_head = kp->work_tail = NULL;
@@ -210,6 +202,32 @@ static void on_work(struct loop *l, int fd, uint32_t events, void *ctx)
 		pthread_mutex_unlock(&kp->work_lock);
 		w->fn(w);
 		w = next;
+	}
+}
+
+static void on_work(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct kvm_platform *kp = ctx;
+	uint64_t cnt;
+	(void)l;
+	(void)events;
+	/* consume the wake-up before taking the queue: a defer() after this
+	 * point finds the queue empty and writes again */
+	if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		return;
+	run_queue(kp);
+}
+
+void kvm_platform_drain(struct kvm_platform *kp)
+{
+	/* work may queue more work: run until the queue stays empty */
+	for (int i = 0; i < 16; i++) {
+		pthread_mutex_lock(&kp->work_lock);
+		bool empty = !kp->work_head;
+		pthread_mutex_unlock(&kp->work_lock);
+		if (empty)
+			return;
+		run_queue(kp);
 	}
 }
 

@@ -54,4 +54,9 @@ int kvm_platform_init(struct kvm_platform *kp, struct kvm *k, struct loop *loop,
  * loop thread or with the loop stopped. */
 void kvm_platform_destroy(struct kvm_platform *kp);
 
+/* Run the deferred set-up queued so far (and what it queues) now, on the
+ * loop thread: before a snapshot, so the state saved is the state the
+ * guest asked for (MSI routes, ioeventfds after a BAR move). */
+void kvm_platform_drain(struct kvm_platform *kp);
+
 #endif

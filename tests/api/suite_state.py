@@ -225,14 +225,13 @@ UNSUPPORTED = [
     ("CPU templates", r"cpu.?template|template",
      [("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}),
       ("PATCH", "/machine-config", {"cpu_template": "C3"})]),
-    ("snapshots", r"snapshot",
-     [("PUT", "/snapshot/create", {"mem_file_path": "@mem", "snapshot_path": "@snap"}),
-      ("PUT", "/snapshot/create", {"mem_file_path": "@mem", "snapshot_path": "@snap",
-                                   "snapshot_type": "Diff"}),
-      ("PUT", "/snapshot/load", {"snapshot_path": "@snap",
-                                 "mem_backend": {"backend_type": "File",
-                                                 "backend_path": "@mem"}}),
-      ("PUT", "/snapshot/load", {"snapshot_path": "@snap", "mem_file_path": "@mem"})]),
+    ("Diff snapshots", r"Diff",
+     [("PUT", "/snapshot/create", {"mem_file_path": "@mem", "snapshot_path": "@snap",
+                                   "snapshot_type": "Diff"})]),
+    ("the Uffd memory backend", r"Uffd",
+     [("PUT", "/snapshot/load", {"snapshot_path": "@snap",
+                                 "mem_backend": {"backend_type": "Uffd",
+                                                 "backend_path": "@uffd.sock"}})]),
     ("balloon hinting", r"hint",
      [("PATCH", "/balloon/hinting/start", {"acknowledge_on_stop": True}),
       ("PATCH", "/balloon/hinting/start", None), ("GET", "/balloon/hinting/status", None),
@@ -276,6 +275,54 @@ def unsupported(ctx):
     for f in ("mem", "snap"):
         ctx.check("no file %s was created by the snapshot requests" % f,
                   not os.path.exists(ctx.path(f)), ctx.path(f))
+
+
+LOAD_AFTER_CONFIG = r"Loading a microVM snapshot not allowed after configuring boot-specific resources"
+
+
+@test("snapshot requests and the lifecycle")
+def snapshot_states(ctx):
+    """Firecracker's state rules for /snapshot/*: create needs a started
+    (and paused) VM, load only a fresh process (logger and metrics may come
+    first); a load that fails answers 400 and ends the process."""
+    body = {"mem_file_path": ctx.path("snap.mem"), "snapshot_path": ctx.path("snap.state")}
+    v, eps = configured(ctx, "boot-source", "machine-config")
+    base = v.config()
+    refused_state_unchanged(ctx, v, base, "PUT /snapshot/create before start -> 400 "
+                            "'not supported before starting', no change", "PUT",
+                            "/snapshot/create", body, BEFORE_START)
+    load = {"snapshot_path": ctx.path("snap.state"),
+            "mem_backend": {"backend_type": "File", "backend_path": ctx.path("snap.mem")}}
+    refused_state_unchanged(ctx, v, base, "PUT /snapshot/load after configuring -> 400 "
+                            "(Firecracker's words), no change", "PUT", "/snapshot/load", load,
+                            LOAD_AFTER_CONFIG)
+    ctx.check("visor still runs after the refused load", v.alive(), "exit %s" % v.proc.poll())
+    ctx.check("no snapshot file was written", not os.path.exists(body["snapshot_path"]) and
+              not os.path.exists(body["mem_file_path"]), "files exist")
+
+    # a fresh process: logger and metrics first are fine; a missing,
+    # empty, garbage or truncated state file is refused naming the file
+    # and what is wrong, then the process ends with status 1
+    garbage = ctx.file("garbage.state", b"VISORSNP" + b"\x00" * 100)
+    empty = ctx.file("empty.state", b"")
+    cases = [
+        (ctx.path("no-such.state"), r"no-such\.state.*(No such file|not found|exist)"),
+        (empty, r"empty\.state"),
+        (garbage, r"garbage\.state.*(length|checksum|trailer|header|version|truncat)"),
+        (ctx.path(""), r"regular file|directory|Is a directory"),
+    ]
+    for path, mention in cases:
+        v = ctx.visor()
+        r = v.put("/logger", {"log_path": ctx.path("load.log"), "level": "Info"})
+        ctx.check("PUT /logger on a fresh process -> 204", *is_204(r))
+        r = v.put("/snapshot/load", {"snapshot_path": path,
+                                     "mem_backend": {"backend_type": "File",
+                                                     "backend_path": ctx.path("no.mem")}})
+        ctx.check("PUT /snapshot/load %s -> 400 /%s/" % (os.path.basename(path) or "(a directory)",
+                                                          mention), *is_error(r, 400, mention))
+        v.expected_exit = True
+        code = v.wait_exit(5.0)
+        ctx.check("... and the process ends with status 1", code == 1, "exit status %r" % code)
 
 
 @test("unknown paths and methods")

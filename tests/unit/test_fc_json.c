@@ -121,8 +121,6 @@ TEST(routes_unsupported_features)
 	REFUSED("PUT", "/hotplug/memory", "{}", "memory hotplug");
 	REFUSED("GET", "/hotplug/memory", NULL, "memory hotplug");
 	REFUSED("PUT", "/cpu-config", "{}", "CPU templates");
-	REFUSED("PUT", "/snapshot/create", "{}", "snapshots");
-	REFUSED("PUT", "/snapshot/load", "{}", "snapshots");
 	REFUSED("PATCH", "/balloon/hinting/start", "{}", "free page hinting");
 	REFUSED("PATCH", "/balloon/hinting/start", NULL, "free page hinting");
 	REFUSED("GET", "/balloon/hinting/status", NULL, "free page hinting");
@@ -1327,6 +1325,109 @@ TEST(config_file_firecracker_dump)
 	}
 	free(ACTS);
 	ACTS = NULL;
+}
+
+TEST(snapshot_create)
+{
+	ACCEPTED("PUT", "/snapshot/create", "{\"snapshot_path\": \"/s/state\", \"mem_file_path\": \"/s/mem\"}",
+		 ACT_SNAPSHOT_CREATE);
+	CHECK_STR(A.u.snap.state_path, "/s/state");
+	CHECK_STR(A.u.snap.mem_path, "/s/mem");
+	ACCEPTED("PUT", "/snapshot/create",
+		 "{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"Full\"}",
+		 ACT_SNAPSHOT_CREATE);
+	REFUSED("PUT", "/snapshot/create",
+		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"Diff\"}",
+		"Diff snapshots");
+	REFUSED("PUT", "/snapshot/create",
+		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"full\"}",
+		"snapshot_type");
+	REFUSED("PUT", "/snapshot/create", "{\"snapshot_path\": \"a\"}", "mem_file_path");
+	REFUSED("PUT", "/snapshot/create", "{\"mem_file_path\": \"a\"}", "snapshot_path");
+	REFUSED("PUT", "/snapshot/create", "{\"snapshot_path\": \"a\", \"mem_file_path\": \"a\"}",
+		"same file");
+	REFUSED("PUT", "/snapshot/create", "{\"snapshot_path\": \"\", \"mem_file_path\": \"a\"}",
+		"empty");
+	REFUSED("PUT", "/snapshot/create",
+		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"version\": \"1.0\"}",
+		"unknown field `version`");
+	REFUSED("PUT", "/snapshot/create", "{\"snapshot_path\": 1, \"mem_file_path\": \"b\"}",
+		"expected a string");
+	REFUSED("GET", "/snapshot/create", NULL, "Invalid request method and/or path");
+}
+
+TEST(snapshot_load)
+{
+	ACCEPTED("PUT", "/snapshot/load",
+		 "{\"snapshot_path\": \"/s/state\", \"mem_backend\": {\"backend_type\": \"File\", "
+		 "\"backend_path\": \"/s/mem\"}, \"resume_vm\": true, \"clock_realtime\": true, "
+		 "\"track_dirty_pages\": true, \"network_overrides\": [{\"iface_id\": \"eth0\", "
+		 "\"host_dev_name\": \"tap7\"}], \"vsock_override\": {\"uds_path\": \"/v.sock\"}, "
+		 "\"huge_pages\": \"None\"}",
+		 ACT_SNAPSHOT_LOAD);
+	CHECK_STR(A.u.load.state_path, "/s/state");
+	CHECK_STR(A.u.load.mem_path, "/s/mem");
+	CHECK(A.u.load.resume_vm && A.u.load.clock_realtime && A.u.load.track_dirty_pages);
+	CHECK_EQ(A.u.load.nnet, 1);
+	CHECK_STR(A.u.load.net[0].iface, "eth0");
+	CHECK_STR(A.u.load.net[0].tap, "tap7");
+	CHECK(A.u.load.has_vsock_uds);
+	CHECK_STR(A.u.load.vsock_uds, "/v.sock");
+	/* the deprecated forms */
+	ACCEPTED("PUT", "/snapshot/load",
+		 "{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"enable_diff_snapshots\": true}",
+		 ACT_SNAPSHOT_LOAD);
+	CHECK_STR(A.u.load.mem_path, "m");
+	CHECK(A.u.load.track_dirty_pages && !A.u.load.resume_vm && !A.u.load.has_vsock_uds);
+	REFUSED("PUT", "/snapshot/load", "{\"snapshot_path\": \"s\"}", "exactly one of");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"mem_backend\": "
+		"{\"backend_type\": \"File\", \"backend_path\": \"m\"}}",
+		"exactly one of");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Uffd\", "
+		"\"backend_path\": \"/uffd.sock\"}}",
+		"Uffd");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Disk\", "
+		"\"backend_path\": \"m\"}}",
+		"backend_type");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_path\": \"m\"}}",
+		"backend_type");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"File\", "
+		"\"backend_path\": \"m\", \"x\": 1}}",
+		"unknown field `mem_backend.x`");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"huge_pages\": \"2M\"}",
+		"huge pages");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"network_overrides\": {}}",
+		"expected an array");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"network_overrides\": "
+		"[{\"iface_id\": \"eth0\"}]}",
+		"host_dev_name");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"network_overrides\": "
+		"[{\"iface_id\": \"a b\", \"host_dev_name\": \"t\"}]}",
+		"network interface");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"network_overrides\": "
+		"[{\"iface_id\": \"e\", \"host_dev_name\": \"t\"}, {\"iface_id\": \"e\", "
+		"\"host_dev_name\": \"u\"}]}",
+		"twice");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"network_overrides\": "
+		"[{\"iface_id\": \"e\", \"host_dev_name\": \"a-name-longer-than-ifnamsiz\"}]}",
+		"longer than");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"vsock_override\": {}}",
+		"uds_path");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"resume_vm\": \"yes\"}",
+		"expected a boolean");
 }
 
 TEST_MAIN()
