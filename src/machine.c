@@ -750,6 +750,117 @@ static void transport_destroy(struct dev_record *r)
 	r->tdev = NULL;
 }
 
+/* ---- virtio devices' snapshot state ----
+ * One section per device: the transport's state, the virtio core's (status,
+ * features, queues), the device's own, in that order.  Load decodes all
+ * three and checks them against the live device and against each other
+ * before anything is applied; apply puts them in the same order and then
+ * restarts the device (activation, a look at every queue). */
+
+union transport_state {
+	struct virtio_pci_state pci;
+	struct virtio_mmio_state mmio;
+};
+
+static int transport_save(struct dev_record *r, union transport_state *t, struct snap_writer *w)
+{
+	int rc;
+	if (r->transport == TRANSPORT_MMIO) {
+		if (!(rc = virtio_mmio_state_get(r->tdev, &t->mmio)))
+			virtio_mmio_state_encode(&t->mmio, w);
+	} else {
+		if (!(rc = virtio_pci_state_get(r->tdev, &t->pci)))
+			virtio_pci_state_encode(&t->pci, w);
+	}
+	return rc;
+}
+
+static int transport_load(struct dev_record *r, struct snap_cursor *c, union transport_state *t,
+			  char *err, size_t errlen)
+{
+	return r->transport == TRANSPORT_MMIO
+		       ? virtio_mmio_state_decode(c, r->tdev, &t->mmio, err, errlen)
+		       : virtio_pci_state_decode(c, r->tdev, &t->pci, err, errlen);
+}
+
+static int transport_check(struct dev_record *r, const union transport_state *t,
+			   const struct virtio_dev_state *core, char *err, size_t errlen)
+{
+	return r->transport == TRANSPORT_MMIO ? virtio_mmio_state_check(&t->mmio, core, err, errlen)
+					      : 0;
+}
+
+static int transport_put(struct dev_record *r, const union transport_state *t)
+{
+	return r->transport == TRANSPORT_MMIO ? virtio_mmio_state_put(r->tdev, &t->mmio)
+					      : virtio_pci_state_put(r->tdev, &t->pci);
+}
+
+/* save/load/apply of virtio device type fn (struct type, fn##_state_*). */
+#define VIRTIO_STATE_OPS(fn, T)                                                           \
+	struct fn##_rec_state {                                                              \
+		union transport_state t;                                                     \
+		struct virtio_dev_state core;                                                \
+		struct fn##_state dev;                                                       \
+	};                                                                                   \
+	static int fn##_rec_save(struct dev_record *r, struct snap_writer *w)               \
+	{                                                                                    \
+		struct fn##_rec_state *st = calloc(1, sizeof(*st));                          \
+		if (!st)                                                                     \
+			return -ENOMEM;                                                      \
+		int rc = transport_save(r, &st->t, w);                                       \
+		if (!rc && !(rc = virtio_dev_state_get(r->vdev, &st->core)))                 \
+			virtio_dev_state_encode(&st->core, w);                               \
+		if (!rc && !(rc = fn##_state_get((T *)r->dev, &st->dev)))                 \
+			fn##_state_encode(&st->dev, w);                                      \
+		free(st);                                                                    \
+		return rc;                                                                   \
+	}                                                                                    \
+	static int fn##_rec_load(struct dev_record *r, const uint8_t *p, size_t len,         \
+				 uint32_t v, void *state, char *err, size_t errlen)           \
+	{                                                                                    \
+		struct fn##_rec_state *st = state;                                           \
+		if (v != fn##_STATE_VERSION_)                                                \
+			return err_set(err, errlen, -EINVAL, "state version %u (this visor " \
+				       "reads %u)", v, fn##_STATE_VERSION_);                 \
+		struct snap_cursor c;                                                        \
+		snap_cursor_init(&c, p, len);                                                \
+		int rc;                                                                      \
+		if ((rc = transport_load(r, &c, &st->t, err, errlen)) ||                     \
+		    (rc = virtio_dev_state_decode(&c, r->vdev, &st->core, err, errlen)) ||   \
+		    (rc = fn##_state_decode(&c, (const T *)r->dev, &st->dev, err,         \
+					    errlen)) ||                                      \
+		    (rc = snap_cursor_done(&c, r->type, err, errlen)) ||                     \
+		    (rc = transport_check(r, &st->t, &st->core, err, errlen)))               \
+			return rc;                                                           \
+		return fn##_state_check(&st->dev, &st->core, err, errlen);                   \
+	}                                                                                    \
+	static int fn##_rec_apply(struct dev_record *r, const void *state, char *err,        \
+				  size_t errlen)                                              \
+	{                                                                                    \
+		const struct fn##_rec_state *st = state;                                     \
+		int rc;                                                                      \
+		if ((rc = transport_put(r, &st->t)))                                         \
+			return err_set(err, errlen, rc, "transport: %s", strerror(-rc));     \
+		if ((rc = virtio_dev_state_put(r->vdev, &st->core)))                         \
+			return err_set(err, errlen, rc, "queues: %s", strerror(-rc));        \
+		if ((rc = fn##_state_put((T *)r->dev, &st->dev)))                         \
+			return err_set(err, errlen, rc, "device: %s", strerror(-rc));        \
+		virtio_dev_state_restart(r->vdev);                                           \
+		return 0;                                                                    \
+	}
+
+#define virtio_blk_STATE_VERSION_ VIRTIO_BLK_STATE_VERSION
+#define virtio_net_STATE_VERSION_ VIRTIO_NET_STATE_VERSION
+#define virtio_vsock_STATE_VERSION_ VIRTIO_VSOCK_STATE_VERSION
+#define virtio_rng_STATE_VERSION_ VIRTIO_RNG_STATE_VERSION
+#define virtio_balloon_STATE_VERSION_ VIRTIO_BALLOON_STATE_VERSION
+VIRTIO_STATE_OPS(virtio_blk, struct virtio_blk)
+VIRTIO_STATE_OPS(virtio_net, struct virtio_net)
+VIRTIO_STATE_OPS(virtio_vsock, struct virtio_vsock)
+VIRTIO_STATE_OPS(virtio_rng, struct virtio_rng)
+VIRTIO_STATE_OPS(virtio_balloon, struct virtio_balloon)
+
 #define VIRTIO_DESTROY(fn, type)                                                             \
 	static void fn##_rec_destroy(struct dev_record *r)                                  \
 	{                                                                                   \
@@ -758,7 +869,14 @@ static void transport_destroy(struct dev_record *r)
 		free(r->dev);                                                               \
 	}                                                                                   \
 	static const struct dev_ops fn##_ops = {                                            \
-		.pause = virtio_rec_pause, .resume = virtio_rec_resume, .destroy = fn##_rec_destroy}
+		.pause = virtio_rec_pause,                                                  \
+		.resume = virtio_rec_resume,                                                \
+		.destroy = fn##_rec_destroy,                                                \
+		.state_version = fn##_STATE_VERSION_,                                       \
+		.state_size = sizeof(struct fn##_rec_state),                                \
+		.save = fn##_rec_save,                                                      \
+		.load = fn##_rec_load,                                                      \
+		.apply = fn##_rec_apply}
 
 /* virtio-blk: after the core's gate is closed, wait for the requests in
  * flight to complete and be pushed (virtio_blk_quiesce). */
@@ -781,8 +899,20 @@ static void virtio_blk_rec_destroy(struct dev_record *r)
 	free(r->dev);
 }
 
-static const struct dev_ops virtio_blk_ops = {
-	.pause = blk_rec_pause, .resume = blk_rec_resume, .destroy = virtio_blk_rec_destroy};
+static int blk_rec_sync(struct dev_record *r)
+{
+	return virtio_blk_sync(r->dev);
+}
+
+static const struct dev_ops virtio_blk_ops = {.pause = blk_rec_pause,
+					      .resume = blk_rec_resume,
+					      .destroy = virtio_blk_rec_destroy,
+					      .state_version = VIRTIO_BLK_STATE_VERSION,
+					      .state_size = sizeof(struct virtio_blk_rec_state),
+					      .sync = blk_rec_sync,
+					      .save = virtio_blk_rec_save,
+					      .load = virtio_blk_rec_load,
+					      .apply = virtio_blk_rec_apply};
 VIRTIO_DESTROY(virtio_net, struct virtio_net);
 VIRTIO_DESTROY(virtio_vsock, struct virtio_vsock);
 VIRTIO_DESTROY(virtio_rng, struct virtio_rng);

@@ -1395,4 +1395,241 @@ TEST(controls_are_safe_on_the_loop_thread_while_the_guest_runs)
 	loop_destroy(&lp);
 }
 
+/* ---- snapshot state ---- */
+
+/* The device's section as the machine writes it: the core's state, then
+ * the device's own, in one payload. */
+struct snapfile {
+	uint8_t *buf;
+	size_t len;
+	const uint8_t *p;
+	size_t plen;
+	size_t part; /* offset of the device's part */
+};
+
+#define PART_FIXED 120 /* the device's part without the bitmap */
+
+static char serr[256];
+
+static void snap_save(struct tb *t, struct snapfile *f)
+{
+	static struct virtio_dev_state core;
+	struct virtio_balloon_state st;
+	CHECK_EQ(virtio_dev_state_get(dev(t), &core), 0);
+	CHECK_EQ(virtio_balloon_state_get(&t->b, &st), 0);
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "dev.0", VIRTIO_BALLOON_STATE_VERSION);
+	virtio_dev_state_encode(&core, &w);
+	size_t before = w.len;
+	virtio_balloon_state_encode(&st, &w);
+	size_t part_len = w.len - before;
+	snap_writer_section_end(&w);
+	memset(f, 0, sizeof(*f));
+	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
+	struct snap_reader r;
+	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
+	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	f->part = f->plen - part_len;
+}
+
+/* Decode and check p[0..len) against @t's device (nothing applied); if
+ * accepted and @apply, put the core's state and the device's, restart. */
+static int snap_load(struct tb *t, const uint8_t *p, size_t len, bool apply)
+{
+	static struct virtio_dev_state core;
+	struct virtio_balloon_state st;
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	serr[0] = 0;
+	int rc = virtio_dev_state_decode(&c, dev(t), &core, serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_balloon_state_decode(&c, &t->b, &st, serr, sizeof(serr));
+	if (!rc)
+		rc = snap_cursor_done(&c, "dev.0", serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_balloon_state_check(&st, &core, serr, sizeof(serr));
+	if (rc || !apply)
+		return rc;
+	CHECK_EQ(virtio_dev_state_put(dev(t), &core), 0);
+	rc = virtio_balloon_state_put(&t->b, &st);
+	virtio_dev_state_restart(dev(t));
+	return rc;
+}
+
+/* The payload with @n bytes at offset @off of the device's part replaced
+ * by @v (little-endian), loaded (not applied) into @t. */
+static int snap_load_patched(struct tb *t, const struct snapfile *f, size_t off, unsigned n,
+			     uint64_t v)
+{
+	uint8_t *copy = malloc(f->plen);
+	memcpy(copy, f->p, f->plen);
+	for (unsigned i = 0; i < n; i++)
+		copy[f->part + off + i] = (uint8_t)(v >> (8 * i));
+	int rc = snap_load(t, copy, f->plen, false);
+	free(copy);
+	return rc;
+}
+
+/* A fresh device (target @target, nothing negotiated) over a copy of
+ * @from's guest memory, the driver's shadows where @from's are. */
+static void setup_restored(struct tb *t, struct tb *from, uint64_t target)
+{
+	setup_dev(t, target, false, 0, NULL);
+	dev(t)->tops = &vf_tops;
+	memcpy(t->mem.base, from->mem.base, MEM_SIZE);
+	for (uint16_t q = 0; q < NQ; q++) {
+		t->q[q] = from->q[q];
+		t->q[q].mem = &t->mem;
+		t->q[q].dev = dev(t);
+	}
+	t->bump = from->bump;
+	mv_reset(&t->mem);
+}
+
+/* @a up: a target, the driver's actual, three pages inflated (one in the
+ * upper RAM region), a statistics buffer held; then paused.  *@stats_head
+ * the held buffer. */
+static void snap_busy(struct tb *a, uint16_t *stats_head)
+{
+	setup(a);
+	CHECK_EQ(virtio_balloon_set_target(&a->b, 16 * MIB), 0);
+	cfg_write32(a, VIRTIO_BALLOON_CFG_ACTUAL, 3);
+	const uint32_t pfns[] = {pfn(DATA_GPA), pfn(DATA_GPA) + 1, pfn(HOLE_END) + 5};
+	send_pfns(a, VIRTIO_BALLOON_Q_INFLATE, pfns, 3);
+	const uint16_t tags[] = {VIRTIO_BALLOON_S_MEMFREE, VIRTIO_BALLOON_S_MEMTOT};
+	const uint64_t vals[] = {123456, 999999};
+	*stats_head = send(a, 2, put_stats(a, tags, vals, 2), 20);
+	CHECK_EQ(info(a).inflated_pages, 3);
+	CHECK(a->b.stats_held);
+	virtio_dev_pause(dev(a));
+}
+
+TEST(snapshot_round_trip_keeps_target_actual_balloon_and_stats)
+{
+	static struct tb a, b;
+	uint16_t sh;
+	snap_busy(&a, &sh);
+	struct snapfile f;
+	snap_save(&a, &f);
+	CHECK_EQ(f.plen - f.part, PART_FIXED + (MEM_SIZE / PG) / 8);
+
+	setup_restored(&b, &a, 0);
+	for (size_t n = 0; n < f.plen; n++)
+		CHECK_EQ(snap_load(&b, f.p, n, false), -EINVAL);
+	uint8_t *longer = calloc(1, f.plen + 1);
+	memcpy(longer, f.p, f.plen);
+	CHECK_EQ(snap_load(&b, longer, f.plen + 1, false), -EINVAL);
+	free(longer);
+	CHECK_EQ(dev(&b)->status, 0);
+	CHECK_EQ(info(&b).target_pages, 0);
+
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	struct virtio_balloon_info ia = info(&a), ib = info(&b);
+	CHECK_EQ(ib.target_pages, 16 * MIB / PG);
+	CHECK_EQ(ib.target_pages, ia.target_pages);
+	CHECK_EQ(ib.actual_pages, 3);
+	CHECK_EQ(ib.inflated_pages, 3);
+	CHECK(ib.stats_vq && ib.page_reporting);
+	CHECK_EQ(cfg32(&b, VIRTIO_BALLOON_CFG_NUM_PAGES), 4096);
+	struct virtio_balloon_stats st;
+	CHECK_EQ(virtio_balloon_get_stats(&b.b, &st), 0);
+	CHECK_EQ(st.updates, 1);
+	CHECK_EQ(st.valid, (1u << VIRTIO_BALLOON_S_MEMFREE) | (1u << VIRTIO_BALLOON_S_MEMTOT));
+	CHECK_EQ(st.val[VIRTIO_BALLOON_S_MEMFREE], 123456);
+	CHECK_EQ(b.b.q_stats, 2);
+	CHECK_EQ(b.b.q_report, 3);
+	CHECK_EQ(mv.calls, 0); /* nothing discarded at restore */
+	vf_run_replays(dev(&b));
+	CHECK_EQ(vf_used_idx(&b.q[2]), 0); /* still held */
+	/* the held statistics buffer goes back on request */
+	CHECK_EQ(virtio_balloon_request_stats(&b.b), 0);
+	CHECK_EQ(vf_used_idx(&b.q[2]), 1);
+	CHECK_EQ(vf_used_id(&b.q[2], 0), sh);
+	/* the balloon's pages are known: deflating one counts, inflating a
+	 * page already in it does not */
+	const uint32_t d1[] = {pfn(HOLE_END) + 5};
+	send_pfns(&b, VIRTIO_BALLOON_Q_DEFLATE, d1, 1);
+	const uint32_t i1[] = {pfn(DATA_GPA) + 1, pfn(DATA_GPA) + 2};
+	send_pfns(&b, VIRTIO_BALLOON_Q_INFLATE, i1, 2);
+	ib = info(&b);
+	CHECK_EQ(ib.inflated_pages, 3);
+	CHECK_EQ(ib.ignored_pfns, 1);
+	CHECK(!dev(&b)->broken);
+	/* the original resumes holding its buffer */
+	virtio_dev_resume(dev(&a));
+	CHECK(a.b.stats_held);
+	CHECK_EQ(vf_used_idx(&a.q[2]), 0);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+
+	/* an empty balloon, no statistics: no bitmap in the payload */
+	static struct tb c, d;
+	setup(&c);
+	snap_save(&c, &f);
+	CHECK_EQ(f.plen - f.part, PART_FIXED);
+	setup_restored(&d, &c, 0);
+	CHECK_EQ(snap_load(&d, f.p, f.plen, true), 0);
+	CHECK_EQ(info(&d).inflated_pages, 0);
+	CHECK_EQ(virtio_balloon_get_stats(&d.b, &st), -ENODATA);
+	free(f.buf);
+	teardown(&d);
+	teardown(&c);
+}
+
+TEST(snapshot_refusals)
+{
+	static struct tb a, b;
+	uint16_t sh;
+	snap_busy(&a, &sh);
+	struct snapfile f;
+	snap_save(&a, &f);
+	setup_restored(&b, &a, 0);
+	CHECK_EQ(snap_load_patched(&b, &f, 0, 4, MEM_SIZE / PG + 1), -EINVAL);
+	CHECK(strstr(serr, "more than guest RAM") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 4, 4, 0xffffffffu), 0); /* actual: the driver's */
+	CHECK_EQ(snap_load_patched(&b, &f, 8, 1, 2), -EINVAL);
+	CHECK(strstr(serr, "held flag") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 9, 1, 1), -EINVAL);
+	CHECK(strstr(serr, "reserved") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 10, 2, VIRTIO_BALLOON_QUEUE_MAX), -EINVAL);
+	CHECK(strstr(serr, "out of range") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 12, 4, 1u << VIRTIO_BALLOON_S_NR | 1u << 4), -EINVAL);
+	CHECK(strstr(serr, "tags") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 16, 8, 0), -EINVAL); /* tags without an update */
+	CHECK(strstr(serr, "tags") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 24 + 8 * VIRTIO_BALLOON_S_MAJFLT, 8, 5), -EINVAL);
+	CHECK(strstr(serr, "not supplied") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 104, 8, MEM_SIZE / PG / 2), -EINVAL);
+	CHECK(strstr(serr, "guest pages") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 112, 8, MEM_SIZE / PG + 1), -EINVAL);
+	CHECK(strstr(serr, "more than guest RAM") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 112, 8, 4), -EINVAL);
+	CHECK(strstr(serr, "in the bitmap") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, PART_FIXED + 100, 1, 0x10), -EINVAL);
+	CHECK(strstr(serr, "in the bitmap") != NULL);
+	/* the held buffer: not the head in flight, or none held with one */
+	CHECK_EQ(snap_load_patched(&b, &f, 10, 2, (uint16_t)(sh + 1)), -EINVAL);
+	CHECK(strstr(serr, "in flight") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 8, 4, 0), -EINVAL);
+	CHECK(strstr(serr, "1 chains in flight on queue 2") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, 8, 4, 5u << 16), -EINVAL); /* head 5, none held */
+	CHECK(strstr(serr, "without a buffer") != NULL);
+	CHECK_EQ(dev(&b)->status, 0);
+	CHECK_EQ(info(&b).inflated_pages, 0);
+	teardown(&b);
+	/* another memory size */
+	memset(&b, 0, sizeof(b));
+	if (guest_mem_init(&b.mem, MEM_SIZE / 2, MEM_SIZE / 4, MEM_SIZE / 4 + 16 * MIB) ||
+	    virtio_balloon_create(&b.b, 0, false, 0, &b.mem, NULL))
+		abort();
+	CHECK_EQ(snap_load(&b, f.p, f.plen, false), -EINVAL);
+	CHECK(serr[0]);
+	virtio_balloon_destroy(&b.b);
+	guest_mem_destroy(&b.mem);
+	free(f.buf);
+	teardown(&a);
+}
+
 TEST_MAIN()

@@ -14,6 +14,7 @@
 #include <sys/eventfd.h>
 
 #include "../../src/event/loop.h"
+#include "../../src/util/bytes.h"
 #include "loop_runner.h"
 #include "test.h"
 #include "virtio_fake.h"
@@ -1818,6 +1819,283 @@ TEST(metrics_of_budget_limiter_and_updates)
 	CHECK_EQ(nm.outstanding, 0);
 	teardown_limited(&t, &lp);
 	blk_destroy(&nm.be);
+}
+
+/* ---- snapshot state ---- */
+
+/* The device's section as the machine writes it: the core's state, then
+ * the device's own, in one payload. */
+struct snapfile {
+	uint8_t *buf;
+	size_t len;
+	const uint8_t *p;
+	size_t plen;
+};
+
+static char serr[256];
+
+static void snap_save(struct tdrv *t, struct snapfile *f)
+{
+	static struct virtio_dev_state core;
+	struct virtio_blk_state st;
+	CHECK_EQ(virtio_dev_state_get(dev(t), &core), 0);
+	CHECK_EQ(virtio_blk_state_get(&t->b, &st), 0);
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "dev.0", VIRTIO_BLK_STATE_VERSION);
+	virtio_dev_state_encode(&core, &w);
+	virtio_blk_state_encode(&st, &w);
+	snap_writer_section_end(&w);
+	memset(f, 0, sizeof(*f));
+	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
+	struct snap_reader r;
+	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
+	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+}
+
+/* Decode and check p[0..len) against @t's device (nothing applied); if
+ * accepted and @apply, put the core's state and the device's, restart. */
+static int snap_load(struct tdrv *t, const uint8_t *p, size_t len, bool apply)
+{
+	static struct virtio_dev_state core;
+	struct virtio_blk_state st;
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	serr[0] = 0;
+	int rc = virtio_dev_state_decode(&c, dev(t), &core, serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_blk_state_decode(&c, &t->b, &st, serr, sizeof(serr));
+	if (!rc)
+		rc = snap_cursor_done(&c, "dev.0", serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_blk_state_check(&st, &core, serr, sizeof(serr));
+	if (rc || !apply)
+		return rc;
+	CHECK_EQ(virtio_dev_state_put(dev(t), &core), 0);
+	rc = virtio_blk_state_put(&t->b, &st);
+	virtio_dev_state_restart(dev(t));
+	return rc;
+}
+
+/* @p with byte @off (from the end of the payload when negative) set to @v,
+ * loaded (not applied) into @t. */
+static int snap_load_patched(struct tdrv *t, const struct snapfile *f, long off, uint8_t v)
+{
+	uint8_t *copy = malloc(f->plen);
+	memcpy(copy, f->p, f->plen);
+	copy[off < 0 ? (long)f->plen + off : off] = v;
+	int rc = snap_load(t, copy, f->plen, false);
+	free(copy);
+	return rc;
+}
+
+/* A fresh device (nothing negotiated) on a disk of @disk_size bytes, over
+ * a copy of @from's guest memory and disk (as far as it goes), its driver
+ * shadow where @from's is: what a restore starts from. */
+static void setup_restored(struct tdrv *t, const struct tdrv *from, uint64_t disk_size)
+{
+	memset(t, 0, sizeof(*t));
+	if (guest_mem_init(&t->mem, MEM_SIZE, MEM_SIZE, MEM_SIZE) ||
+	    blk_mem_init(&t->m, disk_size, false, 64))
+		abort();
+	char err[128];
+	if (virtio_blk_init(&t->b, &t->m.be, false, "test-disk", &t->mem, NULL, err, sizeof(err)))
+		abort();
+	dev(t)->tops = &vf_tops;
+	memcpy(vf_hva(&t->mem, 0, MEM_SIZE), vf_hva((struct guest_mem *)&from->mem, 0, MEM_SIZE),
+	       MEM_SIZE);
+	memcpy(t->m.data, from->m.data, disk_size < DISK_SIZE ? disk_size : DISK_SIZE);
+	t->drv = from->drv;
+	t->drv.mem = &t->mem;
+	t->drv.dev = dev(t);
+	t->bump = from->bump;
+	vf_replay_pending = 0;
+}
+
+/* Two writes; the rate limiter lets the first through and holds the
+ * second; the VM pauses (the first completes); @t is left paused. */
+static void snap_busy(struct tdrv *t, struct loop *lp, uint64_t st[2], uint16_t h[2])
+{
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
+	setup_limited(t, lp, &c);
+	memset(vf_hva(&t->mem, DATA_GPA, 1024), 0xab, 512);
+	memset(vf_hva(&t->mem, DATA_GPA + 512, 512), 0xcd, 512);
+	h[0] = req(t, VIRTIO_BLK_T_OUT, 1, DATA_GPA, 512, false, &st[0]);
+	h[1] = req(t, VIRTIO_BLK_T_OUT, 2, DATA_GPA + 512, 512, false, &st[1]);
+	vf_notify(&t->drv);
+	CHECK_EQ(t->m.outstanding, 1);
+	CHECK(t->b.held);
+	virtio_dev_pause(dev(t)); /* the machine's pause of a virtio-blk */
+	virtio_blk_quiesce(&t->b);
+	CHECK_EQ(t->m.outstanding, 0);
+	CHECK_EQ(vf_used_idx(&t->drv), 1);
+}
+
+TEST(snapshot_round_trip_keeps_the_held_request)
+{
+	struct loop lp;
+	static struct tdrv a, b;
+	uint64_t st[2];
+	uint16_t h[2];
+	snap_busy(&a, &lp, st, h);
+	struct snapfile f;
+	snap_save(&a, &f);
+	/* the device's part: capacity, flush_failed, held, head */
+	const uint8_t *part = f.p + f.plen - 12;
+	CHECK_EQ(get_le64(part), DISK_SIZE / 512);
+	CHECK_EQ(part[8], 0);
+	CHECK_EQ(part[9], 1);
+	CHECK_EQ(get_le16(part + 10), h[1]);
+
+	setup_restored(&b, &a, DISK_SIZE);
+	/* every shorter payload, and a longer one, is refused */
+	for (size_t n = 0; n < f.plen; n++) {
+		CHECK_EQ(snap_load(&b, f.p, n, false), -EINVAL);
+		CHECK(serr[0]);
+	}
+	uint8_t *longer = calloc(1, f.plen + 1);
+	memcpy(longer, f.p, f.plen);
+	CHECK_EQ(snap_load(&b, longer, f.plen + 1, false), -EINVAL);
+	free(longer);
+	CHECK_EQ(dev(&b)->status, 0);
+
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(b.b.held);
+	CHECK_EQ(b.b.chain.head, h[1]);
+	CHECK_EQ(b.m.outstanding, 0);
+	/* the restart's look at the queue (the loop's part) submits it */
+	vf_run_replays(dev(&b));
+	CHECK(!b.b.held);
+	CHECK_EQ(b.m.outstanding, 1);
+	CHECK_EQ(run_io(&b), 1);
+	CHECK_EQ(vf_used_idx(&b.drv), 2);
+	CHECK_EQ(vf_used_id(&b.drv, 1), h[1]);
+	CHECK_EQ(status_at(&b, st[1]), VIRTIO_BLK_S_OK);
+	CHECK(disk_is(&b, 1024, 512, 0xcd));
+	CHECK(disk_is(&b, 512, 512, 0xab));
+	CHECK_EQ(dev(&b)->vqs[0].inflight, 0);
+	/* and it goes on: a read of what was written */
+	uint64_t rs;
+	uint16_t rh = req(&b, VIRTIO_BLK_T_IN, 2, DATA_GPA + 4096, 512, true, &rs);
+	vf_notify(&b.drv);
+	CHECK_EQ(run_io(&b), 1);
+	CHECK_EQ(vf_used_id(&b.drv, 2), rh);
+	CHECK(*vf_hva(&b.mem, DATA_GPA + 4096 + 511, 1) == 0xcd);
+	CHECK(!dev(&b)->broken);
+	/* the original resumes as if nothing happened */
+	virtio_blk_unquiesce(&a.b);
+	virtio_dev_resume(dev(&a));
+	CHECK(a.b.held);
+	fake_now += 60000 * MS;
+	fire(&a, &lp);
+	CHECK_EQ(run_io(&a), 1);
+	CHECK_EQ(vf_used_idx(&a.drv), 2);
+	free(f.buf);
+	teardown(&b);
+	teardown_limited(&a, &lp);
+}
+
+TEST(snapshot_of_an_idle_device_and_a_failed_flush)
+{
+	static struct tdrv a, b;
+	setup(&a, false);
+	uint64_t st;
+	req(&a, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st);
+	a.m.fail_ops = 1u << BLK_OP_FLUSH;
+	a.m.fail_errno = EIO;
+	a.m.fail_count = 1;
+	vf_notify(&a.drv);
+	run_io(&a);
+	CHECK(a.b.flush_failed);
+	virtio_dev_pause(dev(&a));
+	virtio_blk_quiesce(&a.b);
+	struct snapfile f;
+	snap_save(&a, &f);
+	setup_restored(&b, &a, DISK_SIZE);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(b.b.flush_failed);
+	CHECK(!b.b.held);
+	vf_run_replays(dev(&b));
+	/* the failed flush stays failed on the restored device */
+	uint64_t st2;
+	uint16_t h2 = req(&b, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &st2);
+	vf_notify(&b.drv);
+	CHECK_EQ(vf_used_id(&b.drv, 1), h2);
+	CHECK_EQ(status_at(&b, st2), VIRTIO_BLK_S_IOERR);
+	free(f.buf);
+	/* a device the driver never started */
+	static struct tdrv c, d;
+	setup_restored(&c, &b, DISK_SIZE);
+	snap_save(&c, &f);
+	setup_restored(&d, &c, DISK_SIZE);
+	CHECK_EQ(snap_load(&d, f.p, f.plen, true), 0);
+	CHECK_EQ(dev(&d)->status, 0);
+	CHECK(!d.b.held && !d.b.flush_failed);
+	free(f.buf);
+	teardown(&d);
+	teardown(&c);
+	teardown(&b);
+	teardown(&a);
+}
+
+TEST(snapshot_refusals)
+{
+	struct loop lp;
+	static struct tdrv a, b;
+	uint64_t st[2];
+	uint16_t h[2];
+	snap_busy(&a, &lp, st, h);
+	struct snapfile f;
+	snap_save(&a, &f);
+	/* another disk: a different capacity */
+	setup_restored(&b, &a, 2 * DISK_SIZE);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, false), -EINVAL);
+	CHECK(strstr(serr, "another disk") != NULL);
+	CHECK_EQ(dev(&b)->status, 0);
+	teardown(&b);
+	setup_restored(&b, &a, DISK_SIZE);
+	/* the device's part is the last 12 bytes: capacity 8, flags 2, head 2 */
+	CHECK_EQ(snap_load_patched(&b, &f, -4, 2), -EINVAL); /* flush_failed */
+	CHECK(strstr(serr, "not 0 or 1") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, -3, 2), -EINVAL); /* held */
+	CHECK(strstr(serr, "not 0 or 1") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, -1, 0x01), -EINVAL); /* head 256 + ... */
+	CHECK(strstr(serr, "out of range") != NULL);
+	/* the held head is not the one in flight on the queue */
+	CHECK_EQ(snap_load_patched(&b, &f, -2, (uint8_t)(h[1] + 1)), -EINVAL);
+	CHECK(strstr(serr, "in flight") != NULL);
+	/* the device holds nothing but the queue has a chain in flight */
+	uint8_t *copy = malloc(f.plen);
+	memcpy(copy, f.p, f.plen);
+	memset(copy + f.plen - 3, 0, 3);
+	CHECK_EQ(snap_load(&b, copy, f.plen, false), -EINVAL);
+	CHECK(strstr(serr, "1 chains in flight") != NULL);
+	/* a head without a held chain */
+	copy[f.plen - 2] = 5;
+	CHECK_EQ(snap_load(&b, copy, f.plen, false), -EINVAL);
+	CHECK(strstr(serr, "without a held chain") != NULL);
+	free(copy);
+	CHECK_EQ(dev(&b)->status, 0);
+	CHECK(!b.b.held);
+	/* the held chain's descriptor no longer passes (guest memory of
+	 * another snapshot): the restored device is broken, as by a bad pop */
+	vf_desc(&b.mem, DESC_GPA, h[1], 0, 0, VIRTQ_DESC_F_NEXT, 0);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(dev(&b)->broken);
+	CHECK(!b.b.held);
+	free(f.buf);
+	teardown(&b);
+	/* requests in flight (a disk that did not answer): no snapshot */
+	virtio_blk_unquiesce(&a.b);
+	virtio_dev_resume(dev(&a));
+	fake_now += 60000 * MS;
+	fire(&a, &lp);
+	CHECK_EQ(a.m.outstanding, 1);
+	struct virtio_blk_state bs;
+	CHECK_EQ(virtio_blk_state_get(&a.b, &bs), -EBUSY);
+	CHECK_EQ(run_io(&a), 1);
+	CHECK_EQ(virtio_blk_state_get(&a.b, &bs), 0);
+	teardown_limited(&a, &lp);
 }
 
 TEST_MAIN()

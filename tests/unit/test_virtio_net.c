@@ -1940,6 +1940,314 @@ TEST(rate_limiter_real_timer_resumes_on_the_loop)
 	teardown(&t);
 }
 
+/* ---- snapshot state ---- */
+
+/* The device's section as the machine writes it: the core's state, then
+ * the device's own, in one payload. */
+struct snapfile {
+	uint8_t *buf;
+	size_t len;
+	const uint8_t *p;
+	size_t plen;
+	size_t part; /* offset of the device's part */
+};
+
+static char serr[256];
+static struct virtio_net_state net_st; /* 66 KiB: not on the stack */
+
+static void snap_save(struct tnet *t, struct snapfile *f)
+{
+	static struct virtio_dev_state core;
+	CHECK_EQ(virtio_dev_state_get(dev(t), &core), 0);
+	CHECK_EQ(virtio_net_state_get(&t->n, &net_st), 0);
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "dev.0", VIRTIO_NET_STATE_VERSION);
+	virtio_dev_state_encode(&core, &w);
+	size_t before = w.len;
+	virtio_net_state_encode(&net_st, &w);
+	size_t part_len = w.len - before;
+	snap_writer_section_end(&w);
+	memset(f, 0, sizeof(*f));
+	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
+	struct snap_reader r;
+	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
+	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	f->part = f->plen - part_len;
+}
+
+/* Decode and check p[0..len) against @t's device (nothing applied); if
+ * accepted and @apply, put the core's state and the device's, restart. */
+static int snap_load(struct tnet *t, const uint8_t *p, size_t len, bool apply)
+{
+	static struct virtio_dev_state core;
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	serr[0] = 0;
+	int rc = virtio_dev_state_decode(&c, dev(t), &core, serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_net_state_decode(&c, &t->n, &net_st, serr, sizeof(serr));
+	if (!rc)
+		rc = snap_cursor_done(&c, "dev.0", serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_net_state_check(&net_st, &core, serr, sizeof(serr));
+	if (rc || !apply)
+		return rc;
+	CHECK_EQ(virtio_dev_state_put(dev(t), &core), 0);
+	rc = virtio_net_state_put(&t->n, &net_st);
+	virtio_dev_state_restart(dev(t));
+	return rc;
+}
+
+/* The payload with @n bytes at offset @off (of the device's part if
+ * @part, else of the payload) replaced by @v (little-endian), loaded (not
+ * applied) into @t. */
+static int snap_load_patched(struct tnet *t, const struct snapfile *f, bool part, size_t off,
+			     unsigned n, uint64_t v)
+{
+	uint8_t *copy = malloc(f->plen);
+	memcpy(copy, f->p, f->plen);
+	for (unsigned i = 0; i < n; i++)
+		copy[(part ? f->part : 0) + off + i] = (uint8_t)(v >> (8 * i));
+	int rc = snap_load(t, copy, f->plen, false);
+	free(copy);
+	return rc;
+}
+
+/* A fresh device (nothing negotiated) on its own back end and loop, the
+ * MAC its back end's name gives, over a copy of @from's guest memory,
+ * the driver's shadows where @from's are. */
+static void setup_restored(struct tnet *t, struct tnet *from)
+{
+	memset(t, 0, sizeof(*t));
+	if (guest_mem_init(&t->mem, MEM_SIZE, MEM_SIZE, MEM_SIZE) || loop_init(&t->loop) ||
+	    net_mem_init(&t->m, NET_OFFLOAD_ALL, NET_OFFLOAD_ALL))
+		abort();
+	char err[160];
+	if (virtio_net_init(&t->n, &t->m.be, false, NULL, &t->mem, &t->loop, err, sizeof(err)))
+		abort();
+	dev(t)->tops = &vf_tops;
+	memcpy(hva(t, 0, MEM_SIZE), hva(from, 0, MEM_SIZE), MEM_SIZE);
+	t->rx = from->rx;
+	t->tx = from->tx;
+	t->rx.mem = t->tx.mem = &t->mem;
+	t->rx.dev = t->tx.dev = dev(t);
+	t->bump = from->bump;
+	vf_replay_pending = 0;
+	vf_queue_signals = vf_config_signals = 0;
+}
+
+static void cfg_mac(struct tnet *t, uint8_t mac[6])
+{
+	pthread_mutex_lock(&dev(t)->lock);
+	dev(t)->ops->config_read(dev(t), VIRTIO_NET_CFG_MAC, mac, 6);
+	pthread_mutex_unlock(&dev(t)->lock);
+}
+
+/* @a up with every feature (MRG_RXBUF) and a TX limiter of one frame an
+ * hour: frame 0 sent, frame 1 held; a 5012-byte frame received into two
+ * 1000-byte buffers (*@b0 the first), waiting for more; then paused.
+ * *@rx_heads the two receive chains, *@len the transmitted frames' length. */
+static void snap_busy(struct tnet *a, uint16_t rx_heads[2], size_t *len, uint64_t *b0)
+{
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = HOUR_MS}};
+	setup_limited(a, 0, NULL, &c);
+	*len = post_numbered_tx(a, 0, 2, 100);
+	notify(a, VIRTIO_NET_TXQ);
+	CHECK(a->n.tx_held);
+	rx_heads[0] = a->rx.next_desc;
+	*b0 = post_rx(a, 1000);
+	rx_heads[1] = a->rx.next_desc;
+	post_rx(a, 1000);
+	size_t l = mk_frame(frame_buf, 0, 0, 5000, 7);
+	net_mem_inject(&a->m, frame_buf, l);
+	pump(a);
+	CHECK(a->n.rx_pending);
+	CHECK_EQ(a->n.rx_nheads, 2);
+	pause_dev(a);
+}
+
+TEST(snapshot_round_trip_keeps_held_frames_both_ways)
+{
+	static struct tnet a, b;
+	uint16_t rxh[2];
+	size_t txlen;
+	uint64_t b0;
+	snap_busy(&a, rxh, &txlen, &b0);
+	CHECK(sent_are(&a, 0, 1, txlen));
+	struct snapfile f;
+	snap_save(&a, &f);
+	/* the part: 16 bytes, the frame's 10, two chains of 6, the header,
+	 * the 5012 - 2000 bytes not placed */
+	CHECK_EQ(f.plen - f.part, 16 + 10 + 12 + HDR + 3012);
+
+	setup_restored(&b, &a);
+	uint8_t mac_a[6], mac_b[6];
+	cfg_mac(&a, mac_a);
+	cfg_mac(&b, mac_b);
+	CHECK(memcmp(mac_a, mac_b, 6) != 0);
+	for (size_t n = 0; n < f.plen; n++)
+		CHECK_EQ(snap_load(&b, f.p, n, false), -EINVAL);
+	uint8_t *longer = calloc(1, f.plen + 1);
+	memcpy(longer, f.p, f.plen);
+	CHECK_EQ(snap_load(&b, longer, f.plen + 1, false), -EINVAL);
+	free(longer);
+	CHECK_EQ(dev(&b)->status, 0);
+
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	cfg_mac(&b, mac_b);
+	CHECK(!memcmp(mac_a, mac_b, 6)); /* the guest's MAC, not the new tap's */
+	uint8_t st[2];
+	dev(&b)->ops->config_read(dev(&b), VIRTIO_NET_CFG_STATUS, st, 2);
+	CHECK_EQ(st[0], VIRTIO_NET_S_LINK_UP);
+	CHECK(b.n.tx_held);
+	CHECK(b.n.rx_pending);
+	CHECK_EQ(b.n.rx_nheads, 2);
+	CHECK_EQ(vf_config_signals, 0); /* the link did not change */
+	/* the restart: offloads onto the new back end, then both queues */
+	while (pump(&b))
+		;
+	CHECK_EQ(b.m.offloads, a.m.offloads);
+	CHECK(b.m.offloads != 0);
+	vf_run_replays(dev(&b));
+	CHECK(!b.n.tx_held);
+	CHECK(sent_are(&b, 1, 1, txlen)); /* the held frame, once */
+	CHECK(b.n.rx_pending);          /* still waiting for buffers */
+	uint64_t more[6];
+	for (int i = 0; i < 6; i++)
+		more[i] = post_rx(&b, 1000);
+	notify(&b, VIRTIO_NET_RXQ);
+	CHECK(!b.n.rx_pending);
+	CHECK_EQ(vf_used_idx(&b.rx), 6);
+	CHECK_EQ(vf_used_id(&b.rx, 0), rxh[0]);
+	CHECK_EQ(vf_used_id(&b.rx, 1), rxh[1]);
+	CHECK_EQ(hva(&b, b0, 12)[10], 6); /* num_buffers */
+	size_t l = mk_frame(frame_buf, 0, 0, 5000, 7);
+	CHECK(memcmp(hva(&b, b0 + HDR, 1000 - HDR), frame_buf + HDR, 1000 - HDR) == 0);
+	CHECK(memcmp(hva(&b, more[2], 1000), frame_buf + 4000, 1000) == 0);
+	CHECK(memcmp(hva(&b, more[3], 12), frame_buf + 5000, 12) == 0);
+	CHECK_EQ(vf_used_len(&b.rx, 5), l - 5000);
+	CHECK_EQ(count_not_cc(&b, more[4], 1000), 0);
+	CHECK_EQ(b.m.recv_frames, 0); /* from the snapshot, not the new tap */
+	CHECK_EQ(b.n.metrics.rx_packets_count, 1);
+	CHECK(!dev(&b)->broken);
+	/* the original still has both after its resume */
+	resume_dev(&a);
+	CHECK(a.n.tx_held);
+	CHECK(a.n.rx_pending);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+}
+
+TEST(snapshot_round_trip_of_a_buffer_taken_and_a_link_that_came_back)
+{
+	static struct tnet a, b;
+	setup(&a, 0);
+	uint16_t h = a.rx.next_desc;
+	uint64_t g = post_rx(&a, 2048);
+	notify(&a, VIRTIO_NET_RXQ);
+	CHECK(a.n.rx_have_c0);
+	virtio_net_backend_ready(&a.n, EPOLLERR); /* the tap went away */
+	CHECK(!a.n.link_up);
+	pause_dev(&a);
+	struct snapfile f;
+	snap_save(&a, &f);
+	CHECK_EQ(f.plen - f.part, 16);
+	setup_restored(&b, &a);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(b.n.rx_have_c0);
+	/* the new tap works: the driver is told at the restart */
+	CHECK_EQ(vf_config_signals, 1);
+	uint8_t st[2];
+	dev(&b)->ops->config_read(dev(&b), VIRTIO_NET_CFG_STATUS, st, 2);
+	CHECK_EQ(st[0], VIRTIO_NET_S_LINK_UP);
+	CHECK_EQ(dev(&b)->config_generation, dev(&a)->config_generation + 1);
+	while (pump(&b))
+		;
+	vf_run_replays(dev(&b));
+	CHECK(b.n.rx_armed);
+	/* a frame from the new tap lands in the buffer the device held */
+	size_t len = mk_frame(frame_buf, 0, 0, 600, 5);
+	CHECK_EQ(net_mem_inject(&b.m, frame_buf, len), 0);
+	while (pump(&b))
+		;
+	CHECK_EQ(vf_used_idx(&b.rx), 1);
+	CHECK_EQ(vf_used_id(&b.rx, 0), h);
+	CHECK(memcmp(hva(&b, g + HDR, 600), frame_buf + HDR, 600) == 0);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+}
+
+TEST(snapshot_refusals)
+{
+	static struct tnet a, b;
+	uint16_t rxh[2];
+	size_t txlen;
+	uint64_t b0;
+	snap_busy(&a, rxh, &txlen, &b0);
+	uint16_t txh = a.n.tx_chain.head;
+	struct snapfile f;
+	snap_save(&a, &f);
+	setup_restored(&b, &a);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 0, 1, 0x03), -EINVAL);
+	CHECK(strstr(serr, "multicast") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 0, 6, 0), -EINVAL);
+	CHECK(strstr(serr, "zero") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 6, 2, 3), -EINVAL);
+	CHECK(strstr(serr, "status") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 6, 2, 0), 0); /* link down: fine */
+	CHECK_EQ(snap_load_patched(&b, &f, true, 8, 2, 1500), -EINVAL);
+	CHECK(strstr(serr, "MTU") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 10, 1, 2), -EINVAL);
+	CHECK(strstr(serr, "TX held") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 11, 1, 3), -EINVAL);
+	CHECK(strstr(serr, "RX state") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 12, 2, QSIZE), -EINVAL);
+	CHECK(strstr(serr, "TX head") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 14, 2, 1), -EINVAL); /* RX head with a frame */
+	CHECK(strstr(serr, "RX head") != NULL);
+	/* the frame */
+	CHECK_EQ(snap_load_patched(&b, &f, true, 16, 4, 20), -EINVAL);
+	CHECK(strstr(serr, "frame length") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 20, 4, 8), -EINVAL);
+	CHECK(strstr(serr, "shorter than the header") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 24, 2, 0), -EINVAL);
+	CHECK(strstr(serr, "chain count") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 24, 2, QSIZE + 1), -EINVAL);
+	CHECK(strstr(serr, "chains") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 28, 4, 999), -EINVAL);
+	CHECK(strstr(serr, "first chain") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 34, 4, 0), -EINVAL);
+	CHECK(strstr(serr, "further chain") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 32, 2, rxh[0]), -EINVAL);
+	CHECK(strstr(serr, "twice") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 32, 2, QSIZE), -EINVAL);
+	CHECK(strstr(serr, "out of range") != NULL);
+	/* against the queues: heads not in flight, in flight but not held */
+	CHECK_EQ(snap_load_patched(&b, &f, true, 12, 2, (uint16_t)(txh + 1)), -EINVAL);
+	CHECK(strstr(serr, "transmit queue") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 10, 4, 0x02u << 8), -EINVAL); /* TX not held */
+	CHECK(strstr(serr, "transmit queue") != NULL);
+	CHECK_EQ(snap_load_patched(&b, &f, true, 32, 2, (uint16_t)(rxh[1] + 1)), -EINVAL);
+	CHECK(strstr(serr, "receive queue") != NULL);
+	/* a frame in two chains for a driver without MRG_RXBUF (the core's
+	 * accepted features at offset 16 of the payload) */
+	uint64_t drv = dev(&a)->driver_features & ~F(VIRTIO_NET_F_MRG_RXBUF);
+	CHECK_EQ(snap_load_patched(&b, &f, false, 16, 8, drv), -EINVAL);
+	CHECK(strstr(serr, "MRG_RXBUF") != NULL);
+	CHECK_EQ(dev(&b)->status, 0);
+	/* the frame's first buffer changed size in guest memory: broken */
+	vf_desc(&b.mem, RX_DESC, rxh[0], b0, 900, VIRTQ_DESC_F_WRITE, 0);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(dev(&b)->broken);
+	CHECK(!b.n.rx_pending);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+}
+
 /* ---- the tap back end ---- */
 
 /* Open tap @name or say why the test is skipped (false). */

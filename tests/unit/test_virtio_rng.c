@@ -437,4 +437,192 @@ TEST(metrics)
 	loop_destroy(&lp);
 }
 
+/* ---- snapshot state ---- */
+
+/* The device's section as the machine writes it: the core's state, then
+ * the device's own, in one payload. */
+struct snapfile {
+	uint8_t *buf;
+	size_t len;
+	const uint8_t *p;
+	size_t plen;
+};
+
+static char serr[256];
+
+static void snap_save(struct tdrv *t, struct snapfile *f)
+{
+	static struct virtio_dev_state core;
+	struct virtio_rng_state st;
+	CHECK_EQ(virtio_dev_state_get(dev(t), &core), 0);
+	CHECK_EQ(virtio_rng_state_get(&t->r, &st), 0);
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "dev.0", VIRTIO_RNG_STATE_VERSION);
+	virtio_dev_state_encode(&core, &w);
+	virtio_rng_state_encode(&st, &w);
+	snap_writer_section_end(&w);
+	memset(f, 0, sizeof(*f));
+	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
+	struct snap_reader r;
+	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
+	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+}
+
+/* Decode and check p[0..len) against @t's device (nothing applied); if
+ * accepted and @apply, put the core's state and the device's, restart. */
+static int snap_load(struct tdrv *t, const uint8_t *p, size_t len, bool apply)
+{
+	static struct virtio_dev_state core;
+	struct virtio_rng_state st;
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	serr[0] = 0;
+	int rc = virtio_dev_state_decode(&c, dev(t), &core, serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_rng_state_decode(&c, &t->r, &st, serr, sizeof(serr));
+	if (!rc)
+		rc = snap_cursor_done(&c, "dev.0", serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_rng_state_check(&st, &core, serr, sizeof(serr));
+	if (rc || !apply)
+		return rc;
+	CHECK_EQ(virtio_dev_state_put(dev(t), &core), 0);
+	rc = virtio_rng_state_put(&t->r, &st);
+	virtio_dev_state_restart(dev(t));
+	return rc;
+}
+
+/* The payload with its last four bytes (the device's part: held,
+ * reserved, head) replaced, loaded (not applied) into @t. */
+static int snap_load_part(struct tdrv *t, const struct snapfile *f, uint8_t held,
+			  uint8_t reserved, uint16_t head)
+{
+	uint8_t *copy = malloc(f->plen);
+	memcpy(copy, f->p, f->plen);
+	copy[f->plen - 4] = held;
+	copy[f->plen - 3] = reserved;
+	copy[f->plen - 2] = (uint8_t)head;
+	copy[f->plen - 1] = (uint8_t)(head >> 8);
+	int rc = snap_load(t, copy, f->plen, false);
+	free(copy);
+	return rc;
+}
+
+/* A fresh device (nothing negotiated, no loop) over a copy of @from's
+ * guest memory, its driver shadow where @from's is. */
+static void setup_restored(struct tdrv *t, const struct tdrv *from)
+{
+	memset(t, 0, sizeof(*t));
+	if (guest_mem_init(&t->mem, MEM_SIZE, MEM_SIZE, MEM_SIZE) ||
+	    virtio_rng_init(&t->r, &t->mem, NULL))
+		abort();
+	dev(t)->tops = &vf_tops;
+	memcpy(vf_hva(&t->mem, 0, MEM_SIZE), vf_hva((struct guest_mem *)&from->mem, 0, MEM_SIZE),
+	       MEM_SIZE);
+	t->drv = from->drv;
+	t->drv.mem = &t->mem;
+	t->drv.dev = dev(t);
+	vf_replay_pending = 0;
+}
+
+TEST(snapshot_round_trip_keeps_the_held_request)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	static struct tdrv a, b;
+	setup(&a, &lp);
+	fake_now = 0;
+	a.r.limiter_clock = fake_clock;
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&a.r, &c), 0);
+	post(&a, 0, 32);
+	post(&a, 1, 48);
+	vf_notify(&a.drv);
+	CHECK_EQ(vf_used_idx(&a.drv), 1);
+	CHECK(a.r.held);
+	uint16_t held = a.r.chain.head;
+	virtio_dev_pause(dev(&a));
+	struct snapfile f;
+	snap_save(&a, &f);
+	CHECK_EQ(f.p[f.plen - 4], 1);
+	CHECK_EQ((uint16_t)(f.p[f.plen - 2] | f.p[f.plen - 1] << 8), held);
+
+	setup_restored(&b, &a);
+	for (size_t n = 0; n < f.plen; n++)
+		CHECK_EQ(snap_load(&b, f.p, n, false), -EINVAL);
+	uint8_t *longer = calloc(1, f.plen + 1);
+	memcpy(longer, f.p, f.plen);
+	CHECK_EQ(snap_load(&b, longer, f.plen + 1, false), -EINVAL);
+	free(longer);
+	CHECK_EQ(dev(&b)->status, 0);
+	memset(vf_hva(&b.mem, BUF_GPA + VIRTIO_RNG_MAX_PER_REQ, 48), 0xcc, 48);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(b.r.held);
+	vf_run_replays(dev(&b));
+	/* served first, without a limiter */
+	CHECK(!b.r.held);
+	CHECK_EQ(vf_used_idx(&b.drv), 2);
+	CHECK_EQ(vf_used_id(&b.drv, 1), held);
+	CHECK_EQ(vf_used_len(&b.drv, 1), 48);
+	CHECK(count_not(vf_hva(&b.mem, BUF_GPA + VIRTIO_RNG_MAX_PER_REQ, 48), 48, 0xcc) > 40);
+	CHECK_EQ(dev(&b)->vqs[0].inflight, 0);
+	/* and goes on */
+	post(&b, 2, 16);
+	vf_notify(&b.drv);
+	CHECK_EQ(vf_used_idx(&b.drv), 3);
+	CHECK(!dev(&b)->broken);
+	/* the original still holds its request */
+	virtio_dev_resume(dev(&a));
+	CHECK(a.r.held);
+	CHECK_EQ(vf_used_idx(&a.drv), 1);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+	loop_destroy(&lp);
+}
+
+TEST(snapshot_refusals)
+{
+	struct loop lp;
+	CHECK_EQ(loop_init(&lp), 0);
+	static struct tdrv a, b;
+	setup(&a, &lp);
+	a.r.limiter_clock = fake_clock;
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&a.r, &c), 0);
+	post(&a, 0, 32);
+	post(&a, 1, 48);
+	vf_notify(&a.drv);
+	CHECK(a.r.held);
+	uint16_t held = a.r.chain.head;
+	struct snapfile f;
+	snap_save(&a, &f);
+	setup_restored(&b, &a);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, held), 0);
+	CHECK_EQ(snap_load_part(&b, &f, 2, 0, held), -EINVAL);
+	CHECK(strstr(serr, "held flag") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 1, held), -EINVAL);
+	CHECK(strstr(serr, "reserved") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, VIRTIO_RNG_QUEUE_MAX), -EINVAL);
+	CHECK(strstr(serr, "out of range") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 0, 0, held ? held : 1), -EINVAL);
+	CHECK(strstr(serr, "without a held request") != NULL);
+	/* not the head in flight; nothing held with one in flight */
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, (uint16_t)(held + 1)), -EINVAL);
+	CHECK(strstr(serr, "in flight") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 0, 0, 0), -EINVAL);
+	CHECK(strstr(serr, "1 requests in flight") != NULL);
+	CHECK_EQ(dev(&b)->status, 0);
+	/* the held chain's descriptor no longer passes: broken */
+	vf_desc(&b.mem, DESC_GPA, held, BUF_GPA, 0, VIRTQ_DESC_F_WRITE, 0);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(dev(&b)->broken);
+	CHECK(!b.r.held);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+	loop_destroy(&lp);
+}
+
 TEST_MAIN()

@@ -1774,4 +1774,243 @@ TEST(metrics_count_packets_connections_and_errors)
 	teardown(&t);
 }
 
+/* ---- snapshot state ---- */
+
+/* The device's section as the machine writes it: the core's state, then
+ * the device's own, in one payload. */
+struct snapfile {
+	uint8_t *buf;
+	size_t len;
+	const uint8_t *p;
+	size_t plen;
+};
+
+static char serr[256];
+
+static void snap_save(struct tg *t, struct snapfile *f)
+{
+	static struct virtio_dev_state core;
+	struct virtio_vsock_state st;
+	CHECK_EQ(virtio_dev_state_get(dev(t), &core), 0);
+	CHECK_EQ(virtio_vsock_state_get(&t->v, &st), 0);
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "dev.0", VIRTIO_VSOCK_STATE_VERSION);
+	virtio_dev_state_encode(&core, &w);
+	virtio_vsock_state_encode(&st, &w);
+	snap_writer_section_end(&w);
+	memset(f, 0, sizeof(*f));
+	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
+	struct snap_reader r;
+	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
+	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+}
+
+/* Decode and check p[0..len) against @t's device (nothing applied); if
+ * accepted and @apply, put the core's state and the device's, restart. */
+static int snap_load(struct tg *t, const uint8_t *p, size_t len, bool apply)
+{
+	static struct virtio_dev_state core;
+	struct virtio_vsock_state st;
+	struct snap_cursor c;
+	snap_cursor_init(&c, p, len);
+	serr[0] = 0;
+	int rc = virtio_dev_state_decode(&c, dev(t), &core, serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_vsock_state_decode(&c, &t->v, &st, serr, sizeof(serr));
+	if (!rc)
+		rc = snap_cursor_done(&c, "dev.0", serr, sizeof(serr));
+	if (!rc)
+		rc = virtio_vsock_state_check(&st, &core, serr, sizeof(serr));
+	if (rc || !apply)
+		return rc;
+	CHECK_EQ(virtio_dev_state_put(dev(t), &core), 0);
+	rc = virtio_vsock_state_put(&t->v, &st);
+	virtio_dev_state_restart(dev(t));
+	return rc;
+}
+
+/* The payload with the device's part after the CID (held, reserved, RX
+ * head: its last four bytes) replaced, loaded (not applied) into @t. */
+static int snap_load_part(struct tg *t, const struct snapfile *f, uint8_t held, uint8_t reserved,
+			  uint16_t head)
+{
+	uint8_t *copy = malloc(f->plen);
+	memcpy(copy, f->p, f->plen);
+	copy[f->plen - 4] = held;
+	copy[f->plen - 3] = reserved;
+	put_le16(copy + f->plen - 2, head);
+	int rc = snap_load(t, copy, f->plen, false);
+	free(copy);
+	return rc;
+}
+
+/* A fresh device for guest CID @cid at a new socket path (nothing
+ * negotiated), over a copy of @from's guest memory, the guest driver's
+ * shadows where @from's are, its connections forgotten. */
+static void setup_restored(struct tg *t, struct tg *from, uint64_t cid)
+{
+	setup_nodrv(t);
+	if (cid != CID) {
+		virtio_vsock_destroy(&t->v);
+		char err[256];
+		if (virtio_vsock_create(&t->v, cid, t->path, &t->mem, &t->loop, err, sizeof(err)))
+			abort();
+	}
+	dev(t)->tops = &vf_tops;
+	memcpy(vf_hva(&t->mem, 0, MEM_SIZE), vf_hva(&from->mem, 0, MEM_SIZE), MEM_SIZE);
+	struct vf_drv *to[3] = {&t->rx, &t->tx, &t->ev}, *fr[3] = {&from->rx, &from->tx, &from->ev};
+	for (int i = 0; i < 3; i++) {
+		*to[i] = *fr[i];
+		to[i]->mem = &t->mem;
+		to[i]->dev = dev(t);
+	}
+	t->rx_seen = from->rx_seen;
+	t->rx_posted = from->rx_posted;
+	t->rx_buf_size = from->rx_buf_size;
+	t->rx_split = from->rx_split;
+	t->rx_auto = from->rx_auto;
+	vf_replay_pending = 0;
+}
+
+/* @a up with an established connection (host fd *@fd, guest *@c) and two
+ * event buffers posted, then paused; *@rxh the RX buffer it holds. */
+static void snap_busy(struct tg *a, int *fd, struct gconn **c, uint16_t evh[2], uint16_t *rxh)
+{
+	setup(a);
+	*fd = open_host_conn(a, 1000, 4096, c);
+	CHECK(*c != NULL);
+	struct vf_seg s0[] = {{EVBUF, 8, true}}, s1[] = {{EVBUF + 64, 8, true}};
+	evh[0] = vf_chain(&a->ev, s0, 1);
+	evh[1] = vf_chain(&a->ev, s1, 1);
+	notify(a, VIRTIO_VSOCK_Q_EVENT);
+	pump(a);
+	g_poll(a);
+	CHECK(a->v.rx_held);
+	*rxh = a->v.rxc.head;
+	virtio_dev_pause(dev(a));
+}
+
+TEST(snapshot_restore_drops_connections_and_resets_the_transport_once)
+{
+	static struct tg a, b;
+	int fd;
+	struct gconn *c;
+	uint16_t evh[2], rxh;
+	snap_busy(&a, &fd, &c, evh, &rxh);
+	struct snapfile f;
+	snap_save(&a, &f);
+	CHECK_EQ(get_le64(f.p + f.plen - 12), CID);
+	CHECK_EQ(f.p[f.plen - 4], 1);
+	CHECK_EQ(get_le16(f.p + f.plen - 2), rxh);
+
+	setup_restored(&b, &a, CID);
+	for (size_t n = 0; n < f.plen; n++)
+		CHECK_EQ(snap_load(&b, f.p, n, false), -EINVAL);
+	uint8_t *longer = calloc(1, f.plen + 1);
+	memcpy(longer, f.p, f.plen);
+	CHECK_EQ(snap_load(&b, longer, f.plen + 1, false), -EINVAL);
+	free(longer);
+	CHECK_EQ(dev(&b)->status, 0);
+
+	memset(vf_hva(&b.mem, EVBUF, 8), 0xaa, 8);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(b.v.rx_held);
+	CHECK_EQ(b.v.rxc.head, rxh);
+	CHECK_EQ(vf_used_idx(&b.ev), 0); /* told at the first look at a queue */
+	vf_run_replays(dev(&b));
+	CHECK_EQ(vf_used_idx(&b.ev), 1);
+	CHECK_EQ(vf_used_id(&b.ev, 0), evh[0]);
+	CHECK_EQ(vf_used_len(&b.ev, 0), 4);
+	CHECK_EQ(get_le32(vf_hva(&b.mem, EVBUF, 4)), VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+	CHECK_EQ(*vf_hva(&b.mem, EVBUF + 4, 1), 0xaa);
+	CHECK_EQ(virtio_vsock_conn_count(&b.v), 0);
+	/* exactly once, whatever is looked at later */
+	for (uint16_t q = 0; q < VIRTIO_VSOCK_NUM_QUEUES; q++)
+		notify(&b, q);
+	pump(&b);
+	CHECK_EQ(vf_used_idx(&b.ev), 1);
+	CHECK(!dev(&b)->broken);
+
+	/* the restored device takes new connections; the first packet goes
+	 * into the RX buffer it held */
+	uint16_t seen = b.rx_seen;
+	struct gconn *c2;
+	int fd2 = open_host_conn(&b, 1001, 4096, &c2);
+	CHECK(c2 != NULL);
+	CHECK_EQ(vf_used_id(&b.rx, seen), rxh);
+	h_write(fd2, "hello");
+	CHECK(c2 && g_wait_data(&b, c2, 5));
+	CHECK_EQ(virtio_vsock_conn_count(&b.v), 1);
+
+	/* the original carries on with its connection after the snapshot */
+	virtio_dev_resume(dev(&a));
+	h_write(fd, "abc");
+	CHECK(g_wait_data(&a, c, 3));
+	CHECK(!memcmp(c->data, "abc", 3));
+	CHECK_EQ(vf_used_idx(&a.ev), 0);
+	close(fd);
+	close(fd2);
+	free(f.buf);
+	teardown(&b);
+	teardown(&a);
+}
+
+TEST(snapshot_refusals)
+{
+	static struct tg a, b;
+	int fd;
+	struct gconn *c;
+	uint16_t evh[2], rxh;
+	snap_busy(&a, &fd, &c, evh, &rxh);
+	struct snapfile f;
+	snap_save(&a, &f);
+	/* another CID */
+	setup_restored(&b, &a, CID + 1);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, false), -EINVAL);
+	CHECK(strstr(serr, "CID") != NULL);
+	teardown(&b);
+	setup_restored(&b, &a, CID);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, rxh), 0);
+	CHECK_EQ(snap_load_part(&b, &f, 2, 0, rxh), -EINVAL);
+	CHECK(strstr(serr, "held flag") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 1, rxh), -EINVAL);
+	CHECK(strstr(serr, "reserved") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, VIRTIO_VSOCK_QUEUE_MAX), -EINVAL);
+	CHECK(strstr(serr, "out of range") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 0, 0, 7), -EINVAL);
+	CHECK(strstr(serr, "without a held buffer") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 1, 0, (uint16_t)(rxh + 1)), -EINVAL);
+	CHECK(strstr(serr, "in flight") != NULL);
+	CHECK_EQ(snap_load_part(&b, &f, 0, 0, 0), -EINVAL);
+	CHECK(strstr(serr, "1 RX buffers in flight") != NULL);
+	CHECK_EQ(dev(&b)->status, 0);
+	/* the held buffer no longer passes (made device-readable): broken,
+	 * and nobody to tell about the transport */
+	vf_desc(&b.mem, RXQ, rxh, RXBUF, 4096, 0, 0);
+	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
+	CHECK(dev(&b)->broken);
+	CHECK(!b.v.rx_held);
+	CHECK(!b.v.reset_event_pending);
+	vf_run_replays(dev(&b));
+	CHECK_EQ(vf_used_idx(&b.ev), 0);
+	teardown(&b);
+
+	/* a device the driver never started: nothing to tell */
+	static struct tg n, m;
+	setup_nodrv(&n);
+	struct snapfile g;
+	snap_save(&n, &g);
+	setup_restored(&m, &n, CID);
+	CHECK_EQ(snap_load(&m, g.p, g.plen, true), 0);
+	CHECK(!m.v.reset_event_pending);
+	CHECK_EQ(dev(&m)->status, 0);
+	free(g.buf);
+	teardown(&m);
+	teardown(&n);
+	close(fd);
+	free(f.buf);
+	teardown(&a);
+}
+
 TEST_MAIN()

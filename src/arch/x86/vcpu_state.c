@@ -451,16 +451,9 @@ int x86_vcpu_state_validate(const struct x86_vcpu_state *s, char *err, size_t er
 				      "cpuid %08" PRIx32 ".%" PRIu32 ": flags 0x%" PRIx32
 				      " has unknown bits",
 				      a->function, a->index, a->flags);
-		uint32_t ai = (a->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ? a->index : 0;
-		for (uint32_t j = 0; j < i; j++) {
-			const struct kvm_cpuid_entry2 *b = &s->cpuid[j];
-			uint32_t bi = (b->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ? b->index : 0;
-			if (a->function == b->function && ai == bi)
-				return refuse(err, errlen, id,
-					      "cpuid %08" PRIx32 ".%" PRIu32 " is given twice "
-					      "(entries %" PRIu32 " and %" PRIu32 ")",
-					      a->function, ai, j, i);
-		}
+		/* duplicates are not refused: KVM accepts them (it uses the
+		 * first match) and reports back exactly the table it was
+		 * given, so a table a VM runs with must load again */
 	}
 	return 0;
 }

@@ -195,8 +195,8 @@ int x86_vcpu_state_set(struct kvm *k, struct kvm_vcpu *v, const struct x86_vcpu_
  *    run; nor the states of other architectures);
  *  - debugregs: flags 0, DR6 and DR7 bits 32-63 clear, reserved 0;
  *  - tsc_khz 0 or X86_TSC_KHZ_MIN..X86_TSC_KHZ_MAX;
- *  - CPUID: ncpuid <= X86_CPUID_MAX, flags only KVM_CPUID_FLAG_*, no
- *    leaf/subleaf twice.
+ *  - CPUID: ncpuid <= X86_CPUID_MAX, flags only KVM_CPUID_FLAG_* (a leaf
+ *    given twice is accepted, as KVM accepts it: the first one counts).
  * Not checked: general-purpose registers, segment bases/limits, the LAPIC
  * register page (KVM_SET_LAPIC checks what it depends on) and MSR values
  * (KVM_SET_MSRS refuses what the vCPU cannot hold; the restore fails).

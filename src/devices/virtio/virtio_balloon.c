@@ -16,6 +16,7 @@
 #include "../../event/loop.h"
 #include "../../util/bitmap.h"
 #include "../../util/bytes.h"
+#include "../../util/str.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -72,23 +73,40 @@ static void balloon_config_write(struct virtio_dev *d, uint32_t off, const void 
 	}
 }
 
-/* DRIVER_OK: assign queue roles from the negotiated features (header). */
-static int balloon_activate(struct virtio_dev *d)
+/* The queue roles for negotiated features @f (header): *q_stats and
+ * *q_report, -1 for none.  @active: bit q set if queue q is active. */
+static void queue_roles(uint64_t f, uint32_t active, int *q_stats, int *q_report)
 {
-	struct virtio_balloon *b = to_balloon(d);
-	uint64_t f = d->driver_features;
 	int next = VIRTIO_BALLOON_Q_DEFLATE + 1;
-	b->q_stats = b->q_report = -1;
+	*q_stats = *q_report = -1;
 	if (f & F(VIRTIO_BALLOON_F_STATS_VQ))
-		b->q_stats = next++;
+		*q_stats = next++;
 	if (f & F(VIRTIO_BALLOON_F_FREE_PAGE_HINT))
 		next++; /* never offered, so never negotiated; keeps the numbering honest */
 	if (f & F(VIRTIO_BALLOON_F_PAGE_REPORTING)) {
 		int q = next;
-		if (!d->vqs[q].active && d->vqs[VIRTIO_BALLOON_Q_SPEC_REPORTING].active)
+		if (!(active & (1u << q)) && (active & (1u << VIRTIO_BALLOON_Q_SPEC_REPORTING)))
 			q = VIRTIO_BALLOON_Q_SPEC_REPORTING;
-		b->q_report = q;
+		*q_report = q;
 	}
+}
+
+static uint32_t active_queues(const struct virtio_dev *d)
+{
+	uint32_t m = 0;
+	for (uint16_t q = 0; q < d->num_queues; q++)
+		if (d->vqs[q].active)
+			m |= 1u << q;
+	return m;
+}
+
+/* DRIVER_OK (or a restored device's restart): assign queue roles from the
+ * negotiated features.  Nothing else: the held statistics buffer is
+ * either none (fresh, or reset) or a restored one. */
+static int balloon_activate(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = to_balloon(d);
+	queue_roles(d->driver_features, active_queues(d), &b->q_stats, &b->q_report);
 	/* Buffers the driver queued before DRIVER_OK (Linux's first stats
 	 * buffer) are found by the core's replay of every queue (virtio.h). */
 	return 0;
@@ -622,4 +640,192 @@ void virtio_balloon_disable_reporting(struct virtio_balloon *b)
 	pthread_mutex_lock(&b->vdev.lock);
 	b->vdev.device_features &= ~F(VIRTIO_BALLOON_F_PAGE_REPORTING);
 	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+static uint64_t bitmap_bytes(uint64_t pages)
+{
+	return (pages + 7) / 8;
+}
+
+int virtio_balloon_state_get(struct virtio_balloon *b, struct virtio_balloon_state *st)
+{
+	struct virtio_dev *d = &b->vdev;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	st->num_pages = get_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES);
+	st->actual = get_le32(b->config + VIRTIO_BALLOON_CFG_ACTUAL);
+	if (b->stats_held && virtio_dev_is_live(d) && b->q_stats >= 0 &&
+	    d->vqs[b->q_stats].active) {
+		st->stats_held = 1;
+		st->stats_head = b->stats_head;
+	}
+	st->stats_valid = b->stats.valid;
+	st->stats_updates = b->stats.updates;
+	memcpy(st->stats_val, b->stats.val, sizeof(st->stats_val));
+	st->guest_pages = b->guest_pages;
+	st->inflated = b->inflated;
+	st->bitmap = b->inflated ? b->bitmap : NULL;
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_balloon_state_encode(const struct virtio_balloon_state *st, struct snap_writer *w)
+{
+	snap_put_u32(w, st->num_pages);
+	snap_put_u32(w, st->actual);
+	snap_put_u8(w, st->stats_held);
+	snap_put_u8(w, 0); /* reserved */
+	snap_put_u16(w, st->stats_head);
+	snap_put_u32(w, st->stats_valid);
+	snap_put_u64(w, st->stats_updates);
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR; t++)
+		snap_put_u64(w, st->stats_val[t]);
+	snap_put_u64(w, st->guest_pages);
+	snap_put_u64(w, st->inflated);
+	if (st->inflated && st->bitmap)
+		snap_put_bytes(w, st->bitmap, bitmap_bytes(st->guest_pages));
+}
+
+/* The next @n bytes of @c, in place (NULL, and the cursor overrun, if
+ * there are not that many). */
+static const uint8_t *cursor_view(struct snap_cursor *c, uint64_t n)
+{
+	if (c->overrun)
+		return NULL;
+	if (n > c->len - c->off) {
+		c->overrun = true;
+		c->bad_off = c->off;
+		c->bad_want = n > SIZE_MAX ? SIZE_MAX : (size_t)n;
+		return NULL;
+	}
+	const uint8_t *p = c->p + c->off;
+	c->off += (size_t)n;
+	return p;
+}
+
+int virtio_balloon_state_decode(struct snap_cursor *c, const struct virtio_balloon *live,
+				struct virtio_balloon_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->num_pages = snap_get_u32(c);
+	st->actual = snap_get_u32(c);
+	st->stats_held = snap_get_u8(c);
+	uint8_t reserved = snap_get_u8(c);
+	st->stats_head = snap_get_u16(c);
+	st->stats_valid = snap_get_u32(c);
+	st->stats_updates = snap_get_u64(c);
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR; t++)
+		st->stats_val[t] = snap_get_u64(c);
+	st->guest_pages = snap_get_u64(c);
+	st->inflated = snap_get_u64(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-balloon state truncated");
+	if (st->guest_pages != live->guest_pages)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: %llu guest pages saved, this guest has %llu",
+			       (unsigned long long)st->guest_pages,
+			       (unsigned long long)live->guest_pages);
+	if (st->num_pages > live->guest_pages)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: target of %u pages, more than guest RAM",
+			       st->num_pages);
+	if (st->stats_held > 1 || reserved)
+		return err_set(err, errlen, -EINVAL, "virtio-balloon: held flag %u, reserved byte %u",
+			       st->stats_held, reserved);
+	if (st->stats_head >= live->vdev.queue_max || (!st->stats_held && st->stats_head))
+		return err_set(err, errlen, -EINVAL, "virtio-balloon: statistics head %u%s",
+			       st->stats_head, st->stats_held ? " out of range" : " without a buffer");
+	if (st->stats_valid >> VIRTIO_BALLOON_S_NR || (st->stats_valid && !st->stats_updates))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: statistics tags %#x after %llu updates",
+			       st->stats_valid, (unsigned long long)st->stats_updates);
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR; t++)
+		if (!(st->stats_valid & (1u << t)) && st->stats_val[t])
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-balloon: a value for statistics tag %u, not supplied",
+				       t);
+	if (st->inflated > st->guest_pages)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: %llu pages inflated, more than guest RAM",
+			       (unsigned long long)st->inflated);
+	if (!st->inflated)
+		return 0;
+	uint64_t nbytes = bitmap_bytes(st->guest_pages);
+	st->bitmap = cursor_view(c, nbytes);
+	if (!st->bitmap)
+		return err_set(err, errlen, -EINVAL, "virtio-balloon state truncated (bitmap)");
+	uint64_t set = 0;
+	for (uint64_t i = 0; i < nbytes; i++)
+		set += (uint64_t)__builtin_popcount(st->bitmap[i]);
+	if (st->guest_pages % 8 && st->bitmap[nbytes - 1] >> (st->guest_pages % 8))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: bitmap has pages past the end of guest RAM");
+	if (set != st->inflated)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: %llu pages inflated but %llu in the bitmap",
+			       (unsigned long long)st->inflated, (unsigned long long)set);
+	return 0;
+}
+
+int virtio_balloon_state_check(const struct virtio_balloon_state *st,
+			       const struct virtio_dev_state *core, char *err, size_t errlen)
+{
+	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	uint32_t active = 0;
+	for (uint16_t q = 0; q < core->num_queues && q < VIRTIO_MAX_QUEUES; q++)
+		if (core->vqs[q].active)
+			active |= 1u << q;
+	int q_stats, q_report;
+	queue_roles(core->driver_features, active, &q_stats, &q_report);
+	if (st->stats_held && (!live || q_stats < 0 || !(active & (1u << q_stats))))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-balloon: a statistics buffer is held but the statistics "
+			       "queue is not running");
+	for (uint16_t q = 0; q < core->num_queues && q < VIRTIO_MAX_QUEUES; q++) {
+		const struct virtq_state *vq = &core->vqs[q];
+		bool held = st->stats_held && q == q_stats;
+		if (vq->ninflight != held || (held && vq->inflight[0] != st->stats_head))
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-balloon: %u chains in flight on queue %u, the device "
+				       "holds %u",
+				       vq->ninflight, q, held);
+	}
+	return 0;
+}
+
+int virtio_balloon_state_put(struct virtio_balloon *b, const struct virtio_balloon_state *st)
+{
+	struct virtio_dev *d = &b->vdev;
+	int rc = 0;
+	pthread_mutex_lock(&d->lock);
+	put_le32(b->config + VIRTIO_BALLOON_CFG_NUM_PAGES, st->num_pages);
+	put_le32(b->config + VIRTIO_BALLOON_CFG_ACTUAL, st->actual);
+	memset(&b->stats, 0, sizeof(b->stats));
+	b->stats.valid = st->stats_valid;
+	b->stats.updates = st->stats_updates;
+	memcpy(b->stats.val, st->stats_val, sizeof(b->stats.val));
+	/* The roles as activate will assign them (restart), so that the held
+	 * buffer can be checked against its queue. */
+	queue_roles(d->driver_features, active_queues(d), &b->q_stats, &b->q_report);
+	b->stats_held = false;
+	if (st->stats_held) {
+		const struct virtq *q = b->q_stats >= 0 ? &d->vqs[b->q_stats] : NULL;
+		if (!q || !q->active || st->stats_head >= q->size ||
+		    !bitmap_test(q->inflight_map, st->stats_head)) {
+			rc = -EINVAL;
+		} else {
+			b->stats_held = true;
+			b->stats_head = st->stats_head;
+		}
+	}
+	uint64_t nbytes = bitmap_bytes(b->guest_pages);
+	if (st->inflated && st->bitmap && st->guest_pages == b->guest_pages)
+		memcpy(b->bitmap, st->bitmap, nbytes);
+	else
+		memset(b->bitmap, 0, nbytes);
+	b->inflated = st->bitmap ? st->inflated : 0;
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }

@@ -318,4 +318,75 @@ void virtio_balloon_log_stats(void *ctx, const struct virtio_balloon_stats *s);
  * included.  Always 0. */
 int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info *out);
 
+/*
+ * Snapshot state (docs/snapshot-format.md, "virtio devices"): what the
+ * device holds beyond the virtio core (virtio_dev_state_*, saved beside
+ * it): the config space's target (num_pages, set at run time) and actual
+ * (the driver's), the held statistics buffer (its head: the device only
+ * ever returns it) and the latest statistics, and the balloon itself (the
+ * device's count and its bitmap of inflated pages, so that deflating
+ * after a restore is counted as before).  Inflated pages read as zeros in
+ * the memory file; nothing is discarded at restore.  Free page reporting
+ * holds nothing between requests.  Not saved: the statistics period and
+ * the deflate-on-OOM choice (configuration), the time the statistics
+ * arrived (a host clock reading), the counters.
+ *
+ * The bitmap can be large (one bit per 4 KiB of guest RAM: 32 KiB for
+ * 1 GiB), so the state does not copy it: @bitmap is borrowed, from the
+ * device (virtio_balloon_state_get: valid while the device stays paused)
+ * or from the payload (virtio_balloon_state_decode: valid while the
+ * snapshot's buffer is).
+ *
+ *   virtio_balloon_state_get     VM paused, device quiesced (takes vdev.lock); 0.
+ *   virtio_balloon_state_encode  u32 num_pages, u32 actual, u8 stats held,
+ *                                u8 reserved (0), u16 stats head, u32 valid
+ *                                tags, u64 statistics updates, 10 x u64
+ *                                values (by tag), u64 guest pages, u64
+ *                                inflated pages (120 bytes); then, when
+ *                                inflated pages is not 0, the bitmap:
+ *                                (guest pages + 7) / 8 bytes, bit i%8 of
+ *                                byte i/8 for the page at offset i * 4 KiB
+ *                                of the guest RAM mapping.
+ *   virtio_balloon_state_decode  against @live, built from the same
+ *                                configuration: num_pages at most guest RAM,
+ *                                flags 0 or 1, reserved 0, the stats head
+ *                                below the queue maximum (0 when none held),
+ *                                only known tags, values only for them, no
+ *                                statistics without an update, guest pages
+ *                                @live's, as many bits set as pages inflated
+ *                                and none past the last page.
+ *   virtio_balloon_state_check   with the core's state from the same
+ *                                snapshot: a held statistics buffer is the
+ *                                only head in flight on the statistics queue
+ *                                (STATS_VQ negotiated, the queue active, the
+ *                                device live); no other queue has one.
+ *   virtio_balloon_state_put     between virtio_dev_state_put and
+ *                                virtio_dev_state_restart: config space,
+ *                                statistics, the held buffer, the bitmap and
+ *                                count.  0 or -EINVAL (the buffer is not in
+ *                                flight).
+ */
+#define VIRTIO_BALLOON_STATE_VERSION 1
+
+struct virtio_balloon_state {
+	uint32_t num_pages;  /* target, 4 KiB pages */
+	uint32_t actual;     /* as the driver wrote it */
+	uint8_t stats_held;  /* 0 or 1 */
+	uint16_t stats_head; /* 0 when none */
+	uint32_t stats_valid;
+	uint64_t stats_updates;
+	uint64_t stats_val[VIRTIO_BALLOON_S_NR];
+	uint64_t guest_pages;
+	uint64_t inflated;
+	const uint8_t *bitmap; /* borrowed, see above; NULL when inflated is 0 */
+};
+
+int virtio_balloon_state_get(struct virtio_balloon *b, struct virtio_balloon_state *st);
+void virtio_balloon_state_encode(const struct virtio_balloon_state *st, struct snap_writer *w);
+int virtio_balloon_state_decode(struct snap_cursor *c, const struct virtio_balloon *live,
+				struct virtio_balloon_state *st, char *err, size_t errlen);
+int virtio_balloon_state_check(const struct virtio_balloon_state *st,
+			       const struct virtio_dev_state *core, char *err, size_t errlen);
+int virtio_balloon_state_put(struct virtio_balloon *b, const struct virtio_balloon_state *st);
+
 #endif

@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 
 #include "../../event/loop.h"
+#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
+#include "../../util/str.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -800,6 +802,13 @@ static int flush_old(struct virtio_blk *b, struct blk_backend *be)
 	return f->res < 0 ? (int)f->res : 0;
 }
 
+int virtio_blk_sync(struct virtio_blk *b)
+{
+	if (b->swap_flush.pending)
+		return -EBUSY; /* an earlier flush has not answered yet */
+	return flush_old(b, b->be);
+}
+
 /* The capacity changed: config space, generation, interrupt.  d->lock held. */
 static void capacity_changed(struct virtio_blk *b)
 {
@@ -1039,4 +1048,111 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	virtio_dev_destroy(&b->vdev);
 	free(b->reqs);
 	b->reqs = NULL;
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+/* Read chain @head, in flight on @q, again into @c with every check of
+ * virtq_pop: it is popped from a one-entry available ring of our own
+ * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
+ * -EIO if the chain no longer passes. */
+static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
+{
+	struct virtq t = *q;
+	uint16_t ring[3] = {0, 1, head};
+	t.avail = (uint8_t *)ring;
+	t.last_avail = 0;
+	t.inflight = 0;
+	memset(t.inflight_map, 0, sizeof(t.inflight_map));
+	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
+}
+
+int virtio_blk_state_get(struct virtio_blk *b, struct virtio_blk_state *st)
+{
+	struct virtio_dev *d = &b->vdev;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	if (b->inflight || b->resetting) {
+		pthread_mutex_unlock(&d->lock);
+		return -EBUSY;
+	}
+	st->capacity = b->capacity;
+	st->flush_failed = b->flush_failed;
+	/* A device that is not live holds nothing a restore could use. */
+	if (b->held && virtio_dev_is_live(d) && d->vqs[0].active) {
+		st->held = 1;
+		st->held_head = b->chain.head;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_blk_state_encode(const struct virtio_blk_state *st, struct snap_writer *w)
+{
+	snap_put_u64(w, st->capacity);
+	snap_put_u8(w, st->flush_failed);
+	snap_put_u8(w, st->held);
+	snap_put_u16(w, st->held_head);
+}
+
+int virtio_blk_state_decode(struct snap_cursor *c, const struct virtio_blk *live,
+			    struct virtio_blk_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->capacity = snap_get_u64(c);
+	st->flush_failed = snap_get_u8(c);
+	st->held = snap_get_u8(c);
+	st->held_head = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-blk state truncated");
+	if (st->capacity != live->capacity)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-blk: the disk had %llu sectors, this image has %llu (another "
+			       "disk?)",
+			       (unsigned long long)st->capacity, (unsigned long long)live->capacity);
+	if (st->flush_failed > 1 || st->held > 1)
+		return err_set(err, errlen, -EINVAL, "virtio-blk: flag %u/%u is not 0 or 1",
+			       st->flush_failed, st->held);
+	if (st->held_head >= live->vdev.queue_max || (!st->held && st->held_head))
+		return err_set(err, errlen, -EINVAL, "virtio-blk: held head %u%s", st->held_head,
+			       st->held ? " out of range" : " without a held chain");
+	return 0;
+}
+
+int virtio_blk_state_check(const struct virtio_blk_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen)
+{
+	const struct virtq_state *q = &core->vqs[0];
+	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	if (st->held && (!live || !q->active))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-blk: a chain is held but the queue is not running");
+	if (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-blk: %u chains in flight on the queue, the device holds %u",
+			       q->ninflight, st->held);
+	return 0;
+}
+
+int virtio_blk_state_put(struct virtio_blk *b, const struct virtio_blk_state *st)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct virtq *q = &d->vqs[0];
+	int rc = 0;
+	pthread_mutex_lock(&d->lock);
+	b->flush_failed = st->flush_failed;
+	b->held = false;
+	b->slots_full = false;
+	if (st->held) {
+		if (!q->active || st->held_head >= q->size ||
+		    !bitmap_test(q->inflight_map, st->held_head)) {
+			rc = -EINVAL;
+		} else if (chain_reread(q, st->held_head, &b->chain)) {
+			mark_broken(b, "the held chain no longer passes at restore");
+		} else {
+			b->held = true;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }

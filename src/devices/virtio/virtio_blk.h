@@ -271,4 +271,65 @@ void virtio_blk_get_metrics(struct virtio_blk *b, struct virtio_blk_metrics *out
  * for I/O still in the kernel. */
 void virtio_blk_destroy(struct virtio_blk *b);
 
+/*
+ * Snapshot state (docs/snapshot-format.md, "virtio devices"): what the
+ * device holds beyond the virtio core (virtio_dev_state_*, saved beside
+ * it).  The disk image is not in it: its path is in the VM's
+ * configuration and its bytes on disk.  The capacity is, and a restore on
+ * an image of another size is refused (another disk).  A failed flush
+ * stays failed (see above).  A chain held for the rate limiter is kept by
+ * its head: its descriptors are in guest memory.  The limiter itself is
+ * host state (its configuration is the VM's): a restored device starts
+ * with full buckets.
+ *
+ *   virtio_blk_state_get     VM paused, device quiesced (takes d->lock):
+ *                            -EBUSY while a request is in flight or a reset
+ *                            in progress (quiesce completes every request;
+ *                            a disk that did not answer leaves some).
+ *   virtio_blk_state_encode  u64 capacity (sectors), u8 flush_failed, u8
+ *                            held, u16 held head (12 bytes).
+ *   virtio_blk_state_decode  read from @c and check against @live, built
+ *                            from the same configuration (pure; the caller
+ *                            checks the cursor at the end): the capacity is
+ *                            @live's, flags are 0 or 1, the held head is
+ *                            below the queue maximum (0 when nothing held).
+ *   virtio_blk_state_check   against the core's state decoded from the same
+ *                            snapshot: the queue's heads in flight are
+ *                            exactly the held chain (none without one), a
+ *                            chain is held only on an active queue of a
+ *                            live device.
+ *   virtio_blk_state_put     after virtio_dev_state_put, before
+ *                            virtio_dev_state_restart (takes d->lock): the
+ *                            held chain is read again from guest memory
+ *                            with every check of virtq_pop (one that no
+ *                            longer passes breaks the device, as a bad
+ *                            chain would) and held; restart's look at the
+ *                            queue handles it first.  0, or -EINVAL if the
+ *                            queue does not have it in flight (a state
+ *                            virtio_blk_state_check refuses).
+ */
+/* Make every write the guest completed durable (fdatasync of the image,
+ * through the back end), waiting at most the quiesce time-out: before a
+ * snapshot is declared complete.  Loop thread, d->lock not held, nothing
+ * in flight (the device quiesced).  0, -EBUSY (an earlier flush still
+ * pending), -ETIMEDOUT or the back end's error. */
+int virtio_blk_sync(struct virtio_blk *b);
+
+#define VIRTIO_BLK_STATE_VERSION 1
+
+struct virtio_blk_state {
+	uint64_t capacity;    /* 512-byte sectors */
+	uint8_t flush_failed; /* 0 or 1 */
+	uint8_t held;         /* 0 or 1: a chain waits for the rate limiter */
+	uint16_t held_head;   /* its head (0 when none) */
+};
+
+int virtio_blk_state_get(struct virtio_blk *b, struct virtio_blk_state *st);
+void virtio_blk_state_encode(const struct virtio_blk_state *st, struct snap_writer *w);
+int virtio_blk_state_decode(struct snap_cursor *c, const struct virtio_blk *live,
+			    struct virtio_blk_state *st, char *err, size_t errlen);
+int virtio_blk_state_check(const struct virtio_blk_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen);
+int virtio_blk_state_put(struct virtio_blk *b, const struct virtio_blk_state *st);
+
 #endif

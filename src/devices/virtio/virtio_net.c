@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "../../event/loop.h"
+#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
+#include "../../util/str.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -729,9 +731,16 @@ out:
 
 static int net_activate(struct virtio_dev *d)
 {
+	/* The device holds no chain (it is fresh, or net_reset dropped
+	 * them), or holds what virtio_net_state_put restored, which the
+	 * first look at the queues completes: nothing to forget here. */
 	struct virtio_net *n = to_net(d);
-	n->rx_have_c0 = n->rx_pending = false;
-	n->rx_throttled = n->tx_held = false;
+	n->rx_throttled = false;
+	if (n->cfg_restored) {
+		/* the link changed under the restored driver */
+		n->cfg_restored = false;
+		virtio_dev_config_changed(d);
+	}
 	want_offloads(n, negotiated_rx_offloads(n));
 	/* Whether there are buffers is found out on the loop. */
 	set_rx_armed(n, true);
@@ -746,6 +755,7 @@ static int net_reset(struct virtio_dev *d)
 	n->rx_have_c0 = n->rx_pending = false;
 	n->rx_throttled = n->tx_held = false;
 	n->rx_nheads = 0;
+	n->cfg_restored = false;
 	set_rx_armed(n, false);
 	want_offloads(n, 0);
 	return 0;
@@ -1057,4 +1067,288 @@ void virtio_net_destroy(struct virtio_net *n)
 	virtio_dev_destroy(&n->vdev);
 	free(n->rx_bounce);
 	n->rx_bounce = NULL;
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+/* Read chain @head, in flight on @q, again into @c with every check of
+ * virtq_pop: it is popped from a one-entry available ring of our own
+ * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
+ * -EIO if the chain no longer passes. */
+static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
+{
+	struct virtq t = *q;
+	uint16_t ring[3] = {0, 1, head};
+	t.avail = (uint8_t *)ring;
+	t.last_avail = 0;
+	t.inflight = 0;
+	memset(t.inflight_map, 0, sizeof(t.inflight_map));
+	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
+}
+
+static uint32_t rx_placed_of(const struct virtio_net_state *st)
+{
+	uint64_t sum = 0;
+	for (uint16_t i = 0; i < st->rx_nheads && i < VIRTIO_NET_QUEUE_MAX; i++)
+		sum += st->rx_lens[i];
+	return sum > UINT32_MAX ? UINT32_MAX : (uint32_t)sum;
+}
+
+int virtio_net_state_get(struct virtio_net *n, struct virtio_net_state *st)
+{
+	struct virtio_dev *d = &n->vdev;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	memcpy(st->mac, n->mac, sizeof(st->mac));
+	st->status = n->link_up ? VIRTIO_NET_S_LINK_UP : 0;
+	st->mtu = n->mtu;
+	/* A device that is not live holds nothing a restore could use. */
+	if (n->tx_held && queue_live(n, &d->vqs[VIRTIO_NET_TXQ])) {
+		st->tx_held = 1;
+		st->tx_head = n->tx_chain.head;
+	}
+	if (queue_live(n, &d->vqs[VIRTIO_NET_RXQ])) {
+		if (n->rx_have_c0) {
+			st->rx_state = VIRTIO_NET_RX_BUFFER;
+			st->rx_head = n->rx_c0.head;
+		} else if (n->rx_pending) {
+			st->rx_state = VIRTIO_NET_RX_FRAME;
+			st->rx_len = n->rx_len;
+			st->rx_c0_cap = n->rx_c0_cap;
+			st->rx_nheads = n->rx_nheads;
+			memcpy(st->rx_heads, n->rx_heads, n->rx_nheads * sizeof(n->rx_heads[0]));
+			memcpy(st->rx_lens, n->rx_lens, n->rx_nheads * sizeof(n->rx_lens[0]));
+			memcpy(st->rx_hdr, n->rx_hdr, NET_HDR_LEN);
+			/* what is not in guest memory yet is in the bounce
+			 * buffer, from the first chain's capacity on */
+			if (n->rx_placed < n->rx_len)
+				memcpy(st->rx_rest, n->rx_bounce + (n->rx_placed - n->rx_c0_cap),
+				       n->rx_len - n->rx_placed);
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_net_state_encode(const struct virtio_net_state *st, struct snap_writer *w)
+{
+	snap_put_bytes(w, st->mac, sizeof(st->mac));
+	snap_put_u16(w, st->status);
+	snap_put_u16(w, st->mtu);
+	snap_put_u8(w, st->tx_held);
+	snap_put_u8(w, st->rx_state);
+	snap_put_u16(w, st->tx_head);
+	snap_put_u16(w, st->rx_head);
+	if (st->rx_state != VIRTIO_NET_RX_FRAME)
+		return;
+	snap_put_u32(w, st->rx_len);
+	snap_put_u32(w, st->rx_c0_cap);
+	snap_put_u16(w, st->rx_nheads);
+	for (uint16_t i = 0; i < st->rx_nheads && i < VIRTIO_NET_QUEUE_MAX; i++) {
+		snap_put_u16(w, st->rx_heads[i]);
+		snap_put_u32(w, st->rx_lens[i]);
+	}
+	snap_put_bytes(w, st->rx_hdr, NET_HDR_LEN);
+	uint32_t placed = rx_placed_of(st);
+	if (placed < st->rx_len && st->rx_len - placed <= sizeof(st->rx_rest))
+		snap_put_bytes(w, st->rx_rest, st->rx_len - placed);
+}
+
+/* The frame fields of @st (RX_FRAME, heads and lengths read) as the
+ * receive path builds them (rx_read, rx_place).  NULL if so, else why not. */
+static const char *frame_problem(const struct virtio_net_state *st, uint16_t qmax)
+{
+	if (st->rx_len < NET_HDR_LEN + NET_MIN_FRAME || st->rx_len > NET_HDR_LEN + NET_MAX_FRAME)
+		return "frame length out of range";
+	if (st->rx_c0_cap < NET_HDR_LEN)
+		return "first chain shorter than the header";
+	if (!st->rx_nheads || st->rx_nheads > qmax)
+		return "chain count out of range";
+	uint32_t first = st->rx_len < st->rx_c0_cap ? st->rx_len : st->rx_c0_cap;
+	if (st->rx_lens[0] != first)
+		return "bytes in the first chain";
+	uint64_t placed = first;
+	for (uint16_t i = 1; i < st->rx_nheads; i++) {
+		if (!st->rx_lens[i] || st->rx_lens[i] > st->rx_len - placed)
+			return "bytes in a further chain";
+		placed += st->rx_lens[i];
+	}
+	for (uint16_t i = 0; i < st->rx_nheads; i++) {
+		if (st->rx_heads[i] >= qmax)
+			return "head out of range";
+		for (uint16_t k = 0; k < i; k++)
+			if (st->rx_heads[k] == st->rx_heads[i])
+				return "a head twice";
+	}
+	return NULL;
+}
+
+int virtio_net_state_decode(struct snap_cursor *c, const struct virtio_net *live,
+			    struct virtio_net_state *st, char *err, size_t errlen)
+{
+	uint16_t qmax = live->vdev.queue_max;
+	memset(st, 0, sizeof(*st));
+	snap_get_bytes(c, st->mac, sizeof(st->mac));
+	st->status = snap_get_u16(c);
+	st->mtu = snap_get_u16(c);
+	st->tx_held = snap_get_u8(c);
+	st->rx_state = snap_get_u8(c);
+	st->tx_head = snap_get_u16(c);
+	st->rx_head = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-net state truncated");
+	if (!mac_usable(st->mac))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: MAC address is multicast or all zero");
+	if (st->status & ~VIRTIO_NET_S_LINK_UP)
+		return err_set(err, errlen, -EINVAL, "virtio-net: status %#x has unknown bits",
+			       st->status);
+	if (st->mtu != live->mtu)
+		return err_set(err, errlen, -EINVAL, "virtio-net: MTU %u saved, this interface has %u",
+			       st->mtu, live->mtu);
+	if (st->tx_held > 1 || st->rx_state > VIRTIO_NET_RX_FRAME)
+		return err_set(err, errlen, -EINVAL, "virtio-net: TX held %u, RX state %u",
+			       st->tx_held, st->rx_state);
+	if (st->tx_head >= qmax || (!st->tx_held && st->tx_head) || st->rx_head >= qmax ||
+	    (st->rx_state != VIRTIO_NET_RX_BUFFER && st->rx_head))
+		return err_set(err, errlen, -EINVAL, "virtio-net: TX head %u, RX head %u",
+			       st->tx_head, st->rx_head);
+	if (st->rx_state != VIRTIO_NET_RX_FRAME)
+		return 0;
+	st->rx_len = snap_get_u32(c);
+	st->rx_c0_cap = snap_get_u32(c);
+	st->rx_nheads = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-net state truncated");
+	if (st->rx_nheads > qmax || st->rx_nheads > VIRTIO_NET_QUEUE_MAX)
+		return err_set(err, errlen, -EINVAL, "virtio-net: a frame in %u chains",
+			       st->rx_nheads);
+	for (uint16_t i = 0; i < st->rx_nheads; i++) {
+		st->rx_heads[i] = snap_get_u16(c);
+		st->rx_lens[i] = snap_get_u32(c);
+	}
+	snap_get_bytes(c, st->rx_hdr, NET_HDR_LEN);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-net state truncated");
+	const char *why = frame_problem(st, qmax);
+	if (why)
+		return err_set(err, errlen, -EINVAL, "virtio-net: received frame: %s", why);
+	uint32_t rest = st->rx_len - rx_placed_of(st);
+	snap_get_bytes(c, st->rx_rest, rest);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-net state truncated");
+	return 0;
+}
+
+/* Are the heads in flight of queue @q exactly @heads[0..n)? */
+static bool inflight_is(const struct virtq_state *q, const uint16_t *heads, uint16_t n)
+{
+	if (q->ninflight != n)
+		return false;
+	for (uint16_t i = 0; i < n; i++) {
+		bool found = false;
+		for (uint16_t k = 0; k < q->ninflight && !found; k++)
+			found = q->inflight[k] == heads[i];
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+int virtio_net_state_check(const struct virtio_net_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen)
+{
+	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	const struct virtq_state *rx = &core->vqs[VIRTIO_NET_RXQ], *tx = &core->vqs[VIRTIO_NET_TXQ];
+	if ((st->tx_held && (!live || !tx->active)) ||
+	    (st->rx_state != VIRTIO_NET_RX_IDLE && (!live || !rx->active)))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: chains are held but the queues are not running");
+	if (!inflight_is(tx, &st->tx_head, st->tx_held))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: %u chains in flight on the transmit queue, the device "
+			       "holds %u",
+			       tx->ninflight, st->tx_held);
+	const uint16_t *heads = st->rx_state == VIRTIO_NET_RX_FRAME ? st->rx_heads : &st->rx_head;
+	uint16_t n = st->rx_state == VIRTIO_NET_RX_FRAME ? st->rx_nheads
+			 : st->rx_state == VIRTIO_NET_RX_BUFFER ? 1
+								  : 0;
+	if (!inflight_is(rx, heads, n))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: %u chains in flight on the receive queue, the device "
+			       "holds %u",
+			       rx->ninflight, n);
+	if (st->rx_state == VIRTIO_NET_RX_FRAME &&
+	    !(core->driver_features & F(VIRTIO_NET_F_MRG_RXBUF)) &&
+	    (st->rx_nheads > 1 || st->rx_len > st->rx_c0_cap))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: a received frame larger than its buffer without "
+			       "MRG_RXBUF");
+	return 0;
+}
+
+/* Take chain @head of queue @qi again into @c (d->lock held), a receive
+ * chain checked as rx_take checks it: 1, 0 if it no longer passes (the
+ * device is then broken), -EINVAL if it is not in flight. */
+static int retake(struct virtio_net *n, uint16_t qi, uint16_t head, struct virtq_chain *c)
+{
+	struct virtq *q = &n->vdev.vqs[qi];
+	if (!q->active || head >= q->size || !bitmap_test(q->inflight_map, head))
+		return -EINVAL;
+	if (chain_reread(q, head, c) ||
+	    (qi == VIRTIO_NET_RXQ && (c->nread || c->write_len < NET_HDR_LEN))) {
+		virtio_dev_mark_broken(&n->vdev, "a held chain no longer passes at restore");
+		return 0;
+	}
+	return 1;
+}
+
+int virtio_net_state_put(struct virtio_net *n, const struct virtio_net_state *st)
+{
+	struct virtio_dev *d = &n->vdev;
+	int rc = 0, r;
+	pthread_mutex_lock(&d->lock);
+	memcpy(n->mac, st->mac, sizeof(n->mac));
+	n->cfg_restored = (st->status & VIRTIO_NET_S_LINK_UP) != n->link_up;
+	build_config(n);
+	n->tx_held = n->rx_have_c0 = n->rx_pending = false;
+	n->rx_throttled = n->rx_charged = false;
+	n->rx_nheads = 0;
+	if (st->tx_held) {
+		r = retake(n, VIRTIO_NET_TXQ, st->tx_head, &n->tx_chain);
+		if (r < 0)
+			rc = r;
+		n->tx_held = r > 0;
+	}
+	if (!rc && st->rx_state == VIRTIO_NET_RX_BUFFER) {
+		r = retake(n, VIRTIO_NET_RXQ, st->rx_head, &n->rx_c0);
+		if (r < 0)
+			rc = r;
+		n->rx_have_c0 = r > 0;
+	} else if (!rc && st->rx_state == VIRTIO_NET_RX_FRAME) {
+		struct virtq *q = &d->vqs[VIRTIO_NET_RXQ];
+		for (uint16_t i = 1; i < st->rx_nheads && !rc; i++)
+			if (st->rx_heads[i] >= q->size || !bitmap_test(q->inflight_map, st->rx_heads[i]))
+				rc = -EINVAL;
+		r = rc ? rc : retake(n, VIRTIO_NET_RXQ, st->rx_heads[0], &n->rx_c0);
+		if (r < 0) {
+			rc = r;
+		} else if (r > 0 && n->rx_c0.write_len != st->rx_c0_cap) {
+			virtio_dev_mark_broken(d, "the received frame's first buffer changed size");
+		} else if (r > 0) {
+			n->rx_pending = true;
+			n->rx_len = st->rx_len;
+			n->rx_c0_cap = st->rx_c0_cap;
+			n->rx_placed = rx_placed_of(st);
+			n->rx_nheads = st->rx_nheads;
+			memcpy(n->rx_heads, st->rx_heads, st->rx_nheads * sizeof(n->rx_heads[0]));
+			memcpy(n->rx_lens, st->rx_lens, st->rx_nheads * sizeof(n->rx_lens[0]));
+			memcpy(n->rx_hdr, st->rx_hdr, NET_HDR_LEN);
+			if (n->rx_placed < n->rx_len)
+				memcpy(n->rx_bounce + (n->rx_placed - n->rx_c0_cap), st->rx_rest,
+				       n->rx_len - n->rx_placed);
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }

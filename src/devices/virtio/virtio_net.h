@@ -271,6 +271,7 @@ struct virtio_net {
 	bool rx_charged;   /* the pending frame was paid for */
 	bool rx_throttled; /* receive stopped because of the RX limiter */
 	bool tx_held;      /* tx_chain is popped, waiting for the TX limiter */
+	bool cfg_restored; /* a restore changed the link status the driver saw */
 	struct rate_limiter rx_limiter, tx_limiter;
 	struct ratelimit rl;
 	struct virtio_net_metrics metrics;
@@ -342,5 +343,93 @@ void net_default_mac(const char *name, unsigned index, uint8_t mac[6]);
 
 /* "aa:bb:cc:dd:ee:ff" into @buf (at least 18 bytes). */
 void net_format_mac(const uint8_t mac[6], char *buf);
+
+/*
+ * Snapshot state (docs/snapshot-format.md, "virtio devices"): what the
+ * device holds beyond the virtio core (virtio_dev_state_*, saved beside
+ * it).  The back end is a host resource and is not saved: the restored
+ * device runs on the tap the configuration names (reopened by name, or
+ * another one given at load), and the offloads the driver accepted are
+ * applied to it at the restart.  The rate limiters are host state too
+ * (full buckets after a restore).  Saved:
+ *   - the config space the driver read: MAC (the restored device takes
+ *     it, whatever address its tap would have given: the guest's driver
+ *     uses the old one), link status, MTU (the configured one);
+ *   - the transmit chain held for the TX limiter (its head);
+ *   - the receive side: nothing, a chain taken for the next frame (its
+ *     head), or a frame being placed: its length, header, the chains it
+ *     occupies (heads and bytes placed in each) and the bytes of it not yet
+ *     in guest memory.  Chains are kept by their heads: their descriptors
+ *     and the bytes already placed are in guest memory.
+ * If the link status the driver saw is not the new back end's (a tap that
+ * had gone away, a new one that works), the driver gets a configuration
+ * change interrupt when the device restarts.
+ *
+ *   virtio_net_state_get     VM paused, device quiesced (takes vdev.lock); 0.
+ *   virtio_net_state_encode  6 bytes MAC, u16 status, u16 MTU, u8 TX held,
+ *                            u8 RX state (0 nothing, 1 a buffer, 2 a frame),
+ *                            u16 TX head, u16 RX head (16 bytes); with RX
+ *                            state 2: u32 frame length (header included),
+ *                            u32 capacity of its first chain, u16 chain
+ *                            count, per chain u16 head and u32 bytes placed,
+ *                            12 bytes header, the rest of the frame (length
+ *                            minus the bytes placed).
+ *   virtio_net_state_decode  against @live, built from the same
+ *                            configuration: MAC unicast and not zero, status
+ *                            0 or LINK_UP, MTU @live's, flags and RX state
+ *                            in range, heads below the queue maximum (0 when
+ *                            unused) and distinct, a frame as the receive
+ *                            path builds one (length within the frame
+ *                            limits, a first chain of at least the header
+ *                            holding min(length, capacity) bytes, further
+ *                            chains holding at least one byte each and only
+ *                            when the first one is full, no more than the
+ *                            length placed).
+ *   virtio_net_state_check   with the core's state from the same snapshot:
+ *                            each queue's heads in flight are exactly the
+ *                            chains the device holds on it, held only on
+ *                            active queues of a live device, a frame in
+ *                            several chains only with MRG_RXBUF.
+ *   virtio_net_state_put     between virtio_dev_state_put and
+ *                            virtio_dev_state_restart: MAC and status; the
+ *                            held chains are read again from guest memory
+ *                            (virtq_pop's checks, and a receive chain's as
+ *                            the receive path checks it: a failure breaks
+ *                            the device) and held, so restart's look at both
+ *                            queues sends the held frame and completes the
+ *                            one being received.  0 or -EINVAL (a head not
+ *                            in flight).
+ */
+#define VIRTIO_NET_STATE_VERSION 1
+
+#define VIRTIO_NET_RX_IDLE 0   /* the device holds no receive chain */
+#define VIRTIO_NET_RX_BUFFER 1 /* a chain taken for the next frame */
+#define VIRTIO_NET_RX_FRAME 2  /* a frame being placed */
+
+struct virtio_net_state {
+	uint8_t mac[6];
+	uint16_t status;  /* config status: VIRTIO_NET_S_LINK_UP or 0 */
+	uint16_t mtu;     /* 0: VIRTIO_NET_F_MTU not offered */
+	uint8_t tx_held;  /* 0 or 1 */
+	uint8_t rx_state; /* VIRTIO_NET_RX_* */
+	uint16_t tx_head; /* the held transmit chain (0 when none) */
+	uint16_t rx_head; /* RX_BUFFER: the chain taken (0 otherwise) */
+	/* RX_FRAME */
+	uint32_t rx_len;    /* frame length with the header */
+	uint32_t rx_c0_cap; /* writable bytes of its first chain */
+	uint16_t rx_nheads;
+	uint16_t rx_heads[VIRTIO_NET_QUEUE_MAX]; /* rx_heads[0]: the first chain */
+	uint32_t rx_lens[VIRTIO_NET_QUEUE_MAX];  /* frame bytes placed in each */
+	uint8_t rx_hdr[NET_HDR_LEN];
+	uint8_t rx_rest[VIRTIO_NET_BOUNCE_SIZE]; /* frame bytes not placed yet */
+};
+
+int virtio_net_state_get(struct virtio_net *n, struct virtio_net_state *st);
+void virtio_net_state_encode(const struct virtio_net_state *st, struct snap_writer *w);
+int virtio_net_state_decode(struct snap_cursor *c, const struct virtio_net *live,
+			    struct virtio_net_state *st, char *err, size_t errlen);
+int virtio_net_state_check(const struct virtio_net_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen);
+int virtio_net_state_put(struct virtio_net *n, const struct virtio_net_state *st);
 
 #endif

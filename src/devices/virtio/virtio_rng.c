@@ -10,6 +10,8 @@
 #include <sys/random.h>
 
 #include "../../event/loop.h"
+#include "../../util/bitmap.h"
+#include "../../util/str.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -238,4 +240,96 @@ void virtio_rng_destroy(struct virtio_rng *r)
 	}
 	virtio_deferred_fini(&r->deferred);
 	virtio_dev_destroy(&r->vdev);
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+/* Read chain @head, in flight on @q, again into @c with every check of
+ * virtq_pop: it is popped from a one-entry available ring of our own
+ * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
+ * -EIO if the chain no longer passes. */
+static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
+{
+	struct virtq t = *q;
+	uint16_t ring[3] = {0, 1, head};
+	t.avail = (uint8_t *)ring;
+	t.last_avail = 0;
+	t.inflight = 0;
+	memset(t.inflight_map, 0, sizeof(t.inflight_map));
+	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
+}
+
+int virtio_rng_state_get(struct virtio_rng *r, struct virtio_rng_state *st)
+{
+	struct virtio_dev *d = &r->vdev;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	if (r->held && virtio_dev_is_live(d) && d->vqs[0].active) {
+		st->held = 1;
+		st->held_head = r->chain.head;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_rng_state_encode(const struct virtio_rng_state *st, struct snap_writer *w)
+{
+	snap_put_u8(w, st->held);
+	snap_put_u8(w, 0); /* reserved */
+	snap_put_u16(w, st->held_head);
+}
+
+int virtio_rng_state_decode(struct snap_cursor *c, const struct virtio_rng *live,
+			    struct virtio_rng_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->held = snap_get_u8(c);
+	uint8_t reserved = snap_get_u8(c);
+	st->held_head = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-rng state truncated");
+	if (st->held > 1 || reserved)
+		return err_set(err, errlen, -EINVAL, "virtio-rng: held flag %u, reserved byte %u",
+			       st->held, reserved);
+	if (st->held_head >= live->vdev.queue_max || (!st->held && st->held_head))
+		return err_set(err, errlen, -EINVAL, "virtio-rng: held head %u%s", st->held_head,
+			       st->held ? " out of range" : " without a held request");
+	return 0;
+}
+
+int virtio_rng_state_check(const struct virtio_rng_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen)
+{
+	const struct virtq_state *q = &core->vqs[0];
+	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	if (st->held && (!live || !q->active))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-rng: a request is held but the queue is not running");
+	if (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-rng: %u requests in flight on the queue, the device holds %u",
+			       q->ninflight, st->held);
+	return 0;
+}
+
+int virtio_rng_state_put(struct virtio_rng *r, const struct virtio_rng_state *st)
+{
+	struct virtio_dev *d = &r->vdev;
+	struct virtq *q = &d->vqs[0];
+	int rc = 0;
+	pthread_mutex_lock(&d->lock);
+	r->held = false;
+	if (st->held) {
+		if (!q->active || st->held_head >= q->size ||
+		    !bitmap_test(q->inflight_map, st->held_head)) {
+			rc = -EINVAL;
+		} else if (chain_reread(q, st->held_head, &r->chain)) {
+			r->m.entropy_event_fails++;
+			virtio_dev_mark_broken(d, "the held request no longer passes at restore");
+		} else {
+			r->held = true;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }

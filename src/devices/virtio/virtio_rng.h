@@ -92,4 +92,40 @@ void virtio_rng_get_metrics(struct virtio_rng *r, struct virtio_rng_metrics *out
 /* Tear down (after the transport is gone). */
 void virtio_rng_destroy(struct virtio_rng *r);
 
+/*
+ * Snapshot state (docs/snapshot-format.md, "virtio devices"): beyond the
+ * virtio core (virtio_dev_state_*, saved beside it) the device holds only
+ * the request the rate limiter refused, kept by its head (its descriptors
+ * are in guest memory).  The limiter is host state: a restored device
+ * starts with full buckets.  Same contract as virtio_blk_state_*:
+ *
+ *   virtio_rng_state_get     VM paused (takes d->lock); 0.
+ *   virtio_rng_state_encode  u8 held, u8 reserved (0), u16 held head (4 bytes).
+ *   virtio_rng_state_decode  flags 0 or 1, reserved 0, the held head below
+ *                            the queue maximum (0 when nothing is held).
+ *   virtio_rng_state_check   with the core's state from the same snapshot:
+ *                            the queue's heads in flight are exactly the
+ *                            held request (none without one).
+ *   virtio_rng_state_put     between virtio_dev_state_put and
+ *                            virtio_dev_state_restart: the held request is
+ *                            read again from guest memory (virtq_pop's
+ *                            checks; a failure breaks the device) and held,
+ *                            and served first when restart looks at the
+ *                            queue.  0 or -EINVAL (not in flight).
+ */
+#define VIRTIO_RNG_STATE_VERSION 1
+
+struct virtio_rng_state {
+	uint8_t held;       /* 0 or 1 */
+	uint16_t held_head; /* 0 when none */
+};
+
+int virtio_rng_state_get(struct virtio_rng *r, struct virtio_rng_state *st);
+void virtio_rng_state_encode(const struct virtio_rng_state *st, struct snap_writer *w);
+int virtio_rng_state_decode(struct snap_cursor *c, const struct virtio_rng *live,
+			    struct virtio_rng_state *st, char *err, size_t errlen);
+int virtio_rng_state_check(const struct virtio_rng_state *st, const struct virtio_dev_state *core,
+			   char *err, size_t errlen);
+int virtio_rng_state_put(struct virtio_rng *r, const struct virtio_rng_state *st);
+
 #endif

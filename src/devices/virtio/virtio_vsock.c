@@ -28,7 +28,9 @@
 #include <unistd.h>
 
 #include "../../event/loop.h"
+#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
+#include "../../util/str.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -1323,8 +1325,11 @@ static void vsock_config_write(struct virtio_dev *d, uint32_t off, const void *d
 
 static int vsock_activate(struct virtio_dev *d)
 {
+	/* The device is fresh (created, or reset: vsock_reset cleared what
+	 * it held) or restored from a snapshot, whose held RX buffer
+	 * virtio_vsock_state_put has just taken again: keep it. */
 	struct virtio_vsock *v = to_vsock(d);
-	v->rx_starved = v->rx_held = v->tx_blocked = false;
+	v->rx_starved = v->tx_blocked = false;
 	return 0;
 }
 
@@ -1345,6 +1350,17 @@ static int transport_reset_locked(struct virtio_vsock *v);
 static void vsock_queue_notify(struct virtio_dev *d, uint16_t q)
 {
 	struct virtio_vsock *v = to_vsock(d);
+	if (v->reset_event_pending) {
+		/* A transport reset owed to the driver (asked for while
+		 * paused, or a restored snapshot's) goes first, whichever
+		 * queue is looked at: what follows belongs to the new
+		 * transport. */
+		v->reset_event_pending = false;
+		int r = transport_reset_locked(v);
+		if (r < 0)
+			log_ratelimited(&v->rl, LOG_WARN, "virtio-vsock: owed transport reset: %s",
+					strerror(-r));
+	}
 	if (q == VIRTIO_VSOCK_Q_RX) {
 		v->metrics.rx_queue_event_count++;
 		/* New buffers: re-arm the sockets if one is really there. */
@@ -1354,16 +1370,8 @@ static void vsock_queue_notify(struct virtio_dev *d, uint16_t q)
 		v->metrics.tx_queue_event_count++;
 		process_tx(v);
 	} else if (q == VIRTIO_VSOCK_Q_EVENT) {
+		/* Buffers wait for virtio_vsock_transport_reset. */
 		v->metrics.ev_queue_event_count++;
-		/* Otherwise buffers wait for virtio_vsock_transport_reset. */
-		if (v->reset_event_pending) {
-			v->reset_event_pending = false;
-			int r = transport_reset_locked(v);
-			if (r < 0)
-				log_ratelimited(&v->rl, LOG_WARN,
-						"virtio-vsock: transport reset at resume: %s",
-						strerror(-r));
-		}
 	}
 	settle(v);
 }
@@ -1619,4 +1627,119 @@ unsigned virtio_vsock_conn_count(struct virtio_vsock *v)
 	unsigned n = v->nconns;
 	pthread_mutex_unlock(&v->vdev.lock);
 	return n;
+}
+
+/* ---- snapshot state ------------------------------------------------------ */
+
+/* Read chain @head, in flight on @q, again into @c with every check of
+ * virtq_pop: it is popped from a one-entry available ring of our own
+ * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
+ * -EIO if the chain no longer passes. */
+static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
+{
+	struct virtq t = *q;
+	uint16_t ring[3] = {0, 1, head};
+	t.avail = (uint8_t *)ring;
+	t.last_avail = 0;
+	t.inflight = 0;
+	memset(t.inflight_map, 0, sizeof(t.inflight_map));
+	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
+}
+
+int virtio_vsock_state_get(struct virtio_vsock *v, struct virtio_vsock_state *st)
+{
+	struct virtio_dev *d = &v->vdev;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&d->lock);
+	st->guest_cid = v->cid;
+	if (v->rx_held && dev_live(v)) {
+		st->rx_held = 1;
+		st->rx_head = v->rxc.head;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+void virtio_vsock_state_encode(const struct virtio_vsock_state *st, struct snap_writer *w)
+{
+	snap_put_u64(w, st->guest_cid);
+	snap_put_u8(w, st->rx_held);
+	snap_put_u8(w, 0); /* reserved */
+	snap_put_u16(w, st->rx_head);
+}
+
+int virtio_vsock_state_decode(struct snap_cursor *c, const struct virtio_vsock *live,
+			      struct virtio_vsock_state *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->guest_cid = snap_get_u64(c);
+	st->rx_held = snap_get_u8(c);
+	uint8_t reserved = snap_get_u8(c);
+	st->rx_head = snap_get_u16(c);
+	if (c->overrun)
+		return err_set(err, errlen, -EINVAL, "virtio-vsock state truncated");
+	if (st->guest_cid != live->cid)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-vsock: the guest had CID %llu, this device has %llu",
+			       (unsigned long long)st->guest_cid, (unsigned long long)live->cid);
+	if (st->rx_held > 1 || reserved)
+		return err_set(err, errlen, -EINVAL, "virtio-vsock: held flag %u, reserved byte %u",
+			       st->rx_held, reserved);
+	if (st->rx_head >= live->vdev.queue_max || (!st->rx_held && st->rx_head))
+		return err_set(err, errlen, -EINVAL, "virtio-vsock: RX head %u%s", st->rx_head,
+			       st->rx_held ? " out of range" : " without a held buffer");
+	return 0;
+}
+
+int virtio_vsock_state_check(const struct virtio_vsock_state *st,
+			     const struct virtio_dev_state *core, char *err, size_t errlen)
+{
+	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	const struct virtq_state *rx = &core->vqs[VIRTIO_VSOCK_Q_RX];
+	if (st->rx_held && (!live || !rx->active))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-vsock: an RX buffer is held but the queue is not running");
+	if (rx->ninflight != st->rx_held || (st->rx_held && rx->inflight[0] != st->rx_head))
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-vsock: %u RX buffers in flight, the device holds %u",
+			       rx->ninflight, st->rx_held);
+	for (uint16_t q = VIRTIO_VSOCK_Q_TX; q < VIRTIO_VSOCK_NUM_QUEUES; q++)
+		if (core->vqs[q].ninflight)
+			return err_set(err, errlen, -EINVAL,
+				       "virtio-vsock: %u chains in flight on queue %u, the device "
+				       "holds none",
+				       core->vqs[q].ninflight, q);
+	return 0;
+}
+
+int virtio_vsock_state_put(struct virtio_vsock *v, const struct virtio_vsock_state *st)
+{
+	struct virtio_dev *d = &v->vdev;
+	struct virtq *rx = &d->vqs[VIRTIO_VSOCK_Q_RX];
+	int rc = 0;
+	pthread_mutex_lock(&d->lock);
+	/* Connections are not restored (the host ends of the snapshot's
+	 * are gone): nothing is open, nothing owed to the guest. */
+	close_all(v, true);
+	v->rx_held = v->rx_starved = v->tx_blocked = false;
+	v->reset_event_pending = false;
+	if (d->paused)
+		v->paused_at = now_ns();
+	if (st->rx_held) {
+		if (!rx->active || st->rx_head >= rx->size ||
+		    !bitmap_test(rx->inflight_map, st->rx_head)) {
+			rc = -EINVAL;
+		} else if (chain_reread(rx, st->rx_head, &v->rxc) || v->rxc.nread ||
+			   v->rxc.write_len <= HDR) {
+			virtio_dev_mark_broken(d, "the held RX buffer no longer passes at restore");
+		} else {
+			v->rx_held = true;
+		}
+	}
+	/* The guest's connections died with the snapshot's host side: tell
+	 * it (§5.10.6.6), at the first look at a queue (restart's). */
+	if (!rc && dev_live(v) && d->vqs[VIRTIO_VSOCK_Q_EVENT].active)
+		v->reset_event_pending = true;
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }

@@ -90,10 +90,11 @@
  * guest had sent and the device buffered stay buffered.  Neither the
  * rings nor guest memory are touched.  The held RX buffer (rx_held), the
  * connection table with its credit counters and the packets owed to the
- * guest are kept as they are (a snapshot must keep them).  unquiesce moves
- * every handshake deadline by the time spent paused (a pause does not
- * time out a connection), re-arms the epoll fd and asks the core to look
- * at the RX and TX queues once the gate opens; level-triggered epoll then
+ * guest are kept as they are (a VM resumed after a snapshot carries on
+ * with them; a restored one does not, see "Snapshot state").  unquiesce
+ * moves every handshake deadline by the time spent paused (a pause does
+ * not time out a connection), re-arms the epoll fd and asks the core to
+ * look at the RX and TX queues once the gate opens; level-triggered epoll then
  * reports every socket with data, so each stream continues from the byte
  * where it stopped: nothing lost, nothing duplicated.
  *
@@ -262,5 +263,55 @@ uint64_t virtio_vsock_buffered(struct virtio_vsock *v);
 
 /* Live connections, pending handshakes included (takes vdev.lock). */
 unsigned virtio_vsock_conn_count(struct virtio_vsock *v);
+
+/*
+ * Snapshot state (docs/snapshot-format.md, "virtio devices").  As in
+ * Firecracker, connections are not restored: the host ends of a
+ * snapshot's connections belong to the process that took it, so a
+ * restored device starts with none and tells the driver its transport was
+ * reset (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in an event-queue buffer),
+ * which makes the guest drop every connection of its own; listening
+ * sockets in the guest stay and take new connections.  The device itself
+ * keeps going after a snapshot (the source VM, if resumed, keeps its
+ * connections).  Saved beyond the virtio core (virtio_dev_state_*): the
+ * guest CID and the RX buffer held for the next packet (its head; the
+ * descriptors are in guest memory).  Not saved: connections, packets
+ * owed to the guest, the RST queue, the host port counter.
+ *
+ *   virtio_vsock_state_get     VM paused, device quiesced (takes vdev.lock); 0.
+ *   virtio_vsock_state_encode  u64 guest CID, u8 RX held, u8 reserved (0),
+ *                              u16 RX head (12 bytes).
+ *   virtio_vsock_state_decode  the CID is @live's (the configured one),
+ *                              flags 0 or 1, reserved 0, the head below the
+ *                              queue maximum (0 when nothing is held).
+ *   virtio_vsock_state_check   with the core's state from the same snapshot:
+ *                              the RX queue's heads in flight are exactly
+ *                              the held buffer, TX and event queues have
+ *                              none.
+ *   virtio_vsock_state_put     between virtio_dev_state_put and
+ *                              virtio_dev_state_restart: closes whatever the
+ *                              device had open, takes the held RX buffer
+ *                              again (re-read with virtq_pop's checks; a
+ *                              failure breaks the device) and, if the driver
+ *                              is up, owes it a transport reset: the first
+ *                              look at any queue (restart's) delivers it,
+ *                              before anything else.  0 or -EINVAL (the
+ *                              buffer is not in flight).
+ */
+#define VIRTIO_VSOCK_STATE_VERSION 1
+
+struct virtio_vsock_state {
+	uint64_t guest_cid;
+	uint8_t rx_held;  /* 0 or 1 */
+	uint16_t rx_head; /* 0 when none */
+};
+
+int virtio_vsock_state_get(struct virtio_vsock *v, struct virtio_vsock_state *st);
+void virtio_vsock_state_encode(const struct virtio_vsock_state *st, struct snap_writer *w);
+int virtio_vsock_state_decode(struct snap_cursor *c, const struct virtio_vsock *live,
+			      struct virtio_vsock_state *st, char *err, size_t errlen);
+int virtio_vsock_state_check(const struct virtio_vsock_state *st,
+			     const struct virtio_dev_state *core, char *err, size_t errlen);
+int virtio_vsock_state_put(struct virtio_vsock *v, const struct virtio_vsock_state *st);
 
 #endif
