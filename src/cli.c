@@ -17,6 +17,10 @@ const char cli_usage[] =
 	"       visor ls [--json]                        running VMs\n"
 	"       visor pause|resume|status|config|ctrl-alt-del VM [--json]\n"
 	"       visor balloon VM SIZE\n"
+	"       visor snapshot VM DIR                    save the VM to DIR/state and DIR/memory\n"
+	"                                                (paused meanwhile, then resumed)\n"
+	"       visor restore DIR [options]              a new VM from the snapshot in DIR, running\n"
+	"                                                (= visor run --restore DIR; host options only)\n"
 	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
 	"       visor --help [run|firecracker] | --version\n"
 	"\n"
@@ -52,6 +56,9 @@ const char cli_usage[] =
 	"  --kvm PATH           KVM device (default /dev/kvm)\n"
 	"  --allow-software-kvm run even when KVM has no VT-x/AMD-V behind it (e.g. PVM);\n"
 	"                       guest kernel code then runs ~1000x slower\n"
+	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
+	"                       to DIR and run it (no --kernel, --cpus, --memory or devices:\n"
+	"                       the snapshot defines them)\n"
 	"\n"
 	"exit status: 0 guest powered off, 1 visor error, 2 guest rebooted,\n"
 	"             3 guest panicked, 4 guest crashed, 130 quit with Ctrl-A x\n";
@@ -355,7 +362,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 				       "`visor status VM` (see visor --help)");
 		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
 						       "--memory", "--log-level", "--kvm", "--disk", "--net",
-						       "--vsock", NULL};
+						       "--vsock", "--restore", NULL};
 		bool known = false;
 		for (int k = 0; with_val[k]; k++)
 			known |= !strcmp(name, with_val[k]);
@@ -385,6 +392,11 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			if (!disks[ndisks].id[0])
 				snprintf(disks[ndisks].id, sizeof(disks[ndisks].id), "disk%u", ndisks);
 			ndisks++;
+		} else if (!strcmp(name, "--restore")) {
+			if (!val[0] || strlen(val) >= sizeof(o->restore_dir) - 16)
+				return fail(e, "--restore: directory name must be 1 to %zu bytes",
+					    sizeof(o->restore_dir) - 17);
+			COPY(o->restore_dir, val);
 		} else if (!strcmp(name, "--kernel")) {
 			kernel = val;
 			have_kernel = true;
@@ -421,6 +433,15 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			o->level = cfg->log_level;
 			o->level_set = true;
 		}
+	}
+	if (o->restore_dir[0]) {
+		/* the snapshot defines the machine: nothing may redefine it */
+		if (have_kernel || initrd || cmdline || cpus != 1 || mem != CONFIG_DEFAULT_MEM ||
+		    ndisks || nnics || cfg->balloon.enabled || cfg->rng.enabled || cfg->vsock.enabled)
+			return fail(e, "--restore: the snapshot defines the machine (kernel, vCPUs, "
+				       "memory, devices); give only host options such as --id, "
+				       "--api-sock, --log-level");
+		return 0;
 	}
 	if (!have_kernel)
 		return fail(e, "run: --kernel PATH is required");
@@ -516,8 +537,24 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 	}
 	if (!strcmp(cmd, "run"))
 		return parse_run(argc, argv, o, e);
+	if (!strcmp(cmd, "restore")) {
+		/* `visor restore DIR [options]` is `visor run --restore DIR [options]` */
+		if (argc < 3 || !strncmp(argv[2], "--", 2))
+			return fail(e, "restore: usage: visor restore DIR [--id NAME] [options]");
+		char **av = calloc((size_t)argc + 2, sizeof(*av));
+		if (!av)
+			return fail(e, "out of memory");
+		av[0] = argv[0];
+		av[1] = "run";
+		av[2] = "--restore";
+		for (int i = 2; i < argc; i++)
+			av[i + 1] = argv[i];
+		int r = parse_run(argc + 1, av, o, e);
+		free(av);
+		return r;
+	}
 	static const char *const verbs[] = {"ls",	"pause",   "resume",	   "status",
-					    "balloon",	"config",  "ctrl-alt-del", NULL};
+					    "balloon",	"config",  "ctrl-alt-del", "snapshot", NULL};
 	for (int k = 0; verbs[k]; k++) {
 		if (strcmp(cmd, verbs[k]))
 			continue;
@@ -539,13 +576,16 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 				return fail(e, "%s: too many arguments", cmd);
 			}
 		}
-		bool is_ls = !strcmp(cmd, "ls"), is_balloon = !strcmp(cmd, "balloon");
+		bool is_ls = !strcmp(cmd, "ls"), is_balloon = !strcmp(cmd, "balloon") ||
+							  !strcmp(cmd, "snapshot");
 		if (is_ls && pos)
 			return fail(e, "ls takes no arguments");
 		if (!is_ls && !o->ctl_target)
 			return fail(e, "%s: which VM? (a name from `visor ls` or a socket path)", cmd);
 		if (is_balloon && !o->ctl_arg)
-			return fail(e, "balloon: usage: visor balloon VM SIZE (e.g. 256M)");
+			return fail(e, !strcmp(cmd, "snapshot")
+					       ? "snapshot: usage: visor snapshot VM DIR"
+					       : "balloon: usage: visor balloon VM SIZE (e.g. 256M)");
 		if (!is_balloon && o->ctl_arg)
 			return fail(e, "%s: too many arguments", cmd);
 		return 0;

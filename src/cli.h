@@ -59,11 +59,12 @@ struct cli_opts {
 	uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us; /* from a jailer */
 	bool no_seccomp;
 	char seccomp_filter[CONFIG_PATH_MAX];
+	char restore_dir[CONFIG_PATH_MAX]; /* run --restore DIR / restore DIR */
 
 	/* CLI_CONTROL */
 	const char *ctl_verb;   /* "ls", "pause", ... */
 	const char *ctl_target; /* VM name or socket path */
-	const char *ctl_arg;    /* balloon SIZE */
+	const char *ctl_arg;    /* balloon SIZE, snapshot DIR */
 	bool ctl_json;
 };
 
@@ -72,6 +73,11 @@ struct cli_opts {
  * argv[0]): "firecracker" selects Firecracker's command line.
  * 0, or -EINVAL with a one-line message in e. */
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e);
+
+/* The files of a snapshot directory (`visor snapshot VM DIR`, `visor
+ * restore DIR`): DIR/state and DIR/memory. */
+#define CLI_SNAPSHOT_STATE "state"
+#define CLI_SNAPSHOT_MEMORY "memory"
 
 /* Directory where `visor run` puts API sockets by default and `visor ls`
  * looks: $VISOR_RUN_DIR, else $XDG_RUNTIME_DIR/visor, else

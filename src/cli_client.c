@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/http_client.h"
 #include "util/log.h"
@@ -261,6 +262,62 @@ static int do_config(const char *sock, const struct cli_opts *o)
 	return 0;
 }
 
+/* `visor snapshot VM DIR`: pause if running, PUT /snapshot/create with
+ * DIR/state and DIR/memory, resume what was running (also when the
+ * snapshot failed). */
+static int do_snapshot(const char *sock, const struct cli_opts *o)
+{
+	char dir[CONFIG_PATH_MAX - 16];
+	if (o->ctl_arg[0] == '/') {
+		snprintf(dir, sizeof(dir), "%s", o->ctl_arg);
+	} else {
+		char cwd[2048];
+		if (!getcwd(cwd, sizeof(cwd))) {
+			log_error("snapshot: cannot tell the current directory: %s", strerror(errno));
+			return 1;
+		}
+		snprintf(dir, sizeof(dir), "%s/%s", cwd, o->ctl_arg);
+	}
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		log_error("snapshot: cannot create %s: %s", dir, strerror(errno));
+		return 1;
+	}
+	struct json_object *info;
+	if (call(sock, "GET", "/", NULL, &info, false))
+		return 1;
+	bool was_running = !strcmp(jstr(info, "state", ""), "Running");
+	json_object_put(info);
+	struct json_object *j;
+	if (was_running && call(sock, "PATCH", "/vm", "{\"state\": \"Paused\"}", &j, false))
+		return 1;
+	if (was_running)
+		json_object_put(j);
+	/* the paths as JSON strings (escaped by json-c) */
+	struct json_object *body = json_object_new_object();
+	char path[CONFIG_PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%s", dir, CLI_SNAPSHOT_STATE);
+	json_object_object_add(body, "snapshot_path", json_object_new_string(path));
+	snprintf(path, sizeof(path), "%s/%s", dir, CLI_SNAPSHOT_MEMORY);
+	json_object_object_add(body, "mem_file_path", json_object_new_string(path));
+	uint64_t t0 = now_ns();
+	int rc = call(sock, "PUT", "/snapshot/create", json_object_to_json_string(body), &j, false);
+	uint64_t ms = (now_ns() - t0) / 1000000;
+	json_object_put(body);
+	if (!rc)
+		json_object_put(j);
+	if (was_running && call(sock, "PATCH", "/vm", "{\"state\": \"Resumed\"}", &j, false) == 0)
+		json_object_put(j);
+	if (rc)
+		return 1;
+	if (o->ctl_json)
+		printf("{\"ok\": true, \"dir\": \"%s\", \"ms\": %llu}\n", dir,
+		       (unsigned long long)ms);
+	else
+		printf("%s: snapshot in %s (%llu ms; restore with: visor restore %s)\n", o->ctl_target,
+		       dir, (unsigned long long)ms, dir);
+	return 0;
+}
+
 int cli_client_main(const struct cli_opts *o)
 {
 	if (!strcmp(o->ctl_verb, "ls"))
@@ -292,6 +349,8 @@ int cli_client_main(const struct cli_opts *o)
 		return do_status(sock, o);
 	if (!strcmp(o->ctl_verb, "config"))
 		return do_config(sock, o);
+	if (!strcmp(o->ctl_verb, "snapshot"))
+		return do_snapshot(sock, o);
 	log_error("unknown command '%s'", o->ctl_verb);
 	return 1;
 }

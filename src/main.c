@@ -122,7 +122,28 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 			goto out;
 		}
 	}
-	if (!fc || o->config_file[0]) {
+	if (o->restore_dir[0]) {
+		/* `visor run --restore DIR`: PUT /snapshot/load with DIR's files */
+		struct vm_action *a = calloc(1, sizeof(*a));
+		if (!a)
+			goto out;
+		a->kind = ACT_SNAPSHOT_LOAD;
+		int w1 = snprintf(a->u.load.state_path, sizeof(a->u.load.state_path), "%s/%s",
+				  o->restore_dir, CLI_SNAPSHOT_STATE);
+		int w2 = snprintf(a->u.load.mem_path, sizeof(a->u.load.mem_path), "%s/%s",
+				  o->restore_dir, CLI_SNAPSHOT_MEMORY);
+		if (w1 < 0 || w2 < 0 || (size_t)w1 >= sizeof(a->u.load.state_path) ||
+		    (size_t)w2 >= sizeof(a->u.load.mem_path)) {
+			log_error("--restore: directory name too long");
+			free(a);
+			goto out;
+		}
+		a->u.load.resume_vm = true;
+		int r = apply(vm, a, "--restore");
+		free(a);
+		if (r)
+			goto out;
+	} else if (!fc || o->config_file[0]) {
 		struct vm_action a = {.kind = ACT_INSTANCE_START};
 		if (apply(vm, &a, fc ? "InstanceStart" : "cannot start the VM"))
 			goto out;
