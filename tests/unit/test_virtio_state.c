@@ -238,7 +238,6 @@ static void m_flag(struct virtio_dev_state *s) { s->vqs[0].ready = 3; }
 static void m_active_not_ready(struct virtio_dev_state *s) { s->vqs[0].ready = 0; }
 static void m_inactive_with_state(struct virtio_dev_state *s) { s->vqs[1].last_avail = 1; }
 static void m_not_live(struct virtio_dev_state *s) { s->status &= (uint8_t)~VIRTIO_STATUS_DRIVER_OK; }
-static void m_broken_active(struct virtio_dev_state *s) { s->broken = 1; }
 static void m_ready_inactive(struct virtio_dev_state *s) { s->vqs[1].ready = 1; }
 static void m_event_idx(struct virtio_dev_state *s) { s->vqs[0].event_idx = 0; }
 static void m_popped(struct virtio_dev_state *s) { s->vqs[0].last_avail = 5; }
@@ -269,7 +268,6 @@ TEST(inconsistent_or_hostile_state_is_refused_before_anything_is_applied)
 	refused(m_active_not_ready, "not ready");
 	refused(m_inactive_with_state, "inactive");
 	refused(m_not_live, "not live");
-	refused(m_broken_active, "not live");
 	refused(m_ready_inactive, "not activated");
 	refused(m_event_idx, "EVENT_IDX");
 	refused(m_popped, "in flight");
@@ -279,6 +277,39 @@ TEST(inconsistent_or_hostile_state_is_refused_before_anything_is_applied)
 	refused(m_ring_outside, "rings");
 	refused(m_ring_align, "rings");
 	refused(m_ring_overlap, "rings");
+}
+
+/* A device the driver broke after DRIVER_OK keeps its active queues: its
+ * state must load, and the restored device stays broken (nothing is
+ * processed, no activation) until the driver resets it. */
+TEST(a_broken_device_restores_broken)
+{
+	static struct rig a, b;
+	rig_init(&a, DEV_FEATURES);
+	rig_init(&b, DEV_FEATURES);
+	busy(&a);
+	pthread_mutex_lock(&a.f.vd.lock);
+	virtio_dev_mark_broken(&a.f.vd, "test");
+	pthread_mutex_unlock(&a.f.vd.lock);
+	CHECK_EQ(virtio_dev_state_get(&a.f.vd, &st_a), 0);
+	CHECK(st_a.broken && st_a.vqs[0].active);
+	memcpy(vf_hva(&b.mem, 0, MEM_SIZE), vf_hva(&a.mem, 0, MEM_SIZE), MEM_SIZE);
+	struct blob bl;
+	encode(&st_a, &bl);
+	CHECK_EQ(decode(&bl, &b.f.vd, &st_b), 0);
+	CHECK_EQ(virtio_dev_state_put(&b.f.vd, &st_b), 0);
+	virtio_dev_state_restart(&b.f.vd);
+	CHECK(b.f.vd.broken);
+	CHECK_EQ(b.f.activate_calls, 0);
+	CHECK(!virtio_dev_is_live(&b.f.vd));
+	/* the driver's reset brings it back */
+	pthread_mutex_lock(&b.f.vd.lock);
+	virtio_dev_set_status(&b.f.vd, 0);
+	pthread_mutex_unlock(&b.f.vd.lock);
+	CHECK(!b.f.vd.broken);
+	free(bl.buf);
+	rig_fini(&a);
+	rig_fini(&b);
 }
 
 TEST(the_reserved_byte_of_a_queue_is_checked)

@@ -583,12 +583,15 @@ int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
 		return err_set(err, errlen, -EINVAL, "FEATURES_OK without VERSION_1");
 	if (st->broken > 1)
 		return err_set(err, errlen, -EINVAL, "broken flag %u is not 0 or 1", st->broken);
-	bool live = (s & VIRTIO_STATUS_DRIVER_OK) && !st->broken;
+	/* a device that went broken after DRIVER_OK keeps its queues active
+	 * (nothing is processed until the driver resets it) */
+	bool up = s & VIRTIO_STATUS_DRIVER_OK;
+	bool live = up && !st->broken;
 	bool ev = st->driver_features & (1ull << VIRTIO_F_EVENT_IDX);
 	bool ind = st->driver_features & (1ull << VIRTIO_F_INDIRECT_DESC);
 	for (uint16_t i = 0; i < st->num_queues; i++) {
 		const struct virtq_state *q = &st->vqs[i];
-		if (q->active && !live)
+		if (q->active && !up)
 			return err_set(err, errlen, -EINVAL,
 				       "queue %u is active but the device is not live", i);
 		if (live && q->ready && !q->active)
