@@ -18,6 +18,9 @@
 #         SendCtrlAltDel, which must end the VM
 #   load  `visor run ... --api-sock`: 50 pause/resume cycles while the guest
 #         writes numbered records (fdatasync each) and streams TCP both ways
+#   snap  `visor run` with the record writer on a disk; paused, snapshotted,
+#         killed; a new Firecracker-mode visor loads the snapshot and the
+#         guest carries on: every record exactly once on the disk
 #   fc3   Firecracker mode: a rate-limited drive against an unlimited one,
 #         PATCH of the limiter, PATCH of a drive's backing file
 #
@@ -634,6 +637,96 @@ else
 	netnote="TCP: $(grep -c -v '^0 ' "$T/g2h.sent") transfers guest->host and $(grep -c -v '^0 ' "$T/h2g.sent") host->guest of 2 MiB byte-identical, $((s1 - s0))+$((r1 - r0)) completed during the cycles"
 fi
 report pause-resume-under-load "$cycles cycles in $(((t1 - t0) / 1000)) s; $nrec records (64 KiB, fdatasync each) verified in the guest and in the image, $((w1 - w0)) written during the cycles; $netnote"
+vm_end
+extra=""
+
+# =====================================================================================
+# snapshot-restore-under-load (issue 10): the guest's record writer runs on
+# a virtio disk (64 KiB records, fdatasync each); the VM is paused and
+# snapshotted and its process killed; a new visor (Firecracker mode, a new
+# console FIFO) loads the snapshot with resume_vm.  The guest carries on
+# where it was: its command loop answers the next step on the new console,
+# the writer goes on numbering, and at the end every record is on the disk
+# exactly once (the guest's check), the image holds what the guest read
+# back, and nothing follows the last record.
+vm=snap
+SOCK="$T/snap.sock"
+why=""
+extra=""
+truncate -s 256M "$T/snap.img" 2>/dev/null || dd if=/dev/zero of="$T/snap.img" bs=1048576 count=0 seek=256 2>/dev/null
+vm_start snap run --kernel "$BZ" --initrd "$INITRD" --cmdline "$BASE visor.test=api" --cpus 2 \
+	--memory 256M --disk "$T/snap.img,id=snap" --api-sock "$SOCK"
+wait_for '^API-READY' "$TMO" || why="the guest never got to its test (no API-READY)"
+[ -n "$why" ] || g load-start snap || true
+if [ -z "$why" ]; then
+	i=0
+	while [ $i -lt 240 ] && [ "$(con | grep -c '^WRITER-PROGRESS')" -lt 2 ]; do sleep 0.5; i=$((i + 1)); done
+	[ "$(con | grep -c '^WRITER-PROGRESS')" -ge 2 ] || why="the guest's writer made no progress: $(cline 'WRITER-')"
+fi
+wsnap="" snapms=""
+if [ -z "$why" ]; then
+	api PATCH /vm '{"state": "Paused"}'
+	expect 204
+fi
+if [ -z "$why" ]; then
+	wsnap=$(clast '^WRITER-PROGRESS' | cut -d' ' -f2)
+	t0=$(up_ms)
+	api PUT /snapshot/create "{\"snapshot_path\": \"$T/snap.state\", \"mem_file_path\": \"$T/snap.mem\"}"
+	expect 204
+	snapms=$(($(up_ms) - t0))
+fi
+# the original is killed where it stands (paused): the disk image is what
+# it was at the snapshot
+if alive; then
+	kill -9 "$vpid" 2>/dev/null
+	wait "$vpid" 2>/dev/null
+fi
+vpid=""
+exec 5>&-
+if [ -z "$why" ]; then
+	"$VISOR" --describe-snapshot "$T/snap.state" >"$T/snap.desc" 2>&1 ||
+		why="--describe-snapshot refused the state file: $(head -n 3 "$T/snap.desc" | tr '\n' ' ')"
+fi
+if [ -z "$why" ]; then
+	steps=$seq
+	vm_start snap2 --api-sock "$T/snap2.sock" --id snap2
+	seq=$steps
+	SOCK="$T/snap2.sock"
+	i=0
+	while [ ! -S "$SOCK" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
+	t0=$(up_ms)
+	api PUT /snapshot/load "{\"snapshot_path\": \"$T/snap.state\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$T/snap.mem\"}, \"resume_vm\": true}"
+	expect 204
+	loadms=$(($(up_ms) - t0))
+	[ -n "$why" ] || { getstate; [ "$st" = Running ]; } || why="state '$st' after the load"
+fi
+if [ -z "$why" ]; then
+	# the writer numbers on from where it was (progress every 16 records)
+	i=0
+	while [ $i -lt 240 ] && ! cline '^WRITER-PROGRESS' >/dev/null; do sleep 0.5; i=$((i + 1)); done
+	wnext=$(cline '^WRITER-PROGRESS' | cut -d' ' -f2)
+	[ -n "$wnext" ] || why="the restored guest's writer made no progress"
+	[ -n "$why" ] || [ "$wnext" -gt "$wsnap" ] ||
+		why="the restored writer's first progress ($wnext) is not past the snapshot's ($wsnap)"
+fi
+nrec=""
+if [ -z "$why" ]; then
+	GT=600 g load-stop || true
+	nrec=$(echo "$gout" | sed -n 's/^RECORDS-OK \([0-9]*\)$/\1/p')
+	gsum=$(echo "$gout" | sed -n 's/^RECORDS-SUM [0-9]* //p')
+	[ -n "$why" ] || [ -n "$nrec" ] || why="the guest's check of its records failed: $(echo "$gout" | grep -E 'RECORDS|WRITER' | tr '\n' ' ')"
+	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 count="$nrec" 2>/dev/null | sha)" = "$gsum" ] ||
+		why="the image file differs from what the guest read back ($nrec records)"
+	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 skip="$nrec" count=1 2>/dev/null | sha)" = "$(head -c 65536 /dev/zero | sha)" ] ||
+		why="the image has data after the guest's last record"
+fi
+if [ -z "$why" ]; then
+	g poweroff || true
+	why="" # the step never reports: the guest powers off
+	vm_wait 120 || why="the restored visor did not exit after the guest's poweroff"
+	[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
+fi
+report snapshot-restore-under-load "snapshot at record ${wsnap:-?} in ${snapms:-?} ms, loaded in ${loadms:-?} ms (lab times), $nrec records verified in the guest and in the image"
 vm_end
 extra=""
 
