@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * msi_fake.h - a recording struct platform for the PCI tests: MSI routes
- * (each one a real eventfd, so delivery can be observed), ioeventfds and,
- * optionally, deferred set-up on a real event loop (fp_enable_defer).
+ * (each one a real eventfd, so delivery can be observed), ioeventfds, one
+ * irqfd for whatever GSI is asked (virtio-mmio) and, optionally, deferred
+ * set-up on a real event loop (fp_enable_defer).
  * Every call is counted; the first MSI_FAKE_MAXREC (MSI) or
  * MSI_FAKE_MAXIOE (ioeventfd) calls also keep their arguments and the
  * thread that made them.
@@ -65,6 +66,7 @@ struct fake_plat {
 	struct platform_work *work_head, *work_tail;
 	int work_efd; /* -1: defer refused (the caller works inline) */
 	int ndefer;   /* defer calls */
+	int irqfd;    /* irqfd_for_gsi's eventfd (any GSI), -1 until asked */
 };
 
 static inline struct fake_plat *fake_plat_of(struct platform *p)
@@ -164,6 +166,16 @@ static inline int fp_ioe_del(struct platform *p, bool pio, uint64_t addr, uint32
 	return 0;
 }
 
+static inline int fp_irqfd_for_gsi(struct platform *p, uint32_t gsi, int *fd)
+{
+	struct fake_plat *f = fake_plat_of(p);
+	(void)gsi;
+	if (f->irqfd < 0)
+		f->irqfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	*fd = f->irqfd;
+	return f->irqfd < 0 ? -errno : 0;
+}
+
 static inline int fp_defer(struct platform *p, struct platform_work *w)
 {
 	struct fake_plat *f = fake_plat_of(p);
@@ -235,6 +247,7 @@ static inline void fp_on_work(struct loop *l, int fd, uint32_t events, void *ctx
 }
 
 static const struct platform_ops fp_ops __attribute__((unused)) = {
+	.irqfd_for_gsi = fp_irqfd_for_gsi,
 	.msi_alloc = fp_msi_alloc,
 	.msi_update = fp_msi_update,
 	.msi_free = fp_msi_free,
@@ -253,6 +266,7 @@ static inline void fp_init(struct fake_plat *f, struct bus *pio, struct bus *mmi
 	f->p.pio = pio;
 	f->p.mmio = mmio;
 	f->work_efd = -1;
+	f->irqfd = -1;
 	pthread_mutex_init(&f->work_lock, NULL);
 	for (int i = 0; i < MSI_FAKE_MAXREC; i++)
 		f->fds[i] = -1;
@@ -293,12 +307,14 @@ static inline int fp_run_work(struct fake_plat *f)
 	return n;
 }
 
-/* Close the routes' eventfds and the work eventfd. */
+/* Close the routes' eventfds, the irqfd and the work eventfd. */
 static inline void fp_destroy(struct fake_plat *f)
 {
 	for (int i = 0; i < MSI_FAKE_MAXREC; i++)
 		if (f->fds[i] >= 0)
 			close(f->fds[i]);
+	if (f->irqfd >= 0)
+		close(f->irqfd);
 	if (f->work_efd >= 0) {
 		if (f->p.loop)
 			loop_del(f->p.loop, f->work_efd);

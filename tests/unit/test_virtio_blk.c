@@ -2070,6 +2070,11 @@ TEST(snapshot_refusals)
 	memset(copy + f.plen - 3, 0, 3);
 	CHECK_EQ(snap_load(&b, copy, f.plen, false), -EINVAL);
 	CHECK(strstr(serr, "1 chains in flight") != NULL);
+	/* ... as a device its driver gave up on (FAILED) has it: not live, it
+	 * holds nothing, whatever is in flight (the fuzzer's find: refused) */
+	copy[0] |= VIRTIO_STATUS_FAILED;
+	CHECK_EQ(snap_load(&b, copy, f.plen, false), 0);
+	copy[0] = f.p[0];
 	/* a head without a held chain */
 	copy[f.plen - 2] = 5;
 	CHECK_EQ(snap_load(&b, copy, f.plen, false), -EINVAL);
@@ -2083,6 +2088,19 @@ TEST(snapshot_refusals)
 	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
 	CHECK(dev(&b)->broken);
 	CHECK(!b.b.held);
+	/* ... and, broken with the chain in flight, it saves a state that
+	 * loads (it was refused: "1 chains in flight on the queue, the device
+	 * holds 0"), restores broken and waits for the driver's reset */
+	static struct tdrv c;
+	struct snapfile g;
+	snap_save(&b, &g);
+	CHECK_EQ(get_le16(g.p + g.plen - 4), 0); /* flush_failed, held */
+	setup_restored(&c, &b, DISK_SIZE);
+	CHECK_EQ(snap_load(&c, g.p, g.plen, true), 0);
+	CHECK(vf_broken_until_reset(dev(&c), &c.drv, 0, 1));
+	CHECK_EQ(c.m.outstanding, 0);
+	free(g.buf);
+	teardown(&c);
 	free(f.buf);
 	teardown(&b);
 	/* requests in flight (a disk that did not answer): no snapshot */

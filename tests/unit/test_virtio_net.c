@@ -2230,6 +2230,12 @@ TEST(snapshot_refusals)
 	CHECK(strstr(serr, "transmit queue") != NULL);
 	CHECK_EQ(snap_load_patched(&b, &f, true, 10, 4, 0x02u << 8), -EINVAL); /* TX not held */
 	CHECK(strstr(serr, "transmit queue") != NULL);
+	/* the driver gave up (FAILED) with three chains in flight: not live,
+	 * the device holds none, and that loads (the fuzzer's find: refused) */
+	uint8_t *failed = vf_failed_payload(f.p, f.part + 16);
+	memset(failed + f.part + 10, 0, 6); /* nothing held, no frame */
+	CHECK_EQ(snap_load(&b, failed, f.part + 16, false), 0);
+	free(failed);
 	CHECK_EQ(snap_load_patched(&b, &f, true, 32, 2, (uint16_t)(rxh[1] + 1)), -EINVAL);
 	CHECK(strstr(serr, "receive queue") != NULL);
 	/* a frame in two chains for a driver without MRG_RXBUF (the core's
@@ -2243,6 +2249,26 @@ TEST(snapshot_refusals)
 	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
 	CHECK(dev(&b)->broken);
 	CHECK(!b.n.rx_pending);
+	/* broken so, with three chains in flight, it holds none and saves a
+	 * state that loads (was refused: "1 chains in flight on the transmit
+	 * queue, the device holds 0"); restored broken, it sends and receives
+	 * nothing until the driver resets it */
+	static struct tnet c;
+	struct snapfile g;
+	snap_save(&b, &g);
+	CHECK_EQ(g.plen - g.part, 16); /* TX held 0, RX state 0: no frame */
+	CHECK_EQ(g.p[g.part + 10] | g.p[g.part + 11], 0);
+	setup_restored(&c, &b);
+	CHECK_EQ(snap_load(&c, g.p, g.plen, true), 0);
+	CHECK(!c.n.tx_held && !c.n.rx_pending && !c.n.rx_have_c0);
+	CHECK_EQ(dev(&c)->vqs[VIRTIO_NET_TXQ].inflight, 1);
+	notify(&c, VIRTIO_NET_TXQ);
+	while (pump(&c))
+		;
+	CHECK(sent_are(&c, 0, 0, 0));
+	CHECK(vf_broken_until_reset(dev(&c), &c.rx, VIRTIO_NET_RXQ, 2));
+	free(g.buf);
+	teardown(&c);
 	free(f.buf);
 	teardown(&b);
 	teardown(&a);

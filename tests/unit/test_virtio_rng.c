@@ -526,22 +526,29 @@ static void setup_restored(struct tdrv *t, const struct tdrv *from)
 	vf_replay_pending = 0;
 }
 
+/* @a up on loop @lp (initialised here) with a limiter of one request a
+ * minute: a 32-byte request served, a 48-byte one held.  Its head. */
+static uint16_t snap_busy(struct tdrv *a, struct loop *lp)
+{
+	CHECK_EQ(loop_init(lp), 0);
+	setup(a, lp);
+	fake_now = 0;
+	a->r.limiter_clock = fake_clock;
+	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
+	CHECK_EQ(virtio_rng_set_rate_limiter(&a->r, &c), 0);
+	post(a, 0, 32);
+	post(a, 1, 48);
+	vf_notify(&a->drv);
+	CHECK_EQ(vf_used_idx(&a->drv), 1);
+	CHECK(a->r.held);
+	return a->r.chain.head;
+}
+
 TEST(snapshot_round_trip_keeps_the_held_request)
 {
 	struct loop lp;
-	CHECK_EQ(loop_init(&lp), 0);
 	static struct tdrv a, b;
-	setup(&a, &lp);
-	fake_now = 0;
-	a.r.limiter_clock = fake_clock;
-	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
-	CHECK_EQ(virtio_rng_set_rate_limiter(&a.r, &c), 0);
-	post(&a, 0, 32);
-	post(&a, 1, 48);
-	vf_notify(&a.drv);
-	CHECK_EQ(vf_used_idx(&a.drv), 1);
-	CHECK(a.r.held);
-	uint16_t held = a.r.chain.head;
+	uint16_t held = snap_busy(&a, &lp);
 	virtio_dev_pause(dev(&a));
 	struct snapfile f;
 	snap_save(&a, &f);
@@ -585,18 +592,9 @@ TEST(snapshot_round_trip_keeps_the_held_request)
 TEST(snapshot_refusals)
 {
 	struct loop lp;
-	CHECK_EQ(loop_init(&lp), 0);
 	static struct tdrv a, b;
-	setup(&a, &lp);
-	a.r.limiter_clock = fake_clock;
-	struct rate_limiter_config c = {.ops = {.size = 1, .refill_time_ms = 60000}};
-	CHECK_EQ(virtio_rng_set_rate_limiter(&a.r, &c), 0);
-	post(&a, 0, 32);
-	post(&a, 1, 48);
-	vf_notify(&a.drv);
-	CHECK(a.r.held);
-	uint16_t held = a.r.chain.head;
-	struct snapfile f;
+	uint16_t held = snap_busy(&a, &lp);
+	struct snapfile f, f2;
 	snap_save(&a, &f);
 	setup_restored(&b, &a);
 	CHECK_EQ(snap_load_part(&b, &f, 1, 0, held), 0);
@@ -613,12 +611,30 @@ TEST(snapshot_refusals)
 	CHECK(strstr(serr, "in flight") != NULL);
 	CHECK_EQ(snap_load_part(&b, &f, 0, 0, 0), -EINVAL);
 	CHECK(strstr(serr, "1 requests in flight") != NULL);
+	/* the driver gave up (FAILED): not live, the device holds nothing,
+	 * whatever is in flight (the fuzzer's find: that was refused) */
+	struct snapfile failed = f;
+	failed.p = vf_failed_payload(f.p, f.plen);
+	CHECK_EQ(snap_load_part(&b, &failed, 0, 0, 0), 0);
+	CHECK_EQ(snap_load_part(&b, &failed, 1, 0, held), -EINVAL);
+	free((void *)failed.p);
 	CHECK_EQ(dev(&b)->status, 0);
 	/* the held chain's descriptor no longer passes: broken */
 	vf_desc(&b.mem, DESC_GPA, held, BUF_GPA, 0, VIRTQ_DESC_F_WRITE, 0);
 	CHECK_EQ(snap_load(&b, f.p, f.plen, true), 0);
 	CHECK(dev(&b)->broken);
 	CHECK(!b.r.held);
+	/* so broken, with the request in flight, it holds nothing, and its
+	 * state loads (was refused: "1 requests in flight, the device holds
+	 * 0"); the restored device is broken until the driver's reset */
+	static struct tdrv c;
+	snap_save(&b, &f2);
+	setup_restored(&c, &b);
+	CHECK_EQ(snap_load_part(&c, &f2, 1, 0, held), -EINVAL);
+	CHECK_EQ(snap_load(&c, f2.p, f2.plen, true), 0);
+	CHECK(!c.r.held && vf_broken_until_reset(dev(&c), &c.drv, 0, 1));
+	free(f2.buf);
+	teardown(&c);
 	free(f.buf);
 	teardown(&b);
 	teardown(&a);

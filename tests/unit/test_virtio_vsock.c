@@ -1984,6 +1984,27 @@ TEST(snapshot_refusals)
 	CHECK(strstr(serr, "in flight") != NULL);
 	CHECK_EQ(snap_load_part(&b, &f, 0, 0, 0), -EINVAL);
 	CHECK(strstr(serr, "1 RX buffers in flight") != NULL);
+	/* a device its driver gave up on (FAILED) is not live and holds
+	 * nothing, whatever is in flight (the fuzzer's find: refused) */
+	struct snapfile gave_up = f;
+	gave_up.p = vf_failed_payload(f.p, f.plen);
+	CHECK_EQ(snap_load_part(&b, &gave_up, 1, 0, rxh), -EINVAL);
+	CHECK(strstr(serr, "not running") != NULL);
+	CHECK_EQ(snap_load_part(&b, &gave_up, 0, 0, 0), 0);
+	free((void *)gave_up.p);
+	CHECK_EQ(dev(&b)->status, 0);
+	/* TX not enabled: the device runs nothing (it takes RX buffers only
+	 * with RX and TX up), so it cannot hold one (the fuzzer's find: that
+	 * loaded, and the restored device's own snapshot was refused) */
+	pthread_mutex_lock(&dev(&a)->lock);
+	virtq_reset(&dev(&a)->vqs[VIRTIO_VSOCK_Q_TX]);
+	dev(&a)->vqs[VIRTIO_VSOCK_Q_TX].ready = false;
+	pthread_mutex_unlock(&dev(&a)->lock);
+	struct snapfile tx_off;
+	snap_save(&a, &tx_off);
+	CHECK_EQ(snap_load_part(&b, &tx_off, 1, 0, rxh), -EINVAL);
+	CHECK(strstr(serr, "not running") != NULL);
+	free(tx_off.buf);
 	CHECK_EQ(dev(&b)->status, 0);
 	/* the held buffer no longer passes (made device-readable): broken,
 	 * and nobody to tell about the transport */
@@ -1994,6 +2015,21 @@ TEST(snapshot_refusals)
 	CHECK(!b.v.reset_event_pending);
 	vf_run_replays(dev(&b));
 	CHECK_EQ(vf_used_idx(&b.ev), 0);
+	/* that broken device, its buffer in flight, saves a state that loads
+	 * (was refused: "1 RX buffers in flight, the device holds 0"): held
+	 * nothing, it restores broken, owing nobody a transport reset, until
+	 * the driver resets it */
+	static struct tg r;
+	struct snapfile rf;
+	snap_save(&b, &rf);
+	setup_restored(&r, &b, CID);
+	CHECK_EQ(snap_load_part(&r, &rf, 1, 0, rxh), -EINVAL);
+	CHECK_EQ(snap_load(&r, rf.p, rf.plen, true), 0);
+	CHECK(!r.v.rx_held && !r.v.reset_event_pending);
+	CHECK(vf_broken_until_reset(dev(&r), &r.rx, VIRTIO_VSOCK_Q_RX, 1));
+	CHECK_EQ(vf_used_idx(&r.ev), 0);
+	free(rf.buf);
+	teardown(&r);
 	teardown(&b);
 
 	/* a device the driver never started: nothing to tell */

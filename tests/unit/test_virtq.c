@@ -1048,4 +1048,217 @@ TEST(chain_helpers_on_one_direction_chains)
 	drv_fini(&v);
 }
 
+/* ---- re-reading a held chain at restore (virtq_chain_reread) ---- */
+
+/* Everything of @q a re-read must leave as it was. */
+struct q_marks {
+	uint16_t last_avail, used_idx, signalled_used;
+	uint32_t inflight;
+	uint8_t map[VIRTQ_MAX_SIZE / 8];
+	uint8_t used[64];
+};
+
+static void q_mark(struct drv *v, struct q_marks *m)
+{
+	memset(m, 0, sizeof(*m)); /* padding too: compared whole */
+	m->last_avail = v->q.last_avail;
+	m->used_idx = v->q.used_idx;
+	m->signalled_used = v->q.signalled_used;
+	m->inflight = v->q.inflight;
+	memcpy(m->map, v->q.inflight_map, sizeof(m->map));
+	memcpy(m->used, hva(v, v->q.used_gpa), sizeof(m->used));
+}
+
+static bool q_unchanged(struct drv *v, const struct q_marks *m)
+{
+	struct q_marks now;
+	q_mark(v, &now);
+	return !memcmp(m, &now, sizeof(now));
+}
+
+static bool same_chain(const struct virtq_chain *a, const struct virtq_chain *b)
+{
+	if (a->head != b->head || a->nsegs != b->nsegs || a->nread != b->nread ||
+	    a->read_len != b->read_len || a->write_len != b->write_len)
+		return false;
+	for (uint16_t i = 0; i < a->nsegs; i++)
+		if (a->segs[i].hva != b->segs[i].hva || a->segs[i].len != b->segs[i].len)
+			return false;
+	return true;
+}
+
+TEST(chain_reread_gives_the_popped_chain_and_moves_nothing)
+{
+	struct drv v;
+	struct virtq_chain c, again;
+	CHECK_EQ(drv_setup(&v, 8, 0), 0);
+	drv_desc(&v, 1, BUF_GPA + 0x800, 4, VIRTQ_DESC_F_WRITE, 0);
+	drv_avail(&v, 1);
+	drv_desc(&v, 5, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 2);
+	drv_desc(&v, 2, BUF_GPA + 0x100, 8, VIRTQ_DESC_F_NEXT, 7);
+	drv_desc(&v, 7, BUF_GPA + 0x200, 32, VIRTQ_DESC_F_WRITE, 0);
+	drv_avail(&v, 5);
+	drv_desc(&v, 3, BUF_GPA + 0x400, 64, VIRTQ_DESC_F_WRITE, 0);
+	drv_avail(&v, 3); /* available, not popped */
+	CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	CHECK_EQ(c.head, 5);
+	/* the slot the chain came from means nothing to a re-read */
+	vf_put16(&v.mem, AVAIL_GPA + 4 + 2, 6);
+	struct q_marks m;
+	q_mark(&v, &m);
+	memset(&again, 0xa5, sizeof(again));
+	CHECK_EQ(virtq_chain_reread(&v.q, 5, &again), 0);
+	CHECK(same_chain(&c, &again));
+	CHECK_EQ(again.nsegs, 3);
+	CHECK_EQ(again.nread, 2);
+	CHECK_EQ(again.read_len, 24);
+	CHECK_EQ(again.write_len, 32);
+	CHECK(q_unchanged(&v, &m));
+	/* again, and the other chain in flight: same answers, still nothing moved */
+	CHECK_EQ(virtq_chain_reread(&v.q, 5, &again), 0);
+	CHECK(same_chain(&c, &again));
+	CHECK_EQ(virtq_chain_reread(&v.q, 1, &again), 0);
+	CHECK_EQ(again.head, 1);
+	CHECK_EQ(again.write_len, 4);
+	CHECK(q_unchanged(&v, &m));
+	/* the queue carries on where it was: chain 3 is next, then both push */
+	CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	CHECK_EQ(c.head, 3);
+	CHECK_EQ(virtq_push(&v.q, 5, 0), 0);
+	CHECK_EQ(virtq_push(&v.q, 1, 0), 0);
+	CHECK_EQ(virtq_push(&v.q, 3, 0), 0);
+	CHECK_EQ(v.q.inflight, 0);
+	drv_fini(&v);
+}
+
+/* The chain the next tests hold: head 0, readable 0 -> writable 1. */
+static void two_seg_chain(struct drv *v)
+{
+	drv_desc(v, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	drv_desc(v, 1, BUF_GPA + 0x100, 16, VIRTQ_DESC_F_WRITE, 0);
+}
+
+/* A queue of 8 holding chain 0 (two_seg_chain), popped into @c; the queue
+ * as it is then in @m. */
+static int hold_two_seg_chain(struct drv *v, struct virtq_chain *c, struct q_marks *m)
+{
+	if (drv_setup(v, 8, 0))
+		return -1;
+	two_seg_chain(v);
+	drv_avail(v, 0);
+	if (virtq_pop(&v->q, c) != 1)
+		return -1;
+	q_mark(v, m);
+	return 0;
+}
+
+TEST(chain_reread_refuses_heads_not_held)
+{
+	struct drv v;
+	struct virtq_chain c;
+	struct q_marks m;
+	CHECK_EQ(hold_two_seg_chain(&v, &c, &m), 0);
+	/* out of range, then valid but never popped */
+	static const uint16_t bad[] = {8, 9, 0xff, VIRTQ_MAX_SIZE, 0xffff, 1, 7};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_EQ(virtq_chain_reread(&v.q, bad[i], &c), EINVAL_);
+	CHECK(q_unchanged(&v, &m));
+	CHECK_EQ(virtq_chain_reread(&v.q, 0, &c), 0);
+	/* pushed: no longer held */
+	CHECK_EQ(virtq_push(&v.q, 0, 0), 0);
+	CHECK_EQ(virtq_chain_reread(&v.q, 0, &c), EINVAL_);
+	/* a queue that is not active has nothing in flight */
+	virtq_reset(&v.q);
+	CHECK_EQ(virtq_chain_reread(&v.q, 0, &c), EINVAL_);
+	drv_fini(&v);
+}
+
+TEST(chain_reread_refuses_a_chain_the_guest_rewrote)
+{
+	struct drv v;
+	struct virtq_chain c;
+	struct q_marks m;
+	CHECK_EQ(hold_two_seg_chain(&v, &c, &m), 0);
+	struct {
+		uint16_t i;
+		uint64_t addr;
+		uint32_t len;
+		uint16_t flags, next;
+		const char *what;
+	} bad[] = {
+		{1, BUF_GPA + 0x100, 0, VIRTQ_DESC_F_WRITE, 0, "zero length"},
+		{1, MEM_SIZE - 8, 16, VIRTQ_DESC_F_WRITE, 0, "past the end of RAM"},
+		{1, UINT64_MAX - 7, 16, VIRTQ_DESC_F_WRITE, 0, "wrapping 2^64"},
+		{1, BUF_GPA + 0x100, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0, "a cycle"},
+		{1, BUF_GPA + 0x100, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 8, "next out of range"},
+		{0, BUF_GPA, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1,
+		 "readable after writable"},
+		{1, BUF_GPA + 0x10000, 16, VIRTQ_DESC_F_INDIRECT, 0, "INDIRECT not negotiated"},
+	};
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		/* the good chain with one descriptor broken (for the
+		 * writable head, the one after it made readable) */
+		two_seg_chain(&v);
+		if (bad[k].i == 0)
+			drv_desc(&v, 1, BUF_GPA + 0x100, 16, 0, 0);
+		drv_desc(&v, bad[k].i, bad[k].addr, bad[k].len, bad[k].flags, bad[k].next);
+		int r = virtq_chain_reread(&v.q, 0, &c);
+		if (r != -EIO)
+			printf("  expected -EIO for %s, got %d\n", bad[k].what, r);
+		CHECK_EQ(r, EIO_);
+		CHECK(q_unchanged(&v, &m));
+	}
+	/* put back as it was: it passes again */
+	two_seg_chain(&v);
+	CHECK_EQ(virtq_chain_reread(&v.q, 0, &c), 0);
+	CHECK_EQ(c.nsegs, 2);
+	CHECK_EQ(c.read_len, 16);
+	CHECK_EQ(c.write_len, 16);
+	CHECK(q_unchanged(&v, &m));
+	drv_fini(&v);
+}
+
+TEST(chain_reread_follows_indirect_tables_only_if_negotiated)
+{
+	struct drv v;
+	struct virtq_chain c, again;
+	uint64_t table = BUF_GPA + 0x10000;
+	CHECK_EQ(drv_setup(&v, 8, F_INDIRECT), 0);
+	drv_desc(&v, 4, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 6);
+	drv_desc(&v, 6, table, 2 * 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vf_desc(&v.mem, table, 0, BUF_GPA + 0x100, 20, VIRTQ_DESC_F_NEXT, 1);
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x200, 30, VIRTQ_DESC_F_WRITE, 0);
+	drv_avail(&v, 4);
+	CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	struct q_marks m;
+	q_mark(&v, &m);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), 0);
+	CHECK(same_chain(&c, &again));
+	CHECK_EQ(again.nsegs, 3);
+	CHECK_EQ(again.read_len, 36);
+	CHECK_EQ(again.write_len, 30);
+	/* the table checked as pop checks it */
+	vf_desc(&v.mem, table, 1, table, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), EIO_); /* nested */
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x200, 30, VIRTQ_DESC_F_NEXT, 0);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), EIO_); /* a cycle */
+	vf_desc(&v.mem, table, 1, BUF_GPA + 0x200, 30, VIRTQ_DESC_F_WRITE, 0);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), 0);
+	CHECK(q_unchanged(&v, &m));
+	/* the same queue restored as one that did not negotiate INDIRECT_DESC */
+	struct virtq_state st;
+	virtq_state_get(&v.q, &st);
+	CHECK_EQ(st.indirect, 1);
+	st.indirect = 0;
+	CHECK_EQ(virtq_state_put(&v.q, &st, &v.mem), 0);
+	CHECK_EQ(v.q.inflight, 1);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), EIO_);
+	st.indirect = 1;
+	CHECK_EQ(virtq_state_put(&v.q, &st, &v.mem), 0);
+	CHECK_EQ(virtq_chain_reread(&v.q, 4, &again), 0);
+	CHECK(same_chain(&c, &again));
+	drv_fini(&v);
+}
+
 TEST_MAIN()

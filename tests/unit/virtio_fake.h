@@ -222,6 +222,36 @@ static inline uint16_t vf_chain(struct vf_drv *v, const struct vf_seg *s, int n)
 	return head;
 }
 
+/* The device breaks, as when the driver hands it a bad chain (takes the
+ * lock). */
+static inline void vf_break(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	virtio_dev_mark_broken(d, "test");
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* A copy of a device section's payload p[0..len) (the core's state first,
+ * status its first byte) in which the driver gave up on the device:
+ * FAILED set.  free() it. */
+static inline uint8_t *vf_failed_payload(const uint8_t *p, size_t len)
+{
+	uint8_t *c = malloc(len ? len : 1);
+	if (!c)
+		abort();
+	memcpy(c, p, len);
+	c[0] |= VIRTIO_STATUS_FAILED;
+	return c;
+}
+
+/* The driver resets the device (status 0; takes the lock). */
+static inline void vf_reset(struct virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	virtio_dev_set_status(d, 0);
+	pthread_mutex_unlock(&d->lock);
+}
+
 /* The guest's queue notification, as the transport delivers it. */
 static inline void vf_notify(struct vf_drv *v)
 {
@@ -244,6 +274,24 @@ static inline uint32_t vf_used_id(struct vf_drv *v, uint16_t i)
 static inline uint32_t vf_used_len(struct vf_drv *v, uint16_t i)
 {
 	return vf_get32(v->mem, v->used + 4 + 8ull * (i % v->qsize) + 4);
+}
+
+/* @d, restored broken with @n chains in flight on queue @q (driven by
+ * @v): true if a replay and a kick of the queue leave its used ring alone
+ * and the driver's reset then drops the chains and mends the device. */
+static inline bool vf_broken_until_reset(struct virtio_dev *d, struct vf_drv *v, uint16_t q,
+					 uint32_t n)
+{
+	if (!d->broken || d->vqs[q].inflight != n)
+		return false;
+	uint16_t used = vf_used_idx(v);
+	vf_run_replays(d);
+	pthread_mutex_lock(&d->lock);
+	virtio_dev_queue_notify(d, q);
+	pthread_mutex_unlock(&d->lock);
+	bool idle = vf_used_idx(v) == used;
+	vf_reset(d);
+	return idle && !d->broken && !d->vqs[q].inflight;
 }
 
 /* ---- a fake device for the transport tests -------------------------------- */

@@ -607,6 +607,12 @@ int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
 	return 0;
 }
 
+bool virtio_dev_state_is_live(const struct virtio_dev_state *st)
+{
+	return (st->status & VIRTIO_STATUS_DRIVER_OK) && !(st->status & VIRTIO_STATUS_FAILED) &&
+	       !st->broken;
+}
+
 int virtio_dev_state_put(struct virtio_dev *d, const struct virtio_dev_state *st)
 {
 	pthread_mutex_lock(&d->lock);

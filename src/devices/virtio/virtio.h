@@ -323,6 +323,12 @@ void virtio_dev_state_encode(const struct virtio_dev_state *st, struct snap_writ
  * memory).  Touches nothing of @d.  0 or -EINVAL with a message. */
 int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
 			    struct virtio_dev_state *st, char *err, size_t errlen);
+/* Whether @st is a live device's, as virtio_dev_is_live has it: DRIVER_OK,
+ * neither FAILED (the driver gave up) nor broken.  Only a live device
+ * holds chains; one that is not keeps its queues and their heads in
+ * flight (active queues stay active) until the driver's reset drops them,
+ * so the devices' X_state_check accept whatever is in flight then. */
+bool virtio_dev_state_is_live(const struct virtio_dev_state *st);
 /* Make @d hold @st (decoded against it): status, features, selectors and
  * queues, rings mapped.  The device's own state comes next, then
  * virtio_dev_state_restart.  0 or -EINVAL. */

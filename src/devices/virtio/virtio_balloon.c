@@ -772,7 +772,7 @@ int virtio_balloon_state_decode(struct snap_cursor *c, const struct virtio_ballo
 int virtio_balloon_state_check(const struct virtio_balloon_state *st,
 			       const struct virtio_dev_state *core, char *err, size_t errlen)
 {
-	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	bool live = virtio_dev_state_is_live(core);
 	uint32_t active = 0;
 	for (uint16_t q = 0; q < core->num_queues && q < VIRTIO_MAX_QUEUES; q++)
 		if (core->vqs[q].active)
@@ -783,7 +783,9 @@ int virtio_balloon_state_check(const struct virtio_balloon_state *st,
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-balloon: a statistics buffer is held but the statistics "
 			       "queue is not running");
-	for (uint16_t q = 0; q < core->num_queues && q < VIRTIO_MAX_QUEUES; q++) {
+	/* a device that is not live holds nothing; its queues' chains in flight
+	 * die at the driver's reset (see virtio_blk_state_check) */
+	for (uint16_t q = 0; live && q < core->num_queues && q < VIRTIO_MAX_QUEUES; q++) {
 		const struct virtq_state *vq = &core->vqs[q];
 		bool held = st->stats_held && q == q_stats;
 		if (vq->ninflight != held || (held && vq->inflight[0] != st->stats_head))

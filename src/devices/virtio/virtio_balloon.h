@@ -359,7 +359,9 @@ int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info
  *                                snapshot: a held statistics buffer is the
  *                                only head in flight on the statistics queue
  *                                (STATS_VQ negotiated, the queue active, the
- *                                device live); no other queue has one.
+ *                                device live); no other queue has one.  A
+ *                                device that is not live (broken, FAILED)
+ *                                holds nothing, whatever is in flight.
  *   virtio_balloon_state_put     between virtio_dev_state_put and
  *                                virtio_dev_state_restart: config space,
  *                                statistics, the held buffer, the bitmap and

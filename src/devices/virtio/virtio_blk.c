@@ -14,7 +14,6 @@
 #include <sys/stat.h>
 
 #include "../../event/loop.h"
-#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
 #include "../../util/str.h"
 
@@ -1052,21 +1051,6 @@ void virtio_blk_destroy(struct virtio_blk *b)
 
 /* ---- snapshot state ------------------------------------------------------ */
 
-/* Read chain @head, in flight on @q, again into @c with every check of
- * virtq_pop: it is popped from a one-entry available ring of our own
- * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
- * -EIO if the chain no longer passes. */
-static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
-{
-	struct virtq t = *q;
-	uint16_t ring[3] = {0, 1, head};
-	t.avail = (uint8_t *)ring;
-	t.last_avail = 0;
-	t.inflight = 0;
-	memset(t.inflight_map, 0, sizeof(t.inflight_map));
-	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
-}
-
 int virtio_blk_state_get(struct virtio_blk *b, struct virtio_blk_state *st)
 {
 	struct virtio_dev *d = &b->vdev;
@@ -1123,11 +1107,15 @@ int virtio_blk_state_check(const struct virtio_blk_state *st, const struct virti
 			   char *err, size_t errlen)
 {
 	const struct virtq_state *q = &core->vqs[0];
-	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	bool live = virtio_dev_state_is_live(core);
 	if (st->held && (!live || !q->active))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-blk: a chain is held but the queue is not running");
-	if (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head))
+	/* A device that is not live (broken, or FAILED by the driver; the
+	 * core keeps its queues active) holds nothing and processes nothing
+	 * until the driver resets it, which drops the chains in flight: they
+	 * are not the device's to account for (virtio_dev_state_is_live). */
+	if (live && (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head)))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-blk: %u chains in flight on the queue, the device holds %u",
 			       q->ninflight, st->held);
@@ -1144,12 +1132,11 @@ int virtio_blk_state_put(struct virtio_blk *b, const struct virtio_blk_state *st
 	b->held = false;
 	b->slots_full = false;
 	if (st->held) {
-		if (!q->active || st->held_head >= q->size ||
-		    !bitmap_test(q->inflight_map, st->held_head)) {
-			rc = -EINVAL;
-		} else if (chain_reread(q, st->held_head, &b->chain)) {
+		rc = virtq_chain_reread(q, st->held_head, &b->chain);
+		if (rc == -EIO) {
 			mark_broken(b, "the held chain no longer passes at restore");
-		} else {
+			rc = 0;
+		} else if (!rc) {
 			b->held = true;
 		}
 	}

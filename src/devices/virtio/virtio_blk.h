@@ -297,7 +297,10 @@ void virtio_blk_destroy(struct virtio_blk *b);
  *                            snapshot: the queue's heads in flight are
  *                            exactly the held chain (none without one), a
  *                            chain is held only on an active queue of a
- *                            live device.
+ *                            live device.  A device that is not live
+ *                            (broken or FAILED: queues still active) holds
+ *                            nothing, whatever is in flight: the driver's
+ *                            reset drops it (virtio_dev_state_is_live).
  *   virtio_blk_state_put     after virtio_dev_state_put, before
  *                            virtio_dev_state_restart (takes d->lock): the
  *                            held chain is read again from guest memory

@@ -389,7 +389,9 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  *                            each queue's heads in flight are exactly the
  *                            chains the device holds on it, held only on
  *                            active queues of a live device, a frame in
- *                            several chains only with MRG_RXBUF.
+ *                            several chains only with MRG_RXBUF.  A device
+ *                            that is not live (virtio_dev_state_is_live)
+ *                            holds nothing, whatever is in flight.
  *   virtio_net_state_put     between virtio_dev_state_put and
  *                            virtio_dev_state_restart: MAC and status; the
  *                            held chains are read again from guest memory

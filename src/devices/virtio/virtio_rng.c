@@ -10,7 +10,6 @@
 #include <sys/random.h>
 
 #include "../../event/loop.h"
-#include "../../util/bitmap.h"
 #include "../../util/str.h"
 
 #ifndef container_of
@@ -244,21 +243,6 @@ void virtio_rng_destroy(struct virtio_rng *r)
 
 /* ---- snapshot state ------------------------------------------------------ */
 
-/* Read chain @head, in flight on @q, again into @c with every check of
- * virtq_pop: it is popped from a one-entry available ring of our own
- * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
- * -EIO if the chain no longer passes. */
-static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
-{
-	struct virtq t = *q;
-	uint16_t ring[3] = {0, 1, head};
-	t.avail = (uint8_t *)ring;
-	t.last_avail = 0;
-	t.inflight = 0;
-	memset(t.inflight_map, 0, sizeof(t.inflight_map));
-	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
-}
-
 int virtio_rng_state_get(struct virtio_rng *r, struct virtio_rng_state *st)
 {
 	struct virtio_dev *d = &r->vdev;
@@ -301,11 +285,13 @@ int virtio_rng_state_check(const struct virtio_rng_state *st, const struct virti
 			   char *err, size_t errlen)
 {
 	const struct virtq_state *q = &core->vqs[0];
-	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	bool live = virtio_dev_state_is_live(core);
 	if (st->held && (!live || !q->active))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-rng: a request is held but the queue is not running");
-	if (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head))
+	/* a device that is not live holds nothing; its queue's chains in flight
+	 * die at the driver's reset (see virtio_blk_state_check) */
+	if (live && (q->ninflight != st->held || (st->held && q->inflight[0] != st->held_head)))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-rng: %u requests in flight on the queue, the device holds %u",
 			       q->ninflight, st->held);
@@ -320,13 +306,12 @@ int virtio_rng_state_put(struct virtio_rng *r, const struct virtio_rng_state *st
 	pthread_mutex_lock(&d->lock);
 	r->held = false;
 	if (st->held) {
-		if (!q->active || st->held_head >= q->size ||
-		    !bitmap_test(q->inflight_map, st->held_head)) {
-			rc = -EINVAL;
-		} else if (chain_reread(q, st->held_head, &r->chain)) {
+		rc = virtq_chain_reread(q, st->held_head, &r->chain);
+		if (rc == -EIO) {
 			r->m.entropy_event_fails++;
 			virtio_dev_mark_broken(d, "the held request no longer passes at restore");
-		} else {
+			rc = 0;
+		} else if (!rc) {
 			r->held = true;
 		}
 	}

@@ -105,7 +105,9 @@ void virtio_rng_destroy(struct virtio_rng *r);
  *                            the queue maximum (0 when nothing is held).
  *   virtio_rng_state_check   with the core's state from the same snapshot:
  *                            the queue's heads in flight are exactly the
- *                            held request (none without one).
+ *                            held request (none without one); a device
+ *                            that is not live (virtio_dev_state_is_live)
+ *                            holds nothing, whatever is in flight.
  *   virtio_rng_state_put     between virtio_dev_state_put and
  *                            virtio_dev_state_restart: the held request is
  *                            read again from guest memory (virtq_pop's

@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include "../../event/loop.h"
-#include "../../util/bitmap.h"
 #include "../../util/bytes.h"
 #include "../../util/str.h"
 
@@ -1631,21 +1630,6 @@ unsigned virtio_vsock_conn_count(struct virtio_vsock *v)
 
 /* ---- snapshot state ------------------------------------------------------ */
 
-/* Read chain @head, in flight on @q, again into @c with every check of
- * virtq_pop: it is popped from a one-entry available ring of our own
- * (§2.7.6 layout: flags, idx, ring[0]), so nothing of @q changes.  0, or
- * -EIO if the chain no longer passes. */
-static int chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
-{
-	struct virtq t = *q;
-	uint16_t ring[3] = {0, 1, head};
-	t.avail = (uint8_t *)ring;
-	t.last_avail = 0;
-	t.inflight = 0;
-	memset(t.inflight_map, 0, sizeof(t.inflight_map));
-	return virtq_pop(&t, c) == 1 ? 0 : -EIO;
-}
-
 int virtio_vsock_state_get(struct virtio_vsock *v, struct virtio_vsock_state *st)
 {
 	struct virtio_dev *d = &v->vdev;
@@ -1694,11 +1678,16 @@ int virtio_vsock_state_decode(struct snap_cursor *c, const struct virtio_vsock *
 int virtio_vsock_state_check(const struct virtio_vsock_state *st,
 			     const struct virtio_dev_state *core, char *err, size_t errlen)
 {
-	bool live = (core->status & VIRTIO_STATUS_DRIVER_OK) && !core->broken;
+	bool live = virtio_dev_state_is_live(core);
 	const struct virtq_state *rx = &core->vqs[VIRTIO_VSOCK_Q_RX];
-	if (st->rx_held && (!live || !rx->active))
+	/* the device runs (takes RX buffers, dev_live) only with RX and TX up */
+	if (st->rx_held && (!live || !rx->active || !core->vqs[VIRTIO_VSOCK_Q_TX].active))
 		return err_set(err, errlen, -EINVAL,
-			       "virtio-vsock: an RX buffer is held but the queue is not running");
+			       "virtio-vsock: an RX buffer is held but the queues are not running");
+	/* a device that is not live holds nothing; its queues' chains in flight
+	 * die at the driver's reset (see virtio_blk_state_check) */
+	if (!live)
+		return 0;
 	if (rx->ninflight != st->rx_held || (st->rx_held && rx->inflight[0] != st->rx_head))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-vsock: %u RX buffers in flight, the device holds %u",
@@ -1726,13 +1715,11 @@ int virtio_vsock_state_put(struct virtio_vsock *v, const struct virtio_vsock_sta
 	if (d->paused)
 		v->paused_at = now_ns();
 	if (st->rx_held) {
-		if (!rx->active || st->rx_head >= rx->size ||
-		    !bitmap_test(rx->inflight_map, st->rx_head)) {
-			rc = -EINVAL;
-		} else if (chain_reread(rx, st->rx_head, &v->rxc) || v->rxc.nread ||
-			   v->rxc.write_len <= HDR) {
+		rc = virtq_chain_reread(rx, st->rx_head, &v->rxc);
+		if (rc == -EIO || (!rc && (v->rxc.nread || v->rxc.write_len <= HDR))) {
 			virtio_dev_mark_broken(d, "the held RX buffer no longer passes at restore");
-		} else {
+			rc = 0;
+		} else if (!rc) {
 			v->rx_held = true;
 		}
 	}

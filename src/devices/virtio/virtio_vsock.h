@@ -287,7 +287,11 @@ unsigned virtio_vsock_conn_count(struct virtio_vsock *v);
  *   virtio_vsock_state_check   with the core's state from the same snapshot:
  *                              the RX queue's heads in flight are exactly
  *                              the held buffer, TX and event queues have
- *                              none.
+ *                              none (a device that is not live: holds
+ *                              nothing, whatever is in flight, see
+ *                              virtio_dev_state_is_live); a buffer is held
+ *                              only while RX and TX are both active (the
+ *                              device runs only then).
  *   virtio_vsock_state_put     between virtio_dev_state_put and
  *                              virtio_dev_state_restart: closes whatever the
  *                              device had open, takes the held RX buffer

@@ -252,24 +252,11 @@ static int walk_indirect(const struct virtq *q, struct virtq_chain *c, const str
 	}
 }
 
-int virtq_pop(struct virtq *q, struct virtq_chain *c)
+/* Build chain @head (below q->size) of active queue @q into @c: every
+ * descriptor copied once and checked (chain_add, walk_indirect), at most
+ * size hops.  Nothing of @q changes.  0 or -EIO. */
+static int walk_chain(const struct virtq *q, uint16_t head, struct virtq_chain *c)
 {
-	if (!q->active)
-		return 0;
-	/* §2.7.13.3 / §2.7.6: acquire on avail->idx orders the ring-entry
-	 * and descriptor reads after it. */
-	uint16_t avail_idx = load16_acquire(q->avail + RING_IDX);
-	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
-	if (pending == 0)
-		return 0;
-	/* The driver cannot have more than size buffers outstanding. */
-	if (pending > q->size)
-		return -EIO;
-	uint16_t slot = q->last_avail & (uint16_t)(q->size - 1);
-	uint16_t head = load16(q->avail + RING_ENTRIES + 2u * slot);
-	if (head >= q->size || bitmap_test(q->inflight_map, head))
-		return -EIO;
-
 	c->head = head;
 	c->nsegs = 0;
 	c->nread = 0;
@@ -301,7 +288,29 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 			return -EIO;
 		i = d.next;
 	}
+	return 0;
+}
 
+int virtq_pop(struct virtq *q, struct virtq_chain *c)
+{
+	if (!q->active)
+		return 0;
+	/* §2.7.13.3 / §2.7.6: acquire on avail->idx orders the ring-entry
+	 * and descriptor reads after it. */
+	uint16_t avail_idx = load16_acquire(q->avail + RING_IDX);
+	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
+	if (pending == 0)
+		return 0;
+	/* The driver cannot have more than size buffers outstanding. */
+	if (pending > q->size)
+		return -EIO;
+	uint16_t slot = q->last_avail & (uint16_t)(q->size - 1);
+	uint16_t head = load16(q->avail + RING_ENTRIES + 2u * slot);
+	if (head >= q->size || bitmap_test(q->inflight_map, head))
+		return -EIO;
+	int r = walk_chain(q, head, c);
+	if (r)
+		return r;
 	bitmap_set(q->inflight_map, head, true);
 	q->inflight++;
 	q->last_avail++;
@@ -553,6 +562,13 @@ int virtq_state_check(const struct virtq_state *st, uint16_t qi, const struct gu
 			       qi, st->size, (unsigned long long)st->desc_gpa,
 			       (unsigned long long)st->avail_gpa, (unsigned long long)st->used_gpa);
 	return 0;
+}
+
+int virtq_chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c)
+{
+	if (!q->active || head >= q->size || !bitmap_test(q->inflight_map, head))
+		return -EINVAL;
+	return walk_chain(q, head, c);
 }
 
 int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct guest_mem *mem)

@@ -171,5 +171,16 @@ int virtq_state_check(const struct virtq_state *st, uint16_t qi, const struct gu
  * queue the mapped rings and indices.  0, or -EINVAL if activation fails
  * after all (the state was not checked against @mem). */
 int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct guest_mem *mem);
+/* A chain a device held when it was saved (popped, not pushed), read again
+ * into @c after virtq_state_put: chain @head is rebuilt from the descriptor
+ * table with every check virtq_pop makes of a chain (no double fetch,
+ * bounded walk, buffers in RAM, readable before writable, indirect tables
+ * only if @q negotiated INDIRECT_DESC), from @head rather than the next
+ * available slot, so nothing of @q changes (indices, in-flight heads).
+ * Returns 0; -EINVAL if @q is not active or @head is not below its size or
+ * not in flight (a state the restore should have refused: nothing is read);
+ * -EIO if the chain no longer passes (the guest rewrote it: the caller
+ * marks the device broken, as after a failed pop). */
+int virtq_chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c);
 
 #endif
