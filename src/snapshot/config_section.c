@@ -114,6 +114,11 @@ __attribute__((format(printf, 2, 3))) static void bad(struct rd *r, const char *
 	char msg[256];
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* the message may quote the file's bytes (an id, a path): keep it one
+	 * printable line whatever they are */
+	for (char *c = msg; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	r->rc = err_set(r->err, r->errlen, -EINVAL, "config: %s", msg);
 }
 

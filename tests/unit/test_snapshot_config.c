@@ -191,6 +191,15 @@ TEST(item_level_refusals)
 	at[9 + 4] = 7; /* readonly, root, cache, io_engine, then transport */
 	CHECK_EQ(snap_config_read(p, b.plen, b.version, &out, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "transport") != NULL);
+	/* Found by fuzz_dev_state: an id with a newline is refused by the
+	 * setter, and the message quoting it stays one printable line */
+	memcpy(p, b.p, b.plen);
+	at = memmem(p, b.plen, "rootfs", 6);
+	CHECK(at != NULL);
+	at[2] = '\n';
+	CHECK_EQ(snap_config_read(p, b.plen, b.version, &out, err, sizeof(err)), -EINVAL);
+	CHECK(strchr(err, '\n') == NULL);
+	CHECK(strstr(err, "ro?tfs") != NULL);
 	free(p);
 	free(b.buf);
 
