@@ -79,25 +79,15 @@ static bool has_state(const struct dev_record *r)
 	return r->ops && r->ops->save && r->ops->load && r->ops->apply && r->ops->state_size;
 }
 
-static void put_str(struct snap_writer *w, const char *s)
-{
-	size_t n = strlen(s);
-	snap_put_u16(w, (uint16_t)n);
-	snap_put_bytes(w, s, n);
-}
-
 /* A name of 1 to @max printable ASCII characters (no space: types and ids
  * never have one, and a message quoting it stays one clean line) into
  * out[max + 1]. */
-static bool get_str(struct snap_cursor *c, char *out, size_t max)
+static bool get_name(struct snap_cursor *c, char *out, size_t max)
 {
-	uint16_t n = snap_get_u16(c);
-	out[0] = 0;
-	if (n == 0 || n > max)
+	int n = snap_get_str(c, out, max + 1);
+	if (n <= 0)
 		return false;
-	snap_get_bytes(c, out, n);
-	out[n] = 0;
-	for (uint16_t i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 		if (out[i] <= ' ' || out[i] > '~') {
 			out[0] = 0;
 			return false;
@@ -115,8 +105,8 @@ int registry_save_all(struct dev_registry *reg, struct snap_writer *w, char *err
 		snap_put_u8(w, r->cls == DEV_VIRTIO ? (uint8_t)r->transport : 0);
 		snap_put_u8(w, has_state(r));
 		snap_put_u8(w, 0);
-		put_str(w, r->type);
-		put_str(w, r->id);
+		snap_put_str(w, r->type, CONFIG_ID_MAX);
+		snap_put_str(w, r->id, CONFIG_ID_MAX);
 	}
 	snap_writer_section_end(w);
 	for (uint32_t i = 0; i < reg->n; i++) {
@@ -160,7 +150,7 @@ static int check_manifest(const struct dev_registry *reg, const struct snap_read
 		uint8_t cls = snap_get_u8(&c), tr = snap_get_u8(&c), st = snap_get_u8(&c);
 		uint8_t reserved = snap_get_u8(&c);
 		char type[CONFIG_ID_MAX + 1], id[CONFIG_ID_MAX + 1];
-		bool ok = get_str(&c, type, CONFIG_ID_MAX) && get_str(&c, id, CONFIG_ID_MAX);
+		bool ok = get_name(&c, type, CONFIG_ID_MAX) && get_name(&c, id, CONFIG_ID_MAX);
 		if (c.overrun)
 			break;
 		if (!ok || reserved || st > 1)

@@ -26,13 +26,6 @@
 
 #include "../util/str.h"
 
-static void put_str(struct snap_writer *w, const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-	snap_put_u16(w, (uint16_t)n);
-	snap_put_bytes(w, s, n);
-}
-
 static void put_rl(struct snap_writer *w, const struct rate_limiter_config *rl)
 {
 	const struct bucket_config *b[2] = {&rl->bandwidth, &rl->ops};
@@ -51,26 +44,26 @@ void snap_config_write(const struct vm_config *c, struct snap_writer *w)
 	snap_put_u8(w, c->smt);
 	snap_put_u8(w, c->track_dirty_pages);
 	snap_put_u16(w, 0);
-	put_str(w, c->kernel, sizeof(c->kernel));
-	put_str(w, c->initrd, sizeof(c->initrd));
-	put_str(w, c->cmdline, sizeof(c->cmdline));
+	snap_put_str(w, c->kernel, sizeof(c->kernel));
+	snap_put_str(w, c->initrd, sizeof(c->initrd));
+	snap_put_str(w, c->cmdline, sizeof(c->cmdline));
 	snap_put_u32(w, c->ndisks);
 	for (uint32_t i = 0; i < c->ndisks; i++) {
 		const struct disk_config *d = &c->disks[i];
-		put_str(w, d->id, sizeof(d->id));
-		put_str(w, d->path, sizeof(d->path));
+		snap_put_str(w, d->id, sizeof(d->id));
+		snap_put_str(w, d->path, sizeof(d->path));
 		const uint8_t b[8] = {d->readonly,	     d->root, (uint8_t)d->cache,
 				      (uint8_t)d->io_engine, (uint8_t)d->transport};
 		snap_put_bytes(w, b, sizeof(b));
-		put_str(w, d->partuuid, sizeof(d->partuuid));
+		snap_put_str(w, d->partuuid, sizeof(d->partuuid));
 		put_rl(w, &d->rl);
 	}
 	snap_put_u32(w, c->nnics);
 	for (uint32_t i = 0; i < c->nnics; i++) {
 		const struct net_config *n = &c->nics[i];
-		put_str(w, n->id, sizeof(n->id));
-		put_str(w, n->tap, sizeof(n->tap));
-		put_str(w, n->mac, sizeof(n->mac));
+		snap_put_str(w, n->id, sizeof(n->id));
+		snap_put_str(w, n->tap, sizeof(n->tap));
+		snap_put_str(w, n->mac, sizeof(n->mac));
 		snap_put_u32(w, n->mtu);
 		const uint8_t b[4] = {(uint8_t)n->transport};
 		snap_put_bytes(w, b, sizeof(b));
@@ -80,9 +73,9 @@ void snap_config_write(const struct vm_config *c, struct snap_writer *w)
 	snap_put_u8(w, c->vsock.enabled);
 	snap_put_u8(w, (uint8_t)c->vsock.transport);
 	snap_put_u16(w, 0);
-	put_str(w, c->vsock.id, sizeof(c->vsock.id));
+	snap_put_str(w, c->vsock.id, sizeof(c->vsock.id));
 	snap_put_u64(w, c->vsock.cid);
-	put_str(w, c->vsock.uds, sizeof(c->vsock.uds));
+	snap_put_str(w, c->vsock.uds, sizeof(c->vsock.uds));
 	snap_put_u8(w, c->balloon.enabled);
 	snap_put_u8(w, c->balloon.deflate_on_oom);
 	snap_put_u8(w, c->balloon.no_reporting);
@@ -125,17 +118,10 @@ __attribute__((format(printf, 2, 3))) static void bad(struct rd *r, const char *
 /* A string into out[size] (at most size - 1 bytes, no NUL inside). */
 static void get_str(struct rd *r, char *out, size_t size, const char *what)
 {
-	uint16_t n = snap_get_u16(&r->c);
-	out[0] = 0;
-	if (r->c.overrun)
-		return;
-	if (n >= size) {
-		bad(r, "%s is %u bytes (at most %zu)", what, n, size - 1);
-		return;
-	}
-	snap_get_bytes(&r->c, out, n);
-	out[n] = 0;
-	if (strlen(out) != n)
+	int n = snap_get_str(&r->c, out, size);
+	if (n == -E2BIG)
+		bad(r, "%s is longer than %zu bytes", what, size - 1);
+	else if (n == -EINVAL)
 		bad(r, "%s has a NUL byte inside", what);
 }
 

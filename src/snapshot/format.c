@@ -201,6 +201,13 @@ void snap_put_bytes(struct snap_writer *w, const void *p, size_t n)
 		memcpy(w->buf + at, p, n);
 }
 
+void snap_put_str(struct snap_writer *w, const char *s, size_t max)
+{
+	size_t n = strnlen(s, max < 65535 ? max : 65535);
+	snap_put_u16(w, (uint16_t)n);
+	snap_put_bytes(w, s, n);
+}
+
 void snap_put_u8(struct snap_writer *w, uint8_t v)
 {
 	snap_put_bytes(w, &v, 1);
@@ -602,6 +609,27 @@ void snap_get_bytes(struct snap_cursor *c, void *dst, size_t n)
 		memcpy(dst, p, n);
 	else
 		memset(dst, 0, n);
+}
+
+int snap_get_str(struct snap_cursor *c, char *out, size_t size)
+{
+	out[0] = 0;
+	uint16_t n = snap_get_u16(c);
+	if (c->overrun)
+		return -EIO;
+	if (n >= size)
+		return -E2BIG;
+	snap_get_bytes(c, out, n);
+	out[n] = 0;
+	if (c->overrun) {
+		out[0] = 0;
+		return -EIO;
+	}
+	if (strlen(out) != n) {
+		out[0] = 0;
+		return -EINVAL;
+	}
+	return n;
 }
 
 int snap_cursor_done(const struct snap_cursor *c, const char *what, char *err, size_t errlen)

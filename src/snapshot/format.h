@@ -93,6 +93,9 @@ void snap_put_u16(struct snap_writer *w, uint16_t v);
 void snap_put_u32(struct snap_writer *w, uint32_t v);
 void snap_put_u64(struct snap_writer *w, uint64_t v);
 void snap_put_bytes(struct snap_writer *w, const void *p, size_t n);
+/* A string field: u16 length, then its first min(strlen, @max) bytes (at
+ * most 65535), no NUL. */
+void snap_put_str(struct snap_writer *w, const char *s, size_t max);
 
 /* Close the open section (length, checksum, padding). */
 int snap_writer_section_end(struct snap_writer *w);
@@ -176,6 +179,11 @@ uint16_t snap_get_u16(struct snap_cursor *c);
 uint32_t snap_get_u32(struct snap_cursor *c);
 uint64_t snap_get_u64(struct snap_cursor *c);
 void snap_get_bytes(struct snap_cursor *c, void *dst, size_t n);
+/* A string field (snap_put_str) into out[size], NUL-terminated.  Its
+ * length, or -E2BIG (it would not fit: nothing more is read), -EINVAL (a
+ * NUL byte inside), -EIO (the payload ended; the cursor's error is set);
+ * out is "" on error. */
+int snap_get_str(struct snap_cursor *c, char *out, size_t size);
 
 /* 0 if every read fitted and the payload was consumed exactly; else
  * -EINVAL with a message naming @what (e.g. the section id). */

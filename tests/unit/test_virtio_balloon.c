@@ -23,6 +23,7 @@
 
 #include "../../src/event/loop.h"
 #include "test.h"
+#include "snap_test.h"
 #include "loop_runner.h"
 #include "virtio_fake.h"
 
@@ -1399,14 +1400,6 @@ TEST(controls_are_safe_on_the_loop_thread_while_the_guest_runs)
 
 /* The device's section as the machine writes it: the core's state, then
  * the device's own, in one payload. */
-struct snapfile {
-	uint8_t *buf;
-	size_t len;
-	const uint8_t *p;
-	size_t plen;
-	size_t part; /* offset of the device's part */
-};
-
 #define PART_FIXED 120 /* the device's part without the bitmap */
 
 static char serr[256];
@@ -1425,11 +1418,7 @@ static void snap_save(struct tb *t, struct snapfile *f)
 	virtio_balloon_state_encode(&st, &w);
 	size_t part_len = w.len - before;
 	snap_writer_section_end(&w);
-	memset(f, 0, sizeof(*f));
-	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
-	struct snap_reader r;
-	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
-	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	snapfile_from(&w, "dev.0", f);
 	f->part = f->plen - part_len;
 }
 

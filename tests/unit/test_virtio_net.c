@@ -27,6 +27,7 @@
 #include "../../src/event/loop.h"
 #include "loop_runner.h"
 #include "test.h"
+#include "snap_test.h"
 #include "virtio_fake.h"
 
 #define MIB (1ull << 20)
@@ -1944,14 +1945,6 @@ TEST(rate_limiter_real_timer_resumes_on_the_loop)
 
 /* The device's section as the machine writes it: the core's state, then
  * the device's own, in one payload. */
-struct snapfile {
-	uint8_t *buf;
-	size_t len;
-	const uint8_t *p;
-	size_t plen;
-	size_t part; /* offset of the device's part */
-};
-
 static char serr[256];
 static struct virtio_net_state net_st; /* 66 KiB: not on the stack */
 
@@ -1968,11 +1961,7 @@ static void snap_save(struct tnet *t, struct snapfile *f)
 	virtio_net_state_encode(&net_st, &w);
 	size_t part_len = w.len - before;
 	snap_writer_section_end(&w);
-	memset(f, 0, sizeof(*f));
-	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
-	struct snap_reader r;
-	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
-	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	snapfile_from(&w, "dev.0", f);
 	f->part = f->plen - part_len;
 }
 

@@ -12,6 +12,7 @@
 #include "../../src/event/loop.h"
 #include "loop_runner.h"
 #include "test.h"
+#include "snap_test.h"
 #include "virtio_fake.h"
 
 #define MIB (1ull << 20)
@@ -441,13 +442,6 @@ TEST(metrics)
 
 /* The device's section as the machine writes it: the core's state, then
  * the device's own, in one payload. */
-struct snapfile {
-	uint8_t *buf;
-	size_t len;
-	const uint8_t *p;
-	size_t plen;
-};
-
 static char serr[256];
 
 static void snap_save(struct tdrv *t, struct snapfile *f)
@@ -462,11 +456,7 @@ static void snap_save(struct tdrv *t, struct snapfile *f)
 	virtio_dev_state_encode(&core, &w);
 	virtio_rng_state_encode(&st, &w);
 	snap_writer_section_end(&w);
-	memset(f, 0, sizeof(*f));
-	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
-	struct snap_reader r;
-	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
-	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	snapfile_from(&w, "dev.0", f);
 }
 
 /* Decode and check p[0..len) against @t's device (nothing applied); if

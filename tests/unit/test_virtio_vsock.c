@@ -22,6 +22,7 @@
 #include "../../src/event/loop.h"
 #include "../../src/util/bytes.h"
 #include "test.h"
+#include "snap_test.h"
 #include "virtio_fake.h"
 
 #define KIB 1024u
@@ -1778,13 +1779,6 @@ TEST(metrics_count_packets_connections_and_errors)
 
 /* The device's section as the machine writes it: the core's state, then
  * the device's own, in one payload. */
-struct snapfile {
-	uint8_t *buf;
-	size_t len;
-	const uint8_t *p;
-	size_t plen;
-};
-
 static char serr[256];
 
 static void snap_save(struct tg *t, struct snapfile *f)
@@ -1799,11 +1793,7 @@ static void snap_save(struct tg *t, struct snapfile *f)
 	virtio_dev_state_encode(&core, &w);
 	virtio_vsock_state_encode(&st, &w);
 	snap_writer_section_end(&w);
-	memset(f, 0, sizeof(*f));
-	CHECK_EQ(snap_writer_finish(&w, &f->buf, &f->len), 0);
-	struct snap_reader r;
-	CHECK_EQ(snap_reader_open(f->buf, f->len, &r, serr, sizeof(serr)), 0);
-	CHECK_EQ(snap_reader_find(&r, "dev.0", NULL, &f->p, &f->plen), 0);
+	snapfile_from(&w, "dev.0", f);
 }
 
 /* Decode and check p[0..len) against @t's device (nothing applied); if
