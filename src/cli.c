@@ -21,6 +21,8 @@ const char cli_usage[] =
 	"                                                (paused meanwhile, then resumed)\n"
 	"       visor restore DIR [options]              a new VM from the snapshot in DIR, running\n"
 	"                                                (= visor run --restore DIR; host options only)\n"
+	"       visor restore DIR --clones N [options]   N VMs from one snapshot, each its own\n"
+	"                                                process in the background (ID-0 .. ID-N-1)\n"
 	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
 	"       visor --help [run|firecracker] | --version\n"
 	"\n"
@@ -59,6 +61,17 @@ const char cli_usage[] =
 	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
 	"                       to DIR and run it (no --kernel, --cpus, --memory or devices:\n"
 	"                       the snapshot defines them)\n"
+	"options for a restore:\n"
+	"  --net-override IFACE=TAP  interface IFACE on host tap TAP instead of the snapshot's\n"
+	"  --vsock-override PATH     the vsock device's Unix socket at PATH instead\n"
+	"  --clock-realtime     step the guest's wall clock to the host's\n"
+	"  --paused             load but do not resume (`visor resume VM` later)\n"
+	"  --clones N           start N clones (1-1024), each a background process with\n"
+	"                       id ID-K (K = 0..N-1; ID from --id, default the directory's\n"
+	"                       name), API socket SOCKDIR/ID-K.sock, console and log in\n"
+	"                       SOCKDIR/ID-K.log; \"{n}\" in an override becomes K\n"
+	"                       (--net-override net0=tap{n}); returns once all run\n"
+	"  --ready-fd FD        write \"ready ID\\n\" to FD and close it once the VM runs\n"
 	"\n"
 	"exit status: 0 guest powered off, 1 visor error, 2 guest rebooted,\n"
 	"             3 guest panicked, 4 guest crashed, 130 quit with Ctrl-A x\n";
@@ -305,6 +318,51 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 	return 0;
 }
 
+/* The options that give a restore what PUT /snapshot/load's fields give
+ * the API (network_overrides, vsock_override), the clone count, and
+ * --ready-fd.  A value may hold "{n}" (the clone number); a clone checks
+ * the result through the API's own checks. */
+static int restore_opt(struct cli_opts *o, const char *name, const char *val,
+		       struct config_err *e)
+{
+	if (!strcmp(name, "--clones")) {
+		uint64_t n;
+		if (config_parse_u64(val, &n) || n < 1 || n > CLI_MAX_CLONES)
+			return fail(e, "--clones: '%s' is not a number from 1 to %d", val,
+				    CLI_MAX_CLONES);
+		o->clones = (uint32_t)n;
+	} else if (!strcmp(name, "--ready-fd")) {
+		uint64_t n;
+		if (config_parse_u64(val, &n) || n > 65535)
+			return fail(e, "--ready-fd: '%s' is not a file descriptor number", val);
+		o->ready_fd = (int)n;
+		o->has_ready_fd = true;
+	} else if (!strcmp(name, "--vsock-override")) {
+		if (!val[0] || strlen(val) >= sizeof(o->vsock_override))
+			return fail(e, "--vsock-override: path must be 1 to %zu bytes",
+				    sizeof(o->vsock_override) - 1);
+		COPY(o->vsock_override, val);
+	} else {
+		const char *eq = strchr(val, '=');
+		if (o->nnet_override >= CONFIG_MAX_NICS)
+			return fail(e, "--net-override: at most %d", CONFIG_MAX_NICS);
+		if (!eq || eq == val || (size_t)(eq - val) > CONFIG_ID_MAX || !eq[1] ||
+		    strlen(eq + 1) >= sizeof(o->net_override[0].tap))
+			return fail(e, "--net-override: expected IFACE=TAP (e.g. net0=tap1), got '%s'",
+				    val);
+		uint32_t k = o->nnet_override;
+		memcpy(o->net_override[k].iface, val, (size_t)(eq - val));
+		o->net_override[k].iface[eq - val] = 0;
+		for (uint32_t j = 0; j < k; j++)
+			if (!strcmp(o->net_override[j].iface, o->net_override[k].iface))
+				return fail(e, "--net-override: interface '%s' given twice",
+					    o->net_override[k].iface);
+		COPY(o->net_override[k].tap, eq + 1);
+		o->nnet_override++;
+	}
+	return 0;
+}
+
 static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
 	struct vm_config *cfg = &o->cfg;
@@ -316,9 +374,10 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 	uint32_t ndisks = 0;
 	struct net_config nics[CONFIG_MAX_NICS];
 	uint32_t nnics = 0;
+	const char *restore_only = NULL; /* the first option that needs --restore */
 	for (int i = 2; i < argc; i++) {
 		char name[32];
-		const char *val;
+		const char *val, *opt_arg = argv[i];
 		split_opt(argv[i], name, sizeof(name), &val);
 		if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
 			o->cmd = CLI_HELP;
@@ -349,6 +408,27 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 				return fail(e, "--rng: expected transport=pci or transport=mmio");
 			if (val && !strcmp(val, "transport=mmio"))
 				cfg->rng.transport = TRANSPORT_MMIO;
+			continue;
+		}
+		if (!strcmp(name, "--clock-realtime") || !strcmp(name, "--paused")) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			if (!strcmp(name, "--paused"))
+				o->restore_paused = true;
+			else
+				o->clock_realtime = true;
+			restore_only = restore_only ? restore_only : argv[i];
+			continue;
+		}
+		if (!strcmp(name, "--clones") || !strcmp(name, "--net-override") ||
+		    !strcmp(name, "--vsock-override") || !strcmp(name, "--ready-fd")) {
+			if (take_value(argc, argv, &i, name, &val, e))
+				return -EINVAL;
+			int r = restore_opt(o, name, val, e);
+			if (r)
+				return r;
+			if (strcmp(name, "--ready-fd"))
+				restore_only = restore_only ? restore_only : opt_arg;
 			continue;
 		}
 		if (!strcmp(name, "--allow-software-kvm")) {
@@ -443,6 +523,9 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 				       "--api-sock, --log-level");
 		return 0;
 	}
+	if (restore_only)
+		return fail(e, "%s: only with a snapshot (visor restore DIR, visor run --restore DIR)",
+			    restore_only);
 	if (!have_kernel)
 		return fail(e, "run: --kernel PATH is required");
 	/* Everything through the setters the API uses: same checks, same

@@ -60,6 +60,18 @@ struct cli_opts {
 	bool no_seccomp;
 	char seccomp_filter[CONFIG_PATH_MAX];
 	char restore_dir[CONFIG_PATH_MAX]; /* run --restore DIR / restore DIR */
+	/* with --restore: what PUT /snapshot/load's fields give the API */
+	uint32_t clones;              /* --clones N: N processes (0: this one) */
+	uint32_t nnet_override;       /* --net-override IFACE=TAP (network_overrides) */
+	struct {
+		char iface[CONFIG_ID_MAX + 1];
+		char tap[24];         /* may hold {n}: checked by the clone */
+	} net_override[CONFIG_MAX_NICS];
+	char vsock_override[108];     /* --vsock-override PATH ("" none) */
+	bool clock_realtime;          /* --clock-realtime */
+	bool restore_paused;          /* --paused: resume_vm false */
+	bool has_ready_fd;            /* --ready-fd FD: "ready ID\n" once running */
+	int ready_fd;
 
 	/* CLI_CONTROL */
 	const char *ctl_verb;   /* "ls", "pause", ... */
@@ -77,6 +89,8 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e);
 /* The files of a snapshot directory (`visor snapshot VM DIR`, `visor
  * restore DIR`): DIR/state and DIR/memory. */
 #define CLI_SNAPSHOT_STATE "state"
+/* `visor restore DIR --clones N`: at most this many */
+#define CLI_MAX_CLONES 1024
 #define CLI_SNAPSHOT_MEMORY "memory"
 
 /* Directory where `visor run` puts API sockets by default and `visor ls`

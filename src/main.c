@@ -6,6 +6,7 @@
  * serve the API, start it, run the event loop until it ends.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "cli.h"
 #include "cli_client.h"
 #include "machine.h"
+#include "clones.h"
 #include "snapshot/format.h"
 #include "util/log.h"
 #include "vm.h"
@@ -47,6 +49,20 @@ static int apply(struct vm *vm, const struct vm_action *a, const char *what)
 		log_error("%s: %s", what, rep->fault);
 	free(rep);
 	return ok ? 0 : -1;
+}
+
+/* --ready-fd: "ready ID\n" once the VM runs (or, --paused, is loaded),
+ * then the descriptor is closed (`visor restore --clones` waits on it). */
+static void signal_ready(struct cli_opts *o)
+{
+	if (!o->has_ready_fd)
+		return;
+	char line[CONFIG_ID_MAX + 16];
+	int n = snprintf(line, sizeof(line), "ready %s\n", o->id);
+	if (write(o->ready_fd, line, (size_t)n) != n)
+		log_warn("--ready-fd %d: %s", o->ready_fd, strerror(errno));
+	close(o->ready_fd);
+	o->has_ready_fd = false;
 }
 
 static int run_vmm(struct cli_opts *o, uint64_t start)
@@ -138,15 +154,37 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 			free(a);
 			goto out;
 		}
-		a->u.load.resume_vm = true;
-		int r = apply(vm, a, "--restore");
+		a->u.load.resume_vm = !o->restore_paused;
+		a->u.load.clock_realtime = o->clock_realtime;
+		a->u.load.nnet = o->nnet_override;
+		bool bad = false;
+		for (uint32_t i = 0; i < o->nnet_override; i++) {
+			snprintf(a->u.load.net[i].iface, sizeof(a->u.load.net[i].iface), "%s",
+				 o->net_override[i].iface);
+			if (strlen(o->net_override[i].tap) >= sizeof(a->u.load.net[i].tap)) {
+				log_error("--net-override %s=%s: a tap name is at most %zu characters",
+					  o->net_override[i].iface, o->net_override[i].tap,
+					  sizeof(a->u.load.net[i].tap) - 1);
+				bad = true;
+			}
+			snprintf(a->u.load.net[i].tap, sizeof(a->u.load.net[i].tap), "%s",
+				 o->net_override[i].tap);
+		}
+		if (o->vsock_override[0]) {
+			a->u.load.has_vsock_uds = true;
+			snprintf(a->u.load.vsock_uds, sizeof(a->u.load.vsock_uds), "%s",
+				 o->vsock_override);
+		}
+		int r = bad ? -1 : apply(vm, a, "--restore");
 		free(a);
 		if (r)
 			goto out;
+		signal_ready(o);
 	} else if (!fc || o->config_file[0]) {
 		struct vm_action a = {.kind = ACT_INSTANCE_START};
 		if (apply(vm, &a, fc ? "InstanceStart" : "cannot start the VM"))
 			goto out;
+		signal_ready(o);
 	}
 	code = vm_run(vm);
 out:
@@ -212,6 +250,18 @@ int main(int argc, char **argv)
 		code = describe_snapshot(o->snapshot_path);
 		break;
 	case CLI_RUN:
+		if (o->clones) {
+			code = clones_run(argc, argv, o);
+			break;
+		}
+		if (o->has_ready_fd) {
+			/* checked now, and kept from the guest's devices' children */
+			if (fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC) < 0) {
+				log_error("--ready-fd %d: not an open file descriptor", o->ready_fd);
+				code = VMM_EXIT_ERROR;
+				break;
+			}
+		}
 		if (!o->id[0])
 			snprintf(o->id, sizeof(o->id), "vm-%d", (int)getpid());
 		/* fall through */
