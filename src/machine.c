@@ -1930,8 +1930,8 @@ int machine_snapshot(struct machine *vm, const char *state_path, const char *mem
 		goto fail;
 	}
 	free(buf);
-	log_info("snapshot: %zu bytes of state, %llu of %llu MiB of memory written in %llu ms",
-		 len, (unsigned long long)(written >> 20), (unsigned long long)(vm->mem.size >> 20),
+	log_info("snapshot: %zu bytes of state, %llu KiB of %llu MiB of memory written in %llu ms",
+		 len, (unsigned long long)(written >> 10), (unsigned long long)(vm->mem.size >> 20),
 		 (unsigned long long)((now_ns() - t0) / 1000000));
 	return 0;
 fail:

@@ -268,6 +268,9 @@ int main(int argc, char **argv)
 	case CLI_FIRECRACKER:
 		/* A closed console or API peer must not kill the VMM. */
 		signal(SIGPIPE, SIG_IGN);
+		/* A file-size limit fails a snapshot or disk write with EFBIG
+		 * (reported, the VM kept) instead of killing the process. */
+		signal(SIGXFSZ, SIG_IGN);
 		raise_fd_limit();
 		code = run_vmm(o, start);
 		break;

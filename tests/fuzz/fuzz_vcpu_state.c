@@ -89,6 +89,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 		check_reencode(put_vcpu, vs, data, size);
 	}
+	/* version 1 (no nested state) still loads */
+	snap_cursor_init(&c, b, size);
+	rc = x86_vcpu_state_decode(&c, 1, vs, err, sizeof(err));
+	if (rc)
+		check_refusal(rc, err);
+	else if (vs->nested_len || x86_vcpu_state_validate(vs, err, sizeof(err)))
+		__builtin_trap();
 	snap_cursor_init(&c, b, size);
 	check_refusal(x86_vcpu_state_decode(&c, X86_VCPU_STATE_VERSION + 1, vs, err, sizeof(err)),
 		      err);

@@ -6,12 +6,18 @@
  * against each other and prints "COUNT OK sum=..." (or "COUNT BAD ..."),
  * then powers off.  The snapshot test (tests/kvm/run) pauses it half-way,
  * saves it, kills the process and loads the snapshot into a new one: the
- * two outputs together must be exactly C0001..C0200 and COUNT OK. */
+ * two outputs together must be exactly C0001..C0200 and COUNT OK.
+ *
+ * After C0100 it prints "HOLD" and waits for a byte on COM1 before it
+ * goes on: a VM started with stdin /dev/null never finishes on its own, so
+ * a test's pause or snapshot cannot come too late however slow the host
+ * (the restored process gets the byte: `printf g | visor ...`). */
 #include "guest.h"
 
 #define TICKS 200
 #define PM_TMR 0x608
 #define TICK_PM 35795u /* 10 ms at 3.579545 MHz */
+#define HOLD_AT 100
 
 static volatile uint64_t table[TICKS + 1];
 
@@ -64,6 +70,13 @@ int guest_main(void)
 		sum += v;
 		xmm_set(xmm_get() + v);
 		put4(n);
+		if (n == HOLD_AT) {
+			puts_("HOLD\n");
+			while (!(inb(COM1 + 5) & 0x01)) /* LSR: data ready */
+				;
+			(void)inb(COM1);
+			last = inl(PM_TMR);
+		}
 	}
 	uint64_t check = 0;
 	for (uint32_t n = 1; n <= TICKS; n++)

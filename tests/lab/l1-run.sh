@@ -16,6 +16,7 @@ for s in "$@"; do
 	kvm) tests/kvm/run /lab/visor /lab/kvm ;;
 	guest) tests/lab/guest-tests.sh /lab ;;
 	virtio) tests/lab/virtio-tests.sh /lab ;;
+	virtio-restored) RESTORED=1 tests/lab/virtio-tests.sh /lab ;;
 	api-lab) tests/lab/api-tests.sh /lab ;;
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac

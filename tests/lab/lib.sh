@@ -17,10 +17,30 @@ INITRD="$G/initrd.cpio.gz"
 TMO=${GUEST_TESTS_TIMEOUT:-300}
 BASE="console=ttyS0 reboot=k panic=1 quiet"
 
+# RESTORED=1: every VM a test boots is snapshotted at the guest's snap
+# point (its devices probed, before its test) and restored in a new process
+# that runs the test (tests/lab/restored-run); test names get "restored/".
+# Tests start VMs with $VMRUN (word-split on purpose) instead of "$VISOR".
+VMRUN=$VISOR
+PFX=""
+if [ "${RESTORED:-0}" = 1 ]; then
+	VMRUN="sh $(dirname "$0")/restored-run $VISOR"
+	PFX=restored/
+fi
+
 pass=0
 fail=0
-ok() { echo "PASS $1${2:+ ($2)}"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
+ok() {
+	# restored mode: a VM that booted must have been restored before its test
+	if [ -n "$PFX" ] && [ -f "$T/$1.err" ] && ! grep -q '^visor: error:' "$T/$1.err" &&
+		! grep -q '^restored-run: snapshot at' "$T/$1.err"; then
+		bad "$1" "the test ran on a booted VM, not on a restored one"
+		return
+	fi
+	echo "PASS $PFX$1${2:+ ($2)}"
+	pass=$((pass + 1))
+}
+bad() { echo "FAIL $PFX$1: $2"; fail=$((fail + 1)); }
 finish() {
 	echo "lab: $pass passed, $fail failed"
 	[ "$fail" = 0 ]
@@ -43,7 +63,8 @@ trap 'rm -rf "$T"' EXIT INT TERM
 run() {
 	_n=$1 _s=$2
 	shift 2
-	timeout "$_s" "$VISOR" "$@" </dev/null >"$T/$_n.out" 2>"$T/$_n.err"
+	# shellcheck disable=SC2086 # $VMRUN: see RESTORED above
+	TMPDIR=$T timeout "$_s" $VMRUN "$@" </dev/null >"$T/$_n.out" 2>"$T/$_n.err"
 	rc=$?
 }
 

@@ -4,6 +4,11 @@
 # (busybox sh) or directly on a host with VT-x/AMD-V.
 #
 #   tests/lab/virtio-tests.sh DIR        (DIR as for guest-tests.sh)
+#   RESTORED=1 tests/lab/virtio-tests.sh DIR
+#                                        every test on a VM restored from a
+#                                        snapshot taken after the guest's
+#                                        drivers set up its devices
+#                                        (tests/lab/restored-run)
 #
 # Ends with "lab: N passed, N failed".
 set -u
@@ -71,7 +76,7 @@ dd if=/dev/zero of="$a" bs=1048576 count=4 2>/dev/null
 dd if=/dev/zero of="$c" bs=1048576 count=4 2>/dev/null
 : >"$T/$n.out"
 : >"$T/$n.err"
-"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
+TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
 	--disk "$a,id=rw_fa" --disk "$c,id=rw_fc,transport=mmio" \
 	--cmdline "$BASE visor.test=blk visor.hold=1" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
 vpid=$!
@@ -135,7 +140,7 @@ n=balloon
 if true; then
 	: >"$T/$n.out"
 	: >"$T/$n.err"
-	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
+	TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
 		--balloon reporting=off,stats_period=1 --api-sock "$API" \
 		--cmdline "$BASE visor.test=balloon visor.hold=1" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
 	vpid=$!
@@ -167,13 +172,26 @@ fi
 # virtio-net on a tap: ping, then 4 MiB of TCP each way, byte-identical
 # (link-local addresses; the tap exists only inside this machine)
 TCP="$DIR/lab-tools/tcp-tool"
+# A tap visor creates goes away with the process.  Restored, the booted VM
+# is killed and the restored one reopens the tap by name: the taps are
+# made persistent first (as orchestrators do), so the host's address on
+# them survives the switch.
+taps() { # taps add|del NAME...
+	[ -n "$PFX" ] || return 0
+	_op=$1
+	shift
+	for _t in "$@"; do
+		if [ "$_op" = add ]; then tunctl -t "$_t" >/dev/null; else tunctl -d "$_t" >/dev/null; fi
+	done
+}
 n=net
 if [ ! -x "$TCP" ] || [ ! -c /dev/net/tun ]; then
 	bad "$n" "needs $TCP and /dev/net/tun"
 else
 	: >"$T/$n.out"
 	: >"$T/$n.err"
-	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0,mac=52:54:00:12:34:56 \
+	taps add vtap0
+	TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0,mac=52:54:00:12:34:56 \
 		--cmdline "$BASE visor.test=net" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
 	vpid=$!
 	why=""
@@ -202,6 +220,7 @@ else
 	[ -n "$why" ] || [ -n "$gsent" ] && [ "$gsent" = "$hsink" ] || why="${why:-guest->host TCP differs: sent '$gsent', received '$hsink'}"
 	[ -n "$why" ] || [ -n "$hsent" ] && [ "$hsent" = "$gsink" ] || why="${why:-host->guest TCP differs: sent '$hsent', received '$gsink'}"
 	[ -n "$why" ] || [ "$rc" = 0 ] || why="visor exited with $rc"
+	taps del vtap0
 	if [ -n "$why" ]; then
 		bad "$n" "$why"
 		show "$n"
@@ -215,7 +234,8 @@ n=net-two-nics
 if [ -c /dev/net/tun ]; then
 	: >"$T/$n.out"
 	: >"$T/$n.err"
-	"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0 \
+	taps add vtap0 vtap1
+	TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M --net tap=vtap0 \
 		--net tap=vtap1,transport=mmio --cmdline "$BASE visor.test=net2" </dev/null \
 		>>"$T/$n.out" 2>>"$T/$n.err" &
 	vpid=$!
@@ -227,6 +247,7 @@ if [ -c /dev/net/tun ]; then
 	done
 	wait $vpid
 	rc=$?
+	taps del vtap0 vtap1
 	if [ "$rc" = 0 ] && line "$n" '^PING-OK eth0' >/dev/null && line "$n" '^PING-OK eth1' >/dev/null; then
 		ok "$n" "ping over both"
 	else
@@ -249,7 +270,7 @@ p1=$!
 p2=$!
 : >"$T/$n.out"
 : >"$T/$n.err"
-"$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M --vsock "cid=3,uds=$V" \
+TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M --vsock "cid=3,uds=$V" \
 	--cmdline "$BASE visor.test=vsock" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
 vpid=$!
 why=""

@@ -400,6 +400,9 @@ static const char *vcpu_diff(const struct x86_vcpu_state *a, const struct x86_vc
 		for (int k = 0; k < 3; k++)
 			F(cpuid[i].padding[k]);
 	}
+	F(nested_len);
+	if (a->nested_len <= X86_NESTED_MAX && memcmp(a->nested, b->nested, a->nested_len))
+		return "nested";
 	return NULL;
 #undef F
 }
@@ -486,9 +489,13 @@ static size_t o_cpuid(const struct x86_vcpu_state *s)
 {
 	return o_tsc(s) + 4;
 }
-static size_t vcpu_len(const struct x86_vcpu_state *s)
+static size_t o_nested(const struct x86_vcpu_state *s)
 {
 	return o_cpuid(s) + 4 + CPUID_LEN * (size_t)s->ncpuid;
+}
+static size_t vcpu_len(const struct x86_vcpu_state *s)
+{
+	return o_nested(s) + 4 + s->nested_len;
 }
 
 enum { VM_LEN = 384, VO_IOAPIC = 32, VO_PIT = 244, VO_CLOCK = 356 };
@@ -672,12 +679,85 @@ TEST(vcpu_unknown_version_refused)
 {
 	struct x86_vcpu_state *s = sample_long(), *d = malloc(sizeof(*d));
 	struct buf b = enc_vcpu(s);
-	CHECK_EQ(dec_vcpu(b.p, b.len, 2, d), -EINVAL);
-	CHECK(has(last_err, "version 2") && one_line(last_err));
+	CHECK_EQ(dec_vcpu(b.p, b.len, 3, d), -EINVAL);
+	CHECK(has(last_err, "version 3") && one_line(last_err));
 	CHECK_EQ(dec_vcpu(b.p, b.len, 0, d), -EINVAL);
 	free(b.p);
 	free(s);
 	free(d);
+}
+
+/* A nested state (a guest running its own VMs) rides along as KVM's blob;
+ * a version 1 section (no nested field) still loads, with none. */
+static void nested_fill(struct x86_vcpu_state *s, uint16_t format, uint16_t flags, uint32_t len)
+{
+	memset(s->nested, 0, sizeof(s->nested));
+	struct kvm_nested_state h = {.flags = flags, .format = format, .size = len};
+	memcpy(s->nested, &h, sizeof(h));
+	for (uint32_t i = sizeof(h); i < len; i++)
+		s->nested[i] = (uint8_t)(i * 7 + 3);
+	s->nested_len = len;
+}
+
+TEST(vcpu_nested_state_roundtrip_and_version_1)
+{
+	struct x86_vcpu_state *s = sample_long(), *d = malloc(sizeof(*d));
+	nested_fill(s, KVM_STATE_NESTED_FORMAT_SVM,
+		    KVM_STATE_NESTED_GUEST_MODE | KVM_STATE_NESTED_GIF_SET, 128 + 4096);
+	roundtrip_vcpu(s);
+	struct buf b = enc_vcpu(s);
+	CHECK_EQ(get_le32(b.p + o_nested(s)), 128 + 4096);
+	CHECK_EQ(get_le32(b.p + o_nested(s) + 4 + 4), 128 + 4096); /* header.size */
+	CHECK_EQ(b.p[o_nested(s) + 4 + 200], (uint8_t)(200 * 7 + 3));
+	/* the same payload without the nested field is version 1 */
+	CHECK_EQ(dec_vcpu(b.p, o_nested(s), 1, d), 0);
+	CHECK_EQ(d->nested_len, 0);
+	CHECK_EQ(d->regs.rax, s->regs.rax);
+	/* ... and version 2 wants the field */
+	CHECK_EQ(dec_vcpu(b.p, o_nested(s), 2, d), -EINVAL);
+	free(b.p);
+	free(s);
+	free(d);
+}
+
+TEST(vcpu_nested_state_refusals)
+{
+	struct x86_vcpu_state *s = sample_long();
+	char err[256];
+	static const struct {
+		uint16_t format, flags;
+		uint32_t len, hdr_size;
+		const char *want;
+	} bad[] = {
+		{1, 0, 64, 64, "nested state of 64 bytes"},
+		{1, 0, X86_NESTED_MAX + 8, X86_NESTED_MAX + 8, "nested state of"},
+		{1, 0, 4224, 4096, "header says 4096 bytes, 4224 saved"},
+		{2, 0, 256, 256, "format 2 is neither VMX nor SVM"},
+		{0, 0x10, 256, 256, "flags 0x10 has unknown bits"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint32_t fill = bad[i].len <= X86_NESTED_MAX ? bad[i].len : 128;
+		nested_fill(s, bad[i].format, bad[i].flags, fill);
+		s->nested_len = bad[i].len;
+		struct kvm_nested_state h;
+		memcpy(&h, s->nested, sizeof(h));
+		h.size = bad[i].hdr_size;
+		memcpy(s->nested, &h, sizeof(h));
+		CHECK_EQ(x86_vcpu_state_validate(s, err, sizeof(err)), -EINVAL);
+		CHECK(has(err, bad[i].want) && one_line(err));
+		if (!has(err, bad[i].want))
+			printf("  case %zu: %s\n", i, err);
+	}
+	/* an oversized length in a file is refused before any byte is read */
+	nested_fill(s, 0, 0, 256);
+	struct buf b = enc_vcpu(s);
+	b.p[o_nested(s) + 2] = 0x10; /* length 0x100100 */
+	struct x86_vcpu_state *d = malloc(sizeof(*d));
+	CHECK_EQ(dec_vcpu(b.p, b.len, 2, d), -EINVAL);
+	CHECK(has(last_err, "exceeds"));
+	free(d);
+	free(b.p);
+	free(s);
 }
 
 TEST(vm_unknown_version_refused)
@@ -1011,14 +1091,16 @@ VM_RULE(clock_host_tsc, "kvmclock: host_tsc set without KVM_CLOCK_HOST_TSC",
 /* ---- pinned encodings ---------------------------------------------------- */
 
 /*
- * The seeds of tests/fuzz/corpus-vcpu_state are the encodings of the three
- * samples; comparing them (and their CRC-32, also when the corpus is not
- * found) pins the version-1 byte layout: a change that alters it must come
- * with a new section version.  VISOR_VCPU_STATE_SEEDS=DIR writes them.
+ * The seeds of tests/fuzz/corpus-vcpu_state are the encodings of the
+ * samples (one with a nested state); comparing them (and their CRC-32, also
+ * when the corpus is not found) pins the version-2 byte layout: a change
+ * that alters it must come with a new section version.
+ * VISOR_VCPU_STATE_SEEDS=DIR writes them.
  */
-TEST(seeds_are_the_v1_layout)
+TEST(seeds_are_the_v2_layout)
 {
-	struct x86_vcpu_state *sl = sample_long(), *sp = sample_pae();
+	struct x86_vcpu_state *sl = sample_long(), *sp = sample_pae(), *sn = sample_long();
+	nested_fill(sn, KVM_STATE_NESTED_FORMAT_VMX, KVM_STATE_NESTED_GUEST_MODE, 128 + 8192);
 	struct x86_vm_state vm;
 	sample_vm(&vm);
 	struct {
@@ -1027,8 +1109,9 @@ TEST(seeds_are_the_v1_layout)
 		size_t len;
 		uint32_t crc;
 	} seeds[] = {
-		{"vcpu-long", enc_vcpu(sl), 6151, 0x4b1a5350u},
-		{"vcpu-pae", enc_vcpu(sp), 5887, 0xbeacea02u},
+		{"vcpu-long", enc_vcpu(sl), 6155, 0xd5902294u},
+		{"vcpu-pae", enc_vcpu(sp), 5891, 0x01532f8fu},
+		{"vcpu-nested", enc_vcpu(sn), 6155 + 128 + 8192, 0x1efe48d1u},
 		{"vm", enc_vm(&vm), VM_LEN, 0x64ef5db5u},
 	};
 	const char *out = getenv("VISOR_VCPU_STATE_SEEDS");
@@ -1069,6 +1152,7 @@ TEST(seeds_are_the_v1_layout)
 	}
 	free(sl);
 	free(sp);
+	free(sn);
 }
 
 TEST_MAIN()

@@ -20,6 +20,12 @@ _Static_assert(sizeof(((struct kvm_debugregs *)0)->reserved) == 9 * 8, "debugreg
 _Static_assert(sizeof(((struct kvm_sregs *)0)->interrupt_bitmap) == 4 * 8, "interrupt bitmap");
 _Static_assert(sizeof(struct kvm_xsave) == X86_XSAVE_MIN, "legacy XSAVE size");
 _Static_assert(X86_XSAVE_MAX % 4 == 0 && X86_XSAVE_MAX <= UINT32_MAX, "xsave cap");
+_Static_assert(sizeof(struct kvm_nested_state) == X86_NESTED_HDR, "nested state header");
+
+#define NESTED_FLAGS_KNOWN                                                                   \
+	(KVM_STATE_NESTED_GUEST_MODE | KVM_STATE_NESTED_RUN_PENDING | KVM_STATE_NESTED_EVMCS |   \
+	 KVM_STATE_NESTED_MTF_PENDING | KVM_STATE_NESTED_GIF_SET)
+#define MSR_IA32_FEATURE_CONTROL 0x3a
 
 /* Architectural bits (Intel SDM vol. 3 2.5, AMD APM vol. 2 3.1). */
 #define CR0_PE (1ULL << 0)
@@ -455,6 +461,22 @@ int x86_vcpu_state_validate(const struct x86_vcpu_state *s, char *err, size_t er
 		 * first match) and reports back exactly the table it was
 		 * given, so a table a VM runs with must load again */
 	}
+	if (s->nested_len) {
+		struct kvm_nested_state h;
+		if (s->nested_len < X86_NESTED_HDR || s->nested_len > X86_NESTED_MAX)
+			return refuse(err, errlen, id, "nested state of %" PRIu32 " bytes (0 or %d..%d)",
+				      s->nested_len, X86_NESTED_HDR, X86_NESTED_MAX);
+		memcpy(&h, s->nested, sizeof(h));
+		if (h.size != s->nested_len)
+			return refuse(err, errlen, id, "nested state header says %" PRIu32
+				      " bytes, %" PRIu32 " saved", h.size, s->nested_len);
+		if (h.format != KVM_STATE_NESTED_FORMAT_VMX && h.format != KVM_STATE_NESTED_FORMAT_SVM)
+			return refuse(err, errlen, id, "nested state format %u is neither VMX nor SVM",
+				      (unsigned)h.format);
+		if (h.flags & ~(unsigned)NESTED_FLAGS_KNOWN)
+			return refuse(err, errlen, id, "nested state flags 0x%x has unknown bits",
+				      (unsigned)h.flags);
+	}
 	return 0;
 }
 
@@ -595,6 +617,9 @@ void x86_vcpu_state_encode(const struct x86_vcpu_state *s, struct snap_writer *w
 		snap_put_u32(w, c->ecx);
 		snap_put_u32(w, c->edx);
 	}
+	uint32_t nl = s->nested_len <= X86_NESTED_MAX ? s->nested_len : 0;
+	snap_put_u32(w, nl);
+	snap_put_bytes(w, s->nested, nl);
 }
 
 int x86_vcpu_state_decode(struct snap_cursor *c, uint32_t version, struct x86_vcpu_state *s,
@@ -603,9 +628,9 @@ int x86_vcpu_state_decode(struct snap_cursor *c, uint32_t version, struct x86_vc
 	memset(s, 0, sizeof(*s));
 	if (err && errlen)
 		err[0] = 0;
-	if (version != X86_VCPU_STATE_VERSION)
+	if (version != 1 && version != X86_VCPU_STATE_VERSION)
 		return err_set(err, errlen, -EINVAL,
-			       "vcpu: state version %" PRIu32 " (this visor reads %d)", version,
+			       "vcpu: state version %" PRIu32 " (this visor reads 1 and %d)", version,
 			       X86_VCPU_STATE_VERSION);
 	s->vcpu_id = snap_get_u32(c);
 	bool have_id = !c->overrun;
@@ -712,6 +737,13 @@ int x86_vcpu_state_decode(struct snap_cursor *c, uint32_t version, struct x86_vc
 		ce->ebx = snap_get_u32(c);
 		ce->ecx = snap_get_u32(c);
 		ce->edx = snap_get_u32(c);
+	}
+	if (version >= 2) {
+		s->nested_len = snap_get_u32(c);
+		if (s->nested_len > X86_NESTED_MAX)
+			return refuse(err, errlen, id, "nested state of %" PRIu32 " bytes exceeds %d",
+				      s->nested_len, X86_NESTED_MAX);
+		snap_get_bytes(c, s->nested, s->nested_len);
 	}
 
 	char what[32];
@@ -839,6 +871,38 @@ static int get_msrs(struct kvm *k, struct kvm_vcpu *v, struct x86_vcpu_state *s,
 	return r;
 }
 
+/* The nested state, when the guest uses VMX or SVM itself (see the
+ * header); nested_len stays 0 otherwise or without KVM_CAP_NESTED_STATE. */
+static int get_nested(struct kvm *k, struct kvm_vcpu *v, struct x86_vcpu_state *s, char *err,
+		      size_t errlen)
+{
+	int max = vm_cap(k, KVM_CAP_NESTED_STATE);
+	if (max <= 0)
+		return 0;
+	if (max < X86_NESTED_HDR || max > X86_NESTED_MAX)
+		return err_set(err, errlen, -ENOTSUP,
+			       "vcpu.%d: KVM's nested state takes up to %d bytes, visor keeps %d",
+			       v->id, max, X86_NESTED_MAX);
+	struct kvm_nested_state *h = (struct kvm_nested_state *)(void *)s->nested;
+	memset(s->nested, 0, sizeof(s->nested));
+	h->size = (uint32_t)max;
+	if (ioctl(v->fd, KVM_GET_NESTED_STATE, h) < 0)
+		return sys_fail(err, errlen, v->id, "KVM_GET_NESTED_STATE");
+	bool in_use;
+	if (h->format == KVM_STATE_NESTED_FORMAT_VMX)
+		in_use = h->hdr.vmx.vmxon_pa != (uint64_t)-1 ||
+			 (h->flags & KVM_STATE_NESTED_GUEST_MODE);
+	else
+		in_use = (h->flags & KVM_STATE_NESTED_GUEST_MODE) ||
+			 !(h->flags & KVM_STATE_NESTED_GIF_SET);
+	if (!in_use || h->size < X86_NESTED_HDR || h->size > (uint32_t)max) {
+		memset(s->nested, 0, sizeof(s->nested));
+		return 0;
+	}
+	s->nested_len = h->size;
+	return 0;
+}
+
 int x86_vcpu_state_get(struct kvm *k, struct kvm_vcpu *v, struct x86_vcpu_state *s, char *err,
 		       size_t errlen)
 {
@@ -939,6 +1003,9 @@ int x86_vcpu_state_get(struct kvm *k, struct kvm_vcpu *v, struct x86_vcpu_state 
 		memset(s->cpuid[i].padding, 0, sizeof(s->cpuid[i].padding));
 	}
 	free(cp);
+
+	if ((r = get_nested(k, v, s, err, errlen)))
+		return r;
 
 	/* what visor cannot load again must not be saved */
 	r = x86_vcpu_state_validate(s, err, errlen);
@@ -1107,9 +1174,27 @@ int x86_vcpu_state_set(struct kvm *k, struct kvm_vcpu *v, const struct x86_vcpu_
 			return r;
 	}
 
-	/* 3. sregs, 4. regs */
+	/* 3. sregs, 3b. nested state, 4. regs */
 	if ((r = set_sregs(k, v, s, err, errlen)))
 		return r;
+	if (s->nested_len) {
+		for (uint32_t i = 0; i < s->nmsrs; i++) {
+			if (s->msrs[i].index != MSR_IA32_FEATURE_CONTROL)
+				continue;
+			_Alignas(8) uint8_t one[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+			struct kvm_msrs *m = (struct kvm_msrs *)(void *)one;
+			memset(one, 0, sizeof(one));
+			m->nmsrs = 1;
+			m->entries[0] = s->msrs[i];
+			if (ioctl(v->fd, KVM_SET_MSRS, m) != 1)
+				return refuse(err, errlen, s->vcpu_id,
+					      "KVM refused IA32_FEATURE_CONTROL before the nested state");
+		}
+		if (ioctl(v->fd, KVM_SET_NESTED_STATE, s->nested) < 0)
+			return sys_fail(err, errlen, v->id,
+					"KVM_SET_NESTED_STATE (a guest running its own VMs; this "
+					"host's KVM must offer the same nested virtualization)");
+	}
 	struct kvm_regs regs = s->regs;
 	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
 		return sys_fail(err, errlen, v->id, "KVM_SET_REGS");

@@ -28,6 +28,11 @@
  *   tsc_khz    KVM_GET_TSC_KHZ (0: unknown, e.g. the host TSC is unstable)
  *   cpuid      KVM_GET_CPUID2: the table the vCPU was given (restored
  *              with KVM_SET_CPUID2; an empty table is not set)
+ *   nested     KVM_GET_NESTED_STATE (with KVM_CAP_NESTED_STATE), kept only
+ *              when the guest itself runs a hypervisor: VMX on (vmxon_pa
+ *              valid) or in guest mode; SVM in guest mode or with GIF
+ *              clear.  Otherwise nested_len is 0, so a snapshot of an
+ *              ordinary guest loads on an Intel and an AMD host alike.
  *
  * Read (x86_vcpu_state_get) order: MP state and events first, because
  * KVM_GET_MP_STATE lets KVM accept a pending INIT/SIPI (which changes the
@@ -42,6 +47,9 @@
  *   3. sregs (KVM_SET_SREGS2 with the PDPTRs when they were valid and KVM
  *      has it, else KVM_SET_SREGS): APIC base (xAPIC/x2APIC mode, which the
  *      LAPIC format depends on), EFER, control registers.
+ *   3b. nested state, when saved: after EFER (KVM wants EFER.SVME set for
+ *      SVM) and IA32_FEATURE_CONTROL (written first when saved, for VMX);
+ *      KVM checks the blob itself (it is made for migration).
  *   4. regs.
  *   5. xsave, 6. xcrs.
  *   7. LAPIC: before the MSRs, because KVM drops a write of
@@ -91,6 +99,9 @@
  *   debugregs: db[4] dr6 dr7 flags reserved[9], u64 each
  *   tsc_khz u32
  *   ncpuid u32, ncpuid x {function index flags eax ebx ecx edx u32}
+ *   (version 2) nested_len u32, nested_len bytes (struct kvm_nested_state:
+ *          flags u16, format u16, size u32, 120 header bytes, data; as KVM
+ *          lays it out, little-endian x86)
  * Alignment padding of the uapi structs (kvm_segment.padding,
  * kvm_dtable.padding, kvm_msr_entry.reserved, kvm_xcr.reserved,
  * kvm_xcrs.padding, kvm_cpuid_entry2.padding, nmi.pad) carries nothing and
@@ -107,7 +118,7 @@
 #include "../../kvm/kvm.h"
 #include "../../snapshot/format.h"
 
-#define X86_VCPU_STATE_VERSION 1
+#define X86_VCPU_STATE_VERSION 2 /* 2: nested state; 1 still loads (none) */
 
 #define X86_VCPU_ID_LIMIT 4096  /* vcpu_id below this */
 #define X86_XSAVE_MIN 4096      /* sizeof(struct kvm_xsave): KVM_GET_XSAVE's size */
@@ -116,6 +127,10 @@
 #define X86_CPUID_MAX 256       /* KVM's own limit (KVM_MAX_CPUID_ENTRIES) */
 #define X86_TSC_KHZ_MIN 1000     /* 1 MHz .. */
 #define X86_TSC_KHZ_MAX 50000000 /* .. 50 GHz, or 0 for unknown */
+/* KVM_GET_NESTED_STATE: the 128-byte header plus VMX's vmcs12 and shadow
+ * vmcs12 (4 KiB each) or SVM's vmcb12 (4 KiB), with room to spare */
+#define X86_NESTED_HDR 128
+#define X86_NESTED_MAX 16384
 
 struct x86_vcpu_state {
 	uint32_t vcpu_id;                /* KVM vcpu id (= APIC ID) it was read from */
@@ -135,6 +150,8 @@ struct x86_vcpu_state {
 	uint32_t tsc_khz;                /* 0: unknown */
 	uint32_t ncpuid;
 	struct kvm_cpuid_entry2 cpuid[X86_CPUID_MAX];
+	uint32_t nested_len;             /* 0: the guest was not using VMX/SVM */
+	_Alignas(8) uint8_t nested[X86_NESTED_MAX]; /* struct kvm_nested_state image */
 };
 
 /*
@@ -196,7 +213,10 @@ int x86_vcpu_state_set(struct kvm *k, struct kvm_vcpu *v, const struct x86_vcpu_
  *  - debugregs: flags 0, DR6 and DR7 bits 32-63 clear, reserved 0;
  *  - tsc_khz 0 or X86_TSC_KHZ_MIN..X86_TSC_KHZ_MAX;
  *  - CPUID: ncpuid <= X86_CPUID_MAX, flags only KVM_CPUID_FLAG_* (a leaf
- *    given twice is accepted, as KVM accepts it: the first one counts).
+ *    given twice is accepted, as KVM accepts it: the first one counts);
+ *  - nested: nested_len 0 or X86_NESTED_HDR..X86_NESTED_MAX, equal to the
+ *    header's size; format VMX or SVM; flags only GUEST_MODE RUN_PENDING
+ *    EVMCS MTF_PENDING GIF_SET (the rest KVM_SET_NESTED_STATE checks).
  * Not checked: general-purpose registers, segment bases/limits, the LAPIC
  * register page (KVM_SET_LAPIC checks what it depends on) and MSR values
  * (KVM_SET_MSRS refuses what the vCPU cannot hold; the restore fails).
