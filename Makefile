@@ -70,7 +70,11 @@ $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/
 kvm-guests: $(KVM_GUESTS)
 
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
-LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool
+LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp
+# snapcmp decodes state files with visor's own code
+$(BUILD)/lab-tools/snapcmp: tests/lab/snapcmp.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -static -o $@ $< $(LIB_OBJS) $(LDLIBS)
 $(BUILD)/lab-tools/%: tests/lab/%.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
