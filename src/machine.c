@@ -1202,7 +1202,8 @@ static int setup_pci_and_virtio(struct machine *vm)
 
 /* A legacy device with snapshot state: its fn_state_get/encode/decode/put
  * (the pattern of devices/serial.h) become the record's save/load/apply. */
-#define LEGACY_OPS(fn, type, version)                                                        \
+#define LEGACY_OPS(fn, type, version) LEGACY_OPS_PR(fn, type, version, NULL, NULL)
+#define LEGACY_OPS_PR(fn, type, version, pause_fn, resume_fn)                                \
 	static void fn##_rec_destroy(struct dev_record *r)                                  \
 	{                                                                                   \
 		fn##_destroy((type *)r->dev);                                               \
@@ -1228,7 +1229,9 @@ static int setup_pci_and_virtio(struct machine *vm)
 		fn##_state_put((type *)r->dev, state);                                      \
 		return 0;                                                                   \
 	}                                                                                   \
-	static const struct dev_ops fn##_ops = {.destroy = fn##_rec_destroy,                \
+	static const struct dev_ops fn##_ops = {.pause = (pause_fn),                        \
+						.resume = (resume_fn),                      \
+						.destroy = fn##_rec_destroy,                \
 						.state_version = (version),                 \
 						.state_size = sizeof(struct fn##_state),    \
 						.save = fn##_rec_save,                      \
@@ -1238,7 +1241,17 @@ static int setup_pci_and_virtio(struct machine *vm)
 LEGACY_OPS(serial, struct serial, SERIAL_STATE_VERSION);
 LEGACY_OPS(rtc, struct rtc, RTC_STATE_VERSION);
 LEGACY_OPS(i8042, struct i8042, I8042_STATE_VERSION);
-LEGACY_OPS(acpi_pm, struct acpi_pm, ACPI_PM_STATE_VERSION);
+/* the PM timer stops while the VM is paused */
+static void acpi_pm_rec_pause(struct dev_record *r)
+{
+	acpi_pm_pause(r->dev);
+}
+static void acpi_pm_rec_resume(struct dev_record *r)
+{
+	acpi_pm_resume(r->dev);
+}
+LEGACY_OPS_PR(acpi_pm, struct acpi_pm, ACPI_PM_STATE_VERSION, acpi_pm_rec_pause,
+	      acpi_pm_rec_resume);
 /* pvpanic: nothing the guest can observe but the events it supports */
 static void pvpanic_rec_destroy(struct dev_record *r)
 {

@@ -21,6 +21,8 @@ static uint64_t acpi_pm_ticks(uint64_t ns)
 
 static uint64_t acpi_pm_now_ns(struct acpi_pm *pm)
 {
+	if (pm->frozen)
+		return pm->bias_ns;
 	uint64_t now = pm->clock_ns();
 	return (now > pm->base_ns ? now - pm->base_ns : 0) + pm->bias_ns;
 }
@@ -310,6 +312,26 @@ int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct 
 		return err_set(err, errlen, -EINVAL, "acpi-pm: timer at %llu ns is over a century",
 			       (unsigned long long)st->timer_ns);
 	return 0;
+}
+
+void acpi_pm_pause(struct acpi_pm *pm)
+{
+	pthread_mutex_lock(&pm->lock);
+	if (!pm->frozen) {
+		pm->bias_ns = acpi_pm_now_ns(pm);
+		pm->frozen = true;
+	}
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_resume(struct acpi_pm *pm)
+{
+	pthread_mutex_lock(&pm->lock);
+	if (pm->frozen) {
+		pm->base_ns = pm->clock_ns();
+		pm->frozen = false;
+	}
+	pthread_mutex_unlock(&pm->lock);
 }
 
 void acpi_pm_state_put(struct acpi_pm *pm, const struct acpi_pm_state *st)

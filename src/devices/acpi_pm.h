@@ -104,6 +104,7 @@ struct acpi_pm {
 	uint64_t (*clock_ns)(void);
 	uint64_t base_ns;
 	uint64_t bias_ns; /* added to the time since base_ns (a restored timer) */
+	bool frozen;      /* VM paused: the timer reads bias_ns and does not move */
 
 	uint16_t sts, en, cnt;
 	uint64_t tmr_half; /* counter >> 31 at the last TMR_STS evaluation */
@@ -150,6 +151,13 @@ struct acpi_pm_state {
 	uint16_t sts, en, cnt; /* within ACPI_PM1_STS_MASK, _EN_MASK, BM_RLD|SLP_TYP */
 	uint64_t timer_ns;     /* time counted since power-on, ns */
 };
+/* The VM pauses / resumes (registry ops, loop thread): the PM timer stops
+ * while the vCPUs are parked, like the guest's kvmclock, so a guest timing
+ * with it sees no jump across a pause, a snapshot or a restore (a restored
+ * timer is put while paused and counts on from the resume). */
+void acpi_pm_pause(struct acpi_pm *pm);
+void acpi_pm_resume(struct acpi_pm *pm);
+
 void acpi_pm_state_get(struct acpi_pm *pm, struct acpi_pm_state *st);
 void acpi_pm_state_encode(const struct acpi_pm_state *st, struct snap_writer *w);
 int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct acpi_pm_state *st,

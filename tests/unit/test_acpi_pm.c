@@ -154,6 +154,41 @@ TEST(pm_timer_monotonic_32bit)
 	acpi_pm_destroy(&r.pm);
 }
 
+/* The PM timer stops while the VM is paused and counts on from the same
+ * value after the resume; a timer put (restored) while paused stays at the
+ * saved value until the resume. */
+TEST(pm_timer_stops_while_paused)
+{
+	struct rig r;
+	rig_init(&r);
+	fake_ns += 1000000000ULL;
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 3579545);
+	acpi_pm_pause(&r.pm);
+	fake_ns += 5000000000ULL; /* five seconds paused */
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 3579545);
+	struct acpi_pm_state st;
+	acpi_pm_state_get(&r.pm, &st);
+	CHECK_EQ(st.timer_ns, 1000000000ULL);
+	acpi_pm_pause(&r.pm); /* twice: no change */
+	acpi_pm_resume(&r.pm);
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 3579545);
+	fake_ns += 1000000000ULL;
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 2 * 3579545);
+	acpi_pm_resume(&r.pm); /* not paused: no change */
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 2 * 3579545);
+	/* restore: paused, state put, time passes, then the resume */
+	acpi_pm_pause(&r.pm);
+	st.timer_ns = 7000000000ULL;
+	acpi_pm_state_put(&r.pm, &st);
+	fake_ns += 9000000000ULL;
+	acpi_pm_state_get(&r.pm, &st);
+	CHECK_EQ(st.timer_ns, 7000000000ULL);
+	acpi_pm_resume(&r.pm);
+	fake_ns += 1000000000ULL;
+	CHECK_EQ(rd(&r.pm.tmr_bus, 0, 4), 8 * 3579545);
+	acpi_pm_destroy(&r.pm);
+}
+
 TEST(power_button_sci)
 {
 	struct rig r;
