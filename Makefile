@@ -29,7 +29,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests run guest clean deps fuzz stress
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest clean deps fuzz stress
 all: $(BUILD)/visor
 
 $(BUILD)/visor: $(OBJS)
@@ -70,7 +70,8 @@ $(BUILD)/kvm/%.elf: tests/kvm/%.c tests/kvm/entry.S tests/kvm/guest.h tests/kvm/
 kvm-guests: $(KVM_GUESTS)
 
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
-LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp
+LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp \
+	$(BUILD)/lab-tools/uffd-handler
 # snapcmp decodes state files with visor's own code
 $(BUILD)/lab-tools/snapcmp: tests/lab/snapcmp.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -81,6 +82,11 @@ $(BUILD)/lab-tools/%: tests/lab/%.c tests/guest/stream.h
 $(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
+# the test page-fault handler of the Uffd memory backend (kvm and api-lab suites)
+$(BUILD)/lab-tools/uffd-handler: tests/uffd-handler/uffd_handler.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $< -ljson-c
+lab-tools: $(LAB_TOOLS)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c against the library sources.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)

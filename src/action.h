@@ -62,7 +62,8 @@ enum vm_action_kind {
 /* PUT /snapshot/load: where the snapshot is and how to bring it back. */
 struct snapshot_load {
 	char state_path[CONFIG_PATH_MAX];
-	char mem_path[CONFIG_PATH_MAX]; /* the memory file (backend File) */
+	char mem_path[CONFIG_PATH_MAX]; /* the memory file (backend File), or */
+	bool uffd;                      /* the page-fault handler's socket (Uffd) */
 	bool track_dirty_pages, resume_vm, clock_realtime;
 	uint32_t nnet;                  /* network_overrides */
 	struct {

@@ -197,7 +197,7 @@ struct clone {
 	bool ready, reaped;
 	int status;
 	char id[CONFIG_ID_MAX + 16];
-	char log[256];
+	char log[256], console[256];
 };
 
 /* The last non-empty line of @path, for a clone that failed. */
@@ -216,18 +216,20 @@ static void last_line(const char *path, char *out, size_t len)
 	fclose(f);
 }
 
-static pid_t start_clone(char **av, int ready_w, const char *log_path)
+static pid_t start_clone(char **av, int ready_w, const char *console_path, const char *log_path)
 {
 	pid_t pid = fork();
 	if (pid != 0)
 		return pid;
-	/* the child: its own session, stdin /dev/null, console and log to
-	 * the log file, the ready pipe as fd 3, nothing else */
+	/* the child: its own session, stdin /dev/null, the console (stdout)
+	 * and visor's log (stderr) each to its file, the ready pipe as fd 3,
+	 * nothing else */
 	setsid();
 	int in = open("/dev/null", O_RDONLY);
-	int out = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0 ||
-	    dup2(ready_w, 3) < 0)
+	int out = open(console_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (in < 0 || out < 0 || log < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
+	    dup2(log, 2) < 0 || dup2(ready_w, 3) < 0)
 		_exit(127);
 	for (int fd = 4; fd < 1024; fd++)
 		close(fd);
@@ -275,12 +277,13 @@ int clones_run(int argc, char **argv, const struct cli_opts *o)
 	for (uint32_t k = 0; k < o->clones; k++) {
 		snprintf(c[k].id, sizeof(c[k].id), "%s-%u", prefix, k);
 		snprintf(c[k].log, sizeof(c[k].log), "%s/%s.log", dir, c[k].id);
+		snprintf(c[k].console, sizeof(c[k].console), "%s/%s.console", dir, c[k].id);
 		char **av = clones_child_argv(argc, argv, prefix, k, 3);
 		if (!av) {
 			log_error("--clones: out of memory");
 			break;
 		}
-		c[k].pid = start_clone(av, pfd[1], c[k].log);
+		c[k].pid = start_clone(av, pfd[1], c[k].console, c[k].log);
 		clones_argv_free(av);
 		if (c[k].pid < 0) {
 			log_error("--clones: fork: %s", strerror(errno));
@@ -337,7 +340,8 @@ int clones_run(int argc, char **argv, const struct cli_opts *o)
 	int code = ready == o->clones ? 0 : 1;
 	for (uint32_t k = 0; k < started; k++) {
 		if (c[k].ready) {
-			printf("%s\tpid %d\trunning\t%s\n", c[k].id, (int)c[k].pid, c[k].log);
+			printf("%s\tpid %d\trunning\t%s\t%s\n", c[k].id, (int)c[k].pid, c[k].console,
+			       c[k].log);
 			continue;
 		}
 		int st = 0;

@@ -4,7 +4,8 @@
  *
  * Each clone is its own visor process (a failure in one brings down no
  * other), started as `visor run --restore DIR ... --id ID-K --ready-fd 3`
- * in its own session, with its console and log in SOCKDIR/ID-K.log.  They
+ * in its own session, with its console in SOCKDIR/ID-K.console and visor's
+ * log in SOCKDIR/ID-K.log.  They
  * all map the one memory file copy-on-write, so a clone costs only the
  * pages it writes.  The command returns once every clone has written
  * "ready ID-K" to the shared pipe (or has died, which is reported with its

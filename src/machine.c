@@ -48,6 +48,7 @@
 #include "arch/x86/vcpu_state.h"
 #include "arch/x86/vm_state.h"
 #include "mem/guest_mem.h"
+#include "mem/uffd.h"
 #include "metrics.h"
 #include "snapshot/config_section.h"
 #include "snapshot/format.h"
@@ -76,6 +77,7 @@ struct machine {
 	uint64_t start_ns;
 	struct kvm kvm;
 	struct guest_mem mem;
+	struct uffd_link uffd; /* restored through a page-fault handler (Uffd backend) */
 	struct boot_image img;
 	struct bus pio, mmio;
 	struct irq_line irq_com1, irq_rtc, irq_sci, irq_kbd, irq_aux;
@@ -1296,10 +1298,11 @@ static int restore_state(struct machine *vm, const struct snap_reader *rd, bool 
 			 char *err, size_t errlen);
 
 /* Build a machine: booted from cfg's kernel (@rd NULL) or restored from
- * the snapshot @rd with guest memory from @mem_fd. */
+ * the snapshot @rd with guest memory from @mem_fd, or (@uffd_sock set)
+ * anonymous and served by the page-fault handler listening there. */
 static struct machine *machine_build(const struct vm_config *cfg, const struct file_image *kernel,
-				     const struct snap_reader *rd, int mem_fd, bool clock_realtime,
-				     struct loop *loop,
+				     const struct snap_reader *rd, int mem_fd, const char *uffd_sock,
+				     bool clock_realtime, struct loop *loop,
 				     const struct machine_hooks *hooks, uint64_t start_ns, char *err,
 				     size_t errlen)
 {
@@ -1316,6 +1319,7 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	vm->start_ns = start_ns;
 	vm->ncpus = cfg->cpus;
 	vm->kvm.fd = vm->kvm.vm_fd = -1;
+	vm->uffd.uffd = vm->uffd.sock = -1;
 	vm->rx_efd = vm->rtc_tfd = -1;
 	pthread_mutex_init(&vm->park_lock, NULL);
 	pthread_cond_init(&vm->park_cond, NULL);
@@ -1324,17 +1328,29 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	/* Inputs first: a bad file or size is reported before touching KVM. */
 	if (check_host_memory(cfg->mem_size))
 		goto fail;
-	int r = rd ? guest_mem_init_file(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
-					 GPA_MMIO_HOLE_END)
-		   : guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
+	bool from_file = rd && !uffd_sock;
+	int r = from_file ? guest_mem_init_file(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
+						GPA_MMIO_HOLE_END)
+			  : guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
 	if (r == -ERANGE) {
 		log_error("the memory file is not %llu MiB, the snapshot's memory size",
 			  (unsigned long long)(cfg->mem_size >> 20));
 		goto fail;
 	} else if (r) {
-		log_error("cannot %s %llu MiB of guest memory: %s", rd ? "map" : "allocate",
+		log_error("cannot %s %llu MiB of guest memory: %s", from_file ? "map" : "allocate",
 			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 		goto fail;
+	}
+	/* Uffd: the handler owns every page from here on, before anything
+	 * (the restore below, KVM, a vCPU) touches guest memory */
+	if (rd && uffd_sock) {
+		char e[512];
+		if (uffd_link_open(&vm->uffd, &vm->mem, uffd_sock, e, sizeof(e))) {
+			log_error("%s", e);
+			goto fail;
+		}
+		log_info("guest memory (%llu MiB) is served by the page-fault handler at %s",
+			 (unsigned long long)(cfg->mem_size >> 20), uffd_sock);
 	}
 	vm->restoring = rd != NULL;
 	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!rd && setup_guest_image(vm)) ||
@@ -1385,16 +1401,16 @@ struct machine *machine_create(const struct vm_config *cfg, const struct file_im
 			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
 			       char *err, size_t errlen)
 {
-	return machine_build(cfg, kernel, NULL, -1, false, loop, hooks, start_ns, err, errlen);
+	return machine_build(cfg, kernel, NULL, -1, NULL, false, loop, hooks, start_ns, err, errlen);
 }
 
 struct machine *machine_restore(const struct vm_config *cfg, const struct snap_reader *rd,
-				int mem_fd, bool clock_realtime, struct loop *loop,
-				const struct machine_hooks *hooks, uint64_t start_ns, char *err,
-				size_t errlen)
+				int mem_fd, const char *uffd_sock, bool clock_realtime,
+				struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
+				char *err, size_t errlen)
 {
-	return machine_build(cfg, NULL, rd, mem_fd, clock_realtime, loop, hooks, start_ns, err,
-			     errlen);
+	return machine_build(cfg, NULL, rd, mem_fd, uffd_sock, clock_realtime, loop, hooks,
+			     start_ns, err, errlen);
 }
 
 int machine_start(struct machine *vm)
@@ -1589,6 +1605,7 @@ void machine_destroy(struct machine *vm)
 		kvm_platform_destroy(&vm->kp);
 	kvm_close(&vm->kvm);
 	guest_mem_destroy(&vm->mem);
+	uffd_link_close(&vm->uffd); /* after the unmap: no fault can be pending */
 	if (vm->rx_efd >= 0) {
 		loop_del(vm->loop, vm->rx_efd);
 		close(vm->rx_efd);

@@ -67,15 +67,19 @@ struct snap_reader;
  * configuration (snapshot/config_section.h) with the restoring process's
  * host settings and overrides, @rd the validated state file, @mem_fd its
  * memory file (mapped private, refused unless a regular file of exactly
- * cfg->mem_size bytes).  Every section is checked before the state is
+ * cfg->mem_size bytes).  With @uffd_sock (the Uffd backend; @mem_fd
+ * unused) guest memory is anonymous and served by the page-fault handler
+ * listening on that socket (mem/uffd.h): the memory layout and the
+ * userfaultfd are sent to it, and it has served a first fault, before
+ * anything touches guest memory.  Every section is checked before the state is
  * applied.  The machine is paused: machine_start starts vCPU threads that
  * park at once, machine_resume runs them.  @clock_realtime: the guest's
  * kvmclock moves on by the wall-clock time since the snapshot (else it
  * resumes where it was).  NULL with one line in err. */
 struct machine *machine_restore(const struct vm_config *cfg, const struct snap_reader *rd,
-				int mem_fd, bool clock_realtime, struct loop *loop,
-				const struct machine_hooks *hooks, uint64_t start_ns, char *err,
-				size_t errlen);
+				int mem_fd, const char *uffd_sock, bool clock_realtime,
+				struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
+				char *err, size_t errlen);
 
 /* Write a snapshot of a paused machine: the state file @state_path and
  * guest memory to @mem_path, each through a temporary file, fsynced, the

@@ -271,9 +271,10 @@ static void do_load(struct vm *vm, const struct snapshot_load *l, struct vm_repl
 			goto fail;
 		}
 	}
-	uint64_t msize;
-	mem_fd = file_open_regular(l->mem_path, &msize);
-	if (mem_fd < 0) {
+	uint64_t msize = cfg->mem_size;
+	/* Uffd: the handler has the memory file; visor only knows its socket */
+	mem_fd = l->uffd ? -1 : file_open_regular(l->mem_path, &msize);
+	if (!l->uffd && mem_fd < 0) {
 		refuse(rep, 400, "Cannot load the snapshot: memory file %s: %s", l->mem_path,
 		       mem_fd == -EINVAL ? "not a regular file" : strerror(-mem_fd));
 		goto fail;
@@ -287,9 +288,11 @@ static void do_load(struct vm *vm, const struct snapshot_load *l, struct vm_repl
 	}
 	struct machine_hooks h = {on_machine_exit, vm};
 	uint64_t t0 = now_ns();
-	struct machine *m = machine_restore(cfg, &rd, mem_fd, l->clock_realtime, &vm->loop, &h,
-					    vm->p.start_ns, err, sizeof(err));
-	close(mem_fd);
+	struct machine *m = machine_restore(cfg, &rd, mem_fd, l->uffd ? l->mem_path : NULL,
+					    l->clock_realtime, &vm->loop, &h, vm->p.start_ns, err,
+					    sizeof(err));
+	if (mem_fd >= 0)
+		close(mem_fd);
 	mem_fd = -1;
 	if (!m) {
 		refuse(rep, 400, "Cannot load the snapshot: %s", err);

@@ -1183,7 +1183,8 @@ static int dec_snapshot_create(struct dec *d, struct json_object *o, struct vm_a
 }
 
 /* SnapshotLoadParams: exactly one of mem_file_path (deprecated) and
- * mem_backend; backend File only so far. */
+ * mem_backend (File: the memory file; Uffd: the page-fault handler's Unix
+ * socket). */
 static int dec_snapshot_load(struct dec *d, struct json_object *o, struct vm_action *a)
 {
 	static const char *const fields[] = {"snapshot_path",	  "mem_file_path",     "mem_backend",
@@ -1229,9 +1230,11 @@ static int dec_snapshot_load(struct dec *d, struct json_object *o, struct vm_act
 			return r;
 		}
 		pop_prefix(d, m);
-		if (type == 1)
-			return fail(d, "visor does not support the Uffd memory backend yet "
-				       "(mem_backend.backend_type `Uffd`)");
+		l->uffd = type == 1;
+		/* sun_path: 108 bytes with the NUL */
+		if (l->uffd && strlen(l->mem_path) > 107)
+			return fail(d, "invalid value for `mem_backend.backend_path`: a Unix socket "
+				       "path of at most 107 bytes for the Uffd backend");
 	}
 	if (!l->state_path[0] || !l->mem_path[0])
 		return fail(d, "invalid value: the snapshot and memory paths must not be empty");

@@ -38,7 +38,10 @@ struct guest_mem {
 };
 
 /* Map @size bytes of guest RAM (a multiple of 4 KiB) and lay it out as RAM
- * from 0 up to @hole_start and the rest from @hole_end upwards.
+ * from 0 up to @hole_start and the rest from @hole_end upwards.  The
+ * mapping is anonymous and private: also what a snapshot restored through
+ * a page-fault handler (uffd.h) registers, so that every page is the
+ * handler's to fill.
  * Returns 0, -EINVAL (size 0, unaligned, overflow) or -ENOMEM. */
 int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end);
 
@@ -71,5 +74,15 @@ int guest_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 
 /* End (exclusive) of the region that contains @gpa, or 0 if none. */
 uint64_t guest_region_end(const struct guest_mem *m, uint64_t gpa);
+
+/* Where region @i's bytes are in a memory file: the regions are
+ * consecutive slices of the one mapping, saved back to back in
+ * guest-physical order (guest_mem_save_file), so the offset is the
+ * region's place in the mapping.  The Uffd backend (uffd.h) sends it to
+ * the page-fault handler. */
+static inline uint64_t guest_region_file_offset(const struct guest_mem *m, int i)
+{
+	return (uint64_t)(m->regions[i].hva - m->base);
+}
 
 #endif

@@ -228,10 +228,6 @@ UNSUPPORTED = [
     ("Diff snapshots", r"Diff",
      [("PUT", "/snapshot/create", {"mem_file_path": "@mem", "snapshot_path": "@snap",
                                    "snapshot_type": "Diff"})]),
-    ("the Uffd memory backend", r"Uffd",
-     [("PUT", "/snapshot/load", {"snapshot_path": "@snap",
-                                 "mem_backend": {"backend_type": "Uffd",
-                                                 "backend_path": "@uffd.sock"}})]),
     ("balloon hinting", r"hint",
      [("PATCH", "/balloon/hinting/start", {"acknowledge_on_stop": True}),
       ("PATCH", "/balloon/hinting/start", None), ("GET", "/balloon/hinting/status", None),
@@ -323,6 +319,76 @@ def snapshot_states(ctx):
         v.expected_exit = True
         code = v.wait_exit(5.0)
         ctx.check("... and the process ends with status 1", code == 1, "exit status %r" % code)
+
+
+@test("snapshot load with the Uffd memory backend")
+def snapshot_load_uffd(ctx):
+    """mem_backend Uffd: a request that does not decode is refused with
+    400 and changes nothing (the process goes on, as for any bad body); a
+    load that fails (here: the state file) answers 400 and ends the
+    process, and the state file is checked before the page-fault handler
+    is contacted: the handler's socket gets no connection."""
+    import socket
+    sock_path = ctx.path("uffd.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(4)
+    listener.setblocking(False)
+    state = ctx.path("snap.state")
+
+    def uffd(path=sock_path, **extra):
+        b = {"backend_type": "Uffd", "backend_path": path}
+        b.update(extra)
+        return b
+
+    bad = [
+        ("no backend_path", {"snapshot_path": state, "mem_backend": {"backend_type": "Uffd"}},
+         r"backend_path"),
+        ("an empty backend_path", {"snapshot_path": state, "mem_backend": uffd("")},
+         r"empty"),
+        ("a backend_path that is not a string",
+         {"snapshot_path": state, "mem_backend": uffd(7)}, r"backend_path.*string|string"),
+        ("backend_type `uffd`", {"snapshot_path": state,
+                                 "mem_backend": {"backend_type": "uffd",
+                                                 "backend_path": sock_path}},
+         r"backend_type"),
+        ("both mem_file_path and mem_backend",
+         {"snapshot_path": state, "mem_file_path": ctx.path("m"), "mem_backend": uffd()},
+         r"exactly one of"),
+        ("an unknown field in mem_backend",
+         {"snapshot_path": state, "mem_backend": uffd(page_size=4096)},
+         r"unknown field `mem_backend\.page_size`"),
+        ("a socket path longer than sun_path",
+         {"snapshot_path": state, "mem_backend": uffd("/" + "s" * 107)}, r"107 bytes"),
+        ("no snapshot_path", {"mem_backend": uffd()}, r"snapshot_path"),
+    ]
+    v = ctx.visor()
+    for what, body, mention in bad:
+        r = v.put("/snapshot/load", body)
+        ctx.check("PUT /snapshot/load (Uffd) with %s -> 400 /%s/" % (what, mention),
+                  *is_error(r, 400, mention))
+        ctx.check("... and visor goes on", v.alive(), "exit %s" % v.proc.poll())
+
+    garbage = ctx.file("garbage.state", b"VISORSNP" + b"\x00" * 100)
+    for path, mention in ((ctx.path("no-such.state"), r"no-such\.state"),
+                          (garbage, r"garbage\.state")):
+        v = ctx.visor()
+        r = v.put("/snapshot/load", {"snapshot_path": path, "mem_backend": uffd(),
+                                     "resume_vm": True})
+        ctx.check("PUT /snapshot/load (Uffd) %s -> 400 /%s/" % (os.path.basename(path), mention),
+                  *is_error(r, 400, mention))
+        v.expected_exit = True
+        code = v.wait_exit(5.0)
+        ctx.check("... and the process ends with status 1", code == 1, "exit status %r" % code)
+    try:
+        conn, _ = listener.accept()
+        conn.close()
+        contacted = True
+    except BlockingIOError:
+        contacted = False
+    listener.close()
+    ctx.check("the page-fault handler's socket got no connection from the refused loads",
+              not contacted, "a connection was made")
 
 
 @test("unknown paths and methods")

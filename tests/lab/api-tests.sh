@@ -20,7 +20,9 @@
 #         writes numbered records (fdatasync each) and streams TCP both ways
 #   snap  `visor run` with the record writer on a disk; paused, snapshotted,
 #         killed; a new Firecracker-mode visor loads the snapshot and the
-#         guest carries on: every record exactly once on the disk
+#         guest carries on: every record exactly once on the disk; then the
+#         same snapshot again through the Uffd memory backend and the test
+#         page-fault handler (DIR/lab-tools/uffd-handler)
 #   fc3   Firecracker mode: a rate-limited drive against an unlimited one,
 #         PATCH of the limiter, PATCH of a drive's backing file
 #
@@ -683,6 +685,11 @@ if alive; then
 fi
 vpid=""
 exec 5>&-
+# (for snapshot-restore-uffd below: the disk as it was at the snapshot; the
+# writer, sequential, is at most a few records past its last progress line)
+rm -f "$T/snap-at-snapshot.img"
+[ -z "$why" ] && [ -n "$wsnap" ] &&
+	dd if="$T/snap.img" of="$T/snap-at-snapshot.img" bs=65536 count=$((wsnap + 64)) 2>/dev/null
 if [ -z "$why" ]; then
 	"$VISOR" --describe-snapshot "$T/snap.state" >"$T/snap.desc" 2>&1 ||
 		why="--describe-snapshot refused the state file: $(head -n 3 "$T/snap.desc" | tr '\n' ' ')"
@@ -727,6 +734,90 @@ if [ -z "$why" ]; then
 	[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
 fi
 report snapshot-restore-under-load "snapshot at record ${wsnap:-?} in ${snapms:-?} ms, loaded in ${loadms:-?} ms (lab times), $nrec records verified in the guest and in the image"
+vm_end
+extra=""
+
+# =====================================================================================
+# snapshot-restore-uffd (issue 10): the same snapshot loaded once more, with
+# the Uffd memory backend: guest memory is anonymous and every page comes
+# from the test page-fault handler (lab-tools/uffd-handler: it receives the
+# memory layout and the userfaultfd on its socket and copies pages from
+# snap.mem), with the disk put back as it was at the snapshot.  The guest
+# carries on as with the File backend and passes the same record check;
+# the handler served faults.
+vm=snapu
+why=""
+HANDLER="$DIR/lab-tools/uffd-handler"
+ZERO64K=$(head -c 65536 /dev/zero | sha)
+hpid=""
+if [ ! -s "$T/snap.state" ] || [ ! -s "$T/snap-at-snapshot.img" ] || [ -z "${steps:-}" ]; then
+	why="no snapshot from snapshot-restore-under-load"
+elif [ ! -x "$HANDLER" ]; then
+	why="no page-fault handler at $HANDLER (make lab-tools)"
+elif [ "$(dd if="$T/snap-at-snapshot.img" bs=65536 skip=$((wsnap + 63)) count=1 2>/dev/null | sha)" != "$ZERO64K" ]; then
+	why="the disk at the snapshot had records past $((wsnap + 63)): the copy is not the whole disk"
+fi
+if [ -z "$why" ]; then
+	cp "$T/snap-at-snapshot.img" "$T/snap.img" && truncate -s 256M "$T/snap.img" ||
+		why="cannot put the disk back as it was at the snapshot"
+fi
+if [ -z "$why" ]; then
+	rm -f "$T/uffd.sock"
+	"$HANDLER" "$T/uffd.sock" "$T/snap.mem" >"$T/uffd.out" 2>&1 &
+	hpid=$!
+	i=0
+	while [ ! -S "$T/uffd.sock" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
+	[ -S "$T/uffd.sock" ] || why="the page-fault handler did not listen: $(cat "$T/uffd.out")"
+fi
+extra="$T/uffd.out"
+if [ -z "$why" ]; then
+	vm_start snapu --api-sock "$T/snapu.sock" --id snapu
+	seq=$steps # the guest's step count as it was at the snapshot
+	SOCK="$T/snapu.sock"
+	i=0
+	while [ ! -S "$SOCK" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
+	t0=$(up_ms)
+	api PUT /snapshot/load "{\"snapshot_path\": \"$T/snap.state\", \"mem_backend\": {\"backend_type\": \"Uffd\", \"backend_path\": \"$T/uffd.sock\"}, \"resume_vm\": true}"
+	expect 204
+	loadms=$(($(up_ms) - t0))
+	[ -n "$why" ] || { getstate; [ "$st" = Running ]; } || why="state '$st' after the load"
+fi
+if [ -z "$why" ]; then
+	i=0
+	while [ $i -lt 240 ] && ! cline '^WRITER-PROGRESS' >/dev/null; do sleep 0.5; i=$((i + 1)); done
+	wnext=$(cline '^WRITER-PROGRESS' | cut -d' ' -f2)
+	[ -n "$wnext" ] || why="the restored guest's writer made no progress"
+	[ -n "$why" ] || [ "$wnext" -gt "$wsnap" ] ||
+		why="the restored writer's first progress ($wnext) is not past the snapshot's ($wsnap)"
+fi
+nrec=""
+if [ -z "$why" ]; then
+	GT=600 g load-stop || true
+	nrec=$(echo "$gout" | sed -n 's/^RECORDS-OK \([0-9]*\)$/\1/p')
+	gsum=$(echo "$gout" | sed -n 's/^RECORDS-SUM [0-9]* //p')
+	[ -n "$why" ] || [ -n "$nrec" ] || why="the guest's check of its records failed: $(echo "$gout" | grep -E 'RECORDS|WRITER' | tr '\n' ' ')"
+	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 count="$nrec" 2>/dev/null | sha)" = "$gsum" ] ||
+		why="the image file differs from what the guest read back ($nrec records)"
+	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 skip="$nrec" count=1 2>/dev/null | sha)" = "$ZERO64K" ] ||
+		why="the image has data after the guest's last record"
+fi
+if [ -z "$why" ]; then
+	g poweroff || true
+	why="" # the step never reports: the guest powers off
+	vm_wait 120 || why="the restored visor did not exit after the guest's poweroff"
+	[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
+fi
+served=""
+if [ -n "$hpid" ]; then
+	# the handler ends (and reports) when visor's connection closes
+	i=0
+	while kill -0 "$hpid" 2>/dev/null && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
+	kill "$hpid" 2>/dev/null
+	wait "$hpid" 2>/dev/null
+	served=$(sed -n 's/^uffd-handler: served \([0-9]*\) faults.*/\1/p' "$T/uffd.out")
+	[ -n "$why" ] || [ "${served:-0}" -gt 0 ] || why="the handler served no faults"
+fi
+report snapshot-restore-uffd "loaded in ${loadms:-?} ms (lab time), ${served:-?} faults served by the handler, $nrec records verified in the guest and in the image"
 vm_end
 extra=""
 

@@ -1384,10 +1384,53 @@ TEST(snapshot_load)
 		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"mem_backend\": "
 		"{\"backend_type\": \"File\", \"backend_path\": \"m\"}}",
 		"exactly one of");
+	/* Uffd: the page-fault handler's socket */
+	ACCEPTED("PUT", "/snapshot/load",
+		 "{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Uffd\", "
+		 "\"backend_path\": \"/uffd.sock\"}, \"resume_vm\": true}",
+		 ACT_SNAPSHOT_LOAD);
+	CHECK(A.u.load.uffd && A.u.load.resume_vm);
+	CHECK_STR(A.u.load.mem_path, "/uffd.sock");
+	ACCEPTED("PUT", "/snapshot/load",
+		 "{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"File\", "
+		 "\"backend_path\": \"/m\"}}",
+		 ACT_SNAPSHOT_LOAD);
+	CHECK(!A.u.load.uffd);
+	{
+		/* a socket path fits sun_path (107 bytes and the NUL) */
+		char body[400], p[200];
+		memset(p, 'p', sizeof(p));
+		p[0] = '/';
+		p[107] = 0;
+		snprintf(body, sizeof(body),
+			 "{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": "
+			 "\"Uffd\", \"backend_path\": \"%s\"}}",
+			 p);
+		ACCEPTED("PUT", "/snapshot/load", body, ACT_SNAPSHOT_LOAD);
+		CHECK_EQ(strlen(A.u.load.mem_path), 107);
+		p[107] = 'p';
+		p[108] = 0;
+		snprintf(body, sizeof(body),
+			 "{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": "
+			 "\"Uffd\", \"backend_path\": \"%s\"}}",
+			 p);
+		REFUSED("PUT", "/snapshot/load", body, "at most 107 bytes");
+	}
 	REFUSED("PUT", "/snapshot/load",
 		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Uffd\", "
-		"\"backend_path\": \"/uffd.sock\"}}",
-		"Uffd");
+		"\"backend_path\": \"\"}}",
+		"must not be empty");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Uffd\"}}",
+		"backend_path");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"uffd\", "
+		"\"backend_path\": \"/u.sock\"}}",
+		"backend_type");
+	REFUSED("PUT", "/snapshot/load",
+		"{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\", \"mem_backend\": "
+		"{\"backend_type\": \"Uffd\", \"backend_path\": \"/u.sock\"}}",
+		"exactly one of");
 	REFUSED("PUT", "/snapshot/load",
 		"{\"snapshot_path\": \"s\", \"mem_backend\": {\"backend_type\": \"Disk\", "
 		"\"backend_path\": \"m\"}}",
