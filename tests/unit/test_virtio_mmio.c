@@ -419,8 +419,9 @@ TEST(queue_sel_out_of_range)
 		wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
 		wr(&x, VIRTIO_MMIO_QUEUE_READY, 0);
 		CHECK(memcmp(before, x.f.vd.vqs, sizeof(before)) == 0);
-		CHECK_EQ(x.t.q[1].num, 0);
-		CHECK_EQ(x.t.q[1].desc, 0);
+		/* 0x10001 is not queue 1 (QueueSel is 32 bits) */
+		CHECK_EQ(x.f.vd.vqs[1].size, QMAX);
+		CHECK_EQ(x.f.vd.vqs[1].desc_gpa, 0);
 	}
 	/* a valid selection still works afterwards */
 	wr(&x, VIRTIO_MMIO_QUEUE_SEL, 0);
@@ -497,6 +498,102 @@ TEST(queue_num_invalid_refused)
 	fix_destroy(&x);
 }
 
+/* The registers write the virtq itself: there is no copy to get out of
+ * step with it (issue 10, "both transports keep queue addresses in one
+ * place"). */
+TEST(queue_registers_write_the_virtq)
+{
+	struct fix x;
+	fix_init(&x);
+	negotiate(&x);
+	struct virtq *vq = &x.f.vd.vqs[0];
+	wr(&x, VIRTIO_MMIO_QUEUE_SEL, 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 32);
+	CHECK_EQ(vq->size, 32);
+	wr(&x, VIRTIO_MMIO_QUEUE_DESC_LOW, 0x1000);
+	wr(&x, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0x2);
+	wr(&x, VIRTIO_MMIO_QUEUE_DRIVER_LOW, 0x3000);
+	wr(&x, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, 0x4);
+	CHECK_EQ(vq->desc_gpa, 0x200001000ULL);
+	CHECK_EQ(vq->avail_gpa, 0x3000);
+	CHECK_EQ(vq->used_gpa, 0x400000000ULL);
+	CHECK(!vq->ready);
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+	CHECK(vq->ready);
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 1);
+	/* QueueReady reads the virtq: what the core does to it shows */
+	vq->ready = false;
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
+	vq->ready = true;
+	/* taken back before DRIVER_OK: the geometry stays, and is writable */
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 0);
+	CHECK(!vq->ready);
+	CHECK_EQ(vq->size, 32);
+	CHECK_EQ(vq->desc_gpa, 0x200001000ULL);
+	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 16);
+	CHECK_EQ(vq->size, 16);
+	/* the last QueueNum decides: valid then invalid cannot be enabled */
+	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 3);
+	CHECK_EQ(vq->size, 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+	CHECK(!vq->ready);
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
+	/* a size of 2^16 + 8 is not 8 (the virtq's size is 16 bits) */
+	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 0x10000 + 8);
+	CHECK_EQ(vq->size, 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+	CHECK(!vq->ready);
+	/* invalid then valid can */
+	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 8);
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+	CHECK(vq->ready);
+	CHECK_EQ(vq->size, 8);
+	/* the other queue was never touched */
+	CHECK_EQ(x.f.vd.vqs[1].size, QMAX);
+	CHECK(!x.f.vd.vqs[1].ready);
+	CHECK_EQ(x.f.vd.vqs[1].desc_gpa, 0);
+	fix_destroy(&x);
+}
+
+/* A driver that enables a queue without writing QueueNum gets the maximum
+ * (QueueNumMax), as on virtio-pci: the core resets every queue to
+ * queue_max.  The choice is documented in virtio_mmio.h. */
+TEST(queue_enabled_without_queue_num_has_the_maximum_size)
+{
+	struct fix x;
+	fix_init(&x);
+	negotiate(&x);
+	for (uint32_t q = 0; q < NQ; q++) {
+		wr(&x, VIRTIO_MMIO_QUEUE_SEL, q);
+		CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_NUM_MAX), QMAX);
+		wr(&x, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc_of((int)q));
+		wr(&x, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)avail_of((int)q));
+		wr(&x, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)used_of((int)q));
+		wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+		CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 1);
+	}
+	wr(&x, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
+	CHECK(!x.f.vd.broken);
+	for (int q = 0; q < NQ; q++) {
+		CHECK(x.f.vd.vqs[q].active);
+		CHECK_EQ(x.f.vd.vqs[q].size, QMAX);
+	}
+	/* a size written in one session does not outlive the reset */
+	wr(&x, VIRTIO_MMIO_STATUS, 0);
+	negotiate(&x);
+	setup_queue(&x, 0, 16);
+	CHECK_EQ(x.f.vd.vqs[0].size, 16);
+	wr(&x, VIRTIO_MMIO_STATUS, 0);
+	negotiate(&x);
+	wr(&x, VIRTIO_MMIO_QUEUE_SEL, 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 1);
+	CHECK_EQ(x.f.vd.vqs[0].size, QMAX);
+	CHECK_EQ(x.f.vd.vqs[0].desc_gpa, 0);
+	fix_destroy(&x);
+}
+
 TEST(geometry_locked_when_ready_or_live)
 {
 	struct fix x;
@@ -504,7 +601,6 @@ TEST(geometry_locked_when_ready_or_live)
 	negotiate(&x);
 	setup_queue(&x, 0, 64);
 	struct virtq v0 = x.f.vd.vqs[0];
-	struct virtio_mmio_queue m0 = x.t.q[0];
 	/* ready: geometry writes ignored */
 	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 128);
 	wr(&x, VIRTIO_MMIO_QUEUE_DESC_LOW, 0x50000);
@@ -515,7 +611,6 @@ TEST(geometry_locked_when_ready_or_live)
 	wr(&x, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, 1);
 	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
 	CHECK(memcmp(&v0, &x.f.vd.vqs[0], sizeof(v0)) == 0);
-	CHECK(memcmp(&m0, &x.t.q[0], sizeof(m0)) == 0);
 	/* before DRIVER_OK the driver may take the queue back and redo it */
 	wr(&x, VIRTIO_MMIO_QUEUE_READY, 0);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
@@ -527,7 +622,6 @@ TEST(geometry_locked_when_ready_or_live)
 	CHECK(x.f.vd.vqs[0].active);
 	/* after DRIVER_OK: every geometry write ignored, QueueReady = 0 too */
 	v0 = x.f.vd.vqs[0];
-	m0 = x.t.q[0];
 	wr(&x, VIRTIO_MMIO_QUEUE_SEL, 0);
 	wr(&x, VIRTIO_MMIO_QUEUE_READY, 0);
 	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 256);
@@ -536,7 +630,6 @@ TEST(geometry_locked_when_ready_or_live)
 	wr(&x, VIRTIO_MMIO_QUEUE_DEVICE_LOW, 0x90000);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 1);
 	CHECK(memcmp(&v0, &x.f.vd.vqs[0], sizeof(v0)) == 0);
-	CHECK(memcmp(&m0, &x.t.q[0], sizeof(m0)) == 0);
 	/* a queue that was not set up cannot be added after DRIVER_OK */
 	wr(&x, VIRTIO_MMIO_STATUS, 0);
 	negotiate(&x);
@@ -581,7 +674,9 @@ TEST(status_out_of_order)
 	/* FAILED: no geometry changes either */
 	wr(&x, VIRTIO_MMIO_QUEUE_SEL, 1);
 	wr(&x, VIRTIO_MMIO_QUEUE_NUM, 64);
-	CHECK_EQ(x.t.q[1].num, 0);
+	wr(&x, VIRTIO_MMIO_QUEUE_DESC_LOW, 0x5000);
+	CHECK_EQ(x.f.vd.vqs[1].size, QMAX);
+	CHECK_EQ(x.f.vd.vqs[1].desc_gpa, 0);
 	/* reset recovers */
 	wr(&x, VIRTIO_MMIO_STATUS, 0);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_STATUS), 0);
@@ -806,8 +901,6 @@ TEST(every_width_every_offset)
 	 * ones everywhere (Status = 0xff, QueueSel, ACK, Notify...) */
 	struct virtq vqs[NQ];
 	memcpy(vqs, x.f.vd.vqs, sizeof(vqs));
-	struct virtio_mmio_queue mq[NQ];
-	memcpy(mq, x.t.q, sizeof(mq));
 	int resets = x.f.reset_calls;
 	for (uint32_t off = 0; off < VIRTIO_MMIO_CONFIG; off++) {
 		for (size_t w = 0; w < 4; w++) {
@@ -822,7 +915,6 @@ TEST(every_width_every_offset)
 		}
 	}
 	CHECK(memcmp(vqs, x.f.vd.vqs, sizeof(vqs)) == 0);
-	CHECK(memcmp(mq, x.t.q, sizeof(mq)) == 0);
 	CHECK_EQ(x.f.reset_calls, resets);
 	for (uint32_t off = 0; off < VIRTIO_MMIO_CONFIG; off += 4)
 		CHECK_EQ(rd(&x, off), expected_reg(&x, off));
@@ -871,8 +963,12 @@ TEST(reset)
 		CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
 		CHECK(!x.f.vd.vqs[q].ready);
 		CHECK(!x.f.vd.vqs[q].active);
-		CHECK_EQ(x.t.q[q].num, 0);
-		CHECK_EQ(x.t.q[q].desc, 0);
+		/* the core's reset: every queue back to the maximum size, no
+		 * rings */
+		CHECK_EQ(x.f.vd.vqs[q].size, QMAX);
+		CHECK_EQ(x.f.vd.vqs[q].desc_gpa, 0);
+		CHECK_EQ(x.f.vd.vqs[q].avail_gpa, 0);
+		CHECK_EQ(x.f.vd.vqs[q].used_gpa, 0);
 	}
 	CHECK_EQ(x.f.vd.driver_features, 0);
 	/* notifications after reset reach nothing */
@@ -897,12 +993,19 @@ TEST(reset)
 	wr(&x, VIRTIO_MMIO_QUEUE_READY, 1);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
 	CHECK(memcmp(&v0, &x.f.vd.vqs[0], sizeof(v0)) == 0); /* in-flight geometry kept */
-	CHECK_EQ(x.t.q[0].num, 0);
+	CHECK(v0.ready && v0.active); /* what QueueReady did not show */
 	/* a completion signalled during the reset is dropped */
 	signal_cfg(&x);
 	virtio_dev_reset_done(&x.f.vd);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_STATUS), 0);
 	CHECK_EQ(rd(&x, VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+	/* the core cleared the queues when the reset completed */
+	for (int q = 0; q < NQ; q++) {
+		CHECK(!x.f.vd.vqs[q].ready && !x.f.vd.vqs[q].active);
+		CHECK_EQ(x.f.vd.vqs[q].size, QMAX);
+		CHECK_EQ(x.f.vd.vqs[q].desc_gpa, 0);
+	}
+	CHECK_EQ(rd(&x, VIRTIO_MMIO_QUEUE_READY), 0);
 	x.f.reset_ret = 0;
 	bring_up(&x);
 	CHECK_EQ(x.f.activate_calls, 3);

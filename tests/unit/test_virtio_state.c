@@ -312,6 +312,52 @@ TEST(a_broken_device_restores_broken)
 	rig_fini(&b);
 }
 
+/* Before DRIVER_OK a queue's geometry is all a transport wrote: the core's
+ * state is its only copy (virtio-mmio keeps none of its own), so a queue
+ * set up but not live, and one written but not enabled, come back as they
+ * were; a ready queue without a size is one no transport can enable. */
+TEST(queue_geometry_before_driver_ok_round_trips)
+{
+	static struct rig a, b;
+	rig_init(&a, DEV_FEATURES);
+	rig_init(&b, DEV_FEATURES);
+	vf_drv_setup(&a.v, F_VERSION_1 | DEV_FEATURES); /* queue 0 ready */
+	struct virtq *q1 = &a.f.vd.vqs[1];
+	q1->size = 4; /* queue 1 written, not enabled */
+	q1->desc_gpa = 0x30000;
+	q1->avail_gpa = 0xffffffff00000000ull; /* any value until enabled */
+	CHECK_EQ(virtio_dev_state_get(&a.f.vd, &st_a), 0);
+	CHECK(st_a.vqs[0].ready && !st_a.vqs[0].active);
+	CHECK_EQ(st_a.vqs[1].size, 4);
+	struct blob bl;
+	encode(&st_a, &bl);
+	CHECK_EQ(decode(&bl, &b.f.vd, &st_b), 0);
+	CHECK_EQ(virtio_dev_state_put(&b.f.vd, &st_b), 0);
+	for (int i = 0; i < NQ; i++) {
+		struct virtq *x = &a.f.vd.vqs[i], *y = &b.f.vd.vqs[i];
+		CHECK_EQ(x->size, y->size);
+		CHECK_EQ(x->ready, y->ready);
+		CHECK_EQ(x->desc_gpa, y->desc_gpa);
+		CHECK_EQ(x->avail_gpa, y->avail_gpa);
+		CHECK_EQ(x->used_gpa, y->used_gpa);
+	}
+	free(bl.buf);
+
+	/* ready with size 0: refused, whatever the device's status */
+	st_a.vqs[0].size = 0;
+	encode(&st_a, &bl);
+	CHECK_EQ(decode(&bl, &b.f.vd, &st_c), -EINVAL);
+	CHECK(strstr(err, "queue 0: ready with size 0") != NULL);
+	free(bl.buf);
+	/* not ready with size 0 (an invalid QueueNum on virtio-mmio): fine */
+	st_a.vqs[0].ready = 0;
+	encode(&st_a, &bl);
+	CHECK_EQ(decode(&bl, &b.f.vd, &st_c), 0);
+	free(bl.buf);
+	rig_fini(&a);
+	rig_fini(&b);
+}
+
 TEST(the_reserved_byte_of_a_queue_is_checked)
 {
 	static struct rig a, b;

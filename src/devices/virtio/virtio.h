@@ -308,6 +308,19 @@ void virtio_deferred_run(struct virtio_deferred *df);
  * active, where activation would allow it (virtq_state_check) and with the
  * negotiated EVENT_IDX/INDIRECT_DESC.
  */
+/*
+ * A virtio device's snapshot section holds the transport's part
+ * (virtio_pci_state_*, virtio_mmio_state_*), this core part and the
+ * device's own, under one section version (VIRTIO_<TYPE>_STATE_VERSION).
+ * That version is VIRTIO_SHARED_STATE_VERSION, the version of the parts
+ * all devices share, plus the number of times the device's own part
+ * changed: a change to either bumps it, and no two layouts of a device's
+ * section share a version.  Shared version 2: the virtio-mmio part no
+ * longer repeats the queue registers the core saves (version 1 had them;
+ * this visor reads only the current version).
+ */
+#define VIRTIO_SHARED_STATE_VERSION 2
+
 struct virtio_dev_state {
 	uint8_t status, broken;
 	uint64_t device_features, driver_features;

@@ -368,7 +368,8 @@ int virtio_balloon_get_info(struct virtio_balloon *b, struct virtio_balloon_info
  *                                count.  0 or -EINVAL (the buffer is not in
  *                                flight).
  */
-#define VIRTIO_BALLOON_STATE_VERSION 1
+/* its own part never changed (virtio.h) */
+#define VIRTIO_BALLOON_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
 
 struct virtio_balloon_state {
 	uint32_t num_pages;  /* target, 4 KiB pages */

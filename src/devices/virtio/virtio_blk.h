@@ -318,7 +318,8 @@ void virtio_blk_destroy(struct virtio_blk *b);
  * pending), -ETIMEDOUT or the back end's error. */
 int virtio_blk_sync(struct virtio_blk *b);
 
-#define VIRTIO_BLK_STATE_VERSION 1
+/* its own part never changed (virtio.h) */
+#define VIRTIO_BLK_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
 
 struct virtio_blk_state {
 	uint64_t capacity;    /* 512-byte sectors */

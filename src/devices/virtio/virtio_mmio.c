@@ -77,16 +77,11 @@ static void mmio_signal_config(struct virtio_dev *d)
 
 /* The queue named by QueueSel, or NULL.  d->queue_sel mirrors t->queue_sel
  * (0xffff when out of range, so that virtio.c agrees). */
-static struct virtq *selected_vq(struct virtio_mmio *t, struct virtio_mmio_queue **mq)
+static struct virtq *selected_vq(struct virtio_mmio *t)
 {
-	struct virtio_dev *d = t->d;
-	if (t->queue_sel >= d->num_queues)
+	if (t->queue_sel >= t->d->num_queues)
 		return NULL;
-	struct virtq *vq = virtio_dev_selected_queue(d);
-	if (!vq)
-		return NULL;
-	*mq = &t->q[vq - d->vqs];
-	return vq;
+	return virtio_dev_selected_queue(t->d);
 }
 
 /* Bits raised while a reset was still in progress (reset() returned
@@ -101,23 +96,24 @@ static void reset_wait_check(struct virtio_mmio *t)
 }
 
 /* The driver wrote Status = 0.  The driver-visible transport state is
- * reset now; virtio.c resets the virtqs once the device has quiesced, and
- * until then virtio_dev_queue_config_writable() is false.  d->lock held. */
+ * reset now; the queues' geometry lives in the virtqs, which virtio.c has
+ * reset already (size queue_max, not ready, addresses 0) or resets once
+ * the device has quiesced: until then virtio_dev_queue_config_writable()
+ * is false and QueueReady reads 0.  d->lock held. */
 static void transport_reset(struct virtio_mmio *t)
 {
 	t->queue_sel = 0;
 	t->d->queue_sel = 0;
 	t->interrupt_status = 0;
-	memset(t->q, 0, sizeof(t->q));
 	t->reset_wait = true;
 	reset_wait_check(t);
 }
 
-/* May the driver change the selected queue's geometry now?  Not once the
- * queue is ready, nor after DRIVER_OK/FAILED or during a reset (virtio.c). */
-static bool geometry_writable(struct virtio_mmio *t, const struct virtio_mmio_queue *mq)
+/* May the driver change @vq's geometry now?  Not once the queue is ready,
+ * nor after DRIVER_OK/FAILED or during a reset (virtio.c). */
+static bool geometry_writable(struct virtio_mmio *t, const struct virtq *vq)
 {
-	return !mq->ready && virtio_dev_queue_config_writable(t->d);
+	return !vq->ready && virtio_dev_queue_config_writable(t->d);
 }
 
 static bool queue_num_valid(uint32_t num, uint32_t max)
@@ -125,35 +121,45 @@ static bool queue_num_valid(uint32_t num, uint32_t max)
 	return num != 0 && (num & (num - 1)) == 0 && num <= max;
 }
 
-static void queue_ready_write(struct virtio_mmio *t, struct virtq *vq, struct virtio_mmio_queue *mq,
-			      uint32_t val)
+/* QueueNum: a valid size is the queue's size; any other value leaves the
+ * queue without one (size 0) so that it cannot be enabled until the driver
+ * writes a valid size (geometry writable). */
+static void queue_num_write(struct virtio_mmio *t, struct virtq *vq, uint32_t val)
 {
 	struct virtio_dev *d = t->d;
-	uint16_t qi = (uint16_t)(vq - d->vqs);
+	if (queue_num_valid(val, d->queue_max)) {
+		vq->size = (uint16_t)val;
+		return;
+	}
+	log_ratelimited(&refuse_rl, LOG_WARN,
+			"%s: queue %u: size %" PRIu32 " invalid (a power of two up to %u), "
+			"the queue cannot be enabled",
+			t->bus.name, (unsigned)(vq - d->vqs), val, d->queue_max);
+	vq->size = 0;
+}
+
+static void queue_ready_write(struct virtio_mmio *t, struct virtq *vq, uint32_t val)
+{
+	struct virtio_dev *d = t->d;
 	if (val == 0) {
 		/* Before DRIVER_OK the driver may take a queue back (Linux
 		 * does on set-up errors); afterwards this is ignored like any
 		 * geometry change: the queue stays as validated. */
-		if (mq->ready && virtio_dev_queue_config_writable(d)) {
-			mq->ready = false;
+		if (vq->ready && virtio_dev_queue_config_writable(d))
 			vq->ready = false;
-		}
 		return;
 	}
-	if (val != 1 || !geometry_writable(t, mq))
+	if (val != 1 || !geometry_writable(t, vq))
 		return;
-	if (!queue_num_valid(mq->num, d->queue_max)) {
+	/* the size is valid or 0 (queue_num_write; a restored state was
+	 * checked alike), checked again all the same */
+	if (!queue_num_valid(vq->size, d->queue_max)) {
 		log_ratelimited(&refuse_rl, LOG_WARN,
-				"%s: queue %u: size %" PRIu32 " invalid (max %u), not enabled",
-				t->bus.name, qi, mq->num, d->queue_max);
+				"%s: queue %u: no valid size (QueueNum), not enabled", t->bus.name,
+				(unsigned)(vq - d->vqs));
 		return;
 	}
-	vq->size = (uint16_t)mq->num;
-	vq->desc_gpa = mq->desc;
-	vq->avail_gpa = mq->driver;
-	vq->used_gpa = mq->device;
 	vq->ready = true;
-	mq->ready = true;
 }
 
 /* A notification for queue @q arrived (eventfd or bus write). */
@@ -227,7 +233,6 @@ static const struct virtio_transport_ops virtio_mmio_tops = {
 static uint32_t reg_read(struct virtio_mmio *t, uint64_t off)
 {
 	struct virtio_dev *d = t->d;
-	struct virtio_mmio_queue *mq = NULL;
 	struct virtq *vq;
 
 	switch (off) {
@@ -242,10 +247,11 @@ static uint32_t reg_read(struct virtio_mmio *t, uint64_t off)
 	case VIRTIO_MMIO_DEVICE_FEATURES:
 		return virtio_dev_read_device_features(d);
 	case VIRTIO_MMIO_QUEUE_NUM_MAX:
-		return selected_vq(t, &mq) ? d->queue_max : 0;
+		return selected_vq(t) ? d->queue_max : 0;
 	case VIRTIO_MMIO_QUEUE_READY:
-		vq = selected_vq(t, &mq);
-		return vq && mq->ready ? 1 : 0;
+		/* a reset in progress has cleared it for the driver already */
+		vq = selected_vq(t);
+		return vq && vq->ready && !d->reset_pending ? 1 : 0;
 	case VIRTIO_MMIO_INTERRUPT_STATUS:
 		return t->interrupt_status;
 	case VIRTIO_MMIO_STATUS:
@@ -266,7 +272,6 @@ static uint32_t reg_read(struct virtio_mmio *t, uint64_t off)
 static void reg_write(struct virtio_mmio *t, uint64_t off, uint32_t val)
 {
 	struct virtio_dev *d = t->d;
-	struct virtio_mmio_queue *mq = NULL;
 	struct virtq *vq;
 
 	switch (off) {
@@ -304,11 +309,11 @@ static void reg_write(struct virtio_mmio *t, uint64_t off, uint32_t val)
 	}
 
 	/* queue geometry */
-	vq = selected_vq(t, &mq);
+	vq = selected_vq(t);
 	if (!vq)
 		return;
 	if (off == VIRTIO_MMIO_QUEUE_READY) {
-		queue_ready_write(t, vq, mq, val);
+		queue_ready_write(t, vq, val);
 		return;
 	}
 	switch (off) {
@@ -323,29 +328,29 @@ static void reg_write(struct virtio_mmio *t, uint64_t off, uint32_t val)
 	default:
 		return; /* read-only, reserved, SHMSel, QueueReset, legacy */
 	}
-	if (!geometry_writable(t, mq))
+	if (!geometry_writable(t, vq))
 		return; /* checklist 15 */
 	switch (off) {
 	case VIRTIO_MMIO_QUEUE_NUM:
-		mq->num = val;
+		queue_num_write(t, vq, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:
-		mq->desc = set_low(mq->desc, val);
+		vq->desc_gpa = set_low(vq->desc_gpa, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
-		mq->desc = set_high(mq->desc, val);
+		vq->desc_gpa = set_high(vq->desc_gpa, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DRIVER_LOW:
-		mq->driver = set_low(mq->driver, val);
+		vq->avail_gpa = set_low(vq->avail_gpa, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DRIVER_HIGH:
-		mq->driver = set_high(mq->driver, val);
+		vq->avail_gpa = set_high(vq->avail_gpa, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DEVICE_LOW:
-		mq->device = set_low(mq->device, val);
+		vq->used_gpa = set_low(vq->used_gpa, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_DEVICE_HIGH:
-		mq->device = set_high(mq->device, val);
+		vq->used_gpa = set_high(vq->used_gpa, val);
 		break;
 	}
 }
@@ -568,14 +573,6 @@ int virtio_mmio_state_get(struct virtio_mmio *t, struct virtio_mmio_state *st)
 	st->queue_sel = t->queue_sel;
 	st->interrupt_status = t->interrupt_status;
 	st->reset_wait = t->reset_wait;
-	st->num_queues = d->num_queues;
-	for (uint16_t i = 0; i < d->num_queues; i++) {
-		st->q[i].num = t->q[i].num;
-		st->q[i].ready = t->q[i].ready;
-		st->q[i].desc = t->q[i].desc;
-		st->q[i].driver = t->q[i].driver;
-		st->q[i].device = t->q[i].device;
-	}
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
@@ -585,38 +582,16 @@ void virtio_mmio_state_encode(const struct virtio_mmio_state *st, struct snap_wr
 	snap_put_u32(w, st->queue_sel);
 	snap_put_u32(w, st->interrupt_status);
 	snap_put_u8(w, st->reset_wait);
-	snap_put_u16(w, st->num_queues);
-	for (uint16_t i = 0; i < st->num_queues && i < VIRTIO_MAX_QUEUES; i++) {
-		snap_put_u32(w, st->q[i].num);
-		snap_put_u8(w, st->q[i].ready);
-		snap_put_u64(w, st->q[i].desc);
-		snap_put_u64(w, st->q[i].driver);
-		snap_put_u64(w, st->q[i].device);
-	}
 }
 
 int virtio_mmio_state_decode(struct snap_cursor *c, const struct virtio_mmio *t,
 			     struct virtio_mmio_state *st, char *err, size_t errlen)
 {
+	(void)t; /* nothing of the transport's own state depends on the device */
 	memset(st, 0, sizeof(*st));
 	st->queue_sel = snap_get_u32(c);
 	st->interrupt_status = snap_get_u32(c);
 	st->reset_wait = snap_get_u8(c);
-	st->num_queues = snap_get_u16(c);
-	if (c->overrun)
-		return err_set(err, errlen, -EINVAL, "virtio-mmio state truncated");
-	const struct virtio_dev *d = t->d;
-	if (st->num_queues != d->num_queues)
-		return err_set(err, errlen, -EINVAL,
-			       "virtio-mmio: %u queues saved, this device has %u", st->num_queues,
-			       d->num_queues);
-	for (uint16_t i = 0; i < st->num_queues; i++) {
-		st->q[i].num = snap_get_u32(c);
-		st->q[i].ready = snap_get_u8(c);
-		st->q[i].desc = snap_get_u64(c);
-		st->q[i].driver = snap_get_u64(c);
-		st->q[i].device = snap_get_u64(c);
-	}
 	if (c->overrun)
 		return err_set(err, errlen, -EINVAL, "virtio-mmio state truncated");
 	if (st->interrupt_status & ~INT_DEFINED)
@@ -626,53 +601,23 @@ int virtio_mmio_state_decode(struct snap_cursor *c, const struct virtio_mmio *t,
 	if (st->reset_wait > 1)
 		return err_set(err, errlen, -EINVAL, "virtio-mmio: reset wait flag %u is not 0 or 1",
 			       st->reset_wait);
-	for (uint16_t i = 0; i < st->num_queues; i++) {
-		const struct virtio_mmio_queue_state *q = &st->q[i];
-		if (q->ready > 1)
-			return err_set(err, errlen, -EINVAL,
-				       "virtio-mmio: queue %u: ready flag %u is not 0 or 1", i, q->ready);
-		if (q->ready && !queue_num_valid(q->num, d->queue_max))
-			return err_set(err, errlen, -EINVAL,
-				       "virtio-mmio: queue %u is ready with size %" PRIu32
-				       " (a power of two up to %u)",
-				       i, q->num, d->queue_max);
-	}
 	return 0;
 }
 
 int virtio_mmio_state_check(const struct virtio_mmio_state *st,
 			    const struct virtio_dev_state *core, char *err, size_t errlen)
 {
-	if (st->num_queues != core->num_queues)
-		return err_set(err, errlen, -EINVAL,
-			       "virtio-mmio: %u queues, the core state has %u", st->num_queues,
-			       core->num_queues);
-	uint16_t sel = st->queue_sel < st->num_queues ? (uint16_t)st->queue_sel : 0xffff;
+	uint16_t sel = st->queue_sel < core->num_queues ? (uint16_t)st->queue_sel : 0xffff;
 	if (core->queue_sel != sel)
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-mmio: queue select %" PRIu32 " but the core's is %u",
 			       st->queue_sel, core->queue_sel);
-	for (uint16_t i = 0; i < st->num_queues; i++) {
-		const struct virtio_mmio_queue_state *q = &st->q[i];
-		const struct virtq_state *v = &core->vqs[i];
-		if (q->ready != v->ready)
-			return err_set(err, errlen, -EINVAL,
-				       "virtio-mmio: queue %u: ready %u but the core's queue ready %u",
-				       i, q->ready, v->ready);
-		if (q->ready && (q->num != v->size || q->desc != v->desc_gpa ||
-				 q->driver != v->avail_gpa || q->device != v->used_gpa))
-			return err_set(err, errlen, -EINVAL,
-				       "virtio-mmio: queue %u: registers (size %" PRIu32
-				       ", desc %#" PRIx64 ", driver %#" PRIx64 ", device %#" PRIx64
-				       ") differ from the geometry the core's queue was enabled with",
-				       i, q->num, q->desc, q->driver, q->device);
-	}
 	return 0;
 }
 
 int virtio_mmio_state_put(struct virtio_mmio *t, const struct virtio_mmio_state *st)
 {
-	if (!t || !t->d || st->num_queues != t->d->num_queues)
+	if (!t || !t->d)
 		return -EINVAL;
 	struct virtio_dev *d = t->d;
 	pthread_mutex_lock(&d->lock);
@@ -680,14 +625,6 @@ int virtio_mmio_state_put(struct virtio_mmio *t, const struct virtio_mmio_state 
 	d->queue_sel = st->queue_sel < d->num_queues ? (uint16_t)st->queue_sel : 0xffff;
 	t->interrupt_status = st->interrupt_status & INT_DEFINED;
 	t->reset_wait = st->reset_wait;
-	memset(t->q, 0, sizeof(t->q));
-	for (uint16_t i = 0; i < d->num_queues; i++) {
-		t->q[i].num = st->q[i].num;
-		t->q[i].ready = st->q[i].ready;
-		t->q[i].desc = st->q[i].desc;
-		t->q[i].driver = st->q[i].driver;
-		t->q[i].device = st->q[i].device;
-	}
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }

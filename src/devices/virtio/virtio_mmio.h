@@ -42,17 +42,31 @@
  *     0x7fffffff, 0xffffffff) QueueNumMax and QueueReady read 0 (the spec's
  *     "queue not available", which Linux probes) and queue writes are
  *     ignored.  QueueNotify with an out-of-range index is ignored.
- *   - QueueNum and the ring addresses are latched in the transport and only
- *     copied into the struct virtq when the driver writes QueueReady = 1 and
- *     QueueNum is a power of two in 1..queue_max (QueueNum is 0 after reset:
- *     the driver must write it, §4.2.3.2).  Otherwise activation is
- *     refused: QueueReady stays 0, the queue is not used at DRIVER_OK
- *     (virtio.c activates ready queues only).  Ring placement is validated
- *     by virtq_activate() at DRIVER_OK.
+ *   - Queue geometry has one home, the selected struct virtq (size,
+ *     ready, desc/avail/used_gpa), as with virtio-pci: QueueNum and the
+ *     ring address halves are written straight into it, QueueReady reads
+ *     vq->ready (0 while a reset is in progress: the driver-visible reset
+ *     happened at the Status write, virtio.c clears the virtq when the
+ *     device has quiesced).  There is no second copy in the transport.
+ *   - QueueNum must be a power of two in 1..queue_max.  Any other value
+ *     (0, 3, > queue_max, >= 2^16) is logged (rate-limited, naming it) and
+ *     leaves the queue without a size (vq->size = 0), so QueueReady = 1 is
+ *     refused until a valid QueueNum is written: QueueReady stays 0 and
+ *     the queue is not used at DRIVER_OK (virtio.c activates ready queues
+ *     only).  Ring placement is validated by virtq_activate() at DRIVER_OK.
+ *   - Reset (and init) leave every queue with size queue_max, the core's
+ *     rule for both transports: a driver that enables a queue without
+ *     writing QueueNum gets QueueNumMax elements.  §4.2.3.2 has the driver
+ *     write QueueNum and the spec does not say what the device does
+ *     without it; this is what virtio-pci does (queue_size reads the
+ *     maximum after reset) and what a driver that sized its rings for
+ *     QueueNumMax needs.  The rings are checked at activation whatever
+ *     the size.
  *   - Geometry writes (QueueNum, QueueDesc/Driver/Device, QueueReady) are
  *     ignored once the queue is ready, after DRIVER_OK or FAILED and while
  *     a reset is in progress (virtio_dev_queue_config_writable),
- *     so in-flight requests keep the validated geometry.
+ *     so in-flight requests keep the validated geometry.  Before DRIVER_OK
+ *     QueueReady = 0 takes a ready queue back (geometry writable again).
  *   - Status and feature ordering is enforced by virtio.c
  *     (virtio_dev_set_status, virtio_dev_write_driver_features); a Status
  *     write with bits above bit 7 is ignored.
@@ -94,7 +108,7 @@
  * irqfd for the GSI.
  *
  * Locking: every register and config access runs under d->lock; the
- * transport's own state (InterruptStatus, latched queue registers) is
+ * transport's own state (QueueSel, InterruptStatus, reset_wait) is
  * protected by it too.  The signal callbacks (tops) are called with
  * d->lock held.
  */
@@ -191,14 +205,6 @@ struct virtio_mmio_notify {
 	bool ioeventfd;       /* a datamatch ioeventfd is registered on it */
 };
 
-/* Queue registers as the driver wrote them (copied into the virtq on
- * QueueReady = 1 after validation). */
-struct virtio_mmio_queue {
-	uint32_t num;
-	bool ready;
-	uint64_t desc, driver, device;
-};
-
 struct virtio_mmio {
 	struct bus_dev bus;
 	struct virtio_dev *d;
@@ -211,7 +217,6 @@ struct virtio_mmio {
 	uint32_t queue_sel;        /* as written, may name no queue */
 	uint32_t interrupt_status; /* VIRTIO_MMIO_INT_* */
 	bool reset_wait;           /* Status = 0 written, reset may be pending */
-	struct virtio_mmio_queue q[VIRTIO_MAX_QUEUES];
 
 	struct virtio_mmio_notify notify[VIRTIO_MAX_QUEUES];
 
@@ -279,55 +284,35 @@ int virtio_mmio_cmdline(char *buf, size_t len, uint64_t base, uint32_t gsi);
 
 /*
  * Snapshot state of the transport (docs/snapshot-format.md, "PCI and virtio
- * transports"): QueueSel as written, InterruptStatus, whether a reset's
- * completion is still to be noticed (reset_wait), and every queue's
- * registers as the driver wrote them (struct virtio_mmio_queue).  The
- * virtio core's state (virtio_dev_state_*) and the device's own are
- * separate; the machine writes transport, core and device state into one
- * section.  The window's place and GSI come from the configuration; the
- * irqfd, eventfds and ioeventfds are host resources: none is saved.
+ * transports"): QueueSel as written, InterruptStatus, and whether a reset's
+ * completion is still to be noticed (reset_wait).  The queues' geometry is
+ * the virtio core's (virtio_dev_state_*: size, ready and ring addresses of
+ * every queue, ready or not), saved beside it with the device's own state;
+ * the machine writes transport, core and device state into one section.
+ * The window's place and GSI come from the configuration; the irqfd,
+ * eventfds and ioeventfds are host resources: none is saved.
  *
  *   virtio_mmio_state_get     under d->lock; -EBUSY while the device's reset
  *                             is in progress (as virtio_dev_state_get);
  *   virtio_mmio_state_encode  u32 QueueSel, u32 InterruptStatus, u8
- *                             reset_wait, u16 queue count, then per queue
- *                             u32 QueueNum, u8 QueueReady, u64 QueueDesc,
- *                             QueueDriver, QueueDevice;
- *   virtio_mmio_state_decode  read and check against the live transport @t
- *                             (pure; the caller checks the cursor at the end):
- *                             InterruptStatus has only VRING and CONFIG,
- *                             reset_wait and every QueueReady are 0 or 1, the
- *                             queue count is the device's, and a ready
- *                             queue's QueueNum is one queue_ready_write
- *                             accepts (a power of two up to queue_max).
- *                             QueueSel, a queue that is not ready's QueueNum
- *                             and all addresses may hold anything a driver
- *                             can write (rings are checked at activation, and
- *                             active ones by virtio_dev_state_decode);
+ *                             reset_wait (9 bytes);
+ *   virtio_mmio_state_decode  read and check (pure; the caller checks the
+ *                             cursor at the end): InterruptStatus has only
+ *                             VRING and CONFIG, reset_wait is 0 or 1.
+ *                             QueueSel may hold anything a driver can write;
  *   virtio_mmio_state_check   with the core's state decoded from the same
- *                             snapshot: what the core mirrors agrees - its
- *                             queue select is QueueSel (0xffff when that names
- *                             no queue), each queue is ready in both or in
- *                             neither, and a ready queue's size and ring
- *                             addresses are the registers it was enabled with;
+ *                             snapshot: the core's queue select mirrors
+ *                             QueueSel (0xffff when that names no queue);
  *   virtio_mmio_state_put     make @t hold it (no vCPU running; under
  *                             d->lock).  Fires no interrupt: an edge fired
  *                             before the snapshot is in the interrupt
  *                             controller's saved state, and a bit still set
  *                             needs no new edge (see "Interrupts").
  */
-struct virtio_mmio_queue_state {
-	uint32_t num;
-	uint8_t ready;
-	uint64_t desc, driver, device;
-};
-
 struct virtio_mmio_state {
 	uint32_t queue_sel;
 	uint32_t interrupt_status;
 	uint8_t reset_wait;
-	uint16_t num_queues;
-	struct virtio_mmio_queue_state q[VIRTIO_MAX_QUEUES];
 };
 
 int virtio_mmio_state_get(struct virtio_mmio *t, struct virtio_mmio_state *st);

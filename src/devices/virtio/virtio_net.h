@@ -402,7 +402,8 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  *                            one being received.  0 or -EINVAL (a head not
  *                            in flight).
  */
-#define VIRTIO_NET_STATE_VERSION 1
+/* its own part never changed (virtio.h) */
+#define VIRTIO_NET_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
 
 #define VIRTIO_NET_RX_IDLE 0   /* the device holds no receive chain */
 #define VIRTIO_NET_RX_BUFFER 1 /* a chain taken for the next frame */

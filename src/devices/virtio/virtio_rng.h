@@ -115,7 +115,8 @@ void virtio_rng_destroy(struct virtio_rng *r);
  *                            and served first when restart looks at the
  *                            queue.  0 or -EINVAL (not in flight).
  */
-#define VIRTIO_RNG_STATE_VERSION 1
+/* its own part never changed (virtio.h) */
+#define VIRTIO_RNG_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
 
 struct virtio_rng_state {
 	uint8_t held;       /* 0 or 1 */

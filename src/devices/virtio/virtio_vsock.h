@@ -302,7 +302,8 @@ unsigned virtio_vsock_conn_count(struct virtio_vsock *v);
  *                              before anything else.  0 or -EINVAL (the
  *                              buffer is not in flight).
  */
-#define VIRTIO_VSOCK_STATE_VERSION 1
+/* its own part never changed (virtio.h) */
+#define VIRTIO_VSOCK_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
 
 struct virtio_vsock_state {
 	uint64_t guest_cid;

@@ -520,6 +520,9 @@ int virtq_state_decode(struct snap_cursor *c, uint16_t qi, uint16_t max_size,
 		if (flags[i] > 1)
 			return err_set(err, errlen, -EINVAL, "queue %u: flag %zu is %u, not 0 or 1",
 				       qi, i, flags[i]);
+	if (st->ready && !st->size)
+		return err_set(err, errlen, -EINVAL,
+			       "queue %u: ready with size 0 (enabling a queue needs a size)", qi);
 	if (st->active && (!st->ready || !st->size))
 		return err_set(err, errlen, -EINVAL, "queue %u: active but not ready (size %u)", qi,
 			       st->size);

@@ -69,8 +69,11 @@ struct virtq_chain {
 };
 
 struct virtq {
-	/* set by the transport before activation */
-	uint16_t size; /* negotiated queue size: power of two, 1..max */
+	/* set by the transport before activation: the one place both
+	 * transports keep a queue's geometry (virtio.c resets it to size
+	 * max, not ready, addresses 0) */
+	uint16_t size; /* queue size: power of two, 1..max; 0 (virtio-mmio
+			* only) after an invalid QueueNum: cannot be enabled */
 	bool ready;
 	uint64_t desc_gpa, avail_gpa, used_gpa;
 
@@ -139,8 +142,12 @@ uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void
  * used slot, the event-idx bookkeeping, the heads in flight).  Guest
  * memory holds the rings themselves and travels separately.
  *
- * A restore checks the state for consistency (power-of-two size within the
- * device's maximum, indices 0 unless active, in-flight heads distinct,
+ * The geometry is saved for every queue, ready or not: it is the only copy
+ * of what the driver wrote (both transports write into struct virtq), so a
+ * driver half-way through setting a queue up carries on after a restore.
+ *
+ * A restore checks the state for consistency (size 0 or a power of two
+ * within the device's maximum, not 0 when ready, indices 0 unless active, in-flight heads distinct,
  * below the size and exactly last_avail - used_idx of them) and, for an
  * active queue, the geometry against guest memory exactly as activation
  * does (virtq_state_check), before anything is applied.  What the guest
@@ -148,7 +155,8 @@ uint32_t virtq_chain_write(const struct virtq_chain *c, uint32_t off, const void
  * first pop checks it as always.
  */
 struct virtq_state {
-	uint16_t size;               /* 0 or a power of two <= the device's max */
+	uint16_t size;               /* 0 or a power of two <= the device's max;
+				      * not 0 when ready */
 	uint8_t ready, active;       /* 0 or 1; active only if ready */
 	uint64_t desc_gpa, avail_gpa, used_gpa;
 	uint8_t event_idx, indirect; /* active: as negotiated */
