@@ -192,10 +192,9 @@ step() {
 		done
 		echo "GENID-DRIVER=$drv"
 		msg='crng reseeded due to virtual machine fork'
-		i=0
-		while [ $# -ge 2 ] && [ $i -lt $(($2 * 5)) ] && ! dmesg | grep -q "$msg"; do
+		end=$(($(date +%s) + ${2:-0}))
+		while ! dmesg | grep -q "$msg" && [ "$(date +%s)" -lt "$end" ]; do
 			sleep 0.2
-			i=$((i + 1))
 		done
 		echo "RESEEDS=$(dmesg | grep -c "$msg")"
 		;;

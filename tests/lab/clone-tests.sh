@@ -11,10 +11,14 @@
 #     Notify and Linux's vmgenid driver), exactly once;
 #   - the generation ID (16 bytes the guest reads from /dev/mem at visor's
 #     address) is new: not the original's, not the other clone's;
-#   - 16 bytes read from /dev/urandom differ between the clones;
+#   - 16 bytes read from /dev/urandom differ between the clones (on its
+#     own this does not show the device works: a visor that never raised
+#     the GPE passed it too, the clones having mixed different interrupt
+#     timings into their pools by then; the reseed message does);
 #   - the guest's wall clock (date +%s) lies within the host's clock
 #     readings around the step (a few seconds of slack), although the
-#     snapshot spent 30 s on disk: clock_realtime stepped it;
+#     snapshot spent 30 s on disk: clock_realtime stepped it (with
+#     clock_realtime false the clones were 32 s behind and this failed);
 #   - eth0 works on the clone's own tap (ping of the host's end, the
 #     host's end counts the frames), and the clone serves vsock on its own
 #     socket;
