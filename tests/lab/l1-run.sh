@@ -2,7 +2,7 @@
 # Runs inside the lab's L1 (started by tests/run-all through tools/lab): the
 # test suites that need hardware-style KVM, one after the other.
 #
-#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | api-lab | clone
+#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | virtio-restored | api-lab | clone
 #
 # /lab mirrors build/: visor, kvm/*.elf, guest/*, guest-generic/*, plus tests/.  Each suite's
 # output is framed by "=== BEGIN name" / "=== END name rc=N" for run-all.
