@@ -148,9 +148,10 @@ void acpi_pm_press_power_button(struct acpi_pm *pm);
 
 /* Host side (any thread): signal general-purpose event @gpe (one of
  * ACPI_GPE0_MASK; others are ignored): sets its GPE0_STS bit, raising the
- * SCI if the guest enabled it.  Until the guest enables it the event stays
- * latched in GPE0_STS, so an event raised before the guest's ACPI driver
- * runs is seen when it does. */
+ * SCI if the guest enabled it.  The bit stays set until the guest writes 1
+ * to it; an event raised before the guest enabled the GPE raises the SCI
+ * when it does (unless the OS clears the status first, as ACPICA does when
+ * it enables a GPE; Linux's vmgenid driver reads the ID when it probes). */
 void acpi_pm_raise_gpe(struct acpi_pm *pm, unsigned gpe);
 
 /* Act on a byte written to the reset register (as reset_bus does): 0x06 or
