@@ -5,6 +5,9 @@
 #   make run        build the default guest and boot it (nested lab if needed);
 #                   ARGS="..." adds visor run options (e.g. ARGS="--net tap=tap0")
 #   make unit       unit tests only;  make asan  sanitizer unit tests only
+#   make guest      the default guest (build/guest: Debian's cloud kernel);
+#   make guest-generic  the same appliance on Debian's generic kernel
+#                   (build/guest-generic; it has CONFIG_VMGENID, the clone tests boot it)
 #   make CC=clang   any of the above with clang
 #
 CC ?= gcc
@@ -29,7 +32,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest clean deps fuzz stress
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz stress
 all: $(BUILD)/visor
 
 $(BUILD)/visor: $(OBJS)
@@ -113,6 +116,9 @@ run: all
 
 guest:
 	tools/mkguest
+
+guest-generic:
+	tools/mkguest --generic
 
 deps:
 	tools/install-deps

@@ -14,19 +14,23 @@
 #include "util/log.h"
 
 #define CLIENT_TIMEOUT_MS 10000
+/* Writing a snapshot takes as long as the disk needs for guest memory
+ * (seconds per GiB, more on a loaded host): the CLI waits this long. */
+#define SNAPSHOT_TIMEOUT_MS (30 * 60 * 1000)
 
-/* One request; on success *out is the parsed JSON body (or NULL for an
- * empty one).  Errors are printed; returns 0 or -1. */
-static int call(const char *sock, const char *method, const char *path, const char *body,
-		struct json_object **out, bool quiet)
+/* One request, answered within @timeout_ms; on success *out is the parsed
+ * JSON body (or NULL for an empty one).  Errors are printed; returns 0 or
+ * -1. */
+static int call_within(const char *sock, const char *method, const char *path, const char *body,
+		       struct json_object **out, bool quiet, int timeout_ms)
 {
 	int status = 0;
 	char *resp = NULL;
 	size_t rlen = 0;
 	char err[256];
 	*out = NULL;
-	if (http_client_request(sock, method, path, body, CLIENT_TIMEOUT_MS, &status, &resp, &rlen,
-				err, sizeof(err))) {
+	if (http_client_request(sock, method, path, body, timeout_ms, &status, &resp, &rlen, err,
+				sizeof(err))) {
 		if (!quiet)
 			log_error("%s", err);
 		free(resp);
@@ -46,6 +50,12 @@ static int call(const char *sock, const char *method, const char *path, const ch
 	}
 	*out = j;
 	return 0;
+}
+
+static int call(const char *sock, const char *method, const char *path, const char *body,
+		struct json_object **out, bool quiet)
+{
+	return call_within(sock, method, path, body, out, quiet, CLIENT_TIMEOUT_MS);
 }
 
 static const char *jstr(struct json_object *o, const char *key, const char *dflt)
@@ -300,7 +310,8 @@ static int do_snapshot(const char *sock, const struct cli_opts *o)
 	snprintf(path, sizeof(path), "%s/%s", dir, CLI_SNAPSHOT_MEMORY);
 	json_object_object_add(body, "mem_file_path", json_object_new_string(path));
 	uint64_t t0 = now_ns();
-	int rc = call(sock, "PUT", "/snapshot/create", json_object_to_json_string(body), &j, false);
+	int rc = call_within(sock, "PUT", "/snapshot/create", json_object_to_json_string(body), &j,
+			     false, SNAPSHOT_TIMEOUT_MS);
 	uint64_t ms = (now_ns() - t0) / 1000000;
 	json_object_put(body);
 	if (!rc)

@@ -26,6 +26,7 @@
 #include "arch/x86/mptable.h"
 #include "console.h"
 #include "devices/acpi_pm.h"
+#include "devices/vmgenid.h"
 #include "devices/bootdev.h"
 #include "devices/bus.h"
 #include "devices/i8042.h"
@@ -88,6 +89,7 @@ struct machine {
 	struct acpi_pm pm;
 	struct pvpanic pvpanic;
 	struct bootdev bootdev;
+	struct vmgenid vmgenid;
 	bool legacy_ready;
 
 	struct kvm_platform kp;
@@ -207,6 +209,13 @@ static void on_panic(void *ctx)
 {
 	log_error("guest kernel panicked (pvpanic): exiting with status %d", VMM_EXIT_PANIC);
 	vmm_request_exit(ctx, VMM_EXIT_PANIC);
+}
+
+/* A new VM generation ID is in guest memory: GPE -> Notify (VGEN, 0x80). */
+static void on_vmgenid(void *ctx)
+{
+	struct machine *vm = ctx;
+	acpi_pm_raise_gpe(&vm->pm, ACPI_GPE_VMGENID);
 }
 
 static void on_booted(void *ctx)
@@ -571,6 +580,7 @@ static int setup_guest_image(struct machine *vm)
 		.pci = true,
 		.sb_extra_aml = vm->mmio_aml_len ? vm->mmio_aml : NULL,
 		.sb_extra_aml_len = vm->mmio_aml_len,
+		.vmgenid_gpa = GPA_VMGENID,
 	};
 	uint64_t rsdp = 0;
 	int n = acpi ? acpi_build(acpi, ACPI_TABLES_MAX, GPA_ACPI_TABLES, &ac, &rsdp) : -EFAULT;
@@ -658,7 +668,9 @@ static int setup_devices(struct machine *vm)
 	    (r = i8042_init(&vm->i8042, on_reset, vm)) ||
 	    (r = acpi_pm_init(&vm->pm, &vm->irq_sci, on_poweroff, on_reset, vm)) ||
 	    (r = pvpanic_init(&vm->pvpanic, on_panic, vm)) ||
-	    (r = bootdev_init(&vm->bootdev, on_booted, vm))) {
+	    (r = bootdev_init(&vm->bootdev, on_booted, vm)) ||
+	    (r = vmgenid_init(&vm->vmgenid, gpa_to_hva(&vm->mem, GPA_VMGENID, VMGENID_LEN),
+			      GPA_VMGENID, on_vmgenid, vm))) {
 		log_error("cannot initialise devices: %s", strerror(-r));
 		return -1;
 	}
@@ -674,6 +686,7 @@ static int setup_devices(struct machine *vm)
 		{&vm->pm.evt_bus, PORT_ACPI_PM1A_EVT, PORT_ACPI_PM1A_EVT_LEN},
 		{&vm->pm.cnt_bus, PORT_ACPI_PM1A_CNT, PORT_ACPI_PM1A_CNT_LEN},
 		{&vm->pm.tmr_bus, PORT_ACPI_PM_TMR, PORT_ACPI_PM_TMR_LEN},
+		{&vm->pm.gpe_bus, PORT_ACPI_GPE0, PORT_ACPI_GPE0_LEN},
 		{&vm->pvpanic.bus, PORT_PVPANIC, 1},
 		{&vm->bootdev.bus, PORT_BOOTDEV, 1},
 	};
@@ -1261,6 +1274,33 @@ static void pvpanic_rec_destroy(struct dev_record *r)
 }
 static const struct dev_ops pvpanic_ops = {.destroy = pvpanic_rec_destroy};
 static const struct dev_ops bootdev_ops = {.destroy = NULL}; /* nothing to free */
+/* vmgenid: its state is checked against the address this machine uses, and
+ * applying it writes a new ID (vmgenid.h) */
+static int vmgenid_rec_save(struct dev_record *r, struct snap_writer *w)
+{
+	struct vmgenid_state st;
+	vmgenid_state_get(r->dev, &st);
+	vmgenid_state_encode(&st, w);
+	return 0;
+}
+static int vmgenid_rec_load(struct dev_record *r, const uint8_t *p, size_t len, uint32_t v,
+			    void *state, char *err, size_t errlen)
+{
+	const struct vmgenid *g = r->dev;
+	return vmgenid_state_decode(p, len, v, g->gpa, state, err, errlen);
+}
+static int vmgenid_rec_apply(struct dev_record *r, const void *state, char *err, size_t errlen)
+{
+	int rc = vmgenid_state_put(r->dev, state);
+	if (rc)
+		return err_set(err, errlen, rc, "no new generation ID: %s", strerror(-rc));
+	return 0;
+}
+static const struct dev_ops vmgenid_ops = {.state_version = VMGENID_STATE_VERSION,
+					   .state_size = sizeof(struct vmgenid_state),
+					   .save = vmgenid_rec_save,
+					   .load = vmgenid_rec_load,
+					   .apply = vmgenid_rec_apply};
 
 static int register_legacy(struct machine *vm)
 {
@@ -1275,6 +1315,7 @@ static int register_legacy(struct machine *vm)
 		{"pm", "acpi-pm", &vm->pm, &acpi_pm_ops},
 		{"pvpanic", "pvpanic", &vm->pvpanic, &pvpanic_ops},
 		{"bootdev", "bootdev", &vm->bootdev, &bootdev_ops},
+		{"vmgenid", "vmgenid", &vm->vmgenid, &vmgenid_ops},
 	};
 	for (size_t i = 0; i < sizeof(l) / sizeof(l[0]); i++) {
 		struct dev_record rec;
@@ -1367,6 +1408,12 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	if (setup_devices(vm))
 		goto fail;
 	vm->legacy_ready = true;
+	/* a booted machine's first generation ID; a restored one gets a new
+	 * ID when its state is applied */
+	if (!rd && (r = vmgenid_new_id(&vm->vmgenid))) {
+		log_error("cannot draw a VM generation ID: %s", strerror(-r));
+		goto fail;
+	}
 	if (register_legacy(vm) || setup_pci_and_virtio(vm) || setup_vcpus(vm))
 		goto fail;
 	if (rd) {
@@ -2041,6 +2088,13 @@ static int restore_state(struct machine *vm, const struct snap_reader *rd, bool 
 			err_set(err, errlen, rc, "vCPU %u: %s", i, e);
 			goto out;
 		}
+	/* The restored VM has a new generation ID (the vmgenid device's
+	 * apply wrote it); its GPE is raised only now, with the interrupt
+	 * controllers and LAPICs restored (their saved state would overwrite
+	 * the SCI), and is delivered when the vCPUs first run. */
+	if (vmgenid_notify_restored(&vm->vmgenid))
+		log_info("snapshot: new VM generation ID; the guest is notified (GPE %d)",
+			 ACPI_GPE_VMGENID);
 	/* paused until told otherwise: vCPU threads park before they run,
 	 * and the resume writes the saved clock back */
 	vm->paused_clock = vs->clock;

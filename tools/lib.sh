@@ -8,7 +8,9 @@
 #   have_hw_kvm        true when /dev/kvm is usable AND the CPU has VT-x/AMD-V
 #                      (override: VISOR_LAB=force -> false, VISOR_LAB=never -> true)
 #   have_any_kvm       true when /dev/kvm can be opened at all (PVM counts)
-#   kernel_fetch       download + unpack the Debian cloud kernel; sets KROOT, KVER
+#   kernel_fetch [META]  download + unpack a Debian kernel (default: the cloud
+#                      kernel; META=linux-image-amd64: the generic one); sets
+#                      KROOT, KVER, KDEB
 #   mod_load_order R V NAME...   print .ko paths (under R) in insmod order
 #   busybox_tree DIR   install static busybox + applet links into DIR/bin
 #   stamp_of FILE...   print a hash of the given files' contents (for caching)
@@ -38,12 +40,20 @@ have_hw_kvm() {
 	grep -qw -E 'vmx|svm' /proc/cpuinfo 2>/dev/null
 }
 
-# Download (once) and unpack the kernel package that linux-image-cloud-amd64
-# points to.  Sets KROOT (unpacked package root) and KVER (module dir name).
+# kernel_fetch [META]: download (once) and unpack the kernel package that the
+# Debian meta package META points to (default $VISOR_KERNEL_META, else
+# linux-image-cloud-amd64, the default guest's kernel).  Each meta package
+# has a cache directory of its own (kernel/ for the cloud kernel,
+# kernel-amd64/ for linux-image-amd64, ...), so fetching one never drops
+# another.  Sets KROOT (unpacked package root), KVER (module dir name) and
+# KDEB (the package file).
 kernel_fetch() {
-	_kc="$VISOR_CACHE/kernel"
+	_meta=${1:-${VISOR_KERNEL_META:-linux-image-cloud-amd64}}
+	case "$_meta" in
+	linux-image-cloud-amd64) _kc="$VISOR_CACHE/kernel" ;;
+	*) _kc="$VISOR_CACHE/kernel-${_meta#linux-image-}" ;;
+	esac
 	mkdir -p "$_kc"
-	_meta=${VISOR_KERNEL_META:-linux-image-cloud-amd64}
 	_pkg=$(apt-cache depends "$_meta" 2>/dev/null |
 		sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1)
 	if [ -z "$_pkg" ] && ! ls "$_kc"/linux-image-*.deb >/dev/null 2>&1; then
@@ -65,10 +75,11 @@ kernel_fetch() {
 			_deb="$_kc/${_pkg}_$(echo "$_ver" | sed 's/:/%3a/')_amd64.deb"
 		if [ -z "$_deb" ] || [ ! -s "$_deb" ]; then
 			_old=$(ls "$_kc/${_pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1) || true
-			note "downloading $_pkg ${_ver:-} (about 27 MB)"
+			note "downloading $_pkg ${_ver:-} (27 MB for the cloud kernel, 70 MB for the generic one)"
 			if (cd "$_kc" && apt-get download "$_pkg" >&2 2>"$_kc/download.log"); then
 				_deb=$(ls "$_kc/${_pkg}"_*.deb | sort -V | tail -n 1)
-				# Drop kernels of older versions (about 100 MB each unpacked).
+				# Drop older kernels of this meta package (about 100 MB,
+				# 400 MB for the generic one, unpacked).
 				for _o in "$_kc"/linux-image-*.deb; do
 					[ "$_o" = "$_deb" ] && continue
 					rm -rf "$_o" "${_o%.deb}"

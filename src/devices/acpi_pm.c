@@ -34,7 +34,7 @@ static uint64_t acpi_pm_now_ticks(struct acpi_pm *pm)
 
 static void acpi_pm_update_sci(struct acpi_pm *pm)
 {
-	bool level = (pm->sts & pm->en) != 0;
+	bool level = (pm->sts & pm->en) != 0 || (pm->gpe_sts & pm->gpe_en) != 0;
 	if (level != pm->sci_level) {
 		pm->sci_level = level;
 		irq_line_set(&pm->sci, level);
@@ -165,6 +165,43 @@ static void acpi_pm_tmr_write(struct bus_dev *dev, uint64_t offset, const void *
 	/* PM_TMR is read-only. */
 }
 
+/* ---- GPE0_BLK -------------------------------------------------------------- */
+
+static void acpi_pm_gpe_read(struct bus_dev *dev, uint64_t offset, void *data, uint32_t len)
+{
+	struct acpi_pm *pm = container_of(dev, struct acpi_pm, gpe_bus);
+	pthread_mutex_lock(&pm->lock);
+	uint64_t regs = (uint64_t)pm->gpe_sts | ((uint64_t)pm->gpe_en << 16);
+	pthread_mutex_unlock(&pm->lock);
+	acpi_pm_fill(data, offset, len, regs, PORT_ACPI_GPE0_LEN);
+}
+
+static void acpi_pm_gpe_write(struct bus_dev *dev, uint64_t offset, const void *data, uint32_t len)
+{
+	struct acpi_pm *pm = container_of(dev, struct acpi_pm, gpe_bus);
+	uint64_t regs = 0;
+	uint64_t written = acpi_pm_merge(&regs, offset, data, len, PORT_ACPI_GPE0_LEN);
+	pthread_mutex_lock(&pm->lock);
+	/* GPE0_STS: write 1 to clear, only for the bytes written */
+	pm->gpe_sts &= (uint16_t)~(regs & written & 0xffff);
+	/* GPE0_EN: read/write byte by byte, implemented bits only */
+	uint16_t en_mask = (uint16_t)((written >> 16) & 0xffff);
+	uint16_t en_new = (uint16_t)((regs >> 16) & 0xffff);
+	pm->gpe_en = (uint16_t)(((pm->gpe_en & ~en_mask) | (en_new & en_mask)) & ACPI_GPE0_MASK);
+	acpi_pm_update_sci(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_raise_gpe(struct acpi_pm *pm, unsigned gpe)
+{
+	if (gpe >= 16 || !(ACPI_GPE0_MASK & (1u << gpe)))
+		return;
+	pthread_mutex_lock(&pm->lock);
+	pm->gpe_sts |= (uint16_t)(1u << gpe);
+	acpi_pm_update_sci(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
 /* ---- reset register -------------------------------------------------------- */
 
 static void acpi_pm_reset_read(struct bus_dev *dev, uint64_t offset, void *data, uint32_t len)
@@ -205,6 +242,10 @@ static const struct bus_dev_ops acpi_pm_tmr_ops = {
 	.read = acpi_pm_tmr_read,
 	.write = acpi_pm_tmr_write,
 };
+static const struct bus_dev_ops acpi_pm_gpe_ops = {
+	.read = acpi_pm_gpe_read,
+	.write = acpi_pm_gpe_write,
+};
 static const struct bus_dev_ops acpi_pm_reset_ops = {
 	.read = acpi_pm_reset_read,
 	.write = acpi_pm_reset_bus_write,
@@ -221,6 +262,7 @@ int acpi_pm_init(struct acpi_pm *pm, const struct irq_line *sci, void (*poweroff
 	pm->cnt_bus = (struct bus_dev){.ops = &acpi_pm_cnt_ops, .name = "acpi-pm1a-cnt"};
 	pm->tmr_bus = (struct bus_dev){.ops = &acpi_pm_tmr_ops, .name = "acpi-pm-tmr"};
 	pm->reset_bus = (struct bus_dev){.ops = &acpi_pm_reset_ops, .name = "acpi-reset"};
+	pm->gpe_bus = (struct bus_dev){.ops = &acpi_pm_gpe_ops, .name = "acpi-gpe0"};
 	if (sci)
 		pm->sci = *sci;
 	pm->poweroff = poweroff;
@@ -268,6 +310,8 @@ void acpi_pm_state_get(struct acpi_pm *pm, struct acpi_pm_state *st)
 	st->en = pm->en;
 	st->cnt = pm->cnt;
 	st->timer_ns = ns;
+	st->gpe_sts = pm->gpe_sts;
+	st->gpe_en = pm->gpe_en;
 	pthread_mutex_unlock(&pm->lock);
 }
 
@@ -278,15 +322,19 @@ void acpi_pm_state_encode(const struct acpi_pm_state *st, struct snap_writer *w)
 	snap_put_u16(w, st->cnt);
 	snap_put_u16(w, 0); /* reserved */
 	snap_put_u64(w, st->timer_ns);
+	snap_put_u16(w, st->gpe_sts);
+	snap_put_u16(w, st->gpe_en);
+	snap_put_u32(w, 0); /* reserved */
 }
 
 int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct acpi_pm_state *st,
 			 char *err, size_t errlen)
 {
 	memset(st, 0, sizeof(*st));
-	if (version != ACPI_PM_STATE_VERSION)
-		return err_set(err, errlen, -EINVAL, "acpi-pm: state version %u (this visor reads %u)",
-			       version, ACPI_PM_STATE_VERSION);
+	if (version != 1 && version != ACPI_PM_STATE_VERSION)
+		return err_set(err, errlen, -EINVAL,
+			       "acpi-pm: state version %u (this visor reads 1 and %u)", version,
+			       ACPI_PM_STATE_VERSION);
 	struct snap_cursor c;
 	snap_cursor_init(&c, p, len);
 	st->sts = snap_get_u16(&c);
@@ -294,11 +342,19 @@ int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct 
 	st->cnt = snap_get_u16(&c);
 	uint16_t reserved = snap_get_u16(&c);
 	st->timer_ns = snap_get_u64(&c);
+	uint32_t reserved2 = 0;
+	if (version >= 2) {
+		/* version 1 had no GPE0 block: both registers 0 */
+		st->gpe_sts = snap_get_u16(&c);
+		st->gpe_en = snap_get_u16(&c);
+		reserved2 = snap_get_u32(&c);
+	}
 	int rc = snap_cursor_done(&c, "acpi-pm", err, errlen);
 	if (rc)
 		return rc;
-	if (reserved)
-		return err_set(err, errlen, -EINVAL, "acpi-pm: reserved field is %#x, not 0", reserved);
+	if (reserved || reserved2)
+		return err_set(err, errlen, -EINVAL, "acpi-pm: reserved field is %#x, not 0",
+			       reserved ? reserved : reserved2);
 	if (st->sts & ~ACPI_PM1_STS_MASK)
 		return err_set(err, errlen, -EINVAL, "acpi-pm: PM1_STS %#x has undefined bits set",
 			       st->sts);
@@ -308,6 +364,13 @@ int acpi_pm_state_decode(const uint8_t *p, size_t len, uint32_t version, struct 
 	if (st->cnt & ~(ACPI_PM1_BM_RLD | ACPI_PM1_SLP_TYP_MASK))
 		return err_set(err, errlen, -EINVAL, "acpi-pm: PM1_CNT %#x is not a value it holds",
 			       st->cnt);
+	if (st->gpe_sts & ~ACPI_GPE0_MASK)
+		return err_set(err, errlen, -EINVAL,
+			       "acpi-pm: GPE0_STS %#x has bits of unimplemented events set",
+			       st->gpe_sts);
+	if (st->gpe_en & ~ACPI_GPE0_MASK)
+		return err_set(err, errlen, -EINVAL,
+			       "acpi-pm: GPE0_EN %#x enables unimplemented events", st->gpe_en);
 	if (st->timer_ns > ACPI_PM_STATE_TIMER_MAX)
 		return err_set(err, errlen, -EINVAL, "acpi-pm: timer at %llu ns is over a century",
 			       (unsigned long long)st->timer_ns);
@@ -340,11 +403,13 @@ void acpi_pm_state_put(struct acpi_pm *pm, const struct acpi_pm_state *st)
 	pm->sts = st->sts;
 	pm->en = st->en;
 	pm->cnt = st->cnt;
+	pm->gpe_sts = st->gpe_sts;
+	pm->gpe_en = st->gpe_en;
 	pm->base_ns = pm->clock_ns();
 	pm->bias_ns = st->timer_ns;
 	pm->tmr_half = acpi_pm_ticks(st->timer_ns) >> 31;
 	pm->poweroff_sent = pm->reset_sent = false;
-	pm->sci_level = (pm->sts & pm->en) != 0;
+	pm->sci_level = (pm->sts & pm->en) != 0 || (pm->gpe_sts & pm->gpe_en) != 0;
 	irq_line_set(&pm->sci, pm->sci_level);
 	pthread_mutex_unlock(&pm->lock);
 }

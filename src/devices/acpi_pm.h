@@ -7,6 +7,8 @@
  *             +0 PM1_STS (16 bits, write 1 to clear)  +2 PM1_EN (16 bits)
  *   cnt_bus   PM1a_CNT_BLK at PORT_ACPI_PM1A_CNT, 2 bytes: PM1_CNT
  *   tmr_bus   PM_TMR_BLK at PORT_ACPI_PM_TMR, 4 bytes: PM_TMR (read-only)
+ *   gpe_bus   GPE0_BLK at PORT_ACPI_GPE0, 4 bytes (ACPI 6.4 §4.8.4.1):
+ *             +0 GPE0_STS (16 bits, write 1 to clear)  +2 GPE0_EN (16 bits)
  *   reset_bus FADT RESET_REG at PORT_ACPI_RESET, 1 byte
  *
  * PM1_STS bits kept: TMR_STS(0) BM_STS(4) GBL_STS(5) PWRBTN_STS(8)
@@ -14,7 +16,15 @@
  * 0.  Only TMR_STS and PWRBTN_STS are ever set by this device.
  * PM1_EN bits kept: TMR_EN(0) GBL_EN(5) PWRBTN_EN(8) SLPBTN_EN(9) RTC_EN(10)
  * PCIEXP_WAKE_DIS(14).
- * SCI (level, IRQ_ACPI_SCI) is asserted while PM1_STS & PM1_EN != 0.
+ * SCI (level, IRQ_ACPI_SCI) is asserted while PM1_STS & PM1_EN != 0 or
+ * GPE0_STS & GPE0_EN != 0.
+ *
+ * GPE0: the block has room for GPEs 0-15; the implemented ones
+ * (ACPI_GPE0_MASK: ACPI_GPE_VMGENID) keep their status and enable bits,
+ * every other bit reads 0.  A status bit is set only by the host
+ * (acpi_pm_raise_gpe) and latches until the guest writes 1 to it, so the
+ * events are edge events in ACPI's sense: the DSDT has \_GPE._Exx methods,
+ * and OSPM clears the status before it runs the method.
  *
  * PM1_CNT: SCI_EN (bit 0) always reads 1 - there is no SMI_CMD, the machine
  * is always in ACPI mode; BM_RLD (1) and SLP_TYP (12:10) read back;
@@ -52,6 +62,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../arch/x86/layout.h"
 #include "../snapshot/format.h"
 #include "../util/log.h"
 #include "bus.h"
@@ -77,6 +88,9 @@
 #define ACPI_PM1_PCIEXP_WAKE_DIS (1u << 14)
 #define ACPI_PM1_EN_MASK 0x4721u
 
+/* GPE0_STS / GPE0_EN: the general-purpose events the machine implements */
+#define ACPI_GPE0_MASK (1u << ACPI_GPE_VMGENID)
+
 /* PM1_CNT */
 #define ACPI_PM1_SCI_EN (1u << 0)
 #define ACPI_PM1_BM_RLD (1u << 1)
@@ -93,6 +107,7 @@ struct acpi_pm {
 	struct bus_dev cnt_bus;   /* PORT_ACPI_PM1A_CNT, PORT_ACPI_PM1A_CNT_LEN */
 	struct bus_dev tmr_bus;   /* PORT_ACPI_PM_TMR, PORT_ACPI_PM_TMR_LEN */
 	struct bus_dev reset_bus; /* PORT_ACPI_RESET, 1 */
+	struct bus_dev gpe_bus;   /* PORT_ACPI_GPE0, PORT_ACPI_GPE0_LEN */
 	pthread_mutex_t lock;
 	struct irq_line sci;
 	void (*poweroff)(void *ctx);
@@ -107,6 +122,7 @@ struct acpi_pm {
 	bool frozen;      /* VM paused: the timer reads bias_ns and does not move */
 
 	uint16_t sts, en, cnt;
+	uint16_t gpe_sts, gpe_en;
 	uint64_t tmr_half; /* counter >> 31 at the last TMR_STS evaluation */
 	bool sci_level;
 	uint64_t poweroffs, resets; /* requests seen */
@@ -131,6 +147,14 @@ void acpi_pm_destroy(struct acpi_pm *pm);
  * guest shuts down gracefully.  The FADT must not set PWR_BUTTON (bit 4). */
 void acpi_pm_press_power_button(struct acpi_pm *pm);
 
+/* Host side (any thread): signal general-purpose event @gpe (one of
+ * ACPI_GPE0_MASK; others are ignored): sets its GPE0_STS bit, raising the
+ * SCI if the guest enabled it.  The bit stays set until the guest writes 1
+ * to it; an event raised before the guest enabled the GPE raises the SCI
+ * when it does (unless the OS clears the status first, as ACPICA does when
+ * it enables a GPE; Linux's vmgenid driver reads the ID when it probes). */
+void acpi_pm_raise_gpe(struct acpi_pm *pm, unsigned gpe);
+
 /* Act on a byte written to the reset register (as reset_bus does): 0x06 or
  * 0x0e call the reset callback (first time only), anything else is
  * ignored. */
@@ -140,16 +164,19 @@ void acpi_pm_reset_write(struct acpi_pm *pm, uint8_t val);
 uint32_t acpi_pm_timer(struct acpi_pm *pm);
 
 /*
- * Snapshot state (the pattern of serial.h): PM1 status, enable and control
- * and the PM timer as the time it has counted (so a restored timer goes on
+ * Snapshot state (the pattern of serial.h): PM1 status, enable and control,
+ * the PM timer as the time it has counted (so a restored timer goes on
  * from its saved value, like the guest's kvmclock, whatever the host's
- * monotonic clock reads).  Not saved: statistics, the rate limiter, and
- * whether a power-off or reset was already requested.
+ * monotonic clock reads), and (version 2) GPE0 status and enable.  Version
+ * 1, written before the GPE0 block existed, is read with both 0.  Not
+ * saved: statistics, the rate limiter, and whether a power-off or reset
+ * was already requested.
  */
-#define ACPI_PM_STATE_VERSION 1
+#define ACPI_PM_STATE_VERSION 2
 struct acpi_pm_state {
-	uint16_t sts, en, cnt; /* within ACPI_PM1_STS_MASK, _EN_MASK, BM_RLD|SLP_TYP */
-	uint64_t timer_ns;     /* time counted since power-on, ns */
+	uint16_t sts, en, cnt;	  /* within ACPI_PM1_STS_MASK, _EN_MASK, BM_RLD|SLP_TYP */
+	uint64_t timer_ns;	  /* time counted since power-on, ns */
+	uint16_t gpe_sts, gpe_en; /* within ACPI_GPE0_MASK */
 };
 /* The VM pauses / resumes (registry ops, loop thread): the PM timer stops
  * while the vCPUs are parked, like the guest's kvmclock, so a guest timing

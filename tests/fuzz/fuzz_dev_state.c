@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: the legacy devices' snapshot state loaders (serial,
- * rtc, i8042, acpi-pm: X_state_decode) and the registry's device list, all
- * of which read a snapshot file the user names.
+ * rtc, i8042, acpi-pm in its versions 2 and 1, vmgenid: X_state_decode) and
+ * the registry's device list, all of which read a snapshot file the user
+ * names.
  *
  * The first byte picks the loader, the rest is the section payload.  Beyond
  * crashes and sanitizer reports, these must hold:
@@ -17,7 +18,10 @@
  * never a crash, and never a device changed when refused.
  * Selector 5: the "config" section (snapshot/config_section.c): refused
  * with a message, or accepted and then written and read back to the same
- * configuration.
+ * configuration.  Selector 6: acpi-pm version 1 (no GPE0 block), which
+ * decodes to the state a version 2 file with GPE0 0 gives.  Selector 7:
+ * vmgenid, put into a device (which must then write a new ID and notify
+ * once).
  * Seeds: tests/fuzz/corpus-dev_state (one valid payload per loader).
  */
 #include <errno.h>
@@ -27,11 +31,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../src/arch/x86/layout.h"
 #include "../../src/devices/acpi_pm.h"
 #include "../../src/devices/i8042.h"
 #include "../../src/devices/registry.h"
 #include "../../src/devices/rtc.h"
 #include "../../src/devices/serial.h"
+#include "../../src/devices/vmgenid.h"
 #include "../../src/snapshot/config_section.h"
 #include "../../src/snapshot/format.h"
 
@@ -212,6 +218,8 @@ static void fuzz_acpi_pm(const uint8_t *p, size_t len)
 		return;
 	acpi_pm_state_put(&pm, &st);
 	poke(&pm.evt_bus, 4, p, len);
+	acpi_pm_raise_gpe(&pm, len ? p[0] : 0);
+	poke(&pm.gpe_bus, PORT_ACPI_GPE0_LEN + 1, p, len);
 	uint32_t t = 0;
 	pm.tmr_bus.ops->read(&pm.tmr_bus, 0, &t, 4);
 	acpi_pm_state_get(&pm, &st);
@@ -225,6 +233,66 @@ static void fuzz_acpi_pm(const uint8_t *p, size_t len)
 		__builtin_trap();
 	snap_writer_free(&w);
 	acpi_pm_destroy(&pm);
+}
+
+/* acpi-pm version 1: what it accepts is version 2's state without GPE0 */
+static void fuzz_acpi_pm_v1(const uint8_t *p, size_t len)
+{
+	struct acpi_pm_state st, again;
+	char err[256] = "";
+	int rc = acpi_pm_state_decode(p, len, 1, &st, err, sizeof(err));
+	if (rc) {
+		refused(rc, err);
+		return;
+	}
+	if (len != 16 || st.gpe_sts || st.gpe_en)
+		__builtin_trap();
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "x", ACPI_PM_STATE_VERSION);
+	acpi_pm_state_encode(&st, &w);
+	if (acpi_pm_state_decode(w.buf + SNAP_HEADER_LEN + SNAP_SECTION_HEADER_LEN,
+				 w.len - SNAP_HEADER_LEN - SNAP_SECTION_HEADER_LEN,
+				 ACPI_PM_STATE_VERSION, &again, err, sizeof(err)) ||
+	    memcmp(&st, &again, sizeof(st)) ||
+	    memcmp(w.buf + SNAP_HEADER_LEN + SNAP_SECTION_HEADER_LEN, p, 16))
+		__builtin_trap();
+	snap_writer_free(&w);
+}
+
+static int notifications;
+static void count_notify(void *ctx)
+{
+	(void)ctx;
+	notifications++;
+}
+
+static void fuzz_vmgenid(const uint8_t *p, size_t len)
+{
+	struct vmgenid_state st, again;
+	char err[256] = "";
+	int rc = vmgenid_state_decode(p, len, VMGENID_STATE_VERSION, GPA_VMGENID, &st, err,
+				      sizeof(err));
+	if (rc) {
+		refused(rc, err);
+		return;
+	}
+	SAME_BYTES(vmgenid_state_encode, &st, p, len);
+	uint8_t mem[VMGENID_ID_LEN];
+	memcpy(mem, st.id, sizeof(mem));
+	struct vmgenid g;
+	if (vmgenid_init(&g, mem, GPA_VMGENID, count_notify, NULL))
+		__builtin_trap();
+	notifications = 0;
+	if (vmgenid_state_put(&g, &st))
+		return; /* no random bytes on this host: nothing written */
+	/* a new ID, announced once */
+	if (!memcmp(mem, st.id, sizeof(mem)) || !vmgenid_notify_restored(&g) ||
+	    vmgenid_notify_restored(&g) || notifications != 1)
+		__builtin_trap();
+	vmgenid_state_get(&g, &again);
+	if (again.gpa != st.gpa || memcmp(again.id, mem, sizeof(mem)))
+		__builtin_trap();
 }
 
 /* The device list against a registry of a serial port and a stateless
@@ -338,13 +406,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t len = size - 1;
-	switch (data[0] % 6) {
+	switch (data[0] % 8) {
 	case 0: fuzz_serial(p, len); break;
 	case 1: fuzz_rtc(p, len); break;
 	case 2: fuzz_i8042(p, len); break;
 	case 3: fuzz_acpi_pm(p, len); break;
 	case 4: fuzz_registry(p, len); break;
-	default: fuzz_config(p, len); break;
+	case 5: fuzz_config(p, len); break;
+	case 6: fuzz_acpi_pm_v1(p, len); break;
+	default: fuzz_vmgenid(p, len); break;
 	}
 	return 0;
 }

@@ -23,6 +23,16 @@
 #                            PREFIX.1 port 5001, from the host on port 5002)
 #   load-stop                stop them; report every transfer ("G2H SENT ...",
 #                            "H2G SINK ..."), the records and their check
+#   crng                     wait until the kernel's random generator is initialised
+#                            (a read of /dev/random blocks until then): "CRNG-READY"
+#   vmgenid ADDR [SECS]      the VM generation ID: "GENID=" the 16 bytes at guest-
+#                            physical ADDR in hex (/dev/mem: the page is e820-reserved),
+#                            "GENID-DRIVER=" the ACPI device Linux's vmgenid driver
+#                            bound (or "none"), "RESEEDS=" how often the kernel said
+#                            "crng reseeded due to virtual machine fork"; with SECS,
+#                            first wait up to SECS s for that message
+#   urandom                  "URANDOM=" 16 bytes of /dev/urandom in hex
+#   date                     "DATE=" the guest's wall clock, seconds since the epoch
 #   poweroff
 stty -echo 2>/dev/null
 ip link set lo up 2>/dev/null
@@ -169,6 +179,27 @@ step() {
 		echo "KBD-CAD-PID $(cat /proc/sys/kernel/cad_pid)"
 		dmesg | grep -i -E 'i8042|atkbd|serio|keyboard' | tail -n 6 | sed 's/^/KBD-DMESG /'
 		;;
+	crng)
+		dd if=/dev/random of=/dev/null bs=16 count=1 2>/dev/null || return 1
+		echo "CRNG-READY"
+		;;
+	vmgenid)
+		id=$(dd if=/dev/mem bs=16 skip=$(($1 / 16)) count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+		echo "GENID=${id:-unreadable}"
+		drv=none
+		for d in /sys/bus/acpi/drivers/vmgenid/*:*; do
+			[ -e "$d" ] && drv=${d##*/}
+		done
+		echo "GENID-DRIVER=$drv"
+		msg='crng reseeded due to virtual machine fork'
+		end=$(($(date +%s) + ${2:-0}))
+		while ! dmesg | grep -q "$msg" && [ "$(date +%s)" -lt "$end" ]; do
+			sleep 0.2
+		done
+		echo "RESEEDS=$(dmesg | grep -c "$msg")"
+		;;
+	urandom) echo "URANDOM=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" ;;
+	date) echo "DATE=$(date +%s)" ;;
 	poweroff) poweroff -f ;;
 	*)
 		echo "UNKNOWN-STEP $cmd"

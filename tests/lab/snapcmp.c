@@ -13,6 +13,11 @@
  *   vm      each PIT channel's count_load_time, the kvmclock reading
  *           (value, flags, host realtime and TSC at the read)
  * (The PM timer stops while the VM is paused: it must be equal.)
+ * A restore gives the VM a new generation ID: the vmgenid device's ID
+ * must differ (its address must not), the ACPI PM device may have gained
+ * the GPE status bit that notifies the guest (GPE0 bit 0), and with the
+ * memory files given, `snapcmp A B MEMA MEMB`, the two must be equal byte
+ * for byte but for the 16 bytes at the ID's address, which hold B's ID.
  * Each of those is printed with both values; anything else that differs
  * is printed as DIFF and makes the exit status 1 (2: a file cannot be
  * read).  Section payloads are decoded with visor's own decoders, so both
@@ -30,6 +35,50 @@
 #include "../../src/util/bytes.h"
 
 static int diffs;
+static void diff(const char *sec, const char *what);
+static bool have_genid;
+static uint64_t genid_gpa;
+static uint8_t genid_b[16];
+
+/* Memory files: equal but for B's generation ID at genid_gpa (below 4 GiB:
+ * its file offset is its address). */
+static void cmp_mem(const char *ma, const char *mb)
+{
+	FILE *a = fopen(ma, "rb"), *b = fopen(mb, "rb");
+	if (!a || !b) {
+		printf("cannot open %s\n", !a ? ma : mb);
+		exit(2);
+	}
+	static uint8_t x[1 << 20], y[1 << 20];
+	uint64_t off = 0, first = UINT64_MAX, ndiff = 0;
+	for (;;) {
+		size_t na = fread(x, 1, sizeof(x), a), nb = fread(y, 1, sizeof(y), b);
+		if (na != nb) {
+			diff("memory", "the files differ in size");
+			break;
+		}
+		if (!na)
+			break;
+		for (size_t i = 0; i < na; i++) {
+			uint64_t at = off + i;
+			bool in_id = have_genid && at >= genid_gpa && at < genid_gpa + 16;
+			if (in_id && y[i] != genid_b[at - genid_gpa]) {
+				diff("memory", "the generation ID in memory is not the device's");
+			} else if (!in_id && x[i] != y[i]) {
+				ndiff++;
+				if (first == UINT64_MAX)
+					first = at;
+			}
+		}
+		off += na;
+	}
+	if (ndiff) {
+		printf("memory: %" PRIu64 " bytes differ, the first at 0x%" PRIx64 "\n", ndiff, first);
+		diff("memory", "guest memory");
+	}
+	fclose(a);
+	fclose(b);
+}
 
 static void diff(const char *sec, const char *what)
 {
@@ -196,8 +245,9 @@ static int load(const char *path, uint8_t **buf, struct snap_reader *r)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: snapcmp A B (two visor snapshot state files)\n");
+	if (argc != 3 && argc != 5) {
+		fprintf(stderr, "usage: snapcmp A B [MEMA MEMB] (visor snapshot state files and "
+				"their memory files)\n");
 		return 2;
 	}
 	uint8_t *ba, *bb;
@@ -228,10 +278,29 @@ int main(int argc, char **argv)
 			char type[80] = "";
 			if (!strncmp(s.id, "dev.", 4))
 				device_type(&ra, (unsigned)strtoul(s.id + 4, NULL, 10), type, sizeof(type));
-			if (!strcmp(type, "acpi-pm") && s.len >= 16) {
+			if (!strcmp(type, "vmgenid") && s.len == 8 + 16) {
+				if (memcmp(s.payload, pb, 8))
+					diff(s.id, "vmgenid address");
+				else if (!memcmp(s.payload + 8, pb + 8, 16))
+					diff(s.id, "vmgenid: the restored VM kept the old generation ID");
+				else
+					printf("restore %s: a new generation ID\n", s.id);
+				genid_gpa = get_le64(s.payload);
+				memcpy(genid_b, pb + 8, 16);
+				have_genid = true;
+			} else if (!strcmp(type, "acpi-pm") && s.len >= 16) {
 				/* timer_ns at 8 in every version; it stops while the VM
-				 * is paused, so it must be equal too */
-				if (memcmp(s.payload, pb, 8) || memcmp(s.payload + 16, pb + 16, s.len - 16))
+				 * is paused, so it must be equal too.  Version 2: GPE0
+				 * status at 16, where a restore may add bit 0 */
+				uint8_t x[64], y[64];
+				size_t n = s.len < sizeof(x) ? s.len : sizeof(x);
+				memcpy(x, s.payload, n);
+				memcpy(y, pb, n);
+				if (n >= 18 && (y[16] & 1) && !(x[16] & 1)) {
+					printf("restore %s: GPE0 status bit 0 (generation ID notify)\n", s.id);
+					y[16] &= (uint8_t)~1;
+				}
+				if (memcmp(x, y, 8) || memcmp(x + 16, y + 16, n - 16))
 					diff(s.id, "acpi-pm registers");
 				if (get_le64(s.payload + 8) != get_le64(pb + 8)) {
 					printf("  acpi-pm timer_ns %" PRIu64 " -> %" PRIu64 "\n",
@@ -244,6 +313,8 @@ int main(int argc, char **argv)
 		}
 		same += diffs == before;
 	}
+	if (argc == 5)
+		cmp_mem(argv[3], argv[4]);
 	printf("snapcmp: %u of %" PRIu32 " sections equal but for host time, %d difference%s\n",
 	       same, ra.count, diffs, diffs == 1 ? "" : "s");
 	free(ba);

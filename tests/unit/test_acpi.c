@@ -44,8 +44,11 @@ static const uint8_t *table_at(const struct image *im, uint64_t a)
 
 static int build(struct image *im, uint32_t ncpus, const uint8_t *extra, size_t extra_len)
 {
-	struct acpi_config cfg = {
-		.ncpus = ncpus, .sb_extra_aml = extra, .sb_extra_aml_len = extra_len};
+	/* the VM generation ID as the machine describes it */
+	struct acpi_config cfg = {.ncpus = ncpus,
+				  .sb_extra_aml = extra,
+				  .sb_extra_aml_len = extra_len,
+				  .vmgenid_gpa = GPA_VMGENID};
 	if (!im->gpa)
 		im->gpa = GPA_ACPI_TABLES;
 	im->rsdp = 0;
@@ -999,13 +1002,18 @@ TEST(fadt)
 	CHECK_EQ(rd32(f + 68), 0);
 	CHECK_EQ(rd32(f + 72), 0);
 	CHECK_EQ(rd32(f + 76), PORT_ACPI_PM_TMR);
-	CHECK_EQ(rd32(f + 80), 0); /* no GPE0 */
+	CHECK_EQ(rd32(f + 80), PORT_ACPI_GPE0);
+	CHECK_EQ(rd32(f + 84), 0); /* no GPE1 */
 	CHECK_EQ(f[88], PORT_ACPI_PM1A_EVT_LEN);
 	CHECK_EQ(f[88], 4);
 	CHECK_EQ(f[89], PORT_ACPI_PM1A_CNT_LEN);
 	CHECK_EQ(f[89], 2);
 	CHECK_EQ(f[91], PORT_ACPI_PM_TMR_LEN);
 	CHECK_EQ(f[91], 4);
+	CHECK_EQ(f[92], PORT_ACPI_GPE0_LEN); /* GPE0_BLK_LEN: STS and EN halves */
+	CHECK_EQ(f[92], 4);
+	CHECK_EQ(f[93], 0); /* GPE1_BLK_LEN */
+	CHECK_EQ(f[94], 0); /* GPE1_BASE */
 	CHECK(rd16(f + 96) > 100);  /* no C2 */
 	CHECK(rd16(f + 98) > 1000); /* no C3 */
 	CHECK_EQ(f[108], 0x32); /* CMOS century register */
@@ -1025,8 +1033,14 @@ TEST(fadt)
 	check_gas(f + 208, 32, PORT_ACPI_PM_TMR);
 	for (int off = 160; off < 172; off++)
 		CHECK_EQ(f[off], 0); /* no PM1b event block */
-	for (int off = 220; off < 268; off++)
-		CHECK_EQ(f[off], 0); /* no GPE blocks, no sleep registers */
+	/* X_GPE0_BLK: I/O, 32 bits, byte access */
+	CHECK_EQ(f[220], 1);
+	CHECK_EQ(f[221], 32);
+	CHECK_EQ(f[222], 0);
+	CHECK_EQ(f[223], 1);
+	CHECK_EQ(rd64(f + 224), PORT_ACPI_GPE0);
+	for (int off = 232; off < 268; off++)
+		CHECK_EQ(f[off], 0); /* no GPE1 block, no sleep registers */
 
 	/* DSDT: 32- and 64-bit pointers agree */
 	CHECK_EQ(rd32(f + 40), rd64(f + 140));
@@ -1179,7 +1193,7 @@ TEST(dsdt)
 		ndev++;
 		CHECK(!strncmp(d.objs[i].path, "\\_SB_.", 6));
 	}
-	CHECK_EQ(ndev, 4);
+	CHECK_EQ(ndev, 5);
 
 	/* COM1: EISAID("PNP0501") as a DWordConst, _UID 1, IO 0x3f8/8, IRQ 4 */
 	static const uint8_t pnp0501[] = {0x0c, 0x41, 0xd0, 0x05, 0x01};
@@ -1232,6 +1246,56 @@ TEST(dsdt)
 		CHECK_EQ(o->dlen, 3);
 		CHECK(!memcmp(o->data, "\xa4\x0a\x0f", 3));
 	}
+
+	/* The VM generation ID: the IDs Linux's vmgenid driver matches, the
+	 * specification's _CID and _DDN, ADDR returning the address split in
+	 * two 32-bit halves */
+	o = find(&d, "\\_SB_.VGEN._HID");
+	CHECK(o && o->kind == O_STR && !strcmp(o->str, "VMGENCTR"));
+	o = find(&d, "\\_SB_.VGEN._CID");
+	CHECK(o && o->kind == O_STR && !strcmp(o->str, "VM_Gen_Counter"));
+	o = find(&d, "\\_SB_.VGEN._DDN");
+	CHECK(o && o->kind == O_STR && !strcmp(o->str, "VM_Gen_Counter"));
+	o = find(&d, "\\_SB_.VGEN.ADDR");
+	CHECK(o && o->kind == O_METHOD);
+	if (o) {
+		CHECK_EQ(o->mflags, 0); /* no arguments, NotSerialized */
+		/* Return (Package (2) { DWord 0x000ef000, Zero }) */
+		static const uint8_t body[] = {0xa4, 0x12, 0x08, 0x02, 0x0c, 0x00,
+					       0xf0, 0x0e, 0x00, 0x00};
+		CHECK_EQ(o->dlen, sizeof(body));
+		CHECK(o->dlen == sizeof(body) && !memcmp(o->data, body, sizeof(body)));
+		CHECK_EQ(GPA_VMGENID, 0xef000);
+	}
+	/* the whole device, as iasl compiles the ASL in acpi.c */
+	static const uint8_t vgen[] = {
+		0x5b, 0x82, 0x40, 0x05, 'V', 'G', 'E', 'N',
+		0x08, '_', 'H', 'I', 'D', 0x0d, 'V', 'M', 'G', 'E', 'N', 'C', 'T', 'R', 0x00,
+		0x08, '_', 'C', 'I', 'D', 0x0d, 'V', 'M', '_', 'G', 'e', 'n', '_', 'C', 'o', 'u',
+		'n', 't', 'e', 'r', 0x00,
+		0x08, '_', 'D', 'D', 'N', 0x0d, 'V', 'M', '_', 'G', 'e', 'n', '_', 'C', 'o', 'u',
+		'n', 't', 'e', 'r', 0x00,
+		0x14, 0x10, 'A', 'D', 'D', 'R', 0x00, 0xa4, 0x12, 0x08, 0x02, 0x0c, 0x00, 0xf0,
+		0x0e, 0x00, 0x00};
+	CHECK(memmem(t, len, vgen, sizeof(vgen)) != NULL);
+	/* Scope (\_GPE) { Method (_E00) { Notify (\_SB.VGEN, 0x80) } }: an edge
+	 * GPE, number ACPI_GPE_VMGENID */
+	CHECK_EQ(ACPI_GPE_VMGENID, 0);
+	static const uint8_t gpe[] = {0x10, 0x1a, '\\', '_', 'G', 'P', 'E', 0x14, 0x13, '_',
+				      'E', '0', '0', 0x00, 0x86, '\\', 0x2e, '_', 'S', 'B',
+				      '_', 'V', 'G', 'E', 'N', 0x0a, 0x80};
+	CHECK(memmem(t, len, gpe, sizeof(gpe)) != NULL);
+	o = find(&d, "\\_GPE");
+	CHECK(o && o->kind == O_SCOPE);
+	o = find(&d, "\\_GPE._E00");
+	CHECK(o && o->kind == O_METHOD && o->mflags == 0);
+	/* nothing of it without the device */
+	struct acpi_config plain = {.ncpus = 1};
+	static uint8_t buf2[8192];
+	int n = acpi_build(buf2, sizeof(buf2), GPA_ACPI_TABLES, &plain, NULL);
+	CHECK(n > 0);
+	CHECK(n > 0 && memmem(buf2, (size_t)n, "VGEN", 4) == NULL);
+	CHECK(n > 0 && memmem(buf2, (size_t)n, "_GPE", 4) == NULL);
 }
 
 TEST(dsdt_sb_extra_aml)
@@ -1349,6 +1413,11 @@ TEST(bad_config)
 	CHECK_EQ(acpi_build(buf, sizeof(buf), 0x100000000ULL, &cfg, &r), -EINVAL);
 	CHECK_EQ(acpi_build(buf, sizeof(buf), 0x100000000ULL - 0x100, &cfg, &r), -EINVAL);
 	CHECK_EQ(acpi_build(NULL, 16, GPA_ACPI_TABLES, &cfg, &r), -EINVAL);
+	/* the generation ID must be 8-byte aligned (Microsoft's requirement) */
+	for (uint64_t off = 1; off < 8; off++) {
+		struct acpi_config c2 = {.ncpus = 1, .vmgenid_gpa = GPA_VMGENID + off};
+		CHECK_EQ(acpi_build(buf, sizeof(buf), GPA_ACPI_TABLES, &c2, &r), -EINVAL);
+	}
 	cfg.sb_extra_aml_len = 4;
 	CHECK_EQ(acpi_build(buf, sizeof(buf), GPA_ACPI_TABLES, &cfg, &r), -EINVAL);
 	CHECK_EQ(r, 0x1234); /* untouched on failure */
@@ -1365,8 +1434,10 @@ static void check_enospc_every_size(uint32_t ncpus, const uint8_t *extra, size_t
 	CHECK(need > 0);
 	if (need <= 0)
 		return;
-	struct acpi_config cfg = {
-		.ncpus = ncpus, .sb_extra_aml = extra, .sb_extra_aml_len = extra_len};
+	struct acpi_config cfg = {.ncpus = ncpus,
+				  .sb_extra_aml = extra,
+				  .sb_extra_aml_len = extra_len,
+				  .vmgenid_gpa = GPA_VMGENID};
 	for (int size = 0; size <= need; size++) {
 		/* exactly size bytes: ASan flags any write past the end */
 		uint8_t *buf = malloc((size_t)size ? (size_t)size : 1);
@@ -1413,6 +1484,26 @@ TEST(max_cpus_fit_bios_area)
 	int n = build(&im, ACPI_MAX_CPUS, NULL, 0);
 	CHECK(n > 0);
 	CHECK(n <= (int)ACPI_TABLES_MAX);
+	/* the largest machine: every CPU, PCI, the VM generation ID and the
+	 * most virtio-mmio AML the machine keeps (2 KiB) still end before
+	 * the generation ID's page */
+	static uint8_t extra[2048];
+	struct aml a;
+	aml_init(&a, extra, sizeof(extra));
+	for (int i = 0; a.len + 8 <= sizeof(extra); i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "Y%03d", i);
+		aml_name_integer(&a, name, 0x12);
+	}
+	CHECK_EQ(a.err, 0);
+	struct acpi_config cfg = {.ncpus = ACPI_MAX_CPUS,
+				  .pci = true,
+				  .sb_extra_aml = extra,
+				  .sb_extra_aml_len = a.len,
+				  .vmgenid_gpa = GPA_VMGENID};
+	n = acpi_build(im.buf, ACPI_TABLES_MAX, GPA_ACPI_TABLES, &cfg, NULL);
+	CHECK(n > 0);
+	CHECK(GPA_ACPI_TABLES + ACPI_TABLES_MAX <= GPA_VMGENID);
 }
 
 TEST_MAIN()

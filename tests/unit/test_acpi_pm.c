@@ -213,6 +213,72 @@ TEST(power_button_sci)
 	acpi_pm_destroy(&r.pm);
 }
 
+/* GPE0_BLK: status latched by the host, write 1 to clear (only the bytes
+ * written), enable read/write for implemented GPEs only, SCI while any
+ * enabled status is set, shared with PM1. */
+TEST(gpe0_block)
+{
+	struct rig r;
+	rig_init(&r);
+	const uint32_t bit = 1u << ACPI_GPE_VMGENID;
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 4), 0);
+	/* an event before the guest enabled it stays latched, no SCI */
+	acpi_pm_raise_gpe(&r.pm, ACPI_GPE_VMGENID);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 2), bit);
+	CHECK_EQ(r.sci.level, 0);
+	/* enabling it raises the SCI; unimplemented enable bits read 0 */
+	wr(&r.pm.gpe_bus, 2, 0xffff, 2);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 2, 2), ACPI_GPE0_MASK);
+	CHECK_EQ(ACPI_GPE0_MASK, bit);
+	CHECK_EQ(r.sci.level, 1);
+	CHECK_EQ(r.sci.raises, 1);
+	/* writing 0, or 1 to other bits or bytes, clears nothing */
+	wr(&r.pm.gpe_bus, 0, 0, 2);
+	wr(&r.pm.gpe_bus, 0, (uint32_t)~bit & 0xffff, 2);
+	wr(&r.pm.gpe_bus, 1, 0xff, 1);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 2), bit);
+	CHECK_EQ(r.sci.level, 1);
+	/* disabling drops the SCI, the status stays */
+	wr(&r.pm.gpe_bus, 2, 0, 1);
+	CHECK_EQ(r.sci.level, 0);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 4), bit);
+	wr(&r.pm.gpe_bus, 2, bit, 1);
+	CHECK_EQ(r.sci.level, 1);
+	/* a byte write of 1 to the bit clears it (ACPICA's access width) */
+	wr(&r.pm.gpe_bus, 0, bit, 1);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 2), 0);
+	CHECK_EQ(r.sci.level, 0);
+	/* a 32-bit write clears STS and rewrites EN in one go */
+	acpi_pm_raise_gpe(&r.pm, ACPI_GPE_VMGENID);
+	CHECK_EQ(r.sci.level, 1);
+	wr(&r.pm.gpe_bus, 0, bit | (bit << 16), 4);
+	CHECK_EQ(r.sci.level, 0);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 4), bit << 16);
+	/* events that do not exist are ignored */
+	for (unsigned gpe = 0; gpe < 64; gpe++)
+		if (gpe != ACPI_GPE_VMGENID)
+			acpi_pm_raise_gpe(&r.pm, gpe);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 0, 2), 0);
+	CHECK_EQ(r.sci.level, 0);
+	/* one SCI for PM1 and GPE0: it stays up until both are cleared */
+	acpi_pm_raise_gpe(&r.pm, ACPI_GPE_VMGENID);
+	wr(&r.pm.evt_bus, 2, ACPI_PM1_PWRBTN_EN, 2);
+	acpi_pm_press_power_button(&r.pm);
+	CHECK_EQ(r.sci.level, 1);
+	wr(&r.pm.gpe_bus, 0, bit, 2);
+	CHECK_EQ(r.sci.level, 1);
+	wr(&r.pm.evt_bus, 0, ACPI_PM1_PWRBTN_STS, 2);
+	CHECK_EQ(r.sci.level, 0);
+	acpi_pm_raise_gpe(&r.pm, ACPI_GPE_VMGENID);
+	CHECK_EQ(r.sci.level, 1);
+	wr(&r.pm.gpe_bus, 0, bit, 2);
+	CHECK_EQ(r.sci.level, 0);
+	/* PM1 writes do not touch GPE0 and vice versa */
+	CHECK_EQ(rd(&r.pm.evt_bus, 2, 2), ACPI_PM1_PWRBTN_EN);
+	CHECK_EQ(rd(&r.pm.gpe_bus, 2, 2), bit);
+	acpi_pm_destroy(&r.pm);
+}
+
 TEST(reset_register)
 {
 	struct rig r;
@@ -253,8 +319,9 @@ TEST(all_widths_offsets_defined)
 		{&r.pm.cnt_bus, PORT_ACPI_PM1A_CNT_LEN},
 		{&r.pm.tmr_bus, PORT_ACPI_PM_TMR_LEN},
 		{&r.pm.reset_bus, 1},
+		{&r.pm.gpe_bus, PORT_ACPI_GPE0_LEN},
 	};
-	for (size_t d = 0; d < 4; d++) {
+	for (size_t d = 0; d < sizeof(win) / sizeof(win[0]); d++) {
 		for (uint32_t w = 1; w <= 8; w *= 2) {
 			for (uint64_t off = 0; off < win[d].len; off++) {
 				uint8_t a[8];

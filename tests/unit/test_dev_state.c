@@ -603,7 +603,8 @@ static struct acpi_pm_state pm_good(void)
 {
 	return (struct acpi_pm_state){.sts = ACPI_PM1_STS_MASK, .en = ACPI_PM1_EN_MASK,
 				      .cnt = ACPI_PM1_BM_RLD | ACPI_PM1_SLP_TYP_MASK,
-				      .timer_ns = 1ULL << 50};
+				      .timer_ns = 1ULL << 50, .gpe_sts = ACPI_GPE0_MASK,
+				      .gpe_en = ACPI_GPE0_MASK};
 }
 
 TEST(acpi_pm_refuses_out_of_range_state)
@@ -630,6 +631,105 @@ TEST(acpi_pm_refuses_out_of_range_state)
 	CHECK_REFUSED(acpi_pm, &st, ACPI_PM_STATE_VERSION, "PM1_CNT");
 	st = pm_good(), st.timer_ns = UINT64_MAX;
 	CHECK_REFUSED(acpi_pm, &st, ACPI_PM_STATE_VERSION, "timer");
+	for (unsigned b = 0; b < 16; b++) {
+		if (ACPI_GPE0_MASK & (1u << b))
+			continue;
+		st = pm_good(), st.gpe_sts |= (uint16_t)(1u << b);
+		CHECK_REFUSED(acpi_pm, &st, ACPI_PM_STATE_VERSION, "GPE0_STS");
+		st = pm_good(), st.gpe_en |= (uint16_t)(1u << b);
+		CHECK_REFUSED(acpi_pm, &st, ACPI_PM_STATE_VERSION, "GPE0_EN");
+	}
+	/* the reserved word after GPE0 */
+	st = pm_good();
+	ENCODE(acpi_pm, &st, ACPI_PM_STATE_VERSION, &f);
+	CHECK_EQ(f.plen, 24);
+	bad = malloc(f.plen);
+	for (size_t i = 20; i < 24; i++) {
+		memcpy(bad, f.p, f.plen);
+		bad[i] = 0x80;
+		CHECK_EQ(acpi_pm_state_decode(bad, f.plen, f.version, &out, err, sizeof(err)),
+			 -EINVAL);
+		CHECK(strstr(err, "reserved") != NULL);
+	}
+	free(bad);
+	free(f.buf);
+}
+
+/* GPE0 status and enable go through a state file; the restored device
+ * drives the SCI from them and keeps the latched event. */
+TEST(acpi_pm_gpe_state_round_trip)
+{
+	struct acpi_pm_state st, st2;
+	struct pm_rig a, b;
+	pm_fake_ns = 1000;
+	pm_rig(&a, 1000);
+	acpi_pm_raise_gpe(&a.pm, ACPI_GPE_VMGENID);
+	pm_wr(&a.pm.gpe_bus, 2, 1u << ACPI_GPE_VMGENID, 2);
+	CHECK_EQ(a.sci.level, 1);
+	acpi_pm_state_get(&a.pm, &st);
+	CHECK_EQ(st.gpe_sts, 1u << ACPI_GPE_VMGENID);
+	CHECK_EQ(st.gpe_en, 1u << ACPI_GPE_VMGENID);
+	struct file f;
+	ENCODE(acpi_pm, &st, ACPI_PM_STATE_VERSION, &f);
+	CHECK_EQ(f.version, 2);
+	CHECK_EQ(acpi_pm_state_decode(f.p, f.plen, f.version, &st2, err, sizeof(err)), 0);
+	CHECK(!memcmp(&st, &st2, sizeof(st)));
+	pm_rig(&b, 1000);
+	acpi_pm_state_put(&b.pm, &st2);
+	CHECK_EQ(b.sci.level, 1);
+	CHECK_EQ(pm_rd(&b.pm.gpe_bus, 0, 4), pm_rd(&a.pm.gpe_bus, 0, 4));
+	/* the guest acknowledges the restored event */
+	pm_wr(&b.pm.gpe_bus, 0, 1u << ACPI_GPE_VMGENID, 1);
+	CHECK_EQ(b.sci.level, 0);
+	/* enabled but no event: no SCI after a restore */
+	acpi_pm_state_get(&b.pm, &st);
+	pm_rig(&a, 1000);
+	acpi_pm_state_put(&a.pm, &st);
+	CHECK_EQ(a.sci.level, 0);
+	CHECK_EQ(a.sci.calls, 1);
+	CHECK_LENGTHS(acpi_pm, &f, struct acpi_pm_state);
+	free(f.buf);
+	acpi_pm_destroy(&a.pm);
+	acpi_pm_destroy(&b.pm);
+}
+
+/* Version 1 (before the GPE0 block) is read with both GPE0 registers 0;
+ * each version has exactly its own length. */
+TEST(acpi_pm_reads_version_1)
+{
+	struct acpi_pm_state st = pm_good(), out;
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "x", 1);
+	snap_put_u16(&w, st.sts);
+	snap_put_u16(&w, st.en);
+	snap_put_u16(&w, st.cnt);
+	snap_put_u16(&w, 0);
+	snap_put_u64(&w, st.timer_ns);
+	snap_writer_section_end(&w);
+	struct file f;
+	file_from(&w, &f);
+	CHECK_EQ(f.plen, 16);
+	memset(&out, 0xff, sizeof(out));
+	CHECK_EQ(acpi_pm_state_decode(f.p, f.plen, 1, &out, err, sizeof(err)), 0);
+	CHECK_EQ(out.sts, st.sts);
+	CHECK_EQ(out.en, st.en);
+	CHECK_EQ(out.cnt, st.cnt);
+	CHECK_EQ(out.timer_ns, st.timer_ns);
+	CHECK_EQ(out.gpe_sts, 0);
+	CHECK_EQ(out.gpe_en, 0);
+	/* a version 1 payload is not a version 2 one, nor the reverse */
+	CHECK_EQ(acpi_pm_state_decode(f.p, f.plen, 2, &out, err, sizeof(err)), -EINVAL);
+	free(f.buf);
+	ENCODE(acpi_pm, &st, ACPI_PM_STATE_VERSION, &f);
+	CHECK_EQ(acpi_pm_state_decode(f.p, f.plen, 1, &out, err, sizeof(err)), -EINVAL);
+	for (uint32_t v = 0; v < 8; v++) {
+		if (v == 1 || v == 2)
+			continue;
+		CHECK_EQ(acpi_pm_state_decode(f.p, f.plen, v, &out, err, sizeof(err)), -EINVAL);
+		CHECK(strstr(err, "version") != NULL);
+	}
+	free(f.buf);
 }
 
 /* ---- the registry's sections ---------------------------------------------------- */

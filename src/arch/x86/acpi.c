@@ -8,6 +8,7 @@
 #include "acpi.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../../util/bytes.h"
@@ -75,6 +76,10 @@
 #define MADT_ALL_PROCESSORS 0xff
 
 #define GPA_4G 0x100000000ULL
+
+/* Notify value telling the VM generation ID driver the ID changed (the
+ * specification's device-specific notification). */
+#define VMGENID_NOTIFY 0x80
 
 /* The IOAPIC's ID: the first one after the LAPIC IDs (as in the MP table). */
 #define IOAPIC_ID(ncpus) ((uint8_t)(ncpus))
@@ -208,6 +213,38 @@ static void build_pci_aml(struct aml *a)
 }
 
 /*
+ * The VM generation ID device (Microsoft's "Virtual Machine Generation ID"
+ * specification), in ASL terms:
+ *
+ *   Device (VGEN) {
+ *     Name (_HID, "VMGENCTR")          // an ID Linux's vmgenid driver matches
+ *     Name (_CID, "VM_Gen_Counter")    // the specification's compatible ID
+ *     Name (_DDN, "VM_Gen_Counter")
+ *     Method (ADDR, 0, NotSerialized) {
+ *       Return (Package () { gpa & 0xffffffff, gpa >> 32 })
+ *     }
+ *   }
+ *
+ * ACPICA upper-cases _HID and _CID strings ("VM_GEN_COUNTER"), which is the
+ * form Linux's driver lists; the _HID matches without that.
+ */
+static void build_vmgenid_aml(struct aml *a, uint64_t gpa)
+{
+	size_t dev = aml_device_begin(a, "VGEN");
+	aml_name_string(a, "_HID", "VMGENCTR");
+	aml_name_string(a, "_CID", "VM_Gen_Counter");
+	aml_name_string(a, "_DDN", "VM_Gen_Counter");
+	size_t m = aml_method_begin(a, "ADDR", 0, false);
+	aml_return(a);
+	size_t pkg = aml_package_begin(a);
+	aml_integer(a, gpa & 0xffffffffu);
+	aml_integer(a, gpa >> 32);
+	aml_package_end(a, pkg, 2);
+	aml_method_end(a, m);
+	aml_device_end(a, dev);
+}
+
+/*
  * DSDT body (ACPI 6.4 §5.2.11.1), in ASL terms:
  *
  *   Name (_S5, Package () { SLP_TYP, SLP_TYP, 0, 0 })   // §7.4.2 \_Sx
@@ -220,8 +257,10 @@ static void build_pci_aml(struct aml *a)
  *                     _CRS { IO (0x60, 1), IO (0x64, 1), IRQNoFlags {1} } }
  *     Device (PEVT) { _HID "QEMU0001", _CRS { IO (0x505, 1) },
  *                     Method (_STA) { Return (0x0F) } }
+ *     [PCI0, ECAM]  [VGEN]
  *     <cfg->sb_extra_aml>
  *   }
+ *   [Scope (\_GPE) { Method (_E00) { Notify (\_SB.VGEN, 0x80) } }]
  */
 static void build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
 {
@@ -275,9 +314,21 @@ static void build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
 
 	if (cfg->pci)
 		build_pci_aml(a);
+	if (cfg->vmgenid_gpa)
+		build_vmgenid_aml(a, cfg->vmgenid_gpa);
 
 	aml_raw(a, cfg->sb_extra_aml, cfg->sb_extra_aml_len);
 	aml_scope_end(a, sb);
+
+	if (cfg->vmgenid_gpa) {
+		char gpe[8];
+		snprintf(gpe, sizeof(gpe), "_E%02X", ACPI_GPE_VMGENID);
+		size_t sc = aml_scope_begin(a, "\\_GPE");
+		size_t m = aml_method_begin(a, gpe, 0, false);
+		aml_notify(a, "\\_SB.VGEN", VMGENID_NOTIFY);
+		aml_method_end(a, m);
+		aml_scope_end(a, sc);
+	}
 }
 
 /* DSDT = header + AML, built in place at o->pos. */
@@ -306,14 +357,16 @@ static int build_dsdt(struct out *o, const struct acpi_config *cfg, size_t *off)
  *    36 FIRMWARE_CTRL (FACS, 32-bit; X_FIRMWARE_CTRL stays 0 as required
  *       when this is set)     40 DSDT
  *    45 Preferred_PM_Profile  46 SCI_INT (2)   48 SMI_CMD (4) = 0
- *    56 PM1a_EVT_BLK  64 PM1a_CNT_BLK  76 PM_TMR_BLK         (4 each)
- *    88 PM1_EVT_LEN  89 PM1_CNT_LEN  91 PM_TMR_LEN            (1 each)
+ *    56 PM1a_EVT_BLK  64 PM1a_CNT_BLK  76 PM_TMR_BLK  80 GPE0_BLK  (4 each)
+ *    88 PM1_EVT_LEN  89 PM1_CNT_LEN  91 PM_TMR_LEN  92 GPE0_BLK_LEN  (1 each;
+ *       GPE1_BLK_LEN and GPE1_BASE stay 0: no GPE1 block)
  *    96 P_LVL2_LAT (2) = 101: no C2   98 P_LVL3_LAT (2) = 1001: no C3
  *   108 CENTURY: CMOS index of the century register
  *   109 IAPC_BOOT_ARCH (2)   112 Flags (4)
  *   116 RESET_REG (GAS)      128 RESET_VALUE
  *   131 FADT Minor Version   140 X_DSDT (8)
- *   148 X_PM1a_EVT_BLK  172 X_PM1a_CNT_BLK  208 X_PM_TMR_BLK   (GAS each)
+ *   148 X_PM1a_EVT_BLK  172 X_PM1a_CNT_BLK  208 X_PM_TMR_BLK  220 X_GPE0_BLK
+ *       (GAS each)
  *   268 Hypervisor Vendor Identity (8)
  */
 static void build_fadt(uint8_t *t, uint64_t facs_gpa, uint64_t dsdt_gpa)
@@ -327,9 +380,11 @@ static void build_fadt(uint8_t *t, uint64_t facs_gpa, uint64_t dsdt_gpa)
 	put_le32(t + 56, PORT_ACPI_PM1A_EVT);
 	put_le32(t + 64, PORT_ACPI_PM1A_CNT);
 	put_le32(t + 76, PORT_ACPI_PM_TMR);
+	put_le32(t + 80, PORT_ACPI_GPE0);
 	put_le8(t + 88, PORT_ACPI_PM1A_EVT_LEN);
 	put_le8(t + 89, PORT_ACPI_PM1A_CNT_LEN);
 	put_le8(t + 91, PORT_ACPI_PM_TMR_LEN);
+	put_le8(t + 92, PORT_ACPI_GPE0_LEN);
 	put_le16(t + 96, 101);
 	put_le16(t + 98, 1001);
 	put_le8(t + 108, CMOS_CENTURY);
@@ -346,6 +401,7 @@ static void build_fadt(uint8_t *t, uint64_t facs_gpa, uint64_t dsdt_gpa)
 		PORT_ACPI_PM1A_CNT);
 	put_gas(t + 208, GAS_SYSTEM_IO, PORT_ACPI_PM_TMR_LEN * 8, GAS_ACCESS_DWORD,
 		PORT_ACPI_PM_TMR);
+	put_gas(t + 220, GAS_SYSTEM_IO, PORT_ACPI_GPE0_LEN * 8, GAS_ACCESS_BYTE, PORT_ACPI_GPE0);
 	memcpy(t + 268, "VISOR\0\0\0", 8);
 	finish_table(t, FADT_LEN);
 }
@@ -482,6 +538,8 @@ int acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct acpi_config
 	if (gpa & 15)
 		return -EINVAL;
 	if (gpa >= GPA_4G)
+		return -EINVAL;
+	if (cfg->vmgenid_gpa & 7)
 		return -EINVAL;
 
 	struct out o = {.buf = buf, .size = size, .pos = 0, .gpa = gpa};

@@ -17,13 +17,25 @@
  *     ACPI_RESET_VALUE.
  *   - Power button: fixed-feature (PWR_BUTTON = 0, PM1 PWRBTN_STS/EN), so a
  *     PM device that sets PWRBTN_STS and raises the SCI asks for an orderly
- *     shutdown.  No sleep button, no RTC wake, no GPE blocks.
+ *     shutdown.  No sleep button, no RTC wake.
+ *   - GPE0_BLK at PORT_ACPI_GPE0, PORT_ACPI_GPE0_LEN bytes (GPEs 0-15, base
+ *     0; FADT GPE0_BLK, GPE0_BLK_LEN and X_GPE0_BLK), no GPE1 block.
  *   - FADT IAPC_BOOT_ARCH: legacy devices + 8042 present, no VGA;
  *     CENTURY = CMOS 0x32 (the RTC device keeps the century there).
  *   - DSDT devices in \_SB: COM1 (PNP0501), RTC (PNP0B00), PS/2 keyboard
  *     controller (PNP0303), pvpanic (QEMU0001), with cfg->pci the PCI host
- *     bridge PCI0 and the ECAM reservation ECAM (below), then
+ *     bridge PCI0 and the ECAM reservation ECAM (below), with
+ *     cfg->vmgenid_gpa the VM generation ID device VGEN (below), then
  *     cfg->sb_extra_aml.
+ *   - With cfg->vmgenid_gpa (Microsoft's "Virtual Machine Generation ID"
+ *     specification; Linux's drivers/virt/vmgenid.c):
+ *       Device (VGEN) { _HID "VMGENCTR", _CID "VM_Gen_Counter",
+ *         _DDN "VM_Gen_Counter",
+ *         Method (ADDR) { Return (Package () { low 32 bits, high 32 bits
+ *           of vmgenid_gpa }) } }
+ *       Scope (\_GPE) { Method (_Exx) { Notify (\_SB.VGEN, 0x80) } } with
+ *         xx = ACPI_GPE_VMGENID in hex: an edge GPE (the status bit
+ *         latches the event; OSPM clears it, then runs the method).
  *   - With cfg->pci (the PCI bus of src/devices/pci, layout.h GPA_PCI_*):
  *       MCFG (PCI Firmware 3.2 §4.1.2) in the XSDT/RSDT: one allocation,
  *         segment 0, buses PCI_ECAM_BUS_FIRST..LAST at GPA_PCI_ECAM;
@@ -70,6 +82,9 @@ struct acpi_config {
 	/* Describe the PCI host bridge: MCFG + \_SB.PCI0 + \_SB.ECAM (see
 	 * above). */
 	bool pci;
+	/* Guest-physical address of the 16-byte VM generation ID, 8-byte
+	 * aligned (\_SB.VGEN and its GPE method, see above); 0 for none. */
+	uint64_t vmgenid_gpa;
 };
 
 /*
@@ -89,7 +104,7 @@ struct acpi_config {
  * Nothing is written at or past buf + size.  Returns the number of bytes
  * used (everything the guest must see), -ENOSPC if they do not fit in size,
  * or -EINVAL for a bad argument: ncpus 0 or > ACPI_MAX_CPUS, gpa not 16-byte
- * aligned, the tables not entirely below 4 GiB (RSDT and FACS pointers are
+ * aligned, vmgenid_gpa not 8-byte aligned, the tables not entirely below 4 GiB (RSDT and FACS pointers are
  * 32-bit), buf NULL with size > 0, or sb_extra_aml NULL with a length.
  */
 int acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct acpi_config *cfg,

@@ -394,6 +394,13 @@ int aml_method_return_integer(struct aml *a, const char *path, uint64_t v)
 	return aml_method_end(a, m);
 }
 
+int aml_notify(struct aml *a, const char *path, uint64_t value)
+{
+	aml_byte(a, AML_NOTIFY_OP);
+	aml_namestring(a, path);
+	return aml_integer(a, value);
+}
+
 /* DefPackage := PackageOp PkgLength NumElements(byte) PackageElementList
  * (§20.2.5.4) */
 size_t aml_package_begin(struct aml *a)

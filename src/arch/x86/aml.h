@@ -58,6 +58,7 @@
 #define AML_MULTI_NAME_PREFIX 0x2f
 #define AML_EXT_OP_PREFIX 0x5b
 #define AML_DEVICE_OP 0x82 /* after AML_EXT_OP_PREFIX */
+#define AML_NOTIFY_OP 0x86
 #define AML_ROOT_CHAR 0x5c /* '\\' */
 #define AML_PARENT_PREFIX 0x5e /* '^' */
 #define AML_RETURN_OP 0xa4
@@ -164,6 +165,11 @@ int aml_return(struct aml *a);
 
 /* Method(path, 0, NotSerialized) { Return(v) } */
 int aml_method_return_integer(struct aml *a, const char *path, uint64_t v);
+
+/* Notify(path, value) (§19.6.92; DefNotify := NotifyOp NotifyObject
+ * NotifyValue, §20.2.5.3): NotifyOp, the object's NameString, the value as
+ * an integer (aml_integer). */
+int aml_notify(struct aml *a, const char *path, uint64_t value);
 
 /* Package() { ... }: the caller appends nelem data objects, then ends the
  * package with their count (0..255; -E2BIG above). */

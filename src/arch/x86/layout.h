@@ -16,7 +16,9 @@
  *   0x0002_0000                 kernel command line (up to 64 KiB)
  *   0x0009_fc00 - 0x0009_ffff   EBDA (reserved): MP floating pointer + table
  *   0x000a_0000 - 0x000d_ffff   VGA/option-ROM hole (not RAM)
- *   0x000e_0000 - 0x000f_ffff   "BIOS" area (reserved): ACPI RSDP + tables
+ *   0x000e_0000 - 0x000f_ffff   "BIOS" area (reserved in the e820 map):
+ *     0x000e_0000 - 0x000e_efff   ACPI RSDP + tables
+ *     0x000e_f000 - 0x000e_ffff   VM generation ID (16 bytes at the start)
  *   0x0010_0000 - low_end       RAM (kernel loaded at its preferred address)
  *   0xc000_0000 - 0xffff_ffff   32-bit MMIO hole (PCI, IOAPIC, LAPIC):
  *     0xc000_0000 - 0xdfff_ffff   PCI 32-bit memory window: BARs (host
@@ -44,7 +46,15 @@
 #define GPA_BIOS_AREA 0xe0000ULL
 #define GPA_BIOS_AREA_END 0x100000ULL
 #define GPA_ACPI_TABLES GPA_BIOS_AREA
-#define ACPI_TABLES_MAX (GPA_BIOS_AREA_END - GPA_BIOS_AREA)
+#define ACPI_TABLES_MAX (GPA_VMGENID - GPA_ACPI_TABLES)
+/* The VM generation ID (Microsoft's "Virtual Machine Generation ID"
+ * specification, src/devices/vmgenid.h): 16 bytes, 8-byte aligned, in
+ * cacheable memory the e820 map reserves (neither RAM nor ACPI), kept apart
+ * from everything the OS uses.  A page of its own in the E segment after the
+ * ACPI tables: the RSDP at 0xe0000 is found before any scan reaches it, and
+ * the F segment (MP and SMBIOS scans) never holds its random bytes. */
+#define GPA_VMGENID 0xef000ULL
+#define VMGENID_LEN 16
 #define GPA_HIGH_MEMORY 0x100000ULL
 
 /* 32-bit MMIO hole: RAM never sits here. */
@@ -78,6 +88,11 @@
 #define PORT_ACPI_PM1A_CNT_LEN 2
 #define PORT_ACPI_PM_TMR 0x608
 #define PORT_ACPI_PM_TMR_LEN 4
+/* GPE0_BLK: 2 bytes of GPE0_STS, then 2 bytes of GPE0_EN (GPEs 0-15). */
+#define PORT_ACPI_GPE0 0x60c
+#define PORT_ACPI_GPE0_LEN 4
+/* General-purpose events the machine raises (\_GPE._Exx methods). */
+#define ACPI_GPE_VMGENID 0 /* a new VM generation ID: Notify (\_SB.VGEN, 0x80) */
 /* FADT RESET_REG: writing ACPI_RESET_VALUE here resets the machine. */
 #define PORT_ACPI_RESET 0xcf9
 #define ACPI_RESET_VALUE 0x06
