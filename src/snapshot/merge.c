@@ -115,43 +115,48 @@ static void mem_close(struct mem_pair *p)
  * (in the kernel; a reflink where the file system can), else read/write. */
 static int copy_range(int in, int out, uint64_t off, uint64_t len)
 {
-	bool plain = false;
-	static uint8_t buf[1 << 20];
-	while (len) {
+	const size_t bufsize = 1 << 20;
+	uint8_t *buf = NULL;
+	int r = 0;
+	while (len && !r) {
 		size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
 		ssize_t n;
-		if (!plain) {
+		if (!buf) {
 			loff_t io = (loff_t)off, oo = (loff_t)off;
 			n = copy_file_range(in, &io, out, &oo, chunk, 0);
 			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-				      errno == EOPNOTSUPP || errno == ETXTBSY)) {
-				plain = true;
+				      errno == EOPNOTSUPP)) {
+				/* not between these files: read and write */
+				if (!(buf = malloc(bufsize)))
+					r = -ENOMEM;
 				continue;
 			}
 		} else {
-			n = pread(in, buf, chunk < sizeof(buf) ? chunk : sizeof(buf), (off_t)off);
-			if (n > 0) {
-				for (ssize_t done = 0; done < n;) {
-					ssize_t w = pwrite(out, buf + done, (size_t)(n - done),
-							   (off_t)off + done);
-					if (w < 0 && errno == EINTR)
-						continue;
-					if (w <= 0)
-						return w < 0 ? -errno : -EIO;
-					done += w;
+			n = pread(in, buf, chunk < bufsize ? chunk : bufsize, (off_t)off);
+			for (ssize_t done = 0; n > 0 && done < n;) {
+				ssize_t w = pwrite(out, buf + done, (size_t)(n - done), (off_t)off + done);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0) {
+					r = w < 0 ? -errno : -EIO;
+					break;
 				}
+				done += w;
 			}
+			if (r)
+				break;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO; /* the file shrank under us */
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO; /* 0: the file shrank under us */
+			break;
+		}
 		off += (uint64_t)n;
 		len -= (uint64_t)n;
 	}
-	return 0;
+	free(buf);
+	return r;
 }
 
 /* Copy every data extent of @in (size @size) onto @out.  *@copied: bytes. */

@@ -610,6 +610,30 @@ TEST(merge_keeps_a_mapping_of_the_old_base_intact)
 	CHECK(mem_is(path("m.mem"), MERGED));
 }
 
+TEST(merge_across_file_systems)
+{
+	/* base on /dev/shm (tmpfs), diff here: copy_file_range may refuse
+	 * (EXDEV) and the merge reads and writes instead */
+	struct stat a, b;
+	char shm[] = "/dev/shm/visor-test-merge-XXXXXX";
+	if (stat("/dev/shm", &a) || stat(dir[0] ? path("") : "/tmp", &b) || a.st_dev == b.st_dev ||
+	    !mkdtemp(shm)) {
+		printf("  (no second file system at /dev/shm: nothing to try)\n");
+		return;
+	}
+	char bm[64];
+	snprintf(bm, sizeof(bm), "%s/b.mem", shm);
+	write_mem(bm, NPAGES, BASE_FILL);
+	write_mem(path("x.mem"), NPAGES, DIFF_FILL);
+	uint64_t copied;
+	CHECK_EQ(snap_merge_files(bm, path("x.mem"), NULL, &copied, err, sizeof(err)), 0);
+	CHECK_EQ(copied, 3 * PG);
+	CHECK(mem_is(bm, MERGED));
+	CHECK_EQ(temporaries(shm), 0);
+	unlink(bm);
+	rmdir(shm);
+}
+
 TEST(cleanup)
 {
 	char cmd[600];
