@@ -105,6 +105,7 @@ struct vm_action {
 		struct {
 			char state_path[CONFIG_PATH_MAX];
 			char mem_path[CONFIG_PATH_MAX];
+			bool diff; /* snapshot_type Diff */
 		} snap;
 		struct snapshot_load load;
 	} u;

@@ -17,8 +17,14 @@ const char cli_usage[] =
 	"       visor ls [--json]                        running VMs\n"
 	"       visor pause|resume|status|config|ctrl-alt-del VM [--json]\n"
 	"       visor balloon VM SIZE\n"
-	"       visor snapshot VM DIR                    save the VM to DIR/state and DIR/memory\n"
-	"                                                (paused meanwhile, then resumed)\n"
+	"       visor snapshot VM DIR [--diff]           save the VM to DIR/state and DIR/memory\n"
+	"                                                (paused meanwhile, then resumed); --diff:\n"
+	"                                                only the pages written since the last\n"
+	"                                                snapshot (needs --track-dirty-pages)\n"
+	"       visor snapshot merge BASE DIFF           fold the Diff snapshot DIFF onto BASE, the\n"
+	"                                                snapshot it was taken after: BASE becomes\n"
+	"                                                DIFF's point in time (directories, or\n"
+	"                                                memory files with [--state DIFF_STATE])\n"
 	"       visor restore DIR [options]              a new VM from the snapshot in DIR, running\n"
 	"                                                (= visor run --restore DIR; host options only)\n"
 	"       visor restore DIR --clones N [options]   N VMs from one snapshot, each its own\n"
@@ -61,6 +67,8 @@ const char cli_usage[] =
 	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
 	"                       to DIR and run it (no --kernel, --cpus, --memory or devices:\n"
 	"                       the snapshot defines them)\n"
+	"  --track-dirty-pages  track the pages the guest and visor write, for Diff snapshots\n"
+	"                       (`visor snapshot VM DIR --diff`)\n"
 	"options for a restore:\n"
 	"  --net-override IFACE=TAP  interface IFACE on host tap TAP instead of the snapshot's\n"
 	"  --vsock-override PATH     the vsock device's Unix socket at PATH instead\n"
@@ -438,6 +446,12 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			cfg->allow_software_kvm = true;
 			continue;
 		}
+		if (!strcmp(name, "--track-dirty-pages")) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			o->track_dirty_pages = true;
+			continue;
+		}
 		if (!strcmp(name, "--control"))
 			return fail(e, "--control was replaced by the API: `visor balloon VM SIZE`, "
 				       "`visor status VM` (see visor --help)");
@@ -533,7 +547,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 	 * messages.  The balloon is checked once the memory size is known. */
 	struct balloon_config b = cfg->balloon;
 	cfg->balloon.enabled = false;
-	if (config_set_machine(cfg, cpus, mem >> 20, false, false, e) ||
+	if (config_set_machine(cfg, cpus, mem >> 20, false, o->track_dirty_pages, e) ||
 	    config_set_boot(cfg, kernel, initrd, cmdline, e))
 		return -EINVAL;
 	if (b.enabled && config_set_balloon(cfg, &b, e))
@@ -576,6 +590,49 @@ static bool is_describe(const char *arg)
 	static const char opt[] = "--describe-snapshot";
 	return !strncmp(arg, opt, sizeof(opt) - 1) &&
 	       (arg[sizeof(opt) - 1] == 0 || arg[sizeof(opt) - 1] == '=');
+}
+
+/* `visor snapshot merge BASE DIFF [--state FILE] [--json]` */
+static int parse_merge(int argc, char **argv, struct cli_opts *o, struct config_err *e)
+{
+	static const char usage[] = "snapshot merge: usage: visor snapshot merge BASE DIFF "
+				    "[--state DIFF_STATE] (snapshot directories, or memory files)";
+	o->cmd = CLI_SNAPSHOT_MERGE;
+	int pos = 0;
+	for (int i = 3; i < argc; i++) {
+		char name[32];
+		const char *val;
+		if (!strncmp(argv[i], "--", 2)) {
+			split_opt(argv[i], name, sizeof(name), &val);
+			if (!strcmp(name, "--json") && !val) {
+				o->ctl_json = true;
+				continue;
+			}
+			if (strcmp(name, "--state"))
+				return fail(e, "snapshot merge: unknown option '%s'", argv[i]);
+			if (take_value(argc, argv, &i, name, &val, e))
+				return -EINVAL;
+			if (!val[0])
+				return fail(e, "snapshot merge: --state: empty file name");
+			if (o->merge_state)
+				return fail(e, "snapshot merge: --state given twice");
+			o->merge_state = val;
+		} else if (!argv[i][0]) {
+			return fail(e, "snapshot merge: empty path");
+		} else if (pos == 0) {
+			o->merge_base = argv[i];
+			pos++;
+		} else if (pos == 1) {
+			o->merge_diff = argv[i];
+			pos++;
+		} else {
+			return fail(e, "snapshot merge: too many arguments ('%s'); %s", argv[i],
+				    usage + sizeof("snapshot merge: ") - 1);
+		}
+	}
+	if (pos < 2)
+		return fail(e, "%s", usage);
+	return 0;
 }
 
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
@@ -637,6 +694,8 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 		free(av);
 		return r;
 	}
+	if (!strcmp(cmd, "snapshot") && argc >= 3 && !strcmp(argv[2], "merge"))
+		return parse_merge(argc, argv, o, e);
 	static const char *const verbs[] = {"ls",	"pause",   "resume",	   "status",
 					    "balloon",	"config",  "ctrl-alt-del", "snapshot", NULL};
 	for (int k = 0; verbs[k]; k++) {
@@ -648,6 +707,8 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 		for (int i = 2; i < argc; i++) {
 			if (!strcmp(argv[i], "--json")) {
 				o->ctl_json = true;
+			} else if (!strcmp(argv[i], "--diff") && !strcmp(cmd, "snapshot")) {
+				o->ctl_diff = true;
 			} else if (!strncmp(argv[i], "--", 2)) {
 				return fail(e, "%s: unknown option '%s'", cmd, argv[i]);
 			} else if (pos == 0) {
@@ -668,7 +729,7 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 			return fail(e, "%s: which VM? (a name from `visor ls` or a socket path)", cmd);
 		if (is_balloon && !o->ctl_arg)
 			return fail(e, !strcmp(cmd, "snapshot")
-					       ? "snapshot: usage: visor snapshot VM DIR"
+					       ? "snapshot: usage: visor snapshot VM DIR [--diff]"
 					       : "balloon: usage: visor balloon VM SIZE (e.g. 256M)");
 		if (!is_balloon && o->ctl_arg)
 			return fail(e, "%s: too many arguments", cmd);

@@ -11,6 +11,8 @@
  *                                       drive running VMs (cli_client.c)
  *   visor --describe-snapshot FILE      print a snapshot state file's version and
  *                                       sections (snapshot/format.h)
+ *   visor snapshot merge BASE DIFF      fold a Diff snapshot onto its base
+ *                                       (snapshot/merge.h)
  *
  * The VM options of `visor run` fill a struct vm_config through the same
  * setters (config.h) the API and the config file use.
@@ -31,6 +33,7 @@ enum cli_cmd {
 	CLI_VERSION,
 	CLI_CONTROL,     /* ls, pause, ... : see ctl_* */
 	CLI_DESCRIBE_SNAPSHOT, /* --describe-snapshot FILE: see snapshot_path */
+	CLI_SNAPSHOT_MERGE,    /* snapshot merge BASE DIFF [--state FILE]: see merge_* */
 };
 
 #define CLI_DEFAULT_MAX_PAYLOAD 51200
@@ -72,12 +75,18 @@ struct cli_opts {
 	bool restore_paused;          /* --paused: resume_vm false */
 	bool has_ready_fd;            /* --ready-fd FD: "ready ID\n" once running */
 	int ready_fd;
+	bool track_dirty_pages;       /* run --track-dirty-pages (boot or --restore) */
 
 	/* CLI_CONTROL */
 	const char *ctl_verb;   /* "ls", "pause", ... */
 	const char *ctl_target; /* VM name or socket path */
 	const char *ctl_arg;    /* balloon SIZE, snapshot DIR */
 	bool ctl_json;
+	bool ctl_diff;          /* snapshot --diff */
+
+	/* CLI_SNAPSHOT_MERGE: two snapshot directories, or two memory files
+	 * (and the Diff's state file, optional) */
+	const char *merge_base, *merge_diff, *merge_state;
 };
 
 /* Parse argv into @o, which must be all zero (calloc, or cleared by the

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "api/http_client.h"
+#include "snapshot/format.h"
+#include "snapshot/mem_section.h"
 #include "util/log.h"
 
 #define CLIENT_TIMEOUT_MS 10000
@@ -272,9 +274,28 @@ static int do_config(const char *sock, const struct cli_opts *o)
 	return 0;
 }
 
-/* `visor snapshot VM DIR`: pause if running, PUT /snapshot/create with
- * DIR/state and DIR/memory, resume what was running (also when the
- * snapshot failed). */
+/* Whether DIR/state is a Diff snapshot's (a VM without an earlier
+ * snapshot gets a Full one when it asks for a Diff). */
+static bool snapshot_is_diff(const char *dir)
+{
+	char path[CONFIG_PATH_MAX + 16], err[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, CLI_SNAPSHOT_STATE);
+	uint8_t *buf;
+	size_t len;
+	struct snap_reader rd;
+	struct snap_mem_info mi = {0};
+	if (snap_file_read(path, &buf, &len, err, sizeof(err)))
+		return false;
+	if (snap_reader_open(buf, len, &rd, err, sizeof(err)) ||
+	    snap_mem_find(&rd, &mi, NULL, err, sizeof(err)))
+		mi.kind = SNAP_MEM_FULL;
+	free(buf);
+	return mi.kind == SNAP_MEM_DIFF;
+}
+
+/* `visor snapshot VM DIR [--diff]`: pause if running, PUT /snapshot/create
+ * with DIR/state and DIR/memory (snapshot_type Diff with --diff), resume
+ * what was running (also when the snapshot failed). */
 static int do_snapshot(const char *sock, const struct cli_opts *o)
 {
 	char dir[CONFIG_PATH_MAX - 16];
@@ -309,6 +330,8 @@ static int do_snapshot(const char *sock, const struct cli_opts *o)
 	json_object_object_add(body, "snapshot_path", json_object_new_string(path));
 	snprintf(path, sizeof(path), "%s/%s", dir, CLI_SNAPSHOT_MEMORY);
 	json_object_object_add(body, "mem_file_path", json_object_new_string(path));
+	if (o->ctl_diff)
+		json_object_object_add(body, "snapshot_type", json_object_new_string("Diff"));
 	uint64_t t0 = now_ns();
 	int rc = call_within(sock, "PUT", "/snapshot/create", json_object_to_json_string(body), &j,
 			     false, SNAPSHOT_TIMEOUT_MS);
@@ -323,6 +346,10 @@ static int do_snapshot(const char *sock, const struct cli_opts *o)
 	if (o->ctl_json)
 		printf("{\"ok\": true, \"dir\": \"%s\", \"ms\": %llu}\n", dir,
 		       (unsigned long long)ms);
+	else if (o->ctl_diff && snapshot_is_diff(dir))
+		printf("%s: Diff snapshot in %s (%llu ms; merge it onto the snapshot it follows "
+		       "with: visor snapshot merge BASE %s)\n",
+		       o->ctl_target, dir, (unsigned long long)ms, dir);
 	else
 		printf("%s: snapshot in %s (%llu ms; restore with: visor restore %s)\n", o->ctl_target,
 		       dir, (unsigned long long)ms, dir);

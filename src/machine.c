@@ -53,6 +53,7 @@
 #include "metrics.h"
 #include "snapshot/config_section.h"
 #include "snapshot/format.h"
+#include "snapshot/mem_section.h"
 #include "util/file.h"
 #include "util/log.h"
 #include "vcpu_exit.h"
@@ -121,6 +122,9 @@ struct machine {
 	bool restoring;        /* built from a snapshot: no kernel, no boot registers */
 	uint64_t paused_clock; /* kvmclock when paused */
 	bool have_clock;
+	/* the memory identity of the last snapshot taken or loaded (all
+	 * zero: none since the VM booted), the base of the next Diff */
+	uint8_t last_mem_id[SNAP_MEM_ID_LEN];
 
 	struct loop *loop;
 	struct console console;
@@ -645,7 +649,8 @@ static int open_kvm(struct machine *vm)
 	}
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		struct guest_region *g = &vm->mem.regions[i];
-		if ((r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva))) {
+		if ((r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva,
+					guest_mem_tracking(&vm->mem)))) {
 			log_error("cannot register guest memory with KVM: %s", strerror(-r));
 			return -1;
 		}
@@ -1337,6 +1342,7 @@ static int register_legacy(struct machine *vm)
 
 static int restore_state(struct machine *vm, const struct snap_reader *rd, bool clock_realtime,
 			 char *err, size_t errlen);
+static void dirty_epoch_start(struct machine *vm);
 
 /* Build a machine: booted from cfg's kernel (@rd NULL) or restored from
  * the snapshot @rd with guest memory from @mem_fd, or (@uffd_sock set)
@@ -1393,6 +1399,12 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 		log_info("guest memory (%llu MiB) is served by the page-fault handler at %s",
 			 (unsigned long long)(cfg->mem_size >> 20), uffd_sock);
 	}
+	/* dirty tracking before any device can write guest RAM */
+	if (cfg->track_dirty_pages && (r = guest_mem_track_dirty(&vm->mem))) {
+		log_error("cannot track dirty pages of %llu MiB of guest memory: %s",
+			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+		goto fail;
+	}
 	vm->restoring = rd != NULL;
 	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!rd && setup_guest_image(vm)) ||
 	    open_kvm(vm))
@@ -1422,6 +1434,7 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 			log_error("%s", e);
 			goto fail;
 		}
+		dirty_epoch_start(vm);
 	}
 	/* The console last: it switches a terminal to raw mode. */
 	r = console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
@@ -1916,11 +1929,13 @@ static int check_saveable(struct machine *vm, char *err, size_t errlen)
 
 /* The state file's contents: config, VM-wide state, every vCPU, every
  * device.  *buf (free it) / *len. */
-static int build_state(struct machine *vm, uint8_t **buf, size_t *len, char *err, size_t errlen)
+static int build_state(struct machine *vm, const struct snap_mem_info *mi, uint8_t **buf,
+		       size_t *len, char *err, size_t errlen)
 {
 	struct snap_writer w;
 	snap_writer_init(&w);
 	snap_config_write(&vm->cfg, &w);
+	snap_mem_write(mi, &w);
 	int rc = 0;
 	struct x86_vm_state *vs = calloc(1, sizeof(*vs));
 	struct x86_vcpu_state *cs = calloc(1, sizeof(*cs));
@@ -1964,11 +1979,48 @@ out:
 	return rc;
 }
 
-int machine_snapshot(struct machine *vm, const char *state_path, const char *mem_path, char *err,
-		     size_t errlen)
+/* Dirty tracking: KVM's log of every slot ORed into the VMM's bitmap (KVM
+ * clears its log as it hands it over, so the bitmap keeps it until a
+ * snapshot has been written: a failed one loses nothing). */
+static int collect_dirty_log(struct machine *vm, char *err, size_t errlen)
+{
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		uint64_t pages = vm->mem.regions[i].size / GUEST_PAGE_SIZE;
+		uint64_t *bits = calloc((size_t)((pages + 63) / 64), sizeof(*bits));
+		if (!bits)
+			return err_set(err, errlen, -ENOMEM, "out of memory for the dirty log");
+		int r = kvm_get_dirty_log(&vm->kvm, (uint32_t)i, bits);
+		if (!r)
+			guest_mem_dirty_add(&vm->mem, i, bits);
+		free(bits);
+		if (r)
+			return err_set(err, errlen, r, "KVM_GET_DIRTY_LOG: %s", strerror(-r));
+	}
+	return 0;
+}
+
+/* A snapshot was written (or the VM restored): what is dirty from now on
+ * goes into the next Diff.  The bitmap starts empty but for what devices
+ * may still write: active used rings and chains in flight
+ * (virtio_dev_mark_dirty). */
+static void dirty_epoch_start(struct machine *vm)
+{
+	if (!guest_mem_tracking(&vm->mem))
+		return;
+	guest_mem_dirty_clear(&vm->mem);
+	for (uint32_t i = 0; i < vm->reg.n; i++)
+		if (vm->reg.r[i].vdev)
+			virtio_dev_mark_dirty(vm->reg.r[i].vdev);
+}
+
+int machine_snapshot(struct machine *vm, const char *state_path, const char *mem_path, bool diff,
+		     char *err, size_t errlen)
 {
 	if (!vm->paused)
 		return err_set(err, errlen, -EINVAL, "the microVM must be paused");
+	bool tracking = guest_mem_tracking(&vm->mem);
+	if (diff && !tracking)
+		return err_set(err, errlen, -EINVAL, "dirty page tracking is off");
 	int rc = check_saveable(vm, err, errlen);
 	if (rc)
 		return rc;
@@ -1976,9 +2028,25 @@ int machine_snapshot(struct machine *vm, const char *state_path, const char *mem
 	 * ioeventfds after a BAR move) is part of what is saved */
 	kvm_platform_drain(&vm->kp);
 	uint64_t t0 = now_ns();
+	/* A Diff holds the pages written since the last snapshot taken or
+	 * loaded.  With none since the VM booted, every page that is not
+	 * zero was written since: that is a Full snapshot, written as one. */
+	struct snap_mem_info mi = {.kind = SNAP_MEM_FULL, .size = vm->mem.size};
+	if ((rc = snap_mem_new_id(mi.id)))
+		return err_set(err, errlen, rc, "no random bytes for the snapshot's identity: %s",
+			       strerror(-rc));
+	if (diff && !snap_mem_id_zero(vm->last_mem_id)) {
+		mi.kind = SNAP_MEM_DIFF;
+		memcpy(mi.base, vm->last_mem_id, SNAP_MEM_ID_LEN);
+	} else if (diff) {
+		log_info("Diff snapshot of a VM without an earlier snapshot: all of its memory is "
+			 "new since it booted, so it is written as a Full snapshot");
+	}
+	if (tracking && (rc = collect_dirty_log(vm, err, errlen)))
+		return rc;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	if ((rc = build_state(vm, &buf, &len, err, errlen)))
+	if ((rc = build_state(vm, &mi, &buf, &len, err, errlen)))
 		return rc;
 	/* Both files complete and on disk under temporary names, the disks
 	 * flushed, then the memory file renamed, the state file last: a
@@ -1986,10 +2054,12 @@ int machine_snapshot(struct machine *vm, const char *state_path, const char *mem
 	struct file_atomic mf, sf;
 	mf.fd = sf.fd = -1;
 	mf.tmp[0] = sf.tmp[0] = 0;
-	uint64_t written = 0;
+	uint64_t written = 0, dirty = tracking ? guest_mem_dirty_count(&vm->mem) : 0;
 	const char *what = mem_path;
 	if ((rc = file_atomic_open(&mf, mem_path)) ||
-	    (rc = guest_mem_save_file(&vm->mem, mf.fd, &written)) || (rc = fsync(mf.fd) ? -errno : 0))
+	    (rc = mi.kind == SNAP_MEM_DIFF ? guest_mem_save_dirty(&vm->mem, mf.fd, &written)
+					   : guest_mem_save_file(&vm->mem, mf.fd, &written)) ||
+	    (rc = fsync(mf.fd) ? -errno : 0))
 		goto fail;
 	what = state_path;
 	if ((rc = file_atomic_open(&sf, state_path)) || (rc = file_write_all(sf.fd, buf, len)) ||
@@ -2007,9 +2077,21 @@ int machine_snapshot(struct machine *vm, const char *state_path, const char *mem
 		goto fail;
 	}
 	free(buf);
-	log_info("snapshot: %zu bytes of state, %llu KiB of %llu MiB of memory written in %llu ms",
-		 len, (unsigned long long)(written >> 10), (unsigned long long)(vm->mem.size >> 20),
-		 (unsigned long long)((now_ns() - t0) / 1000000));
+	memcpy(vm->last_mem_id, mi.id, SNAP_MEM_ID_LEN);
+	dirty_epoch_start(vm);
+	char hex[2 * SNAP_MEM_ID_LEN + 1];
+	snap_mem_id_hex(mi.base, hex);
+	if (mi.kind == SNAP_MEM_DIFF)
+		log_info("snapshot (Diff since %s): %zu bytes of state, %llu dirty pages (%llu KiB) "
+			 "of %llu MiB of memory written in %llu ms",
+			 hex, len, (unsigned long long)dirty, (unsigned long long)(written >> 10),
+			 (unsigned long long)(vm->mem.size >> 20),
+			 (unsigned long long)((now_ns() - t0) / 1000000));
+	else
+		log_info("snapshot: %zu bytes of state, %llu KiB of %llu MiB of memory written in "
+			 "%llu ms",
+			 len, (unsigned long long)(written >> 10), (unsigned long long)(vm->mem.size >> 20),
+			 (unsigned long long)((now_ns() - t0) / 1000000));
 	return 0;
 fail:
 	file_atomic_abort(&mf);
@@ -2074,6 +2156,17 @@ static int restore_state(struct machine *vm, const struct snap_reader *rd, bool 
 		rc = err_set(err, errlen, -EINVAL, "the snapshot has more vCPUs than its configuration");
 		goto out;
 	}
+	/* the loaded memory is the base of the next Diff (vm.c refused a
+	 * Diff or an interrupted merge before anything was built) */
+	struct snap_mem_info mi;
+	if ((rc = snap_mem_find(rd, &mi, NULL, err, errlen)))
+		goto out;
+	if (mi.kind != SNAP_MEM_FULL || (mi.size && mi.size != vm->mem.size)) {
+		rc = err_set(err, errlen, -EINVAL, "the memory file is not a Full snapshot's memory "
+				 "of %llu MiB", (unsigned long long)(vm->mem.size >> 20));
+		goto out;
+	}
+	memcpy(vm->last_mem_id, mi.id, SNAP_MEM_ID_LEN);
 	/* devices' gates closed: what the restored queues hold is looked at
 	 * when the VM resumes */
 	registry_pause_all(&vm->reg);

@@ -84,12 +84,16 @@ struct machine *machine_restore(const struct vm_config *cfg, const struct snap_r
 /* Write a snapshot of a paused machine: the state file @state_path and
  * guest memory to @mem_path, each through a temporary file, fsynced, the
  * disks flushed, then renamed (the memory file first, the state file
- * last).  0, or -errno with one line in err (-EINVAL: not paused,
+ * last).  @diff (dirty tracking on): the memory file holds only the pages
+ * written since the last snapshot taken or loaded, the rest are holes (a
+ * VM with no snapshot since it booted gets a Full one).  With tracking on,
+ * the dirty pages start over once either kind is written.  0, or -errno
+ * with one line in err (-EINVAL: not paused, or @diff without tracking,
  * -ENOTSUP: a device cannot be saved, -ENOSPC/-EFBIG/-EIO: writing); on
- * error nothing new is left under either name and the machine is still
- * paused and resumable. */
-int machine_snapshot(struct machine *m, const char *state_path, const char *mem_path, char *err,
-		     size_t errlen);
+ * error nothing new is left under either name, the machine is still
+ * paused and resumable and no dirty page is forgotten. */
+int machine_snapshot(struct machine *m, const char *state_path, const char *mem_path, bool diff,
+		     char *err, size_t errlen);
 
 /* Start the vCPU threads and the console.  0 / -errno. */
 int machine_start(struct machine *m);

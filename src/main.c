@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -20,6 +21,8 @@
 #include "machine.h"
 #include "clones.h"
 #include "snapshot/format.h"
+#include "snapshot/mem_section.h"
+#include "snapshot/merge.h"
 #include "util/log.h"
 #include "vm.h"
 
@@ -156,6 +159,7 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 		}
 		a->u.load.resume_vm = !o->restore_paused;
 		a->u.load.clock_realtime = o->clock_realtime;
+		a->u.load.track_dirty_pages = o->track_dirty_pages;
 		a->u.load.nnet = o->nnet_override;
 		bool bad = false;
 		for (uint32_t i = 0; i < o->nnet_override; i++) {
@@ -212,11 +216,84 @@ static int describe_snapshot(const char *path)
 	} else {
 		printf("%s: ", path);
 		snap_describe(&r, stdout);
+		struct snap_mem_info mi;
+		bool present;
+		if (snap_mem_find(&r, &mi, &present, err, sizeof(err))) {
+			log_error("%s: %s", path, err);
+			code = VMM_EXIT_ERROR;
+		} else if (present) {
+			char id[2 * SNAP_MEM_ID_LEN + 1], base[2 * SNAP_MEM_ID_LEN + 1];
+			snap_mem_id_hex(mi.id, id);
+			snap_mem_id_hex(mi.base, base);
+			printf("memory: %s, %llu MiB, identity %s", snap_mem_kind_name(mi.kind),
+			       (unsigned long long)(mi.size >> 20), id);
+			if (mi.kind == SNAP_MEM_DIFF)
+				printf(", the pages written since snapshot %s", base);
+			else if (mi.kind == SNAP_MEM_MERGING)
+				printf(" being merged onto snapshot %s (interrupted: merge again)",
+				       base);
+			printf("\n");
+		}
 		if (fflush(stdout))
 			code = VMM_EXIT_ERROR;
 	}
 	free(buf);
 	return code;
+}
+
+/* visor snapshot merge BASE DIFF [--state FILE]: 0, or 1 with one error
+ * line (nothing changed when a check failed). */
+static int snapshot_merge(const struct cli_opts *o)
+{
+	struct stat bs, ds;
+	const char *bad = stat(o->merge_base, &bs) ? o->merge_base
+			  : stat(o->merge_diff, &ds) ? o->merge_diff
+						     : NULL;
+	if (bad) {
+		log_error("snapshot merge: %s: %s", bad, strerror(errno));
+		return VMM_EXIT_ERROR;
+	}
+	bool dirs = S_ISDIR(bs.st_mode);
+	if (dirs != S_ISDIR(ds.st_mode)) {
+		log_error("snapshot merge: BASE and DIFF must both be snapshot directories (`visor "
+			  "snapshot VM DIR`) or both memory files");
+		return VMM_EXIT_ERROR;
+	}
+	if (dirs && o->merge_state) {
+		log_error("snapshot merge: --state is for memory files; a snapshot directory has "
+			  "its state file");
+		return VMM_EXIT_ERROR;
+	}
+	char err[1024];
+	uint64_t copied = 0;
+	uint64_t t0 = now_ns();
+	int r = dirs ? snap_merge_dirs(o->merge_base, o->merge_diff, &copied, err, sizeof(err))
+		     : snap_merge_files(o->merge_base, o->merge_diff, o->merge_state, &copied, err,
+					sizeof(err));
+	if (r) {
+		log_error("snapshot merge: %s", err);
+		return VMM_EXIT_ERROR;
+	}
+	unsigned long long ms = (unsigned long long)((now_ns() - t0) / 1000000);
+	if (o->ctl_json)
+		printf("{\"ok\": true, \"copied_bytes\": %llu, \"ms\": %llu}\n",
+		       (unsigned long long)copied, ms);
+	else if (dirs)
+		printf("merged %s onto %s (%llu KiB of pages, %llu ms); %s is now the later "
+		       "snapshot: visor restore %s\n",
+		       o->merge_diff, o->merge_base, (unsigned long long)(copied >> 10), ms,
+		       o->merge_base, o->merge_base);
+	else if (o->merge_state)
+		printf("merged %s onto %s (%llu KiB of pages, %llu ms); load %s with memory file "
+		       "%s\n",
+		       o->merge_diff, o->merge_base, (unsigned long long)(copied >> 10), ms,
+		       o->merge_state, o->merge_base);
+	else
+		printf("merged %s onto %s (%llu KiB of pages, %llu ms); the Diff's state file "
+		       "still says Diff: merge with --state FILE to have it load with %s\n",
+		       o->merge_diff, o->merge_base, (unsigned long long)(copied >> 10), ms,
+		       o->merge_base);
+	return fflush(stdout) ? VMM_EXIT_ERROR : 0;
 }
 
 int main(int argc, char **argv)
@@ -248,6 +325,9 @@ int main(int argc, char **argv)
 		break;
 	case CLI_DESCRIBE_SNAPSHOT:
 		code = describe_snapshot(o->snapshot_path);
+		break;
+	case CLI_SNAPSHOT_MERGE:
+		code = snapshot_merge(o);
 		break;
 	case CLI_RUN:
 		if (o->clones) {

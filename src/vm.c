@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "snapshot/config_section.h"
 #include "snapshot/format.h"
+#include "snapshot/mem_section.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -238,6 +239,39 @@ static void do_load(struct vm *vm, const struct snapshot_load *l, struct vm_repl
 	*cfg = vm->cfg; /* the host-side settings of this process */
 	if (snap_config_read(p, plen, version, cfg, err, sizeof(err))) {
 		refuse(rep, 400, "Cannot load the snapshot: %s: %s", l->state_path, err);
+		goto fail;
+	}
+	/* a Diff's memory file is not guest RAM until merged onto its base */
+	struct snap_mem_info mi;
+	bool has_mem;
+	if (snap_mem_find(&rd, &mi, &has_mem, err, sizeof(err))) {
+		refuse(rep, 400, "Cannot load the snapshot: %s: %s", l->state_path, err);
+		goto fail;
+	}
+	if (mi.kind == SNAP_MEM_DIFF) {
+		char hex[2 * SNAP_MEM_ID_LEN + 1];
+		snap_mem_id_hex(mi.base, hex);
+		refuse(rep, 400,
+		       "Cannot load the snapshot: %s is a Diff snapshot: its memory file holds only "
+		       "the pages written since snapshot %s; merge it onto its base first (visor "
+		       "snapshot merge BASE DIFF)",
+		       l->state_path, hex);
+		goto fail;
+	}
+	if (mi.kind == SNAP_MEM_MERGING) {
+		refuse(rep, 400,
+		       "Cannot load the snapshot: %s: a merge of a Diff snapshot onto it was "
+		       "interrupted, so its memory file may be either; run visor snapshot merge "
+		       "again",
+		       l->state_path);
+		goto fail;
+	}
+	if (has_mem && mi.size != cfg->mem_size) {
+		refuse(rep, 400,
+		       "Cannot load the snapshot: %s: its memory section says %llu bytes, its "
+		       "configuration %llu MiB",
+		       l->state_path, (unsigned long long)mi.size,
+		       (unsigned long long)(cfg->mem_size >> 20));
 		goto fail;
 	}
 	if (l->track_dirty_pages)
@@ -730,13 +764,20 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 	case ACT_SNAPSHOT_CREATE:
 		if (!after_start(vm, rep))
 			break;
+		/* Firecracker's refusal and wording (up to 1.12; later ones
+		 * guess the dirty pages from mincore(2) instead) */
+		if (a->u.snap.diff && !vm->cfg.track_dirty_pages) {
+			refuse(rep, 400, "Diff snapshots are not allowed on uVMs with dirty page "
+					 "tracking disabled.");
+			break;
+		}
 		if (vm->state != VM_PAUSED) {
 			refuse(rep, 400, "Cannot create a snapshot: the microVM must be paused first "
 					 "(PATCH /vm {\"state\": \"Paused\"}).");
 			break;
 		}
-		if (machine_snapshot(vm->m, a->u.snap.state_path, a->u.snap.mem_path, err,
-				     sizeof(err)))
+		if (machine_snapshot(vm->m, a->u.snap.state_path, a->u.snap.mem_path, a->u.snap.diff,
+				     err, sizeof(err)))
 			refuse(rep, 400, "Cannot create the snapshot: %s", err);
 		break;
 	case ACT_SNAPSHOT_LOAD:

@@ -1159,7 +1159,8 @@ static int dec_serial(struct dec *d, struct json_object *o, struct vm_action *a)
 	return 0;
 }
 
-/* SnapshotCreateParams.  Only Full snapshots so far. */
+/* SnapshotCreateParams: Full (the default) or Diff; whether a Diff is
+ * allowed (dirty page tracking) is the VM's business (vm.c). */
 static int dec_snapshot_create(struct dec *d, struct json_object *o, struct vm_action *a)
 {
 	static const char *const fields[] = {"mem_file_path", "snapshot_path", "snapshot_type", NULL};
@@ -1173,8 +1174,7 @@ static int dec_snapshot_create(struct dec *d, struct json_object *o, struct vm_a
 			      sizeof(a->u.snap.mem_path))) < 0 ||
 	    (r = get_enum(d, o, "snapshot_type", false, types, false, &type)) < 0)
 		return r;
-	if (type == 1)
-		return fail(d, "visor does not support Diff snapshots yet (snapshot_type `Diff`)");
+	a->u.snap.diff = type == 1;
 	if (!a->u.snap.state_path[0] || !a->u.snap.mem_path[0])
 		return fail(d, "invalid value: `snapshot_path` and `mem_file_path` must not be empty");
 	if (!strcmp(a->u.snap.state_path, a->u.snap.mem_path))

@@ -89,15 +89,24 @@ int kvm_create_vm(struct kvm *k)
 	return 0;
 }
 
-int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, void *hva)
+int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
+		   bool log_dirty)
 {
 	struct kvm_userspace_memory_region r = {
 		.slot = slot,
+		.flags = log_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 		.guest_phys_addr = gpa,
 		.memory_size = size,
 		.userspace_addr = (uint64_t)(uintptr_t)hva,
 	};
 	return ioctl(k->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+int kvm_get_dirty_log(struct kvm *k, uint32_t slot, uint64_t *bitmap)
+{
+	struct kvm_dirty_log d = {.slot = slot};
+	d.dirty_bitmap = bitmap;
+	return ioctl(k->vm_fd, KVM_GET_DIRTY_LOG, &d) < 0 ? -errno : 0;
 }
 
 int kvm_irq_line(struct kvm *k, uint32_t gsi, int level)

@@ -49,8 +49,14 @@ int kvm_open(struct kvm *k, const char *path, char *err, size_t errlen);
 /* Create the VM (KVM_CREATE_VM).  0 / -errno. */
 int kvm_create_vm(struct kvm *k);
 
-/* Map [hva, hva+size) at guest-physical @gpa as memory slot @slot. */
-int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, void *hva);
+/* Map [hva, hva+size) at guest-physical @gpa as memory slot @slot; with
+ * @log_dirty KVM logs the pages the guest writes (KVM_MEM_LOG_DIRTY_PAGES). */
+int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
+		   bool log_dirty);
+/* KVM_GET_DIRTY_LOG: the pages of slot @slot written since the last call
+ * (or since the slot was made), bit i for page i, into @bitmap (room for
+ * the slot's pages rounded up to 64 bits); KVM clears its log.  0 / -errno. */
+int kvm_get_dirty_log(struct kvm *k, uint32_t slot, uint64_t *bitmap);
 
 /* Set an interrupt line of the in-kernel irqchip (KVM_IRQ_LINE). */
 int kvm_irq_line(struct kvm *k, uint32_t gsi, int level);

@@ -2,6 +2,7 @@
 #include "guest_mem.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -124,10 +125,137 @@ int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *written)
 	return 0;
 }
 
+/* ---- dirty tracking ---- */
+
+static uint64_t npages(const struct guest_mem *m)
+{
+	return m->size / GUEST_PAGE_SIZE;
+}
+
+static uint64_t nwords(const struct guest_mem *m)
+{
+	return (npages(m) + 63) / 64;
+}
+
+int guest_mem_track_dirty(struct guest_mem *m)
+{
+	if (m->dirty)
+		return 0;
+	if (!m->base)
+		return -EINVAL;
+	_Atomic uint64_t *d = calloc((size_t)nwords(m), sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	m->dirty = d;
+	return 0;
+}
+
+/* Set bits [first, last] (inclusive page numbers). */
+static void mark_pages(const struct guest_mem *m, uint64_t first, uint64_t last)
+{
+	for (uint64_t w = first / 64; w <= last / 64; w++) {
+		uint64_t lo = w == first / 64 ? first % 64 : 0;
+		uint64_t hi = w == last / 64 ? last % 64 : 63;
+		uint64_t bits = (hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1) & ~((1ull << lo) - 1);
+		atomic_fetch_or_explicit(&m->dirty[w], bits, memory_order_relaxed);
+	}
+}
+
+void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t len)
+{
+	uintptr_t b = (uintptr_t)m->base, p = (uintptr_t)hva;
+	if (!m->dirty || !len || p >= b + m->size || len > UINTPTR_MAX - p || p + len <= b)
+		return;
+	uint64_t start = p < b ? 0 : p - b;
+	uint64_t end = p + len - b; /* exclusive */
+	if (end > m->size)
+		end = m->size;
+	mark_pages(m, start / GUEST_PAGE_SIZE, (end - 1) / GUEST_PAGE_SIZE);
+}
+
+void guest_mem_mark_all(const struct guest_mem *m)
+{
+	if (m->dirty && m->size)
+		mark_pages(m, 0, npages(m) - 1);
+}
+
+void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *bits)
+{
+	if (!m->dirty || region < 0 || region >= m->nregions)
+		return;
+	const struct guest_region *r = &m->regions[region];
+	uint64_t first = (uint64_t)(r->hva - m->base) / GUEST_PAGE_SIZE;
+	uint64_t n = r->size / GUEST_PAGE_SIZE;
+	for (uint64_t w = 0; w < (n + 63) / 64; w++) {
+		uint64_t v = bits[w];
+		while (v) {
+			uint64_t i = w * 64 + (uint64_t)__builtin_ctzll(v);
+			v &= v - 1;
+			if (i < n)
+				mark_pages(m, first + i, first + i);
+		}
+	}
+}
+
+bool guest_mem_is_dirty(const struct guest_mem *m, uint64_t page)
+{
+	if (!m->dirty || page >= npages(m))
+		return false;
+	return atomic_load_explicit(&m->dirty[page / 64], memory_order_relaxed) &
+	       (1ull << (page % 64));
+}
+
+uint64_t guest_mem_dirty_count(const struct guest_mem *m)
+{
+	uint64_t n = 0;
+	for (uint64_t w = 0; m->dirty && w < nwords(m); w++)
+		n += (uint64_t)__builtin_popcountll(
+			atomic_load_explicit(&m->dirty[w], memory_order_relaxed));
+	return n;
+}
+
+void guest_mem_dirty_clear(const struct guest_mem *m)
+{
+	for (uint64_t w = 0; m->dirty && w < nwords(m); w++)
+		atomic_store_explicit(&m->dirty[w], 0, memory_order_relaxed);
+}
+
+int guest_mem_save_dirty(const struct guest_mem *m, int fd, uint64_t *written)
+{
+	*written = 0;
+	if (!m->dirty)
+		return -EINVAL;
+	if (ftruncate(fd, 0) || ftruncate(fd, (off_t)m->size))
+		return -errno;
+	/* runs of dirty pages, each one pwrite; clean pages stay holes */
+	uint64_t n = npages(m), page = 0;
+	while (page < n) {
+		while (page < n && !guest_mem_is_dirty(m, page))
+			page++;
+		uint64_t end = page;
+		while (end < n && end - page < (64u << 20) / GUEST_PAGE_SIZE &&
+		       guest_mem_is_dirty(m, end))
+			end++;
+		uint64_t done = page * GUEST_PAGE_SIZE, stop = end * GUEST_PAGE_SIZE;
+		while (done < stop) {
+			ssize_t k = pwrite(fd, m->base + done, (size_t)(stop - done), (off_t)done);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				return k < 0 ? -errno : -EIO;
+			done += (uint64_t)k;
+			*written += (uint64_t)k;
+		}
+		page = end;
+	}
+	return 0;
+}
+
 void guest_mem_destroy(struct guest_mem *m)
 {
 	if (m->base)
 		munmap(m->base, (size_t)m->size);
+	free((void *)m->dirty);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -153,6 +281,7 @@ int guest_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
+	guest_mem_mark(m, p, len);
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #ifndef VISOR_MEM_GUEST_MEM_H
 #define VISOR_MEM_GUEST_MEM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,8 @@
 /* Guest RAM of at least this size starts on a host address aligned to it
  * (the x86-64 huge page size). */
 #define GUEST_MEM_ALIGN ((size_t)2 << 20)
+/* The unit of dirty tracking and of the memory file's holes. */
+#define GUEST_PAGE_SIZE 4096u
 
 struct guest_region {
 	uint64_t gpa;
@@ -35,6 +38,10 @@ struct guest_mem {
 	uint64_t size;   /* total RAM bytes */
 	int nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+	/* Dirty tracking (track_dirty_pages), NULL when off: bit i for the
+	 * 4 KiB page at byte i * 4096 of the mapping, which is also its
+	 * offset in a memory file.  Set from any thread (atomic OR). */
+	_Atomic uint64_t *dirty;
 };
 
 /* Map @size bytes of guest RAM (a multiple of 4 KiB) and lay it out as RAM
@@ -61,6 +68,49 @@ int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hol
  * -EIO); the caller fsyncs. */
 int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *written);
 
+/*
+ * Dirty-page tracking for Diff snapshots.  KVM logs the pages the guest
+ * writes (KVM_MEM_LOG_DIRTY_PAGES); what the VMM itself writes into guest
+ * RAM through the host mapping KVM never sees, so every such write marks
+ * the pages here.  The rule for anything that writes guest RAM:
+ *   - guest_write() marks what it writes;
+ *   - the virtqueue code marks the writable buffers of every chain it
+ *     hands a device (virtq_pop) and the used ring of every active queue
+ *     (at activation), and both again whenever the bitmap is cleared
+ *     (virtq_mark_dirty, after each snapshot), so a device may fill a
+ *     chain's writable buffers at any time until it pushes it;
+ *   - anything else that changes guest RAM (the balloon's discards, a
+ *     new device writing through gpa_to_hva) calls guest_mem_mark().
+ * With tracking off every mark is one test of a NULL pointer.
+ */
+/* Start tracking: an all-clear bitmap.  0 or -ENOMEM. */
+int guest_mem_track_dirty(struct guest_mem *m);
+static inline bool guest_mem_tracking(const struct guest_mem *m)
+{
+	return m->dirty != NULL;
+}
+/* Mark the pages of host range [hva, hva+len) (clipped to guest RAM). */
+void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t len);
+static inline void guest_mem_mark(const struct guest_mem *m, const void *hva, uint64_t len)
+{
+	if (m->dirty)
+		guest_mem_mark_range(m, hva, len);
+}
+/* Mark every page (when what was written cannot be told). */
+void guest_mem_mark_all(const struct guest_mem *m);
+/* OR in KVM's dirty log of region @region (KVM_GET_DIRTY_LOG's bitmap for
+ * its slot: bit i for the region's page i, in 64-bit words). */
+void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *bits);
+bool guest_mem_is_dirty(const struct guest_mem *m, uint64_t page);
+uint64_t guest_mem_dirty_count(const struct guest_mem *m);
+void guest_mem_dirty_clear(const struct guest_mem *m);
+
+/* A Diff snapshot's memory file: @fd truncated to m->size bytes, every
+ * dirty page written as data (all-zero pages too: a merge copies them
+ * onto the base), every other page a hole.  *@written: bytes written.
+ * 0 or -errno; -EINVAL when tracking is off. */
+int guest_mem_save_dirty(const struct guest_mem *m, int fd, uint64_t *written);
+
 /* Unmap guest RAM.  Safe on a zeroed or already-destroyed struct. */
 void guest_mem_destroy(struct guest_mem *m);
 
@@ -68,7 +118,8 @@ void guest_mem_destroy(struct guest_mem *m);
  * in ONE RAM region; NULL otherwise (len 0 is treated as 1). */
 void *gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 
-/* Copy into / out of guest RAM through gpa_to_hva.  0 or -EFAULT. */
+/* Copy into / out of guest RAM through gpa_to_hva.  0 or -EFAULT.
+ * guest_write marks what it wrote dirty. */
 int guest_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 int guest_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
 

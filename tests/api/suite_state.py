@@ -5,6 +5,8 @@ InstanceStart without a boot source and without KVM, unsupported
 features, unknown paths and methods."""
 import os
 import re
+import struct
+import zlib
 
 import fixtures
 from harness import have_kvm, is_204, is_error, short, subset_diff, test
@@ -225,9 +227,6 @@ UNSUPPORTED = [
     ("CPU templates", r"cpu.?template|template",
      [("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}),
       ("PATCH", "/machine-config", {"cpu_template": "C3"})]),
-    ("Diff snapshots", r"Diff",
-     [("PUT", "/snapshot/create", {"mem_file_path": "@mem", "snapshot_path": "@snap",
-                                   "snapshot_type": "Diff"})]),
     ("balloon hinting", r"hint",
      [("PATCH", "/balloon/hinting/start", {"acknowledge_on_stop": True}),
       ("PATCH", "/balloon/hinting/start", None), ("GET", "/balloon/hinting/status", None),
@@ -389,6 +388,91 @@ def snapshot_load_uffd(ctx):
     listener.close()
     ctx.check("the page-fault handler's socket got no connection from the refused loads",
               not contacted, "a connection was made")
+
+
+# ---- Diff snapshots (docs/snapshot-format.md, "Memory") -------------------
+
+def state_file(sections):
+    """A visor state file (format version 1) of (id, version, payload)."""
+    body = b""
+    for sid, version, payload in sections:
+        hdr = sid.encode().ljust(32, b"\0") + struct.pack("<IIQII", version, 0, len(payload),
+                                                          zlib.crc32(payload), 0)
+        body += hdr + payload + b"\0" * (-len(payload) % 8)
+    total = 32 + len(body) + 16
+    head = b"VISORSNP" + struct.pack("<IIIIQ", 1, 32, 0, len(sections), total)
+    data = head + body
+    return data + struct.pack("<II", zlib.crc32(data), 0) + b"VISOREND"
+
+
+def config_payload(mem_mib):
+    """Section "config" v1 of a 1-vCPU VM with no devices."""
+    def s(x):
+        return struct.pack("<H", len(x)) + x.encode()
+    p = struct.pack("<IQBBH", 1, mem_mib, 0, 0, 0) + s("/k") + s("") + s("console=ttyS0")
+    p += struct.pack("<II", 0, 0)                                       # drives, interfaces
+    p += struct.pack("<BBH", 0, 1, 0) + s("") + struct.pack("<Q", 0) + s("")  # vsock
+    p += struct.pack("<BBBBQI", 0, 0, 0, 1, 0, 0)                        # balloon
+    p += struct.pack("<BBH", 0, 1, 0) + b"\0" * 48                      # entropy
+    return p
+
+
+def memory_payload(kind, size, ident, base):
+    """Section "memory" v1: kind, reserved, size, identity, base."""
+    return struct.pack("<B7xQ", kind, size) + bytes([ident]) * 16 + bytes([base]) * 16
+
+
+@test("Diff snapshots: create rules, loads refused")
+def diff_snapshots(ctx):
+    """snapshot_type Diff is accepted by the decoder and refused before start
+    like any snapshot; a state file whose memory file is a Diff (or a base
+    whose merge was interrupted, or whose memory section does not match its
+    configuration or is malformed) is refused by PUT /snapshot/load before
+    anything is built, with the fix named, and the process ends with 1."""
+    v, eps = configured(ctx, "boot-source", "machine-config")
+    base = v.config()
+    body = {"mem_file_path": ctx.path("d.mem"), "snapshot_path": ctx.path("d.state"),
+            "snapshot_type": "Diff"}
+    refused_state_unchanged(ctx, v, base, "PUT /snapshot/create Diff before start -> 400 "
+                            "'not supported before starting', no change", "PUT",
+                            "/snapshot/create", body, BEFORE_START)
+    ctx.check("no Diff snapshot file was written", not os.path.exists(body["snapshot_path"]) and
+              not os.path.exists(body["mem_file_path"]), "files exist")
+
+    mem = ctx.path("m16.mem")
+    with open(mem, "wb") as f:
+        f.truncate(16 << 20)
+    cfg = ("config", 1, config_payload(16))
+    cases = [
+        ("a Diff", [cfg, ("memory", 1, memory_payload(1, 16 << 20, 0x22, 0x11))],
+         r"is a Diff snapshot: its memory file holds only the pages written since snapshot "
+         r"1{32}; merge it onto its base first \(visor snapshot merge BASE DIFF\)"),
+        ("an interrupted merge", [cfg, ("memory", 1, memory_payload(2, 16 << 20, 0x22, 0x11))],
+         r"merge of a Diff snapshot onto it was interrupted.*run visor snapshot merge again"),
+        ("a memory section of another size", [cfg, ("memory", 1,
+                                                     memory_payload(0, 32 << 20, 0x22, 0))],
+         r"memory section says 33554432 bytes, its configuration 16 MiB"),
+        ("a memory section of an unknown kind", [cfg, ("memory", 1,
+                                                       memory_payload(7, 16 << 20, 0x22, 0))],
+         r"memory: kind 7"),
+        ("a memory section of version 2", [cfg, ("memory", 2,
+                                                 memory_payload(0, 16 << 20, 0x22, 0))],
+         r"memory: version 2 \(this visor reads 1\)"),
+        ("a Full memory section", [cfg, ("memory", 1, memory_payload(0, 16 << 20, 0x22, 0))],
+         r"no-such-kvm"),
+    ]
+    for label, sections, mention in cases:
+        st = ctx.file("case.state", state_file(sections))
+        v = ctx.visor("--kvm", ctx.path("no-such-kvm")) if "Full" in label else ctx.visor()
+        r = v.put("/snapshot/load", {"snapshot_path": st,
+                                     "mem_backend": {"backend_type": "File", "backend_path": mem},
+                                     "track_dirty_pages": True})
+        what = ("passes the memory checks (fails only at KVM)" if "Full" in label
+                else "-> 400 /%s/" % mention[:40])
+        ctx.check("PUT /snapshot/load of %s %s" % (label, what), *is_error(r, 400, mention))
+        v.expected_exit = True
+        code = v.wait_exit(5.0)
+        ctx.check("... and the process ends with status 1", code == 1, "exit status %r" % code)
 
 
 @test("unknown paths and methods")

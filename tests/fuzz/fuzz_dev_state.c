@@ -22,6 +22,11 @@
  * decodes to the state a version 2 file with GPE0 0 gives.  Selector 7:
  * vmgenid, put into a device (which must then write a new ID and notify
  * once).
+ * Selector 8: the "memory" section (snapshot/mem_section.c: Full, Diff or
+ * Merging, the identities): refused with a message, or accepted with one
+ * encoding (written again it is the same bytes), and put into a state
+ * file in place of another memory section (snap_mem_rewrite) it reads
+ * back the same.
  * Seeds: tests/fuzz/corpus-dev_state (one valid payload per loader).
  */
 #include <errno.h>
@@ -40,6 +45,7 @@
 #include "../../src/devices/vmgenid.h"
 #include "../../src/snapshot/config_section.h"
 #include "../../src/snapshot/format.h"
+#include "../../src/snapshot/mem_section.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -400,13 +406,53 @@ static void fuzz_config(const uint8_t *p, size_t len)
 	free(buf);
 }
 
+/* The "memory" section. */
+static void fuzz_memory(const uint8_t *p, size_t len)
+{
+	char err[256] = "";
+	struct snap_mem_info m, again;
+	int rc = snap_mem_decode(p, len, SNAP_MEMORY_VERSION, &m, err, sizeof(err));
+	if (rc) {
+		refused(rc, err);
+		return;
+	}
+	if (len != SNAP_MEMORY_LEN || m.kind > SNAP_MEM_MERGING || snap_mem_id_zero(m.id))
+		__builtin_trap();
+	/* one encoding, and a rewrite of a state file that had another */
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_writer_section_begin(&w, "config", 1);
+	snap_writer_section_end(&w);
+	struct snap_mem_info other = {.kind = SNAP_MEM_FULL, .size = 4096, .id = {1}};
+	snap_mem_write(&other, &w);
+	uint8_t *buf, *nbuf;
+	size_t blen, nlen;
+	if (snap_writer_finish(&w, &buf, &blen))
+		__builtin_trap();
+	snap_writer_free(&w);
+	struct snap_reader rd, nrd;
+	const uint8_t *q;
+	size_t qlen;
+	uint32_t ver;
+	if (snap_reader_open(buf, blen, &rd, err, sizeof(err)) ||
+	    snap_mem_rewrite(&rd, &m, &nbuf, &nlen, err, sizeof(err)) ||
+	    snap_reader_open(nbuf, nlen, &nrd, err, sizeof(err)) ||
+	    snap_reader_find(&nrd, SNAP_MEMORY_ID, &ver, &q, &qlen) || qlen != len ||
+	    memcmp(q, p, len) || snap_mem_find(&nrd, &again, NULL, err, sizeof(err)) ||
+	    again.kind != m.kind || again.size != m.size || memcmp(again.id, m.id, 16) ||
+	    memcmp(again.base, m.base, 16))
+		__builtin_trap();
+	free(buf);
+	free(nbuf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t len = size - 1;
-	switch (data[0] % 8) {
+	switch (data[0] % 9) {
 	case 0: fuzz_serial(p, len); break;
 	case 1: fuzz_rtc(p, len); break;
 	case 2: fuzz_i8042(p, len); break;
@@ -414,7 +460,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 4: fuzz_registry(p, len); break;
 	case 5: fuzz_config(p, len); break;
 	case 6: fuzz_acpi_pm_v1(p, len); break;
-	default: fuzz_vmgenid(p, len); break;
+	case 7: fuzz_vmgenid(p, len); break;
+	default: fuzz_memory(p, len); break;
 	}
 	return 0;
 }

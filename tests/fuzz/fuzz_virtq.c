@@ -16,7 +16,11 @@
  * The target activates the queue, pops chains until none is left or the
  * queue reports a violation, copies through chain_read/chain_write, checks
  * the chain invariants (every segment inside guest RAM, lengths add up),
- * pushes the chains back and runs the notification logic.  Any crash,
+ * pushes the chains back and runs the notification logic.  Dirty tracking
+ * is on: a popped chain's writable buffers must be marked, and with every
+ * chain in flight, virtq_mark_dirty (after the bitmap is cleared) must
+ * mark exactly the used ring and those buffers again (checked in the
+ * first round, before anything is written into the chains).  Any crash,
  * sanitizer report or broken invariant (__builtin_trap) is a bug.
  * Seeds: tests/fuzz/corpus-virtq.
  */
@@ -82,12 +86,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct virtq_chain c;
 	static uint16_t heads[MAX_POPS];
 	static uint32_t written[MAX_POPS];
-	if (!mem.base && guest_mem_init(&mem, MEM_SIZE, MEM_SIZE, MEM_SIZE))
+	static struct virtq_chain held[MAX_POPS], scratch;
+	static uint8_t want[MEM_SIZE / 4096];
+	if (!mem.base && (guest_mem_init(&mem, MEM_SIZE, MEM_SIZE, MEM_SIZE) ||
+			  guest_mem_track_dirty(&mem)))
 		return 0;
 	if (size < 3)
 		return 0;
 	memset(mem.base, 0, MEM_SIZE);
 	memcpy(mem.base, data, size < MEM_SIZE ? size : MEM_SIZE);
+	guest_mem_dirty_clear(&mem);
 
 	uint16_t qsize = (uint16_t)(1u << (data[0] % 9));
 	uint64_t features = 0;
@@ -113,13 +121,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int n = 0, r = 0;
 		while (n < MAX_POPS && (r = virtq_pop(&q, &c)) == 1) {
 			check_chain(&mem, &c, qsize);
-			exercise_copies(&c);
+			for (uint16_t i = c.nread; i < c.nsegs; i++)
+				if (!guest_mem_is_dirty(&mem, (uint64_t)(c.segs[i].hva - mem.base) / 4096) ||
+				    !guest_mem_is_dirty(&mem, (uint64_t)(c.segs[i].hva + c.segs[i].len - 1 -
+									mem.base) / 4096))
+					__builtin_trap(); /* a writable buffer not marked */
+			held[n] = c;
+			/* round 0 copies after the check below: writable
+			 * buffers may overlap the rings the check walks */
+			if (round)
+				exercise_copies(&c);
 			heads[n] = c.head;
 			written[n] = c.write_len;
 			n++;
 		}
 		if (q.inflight != (uint32_t)n || n > qsize)
 			__builtin_trap();
+		/* a snapshot now: the used ring and what is in flight, nothing else */
+		memset(want, 0, sizeof(want));
+		for (uint32_t p = USED_GPA / 4096; p <= (USED_GPA + 6 + 8u * qsize - 1) / 4096; p++)
+			want[p] = 1;
+		for (int k = 0; k < n; k++)
+			for (uint16_t i = held[k].nread; i < held[k].nsegs; i++)
+				for (uint64_t off = (uint64_t)(held[k].segs[i].hva - mem.base) / 4096;
+				     off <= (uint64_t)(held[k].segs[i].hva + held[k].segs[i].len - 1 -
+						       mem.base) / 4096;
+				     off++)
+					want[off] = 1;
+		guest_mem_dirty_clear(&mem);
+		virtq_mark_dirty(&q, &scratch);
+		for (uint64_t p = 0; round == 0 && p < MEM_SIZE / 4096; p++)
+			if (guest_mem_is_dirty(&mem, p) != want[p])
+				__builtin_trap();
+		for (int k = 0; round == 0 && k < n; k++)
+			exercise_copies(&held[k]);
 		for (int i = 0; i < n; i++) {
 			int k = (mode & 1) ? n - 1 - i : i;
 			if (virtq_push(&q, heads[k], written[k]) != 0)

@@ -22,6 +22,16 @@
  *                                  number and content, and that record N was
  *                                  never written (all zero): "RECORDS-OK N" or
  *                                  "RECORDS-BAD index=i ..."
+ *   api-tool blkreread DEV STOP    read DEV with O_DIRECT from start to end,
+ *                                  again and again, into one 64 KiB buffer,
+ *                                  until the file STOP exists: after the
+ *                                  first read only the device (virtio-blk,
+ *                                  i.e. the VMM) writes that buffer, this
+ *                                  process only reads it.  Every pass's
+ *                                  checksum must be the first's:
+ *                                  "REREAD-PASS n" after pass 1 and every
+ *                                  16th (and " BAD" after any that is
+ *                                  not), "REREAD-DONE passes=n bad=m"
  *
  * A record: "VISORREC", its number (8 bytes little-endian), then bytes
  * 16..65535 of the test stream (stream.h) at offset number * 65536 + j.
@@ -209,6 +219,45 @@ static int blkverify(const char *dev, uint64_t count)
 	return 0;
 }
 
+static int blkreread(const char *dev, const char *stop)
+{
+	uint8_t *buf;
+	if (posix_memalign((void **)&buf, 4096, REC_SIZE))
+		return 1;
+	int fd = open(dev, O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		say("REREAD-FAILED open %s: %s\n", dev, strerror(errno));
+		return 1;
+	}
+	uint64_t passes = 0, bad = 0, first = 0;
+	while (access(stop, F_OK) != 0) {
+		uint64_t sum = 14695981039346656037ull; /* FNV-1a */
+		for (off_t off = 0;; off += REC_SIZE) {
+			ssize_t r = pread(fd, buf, REC_SIZE, off);
+			if (r < 0) {
+				say("REREAD-FAILED at %lld: %s\n", (long long)off, strerror(errno));
+				return 1;
+			}
+			for (ssize_t i = 0; i < r; i++)
+				sum = (sum ^ buf[i]) * 1099511628211ull;
+			if (r < REC_SIZE)
+				break;
+		}
+		if (++passes == 1)
+			first = sum;
+		else if (sum != first)
+			bad++;
+		if (passes == 1 || passes % 16 == 0 || sum != first)
+			say("REREAD-PASS %llu%s\n", (unsigned long long)passes,
+			    sum == first ? "" : " BAD");
+	}
+	close(fd);
+	free(buf);
+	say("REREAD-DONE passes=%llu bad=%llu\n", (unsigned long long)passes,
+	    (unsigned long long)bad);
+	return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -224,6 +273,9 @@ int main(int argc, char **argv)
 		return blkwrite(argv[2], argv[3], strtoull(argv[4], NULL, 10));
 	if (argc == 4 && !strcmp(argv[1], "blkverify"))
 		return blkverify(argv[2], strtoull(argv[3], NULL, 10));
-	fprintf(stderr, "usage: api-tool mono | ticker | cad | blkwrite DEV STOP MAX | blkverify DEV N\n");
+	if (argc == 4 && !strcmp(argv[1], "blkreread"))
+		return blkreread(argv[2], argv[3]);
+	fprintf(stderr, "usage: api-tool mono | ticker | cad | blkwrite DEV STOP MAX | blkverify DEV N | "
+			"blkreread DEV STOP\n");
 	return 2;
 }

@@ -33,6 +33,10 @@
 #                            first wait up to SECS s for that message
 #   urandom                  "URANDOM=" 16 bytes of /dev/urandom in hex
 #   date                     "DATE=" the guest's wall clock, seconds since the epoch
+#   reread-start SERIAL      api-tool blkreread on disk SERIAL in the background
+#                            (its REREAD-PASS lines on the console): pages only
+#                            virtio-blk writes, for the Diff snapshot test
+#   reread-stop              stop it: "REREAD-DONE passes=n bad=m"
 #   poweroff
 stty -echo 2>/dev/null
 ip link set lo up 2>/dev/null
@@ -167,6 +171,19 @@ step() {
 		api-tool blkverify "/dev/$load_dev" "$n" || return 1
 		s=$(dd if="/dev/$load_dev" bs=65536 iflag=direct count="$n" 2>/dev/null | sha256sum | cut -d' ' -f1)
 		echo "RECORDS-SUM $n $s"
+		;;
+	reread-start)
+		d=$(dev "$1") || return 1
+		rm -f /tmp/reread.stop
+		api-tool blkreread "/dev/$d" /tmp/reread.stop | tee /tmp/reread.out &
+		reread_pid=$!
+		echo "REREAD-STARTED"
+		;;
+	reread-stop)
+		touch /tmp/reread.stop
+		[ -n "${reread_pid:-}" ] && wait "$reread_pid"
+		grep '^REREAD-DONE' /tmp/reread.out
+		grep -q '^REREAD-DONE .* bad=0$' /tmp/reread.out
 		;;
 	kbd) # what the guest made of the i8042 and its keyboard
 		echo "KBD-INPUT $(sed -n 's/^N: Name=//p' /proc/bus/input/devices | tr '\n' ' ')"

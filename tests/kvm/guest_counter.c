@@ -11,13 +11,17 @@
  * After C0100 it prints "HOLD" and waits for a byte on COM1 before it
  * goes on: a VM started with stdin /dev/null never finishes on its own, so
  * a test's pause or snapshot cannot come too late however slow the host
- * (the restored process gets the byte: `printf g | visor ...`). */
+ * (the restored process gets the byte: `printf g | visor ...`).  With
+ * "hold50" on the command line it holds at C0050 as well, for a test that
+ * snapshots it twice at known ticks. */
 #include "guest.h"
 
 #define TICKS 200
 #define PM_TMR 0x608
 #define TICK_PM 35795u /* 10 ms at 3.579545 MHz */
 #define HOLD_AT 100
+#define ZERO_PAGE 0x7000UL
+#define CMD_LINE_PTR 0x228 /* boot_params.hdr.cmd_line_ptr */
 
 static volatile uint64_t table[TICKS + 1];
 
@@ -30,6 +34,22 @@ static void sse_on(void)
 	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
 	cr4 |= (1ull << 9) | (1ull << 10); /* OSFXSR, OSXMMEXCPT */
 	__asm__ volatile("mov %0, %%cr4" ::"r"(cr4));
+}
+
+/* The kernel command line (64-bit entry: the zero page) has @word. */
+static int cmdline_has(const char *word)
+{
+	uint32_t ptr = *(volatile uint32_t *)(ZERO_PAGE + CMD_LINE_PTR);
+	if (!ptr)
+		return 0;
+	for (const char *s = (const char *)(uintptr_t)ptr; *s; s++) {
+		int i = 0;
+		while (word[i] && s[i] == word[i])
+			i++;
+		if (!word[i])
+			return 1;
+	}
+	return 0;
 }
 
 static inline void xmm_set(uint64_t v)
@@ -60,6 +80,7 @@ int guest_main(void)
 	sse_on();
 	xmm_set(0);
 	uint64_t sum = 0;
+	uint32_t early = cmdline_has("hold50") ? 50 : 0;
 	uint32_t last = inl(PM_TMR);
 	for (uint32_t n = 1; n <= TICKS; n++) {
 		while ((uint32_t)(inl(PM_TMR) - last) < TICK_PM)
@@ -70,7 +91,7 @@ int guest_main(void)
 		sum += v;
 		xmm_set(xmm_get() + v);
 		put4(n);
-		if (n == HOLD_AT) {
+		if (n == HOLD_AT || n == early) {
 			puts_("HOLD\n");
 			while (!(inb(COM1 + 5) & 0x01)) /* LSR: data ready */
 				;

@@ -12,7 +12,9 @@
  *           current count (TMCCT, page offset 0x390)
  *   vm      each PIT channel's count_load_time, the kvmclock reading
  *           (value, flags, host realtime and TSC at the read)
- * (The PM timer stops while the VM is paused: it must be equal.)
+ * (The PM timer stops while the VM is paused: it must be equal.)  Section
+ * "memory" differs in its identity, which is new for every snapshot
+ * taken; its kind, size and base must be equal.
  * A restore gives the VM a new generation ID: the vmgenid device's ID
  * must differ (its address must not), the ACPI PM device may have gained
  * the GPE status bit that notifies the guest (GPE0 bit 0), and with the
@@ -32,6 +34,7 @@
 #include "../../src/arch/x86/vcpu_state.h"
 #include "../../src/arch/x86/vm_state.h"
 #include "../../src/snapshot/format.h"
+#include "../../src/snapshot/mem_section.h"
 #include "../../src/util/bytes.h"
 
 static int diffs;
@@ -272,6 +275,20 @@ int main(int argc, char **argv)
 			cmp_vcpu(s.id, s.payload, s.len, s.version, pb, lb, vb);
 		} else if (!strcmp(s.id, "vm")) {
 			cmp_vm(s.id, s.payload, s.len, s.version, pb, lb, vb);
+		} else if (!strcmp(s.id, SNAP_MEMORY_ID)) {
+			struct snap_mem_info ma, mb;
+			char e[256], ia[2 * SNAP_MEM_ID_LEN + 1], ib[2 * SNAP_MEM_ID_LEN + 1];
+			if (snap_mem_decode(s.payload, s.len, s.version, &ma, e, sizeof(e)) ||
+			    snap_mem_decode(pb, lb, vb, &mb, e, sizeof(e))) {
+				diff(s.id, e);
+			} else {
+				if (ma.kind != mb.kind || ma.size != mb.size ||
+				    memcmp(ma.base, mb.base, SNAP_MEM_ID_LEN))
+					diff(s.id, "kind, size or base");
+				snap_mem_id_hex(ma.id, ia);
+				snap_mem_id_hex(mb.id, ib);
+				printf("new %s: identity %s -> %s\n", s.id, ia, ib);
+			}
 		} else if (s.version != vb || s.len != lb) {
 			diff(s.id, "version or length");
 		} else {

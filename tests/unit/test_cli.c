@@ -327,6 +327,64 @@ TEST(control_verbs)
 	CHECK_EQ(parse_args(4, a5, &c, err), (unsigned long long)-EINVAL);
 }
 
+TEST(snapshot_diff_merge_and_dirty_tracking)
+{
+	struct vm_config *c;
+	char err[256];
+	/* visor snapshot VM DIR [--diff] */
+	CHECK_EQ(parse(&c, err, "snapshot", "vm1", "/s/dir", "--diff", NULL), 0);
+	CHECK_EQ(opts.cmd, CLI_CONTROL);
+	CHECK_STR(opts.ctl_verb, "snapshot");
+	CHECK_STR(opts.ctl_target, "vm1");
+	CHECK_STR(opts.ctl_arg, "/s/dir");
+	CHECK(opts.ctl_diff);
+	CHECK_EQ(parse(&c, err, "snapshot", "vm1", "/s/dir", NULL), 0);
+	CHECK(!opts.ctl_diff);
+	CHECK_EQ(parse(&c, err, "snapshot", "vm1", "--diff", NULL), -EINVAL);
+	CHECK(strstr(err, "usage: visor snapshot VM DIR [--diff]") != NULL);
+	CHECK_EQ(parse(&c, err, "pause", "vm1", "--diff", NULL), -EINVAL); /* snapshot's only */
+	CHECK(strstr(err, "unknown option '--diff'") != NULL);
+	/* visor snapshot merge BASE DIFF [--state FILE] [--json] */
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", NULL), 0);
+	CHECK_EQ(opts.cmd, CLI_SNAPSHOT_MERGE);
+	CHECK_STR(opts.merge_base, "a");
+	CHECK_STR(opts.merge_diff, "b");
+	CHECK(opts.merge_state == NULL && !opts.ctl_json);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "--state", "d.state", "a.mem", "b.mem", "--json",
+		       NULL),
+		 0);
+	CHECK_STR(opts.merge_state, "d.state");
+	CHECK_STR(opts.merge_base, "a.mem");
+	CHECK_STR(opts.merge_diff, "b.mem");
+	CHECK(opts.ctl_json);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "--state=s", NULL), 0);
+	CHECK_STR(opts.merge_state, "s");
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", NULL), -EINVAL);
+	CHECK(strstr(err, "usage: visor snapshot merge BASE DIFF") != NULL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", NULL), -EINVAL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "c", NULL), -EINVAL);
+	CHECK(strstr(err, "too many arguments ('c')") != NULL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "--state", NULL), -EINVAL);
+	CHECK(strstr(err, "needs a value") != NULL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "--state=", NULL), -EINVAL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "--state", "x", "--state", "y", NULL),
+		 -EINVAL);
+	CHECK(strstr(err, "twice") != NULL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "a", "b", "--diff", NULL), -EINVAL);
+	CHECK(strstr(err, "unknown option '--diff'") != NULL);
+	CHECK_EQ(parse(&c, err, "snapshot", "merge", "", "b", NULL), -EINVAL);
+	/* visor run --track-dirty-pages: boot, or with --restore */
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--track-dirty-pages", NULL), 0);
+	CHECK(c->track_dirty_pages && opts.track_dirty_pages);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", NULL), 0);
+	CHECK(!c->track_dirty_pages);
+	CHECK_EQ(parse(&c, err, "restore", "/s/dir", "--track-dirty-pages", NULL), 0);
+	CHECK(opts.track_dirty_pages);
+	CHECK_STR(opts.restore_dir, "/s/dir");
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--track-dirty-pages=yes", NULL), -EINVAL);
+	CHECK(strstr(err, "takes no value") != NULL);
+}
+
 /* The setters every front end uses: one message per mistake, nothing
  * changed on refusal, a second PUT of an id updates it. */
 TEST(config_setters)

@@ -1333,12 +1333,19 @@ TEST(snapshot_create)
 		 ACT_SNAPSHOT_CREATE);
 	CHECK_STR(A.u.snap.state_path, "/s/state");
 	CHECK_STR(A.u.snap.mem_path, "/s/mem");
+	CHECK(!A.u.snap.diff);
 	ACCEPTED("PUT", "/snapshot/create",
 		 "{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"Full\"}",
 		 ACT_SNAPSHOT_CREATE);
+	CHECK(!A.u.snap.diff);
+	/* whether a Diff is allowed (dirty tracking) is decided by the VM */
+	ACCEPTED("PUT", "/snapshot/create",
+		 "{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"Diff\"}",
+		 ACT_SNAPSHOT_CREATE);
+	CHECK(A.u.snap.diff);
 	REFUSED("PUT", "/snapshot/create",
-		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"Diff\"}",
-		"Diff snapshots");
+		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"diff\"}",
+		"snapshot_type");
 	REFUSED("PUT", "/snapshot/create",
 		"{\"snapshot_path\": \"a\", \"mem_file_path\": \"b\", \"snapshot_type\": \"full\"}",
 		"snapshot_type");

@@ -2106,4 +2106,60 @@ TEST(snapshot_refusals)
 	teardown_limited(&a, &lp);
 }
 
+/* Pages marked dirty, at most @max. */
+static int dirty_list(struct tdrv *t, uint64_t *out, int max)
+{
+	int n = 0;
+	for (uint64_t p = 0; p < MEM_SIZE / 4096; p++)
+		if (guest_mem_is_dirty(&t->mem, p) && n < max)
+			out[n++] = p;
+	return n;
+}
+
+TEST(dirty_tracking_a_read_marks_its_buffers_also_across_a_snapshot)
+{
+	/* A disk read is the VMM writing guest RAM behind KVM's back: the
+	 * buffers are marked when the request is popped, and marked again
+	 * when a snapshot starts a new dirty epoch while it is in flight. */
+	struct tdrv t;
+	setup(&t, false);
+	CHECK_EQ(guest_mem_track_dirty(&t.mem), 0);
+	fill_disk(&t, 0x77);
+	uint64_t st;
+	req(&t, VIRTIO_BLK_T_IN, 4, DATA_GPA + 0x3000, 8192, true, &st);
+	guest_mem_dirty_clear(&t.mem); /* what the fake driver wrote */
+	vf_notify(&t.drv);
+	CHECK_EQ(t.m.outstanding, 1);
+	uint64_t got[8];
+	CHECK_EQ(dirty_list(&t, got, 8), 3);
+	CHECK_EQ(got[0], st >> 12); /* the status byte */
+	CHECK_EQ(got[1], (DATA_GPA >> 12) + 3);
+	CHECK_EQ(got[2], (DATA_GPA >> 12) + 4);
+	/* a snapshot here: the bitmap starts over, the request in flight
+	 * and the used ring are what the device may still write */
+	guest_mem_dirty_clear(&t.mem);
+	virtio_dev_mark_dirty(dev(&t));
+	CHECK_EQ(dirty_list(&t, got, 8), 4);
+	CHECK_EQ(got[0], USED_GPA >> 12);
+	CHECK_EQ(got[1], st >> 12);
+	CHECK_EQ(got[2], (DATA_GPA >> 12) + 3);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(status_at(&t, st), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*vf_hva(&t.mem, DATA_GPA + 0x3000, 1), 0x77);
+	/* a write only reads its data: only the status byte is the device's */
+	guest_mem_dirty_clear(&t.mem);
+	req(&t, VIRTIO_BLK_T_OUT, 4, DATA_GPA + 0x8000, 4096, false, &st);
+	guest_mem_dirty_clear(&t.mem);
+	vf_notify(&t.drv);
+	CHECK_EQ(run_io(&t), 1);
+	CHECK_EQ(dirty_list(&t, got, 8), 1);
+	CHECK_EQ(got[0], st >> 12);
+	/* nothing in flight any more: a new epoch holds only the used ring */
+	guest_mem_dirty_clear(&t.mem);
+	virtio_dev_mark_dirty(dev(&t));
+	CHECK_EQ(dirty_list(&t, got, 8), 1);
+	CHECK_EQ(got[0], USED_GPA >> 12);
+	teardown(&t);
+}
+
 TEST_MAIN()

@@ -13,6 +13,7 @@
 #include "virtio.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -363,6 +364,21 @@ void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q)
 		return;
 	if (virtq_should_signal(&d->vqs[q]) && d->tops && d->tops->signal_queue)
 		d->tops->signal_queue(d, q);
+}
+
+void virtio_dev_mark_dirty(struct virtio_dev *d)
+{
+	if (!guest_mem_tracking(d->mem))
+		return;
+	struct virtq_chain *c = malloc(sizeof(*c));
+	pthread_mutex_lock(&d->lock);
+	if (!c)
+		guest_mem_mark_all(d->mem);
+	else if (virtio_dev_is_live(d))
+		for (uint16_t i = 0; i < d->num_queues; i++)
+			virtq_mark_dirty(&d->vqs[i], c);
+	pthread_mutex_unlock(&d->lock);
+	free(c);
 }
 
 void virtio_dev_mark_broken(struct virtio_dev *d, const char *why)

@@ -230,6 +230,13 @@ void virtio_dev_mark_broken(struct virtio_dev *d, const char *why);
 /* Complete a reset that returned -EINPROGRESS (takes d->lock). */
 void virtio_dev_reset_done(struct virtio_dev *d);
 
+/* Dirty tracking (mem/guest_mem.h): mark what a live device may still
+ * write in guest RAM, its active queues' used rings and the writable
+ * buffers of its chains in flight (virtq_mark_dirty), after a snapshot
+ * cleared the dirty bitmap (event-loop thread, takes d->lock).  A device
+ * that is not live writes nothing more.  -ENOMEM marks all of RAM. */
+void virtio_dev_mark_dirty(struct virtio_dev *d);
+
 /*
  * Deferred queue work, for devices that bound one pass over a queue:
  *

@@ -161,6 +161,9 @@ static void discard(struct virtio_balloon *b, uint8_t *p, uint64_t len)
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: madvise(%llu bytes): %s",
 				(unsigned long long)len, strerror(errno));
 	}
+	/* the pages read as zeros (or as the memory file) from now on: a
+	 * change of guest RAM the dirty log does not see */
+	guest_mem_mark(m, p, len);
 }
 
 /* A run of host-contiguous pages waiting for one madvise. */

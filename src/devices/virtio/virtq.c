@@ -168,6 +168,9 @@ int virtq_activate(struct virtq *q, const struct guest_mem *mem, uint64_t featur
 	q->event_idx = features & (1ull << VIRTIO_F_EVENT_IDX);
 	q->indirect = features & (1ull << VIRTIO_F_INDIRECT_DESC);
 	q->active = true;
+	/* the device writes the used ring whenever it likes: dirty for as
+	 * long as the queue is active (guest_mem.h) */
+	guest_mem_mark(mem, used, ulen);
 	return 0;
 }
 
@@ -291,6 +294,16 @@ static int walk_chain(const struct virtq *q, uint16_t head, struct virtq_chain *
 	return 0;
 }
 
+/* Dirty tracking: the device may fill @c's writable buffers at any time
+ * until it pushes the chain, so they are marked when it gets it. */
+static void mark_writable(const struct virtq *q, const struct virtq_chain *c)
+{
+	if (!guest_mem_tracking(q->mem))
+		return;
+	for (uint16_t i = c->nread; i < c->nsegs; i++)
+		guest_mem_mark_range(q->mem, c->segs[i].hva, c->segs[i].len);
+}
+
 int virtq_pop(struct virtq *q, struct virtq_chain *c)
 {
 	if (!q->active)
@@ -311,6 +324,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	int r = walk_chain(q, head, c);
 	if (r)
 		return r;
+	mark_writable(q, c);
 	bitmap_set(q->inflight_map, head, true);
 	q->inflight++;
 	q->last_avail++;
@@ -572,6 +586,24 @@ int virtq_chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain 
 	if (!q->active || head >= q->size || !bitmap_test(q->inflight_map, head))
 		return -EINVAL;
 	return walk_chain(q, head, c);
+}
+
+void virtq_mark_dirty(const struct virtq *q, struct virtq_chain *scratch)
+{
+	if (!q->active || !guest_mem_tracking(q->mem))
+		return;
+	guest_mem_mark_range(q->mem, q->used, used_bytes(q->size));
+	for (uint16_t h = 0; h < q->size; h++) {
+		if (!bitmap_test(q->inflight_map, h))
+			continue;
+		if (walk_chain(q, h, scratch)) {
+			/* the guest rewrote a chain it lent the device: which
+			 * pages the device writes can no longer be told */
+			guest_mem_mark_all(q->mem);
+			return;
+		}
+		mark_writable(q, scratch);
+	}
 }
 
 int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct guest_mem *mem)

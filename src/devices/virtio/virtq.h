@@ -191,4 +191,14 @@ int virtq_state_put(struct virtq *q, const struct virtq_state *st, const struct 
  * marks the device broken, as after a failed pop). */
 int virtq_chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain *c);
 
+/* Dirty tracking (mem/guest_mem.h): mark @q's used ring and the writable
+ * buffers of every chain in flight, as when the queue was activated and
+ * the chains popped.  Called when the dirty bitmap was cleared (after a
+ * snapshot, device paused) so that what the device writes later is in the
+ * next Diff.  @scratch holds each chain as it is walked again with
+ * virtq_pop's checks; a chain that no longer passes them (the guest
+ * rewrote descriptors it had lent the device) marks all of guest RAM.
+ * Nothing when @q is inactive or tracking is off. */
+void virtq_mark_dirty(const struct virtq *q, struct virtq_chain *scratch);
+
 #endif
