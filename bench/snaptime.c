@@ -10,7 +10,8 @@
  *
  * OPTIONS: -l LABEL (printed), -r RUN (printed), -t SECS (limit, default
  * 300), -e FILE (the VMM's stderr, default /dev/null), -q exec|fd (QEMU's
- * transport, default fd), -m MIB (guest memory, printed).
+ * transport, default fd), -m MIB (guest memory, printed), -i MS (restore
+ * and clones: also measure the idle guest's CPU cost over MS ms).
  *
  * The snapshot lives in DIR: visor's DIR/state and DIR/memory (what
  * `visor restore DIR` reads), QEMU's migration stream DIR/vmstate.
@@ -47,7 +48,10 @@
  *              run_priv_kb=.. run_privdirty_kb=.. rss_kb=.. pss_kb=..
  *              priv_kb=.. privdirty_kb=.. rc=0
  *   sock_us: t0 to the control socket answering; req_us: request sent to
- *   running; running_us: t0 to running; echo_us: token written to its
+ *   running; running_us: t0 to running; run_cpu_us: the VMM's CPU time
+ *   then (all threads, schedstat); idle_cpu_pm: with -i, the VMM's CPU
+ *   time over that window, 1 s after the answer, in thousandths of a CPU;
+ *   echo_us: token written to its
  *   answer; answer_us = running_us + echo_us (the harness reads the VMM's
  *   memory in between, which is not the VMM's time). Memory from
  *   /proc/PID/smaps_rollup once running (run_*) and after the answer;
@@ -63,16 +67,21 @@
  *     SNAPTIME op=clones label=L mem_mib=M n=N run=R running=K all_us=..
  *              priv_kb_med=.. priv_kb_max=.. privdirty_kb_med=..
  *              privdirty_kb_max=.. pss_kb_med=.. rss_kb_med=..
- *              avail_drop_kb=.. rc=0
+ *              avail_drop_kb=.. cpu_us_med=.. cpu_us_sum=..
+ *              idle_cpu_pm_med=.. rc=0
  *   (per-clone memory from smaps_rollup right after the fan-out; median and
  *   maximum over the clones; avail_drop_kb: the fall of MemAvailable from
  *   before the fan-out to after it, divided by N: what a clone costs the
- *   host, KVM's own allocations included)
+ *   host, KVM's own allocations included; cpu_us: each clone's CPU time
+ *   so far, all threads, guest mode included, from schedstat; with -i,
+ *   idle_cpu_pm_med: each clone's CPU over the window that follows, in
+ *   thousandths of a CPU, median)
  *
  * A value that could not be measured is -1; rc is 0 when everything
  * worked.  The exit status is rc.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -102,7 +111,7 @@ static int64_t now_us(void)
 /* options */
 static const char *kind, *sock, *dir, *label = "vmm", *run = "0", *errlog = "/dev/null";
 static const char *transport = "fd";
-static long mem_mib = -1, count = 1;
+static long mem_mib = -1, count = 1, idle_ms;
 static int64_t deadline;
 static bool is_qmp;
 
@@ -476,6 +485,33 @@ static bool memuse(pid_t pid, struct memuse *m)
 	return seen == 4;
 }
 
+/* CPU time of every thread of @pid (schedstat: time on a CPU, guest mode
+ * included), microseconds; -1 if unreadable. */
+static long long cpu_us(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	unsigned long long ns = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char p[320];
+		snprintf(p, sizeof(p), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+		FILE *f = fopen(p, "re");
+		unsigned long long v;
+		if (f && fscanf(f, "%llu", &v) == 1)
+			ns += v;
+		if (f)
+			fclose(f);
+	}
+	closedir(d);
+	return (long long)(ns / 1000);
+}
+
 static long long mem_available_kb(void)
 {
 	FILE *f = fopen("/proc/meminfo", "re");
@@ -663,6 +699,7 @@ static int do_restore(char **argv)
 	}
 	/* the VMM's memory once the guest runs again (before it does
 	 * anything for us) */
+	long long cpu0 = cpu_us(pid);
 	struct memuse m0;
 	bool m0ok = memuse(pid, &m0);
 	size_t from = con.len;
@@ -681,14 +718,26 @@ static int do_restore(char **argv)
 	int64_t t_ans = now_us();
 	struct memuse m;
 	bool mok = memuse(pid, &m);
+	/* the idle guest's cost: CPU over -i ms, after 1 s for the guest to
+	 * settle (its shell goes on to start a sleep) */
+	long long idle = -1;
+	if (idle_ms > 0) {
+		usleep(1000000);
+		long long a = cpu_us(pid);
+		usleep((useconds_t)idle_ms * 1000);
+		long long b = cpu_us(pid);
+		if (a >= 0 && b >= a)
+			idle = (b - a) / idle_ms;
+	}
 	/* (the time spent here reading smaps_rollup between the two is not
 	 * the VMM's: answer_us = running_us + the console round trip) */
 	printf("SNAPTIME op=restore label=%s mem_mib=%ld run=%s sock_us=%lld req_us=%lld "
-	       "running_us=%lld answer_us=%lld echo_us=%lld run_rss_kb=%lld run_priv_kb=%lld "
+	       "running_us=%lld answer_us=%lld echo_us=%lld run_cpu_us=%lld idle_cpu_pm=%lld "
+	       "run_rss_kb=%lld run_priv_kb=%lld "
 	       "run_privdirty_kb=%lld rss_kb=%lld pss_kb=%lld priv_kb=%lld privdirty_kb=%lld rc=0\n",
 	       label, mem_mib, run, (long long)(t_sock - t0), (long long)(t_run - t_req),
 	       (long long)(t_run - t0), (long long)(t_run - t0 + t_ans - t_tok),
-	       (long long)(t_ans - t_tok), m0ok ? m0.rss : -1,
+	       (long long)(t_ans - t_tok), cpu0, idle, m0ok ? m0.rss : -1,
 	       m0ok ? m0.priv_clean + m0.priv_dirty : -1, m0ok ? m0.priv_dirty : -1,
 	       mok ? m.rss : -1, mok ? m.pss : -1, mok ? m.priv_clean + m.priv_dirty : -1,
 	       mok ? m.priv_dirty : -1);
@@ -962,7 +1011,16 @@ static int do_clones(char **argv)
 	/* memory of every clone, right after the fan-out */
 	long long avail1 = mem_available_kb();
 	static long long priv[MAX_CLONES], pdirty[MAX_CLONES], pss[MAX_CLONES], rss[MAX_CLONES];
-	int nm = 0;
+	static long long cpu[MAX_CLONES];
+	long long cpu_sum = 0;
+	int nm = 0, nc = 0;
+	for (int k = 0; k < ncl; k++) {
+		long long x = cpu_us(cl[k]);
+		if (x >= 0) {
+			cpu[nc++] = x;
+			cpu_sum += x;
+		}
+	}
 	long long pmax = -1, dmax = -1;
 	for (int k = 0; k < ncl; k++) {
 		struct memuse m;
@@ -981,13 +1039,28 @@ static int do_clones(char **argv)
 	if (nm != n)
 		rc = 1;
 	long long drop = (avail0 >= 0 && avail1 >= 0 && n > 0) ? (avail0 - avail1) / n : -1;
+	/* what the running, idle clones cost: CPU over -i ms */
+	static long long idle[MAX_CLONES];
+	int ni = 0;
+	if (idle_ms > 0 && nc == ncl) {
+		static long long a[MAX_CLONES];
+		for (int k = 0; k < ncl; k++)
+			a[k] = cpu_us(cl[k]);
+		usleep((useconds_t)idle_ms * 1000);
+		for (int k = 0; k < ncl; k++) {
+			long long b = cpu_us(cl[k]);
+			if (a[k] >= 0 && b >= a[k])
+				idle[ni++] = (b - a[k]) / idle_ms;
+		}
+	}
 	long long pm = median(priv, nm), dm = median(pdirty, nm), sm = median(pss, nm),
 		  rm = median(rss, nm);
 	printf("SNAPTIME op=clones label=%s mem_mib=%ld n=%d run=%s running=%d all_us=%lld "
 	       "priv_kb_med=%lld priv_kb_max=%lld privdirty_kb_med=%lld privdirty_kb_max=%lld "
-	       "pss_kb_med=%lld rss_kb_med=%lld avail_drop_kb=%lld rc=%d\n",
+	       "pss_kb_med=%lld rss_kb_med=%lld avail_drop_kb=%lld cpu_us_med=%lld cpu_us_sum=%lld "
+	       "idle_cpu_pm_med=%lld rc=%d\n",
 	       label, mem_mib, n, run, nm, (long long)(rc ? -1 : t_all), pm, pmax, dm, dmax, sm, rm,
-	       drop, rc);
+	       drop, median(cpu, nc), nc == ncl ? cpu_sum : -1, ni ? median(idle, ni) : -1, rc);
 	fflush(stdout);
 	/* the clones that are not our children yet (visor's were orphaned to
 	 * us) are killed and reaped by kill_all */
@@ -997,7 +1070,7 @@ static int do_clones(char **argv)
 static _Noreturn void usage(void)
 {
 	fprintf(stderr, "usage: snaptime create|restore|clones -k visor|qmp -d DIR [-s SOCK] [-n N] "
-			"[-l LABEL] [-r RUN] [-t SECS] [-e FILE] [-q exec|fd] [-m MIB] -- CMD...\n");
+			"[-l LABEL] [-r RUN] [-t SECS] [-e FILE] [-q exec|fd] [-m MIB] [-i MS] -- CMD...\n");
 	exit(2);
 }
 
@@ -1009,7 +1082,7 @@ int main(int argc, char **argv)
 	long tmo = 300;
 	int opt;
 	optind = 2;
-	while ((opt = getopt(argc, argv, "+k:s:d:n:l:r:t:e:q:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "+k:s:d:n:l:r:t:e:q:m:i:")) != -1) {
 		switch (opt) {
 		case 'k': kind = optarg; break;
 		case 's': sock = optarg; break;
@@ -1021,10 +1094,12 @@ int main(int argc, char **argv)
 		case 'e': errlog = optarg; break;
 		case 'q': transport = optarg; break;
 		case 'm': mem_mib = strtol(optarg, NULL, 10); break;
+		case 'i': idle_ms = strtol(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
 	if (!kind || !dir || optind >= argc || count < 1 || count > MAX_CLONES || tmo < 1 ||
+	    idle_ms < 0 || idle_ms > 60000 ||
 	    (strcmp(kind, "visor") && strcmp(kind, "qmp")) ||
 	    (strcmp(transport, "fd") && strcmp(transport, "exec")))
 		usage();
