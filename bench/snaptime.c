@@ -24,10 +24,11 @@
  *   PUT /snapshot/create, Full; QMP migrate to DIR/vmstate, until the
  *   MIGRATION event says completed), and between two creates resume and let
  *   the guest run for 100 ms (QEMU refuses a second migration from its
- *   post-migration state). QEMU gets the "events" capability and an
- *   unlimited max-bandwidth first (its default limit, 32 MiB/s, is meant for
- *   live migration). Transport exec: "exec:cat > DIR/vmstate"; fd: the
- *   file opened here and passed over QMP (getfd, SCM_RIGHTS), "fd:NAME".
+ *   post-migration state). QEMU gets the "events" capability and a
+ *   max-bandwidth of 1 TiB/s first (its default limit, 128 MiB/s in 7.2,
+ *   is meant for live migration). Transport exec: "exec:cat > DIR/vmstate";
+ *   fd: the file opened here and passed over QMP (getfd, SCM_RIGHTS),
+ *   "fd:NAME".
  *   One line per create:
  *     SNAPTIME op=create label=L mem_mib=M run=I boot_us=.. create_us=..
  *              state_bytes=.. mem_bytes=.. mem_alloc_kb=.. rc=0
@@ -92,6 +93,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -215,14 +217,62 @@ static int try_connect(const char *path)
 	return -1;
 }
 
-/* Connect to @path, retrying until the deadline or until @pid died. */
-static bool conn_open(struct conn *c, const char *path, pid_t pid)
+/* An inotify watch on the directory of @path, set up before the VMM
+ * starts: waiting for its control socket then takes no CPU, which on the
+ * lab's single CPU would be taken from the VMM being measured. -1 if
+ * inotify is not available (then waits poll every 10 ms). */
+static int dir_watch(const char *path)
+{
+	char d[4096];
+	snprintf(d, sizeof(d), "%s", path);
+	char *slash = strrchr(d, '/');
+	if (!slash)
+		snprintf(d, sizeof(d), ".");
+	else if (slash == d)
+		slash[1] = 0;
+	else
+		*slash = 0;
+	int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (fd >= 0 && inotify_add_watch(fd, d, IN_CREATE | IN_MOVED_TO | IN_ATTRIB) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Read and forget the watch's events. */
+static void dir_drain(int wfd)
+{
+	char buf[4096];
+	while (wfd >= 0 && read(wfd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Until something is created in the watched directory, or @ms. */
+static void dir_wait(int wfd, int ms)
+{
+	if (wfd < 0) {
+		usleep(10000);
+		return;
+	}
+	struct pollfd p = {wfd, POLLIN, 0};
+	if (poll(&p, 1, ms) > 0)
+		dir_drain(wfd);
+}
+
+/* Connect to @path, retrying until the deadline or until @pid died; @wfd
+ * watches its directory (dir_watch). */
+static bool conn_open(struct conn *c, const char *path, pid_t pid, int wfd)
 {
 	memset(c, 0, sizeof(*c));
 	while ((c->fd = try_connect(path)) < 0) {
 		if (left_ms() == 0 || (pid > 0 && waitpid(pid, NULL, WNOHANG) == pid))
 			return false;
-		usleep(100);
+		struct stat st;
+		if (stat(path, &st) == 0)
+			usleep(100); /* bound, not listening yet: a short window */
+		else
+			dir_wait(wfd, 50);
 	}
 	return true;
 }
@@ -320,11 +370,12 @@ static size_t qmp_reply_ready(struct conn *c)
 		size_t n = (size_t)(nl - c->buf) + 1;
 		if (!strncmp(c->buf, "{\"return\"", 9) || !strncmp(c->buf, "{\"error\"", 8))
 			return n;
+		*nl = 0; /* (the searches stay within this line) */
 		if (!strncmp(c->buf, "{\"QMP\"", 6))
 			c->greeted = true;
 		else if (strstr(c->buf, "\"event\": \"MIGRATION\"")) {
 			const char *s = strstr(c->buf, "\"status\": \"");
-			if (s && s < nl) {
+			if (s) {
 				s += 11;
 				size_t l = strcspn(s, "\"");
 				if (l >= sizeof(c->mig))
@@ -538,6 +589,7 @@ static int do_create(char **argv)
 	path_in_dir(state, sizeof(state), "state");
 	path_in_dir(memf, sizeof(memf), "memory");
 	path_in_dir(stream, sizeof(stream), "vmstate");
+	unlink(sock);
 	int64_t t0 = now_us();
 	pid_t pid = spawn(argv, &in_w, &out_r, errlog, -1);
 	if (pid < 0) {
@@ -552,7 +604,7 @@ static int do_create(char **argv)
 	}
 	int64_t boot = now_us() - t0;
 	struct conn *c = calloc(1, sizeof(*c));
-	if (!c || !conn_open(c, sock, pid)) {
+	if (!c || !conn_open(c, sock, pid, -1)) {
 		fail("no control socket");
 		return 1;
 	}
@@ -653,6 +705,7 @@ static int do_restore(char **argv)
 		return 1;
 	}
 	unlink(sock);
+	int wfd = dir_watch(sock);
 	int in_w, out_r;
 	int64_t t0 = now_us();
 	pid_t pid = spawn(argv, &in_w, &out_r, errlog, fd3);
@@ -665,10 +718,12 @@ static int do_restore(char **argv)
 	con.fd = out_r;
 	fcntl(out_r, F_SETFL, O_NONBLOCK);
 	struct conn *c = calloc(1, sizeof(*c));
-	if (!c || !conn_open(c, sock, pid)) {
+	if (!c || !conn_open(c, sock, pid, wfd)) {
 		fail("no control socket");
 		return 1;
 	}
+	if (wfd >= 0)
+		close(wfd);
 	if (is_qmp ? !qmp_hello(c) : http(c, "GET", "/", "") != 200)
 		return 1;
 	int64_t t_sock = now_us(), t_req, t_run;
@@ -781,7 +836,11 @@ static char **subst_argv(char **argv, int k)
 	return out;
 }
 
-enum qstate { Q_CONNECT, Q_HELLO, Q_CAPS, Q_EVENTS, Q_INCOMING, Q_MIGRATING, Q_STATUS, Q_CONT, Q_RUNNING };
+/* a QEMU clone's progress: each state waits for the reply to what the
+ * previous one sent (Q_MIGRATING for the MIGRATION event) */
+enum qstate {
+	Q_CONNECT, Q_HELLO, Q_CAPS, Q_EVENTS, Q_INCOMING, Q_MIGRATING, Q_STATUS, Q_CONT, Q_RUNNING
+};
 
 struct qclone {
 	pid_t pid;
@@ -925,6 +984,7 @@ static int do_clones(char **argv)
 			fail("QEMU clones need -s SOCK and {n} in it (and in the command)");
 			return 2;
 		}
+		int wfd = dir_watch(sock);
 		for (int k = 0; k < n; k++) {
 			char **av = subst_argv(argv, k);
 			const char *p = strstr(sock, "{n}");
@@ -949,19 +1009,21 @@ static int do_clones(char **argv)
 		}
 		int running = 0;
 		while (running < n && left_ms() > 0 && rc == 0) {
-			struct pollfd p[MAX_CLONES];
+			struct pollfd p[MAX_CLONES + 1];
 			int idx[MAX_CLONES], np = 0;
-			bool connecting = false;
+			bool connecting = false, bound = false;
 			for (int k = 0; k < n; k++) {
 				if (q[k].st == Q_CONNECT) {
 					int fd = try_connect(q[k].sock);
 					if (fd < 0) {
+						struct stat st;
 						if (waitpid(q[k].pid, NULL, WNOHANG) == q[k].pid) {
 							fprintf(stderr, "snaptime: %s: clone %d exited\n", label, k);
 							q[k].pid = 0;
 							rc = 1;
 						}
 						connecting = true;
+						bound |= stat(q[k].sock, &st) == 0;
 						continue;
 					}
 					memset(&q[k].c, 0, sizeof(q[k].c));
@@ -973,9 +1035,21 @@ static int do_clones(char **argv)
 				p[np] = (struct pollfd){q[k].c.fd, POLLIN, 0};
 				idx[np++] = k;
 			}
-			int pr = poll(p, (nfds_t)np, connecting ? 1 : left_ms());
+			/* sockets still to come: wake on their creation (a socket
+			 * bound but not yet listening: again in 1 ms) */
+			int tmo = left_ms();
+			if (connecting) {
+				tmo = bound ? 1 : wfd >= 0 ? 50 : 10;
+				if (wfd >= 0)
+					p[np] = (struct pollfd){wfd, POLLIN, 0};
+			}
+			int pr = poll(p, (nfds_t)(np + (connecting && wfd >= 0)), tmo);
 			if (pr < 0 && errno != EINTR)
 				break;
+			if (connecting && wfd >= 0 && pr > 0 && (p[np].revents & POLLIN)) {
+				dir_drain(wfd);
+				pr--;
+			}
 			for (int j = 0; j < np && pr > 0; j++) {
 				struct qclone *c = &q[idx[j]];
 				if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -1004,6 +1078,8 @@ static int do_clones(char **argv)
 			if (q[k].t_run > last)
 				last = q[k].t_run;
 		t_all = running == n ? last - t0 : -1;
+		if (wfd >= 0)
+			close(wfd);
 		for (int k = 0; k < n; k++)
 			if (q[k].c.fd >= 0 && q[k].st != Q_CONNECT)
 				close(q[k].c.fd);
