@@ -1342,7 +1342,7 @@ static int register_legacy(struct machine *vm)
 
 static int restore_state(struct machine *vm, const struct snap_reader *rd, bool clock_realtime,
 			 char *err, size_t errlen);
-static void dirty_epoch_start(struct machine *vm);
+static void dirty_mark_devices(struct machine *vm);
 
 /* Build a machine: booted from cfg's kernel (@rd NULL) or restored from
  * the snapshot @rd with guest memory from @mem_fd, or (@uffd_sock set)
@@ -1434,7 +1434,11 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 			log_error("%s", e);
 			goto fail;
 		}
-		dirty_epoch_start(vm);
+		/* the next Diff is relative to the memory file as loaded:
+		 * what the restore wrote differs from it (the new generation
+		 * ID), and what devices may still write is dirty */
+		guest_mem_mark(&vm->mem, vm->vmgenid.hva, VMGENID_ID_LEN);
+		dirty_mark_devices(vm);
 	}
 	/* The console last: it switches a terminal to raw mode. */
 	r = console_init(&vm->console, STDIN_FILENO, STDOUT_FILENO);
@@ -1999,18 +2003,23 @@ static int collect_dirty_log(struct machine *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* A snapshot was written (or the VM restored): what is dirty from now on
- * goes into the next Diff.  The bitmap starts empty but for what devices
- * may still write: active used rings and chains in flight
- * (virtio_dev_mark_dirty). */
+/* What devices may write from now on without another pop: active used
+ * rings and the chains in flight (virtio_dev_mark_dirty). */
+static void dirty_mark_devices(struct machine *vm)
+{
+	for (uint32_t i = 0; i < vm->reg.n; i++)
+		if (vm->reg.r[i].vdev)
+			virtio_dev_mark_dirty(vm->reg.r[i].vdev);
+}
+
+/* A snapshot was written: what is dirty from now on goes into the next
+ * Diff.  The bitmap starts empty but for what devices may still write. */
 static void dirty_epoch_start(struct machine *vm)
 {
 	if (!guest_mem_tracking(&vm->mem))
 		return;
 	guest_mem_dirty_clear(&vm->mem);
-	for (uint32_t i = 0; i < vm->reg.n; i++)
-		if (vm->reg.r[i].vdev)
-			virtio_dev_mark_dirty(vm->reg.r[i].vdev);
+	dirty_mark_devices(vm);
 }
 
 int machine_snapshot(struct machine *vm, const char *state_path, const char *mem_path, bool diff,
