@@ -67,4 +67,24 @@ void enter_user(void (*fn)(void), void *stack) __attribute__((noreturn));
 
 int guest_main(void);
 
+/* The kernel command line of the 64-bit entry, via the zero page. */
+#define ZERO_PAGE 0x7000UL
+#define CMD_LINE_PTR 0x228 /* boot_params.hdr.cmd_line_ptr */
+
+/* The kernel command line has @word. */
+static inline int cmdline_has(const char *word)
+{
+	uint32_t ptr = *(volatile uint32_t *)(ZERO_PAGE + CMD_LINE_PTR);
+	if (!ptr)
+		return 0;
+	for (const char *s = (const char *)(uintptr_t)ptr; *s; s++) {
+		int i = 0;
+		while (word[i] && s[i] == word[i])
+			i++;
+		if (!word[i])
+			return 1;
+	}
+	return 0;
+}
+
 #endif

@@ -10,24 +10,6 @@
  * not much more: every byte is an exit (about 70 us each in the lab). */
 #define FLOOD_BYTES (224u << 10)
 #define LINE 64
-#define ZERO_PAGE 0x7000UL
-#define CMD_LINE_PTR 0x228 /* boot_params.hdr.cmd_line_ptr */
-
-/* The kernel command line (64-bit entry: the zero page) has @word. */
-static int cmdline_has(const char *word)
-{
-	uint32_t ptr = *(volatile uint32_t *)(ZERO_PAGE + CMD_LINE_PTR);
-	if (!ptr)
-		return 0;
-	for (const char *s = (const char *)(uintptr_t)ptr; *s; s++) {
-		int i = 0;
-		while (word[i] && s[i] == word[i])
-			i++;
-		if (!word[i])
-			return 1;
-	}
-	return 0;
-}
 
 int guest_main(void)
 {

@@ -20,8 +20,6 @@
 #define PM_TMR 0x608
 #define TICK_PM 35795u /* 10 ms at 3.579545 MHz */
 #define HOLD_AT 100
-#define ZERO_PAGE 0x7000UL
-#define CMD_LINE_PTR 0x228 /* boot_params.hdr.cmd_line_ptr */
 
 static volatile uint64_t table[TICKS + 1];
 
@@ -34,22 +32,6 @@ static void sse_on(void)
 	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
 	cr4 |= (1ull << 9) | (1ull << 10); /* OSFXSR, OSXMMEXCPT */
 	__asm__ volatile("mov %0, %%cr4" ::"r"(cr4));
-}
-
-/* The kernel command line (64-bit entry: the zero page) has @word. */
-static int cmdline_has(const char *word)
-{
-	uint32_t ptr = *(volatile uint32_t *)(ZERO_PAGE + CMD_LINE_PTR);
-	if (!ptr)
-		return 0;
-	for (const char *s = (const char *)(uintptr_t)ptr; *s; s++) {
-		int i = 0;
-		while (word[i] && s[i] == word[i])
-			i++;
-		if (!word[i])
-			return 1;
-	}
-	return 0;
 }
 
 static inline void xmm_set(uint64_t v)

@@ -10,8 +10,6 @@
  * not. */
 #include "guest.h"
 
-#define ZERO_PAGE 0x7000UL
-#define CMD_LINE_PTR 0x228 /* boot_params.hdr.cmd_line_ptr */
 #define MAGIC_VIRT 0x74726976u
 
 static int failures;

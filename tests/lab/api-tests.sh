@@ -698,45 +698,53 @@ if [ -z "$why" ]; then
 	"$VISOR" --describe-snapshot "$T/snap.state" >"$T/snap.desc" 2>&1 ||
 		why="--describe-snapshot refused the state file: $(head -n 3 "$T/snap.desc" | tr '\n' ' ')"
 fi
-if [ -z "$why" ]; then
-	steps=$seq
-	vm_start snap2 --api-sock "$T/snap2.sock" --id snap2
-	seq=$steps
-	SOCK="$T/snap2.sock"
-	i=0
-	while [ ! -S "$SOCK" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
-	t0=$(up_ms)
-	api PUT /snapshot/load "{\"snapshot_path\": \"$T/snap.state\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$T/snap.mem\"}, \"resume_vm\": true}"
-	expect 204
-	loadms=$(($(up_ms) - t0))
-	[ -n "$why" ] || { getstate; [ "$st" = Running ]; } || why="state '$st' after the load"
-fi
-if [ -z "$why" ]; then
-	# the writer numbers on from where it was (progress every 16 records)
-	i=0
-	while [ $i -lt 240 ] && ! cline '^WRITER-PROGRESS' >/dev/null; do sleep 0.5; i=$((i + 1)); done
-	wnext=$(cline '^WRITER-PROGRESS' | cut -d' ' -f2)
-	[ -n "$wnext" ] || why="the restored guest's writer made no progress"
-	[ -n "$why" ] || [ "$wnext" -gt "$wsnap" ] ||
-		why="the restored writer's first progress ($wnext) is not past the snapshot's ($wsnap)"
-fi
-nrec=""
-if [ -z "$why" ]; then
-	GT=600 g load-stop || true
-	nrec=$(echo "$gout" | sed -n 's/^RECORDS-OK \([0-9]*\)$/\1/p')
-	gsum=$(echo "$gout" | sed -n 's/^RECORDS-SUM [0-9]* //p')
-	[ -n "$why" ] || [ -n "$nrec" ] || why="the guest's check of its records failed: $(echo "$gout" | grep -E 'RECORDS|WRITER' | tr '\n' ' ')"
-	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 count="$nrec" 2>/dev/null | sha)" = "$gsum" ] ||
-		why="the image file differs from what the guest read back ($nrec records)"
-	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 skip="$nrec" count=1 2>/dev/null | sha)" = "$(head -c 65536 /dev/zero | sha)" ] ||
-		why="the image has data after the guest's last record"
-fi
-if [ -z "$why" ]; then
-	g poweroff || true
-	why="" # the step never reports: the guest powers off
-	vm_wait 120 || why="the restored visor did not exit after the guest's poweroff"
-	[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
-fi
+# restored_records NAME BACKEND: a new Firecracker-mode visor NAME loads
+# the snapshot (mem_backend BACKEND, a JSON object) and resumes; the
+# guest's record writer numbers on past the snapshot's record, its check of
+# every record passes, the image holds exactly those records, and the guest
+# powers off.  Sets why (unless already set), loadms, nrec.
+restored_records() {
+	if [ -z "$why" ]; then
+		vm_start "$1" --api-sock "$T/$1.sock" --id "$1"
+		seq=$steps # the guest's step count as it was at the snapshot
+		SOCK="$T/$1.sock"
+		i=0
+		while [ ! -S "$SOCK" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
+		t0=$(up_ms)
+		api PUT /snapshot/load "{\"snapshot_path\": \"$T/snap.state\", \"mem_backend\": $2, \"resume_vm\": true}"
+		expect 204
+		loadms=$(($(up_ms) - t0))
+		[ -n "$why" ] || { getstate; [ "$st" = Running ]; } || why="state '$st' after the load"
+	fi
+	if [ -z "$why" ]; then
+		# the writer numbers on from where it was (progress every 16 records)
+		i=0
+		while [ $i -lt 240 ] && ! cline '^WRITER-PROGRESS' >/dev/null; do sleep 0.5; i=$((i + 1)); done
+		wnext=$(cline '^WRITER-PROGRESS' | cut -d' ' -f2)
+		[ -n "$wnext" ] || why="the restored guest's writer made no progress"
+		[ -n "$why" ] || [ "$wnext" -gt "$wsnap" ] ||
+			why="the restored writer's first progress ($wnext) is not past the snapshot's ($wsnap)"
+	fi
+	nrec=""
+	if [ -z "$why" ]; then
+		GT=600 g load-stop || true
+		nrec=$(echo "$gout" | sed -n 's/^RECORDS-OK \([0-9]*\)$/\1/p')
+		gsum=$(echo "$gout" | sed -n 's/^RECORDS-SUM [0-9]* //p')
+		[ -n "$why" ] || [ -n "$nrec" ] || why="the guest's check of its records failed: $(echo "$gout" | grep -E 'RECORDS|WRITER' | tr '\n' ' ')"
+		[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 count="$nrec" 2>/dev/null | sha)" = "$gsum" ] ||
+			why="the image file differs from what the guest read back ($nrec records)"
+		[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 skip="$nrec" count=1 2>/dev/null | sha)" = "$(head -c 65536 /dev/zero | sha)" ] ||
+			why="the image has data after the guest's last record"
+	fi
+	if [ -z "$why" ]; then
+		g poweroff || true
+		why="" # the step never reports: the guest powers off
+		vm_wait 120 || why="the restored visor did not exit after the guest's poweroff"
+		[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
+	fi
+}
+steps=$seq
+restored_records snap2 "{\"backend_type\": \"File\", \"backend_path\": \"$T/snap.mem\"}"
 report snapshot-restore-under-load "snapshot at record ${wsnap:-?} in ${snapms:-?} ms, loaded in ${loadms:-?} ms (lab times), $nrec records verified in the guest and in the image"
 vm_end
 extra=""
@@ -774,43 +782,7 @@ if [ -z "$why" ]; then
 	[ -S "$T/uffd.sock" ] || why="the page-fault handler did not listen: $(cat "$T/uffd.out")"
 fi
 extra="$T/uffd.out"
-if [ -z "$why" ]; then
-	vm_start snapu --api-sock "$T/snapu.sock" --id snapu
-	seq=$steps # the guest's step count as it was at the snapshot
-	SOCK="$T/snapu.sock"
-	i=0
-	while [ ! -S "$SOCK" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
-	t0=$(up_ms)
-	api PUT /snapshot/load "{\"snapshot_path\": \"$T/snap.state\", \"mem_backend\": {\"backend_type\": \"Uffd\", \"backend_path\": \"$T/uffd.sock\"}, \"resume_vm\": true}"
-	expect 204
-	loadms=$(($(up_ms) - t0))
-	[ -n "$why" ] || { getstate; [ "$st" = Running ]; } || why="state '$st' after the load"
-fi
-if [ -z "$why" ]; then
-	i=0
-	while [ $i -lt 240 ] && ! cline '^WRITER-PROGRESS' >/dev/null; do sleep 0.5; i=$((i + 1)); done
-	wnext=$(cline '^WRITER-PROGRESS' | cut -d' ' -f2)
-	[ -n "$wnext" ] || why="the restored guest's writer made no progress"
-	[ -n "$why" ] || [ "$wnext" -gt "$wsnap" ] ||
-		why="the restored writer's first progress ($wnext) is not past the snapshot's ($wsnap)"
-fi
-nrec=""
-if [ -z "$why" ]; then
-	GT=600 g load-stop || true
-	nrec=$(echo "$gout" | sed -n 's/^RECORDS-OK \([0-9]*\)$/\1/p')
-	gsum=$(echo "$gout" | sed -n 's/^RECORDS-SUM [0-9]* //p')
-	[ -n "$why" ] || [ -n "$nrec" ] || why="the guest's check of its records failed: $(echo "$gout" | grep -E 'RECORDS|WRITER' | tr '\n' ' ')"
-	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 count="$nrec" 2>/dev/null | sha)" = "$gsum" ] ||
-		why="the image file differs from what the guest read back ($nrec records)"
-	[ -n "$why" ] || [ "$(dd if="$T/snap.img" bs=65536 skip="$nrec" count=1 2>/dev/null | sha)" = "$ZERO64K" ] ||
-		why="the image has data after the guest's last record"
-fi
-if [ -z "$why" ]; then
-	g poweroff || true
-	why="" # the step never reports: the guest powers off
-	vm_wait 120 || why="the restored visor did not exit after the guest's poweroff"
-	[ -n "$why" ] || [ "$vm_rc" = 0 ] || why="the restored visor exited with $vm_rc after poweroff"
-fi
+restored_records snapu "{\"backend_type\": \"Uffd\", \"backend_path\": \"$T/uffd.sock\"}"
 served=""
 if [ -n "$hpid" ]; then
 	# the handler ends (and reports) when visor's connection closes
