@@ -56,8 +56,81 @@ enum vm_action_kind {
 	ACT_PUT_SERIAL,         /* a.serial_out */
 	ACT_SNAPSHOT_CREATE,    /* a.snap: PUT /snapshot/create (paused VM) */
 	ACT_SNAPSHOT_LOAD,      /* a.load: PUT /snapshot/load (fresh process) */
+	ACT_MIGRATION_SEND,     /* a.mig_send: PUT /migration/send (running or paused VM) */
+	ACT_MIGRATION_RECEIVE,  /* a.mig_recv: PUT /migration/receive (fresh process) */
+	ACT_MIGRATION_GET,      /* GET /migration -> reply.mig */
+	ACT_MIGRATION_CANCEL,   /* PATCH /migration {"state": "Cancelled"} */
 };
-#define ACT_KIND_COUNT (ACT_SNAPSHOT_LOAD + 1)
+#define ACT_KIND_COUNT (ACT_MIGRATION_CANCEL + 1)
+
+/* ---- live migration (visor's own endpoints, docs/api.md) ---- */
+
+#define MIG_URL_MAX 300
+/* TLS of a migration (both sides): this side's certificate and key, the
+ * CA the peer's certificate must be signed by, and (client) the name the
+ * server's certificate must carry.  enabled false: plain stream. */
+struct mig_tls_params {
+	bool enabled;
+	char cert[CONFIG_PATH_MAX];
+	char key[CONFIG_PATH_MAX];
+	char ca[CONFIG_PATH_MAX];
+	char server_name[256];
+};
+
+/* "mode" of PUT /migration/send (same numbers as migration/stream.h's
+ * enum mig_mode). */
+enum mig_mode_param { MIGP_PRECOPY, MIGP_POSTCOPY, MIGP_AUTO, MIGP_LOCAL };
+
+#define MIG_DEFAULT_DOWNTIME_MS 50
+#define MIG_DEFAULT_TIMEOUT_S 3600
+
+struct mig_send_params {
+	char url[MIG_URL_MAX];        /* "unix:PATH" or "tcp:HOST:PORT" */
+	uint32_t downtime_limit_ms;   /* default MIG_DEFAULT_DOWNTIME_MS */
+	uint64_t max_bandwidth_mib;   /* MiB/s; 0: unlimited */
+	uint32_t timeout_s;           /* default MIG_DEFAULT_TIMEOUT_S */
+	enum mig_mode_param mode;     /* default precopy */
+	struct mig_tls_params tls;
+};
+
+struct mig_recv_params {
+	char url[MIG_URL_MAX];
+	uint32_t timeout_s;           /* for the source to connect and finish; default 3600 */
+	struct mig_tls_params tls;
+};
+
+/* GET /migration */
+enum mig_state_kind {
+	MIGS_NONE,       /* no migration was started in this process */
+	MIGS_SETUP,      /* connecting / the destination builds the machine */
+	MIGS_ACTIVE,     /* copying memory while the guest runs (pre-copy passes) */
+	MIGS_SWITCHOVER, /* the guest is paused: last pages, device state, hand-over */
+	MIGS_POSTCOPY,   /* destination runs; pages follow on demand */
+	MIGS_COMPLETED,
+	MIGS_FAILED,
+	MIGS_CANCELLED,
+};
+
+struct mig_status {
+	enum mig_state_kind state;
+	bool incoming;                /* this process is the destination */
+	enum mig_mode_param mode;
+	char url[MIG_URL_MAX];
+	uint32_t pass;                /* memory passes so far (0: the first, all of memory) */
+	uint64_t bytes;               /* sent (source) / received (destination) */
+	uint64_t pages_data, pages_zero; /* pages sent with data / as zero markers */
+	uint64_t remaining_bytes;     /* dirty memory left to send (last count) */
+	uint64_t mem_bytes;           /* guest memory */
+	uint64_t dirty_rate;          /* bytes/s the guest dirtied in the last pass */
+	uint64_t bandwidth;           /* bytes/s the link carried in the last pass */
+	uint64_t expected_downtime_ms;
+	uint32_t downtime_limit_ms;
+	uint32_t throttle_pct;        /* vCPU time taken away (auto-converge) */
+	uint64_t elapsed_ms;          /* since the migration started */
+	uint64_t downtime_ms;         /* measured, once completed (guest paused to
+				       * destination running) */
+	char error[512];              /* failed / cancelled: why */
+};
 
 /* PUT /snapshot/load: where the snapshot is and how to bring it back. */
 struct snapshot_load {
@@ -108,6 +181,8 @@ struct vm_action {
 			bool diff; /* snapshot_type Diff */
 		} snap;
 		struct snapshot_load load;
+		struct mig_send_params mig_send;
+		struct mig_recv_params mig_recv;
 	} u;
 };
 
@@ -134,6 +209,7 @@ struct vm_reply {
 	uint64_t uptime_ms;          /* since InstanceStart, 0 before */
 	struct vm_config config;     /* GET /vm/config, /machine-config, /balloon */
 	struct balloon_stats_reply balloon;
+	struct mig_status mig;       /* GET /migration */
 	/* end the process with @exit_code once this reply has been sent (a
 	 * failed snapshot load leaves nothing worth keeping, as in
 	 * Firecracker) */

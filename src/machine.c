@@ -120,6 +120,9 @@ struct machine {
 	uint32_t running_threads; /* vCPU threads that have not returned */
 	bool paused;
 	bool restoring;        /* built from a snapshot: no kernel, no boot registers */
+	bool incoming;         /* built for an incoming migration (its state comes later) */
+	_Atomic uint32_t throttle_pct; /* live migration: share of vCPU time taken away */
+	int throttle_tfd;      /* kicks the vCPUs while throttled */
 	uint64_t paused_clock; /* kvmclock when paused */
 	bool have_clock;
 	/* the memory identity of the last snapshot taken or loaded (all
@@ -289,6 +292,21 @@ static void vcpu_park(struct vcpu *c)
 	pthread_mutex_unlock(&vm->park_lock);
 }
 
+/* A live migration whose guest dirties memory faster than the link
+ * carries it takes a share of vCPU time away: the loop kicks every vCPU
+ * each THROTTLE_PERIOD_NS and each sleeps its share of the period. */
+#define THROTTLE_PERIOD_NS (20ULL * 1000000ULL)
+
+static void vcpu_throttle(struct vcpu *c)
+{
+	uint32_t pct = atomic_load_explicit(&c->vm->throttle_pct, memory_order_relaxed);
+	if (!pct || atomic_load(&c->vm->pause_req))
+		return;
+	uint64_t ns = THROTTLE_PERIOD_NS * pct / 100;
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ns};
+	nanosleep(&ts, NULL);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *c = arg;
@@ -310,6 +328,7 @@ static void *vcpu_thread(void *arg)
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				c->kv.run->immediate_exit = 0;
+				vcpu_throttle(c);
 				continue;
 			}
 			log_error("vcpu %d: KVM_RUN failed: %s", c->kv.id, strerror(errno));
@@ -1349,7 +1368,7 @@ static void dirty_mark_devices(struct machine *vm);
  * anonymous and served by the page-fault handler listening there. */
 static struct machine *machine_build(const struct vm_config *cfg, const struct file_image *kernel,
 				     const struct snap_reader *rd, int mem_fd, const char *uffd_sock,
-				     bool clock_realtime, struct loop *loop,
+				     bool clock_realtime, bool incoming, struct loop *loop,
 				     const struct machine_hooks *hooks, uint64_t start_ns, char *err,
 				     size_t errlen)
 {
@@ -1367,7 +1386,7 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	vm->ncpus = cfg->cpus;
 	vm->kvm.fd = vm->kvm.vm_fd = -1;
 	vm->uffd.uffd = vm->uffd.sock = -1;
-	vm->rx_efd = vm->rtc_tfd = -1;
+	vm->rx_efd = vm->rtc_tfd = vm->throttle_tfd = -1;
 	pthread_mutex_init(&vm->park_lock, NULL);
 	pthread_cond_init(&vm->park_cond, NULL);
 	atomic_store(&vm->exit_code, -1);
@@ -1378,7 +1397,10 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	bool from_file = rd && !uffd_sock;
 	int r = from_file ? guest_mem_init_file(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
 						GPA_MMIO_HOLE_END)
-			  : guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
+		: incoming && mem_fd >= 0
+			? guest_mem_init_shared(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
+						GPA_MMIO_HOLE_END)
+			: guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
 	if (r == -ERANGE) {
 		log_error("the memory file is not %llu MiB, the snapshot's memory size",
 			  (unsigned long long)(cfg->mem_size >> 20));
@@ -1405,7 +1427,8 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 			  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 		goto fail;
 	}
-	vm->restoring = rd != NULL;
+	vm->restoring = rd != NULL || incoming;
+	vm->incoming = incoming;
 	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!rd && setup_guest_image(vm)) ||
 	    open_kvm(vm))
 		goto fail;
@@ -1422,7 +1445,8 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	vm->legacy_ready = true;
 	/* a booted machine's first generation ID; a restored one gets a new
 	 * ID when its state is applied */
-	if (!rd && (r = vmgenid_new_id(&vm->vmgenid))) {
+	vm->vmgenid.keep_on_restore = incoming; /* the same VM carries on */
+	if (!rd && !incoming && (r = vmgenid_new_id(&vm->vmgenid))) {
 		log_error("cannot draw a VM generation ID: %s", strerror(-r));
 		goto fail;
 	}
@@ -1465,7 +1489,8 @@ struct machine *machine_create(const struct vm_config *cfg, const struct file_im
 			       struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
 			       char *err, size_t errlen)
 {
-	return machine_build(cfg, kernel, NULL, -1, NULL, false, loop, hooks, start_ns, err, errlen);
+	return machine_build(cfg, kernel, NULL, -1, NULL, false, false, loop, hooks, start_ns, err,
+			     errlen);
 }
 
 struct machine *machine_restore(const struct vm_config *cfg, const struct snap_reader *rd,
@@ -1473,8 +1498,16 @@ struct machine *machine_restore(const struct vm_config *cfg, const struct snap_r
 				struct loop *loop, const struct machine_hooks *hooks, uint64_t start_ns,
 				char *err, size_t errlen)
 {
-	return machine_build(cfg, NULL, rd, mem_fd, uffd_sock, clock_realtime, loop, hooks,
+	return machine_build(cfg, NULL, rd, mem_fd, uffd_sock, clock_realtime, false, loop, hooks,
 			     start_ns, err, errlen);
+}
+
+struct machine *machine_incoming(const struct vm_config *cfg, int memfd, struct loop *loop,
+				 const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+				 size_t errlen)
+{
+	return machine_build(cfg, NULL, NULL, memfd, NULL, false, true, loop, hooks, start_ns, err,
+			     errlen);
 }
 
 int machine_start(struct machine *vm)
@@ -1677,6 +1710,10 @@ void machine_destroy(struct machine *vm)
 	if (vm->rtc_tfd >= 0) {
 		loop_del(vm->loop, vm->rtc_tfd);
 		close(vm->rtc_tfd);
+	}
+	if (vm->throttle_tfd >= 0) {
+		loop_del(vm->loop, vm->throttle_tfd);
+		close(vm->throttle_tfd);
 	}
 	pthread_mutex_destroy(&vm->park_lock);
 	pthread_cond_destroy(&vm->park_cond);
@@ -2219,4 +2256,159 @@ out:
 	free(vs);
 	free(cs);
 	return rc;
+}
+
+/* ---- live migration (migration/migrate.c; event-loop thread) ----------------- */
+
+struct guest_mem *machine_guest_mem(struct machine *vm)
+{
+	return &vm->mem;
+}
+
+bool machine_paused(const struct machine *vm)
+{
+	return vm->paused;
+}
+
+/* KVM's dirty log on every slot, on or back to what track_dirty_pages
+ * asks for. */
+static int set_dirty_log(struct machine *vm, bool on)
+{
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		struct guest_region *g = &vm->mem.regions[i];
+		int r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva, on);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int machine_mig_begin(struct machine *vm, char *err, size_t errlen)
+{
+	int r = guest_mem_mig_start(&vm->mem);
+	if (r)
+		return err_set(err, errlen, r, "no memory for the dirty page bitmap");
+	if (!guest_mem_tracking(&vm->mem) && (r = set_dirty_log(vm, true))) {
+		guest_mem_mig_stop(&vm->mem);
+		(void)set_dirty_log(vm, false);
+		return err_set(err, errlen, r, "cannot turn on KVM's dirty log: %s", strerror(-r));
+	}
+	/* what devices may write from now on without another pop */
+	dirty_mark_devices(vm);
+	return 0;
+}
+
+void machine_mig_end(struct machine *vm)
+{
+	if (!guest_mem_mig_on(&vm->mem))
+		return;
+	if (guest_mem_tracking(&vm->mem)) {
+		/* the snapshot bitmap keeps what KVM logged meanwhile */
+		char e[128];
+		(void)collect_dirty_log(vm, e, sizeof(e));
+	} else {
+		(void)set_dirty_log(vm, false);
+	}
+	guest_mem_mig_stop(&vm->mem);
+	machine_set_throttle(vm, 0);
+}
+
+int machine_mig_collect(struct machine *vm, uint64_t *bits, uint64_t *pages, char *err,
+			size_t errlen)
+{
+	/* KVM's log into the migration's bitmap (and the snapshot's), then
+	 * the migration's taken; what devices hold in flight is marked again
+	 * at once, on this thread, where they complete: a chain popped before
+	 * and written after this point is sent again in the next pass */
+	int r = collect_dirty_log(vm, err, errlen);
+	if (r)
+		return r;
+	*pages = guest_mem_mig_take(&vm->mem, bits);
+	dirty_mark_devices(vm);
+	return 0;
+}
+
+int machine_mig_state(struct machine *vm, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+	if (!vm->paused)
+		return err_set(err, errlen, -EINVAL, "the microVM must be paused");
+	int rc = check_saveable(vm, err, errlen);
+	if (rc)
+		return rc;
+	kvm_platform_drain(&vm->kp);
+	/* the memory travels in the stream, not in a file: a Full memory
+	 * section without an identity (the destination's next Diff is Full) */
+	struct snap_mem_info mi = {.kind = SNAP_MEM_FULL, .size = vm->mem.size};
+	return build_state(vm, &mi, buf, len, err, errlen);
+}
+
+int machine_mig_apply(struct machine *vm, const struct snap_reader *rd, char *err, size_t errlen)
+{
+	if (!vm->incoming)
+		return err_set(err, errlen, -EINVAL, "not an incoming machine");
+	int r = restore_state(vm, rd, false, err, errlen);
+	if (r)
+		return r;
+	memset(vm->last_mem_id, 0, sizeof(vm->last_mem_id));
+	dirty_mark_devices(vm);
+	return 0;
+}
+
+int machine_disks_lock(struct machine *vm, bool take, char *err, size_t errlen)
+{
+	for (uint32_t i = 0; i < vm->reg.n; i++) {
+		struct dev_record *rec = &vm->reg.r[i];
+		if (rec->ops != &virtio_blk_ops)
+			continue;
+		int r = virtio_blk_lock(rec->dev, take);
+		if (r) {
+			/* all or none */
+			for (uint32_t j = 0; j < i; j++)
+				if (vm->reg.r[j].ops == &virtio_blk_ops)
+					(void)virtio_blk_lock(vm->reg.r[j].dev, !take);
+			return err_set(err, errlen, r, "drive '%s': cannot %s its image's lock: %s",
+				       rec->id, take ? "take" : "drop",
+				       r == -EBUSY ? "another process holds it" : strerror(-r));
+		}
+	}
+	return 0;
+}
+
+static void on_throttle_timer(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct machine *vm = ctx;
+	uint64_t n;
+	ssize_t r = read(fd, &n, sizeof(n));
+	(void)r;
+	if (atomic_load(&vm->throttle_pct) && !vm->paused)
+		kick_vcpus(vm);
+}
+
+void machine_set_throttle(struct machine *vm, unsigned pct)
+{
+	if (pct > 99)
+		pct = 99;
+	atomic_store(&vm->throttle_pct, pct);
+	if (pct && vm->throttle_tfd < 0) {
+		vm->throttle_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (vm->throttle_tfd < 0 ||
+		    loop_add(vm->loop, vm->throttle_tfd, EPOLLIN, on_throttle_timer, vm)) {
+			log_warn("migration: cannot throttle the vCPUs: no timer");
+			if (vm->throttle_tfd >= 0)
+				close(vm->throttle_tfd);
+			vm->throttle_tfd = -1;
+			atomic_store(&vm->throttle_pct, 0);
+			return;
+		}
+	}
+	if (vm->throttle_tfd >= 0) {
+		struct timespec p = {.tv_nsec = pct ? (long)THROTTLE_PERIOD_NS : 0};
+		struct itimerspec its = {.it_value = p, .it_interval = p};
+		timerfd_settime(vm->throttle_tfd, 0, &its, NULL);
+	}
+}
+
+unsigned machine_throttle(const struct machine *vm)
+{
+	return atomic_load(&vm->throttle_pct);
 }

@@ -95,6 +95,39 @@ struct machine *machine_restore(const struct vm_config *cfg, const struct snap_r
 int machine_snapshot(struct machine *m, const char *state_path, const char *mem_path, bool diff,
 		     char *err, size_t errlen);
 
+/* ---- live migration (migration/migrate.c; event-loop thread) ----
+ * The destination builds a machine from the source's configuration with
+ * anonymous guest memory (or, local mode, the source's memfd mapped
+ * shared) and its disks opened but not locked (blk_uring_defer_locks);
+ * the stream fills memory, machine_mig_apply applies the state (the VM
+ * generation ID is kept: the same VM carries on), machine_start parks the
+ * vCPUs, and machine_disks_lock + machine_resume run it. */
+struct machine *machine_incoming(const struct vm_config *cfg, int memfd, struct loop *loop,
+				 const struct machine_hooks *hooks, uint64_t start_ns, char *err,
+				 size_t errlen);
+int machine_mig_apply(struct machine *m, const struct snap_reader *rd, char *err, size_t errlen);
+struct guest_mem *machine_guest_mem(struct machine *m);
+bool machine_paused(const struct machine *m);
+/* Source: dirty pages from here on (KVM's log on every slot, the VMM's
+ * marks) go into the migration's bitmap.  0 / -errno. */
+int machine_mig_begin(struct machine *m, char *err, size_t errlen);
+/* The bitmap of pages dirtied since the last call (or since begin) ORed
+ * into @bits (guest_mem_bitmap_words words), their number in *@pages.
+ * Pages devices hold in flight are marked again for the next pass. */
+int machine_mig_collect(struct machine *m, uint64_t *bits, uint64_t *pages, char *err,
+			size_t errlen);
+/* Dirty logging back to what track_dirty_pages asks; throttle off. */
+void machine_mig_end(struct machine *m);
+/* The state container of a paused machine (config, memory section without
+ * an identity, VM, vCPUs, devices).  *buf: free() it. */
+int machine_mig_state(struct machine *m, uint8_t **buf, size_t *len, char *err, size_t errlen);
+/* Take or drop every disk image's lock (all or none).  0 / -errno. */
+int machine_disks_lock(struct machine *m, bool take, char *err, size_t errlen);
+/* Take @pct percent (0..99) of every vCPU's time away: the guest dirties
+ * memory slower (auto-converge). */
+void machine_set_throttle(struct machine *m, unsigned pct);
+unsigned machine_throttle(const struct machine *m);
+
 /* Start the vCPU threads and the console.  0 / -errno. */
 int machine_start(struct machine *m);
 /* Park every vCPU and pause every device.  0 / -errno (then nothing is

@@ -790,6 +790,12 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		}
 		do_load(vm, &a->u.load, rep);
 		break;
+	case ACT_MIGRATION_SEND:
+	case ACT_MIGRATION_RECEIVE:
+	case ACT_MIGRATION_GET:
+	case ACT_MIGRATION_CANCEL:
+		refuse(rep, 400, "live migration is not built yet");
+		break;
 	}
 }
 

@@ -100,6 +100,10 @@ struct blk_backend_ops {
 	 * at once if nothing is outstanding), or -errno.  NULL: the back end
 	 * cannot be waited for. */
 	int (*poll)(struct blk_backend *be, int timeout_ms);
+	/* Take (@take) or drop the image's lock (a live migration hands it
+	 * from the source to the destination).  0, -EBUSY (another process
+	 * holds it) or -errno.  NULL: the back end has no lock. */
+	int (*lock)(struct blk_backend *be, bool take);
 };
 
 struct blk_backend {
@@ -157,6 +161,11 @@ static inline void blk_destroy(struct blk_backend *be)
  * Call ops->attach(be, loop) before submitting. */
 int blk_uring_open(struct blk_backend **out, const char *path, bool readonly, unsigned depth,
 		   unsigned capacity, char *err, size_t errlen);
+
+/* While @on, blk_uring_open opens images without taking their lock (an
+ * incoming migration: the source holds them until the switch-over, when
+ * ops->lock moves them).  Process-wide. */
+void blk_uring_defer_locks(bool on);
 
 /* ---- in-memory back end for tests (block_mem.c) ---- */
 

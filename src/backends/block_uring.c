@@ -21,6 +21,7 @@
  * back to PUNCH_HOLE once the file system says EOPNOTSUPP.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/falloc.h>
@@ -69,7 +70,17 @@ struct blk_uring {
 	bool retry_armed;
 	bool zero_range_unsupported;
 	struct ratelimit rl;
+	bool locked; /* holds its flock (see blk_uring_defer_locks) */
 };
+
+/* An incoming migration opens the images its source still holds locked:
+ * while set, images open without their lock, taken at the switch-over. */
+static _Atomic bool defer_locks;
+
+void blk_uring_defer_locks(bool on)
+{
+	atomic_store(&defer_locks, on);
+}
 
 static struct blk_uring *to_uring(struct blk_backend *be)
 {
@@ -430,7 +441,19 @@ static int uring_refresh_size(struct blk_backend *be)
 	return 0;
 }
 
+static int uring_lock(struct blk_backend *be, bool take)
+{
+	struct blk_uring *u = to_uring(be);
+	if (take == u->locked)
+		return 0;
+	if (flock(u->fd, (take ? (be->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB : LOCK_UN)) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	u->locked = take;
+	return 0;
+}
+
 static const struct blk_backend_ops uring_ops = {
+	.lock = uring_lock,
 	.submit = uring_submit,
 	.commit = uring_commit,
 	.attach = uring_attach,
@@ -500,7 +523,8 @@ int blk_uring_open(struct blk_backend **out, const char *path, bool readonly, un
 	}
 	/* Two writers on one image corrupt it: shared lock for read-only
 	 * users, exclusive for a writer (advisory, local only). */
-	if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+	bool lock = !atomic_load(&defer_locks);
+	if (lock && flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK) {
@@ -518,6 +542,7 @@ int blk_uring_open(struct blk_backend **out, const char *path, bool readonly, un
 		return -ENOMEM;
 	}
 	u->fd = fd;
+	u->locked = lock;
 	u->efd = u->tfd = -1;
 	pthread_mutex_init(&u->lock, NULL);
 	snprintf(u->name, sizeof(u->name), "%s", path);

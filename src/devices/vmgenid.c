@@ -109,6 +109,10 @@ int vmgenid_state_put(struct vmgenid *g, const struct vmgenid_state *st)
 {
 	/* the guest has seen the saved ID: the new one must differ from it */
 	memcpy(g->id, st->id, sizeof(g->id));
+	if (g->keep_on_restore) {
+		/* the guest memory that came with it holds this ID already */
+		return 0;
+	}
 	int rc = vmgenid_new_id(g);
 	if (rc)
 		return rc;

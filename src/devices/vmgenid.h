@@ -46,6 +46,9 @@ struct vmgenid {
 	 * is initialised).  Tests may replace it after vmgenid_init. */
 	int (*random)(void *buf, size_t len);
 	uint64_t generations; /* IDs written (statistics) */
+	/* The state comes from a live migration: the same VM carries on, so
+	 * vmgenid_state_put keeps the saved ID (no new generation). */
+	bool keep_on_restore;
 };
 
 /* Initialise @g for the 16 bytes at @hva (guest-physical @gpa, 8-byte

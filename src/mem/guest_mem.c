@@ -2,6 +2,7 @@
 #include "guest_mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -9,9 +10,9 @@
 #include <unistd.h>
 
 /* Map guest RAM: anonymous, or with @fd >= 0 a private (copy-on-write)
- * mapping of that file's first @size bytes. */
+ * mapping of that file's first @size bytes (@shared: a shared mapping). */
 static int mem_map(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end,
-		   int fd)
+		   int fd, bool shared)
 {
 	memset(m, 0, sizeof(*m));
 	if (size == 0 || (size & 0xfff) || hole_end < hole_start || (hole_start & 0xfff) ||
@@ -50,7 +51,8 @@ static int mem_map(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 		 * read now, pages come in on first touch and stay shared with
 		 * the page cache (and every other clone) until written */
 		void *f = mmap(p, (size_t)size, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, 0);
+			       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | MAP_NORESERVE, fd,
+			       0);
 		if (f == MAP_FAILED) {
 			int r = -errno;
 			munmap(p, (size_t)size);
@@ -61,6 +63,7 @@ static int mem_map(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 	(void)madvise(p, (size_t)size, MADV_DONTDUMP);
 	m->base = p;
 	m->size = size;
+	m->memfd = -1;
 	m->regions[m->nregions++] = (struct guest_region){.gpa = 0, .size = low, .hva = m->base};
 	if (high)
 		m->regions[m->nregions++] =
@@ -70,7 +73,47 @@ static int mem_map(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 
 int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint64_t hole_end)
 {
-	return mem_map(m, size, hole_start, hole_end, -1);
+	return mem_map(m, size, hole_start, hole_end, -1, false);
+}
+
+int guest_mem_init_shared(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
+			  uint64_t hole_end)
+{
+	memset(m, 0, sizeof(*m));
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb))
+		return -EBADF;
+	if (!S_ISREG(sb.st_mode))
+		return -EINVAL;
+	if ((uint64_t)sb.st_size != size)
+		return -ERANGE;
+	int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (own < 0)
+		return -errno;
+	int r = mem_map(m, size, hole_start, hole_end, own, true);
+	if (r) {
+		close(own);
+		return r;
+	}
+	m->memfd = own;
+	m->shared = true;
+	return 0;
+}
+
+int guest_mem_init_memfd(struct guest_mem *m, uint64_t size, uint64_t hole_start,
+			 uint64_t hole_end)
+{
+	int fd = memfd_create("visor-guest-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size)) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	int r = guest_mem_init_shared(m, fd, size, hole_start, hole_end);
+	close(fd);
+	return r;
 }
 
 int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
@@ -84,7 +127,7 @@ int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hol
 		return -EINVAL;
 	if ((uint64_t)sb.st_size != size)
 		return -ERANGE;
-	return mem_map(m, size, hole_start, hole_end, fd);
+	return mem_map(m, size, hole_start, hole_end, fd, false);
 }
 
 /* True if p[0..n) is all zero. */
@@ -150,21 +193,68 @@ int guest_mem_track_dirty(struct guest_mem *m)
 	return 0;
 }
 
-/* Set bits [first, last] (inclusive page numbers). */
-static void mark_pages(const struct guest_mem *m, uint64_t first, uint64_t last)
+/* Set bits [first, last] (inclusive page numbers) in @map. */
+static void mark_map(_Atomic uint64_t *map, uint64_t first, uint64_t last)
 {
 	for (uint64_t w = first / 64; w <= last / 64; w++) {
 		uint64_t lo = w == first / 64 ? first % 64 : 0;
 		uint64_t hi = w == last / 64 ? last % 64 : 63;
 		uint64_t bits = (hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1) & ~((1ull << lo) - 1);
-		atomic_fetch_or_explicit(&m->dirty[w], bits, memory_order_relaxed);
+		atomic_fetch_or_explicit(&map[w], bits, memory_order_relaxed);
 	}
+}
+
+/* ... in the dirty bitmap and, while a migration runs, in its bitmap. */
+static void mark_pages(const struct guest_mem *m, uint64_t first, uint64_t last)
+{
+	if (m->dirty)
+		mark_map(m->dirty, first, last);
+	_Atomic uint64_t *mig = atomic_load_explicit(&m->mig, memory_order_acquire);
+	if (mig)
+		mark_map(mig, first, last);
+}
+
+static bool marking(const struct guest_mem *m)
+{
+	return m->dirty || atomic_load_explicit(&m->mig, memory_order_relaxed);
+}
+
+int guest_mem_mig_start(struct guest_mem *m)
+{
+	if (!m->base)
+		return -EINVAL;
+	if (!m->mig_alloc) {
+		m->mig_alloc = calloc((size_t)nwords(m), sizeof(*m->mig_alloc));
+		if (!m->mig_alloc)
+			return -ENOMEM;
+	}
+	for (uint64_t w = 0; w < nwords(m); w++)
+		atomic_store_explicit(&m->mig_alloc[w], 0, memory_order_relaxed);
+	atomic_store_explicit(&m->mig, m->mig_alloc, memory_order_release);
+	return 0;
+}
+
+void guest_mem_mig_stop(struct guest_mem *m)
+{
+	atomic_store_explicit(&m->mig, NULL, memory_order_release);
+}
+
+uint64_t guest_mem_mig_take(const struct guest_mem *m, uint64_t *bits)
+{
+	_Atomic uint64_t *mig = atomic_load_explicit(&m->mig, memory_order_acquire);
+	uint64_t n = 0;
+	for (uint64_t w = 0; mig && w < nwords(m); w++) {
+		uint64_t v = atomic_exchange_explicit(&mig[w], 0, memory_order_relaxed);
+		bits[w] |= v;
+		n += (uint64_t)__builtin_popcountll(v);
+	}
+	return n;
 }
 
 void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t len)
 {
 	uintptr_t b = (uintptr_t)m->base, p = (uintptr_t)hva;
-	if (!m->dirty || !len || p >= b + m->size || len > UINTPTR_MAX - p || p + len <= b)
+	if (!marking(m) || !len || p >= b + m->size || len > UINTPTR_MAX - p || p + len <= b)
 		return;
 	uint64_t start = p < b ? 0 : p - b;
 	uint64_t end = p + len - b; /* exclusive */
@@ -175,13 +265,13 @@ void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t l
 
 void guest_mem_mark_all(const struct guest_mem *m)
 {
-	if (m->dirty && m->size)
+	if (marking(m) && m->size)
 		mark_pages(m, 0, npages(m) - 1);
 }
 
 void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *bits)
 {
-	if (!m->dirty || region < 0 || region >= m->nregions)
+	if (!marking(m) || region < 0 || region >= m->nregions)
 		return;
 	const struct guest_region *r = &m->regions[region];
 	uint64_t first = (uint64_t)(r->hva - m->base) / GUEST_PAGE_SIZE;
@@ -256,6 +346,9 @@ void guest_mem_destroy(struct guest_mem *m)
 	if (m->base)
 		munmap(m->base, (size_t)m->size);
 	free((void *)m->dirty);
+	free((void *)m->mig_alloc);
+	if (m->shared)
+		close(m->memfd);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -42,6 +42,18 @@ struct guest_mem {
 	 * 4 KiB page at byte i * 4096 of the mapping, which is also its
 	 * offset in a memory file.  Set from any thread (atomic OR). */
 	_Atomic uint64_t *dirty;
+	/* A live migration's own bitmap (same layout), published while one
+	 * runs: every mark and KVM log ORed into the dirty bitmap above also
+	 * goes here, and the migration takes (clears) it pass by pass.  Never
+	 * freed before guest_mem_destroy, so a thread that loaded the pointer
+	 * just before it was unpublished writes into valid memory. */
+	_Atomic uint64_t *_Atomic mig;
+	_Atomic uint64_t *mig_alloc;
+	/* guest RAM is this memfd, mapped shared (guest_mem_init_memfd /
+	 * _shared: a local-mode migration hands it to the next visor) when
+	 * @shared */
+	int memfd;
+	bool shared;
 };
 
 /* Map @size bytes of guest RAM (a multiple of 4 KiB) and lay it out as RAM
@@ -61,6 +73,18 @@ int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
  * closed afterwards. */
 int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
 			uint64_t hole_end);
+
+/* The same layout in a memfd mapped shared (machine-config "mem_shared":
+ * a local-mode migration hands the memfd to a new visor process instead
+ * of copying memory).  m->memfd is it.  0 or -errno. */
+int guest_mem_init_memfd(struct guest_mem *m, uint64_t size, uint64_t hole_start,
+			 uint64_t hole_end);
+/* Map @fd (a memfd or regular file of exactly @size bytes) shared: the
+ * destination of a local-mode migration.  A duplicate of @fd is kept in
+ * m->memfd.  -EBADF, -EINVAL (not a regular file), -ERANGE (size), or
+ * mapping errors. */
+int guest_mem_init_shared(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
+			  uint64_t hole_end);
 
 /* Write guest RAM to @fd (truncated to exactly m->size bytes; all-zero
  * 4 KiB pages are left as holes, so untouched memory costs no disk).
@@ -93,7 +117,7 @@ static inline bool guest_mem_tracking(const struct guest_mem *m)
 void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t len);
 static inline void guest_mem_mark(const struct guest_mem *m, const void *hva, uint64_t len)
 {
-	if (m->dirty)
+	if (m->dirty || atomic_load_explicit(&m->mig, memory_order_relaxed))
 		guest_mem_mark_range(m, hva, len);
 }
 /* Mark every page (when what was written cannot be told). */
@@ -104,6 +128,32 @@ void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *
 bool guest_mem_is_dirty(const struct guest_mem *m, uint64_t page);
 uint64_t guest_mem_dirty_count(const struct guest_mem *m);
 void guest_mem_dirty_clear(const struct guest_mem *m);
+
+/*
+ * A live migration's bitmap (migration/migrate.c): published by
+ * guest_mem_mig_start (all clear), it receives every mark and every KVM
+ * log folded in with guest_mem_dirty_add, like the dirty bitmap, whether
+ * or not track_dirty_pages is on; guest_mem_mig_take moves its bits into
+ * a caller's bitmap (atomic exchange per word: a mark made meanwhile is
+ * either taken now or left for the next pass, never lost) and returns how
+ * many pages it took.  guest_mem_mig_stop unpublishes it.  0 / -ENOMEM.
+ */
+int guest_mem_mig_start(struct guest_mem *m);
+void guest_mem_mig_stop(struct guest_mem *m);
+uint64_t guest_mem_mig_take(const struct guest_mem *m, uint64_t *bits);
+static inline bool guest_mem_mig_on(const struct guest_mem *m)
+{
+	return atomic_load_explicit(&m->mig, memory_order_relaxed) != NULL;
+}
+/* Pages and 64-bit words of a bitmap of all guest RAM. */
+static inline uint64_t guest_mem_pages(const struct guest_mem *m)
+{
+	return m->size / GUEST_PAGE_SIZE;
+}
+static inline uint64_t guest_mem_bitmap_words(const struct guest_mem *m)
+{
+	return (guest_mem_pages(m) + 63) / 64;
+}
 
 /* A Diff snapshot's memory file: @fd truncated to m->size bytes, every
  * dirty page written as data (all-zero pages too: a merge copies them

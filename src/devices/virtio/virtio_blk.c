@@ -808,6 +808,12 @@ int virtio_blk_sync(struct virtio_blk *b)
 	return flush_old(b, b->be);
 }
 
+int virtio_blk_lock(struct virtio_blk *b, bool take)
+{
+	struct blk_backend *be = b->be;
+	return be && be->ops->lock ? be->ops->lock(be, take) : 0;
+}
+
 /* The capacity changed: config space, generation, interrupt.  d->lock held. */
 static void capacity_changed(struct virtio_blk *b)
 {

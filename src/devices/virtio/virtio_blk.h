@@ -317,6 +317,9 @@ void virtio_blk_destroy(struct virtio_blk *b);
  * in flight (the device quiesced).  0, -EBUSY (an earlier flush still
  * pending), -ETIMEDOUT or the back end's error. */
 int virtio_blk_sync(struct virtio_blk *b);
+/* Take or drop the image's lock (a live migration's hand-over of the
+ * disk: blk_uring_defer_locks).  Loop thread, VM paused.  0 / -errno. */
+int virtio_blk_lock(struct virtio_blk *b, bool take);
 
 /* its own part never changed (virtio.h) */
 #define VIRTIO_BLK_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
