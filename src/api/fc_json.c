@@ -1291,6 +1291,163 @@ static int dec_snapshot_load(struct dec *d, struct json_object *o, struct vm_act
 	return 0;
 }
 
+/* ---- live migration (visor's own endpoints, docs/api.md) ---------------- */
+
+static const char *const mig_mode_names[] = {"precopy", "postcopy", "auto", "local", NULL};
+static const char *const mig_state_names[] = {"None",	   "Setup",	"Active", "Switchover",
+					      "Postcopy", "Completed", "Failed", "Cancelled", NULL};
+
+const char *fc_mig_state_name(enum mig_state_kind s)
+{
+	return (unsigned)s <= MIGS_CANCELLED ? mig_state_names[s] : "None";
+}
+
+int fc_mig_state_parse(const char *name)
+{
+	for (int i = 0; mig_state_names[i]; i++)
+		if (!strcmp(mig_state_names[i], name))
+			return i;
+	return -1;
+}
+
+const char *fc_mig_mode_name(enum mig_mode_param m)
+{
+	return (unsigned)m <= MIGP_LOCAL ? mig_mode_names[m] : "precopy";
+}
+
+int fc_mig_mode_parse(const char *name)
+{
+	for (int i = 0; mig_mode_names[i]; i++)
+		if (!strcmp(mig_mode_names[i], name))
+			return i;
+	return -1;
+}
+
+int fc_mig_url_check(const char *url, char *err, size_t errlen)
+{
+	size_t p = !strncmp(url, "unix:", 5) ? 5 : !strncmp(url, "tcp:", 4) ? 4 : 0;
+	if (p && url[p])
+		return 0;
+	if (errlen)
+		snprintf(err, errlen, "expected `unix:PATH` or `tcp:HOST:PORT`, found `%.64s`%s", url,
+			 strlen(url) > 64 ? "..." : "");
+	return -EINVAL;
+}
+
+/* "url": required; the prefix is checked here, the rest by the engine. */
+static int dec_mig_url(struct dec *d, struct json_object *o, char *buf, size_t size)
+{
+	int r = get_str_into(d, o, "url", true, buf, size);
+	if (r < 0)
+		return r;
+	char why[128];
+	if (fc_mig_url_check(buf, why, sizeof(why)))
+		return fail(d, "invalid value for `%surl`: %s", d->prefix, why);
+	return 0;
+}
+
+/* A file name of "tls": required and not empty. */
+static int get_tls_path(struct dec *d, struct json_object *o, const char *name, char *buf, size_t size)
+{
+	int r = get_str_into(d, o, name, true, buf, size);
+	if (r < 0)
+		return r;
+	if (!buf[0])
+		return fail(d, "invalid value for `%s%s`: must not be empty", d->prefix, name);
+	return 0;
+}
+
+/* MigrationTls {cert, key, ca, server_name}: this side's certificate and
+ * key and the CA the peer's certificate must be signed by; server_name
+ * (the name the destination's certificate must carry) only on the side
+ * that connects, the sender. */
+static int dec_mig_tls(struct dec *d, struct json_object *o, bool sender, struct mig_tls_params *t)
+{
+	static const char *const fields[] = {"cert", "key", "ca", "server_name", NULL};
+	struct json_object *v;
+	int r = get_obj(d, o, "tls", false, &v);
+	if (r <= 0)
+		return r;
+	size_t m = push_prefix(d, "tls");
+	if ((r = check_fields(d, v, fields)) < 0)
+		goto out;
+	if (!sender && has_value(v, "server_name")) {
+		r = fail(d, "invalid field `tls.server_name`: the destination does not connect, it "
+			    "has no server name to check (give it to PUT /migration/send)");
+		goto out;
+	}
+	if ((r = get_tls_path(d, v, "cert", t->cert, sizeof(t->cert))) < 0 ||
+	    (r = get_tls_path(d, v, "key", t->key, sizeof(t->key))) < 0 ||
+	    (r = get_tls_path(d, v, "ca", t->ca, sizeof(t->ca))) < 0 ||
+	    (r = get_str_into(d, v, "server_name", false, t->server_name, sizeof(t->server_name))) < 0)
+		goto out;
+	if (r > 0 && !t->server_name[0]) {
+		r = fail(d, "invalid value for `tls.server_name`: must not be empty (omit it: the "
+			    "url's host is checked then)");
+		goto out;
+	}
+	t->enabled = true;
+	r = 1;
+out:
+	pop_prefix(d, m);
+	return r;
+}
+
+/* MigrationSend */
+static int dec_mig_send(struct dec *d, struct json_object *o, struct vm_action *a)
+{
+	static const char *const fields[] = {"url", "downtime_limit_ms", "max_bandwidth_mib", "timeout_s",
+					     "mode", "tls", NULL};
+	struct mig_send_params *p = &a->u.mig_send;
+	a->kind = ACT_MIGRATION_SEND;
+	uint64_t downtime = MIG_DEFAULT_DOWNTIME_MS, timeout = MIG_DEFAULT_TIMEOUT_S;
+	int r, mode = MIGP_PRECOPY;
+	if ((r = check_fields(d, o, fields)) < 0 || (r = dec_mig_url(d, o, p->url, sizeof(p->url))) < 0 ||
+	    (r = get_uint(d, o, "downtime_limit_ms", false, 1, FC_MIG_MAX_DOWNTIME_MS, &downtime)) < 0 ||
+	    (r = get_uint(d, o, "max_bandwidth_mib", false, 0, FC_MIG_MAX_BANDWIDTH_MIB,
+			  &p->max_bandwidth_mib)) < 0 ||
+	    (r = get_uint(d, o, "timeout_s", false, 1, FC_MIG_MAX_TIMEOUT_S, &timeout)) < 0 ||
+	    (r = get_enum(d, o, "mode", false, mig_mode_names, false, &mode)) < 0 ||
+	    (r = dec_mig_tls(d, o, true, &p->tls)) < 0)
+		return r;
+	p->downtime_limit_ms = (uint32_t)downtime;
+	p->timeout_s = (uint32_t)timeout;
+	p->mode = (enum mig_mode_param)mode;
+	/* guest memory's file descriptor travels over the Unix socket */
+	if (p->mode == MIGP_LOCAL && strncmp(p->url, "unix:", 5))
+		return fail(d, "invalid value for `mode`: `local` hands guest memory over a Unix "
+			       "socket: it needs a `unix:PATH` url");
+	return 0;
+}
+
+/* MigrationReceive */
+static int dec_mig_recv(struct dec *d, struct json_object *o, struct vm_action *a)
+{
+	static const char *const fields[] = {"url", "timeout_s", "tls", NULL};
+	struct mig_recv_params *p = &a->u.mig_recv;
+	a->kind = ACT_MIGRATION_RECEIVE;
+	uint64_t timeout = MIG_DEFAULT_TIMEOUT_S;
+	int r;
+	if ((r = check_fields(d, o, fields)) < 0 || (r = dec_mig_url(d, o, p->url, sizeof(p->url))) < 0 ||
+	    (r = get_uint(d, o, "timeout_s", false, 1, FC_MIG_MAX_TIMEOUT_S, &timeout)) < 0 ||
+	    (r = dec_mig_tls(d, o, false, &p->tls)) < 0)
+		return r;
+	p->timeout_s = (uint32_t)timeout;
+	return 0;
+}
+
+/* PATCH /migration: {"state": "Cancelled"}, nothing else. */
+static int dec_mig_patch(struct dec *d, struct json_object *o, struct vm_action *a)
+{
+	static const char *const fields[] = {"state", NULL};
+	static const char *const states[] = {"Cancelled", NULL};
+	int r, idx = 0;
+	if ((r = check_fields(d, o, fields)) < 0 || (r = get_enum(d, o, "state", true, states, false, &idx)) < 0)
+		return r;
+	a->kind = ACT_MIGRATION_CANCEL;
+	return 0;
+}
+
 /* ---- routing ------------------------------------------------------------- */
 
 enum { M_GET = 1, M_PUT = 2, M_PATCH = 4 };
@@ -1314,6 +1471,9 @@ enum route_kind {
 	RT_SERIAL,
 	RT_SNAPSHOT_CREATE,
 	RT_SNAPSHOT_LOAD,
+	RT_MIGRATION,
+	RT_MIGRATION_SEND,
+	RT_MIGRATION_RECEIVE,
 	RT_UNSUPPORTED,
 };
 
@@ -1325,7 +1485,7 @@ struct route {
 	const char *unsupported; /* a feature visor lacks: refuse with this */
 };
 
-/* Paths and methods of docs/firecracker-api.yaml. */
+/* Paths and methods of docs/firecracker-api.yaml, and visor's own (/migration). */
 static const struct route routes[] = {
 	{{NULL}, false, M_GET, RT_ROOT, NULL},
 	{{"version"}, false, M_GET, RT_VERSION, NULL},
@@ -1350,6 +1510,9 @@ static const struct route routes[] = {
 	{{"cpu-config"}, false, M_PUT, RT_UNSUPPORTED, MSG_NO_CPU_CONFIG},
 	{{"snapshot", "create"}, false, M_PUT, RT_SNAPSHOT_CREATE, NULL},
 	{{"snapshot", "load"}, false, M_PUT, RT_SNAPSHOT_LOAD, NULL},
+	{{"migration"}, false, M_GET | M_PATCH, RT_MIGRATION, NULL},
+	{{"migration", "send"}, false, M_PUT, RT_MIGRATION_SEND, NULL},
+	{{"migration", "receive"}, false, M_PUT, RT_MIGRATION_RECEIVE, NULL},
 	{{"balloon", "hinting", "start"}, false, M_PATCH, RT_UNSUPPORTED, MSG_NO_HINTING},
 	{{"balloon", "hinting", "status"}, false, M_GET, RT_UNSUPPORTED, MSG_NO_HINTING},
 	{{"balloon", "hinting", "stop"}, false, M_PATCH, RT_UNSUPPORTED, MSG_NO_HINTING},
@@ -1442,6 +1605,7 @@ static int parse_request(const char *method, const char *path, const char *body,
 		case RT_MACHINE: a->kind = ACT_GET_MACHINE_CONFIG; break;
 		case RT_BALLOON: a->kind = ACT_GET_BALLOON; break;
 		case RT_BALLOON_STATS: a->kind = ACT_GET_BALLOON_STATS; break;
+		case RT_MIGRATION: a->kind = ACT_MIGRATION_GET; break;
 		default: return fail(&d, "Invalid request method and/or path: %s %.256s.", method, path);
 		}
 		*status = 0;
@@ -1494,6 +1658,9 @@ static int parse_request(const char *method, const char *path, const char *body,
 	case RT_SERIAL: r = dec_serial(&d, o, a); break;
 	case RT_SNAPSHOT_CREATE: r = dec_snapshot_create(&d, o, a); break;
 	case RT_SNAPSHOT_LOAD: r = dec_snapshot_load(&d, o, a); break;
+	case RT_MIGRATION: r = dec_mig_patch(&d, o, a); break;
+	case RT_MIGRATION_SEND: r = dec_mig_send(&d, o, a); break;
+	case RT_MIGRATION_RECEIVE: r = dec_mig_recv(&d, o, a); break;
 	default: r = fail(&d, "Invalid request method and/or path: %s %.256s.", method, path); break;
 	}
 out:
@@ -2000,6 +2167,34 @@ static void w_balloon_stats(struct jw *w, const struct balloon_stats_reply *s)
 	jw_close(w, '}');
 }
 
+/* GET /migration (docs/api.md, "Live migration"): every field of struct
+ * mig_status; "url" and "error" only when there is one. */
+static void w_mig_status(struct jw *w, const struct mig_status *s)
+{
+	jw_open(w, '{');
+	jw_kstr(w, "state", fc_mig_state_name(s->state));
+	jw_kbool(w, "incoming", s->incoming);
+	jw_kstr(w, "mode", fc_mig_mode_name(s->mode));
+	if (s->url[0])
+		JW_KSTR(w, "url", s->url);
+	jw_ku64(w, "pass", s->pass);
+	jw_ku64(w, "bytes", s->bytes);
+	jw_ku64(w, "pages_data", s->pages_data);
+	jw_ku64(w, "pages_zero", s->pages_zero);
+	jw_ku64(w, "remaining_bytes", s->remaining_bytes);
+	jw_ku64(w, "mem_bytes", s->mem_bytes);
+	jw_ku64(w, "dirty_rate_bps", s->dirty_rate);
+	jw_ku64(w, "bandwidth_bps", s->bandwidth);
+	jw_ku64(w, "expected_downtime_ms", s->expected_downtime_ms);
+	jw_ku64(w, "downtime_limit_ms", s->downtime_limit_ms);
+	jw_ku64(w, "throttle_pct", s->throttle_pct);
+	jw_ku64(w, "elapsed_ms", s->elapsed_ms);
+	jw_ku64(w, "downtime_ms", s->downtime_ms);
+	if (s->error[0])
+		JW_KSTR(w, "error", s->error);
+	jw_close(w, '}');
+}
+
 /* InstanceInfo.state has three values; a guest that has stopped is
  * reported "Paused": it was started (pre-boot requests are refused) and it
  * does not run. */
@@ -2057,6 +2252,7 @@ char *fc_format_reply(const struct vm_action *a, const struct vm_reply *r, size_
 	case ACT_GET_MACHINE_CONFIG: w_machine(&w, &r->config); break;
 	case ACT_GET_BALLOON: w_balloon(&w, &r->config.balloon); break;
 	case ACT_GET_BALLOON_STATS: w_balloon_stats(&w, &r->balloon); break;
+	case ACT_MIGRATION_GET: w_mig_status(&w, &r->mig); break;
 	default: return NULL;
 	}
 	return jw_finish(&w, len);

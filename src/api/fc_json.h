@@ -59,7 +59,8 @@
  * method and/or path: METHOD PATH." (Firecracker answers 400, not 404/405);
  * Firecracker endpoints of features visor lacks (MMDS, pmem, memory
  * hotplug, CPU configuration, balloon hinting) are 400 naming
- * the feature.
+ * the feature.  Besides Firecracker's paths, visor's own /migration
+ * endpoints (below).
  */
 int fc_parse_request(const char *method, const char *path, const char *body, size_t body_len,
 		     struct vm_action *a, int *status, char *fault, size_t faultlen);
@@ -70,7 +71,7 @@ int fc_parse_request(const char *method, const char *path, const char *body, siz
  * r->status 204: no body, returns NULL with *@len = 0.
  * r->status 200: the JSON document of a->kind (InstanceInfo for GET /,
  *   FirecrackerVersion, FullVmConfiguration, MachineConfiguration, Balloon,
- *   BalloonStats); NULL with *@len = 0 for a kind that has no body.
+ *   BalloonStats, and visor's migration status for GET /migration); NULL with *@len = 0 for a kind that has no body.
  * any other status: {"fault_message": r->fault}.
  * Returns a malloc'd NUL-terminated string the caller frees, its length in
  * *@len; NULL with errno ENOMEM when memory runs out.  Strings are escaped
@@ -85,6 +86,30 @@ char *fc_format_reply(const struct vm_action *a, const struct vm_reply *r, size_
  * out.  For the HTTP layer's own errors and fc_parse_request's faults.
  */
 char *fc_format_fault(const char *msg, size_t *len);
+
+/*
+ * Live migration (visor's own endpoints; docs/api.md, "Live migration"):
+ * PUT /migration/send (ACT_MIGRATION_SEND), PUT /migration/receive
+ * (ACT_MIGRATION_RECEIVE), GET /migration (ACT_MIGRATION_GET, its reply
+ * the status object), PATCH /migration {"state": "Cancelled"}
+ * (ACT_MIGRATION_CANCEL).  The ranges of the request fields:
+ */
+#define FC_MIG_MAX_DOWNTIME_MS 60000      /* downtime_limit_ms: 1 to this */
+#define FC_MIG_MAX_TIMEOUT_S 86400        /* timeout_s: 1 to this */
+#define FC_MIG_MAX_BANDWIDTH_MIB (1u << 20) /* max_bandwidth_mib: 0 (no limit) to this */
+
+/* The status's "state" ("None", "Setup", ..., "Cancelled") and "mode"
+ * ("precopy", "postcopy", "auto", "local") names, and back (-1: unknown). */
+const char *fc_mig_state_name(enum mig_state_kind s);
+int fc_mig_state_parse(const char *name);
+const char *fc_mig_mode_name(enum mig_mode_param m);
+int fc_mig_mode_parse(const char *name);
+
+/* The loose check of a migration URL both front ends make (the API's
+ * "url", the CLI's --to/--incoming): "unix:" or "tcp:" and something
+ * after it; the engine parses the rest.  0, or -EINVAL with the reason
+ * ("expected `unix:PATH` or `tcp:HOST:PORT`, found `...`") in @err. */
+int fc_mig_url_check(const char *url, char *err, size_t errlen);
 
 /*
  * Decode a Firecracker --config-file (a FullVmConfiguration object) into

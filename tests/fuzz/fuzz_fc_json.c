@@ -13,7 +13,13 @@
  *   - every body fc_format_reply()/fc_format_fault() writes (faults with
  *     the fuzzed bytes in them, GET /, GET /vm/config and the others for
  *     the config the accepted actions build) is strict UTF-8 JSON;
- *   - GET /vm/config is a config file that rebuilds the same GET /vm/config.
+ *   - GET /vm/config is a config file that rebuilds the same GET /vm/config;
+ *   - an accepted /migration request holds what the decoder promises: a
+ *     url with its prefix and something after it, values in their ranges,
+ *     the three TLS files whenever TLS is on, no server name on the
+ *     receiving side, `local` only over a Unix socket; and GET /migration's
+ *     status object, with fuzzed bytes in its url and error and any state,
+ *     is strict JSON.
  * Seeds: tests/fuzz/corpus-fc-json (first byte 'R' or 'C').
  */
 #include <errno.h>
@@ -89,8 +95,8 @@ static char *format(enum vm_action_kind kind, int status, size_t *len)
 /* Every reply body for @c, checked; returns GET /vm/config (malloc'd). */
 static char *replies(const struct vm_config *c, const uint8_t *junk, size_t n)
 {
-	static const enum vm_action_kind gets[] = {ACT_GET_INFO, ACT_GET_VERSION, ACT_GET_MACHINE_CONFIG,
-						   ACT_GET_BALLOON, ACT_GET_BALLOON_STATS};
+	static const enum vm_action_kind gets[] = {ACT_GET_INFO,    ACT_GET_VERSION,       ACT_GET_MACHINE_CONFIG,
+						   ACT_GET_BALLOON, ACT_GET_BALLOON_STATS, ACT_MIGRATION_GET};
 	memset(&rep, 0, sizeof(rep));
 	rep.config = *c;
 	/* fuzzed bytes where a reply carries text the API did not check */
@@ -98,11 +104,17 @@ static char *replies(const struct vm_config *c, const uint8_t *junk, size_t n)
 		memcpy(rep.id, junk, n < sizeof(rep.id) - 1 ? n : sizeof(rep.id) - 1);
 		memcpy(rep.version, junk, n < sizeof(rep.version) ? n : sizeof(rep.version));
 		memcpy(rep.fault, junk, n < sizeof(rep.fault) ? n : sizeof(rep.fault));
+		memcpy(rep.mig.url, junk, n < sizeof(rep.mig.url) ? n : sizeof(rep.mig.url));
+		memcpy(rep.mig.error, junk, n < sizeof(rep.mig.error) ? n : sizeof(rep.mig.error));
 	}
 	if (n >= 2) {
 		rep.state = (enum vm_state)(junk[0] & 3);
 		rep.balloon.valid = (uint32_t)junk[0] << 8 | junk[1];
 		rep.balloon.val[junk[1] & 15] = UINT64_MAX;
+		rep.mig.state = (enum mig_state_kind)(junk[0] % 10);
+		rep.mig.mode = (enum mig_mode_param)(junk[1] % 5);
+		rep.mig.incoming = junk[1] & 0x80;
+		rep.mig.bytes = UINT64_MAX;
 	}
 	size_t len;
 	char *s;
@@ -142,6 +154,39 @@ static void round_trip(const struct vm_config *c, const char *json)
 	free(again);
 }
 
+static bool tls_ok(const struct mig_tls_params *t, bool sender)
+{
+	if (!t->enabled)
+		return !t->cert[0] && !t->key[0] && !t->ca[0] && !t->server_name[0];
+	return t->cert[0] && t->key[0] && t->ca[0] && (sender || !t->server_name[0]);
+}
+
+/* What an accepted /migration request must hold. */
+static void check_migration(const struct vm_action *a)
+{
+	char err[128];
+	switch (a->kind) {
+	case ACT_MIGRATION_SEND: {
+		const struct mig_send_params *p = &a->u.mig_send;
+		if (fc_mig_url_check(p->url, err, sizeof(err)) || strlen(p->url) >= sizeof(p->url) ||
+		    p->downtime_limit_ms < 1 || p->downtime_limit_ms > FC_MIG_MAX_DOWNTIME_MS ||
+		    p->timeout_s < 1 || p->timeout_s > FC_MIG_MAX_TIMEOUT_S ||
+		    p->max_bandwidth_mib > FC_MIG_MAX_BANDWIDTH_MIB || (unsigned)p->mode > MIGP_LOCAL ||
+		    (p->mode == MIGP_LOCAL && strncmp(p->url, "unix:", 5)) || !tls_ok(&p->tls, true))
+			__builtin_trap();
+		break;
+	}
+	case ACT_MIGRATION_RECEIVE: {
+		const struct mig_recv_params *p = &a->u.mig_recv;
+		if (fc_mig_url_check(p->url, err, sizeof(err)) || p->timeout_s < 1 ||
+		    p->timeout_s > FC_MIG_MAX_TIMEOUT_S || !tls_ok(&p->tls, false))
+			__builtin_trap();
+		break;
+	}
+	default: break;
+	}
+}
+
 static void fuzz_request(const uint8_t *data, size_t size)
 {
 	const uint8_t *nl1 = memchr(data, '\n', size);
@@ -175,6 +220,7 @@ static void fuzz_request(const uint8_t *data, size_t size)
 	} else {
 		if (status != 0 || act.kind == ACT_NONE)
 			__builtin_trap();
+		check_migration(&act);
 		config_init(&cfg);
 		apply(&cfg, &act);
 		char *s = replies(&cfg, (const uint8_t *)path, strlen(path));

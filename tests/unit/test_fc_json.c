@@ -1480,4 +1480,326 @@ TEST(snapshot_load)
 		"expected a boolean");
 }
 
+/* ---- live migration (visor's own endpoints) --------------------------------------------- */
+
+TEST(migration_routes)
+{
+	ACCEPTED("GET", "/migration", NULL, ACT_MIGRATION_GET);
+	ACCEPTED("GET", "/migration/", NULL, ACT_MIGRATION_GET);
+	ACCEPTED("PATCH", "/migration", "{\"state\": \"Cancelled\"}", ACT_MIGRATION_CANCEL);
+	REFUSED("PUT", "/migration", "{}", "Invalid request method and/or path: PUT /migration.");
+	REFUSED("GET", "/migration/send", NULL, "Invalid request method and/or path");
+	REFUSED("PATCH", "/migration/send", "{}", "Invalid request method and/or path");
+	REFUSED("GET", "/migration/receive", NULL, "Invalid request method and/or path");
+	REFUSED("PUT", "/migration/status", "{}", "Invalid request method and/or path");
+	REFUSED("PUT", "/migration/send/x", "{}", "Invalid request method and/or path");
+	REFUSED("GET", "/migration", "{}", "GET request cannot have a body.");
+	REFUSED("PUT", "/migration/send", NULL, "Empty PUT request.");
+	REFUSED("PUT", "/migration/receive", "", "Empty PUT request.");
+	REFUSED("PATCH", "/migration", NULL, "Empty PATCH request.");
+}
+
+TEST(migration_send_accepted)
+{
+	/* the defaults */
+	ACCEPTED("PUT", "/migration/send", "{\"url\": \"unix:/run/dst.sock\"}", ACT_MIGRATION_SEND);
+	CHECK_STR(A.u.mig_send.url, "unix:/run/dst.sock");
+	CHECK_EQ(A.u.mig_send.downtime_limit_ms, MIG_DEFAULT_DOWNTIME_MS);
+	CHECK_EQ(A.u.mig_send.downtime_limit_ms, 50);
+	CHECK_EQ(A.u.mig_send.max_bandwidth_mib, 0);
+	CHECK_EQ(A.u.mig_send.timeout_s, MIG_DEFAULT_TIMEOUT_S);
+	CHECK_EQ(A.u.mig_send.timeout_s, 3600);
+	CHECK_EQ(A.u.mig_send.mode, MIGP_PRECOPY);
+	CHECK(!A.u.mig_send.tls.enabled);
+	/* every field */
+	ACCEPTED("PUT", "/migration/send",
+		 "{\"url\": \"tcp:10.0.0.2:4444\", \"downtime_limit_ms\": 20, \"max_bandwidth_mib\": 1000, "
+		 "\"timeout_s\": 600, \"mode\": \"auto\", \"tls\": {\"cert\": \"/pki/src.pem\", "
+		 "\"key\": \"/pki/src.key\", \"ca\": \"/pki/ca.pem\", \"server_name\": \"dst.example\"}}",
+		 ACT_MIGRATION_SEND);
+	const struct mig_send_params *p = &A.u.mig_send;
+	CHECK_STR(p->url, "tcp:10.0.0.2:4444");
+	CHECK_EQ(p->downtime_limit_ms, 20);
+	CHECK_EQ(p->max_bandwidth_mib, 1000);
+	CHECK_EQ(p->timeout_s, 600);
+	CHECK_EQ(p->mode, MIGP_AUTO);
+	CHECK(p->tls.enabled);
+	CHECK_STR(p->tls.cert, "/pki/src.pem");
+	CHECK_STR(p->tls.key, "/pki/src.key");
+	CHECK_STR(p->tls.ca, "/pki/ca.pem");
+	CHECK_STR(p->tls.server_name, "dst.example");
+	/* each mode, by its name */
+	static const struct {
+		const char *name;
+		enum mig_mode_param mode;
+	} modes[] = {{"precopy", MIGP_PRECOPY}, {"postcopy", MIGP_POSTCOPY}, {"auto", MIGP_AUTO},
+		     {"local", MIGP_LOCAL}};
+	for (size_t i = 0; i < 4; i++) {
+		ACCEPTED("PUT", "/migration/send",
+			 fmt("{\"url\": \"unix:s\", \"mode\": \"%s\"}", modes[i].name), ACT_MIGRATION_SEND);
+		CHECK_EQ(A.u.mig_send.mode, modes[i].mode);
+		CHECK_STR(fc_mig_mode_name(modes[i].mode), modes[i].name);
+		CHECK_EQ(fc_mig_mode_parse(modes[i].name), modes[i].mode);
+	}
+	/* the ends of the ranges; null is absent (the default) */
+	ACCEPTED("PUT", "/migration/send",
+		 "{\"url\": \"tcp:h:1\", \"downtime_limit_ms\": 1, \"timeout_s\": 1, \"max_bandwidth_mib\": 0}",
+		 ACT_MIGRATION_SEND);
+	CHECK_EQ(A.u.mig_send.downtime_limit_ms, 1);
+	CHECK_EQ(A.u.mig_send.timeout_s, 1);
+	ACCEPTED("PUT", "/migration/send",
+		 "{\"url\": \"tcp:h:1\", \"downtime_limit_ms\": 60000, \"timeout_s\": 86400, "
+		 "\"max_bandwidth_mib\": 1048576}",
+		 ACT_MIGRATION_SEND);
+	CHECK_EQ(A.u.mig_send.downtime_limit_ms, FC_MIG_MAX_DOWNTIME_MS);
+	CHECK_EQ(A.u.mig_send.timeout_s, FC_MIG_MAX_TIMEOUT_S);
+	CHECK_EQ(A.u.mig_send.max_bandwidth_mib, FC_MIG_MAX_BANDWIDTH_MIB);
+	ACCEPTED("PUT", "/migration/send",
+		 "{\"url\": \"unix:s\", \"downtime_limit_ms\": null, \"mode\": null, \"tls\": null}",
+		 ACT_MIGRATION_SEND);
+	CHECK_EQ(A.u.mig_send.downtime_limit_ms, 50);
+	CHECK_EQ(A.u.mig_send.mode, MIGP_PRECOPY);
+	CHECK(!A.u.mig_send.tls.enabled);
+	/* tls without server_name (the url's host is checked) */
+	ACCEPTED("PUT", "/migration/send",
+		 "{\"url\": \"tcp:10.0.0.2:1\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\"}}",
+		 ACT_MIGRATION_SEND);
+	CHECK(A.u.mig_send.tls.enabled);
+	CHECK_STR(A.u.mig_send.tls.server_name, "");
+	/* the longest url that fits */
+	ACCEPTED("PUT", "/migration/send", fmt("{\"url\": \"unix:%s\"}", rep('u', MIG_URL_MAX - 6)),
+		 ACT_MIGRATION_SEND);
+	CHECK_EQ(strlen(A.u.mig_send.url), MIG_URL_MAX - 1);
+}
+
+TEST(migration_send_refused)
+{
+	static const struct {
+		const char *body, *want;
+	} bad[] = {
+		{"{}", "missing field `url`"},
+		{"[]", "expected an object"},
+		{"{\"url\": 5}", "invalid type for `url`: expected a string"},
+		{"{\"url\": \"\"}", "invalid value for `url`: expected `unix:PATH` or `tcp:HOST:PORT`"},
+		{"{\"url\": \"unix:\"}", "expected `unix:PATH` or `tcp:HOST:PORT`, found `unix:`"},
+		{"{\"url\": \"tcp:\"}", "found `tcp:`"},
+		{"{\"url\": \"/run/dst.sock\"}", "found `/run/dst.sock`"},
+		{"{\"url\": \"http://h:1\"}", "invalid value for `url`"},
+		{"{\"url\": \"UNIX:/s\"}", "invalid value for `url`"},
+		{"{\"url\": \"unix:/s\", \"bogus\": 1}", "unknown field `bogus`"},
+		{"{\"url\": \"unix:/s\", \"url\": \"unix:/t\"}", "duplicate field `url`"},
+		{"{\"url\": \"unix:/s\", \"downtime_limit_ms\": 0}",
+		 "invalid value for `downtime_limit_ms`: expected an integer from 1 to 60000, found 0"},
+		{"{\"url\": \"unix:/s\", \"downtime_limit_ms\": 60001}", "from 1 to 60000, found 60001"},
+		{"{\"url\": \"unix:/s\", \"downtime_limit_ms\": -5}", "found -5"},
+		{"{\"url\": \"unix:/s\", \"downtime_limit_ms\": 1.5}", "found 1.5"},
+		{"{\"url\": \"unix:/s\", \"downtime_limit_ms\": \"50\"}", "invalid type for `downtime_limit_ms`"},
+		{"{\"url\": \"unix:/s\", \"timeout_s\": 0}", "`timeout_s`: expected an integer from 1 to 86400"},
+		{"{\"url\": \"unix:/s\", \"timeout_s\": 86401}", "found 86401"},
+		{"{\"url\": \"unix:/s\", \"max_bandwidth_mib\": 1048577}",
+		 "`max_bandwidth_mib`: expected an integer from 0 to 1048576"},
+		{"{\"url\": \"unix:/s\", \"max_bandwidth_mib\": 18446744073709551616}", "out of range"},
+		{"{\"url\": \"unix:/s\", \"mode\": \"Precopy\"}",
+		 "invalid value for `mode`: expected one of `precopy`, `postcopy`, `auto`, `local`, found `Precopy`"},
+		{"{\"url\": \"unix:/s\", \"mode\": \"fast\"}", "found `fast`"},
+		{"{\"url\": \"unix:/s\", \"mode\": 1}", "invalid type for `mode`"},
+		{"{\"url\": \"tcp:10.0.0.2:4444\", \"mode\": \"local\"}",
+		 "`local` hands guest memory over a Unix socket: it needs a `unix:PATH` url"},
+		{"{\"url\": \"unix:/s\", \"tls\": true}", "invalid type for `tls`: expected an object"},
+		{"{\"url\": \"unix:/s\", \"tls\": {}}", "missing field `tls.cert`"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\"}}", "missing field `tls.ca`"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"ca\": \"a\"}}", "missing field `tls.key`"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"\", \"key\": \"k\", \"ca\": \"a\"}}",
+		 "invalid value for `tls.cert`: must not be empty"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"\"}}",
+		 "invalid value for `tls.ca`: must not be empty"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": null, \"ca\": \"a\"}}",
+		 "invalid type for `tls.key`: expected a string, found null"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\", "
+		 "\"server_name\": \"\"}}",
+		 "invalid value for `tls.server_name`: must not be empty"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\", "
+		 "\"verify\": false}}",
+		 "unknown field `tls.verify`"},
+		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\", "
+		 "\"server_name\": 7}}",
+		 "invalid type for `tls.server_name`"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		REFUSED("PUT", "/migration/send", bad[i].body, bad[i].want);
+		if (!strstr(F, bad[i].want))
+			printf("  case %zu\n", i);
+	}
+	/* too long for visor's arrays: refused, never truncated */
+	REFUSED("PUT", "/migration/send", fmt("{\"url\": \"unix:%s\"}", rep('u', MIG_URL_MAX - 5)),
+		"invalid value for `url`: longer than 299 bytes");
+	REFUSED("PUT", "/migration/send",
+		fmt("{\"url\": \"unix:s\", \"tls\": {\"cert\": \"%s\", \"key\": \"k\", \"ca\": \"a\"}}",
+		    rep('c', CONFIG_PATH_MAX)),
+		"invalid value for `tls.cert`: longer than 4095 bytes");
+	REFUSED("PUT", "/migration/send",
+		fmt("{\"url\": \"unix:s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\", "
+		    "\"server_name\": \"%s\"}}",
+		    rep('n', 256)),
+		"invalid value for `tls.server_name`: longer than 255 bytes");
+	/* a url with control characters is quoted on one line */
+	REFUSED("PUT", "/migration/send", "{\"url\": \"x\\ny\"}", "found `x?y`");
+}
+
+TEST(migration_receive)
+{
+	ACCEPTED("PUT", "/migration/receive", "{\"url\": \"tcp:0.0.0.0:4444\"}", ACT_MIGRATION_RECEIVE);
+	CHECK_STR(A.u.mig_recv.url, "tcp:0.0.0.0:4444");
+	CHECK_EQ(A.u.mig_recv.timeout_s, MIG_DEFAULT_TIMEOUT_S);
+	CHECK(!A.u.mig_recv.tls.enabled);
+	ACCEPTED("PUT", "/migration/receive",
+		 "{\"url\": \"unix:/run/in.sock\", \"timeout_s\": 30, \"tls\": {\"cert\": \"/d.pem\", "
+		 "\"key\": \"/d.key\", \"ca\": \"/ca.pem\"}}",
+		 ACT_MIGRATION_RECEIVE);
+	CHECK_EQ(A.u.mig_recv.timeout_s, 30);
+	CHECK(A.u.mig_recv.tls.enabled);
+	CHECK_STR(A.u.mig_recv.tls.cert, "/d.pem");
+	CHECK_STR(A.u.mig_recv.tls.key, "/d.key");
+	CHECK_STR(A.u.mig_recv.tls.ca, "/ca.pem");
+	REFUSED("PUT", "/migration/receive", "{}", "missing field `url`");
+	REFUSED("PUT", "/migration/receive", "{\"url\": \"udp:1\"}", "invalid value for `url`");
+	REFUSED("PUT", "/migration/receive", "{\"url\": \"unix:/s\", \"timeout_s\": 0}", "from 1 to 86400");
+	/* the sender's fields are not the receiver's */
+	REFUSED("PUT", "/migration/receive", "{\"url\": \"unix:/s\", \"mode\": \"precopy\"}",
+		"unknown field `mode`, expected one of `url`, `timeout_s`, `tls`");
+	REFUSED("PUT", "/migration/receive", "{\"url\": \"unix:/s\", \"downtime_limit_ms\": 50}",
+		"unknown field `downtime_limit_ms`");
+	REFUSED("PUT", "/migration/receive",
+		"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"ca\": \"a\", "
+		"\"server_name\": \"n\"}}",
+		"`tls.server_name`: the destination does not connect");
+	REFUSED("PUT", "/migration/receive", "{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\"}}",
+		"missing field `tls.key`");
+}
+
+TEST(migration_cancel)
+{
+	ACCEPTED("PATCH", "/migration", "{\"state\": \"Cancelled\"}", ACT_MIGRATION_CANCEL);
+	REFUSED("PATCH", "/migration", "{}", "missing field `state`");
+	REFUSED("PATCH", "/migration", "{\"state\": \"Completed\"}",
+		"invalid value for `state`: expected one of `Cancelled`, found `Completed`");
+	REFUSED("PATCH", "/migration", "{\"state\": \"cancelled\"}", "found `cancelled`");
+	REFUSED("PATCH", "/migration", "{\"state\": \"Active\"}", "expected one of `Cancelled`");
+	REFUSED("PATCH", "/migration", "{\"state\": null}", "invalid type for `state`");
+	REFUSED("PATCH", "/migration", "{\"state\": \"Cancelled\", \"force\": true}", "unknown field `force`");
+}
+
+TEST(migration_status_reply)
+{
+	memset(&R, 0, sizeof(R));
+	/* a fresh process: state None, no url, no error */
+	struct json_object *o = reply(ACT_MIGRATION_GET, 200);
+	CHECK(o != NULL);
+	CHECK_STR(jstr(o, "state"), "None");
+	CHECK_EQ(jbool(o, "incoming"), 0);
+	CHECK_STR(jstr(o, "mode"), "precopy");
+	CHECK(jget(o, "url") == NULL);
+	CHECK(jget(o, "error") == NULL);
+	CHECK_EQ(jint(o, "pass"), 0);
+	CHECK_EQ(jint(o, "downtime_ms"), 0);
+	CHECK_EQ(json_object_object_length(o), 16);
+	json_object_put(o);
+
+	/* every field, each with its own value */
+	struct mig_status *m = &R.mig;
+	m->state = MIGS_ACTIVE;
+	m->incoming = true;
+	m->mode = MIGP_POSTCOPY;
+	snprintf(m->url, sizeof(m->url), "tcp:[fe80::1]:4444");
+	m->pass = 3;
+	m->bytes = 1ULL << 40;
+	m->pages_data = 11;
+	m->pages_zero = 12;
+	m->remaining_bytes = 13;
+	m->mem_bytes = 14;
+	m->dirty_rate = 15;
+	m->bandwidth = 16;
+	m->expected_downtime_ms = 17;
+	m->downtime_limit_ms = 18;
+	m->throttle_pct = 19;
+	m->elapsed_ms = 20;
+	m->downtime_ms = 21;
+	snprintf(m->error, sizeof(m->error), "peer said \"no\"\n");
+	o = reply(ACT_MIGRATION_GET, 200);
+	CHECK(o != NULL);
+	CHECK_STR(jstr(o, "state"), "Active");
+	CHECK_EQ(jbool(o, "incoming"), 1);
+	CHECK_STR(jstr(o, "mode"), "postcopy");
+	CHECK_STR(jstr(o, "url"), "tcp:[fe80::1]:4444");
+	CHECK_EQ(jint(o, "pass"), 3);
+	CHECK_EQ(jint(o, "bytes"), 1LL << 40);
+	CHECK_EQ(jint(o, "pages_data"), 11);
+	CHECK_EQ(jint(o, "pages_zero"), 12);
+	CHECK_EQ(jint(o, "remaining_bytes"), 13);
+	CHECK_EQ(jint(o, "mem_bytes"), 14);
+	CHECK_EQ(jint(o, "dirty_rate_bps"), 15);
+	CHECK_EQ(jint(o, "bandwidth_bps"), 16);
+	CHECK_EQ(jint(o, "expected_downtime_ms"), 17);
+	CHECK_EQ(jint(o, "downtime_limit_ms"), 18);
+	CHECK_EQ(jint(o, "throttle_pct"), 19);
+	CHECK_EQ(jint(o, "elapsed_ms"), 20);
+	CHECK_EQ(jint(o, "downtime_ms"), 21);
+	CHECK_STR(jstr(o, "error"), "peer said \"no\"\n");
+	CHECK_EQ(json_object_object_length(o), 18);
+	json_object_put(o);
+
+	/* every state by its name, and back */
+	static const char *const names[] = {"None",	 "Setup",     "Active", "Switchover",
+					    "Postcopy", "Completed", "Failed", "Cancelled"};
+	for (int i = 0; i < 8; i++) {
+		m->state = (enum mig_state_kind)i;
+		o = reply(ACT_MIGRATION_GET, 200);
+		CHECK_STR(jstr(o, "state"), names[i]);
+		json_object_put(o);
+		CHECK_STR(fc_mig_state_name((enum mig_state_kind)i), names[i]);
+		CHECK_EQ(fc_mig_state_parse(names[i]), i);
+	}
+	CHECK_EQ(fc_mig_state_parse("none"), -1);
+	CHECK_EQ(fc_mig_mode_parse("Precopy"), -1);
+	/* a value the enum does not have still makes a valid document */
+	m->state = (enum mig_state_kind)99;
+	m->mode = (enum mig_mode_param)99;
+	o = reply(ACT_MIGRATION_GET, 200);
+	CHECK_STR(jstr(o, "state"), "None");
+	CHECK_STR(jstr(o, "mode"), "precopy");
+	json_object_put(o);
+	/* bytes that are not UTF-8 in url and error: still valid JSON */
+	m->url[0] = (char)0xff;
+	memset(m->error, 0xc3, sizeof(m->error));
+	o = reply(ACT_MIGRATION_GET, 200);
+	CHECK(o != NULL);
+	json_object_put(o);
+	/* a refusal is a fault body */
+	memset(&R, 0, sizeof(R));
+	snprintf(R.fault, sizeof(R.fault), "no migration is in flight");
+	o = reply(ACT_MIGRATION_CANCEL, 400);
+	CHECK_STR(jstr(o, "fault_message"), "no migration is in flight");
+	json_object_put(o);
+	/* PUT/PATCH answer 204 without a body */
+	size_t len = 9;
+	struct vm_action a = {.kind = ACT_MIGRATION_SEND};
+	R.status = 204;
+	CHECK(fc_format_reply(&a, &R, &len) == NULL);
+	CHECK_EQ(len, 0);
+}
+
+TEST(migration_url_check)
+{
+	char err[128];
+	CHECK_EQ(fc_mig_url_check("unix:/x", err, sizeof(err)), 0);
+	CHECK_EQ(fc_mig_url_check("unix:rel", err, sizeof(err)), 0);
+	CHECK_EQ(fc_mig_url_check("tcp:1.2.3.4:5", err, sizeof(err)), 0);
+	CHECK_EQ(fc_mig_url_check("tcp:", err, sizeof(err)), -EINVAL);
+	CHECK_STR(err, "expected `unix:PATH` or `tcp:HOST:PORT`, found `tcp:`");
+	CHECK_EQ(fc_mig_url_check("", err, sizeof(err)), -EINVAL);
+	CHECK_EQ(fc_mig_url_check(rep('x', 500), err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "...") != NULL);
+	CHECK_EQ(fc_mig_url_check("file:/x", NULL, 0), -EINVAL);
+}
+
 TEST_MAIN()
