@@ -134,6 +134,9 @@ struct vm_config {
 	struct metrics_config metrics;
 	/* host-side settings (not guest-visible) */
 	bool allow_software_kvm;
+	/* guest RAM in a memfd mapped shared (--mem-shared, machine-config
+	 * "mem_shared"): a local-mode migration hands it to the next visor */
+	bool mem_shared;
 	char kvm_path[CONFIG_PATH_MAX];
 	enum log_level log_level;
 };

@@ -1400,6 +1400,8 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 		: incoming && mem_fd >= 0
 			? guest_mem_init_shared(&vm->mem, mem_fd, cfg->mem_size, GPA_MMIO_HOLE,
 						GPA_MMIO_HOLE_END)
+		: cfg->mem_shared && !uffd_sock
+			? guest_mem_init_memfd(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END)
 			: guest_mem_init(&vm->mem, cfg->mem_size, GPA_MMIO_HOLE, GPA_MMIO_HOLE_END);
 	if (r == -ERANGE) {
 		log_error("the memory file is not %llu MiB, the snapshot's memory size",
@@ -1429,7 +1431,7 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	}
 	vm->restoring = rd != NULL || incoming;
 	vm->incoming = incoming;
-	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!rd && setup_guest_image(vm)) ||
+	if (plan_virtio_mmio(vm) || create_virtio_devices(vm) || (!vm->restoring && setup_guest_image(vm)) ||
 	    open_kvm(vm))
 		goto fail;
 	/* Without its deferred-set-up eventfd the platform would have vCPU

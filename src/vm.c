@@ -12,24 +12,30 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "backends/block.h"
 #include "event/loop.h"
 #include "machine.h"
 #include "metrics.h"
+#include "migration/migrate.h"
 #include "snapshot/config_section.h"
 #include "snapshot/format.h"
 #include "snapshot/mem_section.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "util/str.h"
 
 /* Firecracker's own words for requests in the wrong state, so tools that
  * match on them keep working. */
 #define MSG_BEFORE_START "The requested operation is not supported before starting the microVM."
 #define MSG_AFTER_START "The requested operation is not supported after starting the microVM."
 
-/* A request handed over by another thread. */
+/* A request handed over by another thread: an action, or (vm_call) a
+ * function to run on the loop. */
 struct pending {
 	const struct vm_action *a;
 	struct vm_reply *rep;
+	void (*fn)(struct vm *vm, void *arg);
+	void *arg;
 	bool done;
 	struct pending *next;
 };
@@ -55,6 +61,7 @@ struct vm {
 	struct metrics metrics;
 	bool metrics_ready;
 	uint64_t act_count[ACT_KIND_COUNT], act_fails[ACT_KIND_COUNT];
+	struct migration *mig;   /* the last migration started in this process, or NULL */
 };
 
 static const char *const state_names[] = {"Not started", "Running", "Paused", "Stopped"};
@@ -473,8 +480,32 @@ static bool configures_boot(enum vm_action_kind k)
 	}
 }
 
+/* Requests a migration in flight cannot allow: they would change what is
+ * being moved (the run state, a disk's image, the saved state) under it. */
+static bool blocked_by_migration(enum vm_action_kind k)
+{
+	switch (k) {
+	case ACT_PAUSE:
+	case ACT_RESUME:
+	case ACT_SNAPSHOT_CREATE:
+	case ACT_PATCH_DRIVE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
+	if (blocked_by_migration(a->kind) && vm_mig_busy(vm)) {
+		rep->status = 400;
+		snprintf(rep->fault, sizeof(rep->fault),
+			 "A migration is in progress: cancel it first (PATCH /migration "
+			 "{\"state\": \"Cancelled\"}).");
+		vm->act_count[a->kind]++;
+		vm->act_fails[a->kind]++;
+		return;
+	}
 	vm_execute_one(vm, a, rep);
 	if (rep->status < 400 && vm->state == VM_NOT_STARTED && configures_boot(a->kind))
 		vm->configured = true;
@@ -791,12 +822,148 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		do_load(vm, &a->u.load, rep);
 		break;
 	case ACT_MIGRATION_SEND:
+		if (!after_start(vm, rep))
+			break;
+		if (vm->mig && mig_in_flight(vm->mig)) {
+			refuse(rep, 400, "A migration is already in progress.");
+			break;
+		}
+		mig_destroy(vm->mig);
+		vm->mig = NULL;
+		if (mig_send_start(vm, &vm->cfg, &a->u.mig_send, &vm->mig, err, sizeof(err)))
+			refuse(rep, 400, "Cannot start the migration: %s", err);
+		break;
 	case ACT_MIGRATION_RECEIVE:
+		if (!before_start(vm, rep))
+			break;
+		if (vm->configured || vm->mig) {
+			refuse(rep, 400, "An incoming migration needs a fresh process: nothing "
+					 "configured and no migration received before.");
+			break;
+		}
+		if (mig_recv_start(vm, &a->u.mig_recv, &vm->mig, err, sizeof(err)))
+			refuse(rep, 400, "Cannot receive a migration: %s", err);
+		break;
 	case ACT_MIGRATION_GET:
+		rep->status = 200;
+		if (vm->mig)
+			mig_get_status(vm->mig, &rep->mig);
+		else
+			rep->mig.state = MIGS_NONE;
+		break;
 	case ACT_MIGRATION_CANCEL:
-		refuse(rep, 400, "live migration is not built yet");
+		if (!vm->mig || !mig_in_flight(vm->mig)) {
+			refuse(rep, 400, "No migration is in progress.");
+			break;
+		}
+		if (mig_cancel(vm->mig, err, sizeof(err)))
+			refuse(rep, 400, "Cannot cancel the migration: %s", err);
 		break;
 	}
+}
+
+/* ---- live migration's steps on the loop (migration/migrate.c) --------------- */
+
+struct machine *vm_machine(struct vm *vm)
+{
+	return vm->m;
+}
+
+bool vm_mig_busy(struct vm *vm)
+{
+	return vm->mig && mig_in_flight(vm->mig) && !mig_incoming(vm->mig);
+}
+
+int vm_mig_pause(struct vm *vm, bool *was_running)
+{
+	*was_running = false;
+	if (!vm->m || (vm->state != VM_RUNNING && vm->state != VM_PAUSED))
+		return -ESHUTDOWN;
+	if (vm->state == VM_PAUSED)
+		return 0;
+	int r = machine_pause(vm->m);
+	if (r)
+		return r;
+	vm->state = VM_PAUSED;
+	*was_running = true;
+	return 0;
+}
+
+int vm_mig_resume(struct vm *vm)
+{
+	if (!vm->m || vm->state != VM_PAUSED)
+		return vm->state == VM_RUNNING ? 0 : -ESHUTDOWN;
+	int r = machine_resume(vm->m);
+	if (!r)
+		vm->state = VM_RUNNING;
+	return r;
+}
+
+int vm_mig_incoming_build(struct vm *vm, const struct snap_reader *hello, int memfd,
+			  struct guest_mem **mem, char *err, size_t errlen)
+{
+	if (vm->state != VM_NOT_STARTED || vm->m)
+		return err_set(err, errlen, -EINVAL, "the destination is not a fresh VM");
+	struct vm_config *cfg = malloc(sizeof(*cfg));
+	if (!cfg)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	uint32_t version;
+	const uint8_t *p;
+	size_t plen;
+	char e[512];
+	int r = snap_reader_find(hello, SNAP_CONFIG_ID, &version, &p, &plen);
+	*cfg = vm->cfg; /* this process's host-side settings */
+	if (!r && (r = snap_config_read(p, plen, version, cfg, e, sizeof(e)))) {
+		err_set(err, errlen, r, "the source's configuration: %s", e);
+		free(cfg);
+		return r;
+	}
+	/* the source holds the disks' locks until the switch-over */
+	blk_uring_defer_locks(true);
+	struct machine_hooks h = {on_machine_exit, vm};
+	struct machine *m = machine_incoming(cfg, memfd, &vm->loop, &h, vm->p.start_ns, e,
+					     sizeof(e));
+	blk_uring_defer_locks(false);
+	if (!m) {
+		free(cfg);
+		return err_set(err, errlen, -EINVAL, "cannot build the VM: %s", e);
+	}
+	vm->cfg = *cfg;
+	free(cfg);
+	vm->m = m;
+	*mem = machine_guest_mem(m);
+	return 0;
+}
+
+int vm_mig_incoming_apply(struct vm *vm, const struct snap_reader *rd, char *err, size_t errlen)
+{
+	if (!vm->m || vm->state != VM_NOT_STARTED)
+		return err_set(err, errlen, -EINVAL, "no incoming machine");
+	int r = machine_mig_apply(vm->m, rd, err, errlen);
+	if (r)
+		return r;
+	r = machine_start(vm->m); /* vCPU threads park until the resume */
+	if (r)
+		return err_set(err, errlen, r, "cannot start the vCPU threads: %s", strerror(-r));
+	vm->state = VM_PAUSED;
+	vm->started_ns = now_ns();
+	return 0;
+}
+
+int vm_mig_incoming_run(struct vm *vm, char *err, size_t errlen)
+{
+	if (!vm->m || vm->state != VM_PAUSED)
+		return err_set(err, errlen, -EINVAL, "no incoming machine ready to run");
+	int r = machine_disks_lock(vm->m, true, err, errlen);
+	if (r)
+		return r;
+	r = machine_resume(vm->m);
+	if (r) {
+		(void)machine_disks_lock(vm->m, false, NULL, 0);
+		return err_set(err, errlen, r, "cannot resume: %s", strerror(-r));
+	}
+	vm->state = VM_RUNNING;
+	return 0;
 }
 
 /* ---- requests from other threads ------------------------------------------ */
@@ -818,7 +985,10 @@ static void on_act_efd(struct loop *l, int fd, uint32_t events, void *ctx)
 		pthread_mutex_unlock(&vm->qlock);
 		if (!p)
 			break;
-		vm_execute(vm, p->a, p->rep);
+		if (p->fn)
+			p->fn(vm, p->arg);
+		else
+			vm_execute(vm, p->a, p->rep);
 		pthread_mutex_lock(&vm->qlock);
 		p->done = true;
 		pthread_cond_broadcast(&vm->qcond);
@@ -826,9 +996,30 @@ static void on_act_efd(struct loop *l, int fd, uint32_t events, void *ctx)
 	}
 }
 
+int vm_call(struct vm *vm, void (*fn)(struct vm *vm, void *arg), void *arg)
+{
+	struct pending p = {NULL, NULL, fn, arg, false, NULL};
+	pthread_mutex_lock(&vm->qlock);
+	if (vm->loop_done) {
+		pthread_mutex_unlock(&vm->qlock);
+		return -ESHUTDOWN;
+	}
+	*vm->tail = &p;
+	vm->tail = &p.next;
+	pthread_mutex_unlock(&vm->qlock);
+	uint64_t one = 1;
+	ssize_t w = write(vm->act_efd, &one, sizeof(one));
+	(void)w;
+	pthread_mutex_lock(&vm->qlock);
+	while (!p.done)
+		pthread_cond_wait(&vm->qcond, &vm->qlock);
+	pthread_mutex_unlock(&vm->qlock);
+	return 0;
+}
+
 int vm_submit(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
-	struct pending p = {a, rep, false, NULL};
+	struct pending p = {a, rep, NULL, NULL, false, NULL};
 	pthread_mutex_lock(&vm->qlock);
 	if (vm->loop_done) {
 		pthread_mutex_unlock(&vm->qlock);
@@ -901,6 +1092,9 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	/* its thread reads guest memory: it ends before the machine goes */
+	mig_destroy(vm->mig);
+	vm->mig = NULL;
 	if (vm->metrics_ready) {
 		/* the last line covers the time since the previous one */
 		(void)metrics_flush(&vm->metrics);

@@ -56,6 +56,29 @@ int vm_run(struct vm *vm);
 void vm_shutdown(struct vm *vm, int code);
 
 enum vm_state vm_get_state(struct vm *vm);
+
+/* ---- for migration/migrate.c ----
+ * vm_call runs @fn(vm, @arg) on the loop and waits for it; -ESHUTDOWN
+ * (fn not run) once the loop has ended.  The rest run on the loop. */
+int vm_call(struct vm *vm, void (*fn)(struct vm *vm, void *arg), void *arg);
+struct machine *vm_machine(struct vm *vm);
+/* An outgoing migration is in flight (state changes are refused). */
+bool vm_mig_busy(struct vm *vm);
+/* Pause for the switch-over (*was_running: it was running) / resume after
+ * a failed or cancelled one.  0 / -errno (-ESHUTDOWN: the VM ended). */
+int vm_mig_pause(struct vm *vm, bool *was_running);
+int vm_mig_resume(struct vm *vm);
+struct snap_reader;
+struct guest_mem;
+/* Destination: build the machine HELLO's configuration describes (this
+ * process's host settings kept; disks opened without their locks; @memfd
+ * >= 0: local mode, guest memory is that memfd), its guest memory in
+ * *@mem; apply the state (vCPUs start parked; VM Paused); take the
+ * disks' locks and run.  0 / -errno with one line in err. */
+int vm_mig_incoming_build(struct vm *vm, const struct snap_reader *hello, int memfd,
+			  struct guest_mem **mem, char *err, size_t errlen);
+int vm_mig_incoming_apply(struct vm *vm, const struct snap_reader *rd, char *err, size_t errlen);
+int vm_mig_incoming_run(struct vm *vm, char *err, size_t errlen);
 const char *vm_state_name(enum vm_state s);
 
 #endif

@@ -16,7 +16,7 @@ static const char *const msg_names[] = {
 	[MIG_MSG_HELLO] = "HELLO",	[MIG_MSG_HELLO_OK] = "HELLO_OK", [MIG_MSG_PAGES] = "PAGES",
 	[MIG_MSG_ZERO] = "ZERO",	[MIG_MSG_PASS] = "PASS",	 [MIG_MSG_STATE] = "STATE",
 	[MIG_MSG_READY] = "READY",	[MIG_MSG_GO] = "GO",		 [MIG_MSG_RUNNING] = "RUNNING",
-	[MIG_MSG_ERROR] = "ERROR",	[MIG_MSG_MEMFD] = "MEMFD",
+	[MIG_MSG_ERROR] = "ERROR",
 };
 
 const char *mig_msg_name(uint32_t type)
@@ -335,9 +335,9 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 		ok = h->type == MIG_MSG_HELLO;
 		break;
 	case MIG_RX_MEMORY:
-		ok = h->type == MIG_MSG_PAGES || h->type == MIG_MSG_ZERO ||
-		     h->type == MIG_MSG_PASS || h->type == MIG_MSG_STATE ||
-		     h->type == MIG_MSG_MEMFD;
+		ok = h->type == MIG_MSG_PASS || h->type == MIG_MSG_STATE ||
+		     ((h->type == MIG_MSG_PAGES || h->type == MIG_MSG_ZERO) &&
+		      rx->mode != MIG_MODE_LOCAL);
 		break;
 	case MIG_RX_GO:
 		ok = h->type == MIG_MSG_GO;
@@ -360,14 +360,6 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 			return rx_fail(rx, -EINVAL, "PASS message of %u bytes (16)", h->len);
 		rx->passes++;
 		return MIG_RX_CONTINUE;
-	case MIG_MSG_MEMFD:
-		if (rx->mode != MIG_MODE_LOCAL || h->len != 8 || rx->pages_data || rx->pages_zero)
-			return rx_fail(rx, -EPROTO, "MEMFD outside a local-mode migration's start");
-		if (get_le64(p) != rx->mem_size)
-			return rx_fail(rx, -EINVAL, "MEMFD of %llu bytes, guest memory %llu",
-				       (unsigned long long)get_le64(p),
-				       (unsigned long long)rx->mem_size);
-		return MIG_RX_DO_MEMFD;
 	case MIG_MSG_STATE: {
 		struct snap_reader rd;
 		char e[256];

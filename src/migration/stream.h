@@ -44,8 +44,7 @@ enum mig_msg_type {
 	MIG_MSG_GO,          /* src: the source has stopped for good; run */
 	MIG_MSG_RUNNING,     /* dst: running */
 	MIG_MSG_ERROR,       /* either: text; the stream ends */
-	MIG_MSG_MEMFD,       /* src (local mode): guest memory's memfd comes with it */
-	MIG_MSG_TYPE_MAX = MIG_MSG_MEMFD,
+	MIG_MSG_TYPE_MAX = MIG_MSG_ERROR,
 };
 
 const char *mig_msg_name(uint32_t type);
@@ -100,7 +99,7 @@ bool mig_page_is_zero(const void *p);
 enum mig_rx_phase {
 	MIG_RX_HELLO,    /* waiting for HELLO (after the preamble) */
 	MIG_RX_BUILD,    /* HELLO accepted: the owner builds the machine (mig_rx_built) */
-	MIG_RX_MEMORY,   /* PAGES / ZERO / PASS, until STATE (or MEMFD first) */
+	MIG_RX_MEMORY,   /* PAGES / ZERO / PASS, until STATE */
 	MIG_RX_STATE,    /* STATE received: the owner applies it (mig_rx_applied) */
 	MIG_RX_GO,       /* READY sent: waiting for GO */
 	MIG_RX_DONE,     /* GO received */
@@ -127,7 +126,6 @@ enum mig_rx_action {
 	MIG_RX_DO_BUILD,   /* HELLO: build a machine from *payload's config */
 	MIG_RX_DO_APPLY,   /* STATE: apply *payload (a state container) */
 	MIG_RX_DO_RUN,     /* GO: take the disks and run */
-	MIG_RX_DO_MEMFD,   /* MEMFD: map the fd that came with it (local mode) */
 	MIG_RX_PEER_ERROR, /* the source sent ERROR: rx->err holds its text */
 };
 
@@ -138,7 +136,9 @@ enum mig_rx_action {
  * run clears only pages this side wrote earlier (fresh memory is zero).
  * For HELLO the payload is checked as a state container holding a
  * "config" and a "migration" section (the owner decodes the config);
- * npages/mem_size/mode come from the latter.
+ * npages/mem_size/mode come from the latter.  In local mode guest memory
+ * is not in the stream: the memfd comes with HELLO (SCM_RIGHTS) and no
+ * PAGES or ZERO message is accepted.
  */
 int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p);
 /* The owner built the machine for HELLO: its guest memory (of exactly

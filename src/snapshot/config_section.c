@@ -179,6 +179,7 @@ int snap_config_read(const uint8_t *p, size_t len, uint32_t version, struct vm_c
 	c.metrics = out->metrics;
 	memcpy(c.serial_out, out->serial_out, sizeof(c.serial_out));
 	c.allow_software_kvm = out->allow_software_kvm;
+	c.mem_shared = out->mem_shared;
 	memcpy(c.kvm_path, out->kvm_path, sizeof(c.kvm_path));
 	c.log_level = out->log_level;
 

@@ -156,7 +156,9 @@ static void discard(struct virtio_balloon *b, uint8_t *p, uint64_t len)
 				"virtio-balloon: internal error: discard outside guest RAM refused");
 		return;
 	}
-	if (b->madvise_fn(p, (size_t)len, MADV_DONTNEED) < 0) {
+	/* memfd-backed RAM (mem_shared): dropping the mapping's pages would
+	 * keep the memfd's; MADV_REMOVE frees them (and they read as zeros) */
+	if (b->madvise_fn(p, (size_t)len, m->shared ? MADV_REMOVE : MADV_DONTNEED) < 0) {
 		b->metrics.discard_errors++;
 		log_ratelimited(&b->rl, LOG_WARN, "virtio-balloon: madvise(%llu bytes): %s",
 				(unsigned long long)len, strerror(errno));

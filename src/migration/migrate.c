@@ -1,0 +1,1141 @@
+/* SPDX-License-Identifier: MIT */
+#include "migrate.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../machine.h"
+#include "../mem/guest_mem.h"
+#include "../snapshot/config_section.h"
+#include "../snapshot/format.h"
+#include "../util/file.h"
+#include "../util/log.h"
+#include "../util/str.h"
+#include "../vm.h"
+#include "stream.h"
+#include "transport.h"
+
+/* Passes over dirty memory before the source gives up converging and
+ * switches over anyway with whatever is left (the pause is then longer
+ * than the limit; the summary says so). */
+#define MIG_MAX_PASSES 30
+/* How long the source waits for the destination's answers once it has
+ * sent the state (READY, RUNNING): applying it and taking the disks is
+ * quick, but a loaded host may be slow. */
+#define MIG_ANSWER_TIMEOUT_MS (60 * 1000)
+/* A completed source keeps answering GET /migration this long before it
+ * exits, so whoever started it can read the final status. */
+#define MIG_LINGER_MS 2000
+/* Connect timeout. */
+#define MIG_CONNECT_TIMEOUT_MS (30 * 1000)
+
+struct migration {
+	struct vm *vm;
+	bool incoming;
+	struct vm_config *cfg; /* source: what the VM was built from */
+	struct mig_send_params sp;
+	struct mig_recv_params rp;
+	struct mig_url url;
+	struct mig_tls tls;
+	int lfd; /* destination: the listening socket */
+
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock; /* st, conn, go_sent, status_read */
+	pthread_cond_t cond;
+	struct mig_status st;
+	struct mig_conn *conn;
+	bool go_sent;         /* the destination was told to run: no cancel */
+	bool status_read;     /* GET /migration saw the final state */
+	_Atomic bool cancel;
+	uint64_t t0;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+static void set_state(struct migration *m, enum mig_state_kind s)
+{
+	pthread_mutex_lock(&m->lock);
+	m->st.state = s;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void set_error(struct migration *m, enum mig_state_kind s, const char *msg)
+{
+	pthread_mutex_lock(&m->lock);
+	m->st.state = s;
+	str_copy(m->st.error, sizeof(m->st.error), msg);
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static bool in_flight(enum mig_state_kind s)
+{
+	return s == MIGS_SETUP || s == MIGS_ACTIVE || s == MIGS_SWITCHOVER || s == MIGS_POSTCOPY;
+}
+
+void mig_get_status(struct migration *m, struct mig_status *out)
+{
+	pthread_mutex_lock(&m->lock);
+	*out = m->st;
+	if (m->conn)
+		out->bytes = m->incoming ? mig_conn_bytes_in(m->conn) : mig_conn_bytes_out(m->conn);
+	if (in_flight(m->st.state))
+		out->elapsed_ms = (mono_ns() - m->t0) / 1000000;
+	if (m->st.state == MIGS_COMPLETED && !m->status_read) {
+		m->status_read = true;
+		pthread_cond_broadcast(&m->cond);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+bool mig_in_flight(struct migration *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool r = in_flight(m->st.state);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+bool mig_incoming(struct migration *m)
+{
+	return m->incoming;
+}
+
+int mig_cancel(struct migration *m, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	int rc = 0;
+	if (m->incoming)
+		rc = err_set(err, errlen, -EINVAL, "this is the destination; cancel at the source");
+	else if (m->go_sent)
+		rc = err_set(err, errlen, -EINVAL, "too late: the destination is taking over");
+	else if (!in_flight(m->st.state))
+		rc = err_set(err, errlen, -EINVAL, "no migration is in progress");
+	if (!rc) {
+		atomic_store(&m->cancel, true);
+		if (m->conn)
+			mig_conn_shutdown(m->conn);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* ---- messages ------------------------------------------------------------- */
+
+static int send_msg(struct mig_conn *c, uint32_t type, const void *p, uint32_t len)
+{
+	uint8_t h[MIG_HDR_LEN];
+	mig_hdr_encode(h, type, p, len);
+	int r = mig_conn_write(c, h, sizeof(h));
+	if (!r && len)
+		r = mig_conn_write(c, p, len);
+	return r;
+}
+
+/* Best effort: tell the peer why the stream ends. */
+static void send_error(struct mig_conn *c, const char *msg)
+{
+	size_t n = strlen(msg);
+	if (n > MIG_ERROR_MAX)
+		n = MIG_ERROR_MAX;
+	(void)mig_conn_set_timeout(c, 2000);
+	(void)send_msg(c, MIG_MSG_ERROR, msg, (uint32_t)n);
+}
+
+struct msgbuf {
+	uint8_t *p;
+	size_t cap;
+};
+
+/* Read one message: header checked, payload read into mb and checked.
+ * @fd (may be NULL): a file descriptor that came with the header. */
+static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, int *fd,
+		    char *err, size_t errlen)
+{
+	uint8_t hb[MIG_HDR_LEN];
+	int r;
+	if (fd) {
+		int nfds = 0;
+		*fd = -1;
+		r = mig_conn_recv_fds(c, hb, sizeof(hb), fd, 1, &nfds);
+		if (!nfds)
+			*fd = -1;
+	} else {
+		r = mig_conn_read(c, hb, sizeof(hb));
+	}
+	if (r)
+		return err_set(err, errlen, r, "reading the stream: %s",
+			       r == -ECONNRESET ? "the peer closed the connection" : strerror(-r));
+	if ((r = mig_hdr_decode(hb, h, err, errlen)))
+		return r;
+	if (h->len > mb->cap) {
+		uint8_t *n = realloc(mb->p, h->len);
+		if (!n)
+			return err_set(err, errlen, -ENOMEM, "out of memory for a %u-byte message",
+				       h->len);
+		mb->p = n;
+		mb->cap = h->len;
+	}
+	if (h->len && (r = mig_conn_read(c, mb->p, h->len)))
+		return err_set(err, errlen, r, "reading a %s message: %s", mig_msg_name(h->type),
+			       r == -ECONNRESET ? "the peer closed the connection" : strerror(-r));
+	return mig_payload_check(h, mb->p, err, errlen);
+}
+
+/* Wait for one of the peer's answers: @want, or ERROR (its text in err). */
+static int expect(struct mig_conn *c, uint32_t want, struct msgbuf *mb, char *err, size_t errlen)
+{
+	struct mig_hdr h;
+	int r = recv_msg(c, &h, mb, NULL, err, errlen);
+	if (r)
+		return r;
+	if (h.type == MIG_MSG_ERROR) {
+		char text[MIG_ERROR_MAX + 1];
+		size_t n = h.len < MIG_ERROR_MAX ? h.len : MIG_ERROR_MAX;
+		for (size_t i = 0; i < n; i++)
+			text[i] = mb->p[i] >= 0x20 && mb->p[i] < 0x7f ? (char)mb->p[i] : '?';
+		text[n] = 0;
+		return err_set(err, errlen, -EREMOTEIO, "the destination: %s", text);
+	}
+	if (h.type != want || h.len)
+		return err_set(err, errlen, -EPROTO, "the destination sent %s (%u bytes) where %s "
+				 "was due", mig_msg_name(h.type), h.len, mig_msg_name(want));
+	return 0;
+}
+
+/* ---- loop-side steps (vm_call) ---------------------------------------------- */
+
+struct call {
+	struct migration *m;
+	int rc;
+	char err[400];
+	/* in/out of the individual steps */
+	uint64_t *bits;
+	uint64_t pages;
+	bool was_running;
+	uint8_t *buf;
+	size_t len;
+	const struct snap_reader *rd;
+	int memfd;
+	struct guest_mem *mem;
+	bool take;
+	unsigned pct;
+};
+
+static int on_loop(struct migration *m, void (*fn)(struct vm *, void *), struct call *c)
+{
+	c->m = m;
+	c->rc = -ESHUTDOWN;
+	snprintf(c->err, sizeof(c->err), "the VM has stopped");
+	if (vm_call(m->vm, fn, c))
+		return -ESHUTDOWN;
+	return c->rc;
+}
+
+static struct machine *live_machine(struct vm *vm, struct call *c)
+{
+	enum vm_state s = vm_get_state(vm);
+	struct machine *mc = vm_machine(vm);
+	if (!mc || (s != VM_RUNNING && s != VM_PAUSED)) {
+		c->rc = err_set(c->err, sizeof(c->err), -ESHUTDOWN, "the VM has stopped");
+		return NULL;
+	}
+	return mc;
+}
+
+static void step_begin(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc)
+		c->rc = machine_mig_begin(mc, c->err, sizeof(c->err));
+}
+
+static void step_collect(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc)
+		c->rc = machine_mig_collect(mc, c->bits, &c->pages, c->err, sizeof(c->err));
+}
+
+static void step_throttle(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc) {
+		machine_set_throttle(mc, c->pct);
+		c->rc = 0;
+	}
+}
+
+/* The switch-over's pause, the last dirty pages, the state. */
+static void step_stop(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (!mc)
+		return;
+	machine_set_throttle(mc, 0);
+	c->rc = vm_mig_pause(vm, &c->was_running);
+	if (c->rc) {
+		err_set(c->err, sizeof(c->err), c->rc, "cannot pause the VM: %s", strerror(-c->rc));
+		return;
+	}
+	if (c->bits && (c->rc = machine_mig_collect(mc, c->bits, &c->pages, c->err,
+						    sizeof(c->err))))
+		goto undo;
+	if ((c->rc = machine_mig_state(mc, &c->buf, &c->len, c->err, sizeof(c->err))))
+		goto undo;
+	return;
+undo:
+	if (c->was_running)
+		(void)vm_mig_resume(vm);
+	c->was_running = false;
+}
+
+/* Undo: dirty logging off, the disks' locks back, running again if the
+ * migration paused it. */
+static void step_abort(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = vm_machine(vm);
+	c->rc = 0;
+	if (!mc)
+		return;
+	machine_mig_end(mc);
+	if (c->take && (c->rc = machine_disks_lock(mc, true, c->err, sizeof(c->err)))) {
+		/* someone else has the disks now: running on would corrupt them */
+		log_error("migration: %s; the VM stays paused", c->err);
+		return;
+	}
+	if (c->was_running)
+		c->rc = vm_mig_resume(vm);
+}
+
+static void step_disks(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc)
+		c->rc = machine_disks_lock(mc, c->take, c->err, sizeof(c->err));
+}
+
+static void step_mem(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc) {
+		c->mem = machine_guest_mem(mc);
+		c->rc = 0;
+	}
+}
+
+static void step_end(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = vm_machine(vm);
+	if (mc)
+		machine_mig_end(mc);
+	c->rc = 0;
+}
+
+/* destination */
+static void step_build(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	c->rc = vm_mig_incoming_build(vm, c->rd, c->memfd, &c->mem, c->err, sizeof(c->err));
+}
+
+static void step_apply(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	c->rc = vm_mig_incoming_apply(vm, c->rd, c->err, sizeof(c->err));
+}
+
+static void step_run(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	c->rc = vm_mig_incoming_run(vm, c->err, sizeof(c->err));
+}
+
+/* ---- the source ------------------------------------------------------------- */
+
+struct src {
+	struct migration *m;
+	struct mig_conn *c;
+	uint64_t npages;
+	uint8_t *base;
+	/* the PAGES batch: runs, then the pages' bytes; the runs part is
+	 * written just before the data so the payload is one buffer */
+	uint8_t *buf;
+	struct mig_run druns[MIG_BATCH_PAGES];
+	uint32_t ndruns, ndpages;
+	struct mig_run *zruns;
+	uint32_t nzruns;
+	uint64_t pass_bytes0, pass_t0;
+	uint64_t sent_data, sent_zero;
+};
+
+#define DATA_OFF mig_runs_len(MIG_BATCH_PAGES)
+
+static int check_stop(struct src *s, char *err, size_t errlen)
+{
+	struct migration *m = s->m;
+	if (atomic_load(&m->cancel))
+		return err_set(err, errlen, -ECANCELED, "cancelled");
+	if (m->sp.timeout_s && mono_ns() - m->t0 > (uint64_t)m->sp.timeout_s * 1000000000ull)
+		return err_set(err, errlen, -ETIMEDOUT, "not done within timeout_s (%u s)",
+			       m->sp.timeout_s);
+	return 0;
+}
+
+static void publish_progress(struct src *s)
+{
+	struct migration *m = s->m;
+	pthread_mutex_lock(&m->lock);
+	m->st.pages_data = s->sent_data;
+	m->st.pages_zero = s->sent_zero;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Keep to max_bandwidth_mib: sleep until the pass's bytes fit its time. */
+static void pace(struct src *s)
+{
+	uint64_t mib = s->m->sp.max_bandwidth_mib;
+	if (!mib)
+		return;
+	uint64_t bytes = mig_conn_bytes_out(s->c) - s->pass_bytes0;
+	uint64_t due_ns = bytes * 1000000000ull / (mib << 20);
+	uint64_t spent = mono_ns() - s->pass_t0;
+	if (due_ns > spent) {
+		uint64_t d = due_ns - spent;
+		struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int flush_data(struct src *s, char *err, size_t errlen)
+{
+	if (!s->ndruns)
+		return 0;
+	size_t rl = mig_runs_len(s->ndruns);
+	uint8_t *payload = s->buf + DATA_OFF - rl;
+	mig_runs_encode(payload, s->druns, s->ndruns);
+	uint32_t len = (uint32_t)(rl + (size_t)s->ndpages * 4096);
+	int r = send_msg(s->c, MIG_MSG_PAGES, payload, len);
+	if (r)
+		return err_set(err, errlen, r, "sending pages: %s", strerror(-r));
+	s->sent_data += s->ndpages;
+	s->ndruns = s->ndpages = 0;
+	publish_progress(s);
+	pace(s);
+	return check_stop(s, err, errlen);
+}
+
+static int flush_zero(struct src *s, char *err, size_t errlen)
+{
+	if (!s->nzruns)
+		return 0;
+	size_t rl = mig_runs_len(s->nzruns);
+	uint8_t *payload = malloc(rl);
+	if (!payload)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	mig_runs_encode(payload, s->zruns, s->nzruns);
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < s->nzruns; i++)
+		n += s->zruns[i].count;
+	int r = send_msg(s->c, MIG_MSG_ZERO, payload, (uint32_t)rl);
+	free(payload);
+	if (r)
+		return err_set(err, errlen, r, "sending zero pages: %s", strerror(-r));
+	s->sent_zero += n;
+	s->nzruns = 0;
+	publish_progress(s);
+	return check_stop(s, err, errlen);
+}
+
+static int add_page(struct src *s, uint64_t pg, char *err, size_t errlen)
+{
+	const uint8_t *p = s->base + pg * 4096;
+	int r;
+	if (mig_page_is_zero(p)) {
+		struct mig_run *last = s->nzruns ? &s->zruns[s->nzruns - 1] : NULL;
+		if (last && last->first + last->count == pg) {
+			last->count++;
+			return 0;
+		}
+		if (s->nzruns == MIG_MAX_RUNS && (r = flush_zero(s, err, errlen)))
+			return r;
+		s->zruns[s->nzruns++] = (struct mig_run){pg, 1};
+		return 0;
+	}
+	memcpy(s->buf + DATA_OFF + (size_t)s->ndpages * 4096, p, 4096);
+	s->ndpages++;
+	struct mig_run *last = s->ndruns ? &s->druns[s->ndruns - 1] : NULL;
+	if (last && last->first + last->count == pg)
+		last->count++;
+	else
+		s->druns[s->ndruns++] = (struct mig_run){pg, 1};
+	if (s->ndpages == MIG_BATCH_PAGES)
+		return flush_data(s, err, errlen);
+	return 0;
+}
+
+/* Send every page of @bits (NULL: all of memory), then PASS. */
+static int send_pass(struct src *s, const uint64_t *bits, uint32_t pass, char *err, size_t errlen)
+{
+	int r;
+	uint64_t n = 0;
+	for (uint64_t pg = 0; pg < s->npages; pg++) {
+		if (bits && !(bits[pg / 64] & (1ull << (pg % 64)))) {
+			if (!bits[pg / 64])
+				pg |= 63; /* a clear word: skip it */
+			continue;
+		}
+		if ((r = add_page(s, pg, err, errlen)))
+			return r;
+		n++;
+	}
+	if ((r = flush_data(s, err, errlen)) || (r = flush_zero(s, err, errlen)))
+		return r;
+	uint8_t pp[16];
+	memset(pp, 0, sizeof(pp));
+	pp[0] = (uint8_t)pass;
+	pp[1] = (uint8_t)(pass >> 8);
+	pp[2] = (uint8_t)(pass >> 16);
+	pp[3] = (uint8_t)(pass >> 24);
+	for (int i = 0; i < 8; i++)
+		pp[8 + i] = (uint8_t)(n >> (8 * i));
+	if ((r = send_msg(s->c, MIG_MSG_PASS, pp, sizeof(pp))))
+		return err_set(err, errlen, r, "sending: %s", strerror(-r));
+	return 0;
+}
+
+static int hello(struct migration *m, struct mig_conn *c, struct msgbuf *mb, int memfd, char *err,
+		 size_t errlen)
+{
+	uint8_t pre[MIG_PREAMBLE_LEN];
+	mig_preamble_encode(pre);
+	int r = mig_conn_write(c, pre, sizeof(pre));
+	if (!r)
+		r = mig_conn_read(c, pre, sizeof(pre));
+	if (r)
+		return err_set(err, errlen, r, "the destination does not answer: %s",
+			       r == -ECONNRESET ? "it closed the connection" : strerror(-r));
+	if ((r = mig_preamble_check(pre, err, errlen)))
+		return r;
+	struct snap_writer w;
+	snap_writer_init(&w);
+	snap_config_write(m->cfg, &w);
+	struct mig_hello h = {.mem_size = m->cfg->mem_size,
+			      .page_size = 4096,
+			      .mode = (uint32_t)m->sp.mode};
+	mig_hello_write(&h, &w);
+	uint8_t *buf;
+	size_t len;
+	if ((r = snap_writer_finish(&w, &buf, &len)))
+		return err_set(err, errlen, r, "%s", snap_writer_error(&w));
+	if (memfd >= 0) {
+		/* local mode: guest memory's memfd rides with the header */
+		uint8_t *all = malloc(MIG_HDR_LEN + len);
+		if (!all) {
+			free(buf);
+			return err_set(err, errlen, -ENOMEM, "out of memory");
+		}
+		mig_hdr_encode(all, MIG_MSG_HELLO, buf, (uint32_t)len);
+		memcpy(all + MIG_HDR_LEN, buf, len);
+		r = mig_conn_send_fds(c, all, MIG_HDR_LEN + len, &memfd, 1);
+		free(all);
+	} else {
+		r = send_msg(c, MIG_MSG_HELLO, buf, (uint32_t)len);
+	}
+	free(buf);
+	if (r)
+		return err_set(err, errlen, r, "sending HELLO: %s", strerror(-r));
+	return expect(c, MIG_MSG_HELLO_OK, mb, err, errlen);
+}
+
+/* The hand-over after the state was sent: READY, disks, GO, RUNNING.
+ * *@go: GO was sent (the source must not run again unless told). */
+static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, bool *go,
+		    char *err, size_t errlen)
+{
+	(void)mig_conn_set_timeout(c, MIG_ANSWER_TIMEOUT_MS);
+	int r = expect(c, MIG_MSG_READY, mb, err, errlen);
+	if (r)
+		return r;
+	struct call cl = {.take = false};
+	if ((r = on_loop(m, step_disks, &cl)))
+		return err_set(err, errlen, r, "%s", cl.err);
+	pthread_mutex_lock(&m->lock);
+	bool cancelled = atomic_load(&m->cancel);
+	if (!cancelled)
+		m->go_sent = true;
+	pthread_mutex_unlock(&m->lock);
+	if (cancelled)
+		return err_set(err, errlen, -ECANCELED, "cancelled");
+	*go = true;
+	if ((r = send_msg(c, MIG_MSG_GO, NULL, 0)))
+		return err_set(err, errlen, r, "sending GO: %s", strerror(-r));
+	return expect(c, MIG_MSG_RUNNING, mb, err, errlen);
+}
+
+static void *source_thread(void *arg)
+{
+	struct migration *m = arg;
+	pthread_setname_np(pthread_self(), "migrate-out");
+	char err[512] = "";
+	struct msgbuf mb = {0};
+	struct src s = {.m = m};
+	uint64_t *bits = NULL;
+	bool paused_by_us = false, go = false, began = false;
+	struct mig_conn *c = NULL;
+	int r = mig_connect(&m->url, &m->tls, MIG_CONNECT_TIMEOUT_MS, &c, err, sizeof(err));
+	if (r)
+		goto fail;
+	pthread_mutex_lock(&m->lock);
+	m->conn = c;
+	bool cancelled = atomic_load(&m->cancel);
+	pthread_mutex_unlock(&m->lock);
+	if (cancelled) {
+		r = err_set(err, sizeof(err), -ECANCELED, "cancelled");
+		goto fail;
+	}
+	if (m->sp.timeout_s)
+		(void)mig_conn_set_timeout(c, (int)(m->sp.timeout_s > 2000000 ? 2000000000
+									  : m->sp.timeout_s * 1000));
+	/* guest memory is read from this thread while the guest writes it;
+	 * the mapping stays valid until this thread is joined (vm_destroy
+	 * joins it before the machine goes) */
+	struct call gmc = {0};
+	if ((r = on_loop(m, step_mem, &gmc))) {
+		str_copy(err, sizeof(err), gmc.err);
+		goto fail;
+	}
+	struct guest_mem *gm = gmc.mem;
+	int memfd = -1;
+	if (m->sp.mode == MIGP_LOCAL)
+		memfd = gm->memfd;
+	s.c = c;
+	s.npages = guest_mem_pages(gm);
+	s.base = gm->base;
+	if ((r = hello(m, c, &mb, memfd, err, sizeof(err))))
+		goto fail;
+	if (m->sp.mode != MIGP_LOCAL) {
+		s.buf = malloc(DATA_OFF + (size_t)MIG_BATCH_PAGES * 4096);
+		s.zruns = malloc(MIG_MAX_RUNS * sizeof(*s.zruns));
+		bits = calloc((size_t)guest_mem_bitmap_words(gm), sizeof(*bits));
+		if (!s.buf || !s.zruns || !bits) {
+			r = err_set(err, sizeof(err), -ENOMEM, "out of memory");
+			goto fail;
+		}
+		struct call b = {0};
+		if ((r = on_loop(m, step_begin, &b))) {
+			str_copy(err, sizeof(err), b.err);
+			goto fail;
+		}
+		began = true;
+		set_state(m, MIGS_ACTIVE);
+		/* pass 0: all of memory */
+		uint32_t pass = 0;
+		unsigned throttle = 0;
+		for (;;) {
+			s.pass_t0 = mono_ns();
+			s.pass_bytes0 = mig_conn_bytes_out(c);
+			if ((r = send_pass(&s, pass ? bits : NULL, pass, err, sizeof(err))))
+				goto fail;
+			uint64_t dt = mono_ns() - s.pass_t0;
+			uint64_t sent = mig_conn_bytes_out(c) - s.pass_bytes0;
+			uint64_t bw = dt ? sent * 1000000000ull / dt : 0; /* bytes/s */
+			memset(bits, 0, (size_t)guest_mem_bitmap_words(gm) * sizeof(*bits));
+			struct call k = {.bits = bits};
+			if ((r = on_loop(m, step_collect, &k))) {
+				str_copy(err, sizeof(err), k.err);
+				goto fail;
+			}
+			uint64_t remaining = k.pages * 4096;
+			uint64_t rate = dt ? remaining * 1000000000ull / dt : 0;
+			uint64_t expect_ms = bw ? remaining * 1000 / bw : 0;
+			pass++;
+			pthread_mutex_lock(&m->lock);
+			m->st.pass = pass;
+			m->st.remaining_bytes = remaining;
+			m->st.bandwidth = bw;
+			m->st.dirty_rate = rate;
+			m->st.expected_downtime_ms = expect_ms;
+			m->st.throttle_pct = throttle;
+			pthread_mutex_unlock(&m->lock);
+			log_debug("migration pass %u: %llu bytes in %llu ms, %llu dirty pages left, "
+				  "expected downtime %llu ms",
+				  pass, (unsigned long long)sent, (unsigned long long)(dt / 1000000),
+				  (unsigned long long)k.pages, (unsigned long long)expect_ms);
+			if (expect_ms <= m->sp.downtime_limit_ms)
+				break;
+			if (pass >= MIG_MAX_PASSES) {
+				log_warn("migration: %u passes did not converge (%llu dirty pages "
+					 "left); switching over anyway",
+					 pass, (unsigned long long)k.pages);
+				break;
+			}
+			/* the guest dirties faster than half the link carries:
+			 * take vCPU time away, more each pass (auto-converge) */
+			if (pass >= 2 && rate > bw / 2 && throttle < 99) {
+				throttle = throttle ? throttle + 10 : 20;
+				if (throttle > 99)
+					throttle = 99;
+				struct call t = {.pct = throttle};
+				(void)on_loop(m, step_throttle, &t);
+				log_info("migration: the guest dirties %llu MiB/s, the link carries "
+					 "%llu MiB/s: vCPUs throttled to %u%%",
+					 (unsigned long long)(rate >> 20), (unsigned long long)(bw >> 20),
+					 100 - throttle);
+			}
+		}
+	}
+	/* switch-over */
+	set_state(m, MIGS_SWITCHOVER);
+	uint64_t t_stop = mono_ns();
+	struct call st = {.bits = bits};
+	if (bits)
+		memset(bits, 0, (size_t)guest_mem_bitmap_words(gm) * sizeof(*bits));
+	if ((r = on_loop(m, step_stop, &st))) {
+		str_copy(err, sizeof(err), st.err);
+		goto fail;
+	}
+	paused_by_us = st.was_running;
+	if (bits) {
+		s.pass_t0 = mono_ns();
+		s.pass_bytes0 = mig_conn_bytes_out(c);
+		r = send_pass(&s, bits, UINT32_MAX, err, sizeof(err));
+	}
+	if (!r && (r = send_msg(c, MIG_MSG_STATE, st.buf, (uint32_t)st.len)))
+		err_set(err, sizeof(err), r, "sending the state: %s", strerror(-r));
+	free(st.buf);
+	if (r)
+		goto fail;
+	if ((r = handover(m, c, &mb, &go, err, sizeof(err))))
+		goto fail;
+	uint64_t downtime = (mono_ns() - t_stop) / 1000000;
+	pthread_mutex_lock(&m->lock);
+	m->st.state = MIGS_COMPLETED;
+	m->st.downtime_ms = downtime;
+	m->st.remaining_bytes = 0;
+	m->st.bytes = mig_conn_bytes_out(c);
+	m->st.elapsed_ms = (mono_ns() - m->t0) / 1000000;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	log_info("migration to %s completed: %llu MiB sent in %u passes, downtime %llu ms",
+		 m->sp.url, (unsigned long long)(m->st.bytes >> 20), m->st.pass,
+		 (unsigned long long)downtime);
+	/* let whoever started it read the final status, then end */
+	{
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += MIG_LINGER_MS / 1000;
+		pthread_mutex_lock(&m->lock);
+		while (!m->status_read && !atomic_load(&m->cancel))
+			if (pthread_cond_timedwait(&m->cond, &m->lock, &dl))
+				break;
+		pthread_mutex_unlock(&m->lock);
+	}
+	vm_shutdown(m->vm, 0);
+	goto out;
+fail:
+	if (r == -ECANCELED)
+		snprintf(err, sizeof(err), "cancelled");
+	if (c && r != -EREMOTEIO)
+		send_error(c, err);
+	if (go) {
+		/* The destination was told to run and did not confirm: it may be
+		 * running.  Running here too would fork the VM; stay paused. */
+		if (r == -EREMOTEIO) {
+			/* it answered that it cannot run: carry on here */
+			struct call a = {.was_running = paused_by_us, .take = true};
+			(void)on_loop(m, step_abort, &a);
+			set_error(m, MIGS_FAILED, err);
+		} else {
+			char msg[sizeof(m->st.error)];
+			snprintf(msg, sizeof(msg), "%.300s; the destination may be running the VM, "
+				 "so this one stays paused (resume it only if the destination is not "
+				 "running)", err);
+			set_error(m, MIGS_FAILED, msg);
+			struct call e = {0};
+			(void)on_loop(m, step_end, &e);
+		}
+	} else {
+		struct call a = {.was_running = paused_by_us, .take = paused_by_us || began};
+		(void)on_loop(m, step_abort, &a);
+		set_error(m, r == -ECANCELED ? MIGS_CANCELLED : MIGS_FAILED, err);
+	}
+	log_error("migration to %s %s: %s", m->sp.url,
+		  r == -ECANCELED ? "cancelled" : "failed", m->st.error);
+out:
+	pthread_mutex_lock(&m->lock);
+	m->conn = NULL;
+	if (c)
+		m->st.bytes = mig_conn_bytes_out(c);
+	pthread_mutex_unlock(&m->lock);
+	if (c)
+		mig_conn_close(c);
+	free(mb.p);
+	free(s.buf);
+	free(s.zruns);
+	free(bits);
+	return NULL;
+}
+
+/* ---- the destination ---------------------------------------------------------- */
+
+/* Wait for the source to connect, watching for a cancel (the process
+ * ends) every half second. */
+static int wait_source(struct migration *m, char *err, size_t errlen)
+{
+	uint64_t end = m->t0 + (uint64_t)m->rp.timeout_s * 1000000000ull;
+	for (;;) {
+		if (atomic_load(&m->cancel))
+			return err_set(err, errlen, -ECANCELED, "cancelled");
+		if (mono_ns() > end)
+			return err_set(err, errlen, -ETIMEDOUT, "no source connected within %u s",
+				       m->rp.timeout_s);
+		struct pollfd pfd = {.fd = m->lfd, .events = POLLIN};
+		int n = poll(&pfd, 1, 500);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return err_set(err, errlen, -errno, "waiting for the source: %s",
+				       strerror(errno));
+	}
+}
+
+static void *dest_thread(void *arg)
+{
+	struct migration *m = arg;
+	pthread_setname_np(pthread_self(), "migrate-in");
+	char err[512] = "";
+	struct msgbuf mb = {0};
+	struct mig_rx rx;
+	mig_rx_init(&rx);
+	struct mig_conn *c = NULL;
+	int memfd = -1;
+	int ms = (int)(m->rp.timeout_s > 2000000 ? 2000000000 : m->rp.timeout_s * 1000);
+	int r = wait_source(m, err, sizeof(err));
+	if (!r)
+		r = mig_accept(m->lfd, &m->tls, ms, &c, err, sizeof(err));
+	pthread_mutex_lock(&m->lock);
+	close(m->lfd);
+	m->lfd = -1;
+	pthread_mutex_unlock(&m->lock);
+	if (m->url.kind == MIG_URL_UNIX)
+		unlink(m->url.path);
+	if (r)
+		goto fail;
+	pthread_mutex_lock(&m->lock);
+	m->conn = c;
+	pthread_mutex_unlock(&m->lock);
+	(void)mig_conn_set_timeout(c, (int)(m->rp.timeout_s > 2000000 ? 2000000000
+								       : m->rp.timeout_s * 1000));
+	uint8_t pre[MIG_PREAMBLE_LEN];
+	if ((r = mig_conn_read(c, pre, sizeof(pre)))) {
+		err_set(err, sizeof(err), r, "reading the preamble: %s", strerror(-r));
+		goto fail;
+	}
+	if ((r = mig_preamble_check(pre, err, sizeof(err))))
+		goto fail;
+	mig_preamble_encode(pre);
+	if ((r = mig_conn_write(c, pre, sizeof(pre)))) {
+		err_set(err, sizeof(err), r, "writing the preamble: %s", strerror(-r));
+		goto fail;
+	}
+	uint64_t t_go = 0;
+	for (;;) {
+		struct mig_hdr h;
+		int fd = -1;
+		bool first = rx.phase == MIG_RX_HELLO;
+		r = recv_msg(c, &h, &mb, first && m->url.kind == MIG_URL_UNIX && !m->tls.enabled
+					       ? &fd : NULL,
+			     err, sizeof(err));
+		if (fd >= 0) {
+			if (memfd >= 0)
+				close(memfd);
+			memfd = fd;
+		}
+		if (r)
+			goto fail;
+		int a = mig_rx_msg(&rx, &h, mb.p);
+		if (a < 0) {
+			str_copy(err, sizeof(err), rx.err);
+			r = a;
+			goto fail;
+		}
+		pthread_mutex_lock(&m->lock);
+		m->st.pass = (uint32_t)rx.passes;
+		m->st.pages_data = rx.pages_data;
+		m->st.pages_zero = rx.pages_zero;
+		m->st.mem_bytes = rx.mem_size;
+		m->st.mode = (enum mig_mode_param)rx.mode;
+		pthread_mutex_unlock(&m->lock);
+		if (a == MIG_RX_PEER_ERROR) {
+			snprintf(err, sizeof(err), "the source: %.400s", rx.err);
+			r = -EREMOTEIO;
+			goto fail;
+		}
+		if (a == MIG_RX_DO_BUILD) {
+			struct snap_reader rd;
+			if ((r = snap_reader_open(mb.p, h.len, &rd, err, sizeof(err))))
+				goto fail;
+			if (rx.mode == MIG_MODE_LOCAL && memfd < 0) {
+				r = err_set(err, sizeof(err), -EPROTO,
+					    "a local-mode HELLO came without guest memory's memfd");
+				goto fail;
+			}
+			if (rx.mode != MIG_MODE_LOCAL && memfd >= 0) {
+				close(memfd);
+				memfd = -1;
+			}
+			struct call b = {.rd = &rd, .memfd = memfd};
+			r = on_loop(m, step_build, &b);
+			if (memfd >= 0) {
+				close(memfd); /* the machine keeps its own */
+				memfd = -1;
+			}
+			if (r) {
+				str_copy(err, sizeof(err), b.err);
+				goto fail;
+			}
+			if ((r = mig_rx_built(&rx, b.mem))) {
+				str_copy(err, sizeof(err), rx.err);
+				goto fail;
+			}
+			set_state(m, MIGS_ACTIVE);
+			if ((r = send_msg(c, MIG_MSG_HELLO_OK, NULL, 0)))
+				goto io_fail;
+		} else if (a == MIG_RX_DO_APPLY) {
+			set_state(m, MIGS_SWITCHOVER);
+			struct snap_reader rd;
+			if ((r = snap_reader_open(mb.p, h.len, &rd, err, sizeof(err))))
+				goto fail;
+			struct call ap = {.rd = &rd};
+			if ((r = on_loop(m, step_apply, &ap))) {
+				snprintf(err, sizeof(err), "cannot apply the state: %s", ap.err);
+				goto fail;
+			}
+			mig_rx_applied(&rx);
+			if ((r = send_msg(c, MIG_MSG_READY, NULL, 0)))
+				goto io_fail;
+		} else if (a == MIG_RX_DO_RUN) {
+			t_go = mono_ns();
+			struct call rn = {0};
+			if ((r = on_loop(m, step_run, &rn))) {
+				str_copy(err, sizeof(err), rn.err);
+				goto fail;
+			}
+			(void)send_msg(c, MIG_MSG_RUNNING, NULL, 0);
+			break;
+		}
+	}
+	pthread_mutex_lock(&m->lock);
+	m->st.state = MIGS_COMPLETED;
+	m->st.bytes = mig_conn_bytes_in(c);
+	m->st.elapsed_ms = (mono_ns() - m->t0) / 1000000;
+	m->st.downtime_ms = (mono_ns() - t_go) / 1000000; /* GO to running, this side's share */
+	m->conn = NULL;
+	pthread_mutex_unlock(&m->lock);
+	log_info("incoming migration completed: %llu MiB received (%llu pages, %llu zero) in "
+		 "%llu passes; running",
+		 (unsigned long long)(mig_conn_bytes_in(c) >> 20),
+		 (unsigned long long)rx.pages_data, (unsigned long long)rx.pages_zero,
+		 (unsigned long long)rx.passes);
+	mig_conn_close(c);
+	mig_rx_free(&rx);
+	free(mb.p);
+	return NULL;
+io_fail:
+	err_set(err, sizeof(err), r, "writing to the source: %s", strerror(-r));
+fail:
+	if (c && r != -EREMOTEIO)
+		send_error(c, err);
+	if (memfd >= 0)
+		close(memfd);
+	set_error(m, MIGS_FAILED, err);
+	log_error("incoming migration failed: %s", err);
+	pthread_mutex_lock(&m->lock);
+	m->conn = NULL;
+	pthread_mutex_unlock(&m->lock);
+	if (c)
+		mig_conn_close(c);
+	mig_rx_free(&rx);
+	free(mb.p);
+	/* nothing ran here: end the process with an error */
+	vm_shutdown(m->vm, VMM_EXIT_ERROR);
+	return NULL;
+}
+
+/* ---- start, stop ----------------------------------------------------------------- */
+
+static int tls_from(const struct mig_tls_params *p, struct mig_tls *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	if (!p->enabled)
+		return 0;
+	if (!p->cert[0] || !p->key[0] || !p->ca[0])
+		return err_set(err, errlen, -EINVAL, "tls needs cert, key and ca");
+	t->enabled = true;
+	str_copy(t->cert, sizeof(t->cert), p->cert);
+	str_copy(t->key, sizeof(t->key), p->key);
+	str_copy(t->ca, sizeof(t->ca), p->ca);
+	str_copy(t->server_name, sizeof(t->server_name), p->server_name);
+	return 0;
+}
+
+static struct migration *mig_new(struct vm *vm, bool incoming)
+{
+	struct migration *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->vm = vm;
+	m->incoming = incoming;
+	m->lfd = -1;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	m->st.state = MIGS_SETUP;
+	m->st.incoming = incoming;
+	m->t0 = mono_ns();
+	return m;
+}
+
+static int start_thread(struct migration *m, void *(*fn)(void *), char *err, size_t errlen)
+{
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 << 10);
+	int r = pthread_create(&m->thread, &attr, fn, m);
+	pthread_attr_destroy(&attr);
+	if (r)
+		return err_set(err, errlen, -r, "cannot start the migration thread: %s", strerror(r));
+	m->thread_started = true;
+	return 0;
+}
+
+int mig_send_start(struct vm *vm, const struct vm_config *cfg, const struct mig_send_params *p,
+		   struct migration **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct machine *mc = vm_machine(vm);
+	if (!mc)
+		return err_set(err, errlen, -EINVAL, "the microVM is not running");
+	struct mig_url url;
+	int r = mig_url_parse(p->url, &url, err, errlen);
+	if (r)
+		return r;
+	if ((unsigned)p->mode > MIGP_LOCAL)
+		return err_set(err, errlen, -EINVAL, "unknown mode");
+	if (p->mode == MIGP_POSTCOPY)
+		return err_set(err, errlen, -ENOTSUP, "post-copy is not available yet");
+	if (p->mode == MIGP_LOCAL) {
+		if (url.kind != MIG_URL_UNIX || p->tls.enabled)
+			return err_set(err, errlen, -EINVAL, "local mode hands guest memory over a "
+					 "Unix socket: it needs a unix: URL and no TLS");
+		if (!machine_guest_mem(mc)->shared)
+			return err_set(err, errlen, -EINVAL,
+				       "local mode needs guest memory in a memfd: boot the VM with "
+				       "--mem-shared (machine-config \"mem_shared\": true); a VM "
+				       "restored from a snapshot's memory file maps it private");
+	}
+	struct migration *m = mig_new(vm, false);
+	if (!m)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	m->sp = *p;
+	if (!m->sp.downtime_limit_ms)
+		m->sp.downtime_limit_ms = MIG_DEFAULT_DOWNTIME_MS;
+	m->url = url;
+	m->cfg = malloc(sizeof(*m->cfg));
+	if (!m->cfg || (r = tls_from(&p->tls, &m->tls, err, errlen))) {
+		if (!m->cfg)
+			r = err_set(err, errlen, -ENOMEM, "out of memory");
+		mig_destroy(m);
+		return r;
+	}
+	*m->cfg = *cfg;
+	m->st.mode = p->mode;
+	m->st.mem_bytes = cfg->mem_size;
+	m->st.downtime_limit_ms = m->sp.downtime_limit_ms;
+	str_copy(m->st.url, sizeof(m->st.url), p->url);
+	if ((r = start_thread(m, source_thread, err, errlen))) {
+		mig_destroy(m);
+		return r;
+	}
+	log_info("migration to %s started (%s, downtime limit %u ms)", p->url,
+		 p->mode == MIGP_LOCAL ? "local" : "pre-copy", m->sp.downtime_limit_ms);
+	*out = m;
+	return 0;
+}
+
+int mig_recv_start(struct vm *vm, const struct mig_recv_params *p, struct migration **out,
+		   char *err, size_t errlen)
+{
+	*out = NULL;
+	struct migration *m = mig_new(vm, true);
+	if (!m)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	m->rp = *p;
+	if (!m->rp.timeout_s)
+		m->rp.timeout_s = MIG_DEFAULT_TIMEOUT_S;
+	int r = mig_url_parse(p->url, &m->url, err, errlen);
+	if (!r)
+		r = tls_from(&p->tls, &m->tls, err, errlen);
+	if (!r)
+		r = mig_listen(&m->url, &m->lfd, err, errlen);
+	if (r) {
+		mig_destroy(m);
+		return r;
+	}
+	str_copy(m->st.url, sizeof(m->st.url), p->url);
+	if ((r = start_thread(m, dest_thread, err, errlen))) {
+		mig_destroy(m);
+		return r;
+	}
+	log_info("waiting for an incoming migration on %s", p->url);
+	*out = m;
+	return 0;
+}
+
+void mig_destroy(struct migration *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	atomic_store(&m->cancel, true);
+	if (m->conn)
+		mig_conn_shutdown(m->conn);
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	if (m->thread_started)
+		pthread_join(m->thread, NULL);
+	if (m->lfd >= 0) {
+		close(m->lfd);
+		if (m->url.kind == MIG_URL_UNIX)
+			unlink(m->url.path);
+	}
+	free(m->cfg);
+	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->cond);
+	free(m);
+}
