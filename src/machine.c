@@ -2339,8 +2339,11 @@ int machine_mig_state(struct machine *vm, uint8_t **buf, size_t *len, char *err,
 		return rc;
 	kvm_platform_drain(&vm->kp);
 	/* the memory travels in the stream, not in a file: a Full memory
-	 * section without an identity (the destination's next Diff is Full) */
+	 * section with an identity of its own, which no snapshot file has (the
+	 * destination forgets it: its next Diff is Full) */
 	struct snap_mem_info mi = {.kind = SNAP_MEM_FULL, .size = vm->mem.size};
+	if ((rc = snap_mem_new_id(mi.id)))
+		return err_set(err, errlen, rc, "no random bytes: %s", strerror(-rc));
 	return build_state(vm, &mi, buf, len, err, errlen);
 }
 

@@ -80,6 +80,7 @@ static void set_error(struct migration *m, enum mig_state_kind s, const char *ms
 {
 	pthread_mutex_lock(&m->lock);
 	m->st.state = s;
+	m->st.elapsed_ms = (mono_ns() - m->t0) / 1000000;
 	str_copy(m->st.error, sizeof(m->st.error), msg);
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
@@ -199,6 +200,17 @@ static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, in
 	return mig_payload_check(h, mb->p, err, errlen);
 }
 
+/* The destination's ERROR message as text (printable ASCII only). */
+static int peer_text(const struct mig_hdr *h, const struct msgbuf *mb, char *err, size_t errlen)
+{
+	char text[MIG_ERROR_MAX + 1];
+	size_t n = h->len < MIG_ERROR_MAX ? h->len : MIG_ERROR_MAX;
+	for (size_t i = 0; i < n; i++)
+		text[i] = mb->p[i] >= 0x20 && mb->p[i] < 0x7f ? (char)mb->p[i] : '?';
+	text[n] = 0;
+	return err_set(err, errlen, -EREMOTEIO, "the destination: %s", text);
+}
+
 /* Wait for one of the peer's answers: @want, or ERROR (its text in err). */
 static int expect(struct mig_conn *c, uint32_t want, struct msgbuf *mb, char *err, size_t errlen)
 {
@@ -206,18 +218,30 @@ static int expect(struct mig_conn *c, uint32_t want, struct msgbuf *mb, char *er
 	int r = recv_msg(c, &h, mb, NULL, err, errlen);
 	if (r)
 		return r;
-	if (h.type == MIG_MSG_ERROR) {
-		char text[MIG_ERROR_MAX + 1];
-		size_t n = h.len < MIG_ERROR_MAX ? h.len : MIG_ERROR_MAX;
-		for (size_t i = 0; i < n; i++)
-			text[i] = mb->p[i] >= 0x20 && mb->p[i] < 0x7f ? (char)mb->p[i] : '?';
-		text[n] = 0;
-		return err_set(err, errlen, -EREMOTEIO, "the destination: %s", text);
-	}
+	if (h.type == MIG_MSG_ERROR)
+		return peer_text(&h, mb, err, errlen);
 	if (h.type != want || h.len)
 		return err_set(err, errlen, -EPROTO, "the destination sent %s (%u bytes) where %s "
 				 "was due", mig_msg_name(h.type), h.len, mig_msg_name(want));
 	return 0;
+}
+
+/* After a failed write: read what the peer sent before it closed, up to
+ * its ERROR (2 s at most).  True, with its text in err, if there was one. */
+static bool peer_error(struct mig_conn *c, struct msgbuf *mb, char *err, size_t errlen)
+{
+	(void)mig_conn_set_timeout(c, 2000);
+	for (int i = 0; i < 64; i++) {
+		struct mig_hdr h;
+		char e[256];
+		if (recv_msg(c, &h, mb, NULL, e, sizeof(e)))
+			return false;
+		if (h.type == MIG_MSG_ERROR) {
+			peer_text(&h, mb, err, errlen);
+			return true;
+		}
+	}
+	return false;
 }
 
 /* ---- loop-side steps (vm_call) ---------------------------------------------- */
@@ -713,14 +737,15 @@ static void *source_thread(void *arg)
 	/* switch-over */
 	set_state(m, MIGS_SWITCHOVER);
 	uint64_t t_stop = mono_ns();
+	/* bits holds the last pass's dirty pages, not sent yet: the pause's
+	 * collect adds what was dirtied since */
 	struct call st = {.bits = bits};
-	if (bits)
-		memset(bits, 0, (size_t)guest_mem_bitmap_words(gm) * sizeof(*bits));
 	if ((r = on_loop(m, step_stop, &st))) {
 		str_copy(err, sizeof(err), st.err);
 		goto fail;
 	}
 	paused_by_us = st.was_running;
+	log_debug("migration: switch-over: %llu more dirty pages", (unsigned long long)st.pages);
 	if (bits) {
 		s.pass_t0 = mono_ns();
 		s.pass_bytes0 = mig_conn_bytes_out(c);
@@ -761,6 +786,10 @@ static void *source_thread(void *arg)
 fail:
 	if (r == -ECANCELED)
 		snprintf(err, sizeof(err), "cancelled");
+	/* a write refused because the destination gave up: its ERROR, if it
+	 * sent one, says why */
+	if (c && (r == -EPIPE || r == -ECONNRESET) && peer_error(c, &mb, err, sizeof(err)))
+		r = -EREMOTEIO;
 	if (c && r != -EREMOTEIO)
 		send_error(c, err);
 	if (go) {

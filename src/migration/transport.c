@@ -1125,6 +1125,12 @@ static int plain_write(struct mig_conn *c, const uint8_t *p, size_t n)
 			continue;
 		}
 		int e = errno;
+		if (e == EPIPE) {
+			/* the peer closed its end: what it sent before (its
+			 * reason, say) can still be read */
+			c->wr_errno = e;
+			return -e;
+		}
 		return conn_fail(c, -e, "write: %s", strerror(e));
 	}
 	return 0;

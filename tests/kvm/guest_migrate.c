@@ -179,8 +179,17 @@ int guest_main(void)
 		for (uint64_t p = LO; p < HI; p += 4096) {
 			volatile uint64_t *w = (volatile uint64_t *)p;
 			if (w[0] != PMAGIC || w[1] != (gen ^ (p >> 12)) || w[510] != p >> 12 ||
-			    w[511] != ~gen)
+			    w[511] != ~gen) {
+				/* which page, and the generation it holds against this one */
 				fail("page", p);
+				if (failures <= 8) {
+					puts_("  holds generation ");
+					puthex(w[1] ^ (p >> 12));
+					puts_(" of ");
+					puthex(gen);
+					putc_('\n');
+				}
+			}
 		}
 		if (gen == 1)
 			puts_("MIG READY\n");

@@ -89,8 +89,14 @@ int main(int argc, char **argv)
 				}
 				seen += (unsigned long long)n;
 			}
-			if (write_all(p[1 - i].fd, buf, (size_t)n))
+			if (write_all(p[1 - i].fd, buf, (size_t)n)) {
+				/* the target gave up: pass on what it said last */
+				if (i == 0)
+					while ((n = read(b, buf, sizeof(buf))) > 0 &&
+					       !write_all(a, buf, (size_t)n))
+						;
 				return 0;
+			}
 		}
 	}
 }
