@@ -2,6 +2,8 @@
 #include "migrate.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -9,13 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "../machine.h"
 #include "../mem/guest_mem.h"
+#include "../mem/uffd.h"
 #include "../snapshot/config_section.h"
 #include "../snapshot/format.h"
+#include "../util/bytes.h"
 #include "../util/file.h"
 #include "../util/log.h"
 #include "../util/str.h"
@@ -27,6 +34,8 @@
  * switches over anyway with whatever is left (the pause is then longer
  * than the limit; the summary says so). */
 #define MIG_MAX_PASSES 30
+/* mode auto: pre-copy passes before it turns to post-copy instead. */
+#define MIG_AUTO_PASSES 5
 /* How long the source waits for the destination's answers once it has
  * sent the state (READY, RUNNING): applying it and taking the disks is
  * quick, but a loaded host may be slow. */
@@ -622,6 +631,150 @@ static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, 
 	return expect(c, MIG_MSG_RUNNING, mb, err, errlen);
 }
 
+/* POSTCOPY: how many pages are left and which (the bitmap's bytes). */
+static int send_postcopy_bitmap(struct src *s, const uint64_t *bits, char *err, size_t errlen)
+{
+	size_t bytes = (size_t)((s->npages + 7) / 8);
+	uint8_t *p = malloc(8 + bytes);
+	if (!p)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	uint64_t n = 0;
+	for (uint64_t w = 0; w < (s->npages + 63) / 64; w++)
+		n += (uint64_t)__builtin_popcountll(bits[w]);
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(n >> (8 * i));
+	for (size_t i = 0; i < bytes; i++)
+		p[8 + i] = (uint8_t)(bits[i / 8] >> (8 * (i % 8)));
+	int r = send_msg(s->c, MIG_MSG_POSTCOPY, p, (uint32_t)(8 + bytes));
+	free(p);
+	pthread_mutex_lock(&s->m->lock);
+	s->m->st.remaining_bytes = n * 4096;
+	pthread_mutex_unlock(&s->m->lock);
+	log_info("migration: post-copy of %llu pages (%llu MiB)", (unsigned long long)n,
+		 (unsigned long long)(n >> 8));
+	return r ? err_set(err, errlen, r, "sending POSTCOPY: %s", strerror(-r)) : 0;
+}
+
+/* Send page @pg of @bits now (asked for, or the next pushed) and take it
+ * out of the bitmap.  Batched with the pages after it that are left too. */
+static int push_from(struct src *s, uint64_t *bits, uint64_t pg, unsigned max, uint64_t *left,
+		     char *err, size_t errlen)
+{
+	int r = 0;
+	for (unsigned k = 0; k < max && pg < s->npages; pg++) {
+		if (!(bits[pg / 64] & (1ull << (pg % 64)))) {
+			if (k)
+				break; /* a run ends: send what we have */
+			continue;
+		}
+		bits[pg / 64] &= ~(1ull << (pg % 64));
+		(*left)--;
+		k++;
+		if ((r = add_page(s, pg, err, errlen)))
+			return r;
+	}
+	if ((r = flush_data(s, err, errlen)) || (r = flush_zero(s, err, errlen)))
+		return r;
+	pthread_mutex_lock(&s->m->lock);
+	s->m->st.remaining_bytes = *left * 4096;
+	pthread_mutex_unlock(&s->m->lock);
+	return 0;
+}
+
+/*
+ * After STATE in post-copy: serve the destination's page requests first,
+ * push the rest in order meanwhile, hand the disks over at READY (GO), and
+ * finish with POSTCOPY_END once the destination runs and every page went;
+ * DONE says they are all in.  *@running: the destination said RUNNING (from
+ * then on this side can never run the VM again).
+ */
+static int postcopy_source(struct src *s, uint64_t *bits, struct msgbuf *mb, uint64_t t_stop,
+			   bool *go, bool *running, uint64_t *downtime, char *err, size_t errlen)
+{
+	struct migration *m = s->m;
+	struct mig_conn *c = s->c;
+	uint64_t left = 0, next = 0;
+	for (uint64_t w = 0; w < (s->npages + 63) / 64; w++)
+		left += (uint64_t)__builtin_popcountll(bits[w]);
+	bool end_sent = false;
+	int r;
+	for (;;) {
+		/* the destination's messages first: a request holds up a vCPU */
+		struct pollfd pfd = {.fd = mig_conn_fd(c), .events = POLLIN};
+		int wait_ms = left ? 0 : 1000;
+		if (!mig_conn_pending(c) && poll(&pfd, 1, wait_ms) <= 0) {
+			if (!left && !end_sent && *running) {
+				if ((r = send_msg(c, MIG_MSG_POSTCOPY_END, NULL, 0)))
+					return err_set(err, errlen, r, "sending: %s", strerror(-r));
+				end_sent = true;
+				continue;
+			}
+			if (!*go && (r = check_stop(s, err, errlen)))
+				return r;
+			if (left) {
+				/* push the next pages */
+				while (next < s->npages && !(bits[next / 64] & (1ull << (next % 64))))
+					next = bits[next / 64] ? next + 1 : (next | 63) + 1;
+				if ((r = push_from(s, bits, next, MIG_BATCH_PAGES, &left, err, errlen)))
+					return r;
+			}
+			continue;
+		}
+		struct mig_hdr h;
+		if ((r = recv_msg(c, &h, mb, NULL, err, errlen)))
+			return r;
+		switch (h.type) {
+		case MIG_MSG_PAGE_REQ: {
+			uint64_t pg = h.len == 8 ? get_le64(mb->p) : UINT64_MAX;
+			if (pg >= s->npages)
+				return err_set(err, errlen, -EPROTO, "the destination asked for page "
+						 "%llu of %llu", (unsigned long long)pg,
+						 (unsigned long long)s->npages);
+			if (bits[pg / 64] & (1ull << (pg % 64)))
+				r = push_from(s, bits, pg, 16, &left, err, errlen);
+			if (r)
+				return r;
+			break;
+		}
+		case MIG_MSG_READY: {
+			if (*go || h.len)
+				return err_set(err, errlen, -EPROTO, "READY out of turn");
+			struct call cl = {.take = false};
+			if ((r = on_loop(m, step_disks, &cl)))
+				return err_set(err, errlen, r, "%s", cl.err);
+			pthread_mutex_lock(&m->lock);
+			bool cancelled = atomic_load(&m->cancel);
+			if (!cancelled)
+				m->go_sent = true;
+			pthread_mutex_unlock(&m->lock);
+			if (cancelled)
+				return err_set(err, errlen, -ECANCELED, "cancelled");
+			*go = true;
+			if ((r = send_msg(c, MIG_MSG_GO, NULL, 0)))
+				return err_set(err, errlen, r, "sending GO: %s", strerror(-r));
+			break;
+		}
+		case MIG_MSG_RUNNING:
+			if (!*go || *running || h.len)
+				return err_set(err, errlen, -EPROTO, "RUNNING out of turn");
+			*running = true;
+			*downtime = (mono_ns() - t_stop) / 1000000;
+			log_info("migration: the destination runs after %llu ms; %llu pages to go",
+				 (unsigned long long)*downtime, (unsigned long long)left);
+			break;
+		case MIG_MSG_DONE:
+			if (!end_sent || h.len)
+				return err_set(err, errlen, -EPROTO, "DONE out of turn");
+			return 0;
+		case MIG_MSG_ERROR:
+			return peer_text(&h, mb, err, errlen);
+		default:
+			return err_set(err, errlen, -EPROTO, "the destination sent %s in post-copy",
+				       mig_msg_name(h.type));
+		}
+	}
+}
+
 static void *source_thread(void *arg)
 {
 	struct migration *m = arg;
@@ -630,7 +783,7 @@ static void *source_thread(void *arg)
 	struct msgbuf mb = {0};
 	struct src s = {.m = m};
 	uint64_t *bits = NULL;
-	bool paused_by_us = false, go = false, began = false;
+	bool paused_by_us = false, go = false, began = false, postcopy = false, running = false;
 	struct mig_conn *c = NULL;
 	int r = mig_connect(&m->url, &m->tls, MIG_CONNECT_TIMEOUT_MS, &c, err, sizeof(err));
 	if (r)
@@ -713,6 +866,13 @@ static void *source_thread(void *arg)
 				  (unsigned long long)k.pages, (unsigned long long)expect_ms);
 			if (expect_ms <= m->sp.downtime_limit_ms)
 				break;
+			/* post-copy right after the first pass; auto once pre-copy
+			 * shows it does not converge */
+			if (m->sp.mode == MIGP_POSTCOPY ||
+			    (m->sp.mode == MIGP_AUTO && pass >= MIG_AUTO_PASSES)) {
+				postcopy = true;
+				break;
+			}
 			if (pass >= MIG_MAX_PASSES) {
 				log_warn("migration: %u passes did not converge (%llu dirty pages "
 					 "left); switching over anyway",
@@ -746,7 +906,10 @@ static void *source_thread(void *arg)
 	}
 	paused_by_us = st.was_running;
 	log_debug("migration: switch-over: %llu more dirty pages", (unsigned long long)st.pages);
-	if (bits) {
+	if (bits && postcopy) {
+		/* the pages left go after the switch-over: first which they are */
+		r = send_postcopy_bitmap(&s, bits, err, sizeof(err));
+	} else if (bits) {
 		s.pass_t0 = mono_ns();
 		s.pass_bytes0 = mig_conn_bytes_out(c);
 		r = send_pass(&s, bits, UINT32_MAX, err, sizeof(err));
@@ -756,9 +919,17 @@ static void *source_thread(void *arg)
 	free(st.buf);
 	if (r)
 		goto fail;
-	if ((r = handover(m, c, &mb, &go, err, sizeof(err))))
-		goto fail;
-	uint64_t downtime = (mono_ns() - t_stop) / 1000000;
+	uint64_t downtime = 0;
+	if (postcopy) {
+		set_state(m, MIGS_POSTCOPY);
+		r = postcopy_source(&s, bits, &mb, t_stop, &go, &running, &downtime, err, sizeof(err));
+		if (r)
+			goto fail;
+	} else {
+		if ((r = handover(m, c, &mb, &go, err, sizeof(err))))
+			goto fail;
+		downtime = (mono_ns() - t_stop) / 1000000;
+	}
 	pthread_mutex_lock(&m->lock);
 	m->st.state = MIGS_COMPLETED;
 	m->st.downtime_ms = downtime;
@@ -792,7 +963,16 @@ fail:
 		r = -EREMOTEIO;
 	if (c && r != -EREMOTEIO)
 		send_error(c, err);
-	if (go) {
+	if (running) {
+		/* post-copy: the destination ran with pages only this side had */
+		char msg[sizeof(m->st.error)];
+		snprintf(msg, sizeof(msg), "post-copy interrupted: %.300s; the VM ran at the "
+			 "destination with pages it never got, so neither side can carry it on "
+			 "(this one stays paused)", err);
+		set_error(m, MIGS_FAILED, msg);
+		struct call e = {0};
+		(void)on_loop(m, step_end, &e);
+	} else if (go) {
 		/* The destination was told to run and did not confirm: it may be
 		 * running.  Running here too would fork the VM; stay paused. */
 		if (r == -EREMOTEIO) {
@@ -833,6 +1013,268 @@ out:
 
 /* ---- the destination ---------------------------------------------------------- */
 
+/* ---- the destination's post-copy -------------------------------------------- */
+
+/* While post-copy runs the migration thread keeps the connection (it
+ * alone reads and writes it, TLS included) and installs the pages that
+ * arrive; a fault thread reads the userfaultfd and hands the pages a
+ * fault needs to it through a pipe (each page asked for once); steps on
+ * the loop run on a short-lived thread, because the loop itself may fault
+ * on a page that is still to come (restoring a device reads its rings). */
+struct pc_dst {
+	struct mig_rx *rx;
+	struct guest_mem *mem;
+	int uffd;
+	int req[2];   /* the fault thread's page numbers (u64 each) */
+	int stop_efd;
+	uint8_t *asked;
+	pthread_t thread;
+	bool started;
+	/* the loop step in flight */
+	struct migration *m;
+	void (*fn)(struct vm *, void *);
+	struct call call;
+	struct snap_reader rd;
+	uint8_t *state; /* STATE's payload: the reader's buffer */
+	int done_efd;
+	pthread_t athread;
+	bool abusy;
+};
+
+static int pc_install(void *ctx, uint64_t pg, const uint8_t *data)
+{
+	struct pc_dst *pc = ctx;
+	uint64_t addr = (uint64_t)(uintptr_t)(pc->mem->base + pg * 4096);
+	for (;;) {
+		int r;
+		if (data) {
+			struct uffdio_copy cp = {.dst = addr, .src = (uint64_t)(uintptr_t)data,
+						 .len = 4096};
+			r = ioctl(pc->uffd, UFFDIO_COPY, &cp);
+		} else {
+			struct uffdio_zeropage z = {.range = {.start = addr, .len = 4096}};
+			r = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
+		}
+		if (!r || errno == EEXIST)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+}
+
+static void pc_fault(struct pc_dst *pc, uint64_t addr)
+{
+	uint8_t *base = pc->mem->base;
+	uint64_t a = addr & ~4095ull;
+	if (a < (uint64_t)(uintptr_t)base || a - (uint64_t)(uintptr_t)base >= pc->mem->size)
+		return;
+	uint64_t pg = (a - (uint64_t)(uintptr_t)base) / 4096;
+	if (mig_rx_pending(pc->rx, pg)) {
+		if (!(pc->asked[pg / 8] & (1u << (pg % 8)))) {
+			pc->asked[pg / 8] |= (uint8_t)(1u << (pg % 8));
+			ssize_t w = write(pc->req[1], &pg, sizeof(pg));
+			(void)w; /* a full pipe: the page is pushed anyway */
+		}
+		return;
+	}
+	/* not to come: a page that was zero at the source and never sent
+	 * (or one installed just now: then EEXIST, and a wake) */
+	struct uffdio_zeropage z = {.range = {.start = a, .len = 4096}};
+	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) && errno == EEXIST) {
+		struct uffdio_range w = {.start = a, .len = 4096};
+		(void)ioctl(pc->uffd, UFFDIO_WAKE, &w);
+	}
+}
+
+static void *pc_fault_thread(void *arg)
+{
+	struct pc_dst *pc = arg;
+	pthread_setname_np(pthread_self(), "postcopy-fault");
+	for (;;) {
+		struct pollfd p[2] = {{.fd = pc->uffd, .events = POLLIN},
+				      {.fd = pc->stop_efd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		struct uffd_msg msgs[16];
+		ssize_t n = read(pc->uffd, msgs, sizeof(msgs));
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				pc_fault(pc, msgs[i].arg.pagefault.address);
+		/* UFFD_EVENT_REMOVE (the balloon): nothing to do */
+	}
+	return NULL;
+}
+
+/* POSTCOPY arrived: the pages to come are made missing (the stream may
+ * have written older versions of them), guest memory is registered for
+ * missing-page faults, and the fault thread starts. */
+static int pc_start(struct pc_dst *pc, struct mig_rx *rx, char *err, size_t errlen)
+{
+	pc->rx = rx;
+	pc->mem = rx->mem;
+	uint8_t *base = pc->mem->base;
+	int adv = pc->mem->shared ? MADV_REMOVE : MADV_DONTNEED;
+	for (uint64_t pg = 0; pg < rx->npages;) {
+		if (!mig_rx_pending(rx, pg)) {
+			pg++;
+			continue;
+		}
+		uint64_t end = pg;
+		while (end < rx->npages && mig_rx_pending(rx, end))
+			end++;
+		if (madvise(base + pg * 4096, (size_t)(end - pg) * 4096, adv))
+			return err_set(err, errlen, -errno, "post-copy: madvise: %s", strerror(errno));
+		pg = end;
+	}
+	pc->asked = calloc((size_t)((rx->npages + 7) / 8), 1);
+	if (!pc->asked)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	int r = uffd_create(err, errlen);
+	if (r < 0)
+		return r;
+	pc->uffd = r;
+	if ((r = uffd_register(pc->uffd, pc->mem, err, errlen)))
+		return r;
+	if (pipe2(pc->req, O_CLOEXEC | O_NONBLOCK) ||
+	    (pc->stop_efd = eventfd(0, EFD_CLOEXEC)) < 0 ||
+	    (pc->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return err_set(err, errlen, -errno, "post-copy: %s", strerror(errno));
+	rx->install = pc_install;
+	rx->install_ctx = pc;
+	if ((r = pthread_create(&pc->thread, NULL, pc_fault_thread, pc)))
+		return err_set(err, errlen, -r, "post-copy: no fault thread: %s", strerror(r));
+	pc->started = true;
+	log_info("post-copy: %llu pages to come; guest memory served on fault",
+		 (unsigned long long)rx->npending);
+	return 0;
+}
+
+/* Every page is in (or the migration failed): faults go back to the kernel. */
+static void pc_stop(struct pc_dst *pc)
+{
+	/* faults first (a loop step in flight may wait on one), then the
+	 * step */
+	if (pc->uffd >= 0 && pc->mem) {
+		for (int i = 0; i < pc->mem->nregions; i++) {
+			struct uffdio_range rg = {
+				.start = (uint64_t)(uintptr_t)pc->mem->regions[i].hva,
+				.len = pc->mem->regions[i].size};
+			(void)ioctl(pc->uffd, UFFDIO_UNREGISTER, &rg);
+		}
+	}
+	if (pc->started) {
+		uint64_t one = 1;
+		ssize_t w = write(pc->stop_efd, &one, sizeof(one));
+		(void)w;
+		pthread_join(pc->thread, NULL);
+		pc->started = false;
+	}
+	if (pc->abusy) {
+		pthread_join(pc->athread, NULL);
+		pc->abusy = false;
+	}
+	if (pc->uffd >= 0)
+		close(pc->uffd);
+	pc->uffd = -1;
+	for (int i = 0; i < 2; i++)
+		if (pc->req[i] >= 0)
+			close(pc->req[i]);
+	pc->req[0] = pc->req[1] = -1;
+	if (pc->stop_efd >= 0)
+		close(pc->stop_efd);
+	if (pc->done_efd >= 0)
+		close(pc->done_efd);
+	pc->stop_efd = pc->done_efd = -1;
+	free(pc->asked);
+	pc->asked = NULL;
+	free(pc->state);
+	pc->state = NULL;
+}
+
+static void *pc_async(void *arg)
+{
+	struct pc_dst *pc = arg;
+	pc->call.m = pc->m;
+	pc->call.rc = -ESHUTDOWN;
+	snprintf(pc->call.err, sizeof(pc->call.err), "the VM has stopped");
+	(void)vm_call(pc->m->vm, pc->fn, &pc->call);
+	uint64_t one = 1;
+	ssize_t w = write(pc->done_efd, &one, sizeof(one));
+	(void)w;
+	return NULL;
+}
+
+/* Run @fn on the loop without waiting; done_efd says when it is done. */
+static int pc_call(struct pc_dst *pc, void (*fn)(struct vm *, void *))
+{
+	if (pc->abusy) {
+		pthread_join(pc->athread, NULL);
+		pc->abusy = false;
+	}
+	pc->fn = fn;
+	int r = pthread_create(&pc->athread, NULL, pc_async, pc);
+	if (r)
+		return -r;
+	pc->abusy = true;
+	return 0;
+}
+
+/* One round of the destination's post-copy loop: forward the fault
+ * thread's requests, finish a loop step that ended (READY after the
+ * state, RUNNING after the run), and say whether a message can be read
+ * (1) or not yet (0); -errno with err on failure. */
+static int pc_poll(struct pc_dst *pc, struct mig_conn *c, int *step, struct mig_rx *rx,
+		   uint64_t *t_go, char *err, size_t errlen)
+{
+	struct pollfd p[3] = {{.fd = mig_conn_fd(c), .events = POLLIN},
+			      {.fd = pc->req[0], .events = POLLIN},
+			      {.fd = pc->done_efd, .events = POLLIN}};
+	if (mig_conn_pending(c))
+		return 1;
+	if (poll(p, 3, 1000) < 0)
+		return errno == EINTR ? 0 : err_set(err, errlen, -errno, "poll: %s", strerror(errno));
+	int r;
+	if (p[1].revents & POLLIN) {
+		uint64_t pgs[64];
+		ssize_t n = read(pc->req[0], pgs, sizeof(pgs));
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(pgs[0]); i++) {
+			uint8_t b[8];
+			put_le64(b, pgs[i]);
+			if ((r = send_msg(c, MIG_MSG_PAGE_REQ, b, sizeof(b))))
+				return err_set(err, errlen, r, "asking for a page: %s", strerror(-r));
+		}
+	}
+	if (p[2].revents & POLLIN) {
+		uint64_t v;
+		ssize_t n = read(pc->done_efd, &v, sizeof(v));
+		(void)n;
+		pthread_join(pc->athread, NULL);
+		pc->abusy = false;
+		if (pc->call.rc)
+			return err_set(err, errlen, pc->call.rc, "%s%s",
+				       *step == 1 ? "cannot apply the state: " : "", pc->call.err);
+		if (*step == 1) {
+			mig_rx_applied(rx);
+			r = send_msg(c, MIG_MSG_READY, NULL, 0);
+		} else {
+			pthread_mutex_lock(&pc->m->lock);
+			pc->m->st.state = MIGS_POSTCOPY;
+			pc->m->st.downtime_ms = (mono_ns() - *t_go) / 1000000;
+			pthread_mutex_unlock(&pc->m->lock);
+			log_info("post-copy: running %llu ms after GO; %llu pages to come",
+				 (unsigned long long)((mono_ns() - *t_go) / 1000000),
+				 (unsigned long long)rx->npending);
+			r = send_msg(c, MIG_MSG_RUNNING, NULL, 0);
+		}
+		*step = 0;
+		if (r)
+			return err_set(err, errlen, r, "writing to the source: %s", strerror(-r));
+	}
+	return (p[0].revents & (POLLIN | POLLHUP | POLLERR)) ? 1 : 0;
+}
+
 /* Wait for the source to connect, watching for a cancel (the process
  * ends) every half second. */
 static int wait_source(struct migration *m, char *err, size_t errlen)
@@ -864,6 +1306,8 @@ static void *dest_thread(void *arg)
 	mig_rx_init(&rx);
 	struct mig_conn *c = NULL;
 	int memfd = -1;
+	struct pc_dst pc = {.uffd = -1, .req = {-1, -1}, .stop_efd = -1, .done_efd = -1, .m = m};
+	bool pc_on = false;
 	int ms = (int)(m->rp.timeout_s > 2000000 ? 2000000000 : m->rp.timeout_s * 1000);
 	int r = wait_source(m, err, sizeof(err));
 	if (!r)
@@ -894,7 +1338,15 @@ static void *dest_thread(void *arg)
 		goto fail;
 	}
 	uint64_t t_go = 0;
+	int step = 0; /* post-copy: the loop step in flight (1 apply, 2 run) */
 	for (;;) {
+		if (pc_on) {
+			r = pc_poll(&pc, c, &step, &rx, &t_go, err, sizeof(err));
+			if (r < 0)
+				goto fail;
+			if (r == 0)
+				continue; /* nothing to read on the connection yet */
+		}
 		struct mig_hdr h;
 		int fd = -1;
 		bool first = rx.phase == MIG_RX_HELLO;
@@ -956,6 +1408,42 @@ static void *dest_thread(void *arg)
 			set_state(m, MIGS_ACTIVE);
 			if ((r = send_msg(c, MIG_MSG_HELLO_OK, NULL, 0)))
 				goto io_fail;
+		} else if (a == MIG_RX_DO_POSTCOPY) {
+			if ((r = pc_start(&pc, &rx, err, sizeof(err))))
+				goto fail;
+			pc_on = true;
+		} else if (a == MIG_RX_DO_APPLY && pc_on) {
+			/* pages may still have to come for it: keep serving */
+			set_state(m, MIGS_SWITCHOVER);
+			pc.state = malloc(h.len);
+			if (!pc.state) {
+				r = err_set(err, sizeof(err), -ENOMEM, "out of memory");
+				goto fail;
+			}
+			memcpy(pc.state, mb.p, h.len);
+			if ((r = snap_reader_open(pc.state, h.len, &pc.rd, err, sizeof(err))))
+				goto fail;
+			memset(&pc.call, 0, sizeof(pc.call));
+			pc.call.rd = &pc.rd;
+			step = 1;
+			if ((r = pc_call(&pc, step_apply))) {
+				err_set(err, sizeof(err), r, "no thread: %s", strerror(-r));
+				goto fail;
+			}
+		} else if (a == MIG_RX_DO_RUN && pc_on) {
+			t_go = mono_ns();
+			memset(&pc.call, 0, sizeof(pc.call));
+			step = 2;
+			if ((r = pc_call(&pc, step_run))) {
+				err_set(err, sizeof(err), r, "no thread: %s", strerror(-r));
+				goto fail;
+			}
+		} else if (a == MIG_RX_DO_FINISH) {
+			pc_stop(&pc);
+			pc_on = false;
+			if ((r = send_msg(c, MIG_MSG_DONE, NULL, 0)))
+				goto io_fail;
+			break;
 		} else if (a == MIG_RX_DO_APPLY) {
 			set_state(m, MIGS_SWITCHOVER);
 			struct snap_reader rd;
@@ -984,7 +1472,8 @@ static void *dest_thread(void *arg)
 	m->st.state = MIGS_COMPLETED;
 	m->st.bytes = mig_conn_bytes_in(c);
 	m->st.elapsed_ms = (mono_ns() - m->t0) / 1000000;
-	m->st.downtime_ms = (mono_ns() - t_go) / 1000000; /* GO to running, this side's share */
+	if (!rx.postcopy) /* GO to running, this side's share (post-copy: set at RUNNING) */
+		m->st.downtime_ms = (mono_ns() - t_go) / 1000000;
 	m->conn = NULL;
 	pthread_mutex_unlock(&m->lock);
 	log_info("incoming migration completed: %llu MiB received (%llu pages, %llu zero) in "
@@ -1003,6 +1492,17 @@ fail:
 		send_error(c, err);
 	if (memfd >= 0)
 		close(memfd);
+	if (pc.rx) {
+		bool ran = m->st.state == MIGS_POSTCOPY;
+		pc_stop(&pc); /* blocked faults are let go: the VM is stopped next */
+		if (ran) {
+			char msg[sizeof(err)];
+			snprintf(msg, sizeof(msg), "post-copy interrupted after the VM ran here: %.300s; "
+				 "pages it never got were only at the source, so it is stopped",
+				 err);
+			str_copy(err, sizeof(err), msg);
+		}
+	}
 	set_error(m, MIGS_FAILED, err);
 	log_error("incoming migration failed: %s", err);
 	pthread_mutex_lock(&m->lock);
@@ -1076,8 +1576,6 @@ int mig_send_start(struct vm *vm, const struct vm_config *cfg, const struct mig_
 		return r;
 	if ((unsigned)p->mode > MIGP_LOCAL)
 		return err_set(err, errlen, -EINVAL, "unknown mode");
-	if (p->mode == MIGP_POSTCOPY)
-		return err_set(err, errlen, -ENOTSUP, "post-copy is not available yet");
 	if (p->mode == MIGP_LOCAL) {
 		if (url.kind != MIG_URL_UNIX || p->tls.enabled)
 			return err_set(err, errlen, -EINVAL, "local mode hands guest memory over a "
@@ -1111,8 +1609,9 @@ int mig_send_start(struct vm *vm, const struct vm_config *cfg, const struct mig_
 		mig_destroy(m);
 		return r;
 	}
-	log_info("migration to %s started (%s, downtime limit %u ms)", p->url,
-		 p->mode == MIGP_LOCAL ? "local" : "pre-copy", m->sp.downtime_limit_ms);
+	static const char *const modes[] = {"pre-copy", "post-copy", "auto", "local"};
+	log_info("migration to %s started (%s, downtime limit %u ms)", p->url, modes[p->mode],
+		 m->sp.downtime_limit_ms);
 	*out = m;
 	return 0;
 }

@@ -16,7 +16,9 @@ static const char *const msg_names[] = {
 	[MIG_MSG_HELLO] = "HELLO",	[MIG_MSG_HELLO_OK] = "HELLO_OK", [MIG_MSG_PAGES] = "PAGES",
 	[MIG_MSG_ZERO] = "ZERO",	[MIG_MSG_PASS] = "PASS",	 [MIG_MSG_STATE] = "STATE",
 	[MIG_MSG_READY] = "READY",	[MIG_MSG_GO] = "GO",		 [MIG_MSG_RUNNING] = "RUNNING",
-	[MIG_MSG_ERROR] = "ERROR",
+	[MIG_MSG_ERROR] = "ERROR",	[MIG_MSG_POSTCOPY] = "POSTCOPY",
+	[MIG_MSG_PAGE_REQ] = "PAGE_REQ", [MIG_MSG_POSTCOPY_END] = "POSTCOPY_END",
+	[MIG_MSG_DONE] = "DONE",
 };
 
 const char *mig_msg_name(uint32_t type)
@@ -205,6 +207,15 @@ void mig_rx_free(struct mig_rx *rx)
 {
 	free(rx->written);
 	rx->written = NULL;
+	free(rx->pending);
+	rx->pending = NULL;
+}
+
+bool mig_rx_pending(const struct mig_rx *rx, uint64_t page)
+{
+	if (!rx->pending || page >= rx->npages)
+		return false;
+	return __atomic_load_n(&rx->pending[page / 8], __ATOMIC_ACQUIRE) & (1u << (page % 8));
 }
 
 __attribute__((format(printf, 3, 4))) static int rx_fail(struct mig_rx *rx, int rc,
@@ -293,6 +304,34 @@ static int rx_pages(struct mig_rx *rx, const uint8_t *p, uint32_t len, bool data
 		return rx_fail(rx, -EINVAL, "%s", e);
 	}
 	uint8_t *base = rx->mem->base;
+	if (rx->postcopy) {
+		int r = 0;
+		for (uint32_t i = 0; i < n && !r; i++) {
+			for (uint64_t pg = runs[i].first;
+			     pg < runs[i].first + runs[i].count && !r; pg++) {
+				const uint8_t *src = data ? d : NULL;
+				if (data)
+					d += 4096;
+				if (!mig_rx_pending(rx, pg))
+					continue; /* in already: pushed and asked for */
+				if ((r = rx->install(rx->install_ctx, pg, src)))
+					break;
+				/* installed first, then no longer pending: a fault
+				 * thread that sees it clear finds the page there */
+				__atomic_fetch_and(&rx->pending[pg / 8], (uint8_t)~(1u << (pg % 8)),
+						   __ATOMIC_RELEASE);
+				rx->npending--;
+				if (data)
+					rx->pages_data++;
+				else
+					rx->pages_zero++;
+			}
+		}
+		free(runs);
+		if (r)
+			return rx_fail(rx, r, "post-copy: cannot install a page: %s", strerror(-r));
+		return MIG_RX_CONTINUE;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		for (uint64_t pg = runs[i].first; pg < runs[i].first + runs[i].count; pg++) {
 			uint8_t *dst = base + pg * 4096;
@@ -317,6 +356,31 @@ static int rx_pages(struct mig_rx *rx, const uint8_t *p, uint32_t len, bool data
 	return MIG_RX_CONTINUE;
 }
 
+/* POSTCOPY: u64 count, then (npages + 7) / 8 bytes of bitmap. */
+static int rx_postcopy(struct mig_rx *rx, const uint8_t *p, uint32_t len)
+{
+	size_t bytes = (size_t)((rx->npages + 7) / 8);
+	if (len != 8 + bytes)
+		return rx_fail(rx, -EINVAL, "POSTCOPY of %u bytes (%zu for %llu pages)", len,
+			       8 + bytes, (unsigned long long)rx->npages);
+	uint64_t count = get_le64(p), set = 0;
+	const uint8_t *b = p + 8;
+	for (size_t i = 0; i < bytes; i++)
+		set += (uint64_t)__builtin_popcount(b[i]);
+	if (rx->npages % 8 && (b[bytes - 1] >> (rx->npages % 8)))
+		return rx_fail(rx, -EINVAL, "POSTCOPY names pages past guest memory");
+	if (set != count)
+		return rx_fail(rx, -EINVAL, "POSTCOPY says %llu pages, its bitmap %llu",
+			       (unsigned long long)count, (unsigned long long)set);
+	rx->pending = malloc(bytes ? bytes : 1);
+	if (!rx->pending)
+		return rx_fail(rx, -ENOMEM, "out of memory");
+	memcpy(rx->pending, b, bytes);
+	rx->npending = count;
+	rx->postcopy = true;
+	return MIG_RX_DO_POSTCOPY;
+}
+
 int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 {
 	rx->msgs++;
@@ -329,18 +393,25 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 		rx->phase = MIG_RX_FAILED;
 		return MIG_RX_PEER_ERROR;
 	}
-	bool ok = false;
+	bool ok = false, page_msg = h->type == MIG_MSG_PAGES || h->type == MIG_MSG_ZERO;
 	switch (rx->phase) {
 	case MIG_RX_HELLO:
 		ok = h->type == MIG_MSG_HELLO;
 		break;
 	case MIG_RX_MEMORY:
 		ok = h->type == MIG_MSG_PASS || h->type == MIG_MSG_STATE ||
-		     ((h->type == MIG_MSG_PAGES || h->type == MIG_MSG_ZERO) &&
-		      rx->mode != MIG_MODE_LOCAL);
+		     (page_msg && rx->mode != MIG_MODE_LOCAL) ||
+		     (h->type == MIG_MSG_POSTCOPY && !rx->postcopy &&
+		      (rx->mode == MIG_MODE_POSTCOPY || rx->mode == MIG_MODE_AUTO));
+		break;
+	case MIG_RX_STATE:
+		ok = page_msg && rx->postcopy;
 		break;
 	case MIG_RX_GO:
-		ok = h->type == MIG_MSG_GO;
+		ok = h->type == MIG_MSG_GO || (page_msg && rx->postcopy);
+		break;
+	case MIG_RX_DONE:
+		ok = rx->postcopy && !rx->end_seen && (page_msg || h->type == MIG_MSG_POSTCOPY_END);
 		break;
 	default:
 		break;
@@ -373,6 +444,16 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 			return rx_fail(rx, -EINVAL, "GO with a payload");
 		rx->phase = MIG_RX_DONE;
 		return MIG_RX_DO_RUN;
+	case MIG_MSG_POSTCOPY:
+		return rx_postcopy(rx, p, h->len);
+	case MIG_MSG_POSTCOPY_END:
+		if (h->len)
+			return rx_fail(rx, -EINVAL, "POSTCOPY_END with a payload");
+		if (rx->npending)
+			return rx_fail(rx, -EPROTO, "post-copy ended with %llu pages never sent",
+				       (unsigned long long)rx->npending);
+		rx->end_seen = true;
+		return MIG_RX_DO_FINISH;
 	default:
 		return rx_fail(rx, -EPROTO, "unexpected %s message", mig_msg_name(h->type));
 	}

@@ -44,7 +44,11 @@ enum mig_msg_type {
 	MIG_MSG_GO,          /* src: the source has stopped for good; run */
 	MIG_MSG_RUNNING,     /* dst: running */
 	MIG_MSG_ERROR,       /* either: text; the stream ends */
-	MIG_MSG_TYPE_MAX = MIG_MSG_ERROR,
+	MIG_MSG_POSTCOPY,    /* src: u64 count, then the bitmap of pages still to come */
+	MIG_MSG_PAGE_REQ,    /* dst (post-copy): u64 page wanted now */
+	MIG_MSG_POSTCOPY_END, /* src: every page of the bitmap was sent */
+	MIG_MSG_DONE,        /* dst: every page is in; the source may go */
+	MIG_MSG_TYPE_MAX = MIG_MSG_DONE,
 };
 
 const char *mig_msg_name(uint32_t type);
@@ -114,6 +118,15 @@ struct mig_rx {
 	uint32_t mode;          /* from HELLO (enum mig_mode) */
 	uint8_t *written;       /* bitmap: pages this side wrote data into */
 	uint64_t pages_data, pages_zero, passes, msgs;
+	/* post-copy: the pages the destination still lacks (bit per page,
+	 * cleared as each is installed: atomically, a fault thread reads it),
+	 * how many, and how a page is installed (UFFDIO_COPY / ZEROPAGE;
+	 * @data NULL: a zero page) */
+	bool postcopy, end_seen;
+	uint8_t *pending;
+	uint64_t npending;
+	int (*install)(void *ctx, uint64_t page, const uint8_t *data);
+	void *install_ctx;
 	char err[512];
 };
 
@@ -126,6 +139,9 @@ enum mig_rx_action {
 	MIG_RX_DO_BUILD,   /* HELLO: build a machine from *payload's config */
 	MIG_RX_DO_APPLY,   /* STATE: apply *payload (a state container) */
 	MIG_RX_DO_RUN,     /* GO: take the disks and run */
+	MIG_RX_DO_POSTCOPY, /* POSTCOPY: rx->pending is set; make those pages missing,
+			     * register them for faults, set rx->install */
+	MIG_RX_DO_FINISH,  /* POSTCOPY_END with every page in: the migration is done */
 	MIG_RX_PEER_ERROR, /* the source sent ERROR: rx->err holds its text */
 };
 
@@ -139,11 +155,19 @@ enum mig_rx_action {
  * npages/mem_size/mode come from the latter.  In local mode guest memory
  * is not in the stream: the memfd comes with HELLO (SCM_RIGHTS) and no
  * PAGES or ZERO message is accepted.
+ *
+ * Post-copy (mode postcopy or auto): POSTCOPY, before STATE, names the
+ * pages still to come; from then on PAGES and ZERO are accepted in every
+ * phase up to POSTCOPY_END (which needs every page in), each page of the
+ * bitmap installed once through rx->install, and pages not in it (sent
+ * twice: pushed and asked for) skipped.
  */
 int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p);
 /* The owner built the machine for HELLO: its guest memory (of exactly
  * mem_size bytes, else -EINVAL). */
 int mig_rx_built(struct mig_rx *rx, struct guest_mem *mem);
+/* Post-copy: page @page is still to come (any thread). */
+bool mig_rx_pending(const struct mig_rx *rx, uint64_t page);
 /* The owner applied STATE. */
 void mig_rx_applied(struct mig_rx *rx);
 

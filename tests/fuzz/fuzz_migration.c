@@ -33,6 +33,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Post-copy's page installation, as UFFDIO_COPY / ZEROPAGE would do it:
+ * the page must be inside guest memory and still missing (pending). */
+static struct guest_mem *fz_mem;
+static int fz_install(void *ctx, uint64_t pg, const uint8_t *src)
+{
+	struct mig_rx *rx = ctx;
+	if (pg >= rx->npages || !mig_rx_pending(rx, pg))
+		__builtin_trap();
+	if (src)
+		memcpy(fz_mem->base + pg * 4096, src, 4096);
+	else
+		memset(fz_mem->base + pg * 4096, 0, 4096);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -90,12 +105,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			have_mem = true;
 			if (mig_rx_built(&rx, &m))
 				break;
+		} else if (a == MIG_RX_DO_POSTCOPY) {
+			fz_mem = &m;
+			rx.install = fz_install;
+			rx.install_ctx = &rx;
+		} else if (a == MIG_RX_DO_FINISH) {
+			if (rx.npending)
+				__builtin_trap();
+			break;
 		} else if (a == MIG_RX_DO_APPLY) {
 			mig_rx_applied(&rx);
 		} else if (a == MIG_RX_DO_RUN) {
 			break;
 		}
-		if (h.type == MIG_MSG_ZERO && a == MIG_RX_CONTINUE && before == MIG_RX_MEMORY) {
+		if (h.type == MIG_MSG_ZERO && a == MIG_RX_CONTINUE && before == MIG_RX_MEMORY &&
+		    !rx.postcopy) {
 			/* every page a zero run named reads zero now */
 			uint32_t n = get_le32(p);
 			for (uint32_t i = 0; i < n; i++) {

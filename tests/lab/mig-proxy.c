@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	unsigned long long flip = strtoull(argv[3], NULL, 0), seen = 0;
+	signal(SIGPIPE, SIG_IGN); /* a side that went away is a write error here */
 	int l = uds(argv[1], 1);
 	if (l < 0) {
 		perror("mig-proxy: listen");

@@ -331,6 +331,127 @@ TEST(rx_local_mode_takes_no_pages)
 	mig_rx_free(&rx);
 }
 
+static int installs, zero_installs;
+static uint64_t last_install;
+static int fake_install(void *ctx, uint64_t pg, const uint8_t *data)
+{
+	struct guest_mem *m = ctx;
+	last_install = pg;
+	if (data) {
+		memcpy(m->base + pg * 4096, data, 4096);
+		installs++;
+	} else {
+		memset(m->base + pg * 4096, 0, 4096);
+		zero_installs++;
+	}
+	return 0;
+}
+
+/* POSTCOPY's payload: count, then the bitmap of NPAGES pages. */
+static size_t postcopy_msg(uint8_t *p, uint64_t count, const uint64_t *pages, int n)
+{
+	memset(p, 0, 8 + NPAGES / 8);
+	put_le64(p, count);
+	for (int i = 0; i < n; i++)
+		p[8 + pages[i] / 8] |= (uint8_t)(1u << (pages[i] % 8));
+	return 8 + NPAGES / 8;
+}
+
+TEST(rx_postcopy)
+{
+	struct mig_rx rx;
+	struct guest_mem m;
+	static uint8_t p[8 + 16 * 8 + 8 * 4096];
+	uint8_t pc[8 + NPAGES / 8];
+	uint64_t want[2] = {3, 5};
+	size_t len;
+	/* a pre-copy stream takes no POSTCOPY */
+	rx_ready(&rx, &m, MIG_MODE_PRECOPY);
+	len = postcopy_msg(pc, 2, want, 2);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY, pc, len), -EPROTO);
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+	/* count that is not the bitmap's, a bit past memory, a short bitmap */
+	for (int k = 0; k < 3; k++) {
+		rx_ready(&rx, &m, MIG_MODE_POSTCOPY);
+		len = postcopy_msg(pc, k == 0 ? 3 : 2, want, 2);
+		if (k == 1)
+			len--;
+		if (k == 2) {
+			/* NPAGES is a multiple of 8: make the map one page
+			 * short instead and check the rule on a count */
+			put_le64(pc, 1);
+		}
+		CHECK(feed(&rx, MIG_MSG_POSTCOPY, pc, len) < 0);
+		CHECK_EQ(rx.phase, MIG_RX_FAILED);
+		guest_mem_destroy(&m);
+		mig_rx_free(&rx);
+	}
+	/* the whole post-copy: page 3 came in pre-copy (stale now), 5 never */
+	rx_ready(&rx, &m, MIG_MODE_POSTCOPY);
+	struct mig_run r3[1] = {{3, 1}};
+	len = make_runs(p, r3, 1, true, 0x40);
+	CHECK_EQ(feed(&rx, MIG_MSG_PAGES, p, len), MIG_RX_CONTINUE);
+	len = postcopy_msg(pc, 2, want, 2);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY, pc, len), MIG_RX_DO_POSTCOPY);
+	CHECK(rx.postcopy && rx.npending == 2);
+	CHECK(mig_rx_pending(&rx, 3) && mig_rx_pending(&rx, 5) && !mig_rx_pending(&rx, 4));
+	CHECK(feed(&rx, MIG_MSG_POSTCOPY, pc, len) < 0); /* only once */
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+	rx_ready(&rx, &m, MIG_MODE_AUTO);
+	len = postcopy_msg(pc, 2, want, 2);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY, pc, len), MIG_RX_DO_POSTCOPY);
+	rx.install = fake_install;
+	rx.install_ctx = &m;
+	installs = zero_installs = 0;
+	len = make_runs(p, r3, 1, true, 0x50);
+	CHECK_EQ(feed(&rx, MIG_MSG_PAGES, p, len), MIG_RX_CONTINUE);
+	CHECK_EQ(installs, 1);
+	CHECK_EQ(last_install, 3);
+	CHECK_EQ(m.base[3 * 4096], 0x53);
+	CHECK(!mig_rx_pending(&rx, 3));
+	/* sent twice (pushed and asked for): the second is skipped */
+	CHECK_EQ(feed(&rx, MIG_MSG_PAGES, p, len), MIG_RX_CONTINUE);
+	CHECK_EQ(installs, 1);
+	/* the end before every page is in is refused later; the state now */
+	size_t slen;
+	uint8_t *st = hello(MSIZE, 0, 4096, true, &slen);
+	CHECK_EQ(feed(&rx, MIG_MSG_STATE, st, slen), MIG_RX_DO_APPLY);
+	free(st);
+	/* pages keep coming while the state is applied and after GO */
+	struct mig_run r5[1] = {{5, 1}};
+	len = make_runs(p, r5, 1, false, 0);
+	mig_rx_applied(&rx);
+	CHECK_EQ(feed(&rx, MIG_MSG_GO, NULL, 0), MIG_RX_DO_RUN);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY_END, NULL, 0), -EPROTO); /* page 5 missing */
+	CHECK(strstr(rx.err, "never sent") != NULL);
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+	/* again, with page 5 in before the end */
+	rx_ready(&rx, &m, MIG_MODE_POSTCOPY);
+	len = postcopy_msg(pc, 2, want, 2);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY, pc, len), MIG_RX_DO_POSTCOPY);
+	rx.install = fake_install;
+	rx.install_ctx = &m;
+	st = hello(MSIZE, 0, 4096, true, &slen);
+	CHECK_EQ(feed(&rx, MIG_MSG_STATE, st, slen), MIG_RX_DO_APPLY);
+	free(st);
+	zero_installs = 0;
+	len = make_runs(p, r5, 1, false, 0);
+	CHECK_EQ(feed(&rx, MIG_MSG_ZERO, p, len), MIG_RX_CONTINUE); /* while applying */
+	CHECK_EQ(zero_installs, 1);
+	mig_rx_applied(&rx);
+	CHECK_EQ(feed(&rx, MIG_MSG_GO, NULL, 0), MIG_RX_DO_RUN);
+	len = make_runs(p, r3, 1, true, 0x60);
+	CHECK_EQ(feed(&rx, MIG_MSG_PAGES, p, len), MIG_RX_CONTINUE);
+	CHECK_EQ(rx.npending, 0);
+	CHECK_EQ(feed(&rx, MIG_MSG_POSTCOPY_END, NULL, 0), MIG_RX_DO_FINISH);
+	CHECK(feed(&rx, MIG_MSG_POSTCOPY_END, NULL, 0) < 0); /* once */
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+}
+
 TEST(migration_bitmap)
 {
 	struct guest_mem m;
