@@ -418,6 +418,8 @@ static int do_status(const char *sock, const struct cli_opts *o)
 		log_error("%s", err);
 	} else if (o->ctl_json) {
 		printf("%s\n", resp);
+	} else if (s.state == MIGS_NONE) {
+		printf("%s: no migration\n", o->ctl_target);
 	} else {
 		cli_mig_pass_line(&s, line, sizeof(line));
 		printf("%s: migration %s%s%s%s: %s\n", o->ctl_target, fc_mig_state_name(s.state),
