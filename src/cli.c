@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/fc_json.h"
 #include "util/str.h"
 
 const char cli_usage[] =
@@ -29,8 +30,12 @@ const char cli_usage[] =
 	"                                                (= visor run --restore DIR; host options only)\n"
 	"       visor restore DIR --clones N [options]   N VMs from one snapshot, each its own\n"
 	"                                                process in the background (ID-0 .. ID-N-1)\n"
+	"       visor migrate VM --to URL [options]      move the running VM to a visor waiting with\n"
+	"                                                `visor run --incoming URL` (live migration;\n"
+	"                                                see visor migrate --help)\n"
+	"       visor migrate VM --cancel | --status     stop / show the VM's migration\n"
 	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
-	"       visor --help [run|firecracker] | --version\n"
+	"       visor --help [run|firecracker|migrate] | --version\n"
 	"\n"
 	"VM is a name (the --id of `visor run`, its socket in the socket directory)\n"
 	"or the path of an API socket.\n"
@@ -69,6 +74,14 @@ const char cli_usage[] =
 	"                       the snapshot defines them)\n"
 	"  --track-dirty-pages  track the pages the guest and visor write, for Diff snapshots\n"
 	"                       (`visor snapshot VM DIR --diff`)\n"
+	"  --incoming URL       instead of booting, wait on URL (unix:PATH or tcp:HOST:PORT) for\n"
+	"                       a VM `visor migrate` sends, and run it once the source hands it\n"
+	"                       over (no --kernel, --cpus, --memory or devices: the source\n"
+	"                       defines them); exits 1 having run nothing if the migration fails\n"
+	"  --incoming-timeout S give up after S seconds (1-86400, default 3600)\n"
+	"  --tls-cert F --tls-key F --tls-ca F\n"
+	"                       with --incoming: mutual TLS (this side's certificate and key,\n"
+	"                       the CA the source's certificate must be signed by)\n"
 	"options for a restore:\n"
 	"  --net-override IFACE=TAP  interface IFACE on host tap TAP instead of the snapshot's\n"
 	"  --vsock-override PATH     the vsock device's Unix socket at PATH instead\n"
@@ -84,6 +97,42 @@ const char cli_usage[] =
 	"\n"
 	"exit status: 0 guest powered off, 1 visor error, 2 guest rebooted,\n"
 	"             3 guest panicked, 4 guest crashed, 130 quit with Ctrl-A x\n";
+
+const char cli_usage_migrate[] =
+	"usage: visor migrate VM --to URL [options]    live-migrate VM to URL\n"
+	"       visor migrate VM --cancel              stop the VM's migration (it keeps running here)\n"
+	"       visor migrate VM --status [--json]     the VM's migration, as GET /migration says\n"
+	"\n"
+	"VM is a name (the --id of `visor run`) or the path of an API socket.  The\n"
+	"destination is a visor started with `visor run --incoming URL` (or given\n"
+	"PUT /migration/receive) with the same TLS set-up and access to the same disk\n"
+	"images.  The VM must be running or paused.  The guest keeps running while\n"
+	"its memory is copied, then pauses for the last pages and its device state\n"
+	"and resumes on the destination; this process's VM then exits (status 0).\n"
+	"If the migration fails or is cancelled, the VM keeps running here.\n"
+	"\n"
+	"  --to URL             unix:PATH (this host) or tcp:HOST:PORT (HOST numeric)\n"
+	"  --downtime MS        longest pause to aim for, 1-60000 ms (default 50)\n"
+	"  --bandwidth MIB      at most MIB MiB/s on the link (default 0: no limit)\n"
+	"  --timeout S          give up after S seconds, 1-86400 (default 3600)\n"
+	"  --mode MODE          precopy (default): copy memory while the guest runs, in passes;\n"
+	"                       postcopy: run on the destination at once, pages follow on demand;\n"
+	"                       auto: pre-copy, post-copy if the guest dirties memory too fast;\n"
+	"                       local: hand guest memory to a visor on this host (unix: only),\n"
+	"                       e.g. to upgrade visor under a running guest\n"
+	"  --postcopy           the same as --mode postcopy\n"
+	"  --tls-cert F --tls-key F --tls-ca F [--tls-server-name NAME]\n"
+	"                       mutual TLS: this side's certificate and key, the CA the\n"
+	"                       destination's certificate must be signed by, and the name it\n"
+	"                       must carry (default: the HOST of a tcp: URL)\n"
+	"  --no-wait            start the migration and return (follow it with --status)\n"
+	"\n"
+	"On a terminal a progress bar shows the pass, MiB sent and left, the rate,\n"
+	"the guest's dirty rate, the ETA and any vCPU throttling; otherwise one line\n"
+	"per pass.  At the end: \"migrated VM to URL in X s: N MiB sent in P passes,\n"
+	"downtime D ms\" (status 0), or why it failed (status 1).  Ctrl-C cancels the\n"
+	"migration.  Relative file names (--tls-*, unix:PATH) are made absolute: the\n"
+	"VM's process opens them.\n";
 
 const char cli_usage_firecracker[] =
 	"usage: visor [--api-sock PATH] [--config-file PATH] [--no-api] [options]\n"
@@ -372,6 +421,83 @@ static int restore_opt(struct cli_opts *o, const char *name, const char *val,
 	return 0;
 }
 
+/* --tls-cert/--tls-key/--tls-ca (and, for the side that connects,
+ * --tls-server-name) into @t.  1 if handled, 0 if not a TLS option,
+ * -EINVAL on error. */
+static int tls_opt(const char *name, int argc, char **argv, int *i, const char *val,
+		   struct mig_tls_params *t, bool connects, struct config_err *e)
+{
+	char *dst;
+	size_t size;
+	if (!strcmp(name, "--tls-cert")) {
+		dst = t->cert;
+		size = sizeof(t->cert);
+	} else if (!strcmp(name, "--tls-key")) {
+		dst = t->key;
+		size = sizeof(t->key);
+	} else if (!strcmp(name, "--tls-ca")) {
+		dst = t->ca;
+		size = sizeof(t->ca);
+	} else if (!strcmp(name, "--tls-server-name")) {
+		if (!connects)
+			return fail(e, "--tls-server-name: only for `visor migrate` (the side that "
+				       "connects checks the destination's name)");
+		dst = t->server_name;
+		size = sizeof(t->server_name);
+	} else {
+		return 0;
+	}
+	if (take_value(argc, argv, i, name, &val, e))
+		return -EINVAL;
+	if (!val[0] || strlen(val) >= size)
+		return fail(e, "%s: must be 1 to %zu bytes", name, size - 1);
+	if (dst[0])
+		return fail(e, "%s given twice", name);
+	str_copy(dst, size, val);
+	return 1;
+}
+
+/* TLS options given: all three files (docs/api.md: cert, key and ca). */
+static int tls_finish(struct mig_tls_params *t, struct config_err *e)
+{
+	if (!t->cert[0] && !t->key[0] && !t->ca[0] && !t->server_name[0])
+		return 0;
+	const char *missing = !t->cert[0]  ? "--tls-cert"
+			      : !t->key[0] ? "--tls-key"
+			      : !t->ca[0]  ? "--tls-ca"
+					   : NULL;
+	if (missing)
+		return fail(e, "TLS needs --tls-cert, --tls-key and --tls-ca together (%s is missing)",
+			    missing);
+	t->enabled = true;
+	return 0;
+}
+
+/* A migration URL (--incoming, --to): the API's loose check. */
+static int mig_url_opt(const char *name, const char *val, char *buf, size_t size,
+		       struct config_err *e)
+{
+	char why[128];
+	if (fc_mig_url_check(val, why, sizeof(why)))
+		return fail(e, "%s: %s", name, why);
+	if (strlen(val) >= size)
+		return fail(e, "%s: longer than %zu bytes", name, size - 1);
+	if (buf[0])
+		return fail(e, "%s given twice", name);
+	str_copy(buf, size, val);
+	return 0;
+}
+
+/* A number from @min to @max for option @name. */
+static int num_opt(const char *name, const char *val, uint64_t min, uint64_t max, uint64_t *out,
+		   struct config_err *e)
+{
+	if (config_parse_u64(val, out) || *out < min || *out > max)
+		return fail(e, "%s: '%s' is not a number from %llu to %llu", name, val,
+			    (unsigned long long)min, (unsigned long long)max);
+	return 0;
+}
+
 static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
 	struct vm_config *cfg = &o->cfg;
@@ -384,6 +510,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 	struct net_config nics[CONFIG_MAX_NICS];
 	uint32_t nnics = 0;
 	const char *restore_only = NULL; /* the first option that needs --restore */
+	const char *tls_given = NULL;    /* the first --tls-* option */
 	for (int i = 2; i < argc; i++) {
 		char name[32];
 		const char *val, *opt_arg = argv[i];
@@ -444,6 +571,27 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			if (val)
 				return fail(e, "option %s takes no value", name);
 			cfg->allow_software_kvm = true;
+			continue;
+		}
+		int t = tls_opt(name, argc, argv, &i, val, &o->incoming.tls, false, e);
+		if (t < 0)
+			return t;
+		if (t) {
+			tls_given = tls_given ? tls_given : opt_arg;
+			continue;
+		}
+		if (!strcmp(name, "--incoming") || !strcmp(name, "--incoming-timeout")) {
+			if (take_value(argc, argv, &i, name, &val, e))
+				return -EINVAL;
+			if (!strcmp(name, "--incoming")) {
+				if (mig_url_opt(name, val, o->incoming.url, sizeof(o->incoming.url), e))
+					return -EINVAL;
+			} else {
+				uint64_t n;
+				if (num_opt(name, val, 1, FC_MIG_MAX_TIMEOUT_S, &n, e))
+					return -EINVAL;
+				o->incoming.timeout_s = (uint32_t)n;
+			}
 			continue;
 		}
 		if (!strcmp(name, "--track-dirty-pages")) {
@@ -529,6 +677,30 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			o->level_set = true;
 		}
 	}
+	if (o->incoming.url[0]) {
+		/* the source's HELLO defines the machine, as a snapshot does */
+		if (o->restore_dir[0])
+			return fail(e, "--incoming and --restore: the VM comes either from a migration "
+				       "or from a snapshot");
+		if (have_kernel || initrd || cmdline || cpus != 1 || mem != CONFIG_DEFAULT_MEM ||
+		    ndisks || nnics || cfg->balloon.enabled || cfg->rng.enabled || cfg->vsock.enabled)
+			return fail(e, "--incoming: the source defines the machine (kernel, vCPUs, "
+				       "memory, devices); give only host options such as --id, "
+				       "--api-sock, --log-level");
+		if (restore_only)
+			return fail(e, "%s: only with a snapshot, not with --incoming", restore_only);
+		if (o->has_ready_fd)
+			return fail(e, "--ready-fd: not with --incoming (follow the destination with "
+				       "GET /migration)");
+		if (o->track_dirty_pages)
+			return fail(e, "--track-dirty-pages: not with --incoming (the source's "
+				       "configuration says whether pages are tracked)");
+		if (!o->incoming.timeout_s)
+			o->incoming.timeout_s = MIG_DEFAULT_TIMEOUT_S;
+		return tls_finish(&o->incoming.tls, e);
+	}
+	if (tls_given || o->incoming.timeout_s)
+		return fail(e, "%s: only with --incoming URL", tls_given ? tls_given : "--incoming-timeout");
 	if (o->restore_dir[0]) {
 		/* the snapshot defines the machine: nothing may redefine it */
 		if (have_kernel || initrd || cmdline || cpus != 1 || mem != CONFIG_DEFAULT_MEM ||
@@ -635,6 +807,133 @@ static int parse_merge(int argc, char **argv, struct cli_opts *o, struct config_
 	return 0;
 }
 
+/* `visor migrate VM --to URL [options] | --cancel | --status [--json]` */
+static int parse_migrate(int argc, char **argv, struct cli_opts *o, struct config_err *e)
+{
+	static const char usage[] = "migrate: usage: visor migrate VM --to URL [options], "
+				    "visor migrate VM --cancel, visor migrate VM --status (see visor "
+				    "migrate --help)";
+	struct mig_send_params *p = &o->mig;
+	o->cmd = CLI_CONTROL;
+	o->ctl_verb = "migrate";
+	p->downtime_limit_ms = MIG_DEFAULT_DOWNTIME_MS;
+	p->timeout_s = MIG_DEFAULT_TIMEOUT_S;
+	p->mode = MIGP_PRECOPY;
+	const char *send_opt = NULL; /* the first option of a migration to start */
+	const char *mode = NULL;
+	bool postcopy = false;
+	for (int i = 2; i < argc; i++) {
+		char name[32];
+		const char *val, *arg = argv[i];
+		if (argv[i][0] != '-') {
+			if (o->ctl_target)
+				return fail(e, "migrate: one VM at a time ('%s' and '%s')", o->ctl_target,
+					    argv[i]);
+			if (!argv[i][0])
+				return fail(e, "migrate: empty VM name");
+			o->ctl_target = argv[i];
+			continue;
+		}
+		split_opt(argv[i], name, sizeof(name), &val);
+		if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			o->cmd = CLI_HELP;
+			o->help_topic = "migrate";
+			return 0;
+		}
+		static const char *const flags[] = {"--cancel", "--status", "--json", "--no-wait",
+						    "--postcopy", NULL};
+		bool is_flag = false;
+		for (int k = 0; flags[k]; k++)
+			is_flag |= !strcmp(name, flags[k]);
+		if (is_flag) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			if (!strcmp(name, "--cancel")) {
+				o->mig_cancel = true;
+			} else if (!strcmp(name, "--status")) {
+				o->mig_status = true;
+			} else if (!strcmp(name, "--json")) {
+				o->ctl_json = true;
+			} else {
+				if (!strcmp(name, "--no-wait"))
+					o->mig_no_wait = true;
+				else
+					postcopy = true;
+				send_opt = send_opt ? send_opt : arg;
+			}
+			continue;
+		}
+		int t = tls_opt(name, argc, argv, &i, val, &p->tls, true, e);
+		if (t < 0)
+			return t;
+		if (t) {
+			send_opt = send_opt ? send_opt : arg;
+			continue;
+		}
+		static const char *const with_val[] = {"--to",	    "--downtime", "--bandwidth",
+						       "--timeout", "--mode",	  NULL};
+		bool known = false;
+		for (int k = 0; with_val[k]; k++)
+			known |= !strcmp(name, with_val[k]);
+		if (!known)
+			return fail(e, "migrate: unknown option '%s' (try 'visor migrate --help')", argv[i]);
+		if (take_value(argc, argv, &i, name, &val, e))
+			return -EINVAL;
+		send_opt = send_opt ? send_opt : arg;
+		uint64_t n;
+		if (!strcmp(name, "--to")) {
+			if (mig_url_opt(name, val, p->url, sizeof(p->url), e))
+				return -EINVAL;
+		} else if (!strcmp(name, "--downtime")) {
+			if (num_opt(name, val, 1, FC_MIG_MAX_DOWNTIME_MS, &n, e))
+				return -EINVAL;
+			p->downtime_limit_ms = (uint32_t)n;
+		} else if (!strcmp(name, "--bandwidth")) {
+			if (num_opt(name, val, 0, FC_MIG_MAX_BANDWIDTH_MIB, &n, e))
+				return -EINVAL;
+			p->max_bandwidth_mib = n;
+		} else if (!strcmp(name, "--timeout")) {
+			if (num_opt(name, val, 1, FC_MIG_MAX_TIMEOUT_S, &n, e))
+				return -EINVAL;
+			p->timeout_s = (uint32_t)n;
+		} else {
+			int m = fc_mig_mode_parse(val);
+			if (m < 0)
+				return fail(e, "--mode: '%s' is not one of precopy, postcopy, auto, local",
+					    val);
+			if (mode && strcmp(mode, val))
+				return fail(e, "--mode given twice ('%s' and '%s')", mode, val);
+			mode = val;
+			p->mode = (enum mig_mode_param)m;
+		}
+	}
+	if (!o->ctl_target)
+		return fail(e, "migrate: which VM? (a name from `visor ls` or a socket path)");
+	if (o->mig_cancel || o->mig_status) {
+		if (o->mig_cancel && o->mig_status)
+			return fail(e, "migrate: --cancel or --status, not both");
+		if (send_opt)
+			return fail(e, "migrate: %s takes no other options ('%s')",
+				    o->mig_cancel ? "--cancel" : "--status", send_opt);
+		if (o->mig_cancel && o->ctl_json)
+			return fail(e, "migrate: --json is for --status");
+		return 0;
+	}
+	if (o->ctl_json)
+		return fail(e, "migrate: --json is for --status");
+	if (!p->url[0])
+		return fail(e, "%s", usage);
+	if (postcopy) {
+		if (mode && p->mode != MIGP_POSTCOPY)
+			return fail(e, "migrate: --postcopy and --mode %s contradict each other", mode);
+		p->mode = MIGP_POSTCOPY;
+	}
+	if (p->mode == MIGP_LOCAL && strncmp(p->url, "unix:", 5))
+		return fail(e, "migrate: --mode local hands guest memory over a Unix socket: it needs "
+			       "--to unix:PATH");
+	return tls_finish(&p->tls, e);
+}
+
 int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 {
 	/* @o arrives zeroed (see cli.h): clearing its ~90 KiB again would
@@ -696,6 +995,8 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 	}
 	if (!strcmp(cmd, "snapshot") && argc >= 3 && !strcmp(argv[2], "merge"))
 		return parse_merge(argc, argv, o, e);
+	if (!strcmp(cmd, "migrate"))
+		return parse_migrate(argc, argv, o, e);
 	static const char *const verbs[] = {"ls",	"pause",   "resume",	   "status",
 					    "balloon",	"config",  "ctrl-alt-del", "snapshot", NULL};
 	for (int k = 0; verbs[k]; k++) {

@@ -9,6 +9,8 @@
  *                                       visor is invoked as "firecracker"
  *   visor ls | pause | resume | status | balloon | ctrl-alt-del | config ...
  *                                       drive running VMs (cli_client.c)
+ *   visor migrate VM --to URL [options] live-migrate a running VM (cli_migrate.c)
+ *   visor run --incoming URL [options]  receive a migrating VM
  *   visor --describe-snapshot FILE      print a snapshot state file's version and
  *                                       sections (snapshot/format.h)
  *   visor snapshot merge BASE DIFF      fold a Diff snapshot onto its base
@@ -24,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "action.h"
 #include "config.h"
 
 enum cli_cmd {
@@ -40,7 +43,7 @@ enum cli_cmd {
 
 struct cli_opts {
 	enum cli_cmd cmd;
-	const char *help_topic; /* CLI_HELP: "run", "firecracker" or NULL */
+	const char *help_topic; /* CLI_HELP: "run", "firecracker", "migrate" or NULL */
 	const char *snapshot_path; /* CLI_DESCRIBE_SNAPSHOT: the state file */
 	struct vm_config cfg;   /* CLI_RUN: the VM; CLI_FIRECRACKER: host settings */
 
@@ -76,6 +79,9 @@ struct cli_opts {
 	bool has_ready_fd;            /* --ready-fd FD: "ready ID\n" once running */
 	int ready_fd;
 	bool track_dirty_pages;       /* run --track-dirty-pages (boot or --restore) */
+	/* run --incoming URL [--incoming-timeout S] [--tls-cert F --tls-key F
+	 * --tls-ca F]: PUT /migration/receive's fields (url "": not given) */
+	struct mig_recv_params incoming;
 
 	/* CLI_CONTROL */
 	const char *ctl_verb;   /* "ls", "pause", ... */
@@ -83,6 +89,10 @@ struct cli_opts {
 	const char *ctl_arg;    /* balloon SIZE, snapshot DIR */
 	bool ctl_json;
 	bool ctl_diff;          /* snapshot --diff */
+	/* ctl_verb "migrate": --to URL and its options (PUT /migration/send's
+	 * fields, tls included), or --cancel, or --status */
+	struct mig_send_params mig;
+	bool mig_cancel, mig_status, mig_no_wait;
 
 	/* CLI_SNAPSHOT_MERGE: two snapshot directories, or two memory files
 	 * (and the Diff's state file, optional) */
@@ -113,5 +123,6 @@ int cli_socket_path(const char *name, char *buf, size_t len);
 
 extern const char cli_usage[];
 extern const char cli_usage_firecracker[];
+extern const char cli_usage_migrate[];
 
 #endif

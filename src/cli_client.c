@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api/http_client.h"
+#include "cli_migrate.h"
 #include "snapshot/format.h"
 #include "snapshot/mem_section.h"
 #include "util/log.h"
@@ -389,6 +390,8 @@ int cli_client_main(const struct cli_opts *o)
 		return do_config(sock, o);
 	if (!strcmp(o->ctl_verb, "snapshot"))
 		return do_snapshot(sock, o);
+	if (!strcmp(o->ctl_verb, "migrate"))
+		return cli_migrate_main(sock, o);
 	log_error("unknown command '%s'", o->ctl_verb);
 	return 1;
 }

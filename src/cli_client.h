@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_client.h - `visor ls|pause|resume|status|balloon|ctrl-alt-del|config`:
- * drive running VMs through their API sockets, for people (tables and
- * sentences) or scripts (--json).
+ * cli_client.h - `visor ls|pause|resume|status|balloon|ctrl-alt-del|config|
+ * snapshot|migrate`: drive running VMs through their API sockets, for
+ * people (tables and sentences) or scripts (--json).
  */
 #ifndef VISOR_CLI_CLIENT_H
 #define VISOR_CLI_CLIENT_H

@@ -184,6 +184,19 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 		if (r)
 			goto out;
 		signal_ready(o);
+	} else if (o->incoming.url[0]) {
+		/* `visor run --incoming URL`: PUT /migration/receive.  The VM
+		 * runs once the source hands it over; the API stays up meanwhile
+		 * (GET /migration) */
+		struct vm_action *a = calloc(1, sizeof(*a));
+		if (!a)
+			goto out;
+		a->kind = ACT_MIGRATION_RECEIVE;
+		a->u.mig_recv = o->incoming;
+		int r = apply(vm, a, "--incoming");
+		free(a);
+		if (r)
+			goto out;
 	} else if (!fc || o->config_file[0]) {
 		struct vm_action a = {.kind = ACT_INSTANCE_START};
 		if (apply(vm, &a, fc ? "InstanceStart" : "cannot start the VM"))
@@ -313,8 +326,10 @@ int main(int argc, char **argv)
 	int code = 0;
 	switch (o->cmd) {
 	case CLI_HELP:
-		fputs(o->help_topic && !strcmp(o->help_topic, "firecracker") ? cli_usage_firecracker
-									     : cli_usage,
+		fputs(!o->help_topic			       ? cli_usage
+		      : !strcmp(o->help_topic, "firecracker") ? cli_usage_firecracker
+		      : !strcmp(o->help_topic, "migrate")     ? cli_usage_migrate
+							       : cli_usage,
 		      stdout);
 		break;
 	case CLI_VERSION:

@@ -489,4 +489,231 @@ TEST(same_mistake_same_message)
 	CHECK_STR(err, e.msg);
 }
 
+/* ---- live migration: visor run --incoming, visor migrate ---------------------------------- */
+
+static int parse_list(const char *const *a)
+{
+	char *argv[40] = {"visor"};
+	int argc = 1;
+	for (int k = 0; a[k] && argc < 39; k++)
+		argv[argc++] = (char *)a[k];
+	argv[argc] = NULL;
+	struct vm_config *c;
+	char err[256];
+	return parse_args(argc, argv, &c, err);
+}
+
+static struct config_err last_err(const char *const *a)
+{
+	struct config_err e;
+	char *argv[40] = {"visor"};
+	int argc = 1;
+	for (int k = 0; a[k] && argc < 39; k++)
+		argv[argc++] = (char *)a[k];
+	memset(&opts, 0, sizeof(opts));
+	e.msg[0] = 0;
+	if (!cli_parse(argc, argv, &opts, &e))
+		snprintf(e.msg, sizeof(e.msg), "(accepted)");
+	return e;
+}
+
+TEST(run_incoming)
+{
+	static const char *const a1[] = {"run", "--incoming", "unix:/run/in.sock", "--id", "dst", NULL};
+	CHECK_EQ(parse_list(a1), 0);
+	CHECK_EQ(opts.cmd, CLI_RUN);
+	CHECK_STR(opts.incoming.url, "unix:/run/in.sock");
+	CHECK_EQ(opts.incoming.timeout_s, MIG_DEFAULT_TIMEOUT_S);
+	CHECK(!opts.incoming.tls.enabled);
+	CHECK_STR(opts.id, "dst");
+	CHECK_STR(opts.restore_dir, "");
+	static const char *const a2[] = {"run", "--incoming=tcp:0.0.0.0:4444", "--incoming-timeout", "30",
+					 "--tls-cert", "d.pem", "--tls-key=d.key", "--tls-ca", "ca.pem",
+					 "--api-sock", "/tmp/d.sock", "--log-level", "debug", NULL};
+	CHECK_EQ(parse_list(a2), 0);
+	CHECK_STR(opts.incoming.url, "tcp:0.0.0.0:4444");
+	CHECK_EQ(opts.incoming.timeout_s, 30);
+	CHECK(opts.incoming.tls.enabled);
+	CHECK_STR(opts.incoming.tls.cert, "d.pem");
+	CHECK_STR(opts.incoming.tls.key, "d.key");
+	CHECK_STR(opts.incoming.tls.ca, "ca.pem");
+	CHECK_STR(opts.api_sock, "/tmp/d.sock");
+	/* host options only, as for --restore */
+	static const char *const a3[] = {"run", "--incoming", "unix:s", "--kvm", "/dev/kvm2",
+					 "--allow-software-kvm", "--no-api", NULL};
+	CHECK_EQ(parse_list(a3), 0);
+	CHECK(opts.no_api);
+	/* a plain run has no incoming url */
+	static const char *const a4[] = {"run", "--kernel", "k", NULL};
+	CHECK_EQ(parse_list(a4), 0);
+	CHECK_STR(opts.incoming.url, "");
+
+	static const struct {
+		const char *a[12];
+		const char *msg;
+	} bad[] = {
+		{{"run", "--incoming", NULL}, "--incoming needs a value"},
+		{{"run", "--incoming", "", NULL}, "--incoming: expected `unix:PATH` or `tcp:HOST:PORT`, found ``"},
+		{{"run", "--incoming", "/run/in.sock", NULL}, "found `/run/in.sock`"},
+		{{"run", "--incoming", "tcp:", NULL}, "found `tcp:`"},
+		{{"run", "--incoming", "unix:a", "--incoming", "unix:b", NULL}, "--incoming given twice"},
+		{{"run", "--incoming", "unix:a", "--kernel", "k", NULL}, "--incoming: the source defines the machine"},
+		{{"run", "--incoming", "unix:a", "--memory", "1G", NULL}, "the source defines the machine"},
+		{{"run", "--incoming", "unix:a", "--cpus", "2", NULL}, "the source defines the machine"},
+		{{"run", "--incoming", "unix:a", "--disk", "d.img", NULL}, "the source defines the machine"},
+		{{"run", "--incoming", "unix:a", "--rng", NULL}, "the source defines the machine"},
+		{{"run", "--incoming", "unix:a", "--restore", "/snap", NULL},
+		 "--incoming and --restore: the VM comes either from a migration or from a snapshot"},
+		{{"run", "--restore", "/snap", "--incoming", "unix:a", NULL}, "--incoming and --restore"},
+		{{"run", "--incoming", "unix:a", "--paused", NULL}, "--paused: only with a snapshot, not with --incoming"},
+		{{"run", "--incoming", "unix:a", "--net-override", "eth0=tap1", NULL},
+		 "--net-override: only with a snapshot, not with --incoming"},
+		{{"run", "--incoming", "unix:a", "--clones", "2", NULL}, "not with --incoming"},
+		{{"run", "--incoming", "unix:a", "--ready-fd", "3", NULL}, "--ready-fd: not with --incoming"},
+		{{"run", "--incoming", "unix:a", "--track-dirty-pages", NULL},
+		 "--track-dirty-pages: not with --incoming"},
+		{{"run", "--incoming", "unix:a", "--config-file", "vm.json", NULL}, "unknown option '--config-file'"},
+		{{"run", "--incoming", "unix:a", "--incoming-timeout", "0", NULL},
+		 "--incoming-timeout: '0' is not a number from 1 to 86400"},
+		{{"run", "--incoming", "unix:a", "--incoming-timeout", "86401", NULL}, "from 1 to 86400"},
+		{{"run", "--incoming", "unix:a", "--tls-cert", "c", NULL},
+		 "TLS needs --tls-cert, --tls-key and --tls-ca together (--tls-key is missing)"},
+		{{"run", "--incoming", "unix:a", "--tls-cert", "c", "--tls-key", "k", NULL}, "(--tls-ca is missing)"},
+		{{"run", "--incoming", "unix:a", "--tls-key", "k", "--tls-ca", "a", NULL}, "(--tls-cert is missing)"},
+		{{"run", "--incoming", "unix:a", "--tls-cert", "", NULL}, "--tls-cert: must be 1 to 4095 bytes"},
+		{{"run", "--incoming", "unix:a", "--tls-cert", "c", "--tls-cert", "d", NULL}, "--tls-cert given twice"},
+		{{"run", "--incoming", "unix:a", "--tls-server-name", "n", NULL},
+		 "--tls-server-name: only for `visor migrate`"},
+		{{"run", "--kernel", "k", "--tls-cert", "c", NULL}, "--tls-cert: only with --incoming URL"},
+		{{"run", "--kernel", "k", "--incoming-timeout", "5", NULL}, "--incoming-timeout: only with --incoming URL"},
+		{{"run", "--restore", "/snap", "--tls-ca", "a", NULL}, "--tls-ca: only with --incoming URL"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config_err e = last_err(bad[i].a);
+		if (!strstr(e.msg, bad[i].msg))
+			printf("  case %zu: '%s' lacks '%s'\n", i, e.msg, bad[i].msg);
+		CHECK(strstr(e.msg, bad[i].msg) != NULL);
+		CHECK(strchr(e.msg, '\n') == NULL);
+	}
+}
+
+TEST(migrate_command)
+{
+	static const char *const a1[] = {"migrate", "web", "--to", "unix:/run/dst.sock", NULL};
+	CHECK_EQ(parse_list(a1), 0);
+	CHECK_EQ(opts.cmd, CLI_CONTROL);
+	CHECK_STR(opts.ctl_verb, "migrate");
+	CHECK_STR(opts.ctl_target, "web");
+	CHECK_STR(opts.mig.url, "unix:/run/dst.sock");
+	CHECK_EQ(opts.mig.downtime_limit_ms, MIG_DEFAULT_DOWNTIME_MS);
+	CHECK_EQ(opts.mig.max_bandwidth_mib, 0);
+	CHECK_EQ(opts.mig.timeout_s, MIG_DEFAULT_TIMEOUT_S);
+	CHECK_EQ(opts.mig.mode, MIGP_PRECOPY);
+	CHECK(!opts.mig.tls.enabled);
+	CHECK(!opts.mig_cancel && !opts.mig_status && !opts.mig_no_wait);
+	/* every option, in any order, the VM anywhere */
+	static const char *const a2[] = {"migrate", "--to=tcp:10.0.0.2:4444", "--downtime", "20",
+					 "--bandwidth=500", "/run/visor/web.sock", "--timeout", "600",
+					 "--mode", "auto", "--tls-cert", "s.pem", "--tls-key", "s.key",
+					 "--tls-ca", "ca.pem", "--tls-server-name", "dst.example",
+					 "--no-wait", NULL};
+	CHECK_EQ(parse_list(a2), 0);
+	CHECK_STR(opts.ctl_target, "/run/visor/web.sock");
+	CHECK_STR(opts.mig.url, "tcp:10.0.0.2:4444");
+	CHECK_EQ(opts.mig.downtime_limit_ms, 20);
+	CHECK_EQ(opts.mig.max_bandwidth_mib, 500);
+	CHECK_EQ(opts.mig.timeout_s, 600);
+	CHECK_EQ(opts.mig.mode, MIGP_AUTO);
+	CHECK(opts.mig.tls.enabled);
+	CHECK_STR(opts.mig.tls.cert, "s.pem");
+	CHECK_STR(opts.mig.tls.key, "s.key");
+	CHECK_STR(opts.mig.tls.ca, "ca.pem");
+	CHECK_STR(opts.mig.tls.server_name, "dst.example");
+	CHECK(opts.mig_no_wait);
+	/* --postcopy, and --mode postcopy with it */
+	static const char *const a3[] = {"migrate", "web", "--to", "unix:d", "--postcopy", NULL};
+	CHECK_EQ(parse_list(a3), 0);
+	CHECK_EQ(opts.mig.mode, MIGP_POSTCOPY);
+	static const char *const a4[] = {"migrate", "web", "--postcopy", "--mode", "postcopy", "--to",
+					 "unix:d", NULL};
+	CHECK_EQ(parse_list(a4), 0);
+	CHECK_EQ(opts.mig.mode, MIGP_POSTCOPY);
+	static const char *const a5[] = {"migrate", "web", "--to", "unix:d", "--mode", "local", NULL};
+	CHECK_EQ(parse_list(a5), 0);
+	CHECK_EQ(opts.mig.mode, MIGP_LOCAL);
+	/* the ends of the ranges */
+	static const char *const a6[] = {"migrate", "web", "--to", "unix:d", "--downtime", "60000",
+					 "--timeout", "1", "--bandwidth", "1048576", NULL};
+	CHECK_EQ(parse_list(a6), 0);
+	CHECK_EQ(opts.mig.downtime_limit_ms, 60000);
+	CHECK_EQ(opts.mig.timeout_s, 1);
+	CHECK_EQ(opts.mig.max_bandwidth_mib, 1048576);
+	/* --cancel and --status */
+	static const char *const a7[] = {"migrate", "web", "--cancel", NULL};
+	CHECK_EQ(parse_list(a7), 0);
+	CHECK(opts.mig_cancel);
+	CHECK_STR(opts.mig.url, "");
+	static const char *const a8[] = {"migrate", "--status", "--json", "web", NULL};
+	CHECK_EQ(parse_list(a8), 0);
+	CHECK(opts.mig_status);
+	CHECK(opts.ctl_json);
+	/* help */
+	static const char *const a9[] = {"migrate", "--help", NULL};
+	CHECK_EQ(parse_list(a9), 0);
+	CHECK_EQ(opts.cmd, CLI_HELP);
+	CHECK_STR(opts.help_topic, "migrate");
+	static const char *const a10[] = {"--help", "migrate", NULL};
+	CHECK_EQ(parse_list(a10), 0);
+	CHECK_EQ(opts.cmd, CLI_HELP);
+	CHECK_STR(opts.help_topic, "migrate");
+
+	static const struct {
+		const char *a[12];
+		const char *msg;
+	} bad[] = {
+		{{"migrate", NULL}, "migrate: which VM?"},
+		{{"migrate", "--to", "unix:d", NULL}, "migrate: which VM?"},
+		{{"migrate", "web", NULL}, "migrate: usage: visor migrate VM --to URL"},
+		{{"migrate", "web", "--downtime", "20", NULL}, "migrate: usage"},
+		{{"migrate", "web", "other", "--to", "unix:d", NULL}, "one VM at a time ('web' and 'other')"},
+		{{"migrate", "", "--to", "unix:d", NULL}, "empty VM name"},
+		{{"migrate", "web", "--to", NULL}, "--to needs a value"},
+		{{"migrate", "web", "--to", "dst:4444", NULL},
+		 "--to: expected `unix:PATH` or `tcp:HOST:PORT`, found `dst:4444`"},
+		{{"migrate", "web", "--to", "unix:a", "--to", "unix:b", NULL}, "--to given twice"},
+		{{"migrate", "web", "--to", "unix:d", "--downtime", "0", NULL},
+		 "--downtime: '0' is not a number from 1 to 60000"},
+		{{"migrate", "web", "--to", "unix:d", "--downtime", "50ms", NULL}, "--downtime: '50ms' is not a number"},
+		{{"migrate", "web", "--to", "unix:d", "--timeout", "86401", NULL}, "--timeout: '86401' is not a number from 1 to 86400"},
+		{{"migrate", "web", "--to", "unix:d", "--bandwidth", "-1", NULL}, "--bandwidth: '-1' is not a number from 0 to 1048576"},
+		{{"migrate", "web", "--to", "unix:d", "--mode", "fast", NULL},
+		 "--mode: 'fast' is not one of precopy, postcopy, auto, local"},
+		{{"migrate", "web", "--to", "unix:d", "--mode", "auto", "--mode", "local", NULL}, "--mode given twice"},
+		{{"migrate", "web", "--to", "unix:d", "--mode", "precopy", "--postcopy", NULL},
+		 "--postcopy and --mode precopy contradict each other"},
+		{{"migrate", "web", "--to", "tcp:1.2.3.4:5", "--mode", "local", NULL},
+		 "--mode local hands guest memory over a Unix socket: it needs --to unix:PATH"},
+		{{"migrate", "web", "--to", "unix:d", "--tls-cert", "c", "--tls-ca", "a", NULL},
+		 "TLS needs --tls-cert, --tls-key and --tls-ca together (--tls-key is missing)"},
+		{{"migrate", "web", "--to", "unix:d", "--tls-server-name", "n", NULL}, "(--tls-cert is missing)"},
+		{{"migrate", "web", "--cancel", "--to", "unix:d", NULL}, "--cancel takes no other options ('--to')"},
+		{{"migrate", "web", "--cancel", "--postcopy", NULL}, "--cancel takes no other options ('--postcopy')"},
+		{{"migrate", "web", "--status", "--downtime=5", NULL}, "--status takes no other options ('--downtime=5')"},
+		{{"migrate", "web", "--cancel", "--status", NULL}, "--cancel or --status, not both"},
+		{{"migrate", "web", "--cancel", "--json", NULL}, "--json is for --status"},
+		{{"migrate", "web", "--to", "unix:d", "--json", NULL}, "--json is for --status"},
+		{{"migrate", "web", "--to", "unix:d", "--postcopy=yes", NULL}, "option --postcopy takes no value"},
+		{{"migrate", "web", "--to", "unix:d", "--incoming", "unix:x", NULL},
+		 "migrate: unknown option '--incoming'"},
+		{{"migrate", "web", "--to", "unix:d", "-x", NULL}, "migrate: unknown option '-x'"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config_err e = last_err(bad[i].a);
+		if (!strstr(e.msg, bad[i].msg))
+			printf("  case %zu: '%s' lacks '%s'\n", i, e.msg, bad[i].msg);
+		CHECK(strstr(e.msg, bad[i].msg) != NULL);
+		CHECK(strchr(e.msg, '\n') == NULL);
+	}
+}
+
 TEST_MAIN()
