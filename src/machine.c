@@ -1630,6 +1630,12 @@ int machine_resume(struct machine *vm)
 	/* Devices first (they may raise interrupts for work that arrived
 	 * meanwhile), then the clock, then the vCPUs. */
 	registry_resume_all(&vm->reg);
+	/* A restored VM may run behind another switch port: its NICs
+	 * announce themselves on its first resume. */
+	if (vm->restoring) {
+		vm->restoring = false;
+		registry_announce_all(&vm->reg);
+	}
 	if (vm->in_watched && !vm->in_eof && !vm->in_paused)
 		loop_mod(vm->loop, vm->console.in_fd, EPOLLIN);
 	if (vm->have_clock) {

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/log.h"
 #include "../util/str.h"
+#include "virtio/virtio.h"
 
 struct dev_record *registry_add(struct dev_registry *reg, const struct dev_record *rec)
 {
@@ -58,6 +60,25 @@ void registry_destroy_all(struct dev_registry *reg)
 			r->ops->destroy(r);
 	}
 	reg->n = 0;
+}
+
+unsigned registry_announce_all(struct dev_registry *reg)
+{
+	unsigned asked = 0;
+	for (uint32_t i = 0; i < reg->n; i++) {
+		struct dev_record *r = &reg->r[i];
+		int rc;
+		if (r->ops && r->ops->announce)
+			rc = r->ops->announce(r);
+		else if (r->cls == DEV_VIRTIO && r->vdev && r->vdev->ops && r->vdev->ops->announce)
+			rc = r->vdev->ops->announce(r->vdev);
+		else
+			continue;
+		asked++;
+		if (rc)
+			log_warn("%s '%s': announce: %s", r->type, r->id, strerror(-rc));
+	}
+	return asked;
 }
 
 /* ---- snapshot ---------------------------------------------------------------- */

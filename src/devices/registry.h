@@ -36,6 +36,15 @@ struct dev_ops {
 	/* Tear the device down (transport first, then the device).  Called
 	 * once, in reverse order of creation, after the vCPUs stopped. */
 	void (*destroy)(struct dev_record *r);
+	/* Tell the network where the device is now: the VM may run behind
+	 * another switch port after a restore or a migration (a NIC sends
+	 * or has its guest send a frame from its MAC, virtio_net_announce).
+	 * Optional; event-loop thread, the VM resumed or about to be.
+	 * 0 or -errno.  A virtio device needs no entry here: without one,
+	 * registry_announce_all calls its type's virtio op
+	 * (struct virtio_dev_ops.announce), so the machine's per-type
+	 * records need no wiring for it. */
+	int (*announce)(struct dev_record *r);
 
 	/*
 	 * Snapshot (optional: a device without guest-visible state, such as
@@ -90,6 +99,10 @@ void registry_pause_all(struct dev_registry *reg);
 void registry_resume_all(struct dev_registry *reg);
 /* Destroy every device, newest first, and empty the registry. */
 void registry_destroy_all(struct dev_registry *reg);
+/* Announce every device that can (dev_ops.announce, else a virtio
+ * device's virtio_dev_ops.announce), in creation order; a failure is
+ * logged and the others still announce.  The number of devices asked. */
+unsigned registry_announce_all(struct dev_registry *reg);
 
 /*
  * Snapshot sections of the devices (docs/snapshot-format.md, "Devices"):

@@ -45,7 +45,8 @@
  * Seeds: tests/fuzz/corpus-virtio_state, written by this binary from the
  * states of its live devices after a short driver session (queues up,
  * chains held: a request the rate limiter holds, a frame half received,
- * a statistics buffer, an RX buffer):
+ * a statistics buffer, an RX buffer; net's control queue used and, over
+ * MMIO, ANNOUNCE set):
  *   VISOR_FUZZ_WRITE_SEEDS=tests/fuzz/corpus-virtio_state build/fuzz/fuzz_virtio_state
  */
 #include <errno.h>
@@ -485,7 +486,17 @@ static void session_blk(struct rig *r)
 
 static void session_net(struct rig *r)
 {
-	drv_up(r, r->d->device_features, 2);
+	drv_up(r, r->d->device_features, VIRTIO_NET_NUM_QUEUES);
+	/* a command answered on the control queue (its indices move) */
+	uint8_t *cmd = gp(r, SBUF + 0x3000, 3);
+	cmd[0] = VIRTIO_NET_CTRL_RX;
+	cmd[1] = 0;
+	cmd[2] = 1;
+	struct seg cs[] = {{SBUF + 0x3000, 2, false}, {SBUF + 0x3002, 1, false},
+			  {SBUF + 0x3010, 1, true}};
+	drv_post(r, VIRTIO_NET_CTRLQ, cs, 3);
+	drv_notify(r, VIRTIO_NET_CTRLQ);
+	pump(r);
 	if (r->pci) {
 		/* a receive buffer taken for the next frame */
 		struct seg s[] = {{SBUF, 2048, true}};
@@ -517,6 +528,9 @@ static void session_net(struct rig *r)
 		frame[i] = (uint8_t)(i * 7);
 	net_mem_inject(&r->nm, frame, sizeof(frame));
 	pump(r);
+	/* and the driver asked to announce itself, not acked yet */
+	r->net.announce_gap_ms = HOUR_MS;
+	virtio_net_announce(&r->net);
 }
 
 static void session_vsock(struct rig *r)

@@ -258,6 +258,70 @@ else
 	bad "$n" "needs /dev/net/tun"
 fi
 
+# After a restore the NICs announce themselves (issue 11; restored suite
+# only: it is about restores).  A VM with two NICs (PCI and MMIO) whose
+# addresses are set (guest test net2, then held) is snapshotted, killed
+# and restored: at its first resume visor sets VIRTIO_NET_S_ANNOUNCE, and
+# the guest's driver sends a gratuitous ARP for each address (and acks on
+# the control queue), which must reach each tap (lab-tools/garp-watch on
+# the tap, started before the restore; no such ARP is sent otherwise).
+GW="$DIR/lab-tools/garp-watch"
+n=net-announce
+if [ -z "$PFX" ]; then
+	:
+elif [ ! -x "$GW" ] || [ ! -c /dev/net/tun ]; then
+	bad "$n" "needs $GW and /dev/net/tun"
+else
+	: >"$T/$n.out"
+	: >"$T/$n.err"
+	AAPI="$T/announce.sock"
+	for i in 0 1; do
+		tunctl -t atap$i >/dev/null
+		ip addr add 169.254.1$i.1/24 dev atap$i
+		ip link set atap$i up
+	done
+	TMPDIR=$T $VMRUN run --kernel "$BZ" --initrd "$INITRD" --memory 256M --api-sock "$AAPI" \
+		--net tap=atap0,mac=52:54:00:12:34:60 --net tap=atap1,mac=52:54:00:12:34:61,transport=mmio \
+		--cmdline "$BASE visor.test=net2 visor.hold=1" </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
+	vpid=$!
+	why=""
+	wait_for "$n" '^VISOR-TEST-RESULT: net2 PASS' "$TMO" || why="the guest's NICs did not come up (net2)"
+	[ -n "$why" ] || "$VISOR" snapshot "$AAPI" "$T/asnap" >"$T/asnap.out" 2>&1 ||
+		why="visor snapshot failed: $(cat "$T/asnap.out")"
+	kill -9 $vpid 2>/dev/null
+	wait $vpid 2>/dev/null
+	if [ -z "$why" ]; then
+		"$GW" atap0 52:54:00:12:34:60 169.254.10.2 1 "$TMO" >"$T/garp0" 2>&1 &
+		w0=$!
+		"$GW" atap1 52:54:00:12:34:61 169.254.11.2 1 "$TMO" >"$T/garp1" 2>&1 &
+		w1=$!
+		i=0
+		while [ $i -lt 30 ] && ! { grep -q '^WATCHING' "$T/garp0" && grep -q '^WATCHING' "$T/garp1"; }; do
+			sleep 1
+			i=$((i + 1))
+		done
+		"$VISOR" restore "$T/asnap" --no-api </dev/null >>"$T/$n.out" 2>>"$T/$n.err" &
+		rpid=$!
+		wait $w0
+		r0=$?
+		wait $w1
+		r1=$?
+		kill -9 $rpid 2>/dev/null
+		wait $rpid 2>/dev/null
+		[ "$r0" = 0 ] || why="no gratuitous ARP for 169.254.10.2 on atap0 (PCI): $(tr '\n' ' ' <"$T/garp0")"
+		[ -n "$why" ] || [ "$r1" = 0 ] ||
+			why="no gratuitous ARP for 169.254.11.2 on atap1 (MMIO): $(tr '\n' ' ' <"$T/garp1")"
+	fi
+	for i in 0 1; do tunctl -d atap$i >/dev/null; done
+	if [ -n "$why" ]; then
+		bad "$n" "$why"
+		show "$n"
+	else
+		ok "$n" "gratuitous ARPs on both taps after the restore ($(tail -n 1 "$T/garp0"); $(tail -n 1 "$T/garp1"))"
+	fi
+	rm -rf "$T/asnap"
+fi
+
 # virtio-vsock, Firecracker's Unix-socket convention: two concurrent
 # host-initiated connections echoed by the guest (4 MiB each), a
 # guest-initiated connection reading 4 MiB from the host, and a host peer

@@ -15,6 +15,7 @@
 #include "../../src/devices/registry.h"
 #include "../../src/devices/rtc.h"
 #include "../../src/devices/serial.h"
+#include "../../src/devices/virtio/virtio.h"
 #include "../../src/snapshot/format.h"
 #include "dev_fake.h"
 #include "test.h"
@@ -961,6 +962,65 @@ TEST(registry_missing_extra_or_malformed_sections_are_refused)
 		}
 	}
 	free(manifest);
+}
+
+/* ---- announce ------------------------------------------------------------------ */
+
+static int announced[4], announce_order[4], announce_seq;
+
+static int rec_announce(struct dev_record *r)
+{
+	int i = (int)((struct fake_dev *)r->dev - devs);
+	announced[i]++;
+	announce_order[i] = ++announce_seq;
+	return i == 3 ? -EIO : 0; /* the last one fails: logged, the others go on */
+}
+
+static struct virtio_dev announce_vdev;
+
+static int vdev_announce(struct virtio_dev *d)
+{
+	CHECK(d == &announce_vdev);
+	announced[1]++;
+	announce_order[1] = ++announce_seq;
+	return 0;
+}
+
+TEST(registry_announces_through_the_record_or_the_virtio_op)
+{
+	static const struct dev_ops with_announce = {.announce = rec_announce};
+	static const struct virtio_dev_ops vops = {.announce = vdev_announce};
+	static const struct virtio_dev_ops vops_none = {.features = NULL};
+	struct dev_registry reg;
+	make_reg(&reg, 4, NULL);
+	memset(announced, 0, sizeof(announced));
+	announce_seq = 0;
+	/* 0: its record's op; 1: virtio, no record op: its virtio op;
+	 * 2: neither; 3: its record's op, which fails */
+	reg.r[0].ops = &with_announce;
+	memset(&announce_vdev, 0, sizeof(announce_vdev));
+	announce_vdev.ops = &vops;
+	reg.r[1].vdev = &announce_vdev;
+	reg.r[3].ops = &with_announce;
+	CHECK_EQ(registry_announce_all(&reg), 3);
+	CHECK_EQ(announced[0], 1);
+	CHECK_EQ(announced[1], 1);
+	CHECK_EQ(announced[2], 0);
+	CHECK_EQ(announced[3], 1);
+	/* creation order */
+	CHECK(announce_order[0] < announce_order[1] && announce_order[1] < announce_order[3]);
+	/* a virtio device type without the op, a legacy record with a vdev
+	 * (not virtio: ignored), an empty registry: nobody asked */
+	announce_vdev.ops = &vops_none;
+	reg.r[0].ops = &fake_ops;
+	reg.r[3].ops = &fake_ops;
+	CHECK_EQ(registry_announce_all(&reg), 0);
+	announce_vdev.ops = &vops;
+	reg.r[1].cls = DEV_LEGACY;
+	CHECK_EQ(registry_announce_all(&reg), 0);
+	reg.n = 0;
+	CHECK_EQ(registry_announce_all(&reg), 0);
+	CHECK_EQ(announced[1], 1);
 }
 
 TEST_MAIN()

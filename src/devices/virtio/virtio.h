@@ -115,6 +115,10 @@ struct virtio_dev_ops {
 	void (*quiesce)(struct virtio_dev *d);
 	/* The VM resumes (loop thread, d->lock NOT held): restart what quiesce stopped. */
 	void (*unquiesce)(struct virtio_dev *d);
+	/* Optional: announce the device on its network after a restore or a
+	 * migration (registry_announce_all; loop thread, d->lock NOT held).
+	 * 0 or -errno. */
+	int (*announce)(struct virtio_dev *d);
 };
 
 struct virtio_transport_ops {

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "../../event/loop.h"
@@ -87,7 +88,8 @@ static uint64_t net_features(struct virtio_dev *d)
 {
 	struct virtio_net *n = to_net(d);
 	unsigned tx = n->be->tx_offloads, rx = n->be->rx_offloads;
-	uint64_t f = F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_MRG_RXBUF);
+	uint64_t f = F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_MRG_RXBUF) |
+		     F(VIRTIO_NET_F_CTRL_VQ) | F(VIRTIO_NET_F_GUEST_ANNOUNCE);
 	if (n->mtu)
 		f |= F(VIRTIO_NET_F_MTU);
 	/* §5.1.3.1: the TSO features need the checksum one, ECN needs a TSO. */
@@ -128,13 +130,20 @@ static unsigned negotiated_rx_offloads(const struct virtio_net *n)
 	return o & n->be->rx_offloads;
 }
 
-/* The config space from mac, link_up and mtu: 8 bytes, or 12 with the
+/* The status field from link_up and announce_pending. */
+static uint16_t status_of(const struct virtio_net *n)
+{
+	return (uint16_t)((n->link_up ? VIRTIO_NET_S_LINK_UP : 0) |
+			  (n->announce_pending ? VIRTIO_NET_S_ANNOUNCE : 0));
+}
+
+/* The config space from mac, the status and mtu: 8 bytes, or 12 with the
  * MTU (max_virtqueue_pairs, then mtu, §5.1.4). */
 static void build_config(struct virtio_net *n)
 {
 	memset(n->config, 0, sizeof(n->config));
 	memcpy(n->config + VIRTIO_NET_CFG_MAC, n->mac, 6);
-	put_le16(n->config + VIRTIO_NET_CFG_STATUS, n->link_up ? VIRTIO_NET_S_LINK_UP : 0);
+	put_le16(n->config + VIRTIO_NET_CFG_STATUS, status_of(n));
 	n->config_len = VIRTIO_NET_CONFIG_SIZE_BASE;
 	if (n->mtu) {
 		put_le16(n->config + VIRTIO_NET_CFG_MAX_VQ_PAIRS, 1);
@@ -727,6 +736,237 @@ out:
 		virtio_dev_signal_used(d, VIRTIO_NET_RXQ);
 }
 
+/* ---- control queue ---- */
+
+static void ctrl_malformed(struct virtio_net *n, const char *why)
+{
+	n->metrics.ctrl_malformed++;
+	log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: control command: %s", be_name(n), why);
+}
+
+/* Answer control chain @c (§5.1.6.5): the ack goes into the first
+ * device-writable byte.  Returns the used length: 1, or 0 for a chain
+ * without a writable byte.  vdev.lock held. */
+static uint32_t ctrl_command(struct virtio_net *n, const struct virtq_chain *c)
+{
+	if (!c->write_len) {
+		ctrl_malformed(n, "no device-writable byte for the ack (returned unanswered)");
+		return 0;
+	}
+	uint8_t ack = VIRTIO_NET_ERR;
+	if (c->read_len < VIRTIO_NET_CTRL_HDR_LEN) {
+		ctrl_malformed(n, "shorter than its 2-byte header (answered ERR)");
+	} else {
+		/* The header is all that is ever read: no command taken
+		 * here has data. */
+		uint8_t hdr[VIRTIO_NET_CTRL_HDR_LEN];
+		virtq_chain_read(c, 0, hdr, sizeof(hdr));
+		uint32_t data = c->read_len - VIRTIO_NET_CTRL_HDR_LEN;
+		if (hdr[0] == VIRTIO_NET_CTRL_ANNOUNCE && hdr[1] == VIRTIO_NET_CTRL_ANNOUNCE_ACK &&
+		    !data && has(n, VIRTIO_NET_F_GUEST_ANNOUNCE)) {
+			/* §5.1.6.5.3: cleared before the buffer is used.  The
+			 * driver asked for it: no configuration interrupt. */
+			if (n->announce_pending) {
+				n->announce_pending = false;
+				build_config(n);
+				n->vdev.config_generation++;
+			}
+			ack = VIRTIO_NET_OK;
+		} else {
+			log_ratelimited(&n->rl, LOG_DEBUG,
+					"virtio-net: %s: control class %u command %u (%u bytes of "
+					"data) not supported",
+					be_name(n), hdr[0], hdr[1], data);
+		}
+	}
+	if (ack == VIRTIO_NET_OK)
+		n->metrics.ctrl_cmds++;
+	else
+		n->metrics.ctrl_fails++;
+	virtq_chain_write(c, 0, &ack, 1);
+	return 1;
+}
+
+/* One budgeted pass over the control queue (only once the driver accepted
+ * CTRL_VQ: without it the queue does not exist, §5.1.2).  vdev.lock held. */
+static void ctrl_process(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->vdev;
+	struct virtq *q = &d->vqs[VIRTIO_NET_CTRLQ];
+	bool pushed = false;
+	unsigned cmds = 0;
+	n->ctrl_more = false;
+	if (!queue_live(n, q) || !has(n, VIRTIO_NET_F_CTRL_VQ))
+		return;
+	for (;;) {
+		int r;
+		while ((r = virtq_pop(q, &n->ctrl_chain)) == 1) {
+			uint32_t len = ctrl_command(n, &n->ctrl_chain);
+			if (virtq_push(q, n->ctrl_chain.head, len) < 0) {
+				virtio_dev_mark_broken(d, "push of a head not in flight");
+				goto out;
+			}
+			pushed = true;
+			if (++cmds >= VIRTIO_NET_CTRL_BUDGET && n->work_fd >= 0) {
+				/* the work eventfd carries on (virtio_net_continue) */
+				n->ctrl_more = true;
+				kick_loop(n);
+				goto out;
+			}
+		}
+		if (r < 0) {
+			virtio_dev_mark_broken(d, "invalid descriptor chain on the control queue");
+			goto out;
+		}
+		if (!virtq_enable_notify(q))
+			break;
+	}
+out:
+	if (pushed)
+		virtio_dev_signal_used(d, VIRTIO_NET_CTRLQ);
+}
+
+/* ---- announce ---- */
+
+/* Can the driver announce itself (§5.1.6.5.3)?  It accepted both features
+ * and its control queue runs (the ack needs it).  vdev.lock held. */
+static bool guest_announces(const struct virtio_net *n)
+{
+	return has(n, VIRTIO_NET_F_GUEST_ANNOUNCE) && has(n, VIRTIO_NET_F_CTRL_VQ) &&
+	       queue_live(n, &n->vdev.vqs[VIRTIO_NET_CTRLQ]);
+}
+
+/* The guest cannot announce itself: a broadcast RARP request from its MAC
+ * (see virtio_net.h).  vdev.lock held. */
+static void announce_frame(struct virtio_net *n)
+{
+	uint8_t f[NET_HDR_LEN + VIRTIO_NET_RARP_LEN];
+	memset(f, 0, sizeof(f)); /* the virtio-net header: no offload */
+	uint8_t *e = f + NET_HDR_LEN;
+	memset(e, 0xff, 6); /* broadcast */
+	memcpy(e + 6, n->mac, 6);
+	e[12] = VIRTIO_NET_ETH_P_RARP >> 8;
+	e[13] = VIRTIO_NET_ETH_P_RARP & 0xff;
+	uint8_t *a = e + 14; /* RFC 903: ARP's layout, opcode 3 */
+	a[1] = 1;	     /* hardware type: Ethernet */
+	a[2] = 0x08;	     /* protocol type: IPv4 */
+	a[4] = 6;	     /* hardware address length */
+	a[5] = 4;	     /* protocol address length */
+	a[7] = 3;	     /* request reverse */
+	memcpy(a + 8, n->mac, 6);  /* sender hardware address; sender IPv4 0 */
+	memcpy(a + 18, n->mac, 6); /* target hardware address; target IPv4 0 */
+	struct iovec iov = {.iov_base = f, .iov_len = sizeof(f)};
+	ssize_t r = n->be->ops->send(n->be, &iov, 1);
+	if (r < 0) {
+		n->metrics.announce_fails++;
+		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: announce frame: %s", be_name(n),
+				strerror((int)-r));
+		return;
+	}
+	n->metrics.announce_frames++;
+}
+
+/* One round of the announce.  vdev.lock held. */
+static void announce_round(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->vdev;
+	n->announce_left--;
+	if (guest_announces(n)) {
+		/* still set: the driver has not handled the last request */
+		if (n->announce_pending)
+			return;
+		n->announce_pending = true;
+		build_config(n);
+		virtio_dev_config_changed(d);
+		n->metrics.announce_guest++;
+		return;
+	}
+	if (!n->be_dead)
+		announce_frame(n);
+}
+
+static void announce_disarm(struct virtio_net *n)
+{
+	if (!n->announce_armed)
+		return;
+	struct itimerspec off = {0};
+	(void)timerfd_settime(n->announce_fd, 0, &off, NULL);
+	n->announce_armed = false;
+}
+
+/* A round now and, while rounds are left, the timer for the next one (no
+ * timer: no more rounds).  Not while paused.  vdev.lock held. */
+static void announce_next(struct virtio_net *n)
+{
+	if (!n->announce_left)
+		return;
+	announce_round(n);
+	if (!n->announce_left)
+		return;
+	uint64_t ns = (uint64_t)n->announce_gap_ms * 1000000u;
+	struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ns / 1000000000u),
+					      .tv_nsec = (long)(ns % 1000000000u)}};
+	if (!ns)
+		its.it_value.tv_nsec = 1; /* 0 would disarm */
+	if (n->announce_fd < 0 || timerfd_settime(n->announce_fd, 0, &its, NULL) < 0) {
+		if (n->announce_fd >= 0)
+			log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: announce timer: %s",
+					be_name(n), strerror(errno));
+		n->announce_left = 0;
+		return;
+	}
+	n->announce_armed = true;
+}
+
+static void on_announce(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct virtio_net *n = ctx;
+	uint64_t v;
+	(void)!read(fd, &v, sizeof(v));
+	pthread_mutex_lock(&n->vdev.lock);
+	n->announce_armed = false;
+	/* while paused nothing is announced: the resume carries on */
+	if (!n->vdev.paused)
+		announce_next(n);
+	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* The announce timer, on the loop from the first announce on.  vdev.lock
+ * held.  0 / -errno (no timer then). */
+static int announce_timer_start(struct virtio_net *n)
+{
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = loop_add(n->vdev.loop, fd, EPOLLIN, on_announce, n);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	n->announce_fd = fd;
+	return 0;
+}
+
+int virtio_net_announce(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->vdev;
+	int r = 0;
+	pthread_mutex_lock(&d->lock);
+	n->metrics.announce_count++;
+	if (n->announce_fd < 0 && d->loop) {
+		r = announce_timer_start(n);
+		if (r < 0)
+			log_warn("virtio-net: %s: no announce timer (%s): one round only",
+				 be_name(n), strerror(-r));
+	}
+	announce_disarm(n);
+	n->announce_left = n->announce_fd >= 0 ? VIRTIO_NET_ANNOUNCE_ROUNDS : 1;
+	if (!d->paused)
+		announce_next(n);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
 /* ---- device ops ---- */
 
 static int net_activate(struct virtio_dev *d)
@@ -756,6 +996,13 @@ static int net_reset(struct virtio_dev *d)
 	n->rx_throttled = n->tx_held = false;
 	n->rx_nheads = 0;
 	n->cfg_restored = false;
+	n->ctrl_more = false;
+	/* the driver's ANNOUNCE goes with it (rounds left find no driver
+	 * that can announce and send the frame themselves) */
+	if (n->announce_pending) {
+		n->announce_pending = false;
+		build_config(n);
+	}
 	set_rx_armed(n, false);
 	want_offloads(n, 0);
 	return 0;
@@ -770,30 +1017,43 @@ static void net_queue_notify(struct virtio_dev *d, uint16_t q)
 	} else if (q == VIRTIO_NET_TXQ) {
 		n->metrics.tx_queue_event_count++;
 		tx_process(n);
+	} else if (q == VIRTIO_NET_CTRLQ) {
+		n->metrics.ctrl_queue_event_count++;
+		ctrl_process(n);
 	}
 }
 
-/* The gate is closed (vdev.paused): take the fd off the loop.  The
- * callbacks check vdev.paused as well, for an event fetched before. */
+/* The gate is closed (vdev.paused): take the fd off the loop and stop the
+ * announce timer (the rounds left wait for the resume).  The callbacks
+ * check vdev.paused as well, for an event fetched before. */
 static void net_quiesce(struct virtio_dev *d)
 {
 	struct virtio_net *n = to_net(d);
 	pthread_mutex_lock(&d->lock);
 	update_fd(n);
+	announce_disarm(n);
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* Apply what the loop was asked to apply while paused and have the core
- * look at both queues once the gate opens (re-arming the fd, sending what
- * was queued). */
+/* Apply what the loop was asked to apply while paused, carry on with an
+ * announce (its next round now), and have the core look at every queue
+ * once the gate opens (re-arming the fd, sending what was queued,
+ * answering commands). */
 static void net_unquiesce(struct virtio_dev *d)
 {
 	struct virtio_net *n = to_net(d);
 	pthread_mutex_lock(&d->lock);
 	apply_offloads(n);
+	announce_next(n);
 	virtio_dev_queue_notify(d, VIRTIO_NET_RXQ);
 	virtio_dev_queue_notify(d, VIRTIO_NET_TXQ);
+	virtio_dev_queue_notify(d, VIRTIO_NET_CTRLQ);
 	pthread_mutex_unlock(&d->lock);
+}
+
+static int net_announce(struct virtio_dev *d)
+{
+	return virtio_net_announce(to_net(d));
 }
 
 static const struct virtio_dev_ops net_ops = {
@@ -805,6 +1065,7 @@ static const struct virtio_dev_ops net_ops = {
 	.queue_notify = net_queue_notify,
 	.quiesce = net_quiesce,
 	.unquiesce = net_unquiesce,
+	.announce = net_announce,
 };
 
 /* ---- loop callbacks ---- */
@@ -828,6 +1089,8 @@ void virtio_net_continue(struct virtio_net *n)
 	if (!n->vdev.paused) {
 		apply_offloads(n);
 		tx_process(n);
+		if (n->ctrl_more)
+			ctrl_process(n);
 	}
 	pthread_mutex_unlock(&n->vdev.lock);
 }
@@ -962,6 +1225,8 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 {
 	memset(n, 0, sizeof(*n));
 	n->work_fd = -1;
+	n->announce_fd = -1;
+	n->announce_gap_ms = VIRTIO_NET_ANNOUNCE_GAP_MS;
 	n->be = be;
 	if (mac) {
 		if (!mac_usable(mac)) {
@@ -980,8 +1245,8 @@ int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, c
 		snprintf(err, errlen, "virtio-net: out of memory");
 		return -ENOMEM;
 	}
-	int r = virtio_dev_init(&n->vdev, &net_ops, "virtio-net", VIRTIO_ID_NET, 2,
-				VIRTIO_NET_QUEUE_MAX, mem, loop);
+	int r = virtio_dev_init(&n->vdev, &net_ops, "virtio-net", VIRTIO_ID_NET,
+				VIRTIO_NET_NUM_QUEUES, VIRTIO_NET_QUEUE_MAX, mem, loop);
 	if (r < 0) {
 		snprintf(err, errlen, "virtio-net: init: %s", strerror(-r));
 		goto fail_bounce;
@@ -1061,6 +1326,11 @@ void virtio_net_destroy(struct virtio_net *n)
 		close(n->work_fd);
 		n->work_fd = -1;
 	}
+	if (n->announce_fd >= 0) {
+		loop_del(loop, n->announce_fd);
+		close(n->announce_fd);
+		n->announce_fd = -1;
+	}
 	if (n->own_be)
 		net_close(n->be);
 	n->be = NULL;
@@ -1085,7 +1355,7 @@ int virtio_net_state_get(struct virtio_net *n, struct virtio_net_state *st)
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&d->lock);
 	memcpy(st->mac, n->mac, sizeof(st->mac));
-	st->status = n->link_up ? VIRTIO_NET_S_LINK_UP : 0;
+	st->status = status_of(n);
 	st->mtu = n->mtu;
 	/* A device that is not live holds nothing a restore could use. */
 	if (n->tx_held && queue_live(n, &d->vqs[VIRTIO_NET_TXQ])) {
@@ -1185,7 +1455,7 @@ int virtio_net_state_decode(struct snap_cursor *c, const struct virtio_net *live
 	if (!mac_usable(st->mac))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-net: MAC address is multicast or all zero");
-	if (st->status & ~VIRTIO_NET_S_LINK_UP)
+	if (st->status & ~(VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE))
 		return err_set(err, errlen, -EINVAL, "virtio-net: status %#x has unknown bits",
 			       st->status);
 	if (st->mtu != live->mtu)
@@ -1245,6 +1515,11 @@ int virtio_net_state_check(const struct virtio_net_state *st, const struct virti
 {
 	bool live = virtio_dev_state_is_live(core);
 	const struct virtq_state *rx = &core->vqs[VIRTIO_NET_RXQ], *tx = &core->vqs[VIRTIO_NET_TXQ];
+	const uint64_t announce = F(VIRTIO_NET_F_GUEST_ANNOUNCE) | F(VIRTIO_NET_F_CTRL_VQ);
+	if ((st->status & VIRTIO_NET_S_ANNOUNCE) && (core->driver_features & announce) != announce)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: ANNOUNCE is set but the driver did not accept "
+			       "GUEST_ANNOUNCE and CTRL_VQ");
 	if ((st->tx_held && (!live || !tx->active)) ||
 	    (st->rx_state != VIRTIO_NET_RX_IDLE && (!live || !rx->active)))
 		return err_set(err, errlen, -EINVAL,
@@ -1253,6 +1528,11 @@ int virtio_net_state_check(const struct virtio_net_state *st, const struct virti
 	 * die at the driver's reset (see virtio_blk_state_check) */
 	if (!live)
 		return 0;
+	if (core->vqs[VIRTIO_NET_CTRLQ].ninflight)
+		return err_set(err, errlen, -EINVAL,
+			       "virtio-net: %u chains in flight on the control queue, the device "
+			       "holds none",
+			       core->vqs[VIRTIO_NET_CTRLQ].ninflight);
 	if (!inflight_is(tx, &st->tx_head, st->tx_held))
 		return err_set(err, errlen, -EINVAL,
 			       "virtio-net: %u chains in flight on the transmit queue, the device "
@@ -1298,7 +1578,9 @@ int virtio_net_state_put(struct virtio_net *n, const struct virtio_net_state *st
 	pthread_mutex_lock(&d->lock);
 	memcpy(n->mac, st->mac, sizeof(n->mac));
 	n->cfg_restored = (st->status & VIRTIO_NET_S_LINK_UP) != n->link_up;
+	n->announce_pending = st->status & VIRTIO_NET_S_ANNOUNCE;
 	build_config(n);
+	n->ctrl_more = false;
 	n->tx_held = n->rx_have_c0 = n->rx_pending = false;
 	n->rx_throttled = n->rx_charged = false;
 	n->rx_nheads = 0;

@@ -3,11 +3,12 @@
  * virtio_net.h - virtio network device (virtio 1.2 §5.1) on a net back end
  * (a Linux tap, src/backends/net.h).
  *
- * Queues: 0 receiveq1, 1 transmitq1 (no MQ, no control queue), at most
+ * Queues: 0 receiveq1, 1 transmitq1, 2 controlq (no MQ), at most
  * VIRTIO_NET_QUEUE_MAX entries each.  Every frame carries the 12-byte
  * struct virtio_net_hdr_v1 (VERSION_1: num_buffers is always present).
  *
- * Features offered: MAC, STATUS (link up), MRG_RXBUF, and the offloads the
+ * Features offered: MAC, STATUS (link up), MRG_RXBUF, CTRL_VQ and
+ * GUEST_ANNOUNCE (the control queue and the announce below), and the offloads the
  * back end supports: CSUM, HOST_TSO4/6, HOST_ECN (guest -> host; a tap takes
  * them all), GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN (host -> guest; probed on
  * the tap).  No UFO/USO.  On DRIVER_OK the back end is told which offloads
@@ -23,7 +24,8 @@
  * receives such frames (sending less is always safe).
  *
  * Config space (§5.1.4): mac[6] at 0, le16 status at 6 (LINK_UP while the
- * back end works; cleared with a config interrupt when the tap goes away).
+ * back end works; cleared with a config interrupt when the tap goes away;
+ * ANNOUNCE while the device asks the driver to announce itself, below).
  * 8 bytes; with an MTU (virtio_net_set_mtu) 12: le16 max_virtqueue_pairs
  * at 8 (1: the only pair; the field "exists" only with MQ/RSS, which are
  * not offered, but the layout is fixed and 1 is the truth) and le16 mtu at
@@ -125,6 +127,48 @@
  *   drains its timerfd (so the level-triggered loop does not spin);
  *   resume looks at both queues, which retries what is held.
  *
+ * Control queue (§5.1.6.5; queue 2, used only once the driver accepted
+ *   CTRL_VQ), on the loop under vdev.lock like the others: each chain is
+ *   struct virtio_net_ctrl, a readable part [u8 class, u8 command,
+ *   command data] and a writable part whose first byte takes the ack
+ *   (VIRTIO_NET_OK or VIRTIO_NET_ERR); the chain is returned with used
+ *   length 1.  Only the 2-byte header is ever copied.  Supported: class
+ *   ANNOUNCE, command ACK, without data, once the driver accepted
+ *   GUEST_ANNOUNCE (it clears ANNOUNCE in the status, §5.1.6.5.3); the
+ *   device offers no other command's feature (CTRL_RX, CTRL_VLAN,
+ *   CTRL_MAC_ADDR, MQ, CTRL_GUEST_OFFLOADS, NOTF_COAL), so everything else,
+ *   every class and command Linux could send included, is answered ERR.
+ *   Malformed chains: no device-writable byte (nowhere to put the ack) is
+ *   returned with used length 0, a readable part shorter than the header
+ *   is answered ERR; both are counted (ctrl_malformed) and logged
+ *   rate-limited, and the device keeps working.  Ring-level violations
+ *   (virtq_pop -EIO) break the device.  At most VIRTIO_NET_CTRL_BUDGET
+ *   commands per pass; the work eventfd continues the pass.
+ *
+ * Announce (virtio_net_announce; issue 11: after a migration or a
+ *   restore the VM may sit behind another switch port, and switches learn
+ *   where its MAC is only from a frame it sends): VIRTIO_NET_ANNOUNCE_ROUNDS
+ *   rounds, the first at once, the others announce_gap_ms apart (a timerfd
+ *   on the device's loop, put there at the first announce; nothing
+ *   sleeps).  In each round, if the driver is up and accepted
+ *   GUEST_ANNOUNCE and CTRL_VQ with the control queue running, the device
+ *   sets ANNOUNCE in the status and raises a configuration interrupt
+ *   (§5.1.6.5.3: the driver sends its gratuitous ARPs and unsolicited
+ *   neighbour advertisements, then acks); a round that finds ANNOUNCE
+ *   still set (not acked yet) asks nothing more.  Otherwise (no such
+ *   driver: not loaded, reset, or one without the feature) visor sends
+ *   the frame itself from the guest's MAC: a broadcast RARP request
+ *   (EtherType 0x8035, sender and target hardware address the MAC, both
+ *   protocol addresses 0), padded to 60 bytes.  Not a gratuitous ARP:
+ *   that needs the guest's IPv4 address, which visor does not know, and
+ *   an ARP from 0.0.0.0 is a probe (RFC 5227) that hosts act on; nobody
+ *   answers a RARP request today, and a switch learns the port from the
+ *   source address of any frame.  The frame is host-made: it bypasses
+ *   the TX rate limiter.  A pause suspends the rounds (a paused VM
+ *   announces nothing: a migration's source stops for the switch-over),
+ *   the resume carries on with the next round; a driver reset clears
+ *   ANNOUNCE.  Counted in announce_count, announce_guest, announce_frames.
+ *
  * Reset (ops->reset, vdev.lock held, any thread): the pending frame and
  * the held chains are forgotten, the fd is disarmed, the back end's
  * offloads go back to none; the rate limiters keep their state (tokens).
@@ -162,7 +206,11 @@
 #define VIRTIO_NET_F_MRG_RXBUF 15
 #define VIRTIO_NET_F_STATUS 16
 #define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_CTRL_RX 18
+#define VIRTIO_NET_F_CTRL_VLAN 19
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
 #define VIRTIO_NET_F_MQ 22
+#define VIRTIO_NET_F_CTRL_MAC_ADDR 23
 
 /* struct virtio_net_hdr_v1 (§5.1.6): offsets and values */
 #define VIRTIO_NET_HDR_FLAGS 0
@@ -193,12 +241,38 @@
 #define VIRTIO_NET_MTU_MIN 68
 #define VIRTIO_NET_MTU_MAX 65535
 #define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_S_ANNOUNCE 2
+
+/* Control queue (§5.1.6.5): struct virtio_net_ctrl's header, classes and
+ * commands, acks */
+#define VIRTIO_NET_CTRL_HDR_LEN 2 /* u8 class, u8 command */
+#define VIRTIO_NET_CTRL_RX 0
+#define VIRTIO_NET_CTRL_MAC 1
+#define VIRTIO_NET_CTRL_VLAN 2
+#define VIRTIO_NET_CTRL_ANNOUNCE 3
+#define VIRTIO_NET_CTRL_ANNOUNCE_ACK 0
+#define VIRTIO_NET_CTRL_MQ 4
+#define VIRTIO_NET_CTRL_GUEST_OFFLOADS 5
+#define VIRTIO_NET_CTRL_NOTF_COAL 6
+#define VIRTIO_NET_OK 0
+#define VIRTIO_NET_ERR 1
 
 #define VIRTIO_NET_RXQ 0
 #define VIRTIO_NET_TXQ 1
+#define VIRTIO_NET_CTRLQ 2
+#define VIRTIO_NET_NUM_QUEUES 3
 #define VIRTIO_NET_QUEUE_MAX 256
 #define VIRTIO_NET_TX_BUDGET 64
 #define VIRTIO_NET_RX_BUDGET 64
+#define VIRTIO_NET_CTRL_BUDGET 64
+
+/* Announce (virtio_net_announce): rounds, and the time between two */
+#define VIRTIO_NET_ANNOUNCE_ROUNDS 3
+#define VIRTIO_NET_ANNOUNCE_GAP_MS 100
+/* The frame visor sends for a driver that cannot announce: a broadcast
+ * RARP request padded to the minimum Ethernet frame (without FCS). */
+#define VIRTIO_NET_RARP_LEN 60
+#define VIRTIO_NET_ETH_P_RARP 0x8035
 /* Host bounce buffer for the part of a received frame beyond its first
  * chain: a whole frame with its header. */
 #define VIRTIO_NET_BOUNCE_SIZE (NET_HDR_LEN + NET_MAX_FRAME)
@@ -229,6 +303,18 @@ struct virtio_net_metrics {
 	uint64_t tx_queue_event_count; /* transmit queue notifications handled */
 	uint64_t tx_rate_limiter_throttled; /* frames the TX limiter refused (held; a retry
 					     * refused again counts again) */
+	/* control queue */
+	uint64_t ctrl_queue_event_count; /* control queue notifications handled */
+	uint64_t ctrl_cmds;              /* commands answered VIRTIO_NET_OK */
+	uint64_t ctrl_fails;             /* commands answered VIRTIO_NET_ERR (unsupported or
+					  * malformed) */
+	uint64_t ctrl_malformed;         /* chains without an ack byte (returned unanswered)
+					  * or shorter than the header (answered ERR) */
+	/* announce (virtio_net_announce) */
+	uint64_t announce_count;  /* announces asked for */
+	uint64_t announce_guest;  /* rounds that asked the driver (ANNOUNCE, config interrupt) */
+	uint64_t announce_frames; /* RARP frames visor sent for the guest */
+	uint64_t announce_fails;  /* RARP frames the back end refused */
 };
 
 struct virtio_net {
@@ -272,6 +358,16 @@ struct virtio_net {
 	bool rx_throttled; /* receive stopped because of the RX limiter */
 	bool tx_held;      /* tx_chain is popped, waiting for the TX limiter */
 	bool cfg_restored; /* a restore changed the link status the driver saw */
+	bool ctrl_more;    /* a control queue pass stopped at its budget */
+	struct virtq_chain ctrl_chain;
+	/* announce: ANNOUNCE set in the status (until the driver's ack or a
+	 * reset), rounds still to do, the timer between rounds (-1 until the
+	 * first announce puts it on the loop) and whether it is armed */
+	bool announce_pending;
+	unsigned announce_left;
+	int announce_fd;
+	bool announce_armed;
+	uint32_t announce_gap_ms; /* VIRTIO_NET_ANNOUNCE_GAP_MS; tests may set it */
 	struct rate_limiter rx_limiter, tx_limiter;
 	struct ratelimit rl;
 	struct virtio_net_metrics metrics;
@@ -279,9 +375,10 @@ struct virtio_net {
 
 /* Build the device on back end @be.  @mac: the address the guest gets;
  * NULL: net_default_mac(be->name, 0).  With a @loop, be->fd (if >= 0) and
- * an eventfd are registered there (2 loop slots, and 1 more per rate-limited
- * direction, virtio_net_set_rate_limiters); without one (tests) the
- * TX pass is not budgeted and the caller drives RX with
+ * an eventfd are registered there (2 loop slots, 1 more per rate-limited
+ * direction, virtio_net_set_rate_limiters, and 1 from the first announce
+ * on, virtio_net_announce); without one (tests) the TX and control passes
+ * are not budgeted, an announce has one round, and the caller drives RX with
  * virtio_net_backend_ready().  @own_be: virtio_net_destroy closes @be.
  * Returns 0 or -errno with one line in @err. */
 int virtio_net_init(struct virtio_net *n, struct net_backend *be, bool own_be, const uint8_t *mac,
@@ -333,6 +430,13 @@ int virtio_net_set_rate_limiters(struct virtio_net *n, const struct rate_limiter
  * range (nothing changed).  0 on success.  Any thread (takes vdev.lock). */
 int virtio_net_set_mtu(struct virtio_net *n, uint16_t mtu);
 
+/* Announce the interface (see "Announce" above): VIRTIO_NET_ANNOUNCE_ROUNDS
+ * rounds, the first now unless the device is paused (then at its
+ * resume); asking again while rounds are left starts them over.  Loop
+ * thread (takes vdev.lock).  0; -errno if the timer for the later rounds
+ * cannot be made (the first round is done anyway, the others are not). */
+int virtio_net_announce(struct virtio_net *n);
+
 /* Copy the counters into @out (consistent: taken under vdev.lock, so not
  * from a context that holds it).  Any thread. */
 void virtio_net_get_metrics(struct virtio_net *n, struct virtio_net_metrics *out);
@@ -354,13 +458,19 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  * (full buckets after a restore).  Saved:
  *   - the config space the driver read: MAC (the restored device takes
  *     it, whatever address its tap would have given: the guest's driver
- *     uses the old one), link status, MTU (the configured one);
+ *     uses the old one), link status and ANNOUNCE (a request the driver
+ *     had not acked yet), MTU (the configured one);
  *   - the transmit chain held for the TX limiter (its head);
  *   - the receive side: nothing, a chain taken for the next frame (its
  *     head), or a frame being placed: its length, header, the chains it
  *     occupies (heads and bytes placed in each) and the bytes of it not yet
  *     in guest memory.  Chains are kept by their heads: their descriptors
  *     and the bytes already placed are in guest memory.
+ * The control queue is the core's third queue; the device never holds a
+ * control chain (each is answered in the pass that pops it).  The
+ * announce rounds still to do are host timing, not saved: the machine
+ * announces a restored VM anyway (registry_announce_all at its first
+ * resume).
  * If the link status the driver saw is not the new back end's (a tap that
  * had gone away, a new one that works), the driver gets a configuration
  * change interrupt when the device restarts.
@@ -376,7 +486,7 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  *                            minus the bytes placed).
  *   virtio_net_state_decode  against @live, built from the same
  *                            configuration: MAC unicast and not zero, status
- *                            0 or LINK_UP, MTU @live's, flags and RX state
+ *                            only LINK_UP and ANNOUNCE, MTU @live's, flags and RX state
  *                            in range, heads below the queue maximum (0 when
  *                            unused) and distinct, a frame as the receive
  *                            path builds one (length within the frame
@@ -389,7 +499,9 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  *                            each queue's heads in flight are exactly the
  *                            chains the device holds on it, held only on
  *                            active queues of a live device, a frame in
- *                            several chains only with MRG_RXBUF.  A device
+ *                            several chains only with MRG_RXBUF, nothing in
+ *                            flight on the control queue, ANNOUNCE only if
+ *                            the driver accepted GUEST_ANNOUNCE.  A device
  *                            that is not live (virtio_dev_state_is_live)
  *                            holds nothing, whatever is in flight.
  *   virtio_net_state_put     between virtio_dev_state_put and
@@ -402,8 +514,17 @@ void net_format_mac(const uint8_t mac[6], char *buf);
  *                            one being received.  0 or -EINVAL (a head not
  *                            in flight).
  */
-/* its own part never changed (virtio.h) */
-#define VIRTIO_NET_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 0)
+/*
+ * Version (virtio.h): the shared parts' version plus the changes of the
+ * device's own: 1, the control queue (three queues in the core's part;
+ * ANNOUNCE may be set in the status).  A section of the version before
+ * (VIRTIO_SHARED_STATE_VERSION + 0, two queues) is refused with both
+ * versions named: its device had two queues and, over PCI, three MSI-X
+ * vectors and an 8-byte notify window, which the restored driver has
+ * mapped, and the device this visor builds from the configuration has
+ * three queues (docs/snapshot-format.md, "Changes").
+ */
+#define VIRTIO_NET_STATE_VERSION (VIRTIO_SHARED_STATE_VERSION + 1)
 
 #define VIRTIO_NET_RX_IDLE 0   /* the device holds no receive chain */
 #define VIRTIO_NET_RX_BUFFER 1 /* a chain taken for the next frame */
@@ -411,7 +532,7 @@ void net_format_mac(const uint8_t mac[6], char *buf);
 
 struct virtio_net_state {
 	uint8_t mac[6];
-	uint16_t status;  /* config status: VIRTIO_NET_S_LINK_UP or 0 */
+	uint16_t status;  /* config status: VIRTIO_NET_S_LINK_UP, VIRTIO_NET_S_ANNOUNCE */
 	uint16_t mtu;     /* 0: VIRTIO_NET_F_MTU not offered */
 	uint8_t tx_held;  /* 0 or 1 */
 	uint8_t rx_state; /* VIRTIO_NET_RX_* */
