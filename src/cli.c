@@ -69,6 +69,8 @@ const char cli_usage[] =
 	"  --kvm PATH           KVM device (default /dev/kvm)\n"
 	"  --allow-software-kvm run even when KVM has no VT-x/AMD-V behind it (e.g. PVM);\n"
 	"                       guest kernel code then runs ~1000x slower\n"
+	"  --mem-shared         guest memory in a memfd mapped shared, so `visor migrate\n"
+	"                       --mode local` can hand it to a new visor without a copy\n"
 	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
 	"                       to DIR and run it (no --kernel, --cpus, --memory or devices:\n"
 	"                       the snapshot defines them)\n"
@@ -571,6 +573,12 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			if (val)
 				return fail(e, "option %s takes no value", name);
 			cfg->allow_software_kvm = true;
+			continue;
+		}
+		if (!strcmp(name, "--mem-shared")) {
+			if (val)
+				return fail(e, "option %s takes no value", name);
+			cfg->mem_shared = true;
 			continue;
 		}
 		int t = tls_opt(name, argc, argv, &i, val, &o->incoming.tls, false, e);

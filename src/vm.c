@@ -506,6 +506,19 @@ void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 		vm->act_fails[a->kind]++;
 		return;
 	}
+	/* a destination waiting for (or receiving) a migration: its
+	 * configuration comes from the source */
+	if (vm->state == VM_NOT_STARTED && vm->mig && mig_incoming(vm->mig) &&
+	    (configures_boot(a->kind) || a->kind == ACT_INSTANCE_START ||
+	     a->kind == ACT_SNAPSHOT_LOAD)) {
+		rep->status = 400;
+		snprintf(rep->fault, sizeof(rep->fault),
+			 "This microVM is receiving a live migration: its configuration comes from "
+			 "the source.");
+		vm->act_count[a->kind]++;
+		vm->act_fails[a->kind]++;
+		return;
+	}
 	vm_execute_one(vm, a, rep);
 	if (rep->status < 400 && vm->state == VM_NOT_STARTED && configures_boot(a->kind))
 		vm->configured = true;
