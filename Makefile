@@ -80,7 +80,8 @@ kvm-guests: $(KVM_GUESTS)
 
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
 LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp \
-	$(BUILD)/lab-tools/uffd-handler $(BUILD)/lab-tools/mig-proxy $(BUILD)/lab-tools/garp-watch
+	$(BUILD)/lab-tools/uffd-handler $(BUILD)/lab-tools/mig-proxy $(BUILD)/lab-tools/garp-watch \
+	$(BUILD)/lab-tools/mig-certs
 # snapcmp decodes state files with visor's own code
 $(BUILD)/lab-tools/snapcmp: tests/lab/snapcmp.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -91,6 +92,12 @@ $(BUILD)/lab-tools/%: tests/lab/%.c tests/guest/stream.h
 $(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
+# test certificates for the TLS migration tests (OpenSSL's API; the wrap
+# stubs come from visor's transport object, as for visor itself)
+$(BUILD)/lab-tools/mig-certs: tests/lab/mig-certs.c tests/certgen.h $(BUILD)/obj/src/migration/transport.o
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(STATIC_LDFLAGS) $(WARN) -o $@ $< \
+		$(BUILD)/obj/src/migration/transport.o $(BUILD)/obj/src/util/str.o $(LDLIBS)
 # the test page-fault handler of the Uffd memory backend (kvm and api-lab suites)
 $(BUILD)/lab-tools/uffd-handler: tests/uffd-handler/uffd_handler.c
 	@mkdir -p $(dir $@)

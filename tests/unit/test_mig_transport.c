@@ -35,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #include "test.h"
+#include "../certgen.h"
 
 #define MIB (1u << 20)
 #define BIG (64 * MIB)
@@ -864,74 +865,6 @@ static struct {
 	bool made;
 	char why[256];
 } pki_state;
-
-static EVP_PKEY *new_key(void)
-{
-	return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-}
-
-static bool add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
-{
-	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, v3, nid, value);
-	bool ok = e && X509_add_ext(x, e, -1);
-	X509_EXTENSION_free(e);
-	return ok;
-}
-
-/* A certificate for @key named @cn, signed by @issuer (NULL: self-signed,
- * a CA), valid from @from to @to seconds from now, with SAN @san. */
-static X509 *new_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *ikey, long from,
-		      long to, const char *san)
-{
-	static long serial = 1;
-	X509 *x = X509_new();
-	if (!x)
-		return NULL;
-	bool ca = issuer == NULL;
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(x), from);
-	X509_gmtime_adj(X509_getm_notAfter(x), to);
-	X509_set_pubkey(x, key);
-	X509_NAME *n = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(x, ca ? n : X509_get_subject_name(issuer));
-	X509V3_CTX v3;
-	X509V3_set_ctx_nodb(&v3);
-	X509V3_set_ctx(&v3, ca ? x : issuer, x, NULL, NULL, 0);
-	bool ok = add_ext(x, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE") &&
-		  add_ext(x, &v3, NID_key_usage,
-			  ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") &&
-		  add_ext(x, &v3, NID_subject_key_identifier, "hash") &&
-		  (ca || add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth")) &&
-		  (!san || add_ext(x, &v3, NID_subject_alt_name, san)) &&
-		  X509_sign(x, ca ? key : ikey, EVP_sha256()) > 0;
-	if (!ok) {
-		X509_free(x);
-		return NULL;
-	}
-	return x;
-}
-
-static bool write_cert(const char *path, X509 *x)
-{
-	FILE *f = fopen(path, "w");
-	bool ok = f && PEM_write_X509(f, x);
-	if (f)
-		fclose(f);
-	return ok;
-}
-
-static bool write_key(const char *path, EVP_PKEY *k, const char *pass)
-{
-	FILE *f = fopen(path, "w");
-	bool ok = f && PEM_write_PrivateKey(f, k, pass ? EVP_aes_128_cbc() : NULL,
-					    (const unsigned char *)pass, pass ? (int)strlen(pass) : 0,
-					    NULL, NULL);
-	if (f)
-		fclose(f);
-	return ok;
-}
 
 /* Make one leaf: NAME.pem and NAME.key. */
 static bool leaf(const char *name, const char *cn, X509 *ca, EVP_PKEY *cakey, long from, long to,
