@@ -189,13 +189,39 @@ static void fmt_secs(uint64_t s, char *buf, size_t len)
 			 (unsigned long long)(s / 60 % 60));
 }
 
+/* Memory still to send.  During the first pass (Active, pass 0) the
+ * engine has no dirty count yet: what the pass has not reached, guest
+ * memory less the pages sent so far. */
+static uint64_t left_bytes(const struct mig_status *s)
+{
+	if (s->state != MIGS_ACTIVE || s->pass || !s->mem_bytes)
+		return s->remaining_bytes;
+	uint64_t pages = s->pages_data + s->pages_zero, total = s->mem_bytes / 4096;
+	return pages < total ? (total - pages) * 4096 : 0;
+}
+
+/* The link's rate: the last pass's, or during the first pass the average
+ * so far. */
+static uint64_t rate_bps(const struct mig_status *s)
+{
+	if (s->bandwidth || !s->elapsed_ms)
+		return s->bandwidth;
+	return s->bytes > UINT64_MAX / 1000 ? s->bytes / s->elapsed_ms * 1000
+					    : s->bytes * 1000 / s->elapsed_ms;
+}
+
 /* Percent of guest memory no longer waiting to be sent. */
 static unsigned done_pct(const struct mig_status *s)
 {
 	if (!s->mem_bytes)
 		return 0;
-	uint64_t left = s->remaining_bytes < s->mem_bytes ? s->remaining_bytes : s->mem_bytes;
-	return (unsigned)((s->mem_bytes - left) * 100 / s->mem_bytes);
+	uint64_t left = left_bytes(s);
+	if (left > s->mem_bytes)
+		left = s->mem_bytes;
+	uint64_t done = s->mem_bytes - left;
+	uint64_t pct = s->mem_bytes > UINT64_MAX / 100 ? done / (s->mem_bytes / 100)
+						       : done * 100 / s->mem_bytes;
+	return pct > 100 ? 100 : (unsigned)pct;
 }
 
 /* "sent 1843 MiB, left 2253 MiB, 850.3 MiB/s, dirty 12.0 MiB/s" */
@@ -203,8 +229,8 @@ static void fmt_amounts(const struct mig_status *s, char *buf, size_t len)
 {
 	char sent[32], left[32], rate[32], dirty[32];
 	fmt_mib(s->bytes, sent, sizeof(sent));
-	fmt_mib(s->remaining_bytes, left, sizeof(left));
-	fmt_rate(s->bandwidth, rate, sizeof(rate));
+	fmt_mib(left_bytes(s), left, sizeof(left));
+	fmt_rate(rate_bps(s), rate, sizeof(rate));
 	fmt_rate(s->dirty_rate, dirty, sizeof(dirty));
 	snprintf(buf, len, "sent %s, left %s, %s, dirty %s", sent, left, rate, dirty);
 }
@@ -240,8 +266,9 @@ void cli_mig_progress(const struct mig_status *s, unsigned width, char *buf, siz
 	fmt_amounts(s, amounts, sizeof(amounts));
 	if (s->state == MIGS_ACTIVE || s->state == MIGS_POSTCOPY) {
 		char eta[24] = "-";
-		if (s->bandwidth)
-			fmt_secs((s->remaining_bytes + s->bandwidth - 1) / s->bandwidth, eta, sizeof(eta));
+		uint64_t rate = rate_bps(s), left = left_bytes(s);
+		if (rate)
+			fmt_secs(left / rate + (left % rate != 0), eta, sizeof(eta));
 		snprintf(tail, sizeof(tail), ", ETA %s", eta);
 	}
 	if (s->throttle_pct) {
@@ -297,10 +324,15 @@ void cli_mig_summary(const char *vm, const char *url, const struct mig_status *s
 	if (s->state == MIGS_COMPLETED) {
 		char sent[32];
 		fmt_mib(s->bytes, sent, sizeof(sent));
-		unsigned passes = s->pass + 1;
-		snprintf(buf, len, "migrated %s to %s in %llu.%llu s: %s sent in %u pass%s, downtime %llu ms",
-			 vm, url, ds / 10, ds % 10, sent, passes, passes == 1 ? "" : "es",
-			 (unsigned long long)s->downtime_ms);
+		if (s->mode == MIGP_LOCAL)
+			snprintf(buf, len, "migrated %s to %s in %llu.%llu s: guest memory handed over, "
+					   "%s sent, downtime %llu ms",
+				 vm, url, ds / 10, ds % 10, sent, (unsigned long long)s->downtime_ms);
+		else
+			snprintf(buf, len, "migrated %s to %s in %llu.%llu s: %s sent in %u pass%s, "
+					   "downtime %llu ms",
+				 vm, url, ds / 10, ds % 10, sent, s->pass, s->pass == 1 ? "" : "es",
+				 (unsigned long long)s->downtime_ms);
 		return;
 	}
 	const char *how = s->state == MIGS_CANCELLED ? "was cancelled" : "failed";

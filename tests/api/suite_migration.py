@@ -247,8 +247,8 @@ def wait_status(v, pred, timeout=5.0):
 @test("migration: a destination waiting")
 def destination(ctx):
     """PUT /migration/receive on a fresh process listens on the url and
-    reports itself incoming; it refuses configuration and a second
-    receive; with no source it gives up at timeout_s and exits non-zero
+    reports itself incoming; it refuses configuration, a snapshot load and
+    a second receive; with no source it gives up at timeout_s and exits non-zero
     (having started nothing).  `visor run --incoming` does the same."""
     v = ctx.visor()
     inc = ctx.path("in.sock")
@@ -281,6 +281,20 @@ def destination(ctx):
               code not in (None, 0), "exit status %r; stderr: %s" % (code, short(v.stderr(), 400)))
     ctx.check("... having started nothing (no guest output)", v.stdout() == "",
               short(v.stdout()))
+
+    # a snapshot load would build a second machine beside the incoming
+    # one: refused before it is tried (a failed load ends the process)
+    v = ctx.visor()
+    r = v.put("/migration/receive", {"url": "unix:" + ctx.path("in3.sock"), "timeout_s": 2})
+    ctx.check("PUT /migration/receive on another fresh process -> 204", *is_204(r))
+    r = v.put("/snapshot/load", {"snapshot_path": ctx.path("no.state"),
+                                 "mem_backend": {"backend_type": "File",
+                                                 "backend_path": ctx.path("no.mem")}})
+    ok, d = is_error(r, 400)
+    tried = ok and "Cannot load the snapshot" in r.json["fault_message"]
+    ctx.check("PUT /snapshot/load while waiting -> 400, not tried",
+              ok and not tried, d or "the load was tried (a failed load ends the process): %s" % r)
+    v.expected_exit = True
 
     # the command line's way: visor run --incoming URL
     inc2 = ctx.path("run-in.sock")

@@ -35,7 +35,8 @@ MIB = 1 << 20
 
 def status(state, pass_=0, sent=0, left=0, **kw):
     s = {"state": state, "incoming": False, "mode": "precopy", "url": "unix:/dst.sock",
-         "pass": pass_, "bytes": sent, "pages_data": sent // 4096, "pages_zero": 0,
+         "pass": pass_, "bytes": sent, "pages_data": sent // 4096 // 2,
+         "pages_zero": sent // 4096 // 2,
          "remaining_bytes": left, "mem_bytes": 64 * MIB, "dirty_rate_bps": 2 * MIB,
          "bandwidth_bps": 512 * MIB, "expected_downtime_ms": 3, "downtime_limit_ms": 20,
          "throttle_pct": 0, "elapsed_ms": 0, "downtime_ms": 0}
@@ -43,8 +44,11 @@ def status(state, pass_=0, sent=0, left=0, **kw):
     return s
 
 
-SETUP = status("Setup", left=64 * MIB)
-PASS0 = status("Active", 0, 40 * MIB, 24 * MIB, elapsed_ms=300)
+# "pass" counts the passes completed (during Active: the pass in
+# progress, 0 the first); "remaining_bytes" is the dirty count of the last
+# pass (0 during the first, whose progress is in the page counts)
+SETUP = status("Setup")
+PASS0 = status("Active", 0, 40 * MIB, 0, elapsed_ms=300)
 PASS1 = status("Active", 1, 66 * MIB, 1 * MIB, elapsed_ms=700, throttle_pct=10)
 SWITCH = status("Switchover", 2, 67 * MIB, 0, elapsed_ms=800)
 DONE = status("Completed", 2, 68 * MIB, 0, elapsed_ms=1234, downtime_ms=7)

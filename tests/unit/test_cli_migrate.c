@@ -227,15 +227,39 @@ TEST(progress_bar)
 	cli_mig_progress(&s, 130, line, sizeof(line));
 	CHECK(!strncmp(line, "pass 2 [########------------]  44%", 34));
 	s.throttle_pct = 20;
-	/* no throttle, no bandwidth measured yet, small amounts */
+	/* the first pass: no dirty count and no pass bandwidth yet; what is
+	 * left is what the pass has not reached, the rate the average so far */
 	s.throttle_pct = 0;
 	s.bandwidth = 0;
 	s.pass = 0;
+	s.remaining_bytes = 0;
+	s.pages_data = 100;
+	s.pages_zero = 156;
 	s.bytes = 300 << 10;
-	s.remaining_bytes = 4096ULL << 20;
+	s.elapsed_ms = 3000;
 	cli_mig_progress(&s, 200, line, sizeof(line));
-	CHECK_STR(line, "pass 0 [------------------------------]   0%  sent 0.3 MiB, left 4096 MiB, "
-			"0.0 MiB/s, dirty 12.0 MiB/s, ETA -");
+	CHECK_STR(line, "pass 0 [------------------------------]   0%  sent 0.3 MiB, left 4095 MiB, "
+			"0.1 MiB/s, dirty 12.0 MiB/s, ETA 11h38m");
+	s.pages_data = (3072ULL << 20) / 4096 - 156;
+	s.bytes = 2048ULL << 20;
+	s.elapsed_ms = 2000;
+	cli_mig_progress(&s, 200, line, sizeof(line));
+	CHECK_STR(line, "pass 0 [######################--------]  75%  sent 2048 MiB, left 1024 MiB, "
+			"1024.0 MiB/s, dirty 12.0 MiB/s, ETA 1 s");
+	/* nothing measured at all */
+	s.elapsed_ms = 0;
+	s.bytes = 0;
+	cli_mig_progress(&s, 200, line, sizeof(line));
+	CHECK(strstr(line, "0.0 MiB/s") != NULL);
+	CHECK(strstr(line, "ETA -") != NULL);
+	/* pages beyond memory (a racing count) leave nothing, never negative */
+	s.pages_data = UINT64_MAX / 2;
+	cli_mig_progress(&s, 200, line, sizeof(line));
+	CHECK(strstr(line, " 100%  ") != NULL);
+	CHECK(strstr(line, "left 0.0 MiB") != NULL);
+	s.pages_data = 100;
+	s.bandwidth = 850ULL << 20;
+	s.elapsed_ms = 12345;
 	/* the switch-over and post-copy */
 	s.state = MIGS_SWITCHOVER;
 	s.remaining_bytes = 0;
@@ -264,6 +288,7 @@ TEST(progress_bar)
 	/* remaining beyond memory (a dirty count racing a smaller size) is 0%,
 	 * never negative */
 	z.state = MIGS_ACTIVE;
+	z.pass = 1;
 	z.mem_bytes = 100;
 	z.remaining_bytes = 200;
 	cli_mig_progress(&z, 80, line, sizeof(line));
@@ -285,9 +310,15 @@ TEST(pass_lines)
 			"expected downtime 14 ms, throttle 20%");
 	s.throttle_pct = 0;
 	s.expected_downtime_ms = 0;
-	s.pass = 0;
+	s.pass = 1;
 	cli_mig_pass_line(&s, line, sizeof(line));
-	CHECK_STR(line, "pass 0: sent 1843 MiB, left 2253 MiB, 850.0 MiB/s, dirty 12.0 MiB/s");
+	CHECK_STR(line, "pass 1: sent 1843 MiB, left 2253 MiB, 850.0 MiB/s, dirty 12.0 MiB/s");
+	/* the first pass: left is what it has not reached yet */
+	s.pass = 0;
+	s.pages_data = (1024ULL << 20) / 4096;
+	s.pages_zero = (1024ULL << 20) / 4096;
+	cli_mig_pass_line(&s, line, sizeof(line));
+	CHECK_STR(line, "pass 0: sent 1843 MiB, left 2048 MiB, 850.0 MiB/s, dirty 12.0 MiB/s");
 	s.state = MIGS_SWITCHOVER;
 	s.remaining_bytes = 3 << 20;
 	cli_mig_pass_line(&s, line, sizeof(line));
@@ -306,19 +337,30 @@ TEST(summaries)
 	struct mig_status s = sample();
 	char line[512];
 	s.state = MIGS_COMPLETED;
+	/* pass counts the passes made before the switch-over */
 	s.pass = 4;
 	s.bytes = 5000ULL << 20;
 	s.elapsed_ms = 12345;
 	s.downtime_ms = 17;
 	cli_mig_summary("web", "tcp:10.0.0.2:4444", &s, false, line, sizeof(line));
-	CHECK_STR(line, "migrated web to tcp:10.0.0.2:4444 in 12.3 s: 5000 MiB sent in 5 passes, "
+	CHECK_STR(line, "migrated web to tcp:10.0.0.2:4444 in 12.3 s: 5000 MiB sent in 4 passes, "
 			"downtime 17 ms");
-	s.pass = 0;
+	s.pass = 1;
 	s.bytes = 512 << 10;
 	s.elapsed_ms = 99;
 	s.downtime_ms = 0;
 	cli_mig_summary("web", "unix:/d", &s, false, line, sizeof(line));
 	CHECK_STR(line, "migrated web to unix:/d in 0.0 s: 0.5 MiB sent in 1 pass, downtime 0 ms");
+	/* local mode sends no pages */
+	s.mode = MIGP_LOCAL;
+	s.pass = 0;
+	s.bytes = 70 << 10;
+	s.elapsed_ms = 40;
+	s.downtime_ms = 3;
+	cli_mig_summary("web", "unix:/d", &s, false, line, sizeof(line));
+	CHECK_STR(line, "migrated web to unix:/d in 0.0 s: guest memory handed over, 0.1 MiB sent, "
+			"downtime 3 ms");
+	s.mode = MIGP_AUTO;
 	cli_mig_summary("web", "unix:/d", &s, true, line, sizeof(line));
 	CHECK_STR(line, "migrated web to unix:/d: completed (the source exited before its final "
 			"status was read)");
