@@ -150,7 +150,9 @@ int mig_connect(const struct mig_url *u, const struct mig_tls *tls, int timeout_
  * Write all @n bytes.  0, or -errno: -ETIMEDOUT (no progress for the
  * inactivity timeout), -EPIPE / -ECONNRESET (peer gone), -EPROTO (TLS
  * error), -ECANCELED (mig_conn_shutdown).  After a failed write the
- * connection is unusable: every later read or write returns that error.
+ * connection is unusable: every later read or write returns that error;
+ * except -EPIPE on a plain connection (the peer closed its end): what
+ * the peer sent before it closed, its reason say, can still be read.
  */
 int mig_conn_write(struct mig_conn *c, const void *p, size_t n);
 
