@@ -69,6 +69,7 @@ mv_exit() {
 	_p=$(cat "$MV_DIR/$1.pid" 2>/dev/null)
 	[ -n "$_p" ] || return 1
 	wait "$_p" 2>/dev/null
+	# shellcheck disable=SC2034 # (for the caller)
 	mv_rc=$?
 	return 0
 }
