@@ -37,13 +37,19 @@
  *
  *   GAP seq=N window_ms=W loops=L mono_max_us=X mono_max_end_ms=E
  *       vm_max_us=V rt_max_us=R mono_back=0 rt_back=B over1ms=a
- *       over10ms=b over100ms=c [ref_probes=P ref_replies=Q ref_lost_us=D
- *       ref_err_us=F ref_rtt_min_us=M ref_silence_ms=S]
+ *       over10ms=b over100ms=c top=E1:G1,E2:G2,... [ref_probes=P
+ *       ref_replies=Q ref_lost_us=D ref_err_us=F ref_rtt_min_us=M
+ *       ref_silence_ms=S ref_off0_us=O0 ref_off1_us=O1]
  *
  * mono_max_end_ms: CLOCK_MONOTONIC (ms) at the end of the largest gap;
  * mono_back / rt_back: reads that went backwards (CLOCK_MONOTONIC never
- * may); overNms: gaps longer than N ms; ref_silence_ms: the longest time
- * without a reply from the time server.  A value that could not be
+ * may); overNms: gaps longer than N ms; top: the 8 largest gaps, each as
+ * CLOCK_MONOTONIC (ms) at its end and its length (us), in the order they
+ * ended; ref_silence_ms: the longest time without a reply from the time
+ * server; ref_off0_us / ref_off1_us: the offsets (peer's clock minus the
+ * guest's) at the start and at the end of the window, with which a caller
+ * places the guest's gaps on the peer's clock (to find the one at a
+ * migration's switch-over among those the guest's own scheduling made).  A value that could not be
  * measured is -1.
  */
 #include <arpa/inet.h>
@@ -63,6 +69,7 @@
 #define PROBE_NS 10000000LL /* a time-server probe every 10 ms */
 #define REF_KEEP 100	    /* samples considered at each end of the window: 1 s */
 #define SCHED_GAP_NS 5000LL
+#define TOP 8 /* the largest gaps, with when they ended */
 
 static volatile sig_atomic_t want_report, want_reset, want_exit;
 
@@ -90,6 +97,9 @@ struct window {
 	int64_t start_ns, loops;
 	int64_t mono_max, mono_max_end, vm_max, rt_max;
 	int64_t mono_back, rt_back, over1, over10, over100;
+	struct {
+		int64_t end, gap;
+	} top[TOP];
 	/* time server */
 	int64_t probes, replies, silence_max, last_reply;
 	struct sample first[REF_KEEP], last[REF_KEEP];
@@ -119,7 +129,7 @@ static const struct sample *best(const struct sample *s, int n)
 
 static void report(int64_t now, bool ref)
 {
-	char line[512];
+	char line[1024];
 	int n = snprintf(line, sizeof(line),
 			 "GAP seq=%u window_ms=%lld loops=%lld mono_max_us=%lld mono_max_end_ms=%lld "
 			 "vm_max_us=%lld rt_max_us=%lld mono_back=%lld rt_back=%lld over1ms=%lld "
@@ -129,22 +139,37 @@ static void report(int64_t now, bool ref)
 			 sched < 0 ? -1LL : (long long)(w.vm_max / 1000), (long long)(w.rt_max / 1000),
 			 (long long)w.mono_back, (long long)w.rt_back, (long long)w.over1,
 			 (long long)w.over10, (long long)w.over100);
+	/* the largest gaps in the order they ended: "end_ms:gap_us" */
+	bool done[TOP] = {false};
+	for (int k = 0; k < TOP && n > 0 && (size_t)n < sizeof(line); k++) {
+		int e = -1;
+		for (int i = 0; i < TOP; i++)
+			if (!done[i] && w.top[i].gap && (e < 0 || w.top[i].end < w.top[e].end))
+				e = i;
+		if (e < 0)
+			break;
+		done[e] = true;
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%lld:%lld", k ? "," : " top=",
+			      (long long)(w.top[e].end / 1000000), (long long)(w.top[e].gap / 1000));
+	}
 	if (ref && n > 0 && (size_t)n < sizeof(line)) {
 		const struct sample *a = best(w.first, w.nfirst), *b = best(w.last, w.nlast);
 		int64_t silence = now - w.last_reply;
 		if (silence < w.silence_max)
 			silence = w.silence_max;
-		long long lost = -1, err = -1, rmin = -1;
+		long long lost = -1, err = -1, rmin = -1, off0 = -1, off1 = -1;
 		if (a && b) {
 			lost = (b->offset - a->offset) / 1000;
 			err = (a->rtt + b->rtt) / 2000;
 			rmin = (a->rtt < b->rtt ? a->rtt : b->rtt) / 1000;
+			off0 = a->offset / 1000;
+			off1 = b->offset / 1000;
 		}
 		n += snprintf(line + n, sizeof(line) - (size_t)n,
 			      " ref_probes=%lld ref_replies=%lld ref_lost_us=%lld ref_err_us=%lld "
-			      "ref_rtt_min_us=%lld ref_silence_ms=%lld",
+			      "ref_rtt_min_us=%lld ref_silence_ms=%lld ref_off0_us=%lld ref_off1_us=%lld",
 			      (long long)w.probes, (long long)w.replies, lost, err, rmin,
-			      (long long)(silence / 1000000));
+			      (long long)(silence / 1000000), off0, off1);
 	}
 	if (n < 0)
 		return;
@@ -243,6 +268,14 @@ int main(int argc, char **argv)
 			if (d > w.mono_max) {
 				w.mono_max = d;
 				w.mono_max_end = now;
+			}
+			int small = 0;
+			for (int i = 1; i < TOP; i++)
+				if (w.top[i].gap < w.top[small].gap)
+					small = i;
+			if (d > w.top[small].gap) {
+				w.top[small].gap = d;
+				w.top[small].end = now;
 			}
 			/* not scheduled in again: the vCPU or the VM stopped */
 			if (pc >= 0 && pc == pcount && d > w.vm_max)
