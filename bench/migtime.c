@@ -23,20 +23,25 @@
  * Then query-migrate once more, and query-status on the destination until
  * it says "running".  One line on stdout:
  *
- *   MIGTIME label=L vmm=qemu rc=0 status=completed wall_ms=.. dst_running_ms=..
+ *   MIGTIME label=L vmm=qemu rc=0 status=completed t0_mono_ms=.. wall_ms=.. dst_running_ms=..
  *           total_ms=.. downtime_ms=.. setup_ms=.. transferred=.. ram_total=..
- *           normal_pages=.. zero_pages=.. passes=.. mbps=..
+ *           normal_pages=.. zero_pages=.. passes=.. mbps=.. dirty_pages_rate=..
  *
- * wall_ms: from sending migrate to the "completed" event; dst_running_ms:
+ * t0_mono_ms: CLOCK_MONOTONIC (ms) when migrate was sent (the times below
+ * count from there); wall_ms: from sending migrate to the "completed" event; dst_running_ms:
  * from sending migrate to the destination answering "running" (the
  * destination starts the guest by itself: no -S); total_ms, downtime_ms
  * (QEMU's: from stopping the source to the end of the migration, as the
  * source sees it), setup_ms, transferred (bytes of RAM sent), normal and
  * zero (duplicate) pages and passes (dirty-sync-count) from the source's
- * query-migrate.  A value QEMU did not give is -1.  Exit status 0 when the
+ * query-migrate; dirty_pages_rate: the last non-zero dirty-pages-rate
+ * (pages/s) of the progress polls, QEMU's measure of the guest's dirtying
+ * during the migration.  A value QEMU did not give is -1.  Exit status 0 when the
  * migration completed and the destination runs.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -242,7 +247,7 @@ static int do_qemu(int argc, char **argv)
 	char cmd[512], status[32] = "none";
 	int64_t start = now_ms();
 	int rc = 1;
-	long long wall = -1, running = -1;
+	long long wall = -1, running = -1, dirty_rate = -1, t0_abs = -1;
 	if (!qmp_open(&s, src, start + tmo * 1000) || !qmp_open(&d, dst, start + tmo * 1000) ||
 	    !qmp_hello(&s) || !qmp_hello(&d)) {
 		fprintf(stderr, "migtime: %s: QMP set-up failed\n", label);
@@ -263,6 +268,7 @@ static int do_qemu(int argc, char **argv)
 		goto report;
 	snprintf(cmd, sizeof(cmd), "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"%s\"}}", uri);
 	int64_t t0 = now_ms();
+	t0_abs = t0;
 	if (!qmp_cmd(&s, cmd, out, sizeof(out)))
 		goto report;
 	int64_t next_poll = t0, deadline = t0 + tmo * 1000;
@@ -274,6 +280,8 @@ static int do_qemu(int argc, char **argv)
 				goto report;
 			const char *r = ram_of(out);
 			jstr(out, "status", status, sizeof(status));
+			if (jnum(r, "dirty-pages-rate") > 0)
+				dirty_rate = jnum(r, "dirty-pages-rate");
 			fprintf(stderr,
 				"MIGPROGRESS label=%s t_ms=%lld status=%s passes=%lld transferred=%lld "
 				"remaining=%lld dirty_rate=%lld mbps=%lld expected_downtime_ms=%lld\n",
@@ -300,8 +308,16 @@ static int do_qemu(int argc, char **argv)
 	}
 	wall = now_ms() - t0;
 	snprintf(status, sizeof(status), "%s", s.mig);
-	if (!qmp_cmd(&s, "{\"execute\": \"query-migrate\"}", out, sizeof(out)))
-		goto report;
+	/* QEMU announces "completed" before it has filled in total-time and
+	 * downtime (migration_calculate_complete comes after): wait for them */
+	for (int i = 0; i < 100; i++) {
+		if (!qmp_cmd(&s, "{\"execute\": \"query-migrate\"}", out, sizeof(out)))
+			goto report;
+		if (strcmp(s.mig, "completed") || jnum(out, "total-time") > 0)
+			break;
+		usleep(50000);
+	}
+	fprintf(stderr, "MIGFINAL label=%s %s", label, out);
 	if (strcmp(s.mig, "completed"))
 		goto report;
 	/* the destination runs the guest by itself once the stream is in */
@@ -324,12 +340,12 @@ static int do_qemu(int argc, char **argv)
 	}
 report:;
 	const char *r = ram_of(out);
-	printf("MIGTIME label=%s vmm=qemu rc=%d status=%s wall_ms=%lld dst_running_ms=%lld total_ms=%lld "
+	printf("MIGTIME label=%s vmm=qemu rc=%d status=%s t0_mono_ms=%lld wall_ms=%lld dst_running_ms=%lld total_ms=%lld "
 	       "downtime_ms=%lld setup_ms=%lld transferred=%lld ram_total=%lld normal_pages=%lld "
-	       "zero_pages=%lld passes=%lld mbps=%lld\n",
-	       label, rc, status, wall, running, jnum(out, "total-time"), jnum(out, "downtime"),
+	       "zero_pages=%lld passes=%lld mbps=%lld dirty_pages_rate=%lld\n",
+	       label, rc, status, t0_abs, wall, running, jnum(out, "total-time"), jnum(out, "downtime"),
 	       jnum(out, "setup-time"), jnum(r, "transferred"), jnum(r, "total"), jnum(r, "normal"),
-	       jnum(r, "duplicate"), jnum(r, "dirty-sync-count"), jnum(r, "mbps"));
+	       jnum(r, "duplicate"), jnum(r, "dirty-sync-count"), jnum(r, "mbps"), dirty_rate);
 	return rc;
 }
 
