@@ -2,9 +2,10 @@
 # Runs inside the lab's L1 (started by tests/run-all through tools/lab): the
 # test suites that need hardware-style KVM, one after the other.
 #
-#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | virtio-restored | api-lab | clone
+#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | virtio-restored | api-lab | clone | migrate
 #
-# /lab mirrors build/: visor, kvm/*.elf, guest/*, guest-generic/*, plus tests/.  Each suite's
+# /lab mirrors build/: visor, kvm/*.elf, guest/*, guest-generic/*, plus tests/ (and for
+# migrate lab-modules/, the bridge and veth drivers: tests/lab/mig-stage DIR).  Each suite's
 # output is framed by "=== BEGIN name" / "=== END name rc=N" for run-all.
 cd /lab || exit 1
 echo "lab: L1 $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(ls -l /dev/kvm 2>&1)"
@@ -19,6 +20,7 @@ for s in "$@"; do
 	virtio-restored) RESTORED=1 tests/lab/virtio-tests.sh /lab ;;
 	api-lab) tests/lab/api-tests.sh /lab ;;
 	clone) tests/lab/clone-tests.sh /lab ;;
+	migrate) tests/lab/migrate-tests.sh /lab ;;
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac
 	rc=$?

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reclog: numbered records appended to a file, and their check (issue 11:
+ * a guest appending to a file on its disk while it is migrated: no record
+ * lost, none doubled; tests/lab/migrate-tests.sh).  Built into the guest
+ * initrd as /bin/reclog by tools/mkguest.
+ *
+ *   reclog append FILE STOPFILE   truncate FILE, then append record 0, 1,
+ *                                 2, ... (O_APPEND, fsync after each) until
+ *                                 STOPFILE exists; "RECLOG-PROGRESS n"
+ *                                 after every 16th record, then
+ *                                 "RECLOG-DONE records=n"
+ *   reclog check FILE N           FILE holds exactly N records, record k at
+ *                                 position k carrying number k and its
+ *                                 pattern: "RECLOG-OK N", else
+ *                                 "RECLOG-BAD ..." naming the first wrong
+ *                                 record (a lost record shows as number k+1
+ *                                 at position k, a doubled one as k-1, a
+ *                                 torn one as a wrong pattern)
+ *
+ * A record is 4096 bytes: "VISORLOG", its number (8 bytes, little
+ * endian), then bytes 16..4095 of the test stream (stream.h) at offset
+ * number * 4096 + j.  Where the records sit on the disk is the file
+ * system's business: what counts is the file the guest reads back.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stream.h"
+
+#define REC 4096
+
+static void make(uint8_t *b, uint64_t n)
+{
+	memcpy(b, "VISORLOG", 8);
+	for (int i = 0; i < 8; i++)
+		b[8 + i] = (uint8_t)(n >> (8 * i));
+	for (size_t j = 16; j < REC; j++)
+		b[j] = stream_byte(n * REC + j);
+}
+
+static int append(const char *file, const char *stopfile)
+{
+	static uint8_t b[REC];
+	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+	if (fd < 0 || fsync(fd)) {
+		printf("RECLOG-FAILED open %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	uint64_t n = 0;
+	int rc = 0;
+	while (access(stopfile, F_OK) != 0) {
+		make(b, n);
+		ssize_t w = write(fd, b, REC);
+		if (w != REC || fsync(fd)) {
+			printf("RECLOG-FAILED record %llu: %s\n", (unsigned long long)n,
+			       w < 0 ? strerror(errno) : w != REC ? "short write" : strerror(errno));
+			rc = 1;
+			break;
+		}
+		n++;
+		if (n % 16 == 0)
+			printf("RECLOG-PROGRESS %llu\n", (unsigned long long)n);
+	}
+	close(fd);
+	printf("RECLOG-DONE records=%llu\n", (unsigned long long)n);
+	return rc;
+}
+
+static int check(const char *file, uint64_t count)
+{
+	static uint8_t b[REC], want[REC];
+	int fd = open(file, O_RDONLY);
+	if (fd < 0) {
+		printf("RECLOG-BAD open %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	for (uint64_t k = 0;; k++) {
+		ssize_t r = pread(fd, b, REC, (off_t)(k * REC));
+		if (r == 0 && k == count)
+			break;
+		if (r == 0) {
+			printf("RECLOG-BAD the file ends after %llu records, %llu written\n",
+			       (unsigned long long)k, (unsigned long long)count);
+			return 1;
+		}
+		if (r != REC) {
+			printf("RECLOG-BAD record %llu: read returned %zd (%s)\n", (unsigned long long)k, r,
+			       r < 0 ? strerror(errno) : "a partial record");
+			return 1;
+		}
+		if (k == count) {
+			printf("RECLOG-BAD the file has records after the %llu written\n",
+			       (unsigned long long)count);
+			return 1;
+		}
+		make(want, k);
+		if (memcmp(b, want, REC)) {
+			uint64_t num = 0;
+			for (int i = 0; i < 8; i++)
+				num |= (uint64_t)b[8 + i] << (8 * i);
+			size_t off = 0;
+			while (off < REC && b[off] == want[off])
+				off++;
+			printf("RECLOG-BAD record %llu: header %.8s number %llu, first difference at byte %zu\n",
+			       (unsigned long long)k, (const char *)b, (unsigned long long)num, off);
+			return 1;
+		}
+	}
+	close(fd);
+	printf("RECLOG-OK %llu\n", (unsigned long long)count);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 4 && !strcmp(argv[1], "append"))
+		return append(argv[2], argv[3]);
+	if (argc == 4 && !strcmp(argv[1], "check"))
+		return check(argv[2], strtoull(argv[3], NULL, 10));
+	fprintf(stderr, "usage: reclog append FILE STOPFILE | check FILE N\n");
+	return 2;
+}
