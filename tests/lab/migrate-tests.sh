@@ -150,7 +150,7 @@ boot() {
 	rm -f "$5"
 	mv_start "$1" "$2" "$3" "$VISOR" run --kernel "$BZ" --initrd "$INITRD" --cmdline "$CMDLINE" \
 		--memory "$MEM" --net "tap=$MIG_TAP,mac=$MIG_GUEST_MAC" --disk "$4,id=rec" \
-		--api-sock "$5" --id "$1" || return 1
+		--api-sock "$5" --id "$1" ${BOOT_EXTRA:-} || return 1
 	mv_console "$1"
 	mv_wait "$1" '^MIG-READY' "$TMO"
 }
@@ -370,7 +370,9 @@ migration_test() {
 	shift
 	why=""
 	_url="tcp:$MIG_ADDR_B:$MIGPORT" _to=B
-	case " $* " in *" --mode local "*) _url="unix:$T/local-mig.sock" _to=A ;; esac
+	BOOT_EXTRA=""
+	# local mode hands guest memory over: it must be a memfd
+	case " $* " in *" --mode local "*) _url="unix:$T/local-mig.sock" _to=A BOOT_EXTRA=--mem-shared ;; esac
 	truncate -s 64M "$T/rec.img"
 	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
 	[ -n "$why" ] || start_work
