@@ -56,6 +56,9 @@ DIR=${1:-.}
 . "$(dirname "$0")/lib.sh"
 
 skipped=0
+# set by the instruments; empty until they report (a failure before then
+# still reports, with set -u)
+hold_line="" nrec="" gap_line="" port="" gap_ms="" lost_ms="" err_ms="" ping_ms="" silence_ms=""
 ok() { echo "PASS $1${2:+ ($2)}"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
 skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
