@@ -1009,46 +1009,41 @@ static void on_act_efd(struct loop *l, int fd, uint32_t events, void *ctx)
 	}
 }
 
-int vm_call(struct vm *vm, void (*fn)(struct vm *vm, void *arg), void *arg)
+/* Queue @p for the loop and wait until it ran.  -ESHUTDOWN (not queued)
+ * once the loop has ended. */
+static int run_on_loop(struct vm *vm, struct pending *p)
 {
-	struct pending p = {NULL, NULL, fn, arg, false, NULL};
 	pthread_mutex_lock(&vm->qlock);
 	if (vm->loop_done) {
 		pthread_mutex_unlock(&vm->qlock);
 		return -ESHUTDOWN;
 	}
-	*vm->tail = &p;
-	vm->tail = &p.next;
+	*vm->tail = p;
+	vm->tail = &p->next;
 	pthread_mutex_unlock(&vm->qlock);
 	uint64_t one = 1;
 	ssize_t w = write(vm->act_efd, &one, sizeof(one));
 	(void)w;
 	pthread_mutex_lock(&vm->qlock);
-	while (!p.done)
+	while (!p->done)
 		pthread_cond_wait(&vm->qcond, &vm->qlock);
 	pthread_mutex_unlock(&vm->qlock);
 	return 0;
 }
 
+int vm_call(struct vm *vm, void (*fn)(struct vm *vm, void *arg), void *arg)
+{
+	struct pending p = {NULL, NULL, fn, arg, false, NULL};
+	return run_on_loop(vm, &p);
+}
+
 int vm_submit(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
 	struct pending p = {a, rep, NULL, NULL, false, NULL};
-	pthread_mutex_lock(&vm->qlock);
-	if (vm->loop_done) {
-		pthread_mutex_unlock(&vm->qlock);
+	if (run_on_loop(vm, &p)) {
 		refuse(rep, 400, "The microVM has stopped.");
 		return -ESHUTDOWN;
 	}
-	*vm->tail = &p;
-	vm->tail = &p.next;
-	pthread_mutex_unlock(&vm->qlock);
-	uint64_t one = 1;
-	ssize_t w = write(vm->act_efd, &one, sizeof(one));
-	(void)w;
-	pthread_mutex_lock(&vm->qlock);
-	while (!p.done)
-		pthread_cond_wait(&vm->qcond, &vm->qlock);
-	pthread_mutex_unlock(&vm->qlock);
 	return p.rep->status == 400 && vm->loop_done ? -ESHUTDOWN : 0;
 }
 

@@ -76,17 +76,25 @@ int guest_mem_init(struct guest_mem *m, uint64_t size, uint64_t hole_start, uint
 	return mem_map(m, size, hole_start, hole_end, -1, false);
 }
 
-int guest_mem_init_shared(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
-			  uint64_t hole_end)
+/* @fd is a regular file of exactly @size bytes: 0, -EBADF, -EINVAL or
+ * -ERANGE. */
+static int check_file(int fd, uint64_t size)
 {
-	memset(m, 0, sizeof(*m));
 	struct stat sb;
 	if (fd < 0 || fstat(fd, &sb))
 		return -EBADF;
 	if (!S_ISREG(sb.st_mode))
 		return -EINVAL;
-	if ((uint64_t)sb.st_size != size)
-		return -ERANGE;
+	return (uint64_t)sb.st_size == size ? 0 : -ERANGE;
+}
+
+int guest_mem_init_shared(struct guest_mem *m, int fd, uint64_t size, uint64_t hole_start,
+			  uint64_t hole_end)
+{
+	memset(m, 0, sizeof(*m));
+	int r0 = check_file(fd, size);
+	if (r0)
+		return r0;
 	int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (own < 0)
 		return -errno;
@@ -120,14 +128,8 @@ int guest_mem_init_file(struct guest_mem *m, int fd, uint64_t size, uint64_t hol
 			uint64_t hole_end)
 {
 	memset(m, 0, sizeof(*m));
-	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb))
-		return -EBADF;
-	if (!S_ISREG(sb.st_mode))
-		return -EINVAL;
-	if ((uint64_t)sb.st_size != size)
-		return -ERANGE;
-	return mem_map(m, size, hole_start, hole_end, fd, false);
+	int r = check_file(fd, size);
+	return r ? r : mem_map(m, size, hole_start, hole_end, fd, false);
 }
 
 /* True if p[0..n) is all zero. */

@@ -618,17 +618,13 @@ static int hello(struct migration *m, struct mig_conn *c, struct msgbuf *mb, int
 	return expect(c, MIG_MSG_HELLO_OK, mb, err, errlen);
 }
 
-/* The hand-over after the state was sent: READY, disks, GO, RUNNING.
- * *@go: GO was sent (the source must not run again unless told). */
-static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, bool *go,
-		    char *err, size_t errlen)
+/* READY came: drop the disks' locks and tell the destination to run
+ * (from here on a cancel is refused).  *@go: GO was sent. */
+static int send_go(struct migration *m, struct mig_conn *c, bool *go, char *err, size_t errlen)
 {
-	(void)mig_conn_set_timeout(c, MIG_ANSWER_TIMEOUT_MS);
-	int r = expect(c, MIG_MSG_READY, mb, err, errlen);
-	if (r)
-		return r;
 	struct call cl = {.take = false};
-	if ((r = on_loop(m, step_disks, &cl)))
+	int r = on_loop(m, step_disks, &cl);
+	if (r)
 		return err_set(err, errlen, r, "%s", cl.err);
 	pthread_mutex_lock(&m->lock);
 	bool cancelled = atomic_load(&m->cancel);
@@ -640,6 +636,20 @@ static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, 
 	*go = true;
 	if ((r = send_msg(c, MIG_MSG_GO, NULL, 0)))
 		return err_set(err, errlen, r, "sending GO: %s", strerror(-r));
+	return 0;
+}
+
+/* The hand-over after the state was sent: READY, disks, GO, RUNNING.
+ * *@go: GO was sent (the source must not run again unless told). */
+static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, bool *go,
+		    char *err, size_t errlen)
+{
+	(void)mig_conn_set_timeout(c, MIG_ANSWER_TIMEOUT_MS);
+	int r = expect(c, MIG_MSG_READY, mb, err, errlen);
+	if (r)
+		return r;
+	if ((r = send_go(m, c, go, err, errlen)))
+		return r;
 	return expect(c, MIG_MSG_RUNNING, mb, err, errlen);
 }
 
@@ -751,19 +761,8 @@ static int postcopy_source(struct src *s, uint64_t *bits, struct msgbuf *mb, uin
 		case MIG_MSG_READY: {
 			if (*go || h.len)
 				return err_set(err, errlen, -EPROTO, "READY out of turn");
-			struct call cl = {.take = false};
-			if ((r = on_loop(m, step_disks, &cl)))
-				return err_set(err, errlen, r, "%s", cl.err);
-			pthread_mutex_lock(&m->lock);
-			bool cancelled = atomic_load(&m->cancel);
-			if (!cancelled)
-				m->go_sent = true;
-			pthread_mutex_unlock(&m->lock);
-			if (cancelled)
-				return err_set(err, errlen, -ECANCELED, "cancelled");
-			*go = true;
-			if ((r = send_msg(c, MIG_MSG_GO, NULL, 0)))
-				return err_set(err, errlen, r, "sending GO: %s", strerror(-r));
+			if ((r = send_go(m, c, go, err, errlen)))
+				return r;
 			break;
 		}
 		case MIG_MSG_RUNNING:
