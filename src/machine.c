@@ -2365,6 +2365,20 @@ int machine_mig_apply(struct machine *vm, const struct snap_reader *rd, char *er
 	return 0;
 }
 
+int machine_tap_fds(struct machine *vm, int *fds, int max)
+{
+	int n = 0;
+	for (uint32_t i = 0; i < vm->reg.n && n < max; i++) {
+		struct dev_record *rec = &vm->reg.r[i];
+		if (rec->ops != &virtio_net_ops)
+			continue;
+		const struct virtio_net *net = rec->dev;
+		if (net->be && net->be->fd >= 0)
+			fds[n++] = net->be->fd;
+	}
+	return n;
+}
+
 int machine_disks_lock(struct machine *vm, bool take, char *err, size_t errlen)
 {
 	for (uint32_t i = 0; i < vm->reg.n; i++) {

@@ -121,6 +121,9 @@ void machine_mig_end(struct machine *m);
 /* The state container of a paused machine (config, memory section without
  * an identity, VM, vCPUs, devices).  *buf: free() it. */
 int machine_mig_state(struct machine *m, uint8_t **buf, size_t *len, char *err, size_t errlen);
+/* The fds of the taps the NICs have attached (at most @max): a local-mode
+ * migration hands them over with guest memory (tap_adopt).  How many. */
+int machine_tap_fds(struct machine *m, int *fds, int max);
 /* Take or drop every disk image's lock (all or none).  0 / -errno. */
 int machine_disks_lock(struct machine *m, bool take, char *err, size_t errlen);
 /* Take @pct percent (0..99) of every vCPU's time away: the guest dirties

@@ -96,6 +96,13 @@ static inline void net_close(struct net_backend *be)
  * permission (CAP_NET_ADMIN, or a persistent tap owned by this user), busy
  * (attached by another process), not a tap, bad name. */
 int tap_open(struct net_backend **out, const char *name, char *err, size_t errlen);
+/* Local-mode migration: @fd (a tap the source had attached; taken over,
+ * closed on failure) is what tap_open of its device name uses next,
+ * instead of attaching again (a tap takes one attachment).  0, or -errno
+ * (not a tap: TUNGETIFF fails; -ENOSPC: eight already).
+ * tap_adopt_clear closes those no device took. */
+int tap_adopt(int fd);
+void tap_adopt_clear(void);
 
 /* ---- in-memory back end for tests (net_mem.c) ---- */
 

@@ -18,6 +18,7 @@
  * One read() or write() moves exactly one frame; the fd is non-blocking.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -194,6 +195,65 @@ static int setiff_error(int e, const char *name, char *err, size_t errlen)
 	return -e;
 }
 
+/* Taps handed over by a local-mode migration's source (tap_adopt): their
+ * fds, by device name, taken by tap_open instead of opening the name. */
+#define TAP_ADOPT_MAX 8
+static struct {
+	char name[IFNAMSIZ];
+	int fd; /* -1: free */
+} adopted[TAP_ADOPT_MAX] = {[0 ... TAP_ADOPT_MAX - 1] = {"", -1}};
+static pthread_mutex_t adopt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int tap_adopt(int fd)
+{
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	ifr.ifr_name[IFNAMSIZ - 1] = 0;
+	pthread_mutex_lock(&adopt_lock);
+	for (int i = 0; i < TAP_ADOPT_MAX; i++) {
+		if (adopted[i].fd < 0) {
+			adopted[i].fd = fd;
+			memcpy(adopted[i].name, ifr.ifr_name, IFNAMSIZ);
+			pthread_mutex_unlock(&adopt_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&adopt_lock);
+	close(fd);
+	return -ENOSPC;
+}
+
+void tap_adopt_clear(void)
+{
+	pthread_mutex_lock(&adopt_lock);
+	for (int i = 0; i < TAP_ADOPT_MAX; i++) {
+		if (adopted[i].fd >= 0)
+			close(adopted[i].fd);
+		adopted[i].fd = -1;
+	}
+	pthread_mutex_unlock(&adopt_lock);
+}
+
+/* The adopted fd of tap @name (taken out of the table), or -1. */
+static int take_adopted(const char *name)
+{
+	int fd = -1;
+	pthread_mutex_lock(&adopt_lock);
+	for (int i = 0; i < TAP_ADOPT_MAX && fd < 0; i++) {
+		if (adopted[i].fd >= 0 && !strcmp(adopted[i].name, name)) {
+			fd = adopted[i].fd;
+			adopted[i].fd = -1;
+		}
+	}
+	pthread_mutex_unlock(&adopt_lock);
+	return fd;
+}
+
 int tap_open(struct net_backend **out, const char *name, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -204,7 +264,11 @@ int tap_open(struct net_backend **out, const char *name, char *err, size_t errle
 			 name ? name : "", IFNAMSIZ - 1);
 		return -EINVAL;
 	}
-	int fd = open(TUN_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	/* a tap the previous visor had attached (local-mode migration) */
+	int fd = take_adopted(name);
+	if (fd >= 0)
+		goto attached;
+	fd = open(TUN_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return open_error(errno, err, errlen);
 
@@ -224,6 +288,7 @@ int tap_open(struct net_backend **out, const char *name, char *err, size_t errle
 		close(fd);
 		return setiff_error(e, name, err, errlen);
 	}
+attached:;
 	int hdrsz = NET_HDR_LEN;
 	if (ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) < 0) {
 		int e = errno;

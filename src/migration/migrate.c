@@ -21,6 +21,7 @@
 #include "../machine.h"
 #include "../mem/guest_mem.h"
 #include "../mem/uffd.h"
+#include "../backends/net.h"
 #include "../snapshot/config_section.h"
 #include "../snapshot/format.h"
 #include "../util/bytes.h"
@@ -183,11 +184,15 @@ static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, in
 	uint8_t hb[MIG_HDR_LEN];
 	int r;
 	if (fd) {
-		int nfds = 0;
+		/* local mode's HELLO: guest memory's memfd, then the taps */
+		int fds[1 + CONFIG_MAX_NICS], nfds = 0;
 		*fd = -1;
-		r = mig_conn_recv_fds(c, hb, sizeof(hb), fd, 1, &nfds);
-		if (!nfds)
-			*fd = -1;
+		r = mig_conn_recv_fds(c, hb, sizeof(hb), fds, 1 + CONFIG_MAX_NICS, &nfds);
+		if (nfds > 0)
+			*fd = fds[0];
+		for (int i = 1; i < nfds; i++)
+			if (tap_adopt(fds[i]))
+				log_warn("migration: an fd that came with HELLO is not a tap: closed");
 	} else {
 		r = mig_conn_read(c, hb, sizeof(hb));
 	}
@@ -271,6 +276,8 @@ struct call {
 	struct guest_mem *mem;
 	bool take;
 	unsigned pct;
+	int taps[CONFIG_MAX_NICS];
+	int ntaps;
 };
 
 static int on_loop(struct migration *m, void (*fn)(struct vm *, void *), struct call *c)
@@ -370,6 +377,16 @@ static void step_disks(struct vm *vm, void *arg)
 	struct machine *mc = live_machine(vm, c);
 	if (mc)
 		c->rc = machine_disks_lock(mc, c->take, c->err, sizeof(c->err));
+}
+
+static void step_taps(struct vm *vm, void *arg)
+{
+	struct call *c = arg;
+	struct machine *mc = live_machine(vm, c);
+	if (mc) {
+		c->ntaps = machine_tap_fds(mc, c->taps, CONFIG_MAX_NICS);
+		c->rc = 0;
+	}
 }
 
 static void step_mem(struct vm *vm, void *arg)
@@ -599,7 +616,15 @@ static int hello(struct migration *m, struct mig_conn *c, struct msgbuf *mb, int
 	if ((r = snap_writer_finish(&w, &buf, &len)))
 		return err_set(err, errlen, r, "%s", snap_writer_error(&w));
 	if (memfd >= 0) {
-		/* local mode: guest memory's memfd rides with the header */
+		/* local mode: guest memory's memfd rides with the header, and
+		 * the taps the NICs have attached (a tap takes one attachment) */
+		int fds[1 + CONFIG_MAX_NICS];
+		fds[0] = memfd;
+		struct call tf = {0};
+		(void)on_loop(m, step_taps, &tf);
+		int nfds = 1;
+		for (int i = 0; i < tf.ntaps; i++)
+			fds[nfds++] = tf.taps[i];
 		uint8_t *all = malloc(MIG_HDR_LEN + len);
 		if (!all) {
 			free(buf);
@@ -607,7 +632,7 @@ static int hello(struct migration *m, struct mig_conn *c, struct msgbuf *mb, int
 		}
 		mig_hdr_encode(all, MIG_MSG_HELLO, buf, (uint32_t)len);
 		memcpy(all + MIG_HDR_LEN, buf, len);
-		r = mig_conn_send_fds(c, all, MIG_HDR_LEN + len, &memfd, 1);
+		r = mig_conn_send_fds(c, all, MIG_HDR_LEN + len, fds, nfds);
 		free(all);
 	} else {
 		r = send_msg(c, MIG_MSG_HELLO, buf, (uint32_t)len);
@@ -1410,6 +1435,7 @@ static void *dest_thread(void *arg)
 			}
 			struct call b = {.rd = &rd, .memfd = memfd};
 			r = on_loop(m, step_build, &b);
+			tap_adopt_clear(); /* what the machine did not take */
 			if (memfd >= 0) {
 				close(memfd); /* the machine keeps its own */
 				memfd = -1;
@@ -1509,6 +1535,7 @@ fail:
 		send_error(c, err);
 	if (memfd >= 0)
 		close(memfd);
+	tap_adopt_clear();
 	if (pc.rx) {
 		bool ran = m->st.state == MIGS_POSTCOPY;
 		pc_stop(&pc); /* blocked faults are let go: the VM is stopped next */
