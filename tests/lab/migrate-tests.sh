@@ -390,14 +390,19 @@ migration_test() {
 			:
 		elif [ -z "$downtime_ms" ]; then
 			setwhy "visor migrate printed no measured downtime ('downtime ... ms'): $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
-		elif [ "$step" -gt $((${downtime_ms%.*} + jit)) ]; then
-			setwhy "the counter's step across the move is $step ms, more than the measured downtime $downtime_ms ms + its largest step before ($jit ms)"
 		fi
+		# The step across the move against visor's downtime (plus the
+		# counter's own largest step) is reported, not judged: on the
+		# lab's one emulated CPU both VMMs and L1 compete, so wall-time
+		# comparisons are noise there (no timing thresholds in tests);
+		# a lost or doubled tick is judged (tick_check, below).
+		[ "$step" -gt $((${downtime_ms%.*} + jit)) ] &&
+			note="; over downtime + jitter (${downtime_ms} + ${jit} ms)" || note=""
 	fi
 	[ -n "$why" ] || stop_work
 	tk=""
 	[ -n "$why" ] || tk=$(tick_check vm0 vm1) || true
-	report "$_name" "moved in $mig_ms ms (lab time), downtime $downtime_ms ms by visor's account, guest gap $(($(kv "$gap_line" mono_max_us) / 1000)) ms + clock lost $(($(kv "$gap_line" ref_lost_us) / 1000)) ms; counter 1..${tk%% *} contiguous, step across $step ms; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK; switch port $_to"
+	report "$_name" "moved in $mig_ms ms (lab time), downtime $downtime_ms ms by visor's account, guest gap $(($(kv "$gap_line" mono_max_us) / 1000)) ms + clock lost $(($(kv "$gap_line" ref_lost_us) / 1000)) ms; counter 1..${tk%% *} contiguous, step across $step ms${note:-}; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK; switch port $_to"
 	for _s in vm0 vm1; do mv_stop "$_s"; done
 	mv_cur=""
 }
