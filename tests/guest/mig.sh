@@ -23,10 +23,12 @@
 #   hold-stop               "HOLD-DONE ..." (rc 0) or "HOLD-FAILED ..." (rc 1)
 #   rec-start SERIAL        an ext2 file system on the disk whose serial is SERIAL,
 #                           mounted on /mnt/rec; reclog appends records to
-#                           /mnt/rec/log (fsync each): "RECLOG-STARTED"
+#                           /mnt/rec/log (fsync each, at most one per 5 ms):
+#                           "RECLOG-STARTED"
 #   rec-status              "RECLOG-COUNT n": the records in the file so far
 #   rec-stop                "RECLOG-DONE records=n", then the check: "RECLOG-OK n"
-#                           (rc 0) or "RECLOG-BAD ..." (rc 1)
+#                           (rc 0) or "RECLOG-BAD ..." (rc 1); a failed write
+#                           ("RECLOG-FAILED ...") fails it too
 #   rec-selftest            the checker on copies of the log with one record doubled
 #                           and one lost: "RECLOG-SELFTEST-OK" when it flags both
 #   ticker-start / ticker-stop  api-tool ticker: "TICK n ms" lines on the console
@@ -164,7 +166,8 @@ step() {
 		mount -t ext2 "/dev/$d" /mnt/rec || return 1
 		rm -f /tmp/rec.stop
 		: >/tmp/rec.out
-		reclog append /mnt/rec/log /tmp/rec.stop >/tmp/rec.out 2>&1 &
+		# (a record every 5 ms at most: a long test does not fill the disk)
+		reclog append /mnt/rec/log /tmp/rec.stop 5 >/tmp/rec.out 2>&1 &
 		rec_pid=$!
 		rec_dev=$d
 		echo "RECLOG-STARTED on /dev/$d"
@@ -180,6 +183,7 @@ step() {
 		grep -E '^RECLOG-(DONE|FAILED)' /tmp/rec.out
 		n=$(sed -n 's/^RECLOG-DONE records=\([0-9]*\)$/\1/p' /tmp/rec.out)
 		[ -n "$n" ] || return 1
+		grep -q '^RECLOG-FAILED' /tmp/rec.out && return 1
 		# what the disk holds, not the page cache: unmount, drop the
 		# caches, mount again
 		umount /mnt/rec || return 1

@@ -5,11 +5,15 @@
  * lost, none doubled; tests/lab/migrate-tests.sh).  Built into the guest
  * initrd as /bin/reclog by tools/mkguest.
  *
- *   reclog append FILE STOPFILE   truncate FILE, then append record 0, 1,
- *                                 2, ... (O_APPEND, fsync after each) until
+ *   reclog append FILE STOPFILE [MS]
+ *                                 truncate FILE, then append record 0, 1,
+ *                                 2, ... (O_APPEND, fsync after each; MS ms
+ *                                 of sleep after each, default 0) until
  *                                 STOPFILE exists; "RECLOG-PROGRESS n"
  *                                 after every 16th record, then
- *                                 "RECLOG-DONE records=n"
+ *                                 "RECLOG-DONE records=n" (after
+ *                                 "RECLOG-FAILED ..." if a write failed:
+ *                                 exit status 1)
  *   reclog check FILE N           FILE holds exactly N records, record k at
  *                                 position k carrying number k and its
  *                                 pattern: "RECLOG-OK N", else
@@ -44,7 +48,7 @@ static void make(uint8_t *b, uint64_t n)
 		b[j] = stream_byte(n * REC + j);
 }
 
-static int append(const char *file, const char *stopfile)
+static int append(const char *file, const char *stopfile, long ms)
 {
 	static uint8_t b[REC];
 	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
@@ -66,6 +70,8 @@ static int append(const char *file, const char *stopfile)
 		n++;
 		if (n % 16 == 0)
 			printf("RECLOG-PROGRESS %llu\n", (unsigned long long)n);
+		if (ms > 0)
+			usleep((useconds_t)(ms * 1000));
 	}
 	close(fd);
 	printf("RECLOG-DONE records=%llu\n", (unsigned long long)n);
@@ -120,10 +126,10 @@ static int check(const char *file, uint64_t count)
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 4 && !strcmp(argv[1], "append"))
-		return append(argv[2], argv[3]);
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "append"))
+		return append(argv[2], argv[3], argc == 5 ? atol(argv[4]) : 0);
 	if (argc == 4 && !strcmp(argv[1], "check"))
 		return check(argv[2], strtoull(argv[3], NULL, 10));
-	fprintf(stderr, "usage: reclog append FILE STOPFILE | check FILE N\n");
+	fprintf(stderr, "usage: reclog append FILE STOPFILE [MS] | check FILE N\n");
 	return 2;
 }

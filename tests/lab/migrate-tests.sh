@@ -44,10 +44,15 @@
 #                          step before), the switch learned port B, the TCP
 #                          connection carries on, no record lost or doubled
 #   migrate-postcopy       the same with --postcopy
-#   migrate-local          the same with --mode local (unix: URL, one host)
+#   migrate-local          the same with --mode local (unix: URL, one host; the
+#                          source runs with --mem-shared)
 #   migrate-kill-destination   the destination killed in mid-flight: the
 #                          source keeps running, nothing lost
 #   migrate-back-and-forth A -> B -> A ... ten moves; every check after each
+#
+# MIGTESTS="NAME..." runs only those migration tests (the others SKIP);
+# MIGTESTS_TRACE=1 prints every guest step and visor migrate's output as
+# they happen ("trace: ..."), to follow a lab session live.
 #
 # Ends with "migrate: N passed, N failed, N skipped".
 set -u
@@ -70,6 +75,15 @@ finish() {
 }
 
 TCP="$DIR/lab-tools/tcp-tool"
+MIGTESTS=${MIGTESTS:-}
+[ "${MIGTESTS_TRACE:-0}" = 1 ] && MV_TRACE=1
+trace() { [ -z "${MV_TRACE:-}" ] || echo "trace: $(cut -d' ' -f1 /proc/uptime) s: $*"; }
+# want NAME: NAME is to run (in MIGTESTS, or MIGTESTS unset); else SKIP
+want() {
+	case " ${MIGTESTS:-$1} " in *" $1 "*) return 0 ;; esac
+	skip "$1" "not in MIGTESTS"
+	return 1
+}
 MV_DIR=$T
 MIG_DIR=$T/hosts
 MIG_MODDIR=$DIR/lab-modules
@@ -100,6 +114,11 @@ trap 'cleanup; exit 1' INT TERM
 
 up_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 kv() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+# ms_of LINE KEY: KEY's value (us) in ms, or ? when LINE does not have it
+ms_of() {
+	_v=$(kv "$1" "$2")
+	case "$_v" in '' | *[!0-9-]*) echo "?" ;; *) echo $((_v / 1000)) ;; esac
+}
 setwhy() { [ -n "$why" ] || why=$1; }
 
 # report NAME NOTE: PASS, or FAIL with $why and the evidence
@@ -148,14 +167,18 @@ $(mighosts_nsenter peer) "$TCP" timesrv "$TSPORT" >"$T/timesrv.out" 2>&1 &
 helpers="$helpers $!"
 
 # --- a guest on a host, and its instruments ----------------------------------------
-# boot SLOT FD HOST DISK SOCK: visor run on HOST with the guest's tap and disk
+# boot SLOT FD HOST DISK SOCK [OPTIONS...]: visor run on HOST with the
+# guest's tap and disk (and more visor run OPTIONS)
 boot() {
-	rm -f "$5"
-	mv_start "$1" "$2" "$3" "$VISOR" run --kernel "$BZ" --initrd "$INITRD" --cmdline "$CMDLINE" \
-		--memory "$MEM" --net "tap=$MIG_TAP,mac=$MIG_GUEST_MAC" --disk "$4,id=rec" \
-		--api-sock "$5" --id "$1" ${BOOT_EXTRA:-} || return 1
-	mv_console "$1"
-	mv_wait "$1" '^MIG-READY' "$TMO"
+	_bs=$1 _bfd=$2 _bh=$3 _bd=$4 _bk=$5
+	shift 5
+	rm -f "$_bk"
+	trace "boot $_bs on host$_bh $*"
+	mv_start "$_bs" "$_bfd" "$_bh" "$VISOR" run --kernel "$BZ" --initrd "$INITRD" --cmdline "$CMDLINE" \
+		--memory "$MEM" --net "tap=$MIG_TAP,mac=$MIG_GUEST_MAC" --disk "$_bd,id=rec" \
+		--api-sock "$_bk" --id "$_bs" "$@" || return 1
+	mv_console "$_bs"
+	mv_wait "$_bs" '^MIG-READY' "$TMO"
 }
 
 # start_work: on the current console: network, then every instrument;
@@ -231,7 +254,7 @@ stop_work() {
 # visor guest on hostA and a 2 s pause standing in for a switch-over
 # =====================================================================================
 why=""
-truncate -s 64M "$T/rec.img"
+truncate -s 256M "$T/rec.img"
 boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || why="the guest did not boot on hostA (no MIG-READY)"
 [ -n "$why" ] || start_work
 port=""
@@ -269,11 +292,18 @@ gap_ms="" lost_ms="" err_ms="" seen_ms="" ping_ms="" silence_ms=""
 if [ -z "$why" ]; then
 	g gap-report || setwhy "$gwhy"
 	gl=$(gval 'GAP ')
-	gap_ms=$(($(kv "$gl" mono_max_us) / 1000))
-	lost_ms=$(($(kv "$gl" ref_lost_us) / 1000))
-	err_ms=$(($(kv "$gl" ref_err_us) / 1000 + 1))
-	[ "$lost_ms" -gt 0 ] && seen_ms=$((gap_ms + lost_ms)) || seen_ms=$gap_ms
-	if [ "$(kv "$gl" ref_replies)" -lt 1 ] 2>/dev/null; then
+	gap_ms=$(ms_of "$gl" mono_max_us) lost_ms=$(ms_of "$gl" ref_lost_us) err_ms=$(ms_of "$gl" ref_err_us)
+	if [ -n "$why" ]; then
+		:
+	elif [ "$gap_ms" = "?" ] || [ "$lost_ms" = "?" ] || [ "$err_ms" = "?" ]; then
+		setwhy "gapmeter's report lacks a value: $gl"
+	else
+		err_ms=$((err_ms + 1))
+		[ "$lost_ms" -gt 0 ] && seen_ms=$((gap_ms + lost_ms)) || seen_ms=$gap_ms
+	fi
+	if [ -n "$why" ]; then
+		:
+	elif [ "$(kv "$gl" ref_replies)" -lt 1 ] 2>/dev/null; then
 		setwhy "gapmeter got no answer from the peer's time server: $gl"
 	elif [ $((seen_ms + err_ms)) -lt "$inner" ]; then
 		setwhy "gapmeter did not see the pause: largest gap $gap_ms ms + clock lost $lost_ms ms (+-$err_ms) < the $inner ms the VM stood still: $gl"
@@ -282,9 +312,9 @@ if [ -z "$why" ]; then
 	fi
 	pl=$(grep '^PING ' "$T/ping.out")
 	# a paused VM's pings wait in the tap's queue: a long delay, or lost
-	run=$(kv "$pl" maxrun_ms) rtt=$(($(kv "$pl" rtt_max_us) / 1000))
-	ping_ms=$run
-	[ "$rtt" -gt "$ping_ms" ] && ping_ms=$rtt
+	run=$(kv "$pl" maxrun_ms) rtt=$(ms_of "$pl" rtt_max_us)
+	ping_ms=${run:-0}
+	[ "$rtt" != "?" ] && [ "$rtt" -gt "$ping_ms" ] && ping_ms=$rtt
 	[ -n "$pl" ] || setwhy "the pinger printed no result: $(cat "$T/ping.out")"
 	[ "$ping_ms" -ge $((inner - 10)) ] || setwhy "the pings did not see the pause: longest outage ${run} ms, longest delay ${rtt} ms < $inner ms: $pl"
 	g rec-status || setwhy "$gwhy"
@@ -339,10 +369,21 @@ migrate_once() {
 	# second of slack; probing the port would hand it a bogus stream)
 	sleep 1
 	_t0=$(up_ms)
-	# shellcheck disable=SC2046
-	$(mighosts_nsenter "$_fh") "$VISOR" migrate "$T/$_fs.sock" --to "$_url" "$@" >"$T/migrate.out" 2>&1
-	_rc=$?
+	trace "visor migrate $_fs ($_fh) -> $_ts ($_th) $_url $*"
+	if [ -n "${MV_TRACE:-}" ]; then
+		# shellcheck disable=SC2046
+		{
+			$(mighosts_nsenter "$_fh") "$VISOR" migrate "$T/$_fs.sock" --to "$_url" "$@" 2>&1
+			echo $? >"$T/migrate.rc"
+		} | tee "$T/migrate.out" | sed 's/^/trace: migrate: /'
+		_rc=$(cat "$T/migrate.rc")
+	else
+		# shellcheck disable=SC2046
+		$(mighosts_nsenter "$_fh") "$VISOR" migrate "$T/$_fs.sock" --to "$_url" "$@" >"$T/migrate.out" 2>&1
+		_rc=$?
+	fi
 	mig_ms=$(($(up_ms) - _t0))
+	trace "visor migrate exited $_rc after $mig_ms ms"
 	downtime_ms=$(tr '\r' '\n' <"$T/migrate.out" | sed -n 's/.*downtime[^0-9]*\([0-9][0-9.]*\) *ms.*/\1/p' | tail -n 1)
 	[ "$_rc" = 0 ] || { setwhy "visor migrate exited $_rc: $(tail -n 3 "$T/migrate.out" | tr '\n' ' ')"; return; }
 	mv_exit "$_fs" 60 || { setwhy "the source still runs 60 s after the migration"; return; }
@@ -351,7 +392,17 @@ migrate_once() {
 	mv_alive "$_ts" || { setwhy "the destination is not running"; return; }
 	mv_console "$_ts"
 	g mono || { setwhy "the guest does not answer on the destination's console: $gwhy"; return; }
+	g ping "$MIG_PEER" 3 || setwhy "the guest's network does not work after the move: $gwhy"
+	# the TCP connection carries on: echoes come back after the move
 	g hold-status || setwhy "the TCP connection broke in the move: $gwhy"
+	_e0=$(kv "$(gval 'HOLD-PROGRESS ')" echoed) _e1=$_e0 _i=0
+	while [ -z "$why" ] && [ "${_e1:-0}" -le "${_e0:-0}" ] && [ $_i -lt 30 ]; do
+		sleep 1
+		g hold-status || setwhy "the TCP connection broke in the move: $gwhy"
+		_e1=$(kv "$(gval 'HOLD-PROGRESS ')" echoed)
+		_i=$((_i + 1))
+	done
+	[ "${_e1:-0}" -gt "${_e0:-0}" ] || setwhy "no TCP echo came back in 30 s after the move (echoed: ${_e0:-?})"
 	g rec-status || setwhy "the records stopped in the move: $gwhy"
 	_p=$(mighosts_port "$MIG_GUEST_MAC")
 	[ "$_p" = "$_th" ] || [ "$_th" = "$_fh" ] || setwhy "after the move the switch has the guest on port '$_p', expected $_th"
@@ -372,20 +423,23 @@ migration_test() {
 	_name=$1
 	shift
 	why=""
-	_url="tcp:$MIG_ADDR_B:$MIGPORT" _to=B
-	BOOT_EXTRA=""
-	# local mode hands guest memory over: it must be a memfd
-	case " $* " in *" --mode local "*) _url="unix:$T/local-mig.sock" _to=A BOOT_EXTRA=--mem-shared ;; esac
-	truncate -s 64M "$T/rec.img"
-	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
+	_url="tcp:$MIG_ADDR_B:$MIGPORT" _to=B _bopt=""
+	# (local mode hands guest memory over: it has to be in a memfd)
+	case " $* " in *" --mode local "*) _url="unix:$T/local-mig.sock" _to=A _bopt=--mem-shared ;; esac
+	truncate -s 256M "$T/rec.img"
+	# shellcheck disable=SC2086
+	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" $_bopt || setwhy "the guest did not boot on hostA (no MIG-READY)"
 	[ -n "$why" ] || start_work
 	[ -n "$why" ] || sleep 3
 	[ -n "$why" ] || migrate_once vm0 A vm1 6 "$_to" "$_url" "$@"
-	step="" jit=""
+	step="" jit="" tk="" gap_line="" hold_line="" nrec=""
 	if [ -z "$why" ]; then
 		sleep 2 # ticks on the destination
+		tk=$(tick_check vm0 vm1) || true
 		_s=$(tick_step_across vm0 vm1) || setwhy "no counter ticks on one side of the move"
 		step=${_s% *} jit=${_s#* }
+		# everything else first: the TCP connection, the records, gapmeter
+		stop_work
 		if [ -n "$why" ]; then
 			:
 		elif [ -z "$downtime_ms" ]; then
@@ -400,10 +454,7 @@ migration_test() {
 		[ -z "$why" ] && [ "$step" -gt $((${downtime_ms%.*} + jit)) ] &&
 			note="; over downtime + jitter (${downtime_ms} + ${jit} ms)"
 	fi
-	[ -n "$why" ] || stop_work
-	tk=""
-	[ -n "$why" ] || tk=$(tick_check vm0 vm1) || true
-	report "$_name" "moved in $mig_ms ms (lab time), downtime $downtime_ms ms by visor's account, guest gap $(($(kv "$gap_line" mono_max_us) / 1000)) ms + clock lost $(($(kv "$gap_line" ref_lost_us) / 1000)) ms; counter 1..${tk%% *} contiguous, step across $step ms${note:-}; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK; switch port $_to"
+	report "$_name" "moved in $mig_ms ms (lab time), downtime $downtime_ms ms by visor's account, guest gap $(ms_of "$gap_line" mono_max_us) ms + clock lost $(ms_of "$gap_line" ref_lost_us) ms; counter 1..${tk%% *} contiguous, step across $step ms${note:-}; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK; switch port $_to"
 	for _s in vm0 vm1; do mv_stop "$_s"; done
 	mv_cur=""
 }
@@ -415,76 +466,81 @@ if [ "$have_mig" != 0 ]; then
 	finish
 fi
 
-migration_test migrate-precopy
-migration_test migrate-postcopy --postcopy
-migration_test migrate-local --mode local
+want migrate-precopy && migration_test migrate-precopy
+want migrate-postcopy && migration_test migrate-postcopy --postcopy
+want migrate-local && migration_test migrate-local --mode local
 
 # --- the destination killed in mid-flight: the source runs on, nothing lost ----------
-why=""
-truncate -s 64M "$T/rec.img"
-boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
-[ -n "$why" ] || start_work
-if [ -z "$why" ]; then
-	# a busy guest, so that the migration takes a while
-	GT=1200 g dirty-start 128 64 || setwhy "$gwhy"
-fi
-if [ -z "$why" ]; then
-	rm -f "$T/vm1.sock"
-	mv_start vm1 6 B "$VISOR" run --incoming "tcp:$MIG_ADDR_B:$MIGPORT" --api-sock "$T/vm1.sock" --id vm1
-	sleep 2
-	$(mighosts_nsenter A) "$VISOR" migrate "$T/vm0.sock" --to "tcp:$MIG_ADDR_B:$MIGPORT" >"$T/migrate.out" 2>&1 &
-	mpid=$!
-	# kill -9 the destination once the first bytes arrived (a second in)
-	sleep 1
-	kill -9 "$(cat "$T/vm1.pid")" 2>/dev/null
-	mv_stop vm1
-	i=0
-	while kill -0 "$mpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
-	if kill -0 "$mpid" 2>/dev/null; then
-		setwhy "visor migrate still runs 60 s after the destination was killed"
-		kill "$mpid"
+kill_destination_test() {
+	why=""
+	truncate -s 256M "$T/rec.img"
+	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
+	[ -n "$why" ] || start_work
+	if [ -z "$why" ]; then
+		rm -f "$T/vm1.sock"
+		mv_start vm1 6 B "$VISOR" run --incoming "tcp:$MIG_ADDR_B:$MIGPORT" --api-sock "$T/vm1.sock" --id vm1
+		sleep 2
+		# (8 MiB/s: the migration takes seconds, killing the destination
+		# one second in hits it in mid-flight)
+		$(mighosts_nsenter A) "$VISOR" migrate "$T/vm0.sock" --to "tcp:$MIG_ADDR_B:$MIGPORT" \
+			--bandwidth 8 >"$T/migrate.out" 2>&1 &
+		mpid=$!
+		# kill -9 the destination once the first bytes arrived (a second in)
+		sleep 1
+		kill -9 "$(cat "$T/vm1.pid")" 2>/dev/null
+		mv_stop vm1
+		i=0
+		while kill -0 "$mpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$mpid" 2>/dev/null; then
+			setwhy "visor migrate still runs 60 s after the destination was killed"
+			kill "$mpid"
+		fi
+		wait "$mpid"
+		mrc=$?
+		[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 although the destination was killed"
+		mv_alive vm0 || setwhy "the source stopped after the failed migration"
+		mv_console vm0
+		[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the failed migration: $gwhy"
+		[ -n "$why" ] || stop_work
 	fi
-	wait "$mpid"
-	mrc=$?
-	[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 although the destination was killed"
-	mv_alive vm0 || setwhy "the source stopped after the failed migration"
-	mv_console vm0
-	[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the failed migration: $gwhy"
-	[ -n "$why" ] || g dirty-stop || setwhy "$gwhy"
-	[ -n "$why" ] || stop_work
-fi
-tk=""
-[ -n "$why" ] || tk=$(tick_check vm0) || true
-report migrate-kill-destination "visor migrate exited ${mrc:-?}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages, $nrec records OK"
-mv_stop vm0
-mv_stop vm1
-mv_cur=""
+	tk=""
+	[ -n "$why" ] || tk=$(tick_check vm0) || true
+	report migrate-kill-destination "visor migrate exited ${mrc:-?}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages, $nrec records OK"
+	mv_stop vm0
+	mv_stop vm1
+	mv_cur=""
+}
 
 # --- back and forth ten times ---------------------------------------------------------
-why=""
-truncate -s 64M "$T/rec.img"
-boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
-[ -n "$why" ] || start_work
-moves=0 cur=vm0 curh=A worst=""
-: >"$T/hist.out" # the consoles of every hop, in order (slots are reused)
-while [ -z "$why" ] && [ $moves -lt 10 ]; do
-	sleep 2
-	nh=$(other "$curh")
-	if [ $((moves % 2)) = 0 ]; then ns=vm1 nfd=6; else ns=vm2 nfd=7; fi
-	migrate_once "$cur" "$curh" "$ns" "$nfd" "$nh" "tcp:$(addr_of "$nh"):$MIGPORT"
-	[ -n "$why" ] && break
-	cat "$T/$cur.out" >>"$T/hist.out"
-	moves=$((moves + 1))
-	worst="$worst ${downtime_ms:-?}"
-	cur=$ns curh=$nh
-done
-[ -n "$why" ] || stop_work
-tk=""
-if [ -z "$why" ]; then
-	cat "$T/$cur.out" >>"$T/hist.out"
-	tk=$(tick_check hist) || true
-fi
-report migrate-back-and-forth "$moves moves A<->B, downtimes (visor's account, ms):$worst; counter 1..${tk%% *} contiguous over every hop; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK"
-for s in $SLOTS; do mv_stop "$s"; done
-mv_cur=""
+back_and_forth_test() {
+	why=""
+	truncate -s 256M "$T/rec.img"
+	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
+	[ -n "$why" ] || start_work
+	moves=0 cur=vm0 curh=A worst=""
+	: >"$T/hist.out" # the consoles of every hop, in order (slots are reused)
+	while [ -z "$why" ] && [ $moves -lt 10 ]; do
+		sleep 2
+		nh=$(other "$curh")
+		if [ $((moves % 2)) = 0 ]; then ns=vm1 nfd=6; else ns=vm2 nfd=7; fi
+		migrate_once "$cur" "$curh" "$ns" "$nfd" "$nh" "tcp:$(addr_of "$nh"):$MIGPORT"
+		[ -n "$why" ] && break
+		cat "$T/$cur.out" >>"$T/hist.out"
+		moves=$((moves + 1))
+		worst="$worst ${downtime_ms:-?}"
+		cur=$ns curh=$nh
+	done
+	[ -n "$why" ] || stop_work
+	tk=""
+	if [ -z "$why" ]; then
+		cat "$T/$cur.out" >>"$T/hist.out"
+		tk=$(tick_check hist) || true
+	fi
+	report migrate-back-and-forth "$moves moves A<->B, downtimes (visor's account, ms):$worst; counter 1..${tk%% *} contiguous over every hop; TCP $(kv "$hold_line" sent) messages each echoed once; $nrec records OK"
+	for s in $SLOTS; do mv_stop "$s"; done
+	mv_cur=""
+}
+
+want migrate-kill-destination && kill_destination_test
+want migrate-back-and-forth && back_and_forth_test
 finish

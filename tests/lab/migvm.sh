@@ -25,6 +25,8 @@
 #                                  when it reports rc=0; gout gets what it printed,
 #                                  gwhy why it failed; GT bounds the wait (s, default 300)
 #   gval PREFIX                    the rest of the first line of gout starting with PREFIX
+#   MV_TRACE                       when set, every step is printed as it is sent
+#                                  ("trace: ..."), to follow a lab session live
 
 mv_seq=0
 mv_cur=""
@@ -102,6 +104,7 @@ mv_wait() {
 g() {
 	mv_seq=$((mv_seq + 1))
 	gwhy=""
+	[ -z "${MV_TRACE:-}" ] || echo "trace: $(cut -d' ' -f1 /proc/uptime) s: $mv_cur: step $mv_seq: $*"
 	_fd=$(_mv_fd "$mv_cur")
 	_from=$(mv_con "$mv_cur" | wc -l)
 	if [ -z "$_fd" ]; then
