@@ -212,6 +212,15 @@ static void split_opt(const char *arg, char *name, size_t nlen, const char **val
 	}
 }
 
+/* @name is one of the NULL-terminated @list. */
+static bool in_list(const char *name, const char *const *list)
+{
+	for (int k = 0; list[k]; k++)
+		if (!strcmp(name, list[k]))
+			return true;
+	return false;
+}
+
 static int take_value(int argc, char **argv, int *i, const char *name, const char **val,
 		      struct config_err *e)
 {
@@ -330,10 +339,7 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 			"--http-api-max-payload-size", "--mmds-size-limit", "--start-time-us",
 			"--start-time-cpu-us", "--parent-cpu-time-us", "--seccomp-filter", "--kvm",
 			NULL};
-		bool known = false;
-		for (int k = 0; with_val[k]; k++)
-			known |= !strcmp(name, with_val[k]);
-		if (!known)
+		if (!in_list(name, with_val))
 			return fail(e, "unknown option '%s' (try 'visor --help firecracker')", argv[i]);
 		if (take_value(argc, argv, &i, name, &val, e))
 			return -EINVAL;
@@ -614,10 +620,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
 						       "--memory", "--log-level", "--kvm", "--disk", "--net",
 						       "--vsock", "--restore", NULL};
-		bool known = false;
-		for (int k = 0; with_val[k]; k++)
-			known |= !strcmp(name, with_val[k]);
-		if (!known)
+		if (!in_list(name, with_val))
 			return fail(e, "unknown option '%s' (try 'visor --help')", argv[i]);
 		if (take_value(argc, argv, &i, name, &val, e))
 			return -EINVAL;
@@ -880,10 +883,7 @@ static int parse_migrate(int argc, char **argv, struct cli_opts *o, struct confi
 		}
 		static const char *const with_val[] = {"--to",	    "--downtime", "--bandwidth",
 						       "--timeout", "--mode",	  NULL};
-		bool known = false;
-		for (int k = 0; with_val[k]; k++)
-			known |= !strcmp(name, with_val[k]);
-		if (!known)
+		if (!in_list(name, with_val))
 			return fail(e, "migrate: unknown option '%s' (try 'visor migrate --help')", argv[i]);
 		if (take_value(argc, argv, &i, name, &val, e))
 			return -EINVAL;

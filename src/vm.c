@@ -497,24 +497,19 @@ static bool blocked_by_migration(enum vm_action_kind k)
 
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
-	if (blocked_by_migration(a->kind) && vm_mig_busy(vm)) {
-		rep->status = 400;
-		snprintf(rep->fault, sizeof(rep->fault),
-			 "A migration is in progress: cancel it first (PATCH /migration "
-			 "{\"state\": \"Cancelled\"}).");
-		vm->act_count[a->kind]++;
-		vm->act_fails[a->kind]++;
-		return;
-	}
+	const char *why = NULL;
+	if (blocked_by_migration(a->kind) && vm_mig_busy(vm))
+		why = "A migration is in progress: cancel it first (PATCH /migration "
+		      "{\"state\": \"Cancelled\"}).";
 	/* a destination waiting for (or receiving) a migration: its
 	 * configuration comes from the source */
 	if (vm->state == VM_NOT_STARTED && vm->mig && mig_incoming(vm->mig) &&
 	    (configures_boot(a->kind) || a->kind == ACT_INSTANCE_START ||
-	     a->kind == ACT_SNAPSHOT_LOAD)) {
-		rep->status = 400;
-		snprintf(rep->fault, sizeof(rep->fault),
-			 "This microVM is receiving a live migration: its configuration comes from "
-			 "the source.");
+	     a->kind == ACT_SNAPSHOT_LOAD))
+		why = "This microVM is receiving a live migration: its configuration comes from "
+		      "the source.";
+	if (why) {
+		refuse(rep, 400, "%s", why);
 		vm->act_count[a->kind]++;
 		vm->act_fails[a->kind]++;
 		return;

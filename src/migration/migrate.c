@@ -219,10 +219,7 @@ static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, in
 static int peer_text(const struct mig_hdr *h, const struct msgbuf *mb, char *err, size_t errlen)
 {
 	char text[MIG_ERROR_MAX + 1];
-	size_t n = h->len < MIG_ERROR_MAX ? h->len : MIG_ERROR_MAX;
-	for (size_t i = 0; i < n; i++)
-		text[i] = mb->p[i] >= 0x20 && mb->p[i] < 0x7f ? (char)mb->p[i] : '?';
-	text[n] = 0;
+	mig_error_text(mb->p, h->len, text, sizeof(text));
 	return err_set(err, errlen, -EREMOTEIO, "the destination: %s", text);
 }
 
@@ -579,13 +576,9 @@ static int send_pass(struct src *s, const uint64_t *bits, uint32_t pass, char *e
 	if ((r = flush_data(s, err, errlen)) || (r = flush_zero(s, err, errlen)))
 		return r;
 	uint8_t pp[16];
-	memset(pp, 0, sizeof(pp));
-	pp[0] = (uint8_t)pass;
-	pp[1] = (uint8_t)(pass >> 8);
-	pp[2] = (uint8_t)(pass >> 16);
-	pp[3] = (uint8_t)(pass >> 24);
-	for (int i = 0; i < 8; i++)
-		pp[8 + i] = (uint8_t)(n >> (8 * i));
+	put_le32(pp, pass);
+	put_le32(pp + 4, 0);
+	put_le64(pp + 8, n);
 	if ((r = send_msg(s->c, MIG_MSG_PASS, pp, sizeof(pp))))
 		return err_set(err, errlen, r, "sending: %s", strerror(-r));
 	return 0;
@@ -688,8 +681,7 @@ static int send_postcopy_bitmap(struct src *s, const uint64_t *bits, char *err, 
 	uint64_t n = 0;
 	for (uint64_t w = 0; w < (s->npages + 63) / 64; w++)
 		n += (uint64_t)__builtin_popcountll(bits[w]);
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(n >> (8 * i));
+	put_le64(p, n);
 	for (size_t i = 0; i < bytes; i++)
 		p[8 + i] = (uint8_t)(bits[i / 8] >> (8 * (i % 8)));
 	int r = send_msg(s->c, MIG_MSG_POSTCOPY, p, (uint32_t)(8 + bytes));

@@ -144,6 +144,14 @@ int mig_runs_decode(const uint8_t *p, size_t len, bool with_data, uint64_t npage
 	return 0;
 }
 
+void mig_error_text(const uint8_t *p, size_t len, char *out, size_t size)
+{
+	size_t n = len < size - 1 ? len : size - 1;
+	for (size_t i = 0; i < n; i++)
+		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+	out[n] = 0;
+}
+
 bool mig_page_is_zero(const void *p)
 {
 	const uint64_t *q = p;
@@ -385,11 +393,7 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 {
 	rx->msgs++;
 	if (h->type == MIG_MSG_ERROR) {
-		/* the peer's words, printable ASCII only */
-		size_t n = h->len < sizeof(rx->err) - 1 ? h->len : sizeof(rx->err) - 1;
-		for (size_t i = 0; i < n; i++)
-			rx->err[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
-		rx->err[n] = 0;
+		mig_error_text(p, h->len, rx->err, sizeof(rx->err));
 		rx->phase = MIG_RX_FAILED;
 		return MIG_RX_PEER_ERROR;
 	}

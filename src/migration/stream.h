@@ -95,6 +95,10 @@ static inline size_t mig_runs_len(uint32_t nruns)
 /* Write the runs part (mig_runs_len bytes) into @out. */
 void mig_runs_encode(uint8_t *out, const struct mig_run *runs, uint32_t nruns);
 
+/* An ERROR message's payload p[0..len) as a string in out[size] (@size >=
+ * 1): printable ASCII kept, anything else '?', cut to fit. */
+void mig_error_text(const uint8_t *p, size_t len, char *out, size_t size);
+
 /* True if the 4 KiB page at @p is all zero. */
 bool mig_page_is_zero(const void *p);
 

@@ -133,6 +133,18 @@ static bool has_control(const char *s)
 
 /* ---- URLs -------------------------------------------------------------- */
 
+/* h[0..hlen) is a numeric address of family @af (AF_INET or AF_INET6). */
+static bool numeric_addr(int af, const char *h, size_t hlen)
+{
+	char buf[INET6_ADDRSTRLEN];
+	struct in6_addr a; /* room for either */
+	if (hlen >= sizeof(buf))
+		return false;
+	memcpy(buf, h, hlen);
+	buf[hlen] = '\0';
+	return inet_pton(af, buf, &a) == 1;
+}
+
 int mig_url_parse(const char *s, struct mig_url *u, char *err, size_t errlen)
 {
 	char ex[72];
@@ -183,14 +195,7 @@ int mig_url_parse(const char *s, struct mig_url *u, char *err, size_t errlen)
 				       "tcp:[IPV6]:PORT: '%s': scoped IPv6 addresses (%%zone) are "
 				       "not supported",
 				       excerpt(ex, h, hlen));
-		struct in6_addr a6;
-		char buf[INET6_ADDRSTRLEN];
-		if (hlen >= sizeof(buf))
-			goto bad_v6;
-		memcpy(buf, h, hlen);
-		buf[hlen] = '\0';
-		if (inet_pton(AF_INET6, buf, &a6) != 1) {
-bad_v6:
+		if (!numeric_addr(AF_INET6, h, hlen)) {
 			return err_set(err, errlen, -EINVAL,
 				       "tcp:[IPV6]:PORT: '%s' is not an IPv6 address",
 				       excerpt(ex, h, hlen));
@@ -211,14 +216,7 @@ bad_v6:
 				       "tcp:HOST:PORT: '%s' has a ':': an IPv6 address goes in "
 				       "brackets, tcp:[ADDRESS]:PORT",
 				       excerpt(ex, h, hlen));
-		struct in_addr a4;
-		char buf[INET_ADDRSTRLEN];
-		if (hlen >= sizeof(buf))
-			goto bad_v4;
-		memcpy(buf, h, hlen);
-		buf[hlen] = '\0';
-		if (inet_pton(AF_INET, buf, &a4) != 1) {
-bad_v4:
+		if (!numeric_addr(AF_INET, h, hlen)) {
 			return err_set(err, errlen, -EINVAL,
 				       "tcp:HOST:PORT: '%s' is not a numeric IPv4 address (host "
 				       "names are not resolved: visor is a static binary without "
