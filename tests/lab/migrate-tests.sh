@@ -46,6 +46,11 @@
 #   migrate-postcopy       the same with --postcopy
 #   migrate-local          the same with --mode local (unix: URL, one host; the
 #                          source runs with --mem-shared)
+#   migrate-tls            migrate-precopy over mutual TLS (lab-tools/mig-certs)
+#   migrate-cancel         `visor migrate --cancel` in mid-flight: visor migrate
+#                          says so and exits non-zero, the destination exits
+#                          non-zero having run nothing, the source keeps
+#                          running with nothing lost
 #   migrate-kill-destination   the destination killed in mid-flight: the
 #                          source keeps running, nothing lost
 #   migrate-back-and-forth A -> B -> A ... ten moves; every check after each
@@ -351,7 +356,7 @@ other() { if [ "$1" = A ]; then echo B; else echo A; fi; }
 addr_of() { if [ "$1" = A ]; then echo "$MIG_ADDR_A"; else echo "$MIG_ADDR_B"; fi; }
 
 # migrate_once FROM_SLOT FROM_HOST TO_SLOT TO_FD TO_HOST URL [FLAGS...]:
-# start `visor run --incoming URL` on TO_HOST, `visor migrate` the VM of
+# start `visor run --incoming URL $MIG_DST_OPTS` on TO_HOST, `visor migrate` the VM of
 # FROM_SLOT to it (from FROM_HOST), check the switch-over; the console
 # becomes TO_SLOT's.  Sets why, mig_ms (the command's wall time),
 # downtime_ms (visor's own summary)
@@ -360,8 +365,9 @@ migrate_once() {
 	shift 6
 	mig_ms="" downtime_ms=""
 	rm -f "$T/$_ts.sock"
-	mv_start "$_ts" "$_tfd" "$_th" "$VISOR" run --incoming "$_url" --api-sock "$T/$_ts.sock" --id "$_ts" ||
-		{ setwhy "cannot start the destination"; return; }
+	# shellcheck disable=SC2086
+	mv_start "$_ts" "$_tfd" "$_th" "$VISOR" run --incoming "$_url" --api-sock "$T/$_ts.sock" --id "$_ts" \
+		${MIG_DST_OPTS:-} || { setwhy "cannot start the destination"; return; }
 	_i=0
 	while [ ! -S "$T/$_ts.sock" ] && [ $_i -lt 100 ] && mv_alive "$_ts"; do sleep 0.2; _i=$((_i + 1)); done
 	[ -S "$T/$_ts.sock" ] || { setwhy "the destination's API socket never appeared"; return; }
@@ -460,7 +466,7 @@ migration_test() {
 }
 
 if [ "$have_mig" != 0 ]; then
-	for n in migrate-precopy migrate-postcopy migrate-local migrate-kill-destination migrate-back-and-forth; do
+	for n in migrate-precopy migrate-postcopy migrate-local migrate-tls migrate-cancel migrate-kill-destination migrate-back-and-forth; do
 		skip "$n" "$MIGWHY"
 	done
 	finish
@@ -469,6 +475,80 @@ fi
 want migrate-precopy && migration_test migrate-precopy
 want migrate-postcopy && migration_test migrate-postcopy --postcopy
 want migrate-local && migration_test migrate-local --mode local
+
+# --- TLS: the same move over mutual TLS (lab-tools/mig-certs: a CA, the
+# destination's certificate for dest.test, the source's) -----------------------------
+tls_test() {
+	why=""
+	if [ ! -x "$DIR/lab-tools/mig-certs" ]; then
+		bad migrate-tls "no $DIR/lab-tools/mig-certs (make lab-tools)"
+		return
+	fi
+	mkdir -p "$T/pki"
+	if ! "$DIR/lab-tools/mig-certs" "$T/pki" >"$T/pki/out" 2>&1; then
+		bad migrate-tls "mig-certs failed: $(cat "$T/pki/out")"
+		return
+	fi
+	MIG_DST_OPTS="--tls-cert $T/pki/dst.pem --tls-key $T/pki/dst.key --tls-ca $T/pki/ca.pem"
+	migration_test migrate-tls --tls-cert "$T/pki/src.pem" --tls-key "$T/pki/src.key" \
+		--tls-ca "$T/pki/ca.pem" --tls-server-name dest.test
+	MIG_DST_OPTS=""
+}
+want migrate-tls && tls_test
+
+# --- cancelled in mid-flight: the source runs on, the destination runs nothing ------
+cancel_test() {
+	why=""
+	truncate -s 256M "$T/rec.img"
+	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
+	[ -n "$why" ] || start_work
+	mrc="" drc=""
+	if [ -z "$why" ]; then
+		rm -f "$T/vm1.sock"
+		mv_start vm1 6 B "$VISOR" run --incoming "tcp:$MIG_ADDR_B:$MIGPORT" --api-sock "$T/vm1.sock" --id vm1
+		sleep 2
+		# (8 MiB/s: a 256 MiB guest takes tens of seconds; the cancel a
+		# second in comes in mid-flight)
+		$(mighosts_nsenter A) "$VISOR" migrate "$T/vm0.sock" --to "tcp:$MIG_ADDR_B:$MIGPORT" \
+			--bandwidth 8 >"$T/migrate.out" 2>&1 &
+		mpid=$!
+		sleep 1
+		"$VISOR" migrate "$T/vm0.sock" --status >"$T/status.out" 2>&1
+		"$VISOR" migrate "$T/vm0.sock" --cancel >"$T/cancel.out" 2>&1 ||
+			setwhy "visor migrate --cancel failed: $(tr '\n' ' ' <"$T/cancel.out")"
+		i=0
+		while kill -0 "$mpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$mpid" 2>/dev/null; then
+			setwhy "visor migrate still runs 60 s after the cancel"
+			kill "$mpid"
+		fi
+		wait "$mpid"
+		mrc=$?
+		[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 although the migration was cancelled: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
+		grep -qi cancel "$T/migrate.out" || setwhy "visor migrate does not say it was cancelled: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
+		# the destination gives up, having run nothing
+		if mv_exit vm1 60; then
+			drc=$mv_rc
+			[ "$drc" != 0 ] || setwhy "the destination exited 0 after a cancelled migration"
+		else
+			setwhy "the destination still runs 60 s after the cancel"
+		fi
+		mv_con vm1 | grep -q -E '^(TICK|MIG-)' && setwhy "the destination ran the guest"
+		mv_alive vm0 || setwhy "the source stopped after the cancel"
+		mv_console vm0
+		[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the cancel: $gwhy"
+		# the source still migrates afterwards: nothing was left half-done
+		[ -n "$why" ] || sleep 2
+		[ -n "$why" ] || stop_work
+	fi
+	tk=""
+	[ -n "$why" ] || tk=$(tick_check vm0) || true
+	report migrate-cancel "cancelled ~1 s in ($(grep -o 'pass [0-9]*' "$T/status.out" | head -n 1)); visor migrate exited ${mrc:-?}, the destination ${drc:-?}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages each echoed once, $nrec records OK"
+	mv_stop vm0
+	mv_stop vm1
+	mv_cur=""
+}
+want migrate-cancel && cancel_test
 
 # --- the destination killed in mid-flight: the source runs on, nothing lost ----------
 kill_destination_test() {
