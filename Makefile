@@ -19,7 +19,7 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c17 $(WARN) -D_GNU_SOURCE -DVISOR_VERSION='"0.1.0 ($(VERSION))"' \
 	-fno-strict-aliasing -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP $(CFLAGS)
 LDFLAGS ?=
-LDLIBS := -luring -ljson-c -lssl -lcrypto -lpthread -lz
+LDLIBS := -luring -ljson-c -lseccomp -lssl -lcrypto -lpthread -lz
 # The static binaries: libcrypto.a refers to dlopen, getaddrinfo and
 # gethostbyname, which a static glibc provides only by loading the host's
 # shared libraries at run time (the linker warns).  visor loads no modules
@@ -39,9 +39,17 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
 .PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz stress
-all: $(BUILD)/visor
+all: $(BUILD)/visor $(BUILD)/visor-test
 
 $(BUILD)/visor: $(OBJS)
+	$(CC) $(ALL_CFLAGS) $(STATIC_LDFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# visor with test hooks (src/seccomp.c: VISOR_TEST_FORBIDDEN=KIND makes that
+# thread kind issue a forbidden system call); for the seccomp tests only
+$(BUILD)/obj-hooks/src/seccomp.o: src/seccomp.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DVISOR_TEST_HOOKS -c -o $@ $<
+$(BUILD)/visor-test: $(filter-out $(BUILD)/obj/src/seccomp.o,$(OBJS)) $(BUILD)/obj-hooks/src/seccomp.o
 	$(CC) $(ALL_CFLAGS) $(STATIC_LDFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/obj/%.o: %.c

@@ -35,6 +35,7 @@ const char cli_usage[] =
 	"                                                see visor migrate --help)\n"
 	"       visor migrate VM --cancel | --status     stop / show the VM's migration\n"
 	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
+	"       visor --print-seccomp                    the built-in seccomp filters, as a filter file\n"
 	"       visor --help [run|firecracker|migrate] | --version\n"
 	"\n"
 	"VM is a name (the --id of `visor run`, its socket in the socket directory)\n"
@@ -69,6 +70,11 @@ const char cli_usage[] =
 	"  --kvm PATH           KVM device (default /dev/kvm)\n"
 	"  --allow-software-kvm run even when KVM has no VT-x/AMD-V behind it (e.g. PVM);\n"
 	"                       guest kernel code then runs ~1000x slower\n"
+	"  --no-seccomp         no seccomp filters (default: each thread runs under its kind's\n"
+	"                       filter; a forbidden system call kills visor with SIGSYS)\n"
+	"  --seccomp-log        log forbidden system calls (kernel log) instead of killing\n"
+	"  --seccomp-filter F   use the filters of visor filter file F (JSON; see\n"
+	"                       visor --print-seccomp and docs/security.md)\n"
 	"  --mem-shared         guest memory in a memfd mapped shared, so `visor migrate\n"
 	"                       --mode local` can hand it to a new visor without a copy\n"
 	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
@@ -156,7 +162,11 @@ const char cli_usage_firecracker[] =
 	"  --http-api-max-payload-size N    largest request body (default 51200 bytes)\n"
 	"  --mmds-size-limit N              accepted (MMDS is not supported)\n"
 	"  --enable-pci                     devices on PCI (default: virtio-mmio)\n"
-	"  --no-seccomp, --seccomp-filter F accepted (seccomp is not implemented yet)\n"
+	"  --no-seccomp                     no seccomp filters (default: one per thread kind;\n"
+	"                                   a forbidden system call kills the process)\n"
+	"  --seccomp-log                    log forbidden system calls instead of killing\n"
+	"  --seccomp-filter F               the filters of a visor filter file (JSON; see\n"
+	"                                   visor --print-seccomp and docs/security.md)\n"
 	"  --start-time-us N, --start-time-cpu-us N, --parent-cpu-time-us N   (from a jailer)\n"
 	"  --describe-snapshot FILE         print a snapshot state file's version and sections\n"
 	"                                   (must be the only option)\n"
@@ -253,6 +263,24 @@ static int common_opt(struct cli_opts *o, const char *name, int argc, char **arg
 		o->api_sock_set = true;
 		return 1;
 	}
+	if (!strcmp(name, "--no-seccomp") || !strcmp(name, "--seccomp-log")) {
+		if (val)
+			return fail(e, "option %s takes no value", name);
+		if (!strcmp(name, "--no-seccomp"))
+			o->no_seccomp = true;
+		else
+			o->seccomp_log = true;
+		return 1;
+	}
+	if (!strcmp(name, "--seccomp-filter")) {
+		if (take_value(argc, argv, i, name, &val, e))
+			return -EINVAL;
+		if (!val[0] || strlen(val) >= sizeof(o->seccomp_filter))
+			return fail(e, "--seccomp-filter: path must be 1 to %zu bytes",
+				    sizeof(o->seccomp_filter) - 1);
+		COPY(o->seccomp_filter, val);
+		return 1;
+	}
 	if (!strcmp(name, "--id")) {
 		if (take_value(argc, argv, i, name, &val, e))
 			return -EINVAL;
@@ -315,7 +343,7 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 			return fail(e, "--describe-snapshot must be the only option: "
 				       "visor --describe-snapshot FILE");
 		static const char *const flags[] = {"--show-level", "--show-log-origin", "--boot-timer",
-						    "--no-seccomp", "--enable-pci", NULL};
+						    "--enable-pci", NULL};
 		bool is_flag = false;
 		for (int k = 0; flags[k]; k++)
 			is_flag |= !strcmp(name, flags[k]);
@@ -328,8 +356,6 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 				o->show_origin = true;
 			else if (!strcmp(name, "--boot-timer"))
 				o->boot_timer = true;
-			else if (!strcmp(name, "--no-seccomp"))
-				o->no_seccomp = true;
 			else
 				o->enable_pci = true;
 			continue;
@@ -337,7 +363,7 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 		static const char *const with_val[] = {
 			"--config-file",	"--log-path",	   "--level",	      "--metrics-path",
 			"--http-api-max-payload-size", "--mmds-size-limit", "--start-time-us",
-			"--start-time-cpu-us", "--parent-cpu-time-us", "--seccomp-filter", "--kvm",
+			"--start-time-cpu-us", "--parent-cpu-time-us", "--kvm",
 			NULL};
 		if (!in_list(name, with_val))
 			return fail(e, "unknown option '%s' (try 'visor --help firecracker')", argv[i]);
@@ -345,8 +371,7 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 			return -EINVAL;
 		uint64_t n = 0;
 		if (!strcmp(name, "--config-file") || !strcmp(name, "--log-path") ||
-		    !strcmp(name, "--metrics-path") || !strcmp(name, "--seccomp-filter") ||
-		    !strcmp(name, "--kvm")) {
+		    !strcmp(name, "--metrics-path") || !strcmp(name, "--kvm")) {
 			if (!val[0] || strlen(val) >= CONFIG_PATH_MAX)
 				return fail(e, "%s: path must be 1 to %d bytes", name, CONFIG_PATH_MAX - 1);
 			if (!strcmp(name, "--config-file"))
@@ -355,10 +380,8 @@ static int parse_firecracker(int argc, char **argv, int first, struct cli_opts *
 				COPY(o->log_path, val);
 			else if (!strcmp(name, "--metrics-path"))
 				COPY(o->metrics_path, val);
-			else if (!strcmp(name, "--kvm"))
-				COPY(o->cfg.kvm_path, val);
 			else
-				COPY(o->seccomp_filter, val);
+				COPY(o->cfg.kvm_path, val);
 		} else if (!strcmp(name, "--level")) {
 			if (parse_fc_level(val, o, e))
 				return -EINVAL;
@@ -955,6 +978,12 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 	/* also through the firecracker symlink, as Firecracker had the option */
 	if (argc >= 2 && is_describe(argv[1]))
 		return parse_describe(argc, argv, o, e);
+	if (argc >= 2 && !strcmp(argv[1], "--print-seccomp")) {
+		if (argc > 2)
+			return fail(e, "--print-seccomp takes no other options ('%s')", argv[2]);
+		o->cmd = CLI_PRINT_SECCOMP;
+		return 0;
+	}
 	if (!strcmp(prog, "firecracker") || argc < 2 || !strncmp(argv[1], "--", 2)) {
 		/* bare `visor` and `visor --help`/`--version` are ours too */
 		if (strcmp(prog, "firecracker") && argc >= 2 &&

@@ -36,6 +36,7 @@ enum cli_cmd {
 	CLI_VERSION,
 	CLI_CONTROL,     /* ls, pause, ... : see ctl_* */
 	CLI_DESCRIBE_SNAPSHOT, /* --describe-snapshot FILE: see snapshot_path */
+	CLI_PRINT_SECCOMP,     /* --print-seccomp: the built-in filters as a filter file */
 	CLI_SNAPSHOT_MERGE,    /* snapshot merge BASE DIFF [--state FILE]: see merge_* */
 };
 
@@ -63,7 +64,8 @@ struct cli_opts {
 	uint64_t max_payload;         /* --http-api-max-payload-size */
 	uint64_t mmds_size_limit;     /* accepted; MMDS is not implemented */
 	uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us; /* from a jailer */
-	bool no_seccomp;
+	bool no_seccomp;  /* --no-seccomp */
+	bool seccomp_log; /* --seccomp-log */
 	char seccomp_filter[CONFIG_PATH_MAX];
 	char restore_dir[CONFIG_PATH_MAX]; /* run --restore DIR / restore DIR */
 	/* with --restore: what PUT /snapshot/load's fields give the API */

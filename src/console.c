@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "seccomp.h"
 
 /* ---- terminal ------------------------------------------------------------ */
 
@@ -380,8 +381,9 @@ static struct console_out *out_new(enum out_kind kind, int fd, const char *fifo_
 		sigset_t all, old;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
-		int r = pthread_create(&o->thread, &a,
-				       kind == OUT_BLOCKING ? out_writer_blocking : out_writer_poll, o);
+		int r = sec_thread_create(SEC_CONSOLE, &o->thread, &a,
+					  kind == OUT_BLOCKING ? out_writer_blocking : out_writer_poll,
+					  o);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		pthread_attr_destroy(&a);
 		if (r)

@@ -58,6 +58,7 @@
 #include "util/log.h"
 #include "vcpu_exit.h"
 #include "util/str.h"
+#include "seccomp.h"
 
 _Static_assert(CONFIG_MAX_MMIO_DEVS == VIRTIO_MMIO_MAX_DEVS, "one GSI per virtio-mmio device");
 
@@ -1564,7 +1565,7 @@ int machine_start(struct machine *vm)
 		pthread_mutex_lock(&vm->park_lock);
 		vm->running_threads++;
 		pthread_mutex_unlock(&vm->park_lock);
-		if (pthread_create(&c->thread, &attr, vcpu_thread, c)) {
+		if (sec_thread_create(SEC_VCPU, &c->thread, &attr, vcpu_thread, c)) {
 			pthread_mutex_lock(&vm->park_lock);
 			vm->running_threads--;
 			pthread_mutex_unlock(&vm->park_lock);

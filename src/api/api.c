@@ -20,6 +20,7 @@
 #include "../vm.h"
 #include "fc_json.h"
 #include "http.h"
+#include "../seccomp.h"
 
 /* Largest config file read (Firecracker's are a few KiB). */
 #define CONFIG_FILE_MAX (1u << 20)
@@ -126,7 +127,7 @@ struct api_server *api_start(struct vm *vm, const char *path, uint64_t max_paylo
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
-	r = pthread_create(&s->thread, NULL, api_thread, s);
+	r = sec_thread_create(SEC_API, &s->thread, NULL, api_thread, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r) {
 		snprintf(err, errlen, "cannot start the API thread: %s", strerror(r));
@@ -182,40 +183,10 @@ int api_ensure_dir(const char *dir)
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-/* Read a small regular file (never a FIFO: util/file.h). */
-static char *read_small_file(const char *path, size_t *len, char *err, size_t errlen)
-{
-	uint64_t size;
-	int fd = file_open_regular(path, &size);
-	if (fd < 0) {
-		if (fd == -EINVAL)
-			err_set(err, errlen, 0, "not a regular file");
-		else
-			err_set(err, errlen, 0, "cannot open: %s", strerror(-fd));
-		return NULL;
-	}
-	if (size > CONFIG_FILE_MAX) {
-		err_set(err, errlen, 0, "larger than %u bytes", CONFIG_FILE_MAX);
-		close(fd);
-		return NULL;
-	}
-	char *buf = malloc((size_t)size + 1);
-	int r = buf ? file_read_all(fd, buf, (size_t)size) : -ENOMEM;
-	close(fd);
-	if (r) {
-		err_set(err, errlen, 0, "cannot read: %s", strerror(-r));
-		free(buf);
-		return NULL;
-	}
-	buf[size] = 0;
-	*len = (size_t)size;
-	return buf;
-}
-
 int api_apply_config_file(struct vm *vm, const char *path, char *err, size_t errlen)
 {
 	size_t len;
-	char *text = read_small_file(path, &len, err, errlen);
+	char *text = file_read_small(path, CONFIG_FILE_MAX, &len, err, errlen);
 	if (!text)
 		return -1;
 	struct vm_action *acts = NULL;

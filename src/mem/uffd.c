@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../util/str.h"
+#include "../seccomp.h"
 
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00) /* Linux 6.1 */
@@ -223,7 +224,7 @@ int uffd_wait_handler(int sock, int *uffd, const volatile uint8_t *probe, char *
 	if (p.efd < 0)
 		return err_set(err, errlen, -errno, "eventfd: %s", strerror(errno));
 	pthread_t t;
-	int r = pthread_create(&t, NULL, probe_main, &p);
+	int r = sec_thread_create(SEC_POSTCOPY, &t, NULL, probe_main, &p);
 	if (r) {
 		close(p.efd);
 		return err_set(err, errlen, -r, "cannot start the userfaultfd probe: %s",

@@ -31,6 +31,7 @@
 #include "../vm.h"
 #include "stream.h"
 #include "transport.h"
+#include "../seccomp.h"
 
 /* Passes over dirty memory before the source gives up converging and
  * switches over anyway with whatever is left (the pause is then longer
@@ -1177,7 +1178,7 @@ static int pc_start(struct pc_dst *pc, struct mig_rx *rx, char *err, size_t errl
 		return err_set(err, errlen, -errno, "post-copy: %s", strerror(errno));
 	rx->install = pc_install;
 	rx->install_ctx = pc;
-	if ((r = pthread_create(&pc->thread, NULL, pc_fault_thread, pc)))
+	if ((r = sec_thread_create(SEC_POSTCOPY, &pc->thread, NULL, pc_fault_thread, pc)))
 		return err_set(err, errlen, -r, "post-copy: no fault thread: %s", strerror(r));
 	pc->started = true;
 	log_info("post-copy: %llu pages to come; guest memory served on fault",
@@ -1248,7 +1249,7 @@ static int pc_call(struct pc_dst *pc, void (*fn)(struct vm *, void *))
 		pc->abusy = false;
 	}
 	pc->fn = fn;
-	int r = pthread_create(&pc->athread, NULL, pc_async, pc);
+	int r = sec_thread_create(SEC_POSTCOPY, &pc->athread, NULL, pc_async, pc);
 	if (r)
 		return -r;
 	pc->abusy = true;
@@ -1591,7 +1592,7 @@ static int start_thread(struct migration *m, void *(*fn)(void *), char *err, siz
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 << 10);
-	int r = pthread_create(&m->thread, &attr, fn, m);
+	int r = sec_thread_create(SEC_MIGRATION, &m->thread, &attr, fn, m);
 	pthread_attr_destroy(&attr);
 	if (r)
 		return err_set(err, errlen, -r, "cannot start the migration thread: %s", strerror(r));

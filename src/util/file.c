@@ -207,3 +207,32 @@ void file_atomic_abort(struct file_atomic *a)
 		unlink(a->tmp);
 	a->tmp[0] = 0;
 }
+
+char *file_read_small(const char *path, size_t max, size_t *len, char *err, size_t errlen)
+{
+	uint64_t size;
+	int fd = file_open_regular(path, &size);
+	if (fd < 0) {
+		if (fd == -EINVAL)
+			snprintf(err, errlen, "not a regular file");
+		else
+			snprintf(err, errlen, "cannot open: %s", strerror(-fd));
+		return NULL;
+	}
+	if (size > max) {
+		snprintf(err, errlen, "larger than %zu bytes", max);
+		close(fd);
+		return NULL;
+	}
+	char *buf = malloc((size_t)size + 1);
+	int r = buf ? file_read_all(fd, buf, (size_t)size) : -ENOMEM;
+	close(fd);
+	if (r) {
+		snprintf(err, errlen, "cannot read: %s", strerror(-r));
+		free(buf);
+		return NULL;
+	}
+	buf[size] = 0;
+	*len = (size_t)size;
+	return buf;
+}

@@ -19,6 +19,11 @@
  * its size. */
 int file_open_regular(const char *path, uint64_t *size);
 
+/* A small regular file (never a FIFO, at most @max bytes) read whole into
+ * a malloc'd buffer with a NUL after its @len bytes; NULL with the reason
+ * in @err ("not a regular file", "larger than N bytes", "cannot open: ..."). */
+char *file_read_small(const char *path, size_t max, size_t *len, char *err, size_t errlen);
+
 /* Read exactly @len bytes from @fd into @buf (retrying EINTR and short
  * reads).  0, -errno, or -EIO when the file ends early. */
 int file_read_all(int fd, void *buf, size_t len);

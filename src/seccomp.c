@@ -1,0 +1,769 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-thread seccomp filters: the rule lists of each thread kind, the
+ * filter file parser, the spawner (see seccomp.h).
+ */
+#include "seccomp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <malloc.h>
+#include <linux/fs.h>
+#include <linux/if_tun.h>
+#include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+#define SEC_MAX_COND 6
+
+struct sec_cond {
+	uint8_t arg;	   /* 0..5 */
+	enum scmp_compare op;
+	uint64_t mask;	   /* masked_eq only */
+	uint64_t value;
+};
+
+struct sec_rule {
+	int nr;
+	uint8_t ncond;
+	struct sec_cond cond[SEC_MAX_COND];
+};
+
+struct sec_list {
+	struct sec_rule *r;
+	size_t n, cap;
+	bool from_file;
+};
+
+static const char *const kind_names[SEC_NKINDS] = {
+	[SEC_VMM] = "vmm",	 [SEC_VCPU] = "vcpu",	    [SEC_API] = "api",
+	[SEC_CONSOLE] = "console", [SEC_MIGRATION] = "migration", [SEC_POSTCOPY] = "postcopy",
+	[SEC_SPAWNER] = "spawner",
+};
+
+static struct sec_list lists[SEC_NKINDS];
+static enum sec_mode sec_mode = SEC_MODE_OFF;
+static bool sec_started;
+
+const char *sec_kind_name(enum sec_kind k)
+{
+	return (unsigned)k < SEC_NKINDS ? kind_names[k] : NULL;
+}
+
+bool sec_active(void)
+{
+	return sec_started && sec_mode != SEC_MODE_OFF;
+}
+
+/* ---- the built-in rules ------------------------------------------------------ */
+
+/* Every thread: memory (never executable), its own exit, futexes, the
+ * signals it is sent (the vCPU kick, the stop), time, reading and writing
+ * the fds it was given (eventfds, the log on stderr), closing them. */
+static const char *const g_base[] = {
+	"brk", "close", "clock_gettime", "clock_nanosleep", "exit", "exit_group", "futex",
+	"getpid", "getrandom", "gettid", "madvise", "munmap", "nanosleep", "read", "restart_syscall",
+	"rt_sigprocmask", "rt_sigreturn", "sched_yield", "write", NULL,
+};
+/* The loop's odds and ends: file positions and status, random bytes,
+ * naming threads, signalling them. */
+static const char *const g_misc[] = {
+	"lseek", "newfstatat", "fstat", "readv", "writev", "tgkill",
+	"sched_getaffinity", "sigaltstack", "gettimeofday", NULL,
+};
+/* Waiting on fds: epoll, poll, eventfds, timers. */
+static const char *const g_poll[] = {
+	"epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_wait", "eventfd2", "poll", "ppoll",
+	"timerfd_create", "timerfd_settime", "timerfd_gettime", NULL,
+};
+/* Files: disk images, snapshots, kernels, the metrics and log files. */
+static const char *const g_files[] = {
+	"openat", "fcntl", "fallocate", "fdatasync", "fsync", "ftruncate", "pread64", "preadv",
+	"preadv2", "pwrite64", "pwritev", "pwritev2", "rename", "renameat", "renameat2",
+	"unlink", "unlinkat", "mkdir", "mkdirat", "statx", "fstatfs", "statfs", "flock",
+	"copy_file_range", "dup", "dup3", "memfd_create", "mremap", "mincore", "access",
+	"faccessat", "faccessat2", "getcwd", "fchmod", "chmod", "umask", "readlink",
+	"readlinkat", "getdents64", "pipe2", "geteuid", "getuid", NULL,
+};
+static const char *const g_uring[] = {"io_uring_setup", "io_uring_enter", "io_uring_register",
+				      NULL};
+/* Sockets; socket() itself is allowed per family (below). */
+static const char *const g_sock[] = {
+	"accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
+	"recvfrom", "recvmsg", "sendmsg", "sendto", "setsockopt", "shutdown", NULL,
+};
+static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
+/* A completed migration's source lowers its priority. */
+static const char *const g_sched[] = {"sched_setscheduler", "sched_getscheduler",
+				      "sched_getparam", "setpriority", NULL};
+/* The signal set-up of the loop (SIGINT, SIGTERM, the kick handler). */
+/* The spawner's new threads start (glibc registers rseq and the robust
+ * futex list) and install their own filter. */
+static const char *const g_spawn[] = {"seccomp", "rseq", "set_robust_list", "prctl", NULL};
+static const char *const g_signals[] = {"rt_sigaction", "kill", "getrlimit", "prlimit64",
+					"setrlimit", "sysinfo", "uname", NULL};
+
+/* ioctl requests, by what they are for */
+static const unsigned long i_kvm_sys[] = {
+	KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE,
+	KVM_GET_SUPPORTED_CPUID, KVM_GET_MSR_INDEX_LIST, KVM_GET_MSR_FEATURE_INDEX_LIST,
+	KVM_GET_MSRS, 0,
+};
+static const unsigned long i_kvm_vm[] = {
+	KVM_CREATE_VCPU, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_SET_USER_MEMORY_REGION,
+	KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_IRQFD, KVM_IOEVENTFD, KVM_IRQ_LINE,
+	KVM_SIGNAL_MSI, KVM_SET_GSI_ROUTING, KVM_GET_DIRTY_LOG, KVM_GET_CLOCK, KVM_SET_CLOCK,
+	KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2, KVM_ENABLE_CAP,
+	KVM_CHECK_EXTENSION, KVM_SET_TSC_KHZ, KVM_GET_TSC_KHZ,
+#ifdef KVM_RESET_DIRTY_RINGS
+	KVM_RESET_DIRTY_RINGS,
+#endif
+	0,
+};
+/* a vCPU's state: set up at creation, saved and restored by the loop */
+static const unsigned long i_kvm_vcpu_state[] = {
+	KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_SREGS2,
+	KVM_SET_SREGS2, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_XSAVE, KVM_GET_XSAVE2, KVM_SET_XSAVE,
+	KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_MSRS, KVM_SET_MSRS, KVM_GET_LAPIC, KVM_SET_LAPIC,
+	KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_GET_MP_STATE, KVM_SET_MP_STATE,
+	KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_CPUID2, KVM_SET_CPUID2, KVM_GET_TSC_KHZ,
+	KVM_SET_TSC_KHZ, KVM_GET_NESTED_STATE, KVM_SET_NESTED_STATE, KVM_KVMCLOCK_CTRL,
+	KVM_TRANSLATE, KVM_ENABLE_CAP, KVM_CHECK_EXTENSION, 0,
+};
+/* what a vCPU thread itself does: run, be told it was paused, inject the
+ * interrupts of the devices it emulates, report a failure's registers */
+static const unsigned long i_kvm_vcpu_run[] = {
+	KVM_RUN, KVM_KVMCLOCK_CTRL, KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_GET_REGS, KVM_GET_SREGS,
+	KVM_TRANSLATE, 0,
+};
+static const unsigned long i_tap[] = {
+	TUNSETIFF, TUNGETIFF, TUNGETFEATURES, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETVNETLE, 0,
+};
+static const unsigned long i_uffd[] = {
+	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE,
+	USERFAULTFD_IOC_NEW, 0,
+};
+static const unsigned long i_files[] = {BLKGETSIZE64, FIONREAD, 0};
+static const unsigned long i_tty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ, FIONREAD, 0};
+
+struct kind_spec {
+	const char *const *groups[12];
+	const unsigned long *ioctls[8];
+	int families[4]; /* socket(); 0 ends */
+};
+
+static const struct kind_spec specs[SEC_NKINDS] = {
+	[SEC_VMM] = {{g_base, g_misc, g_poll, g_files, g_uring, g_sock, g_uffd, g_sched, g_signals},
+		     {i_kvm_sys, i_kvm_vm, i_kvm_vcpu_state, i_tap, i_uffd, i_files, i_tty},
+		     {AF_UNIX}},
+	[SEC_VCPU] = {{g_base, g_poll}, {i_kvm_vcpu_run}, {0}},
+	[SEC_API] = {{g_base, g_poll, g_sock}, {i_files}, {0}},
+	[SEC_CONSOLE] = {{g_base, g_poll}, {i_tty}, {0}},
+	[SEC_MIGRATION] = {{g_base, g_misc, g_poll, g_sock, g_files, g_sched}, {i_files},
+			   {AF_UNIX, AF_INET, AF_INET6}},
+	[SEC_POSTCOPY] = {{g_base, g_poll}, {i_uffd}, {0}},
+	[SEC_SPAWNER] = {{g_base, g_spawn}, {0}, {0}},
+};
+
+static int list_add(struct sec_list *l, const struct sec_rule *r)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct sec_rule *n = realloc(l->r, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		l->r = n;
+		l->cap = cap;
+	}
+	l->r[l->n++] = *r;
+	return 0;
+}
+
+static int add_name(struct sec_list *l, const char *name, const struct sec_cond *c, int nc)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr == __NR_SCMP_ERROR || nr < 0)
+		return 0; /* not a system call of this architecture (e.g. rseq on old headers) */
+	struct sec_rule r = {.nr = nr, .ncond = (uint8_t)nc};
+	for (int i = 0; i < nc; i++)
+		r.cond[i] = c[i];
+	return list_add(l, &r);
+}
+
+static int build_builtin(enum sec_kind k, struct sec_list *l)
+{
+	const struct kind_spec *s = &specs[k];
+	int r = 0;
+	for (int g = 0; g < 12 && s->groups[g]; g++)
+		for (const char *const *n = s->groups[g]; *n && !r; n++)
+			r = add_name(l, *n, NULL, 0);
+	/* memory is never made executable */
+	struct sec_cond noexec = {.arg = 2, .op = SCMP_CMP_MASKED_EQ, .mask = PROT_EXEC, .value = 0};
+	if (!r)
+		r = add_name(l, "mmap", &noexec, 1);
+	if (!r)
+		r = add_name(l, "mprotect", &noexec, 1);
+	/* a thread names itself (prctl's other operations are not for it;
+	 * the spawner's own list has prctl for seccomp_load) */
+	struct sec_cond setname = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_SET_NAME};
+	if (!r && k != SEC_SPAWNER)
+		r = add_name(l, "prctl", &setname, 1);
+	for (int g = 0; g < 8 && s->ioctls[g] && !r; g++)
+		for (const unsigned long *q = s->ioctls[g]; *q && !r; q++) {
+			/* the kernel takes the request as 32 bits */
+			struct sec_cond c = {.arg = 1, .op = SCMP_CMP_MASKED_EQ, .mask = 0xffffffffu,
+					     .value = *q & 0xffffffffu};
+			r = add_name(l, "ioctl", &c, 1);
+		}
+	for (int f = 0; f < 4 && s->families[f] && !r; f++) {
+		struct sec_cond c = {.arg = 0, .op = SCMP_CMP_EQ, .value = (uint64_t)s->families[f]};
+		r = add_name(l, "socket", &c, 1);
+	}
+	return r;
+}
+
+static void list_free(struct sec_list *l)
+{
+	free(l->r);
+	memset(l, 0, sizeof(*l));
+}
+
+/* The rules of kind @k (built-in, or the filter file's); NULL when out of
+ * memory. */
+static const struct sec_list *rules_of(enum sec_kind k)
+{
+	struct sec_list *l = &lists[k];
+	if (!l->n && !l->from_file && build_builtin(k, l)) {
+		list_free(l);
+		return NULL;
+	}
+	return l;
+}
+
+/* ---- building and installing a filter ------------------------------------------ */
+
+static int add_rules(scmp_filter_ctx ctx, const struct sec_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct sec_rule *r = &l->r[i];
+		struct scmp_arg_cmp a[SEC_MAX_COND];
+		for (int c = 0; c < r->ncond; c++)
+			a[c] = (struct scmp_arg_cmp){.arg = r->cond[c].arg,
+						     .op = r->cond[c].op,
+						     .datum_a = r->cond[c].op == SCMP_CMP_MASKED_EQ
+									? r->cond[c].mask
+									: r->cond[c].value,
+						     .datum_b = r->cond[c].value};
+		int e = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, r->nr, r->ncond, a);
+		/* a conditional rule after an unconditional one for the same
+		 * call (the spawner's union) adds nothing: not an error */
+		if (e && e != -EEXIST && !(e == -EINVAL && r->ncond))
+			return e;
+	}
+	return 0;
+}
+
+static int build(enum sec_kind k, scmp_filter_ctx *out)
+{
+	uint32_t def = sec_mode == SEC_MODE_LOG ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
+	scmp_filter_ctx ctx = seccomp_init(def);
+	if (!ctx)
+		return -ENOMEM;
+	int r = 0;
+	if (k == SEC_SPAWNER) {
+		/* every kind's calls (its threads start under this filter
+		 * until they install their own) and clone for threads only */
+		for (int i = 0; i < SEC_NKINDS && !r; i++) {
+			const struct sec_list *l = rules_of((enum sec_kind)i);
+			r = l ? add_rules(ctx, l) : -ENOMEM;
+		}
+		if (!r)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+					     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+	} else {
+		const struct sec_list *l = rules_of(k);
+		r = l ? add_rules(ctx, l) : -ENOMEM;
+	}
+	/* glibc tries clone3 first and falls back to clone, whose flags a
+	 * filter can check */
+	if (!r)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	if (!r && sec_mode == SEC_MODE_LOG)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_LOG, 1);
+	if (r) {
+		seccomp_release(ctx);
+		return r;
+	}
+	*out = ctx;
+	return 0;
+}
+
+int sec_enter(enum sec_kind k)
+{
+	if (sec_mode == SEC_MODE_OFF || (unsigned)k >= SEC_NKINDS)
+		return 0;
+	scmp_filter_ctx ctx;
+	int r = build(k, &ctx);
+	if (!r)
+		r = seccomp_load(ctx); /* this thread only (no TSYNC) */
+	if (!r)
+		seccomp_release(ctx);
+#ifdef VISOR_TEST_HOOKS
+	/* test builds: VISOR_TEST_FORBIDDEN=KIND makes that kind's thread
+	 * issue a call no filter allows (tests/kvm, tests/cli) */
+	const char *t = getenv("VISOR_TEST_FORBIDDEN");
+	if (!r && t && !strcmp(t, kind_names[k]))
+		syscall(__NR_ptrace, 0, 0, 0, 0);
+#endif
+	return r;
+}
+
+int sec_rule_count(enum sec_kind k)
+{
+	if ((unsigned)k >= SEC_NKINDS)
+		return -EINVAL;
+	enum sec_mode saved = sec_mode;
+	sec_mode = SEC_MODE_KILL;
+	scmp_filter_ctx ctx;
+	int r = build(k, &ctx);
+	sec_mode = saved;
+	if (r)
+		return r;
+	seccomp_release(ctx);
+	const struct sec_list *l = rules_of(k);
+	return l ? (int)l->n : -ENOMEM;
+}
+
+static bool cond_holds(const struct sec_cond *c, uint64_t v)
+{
+	switch (c->op) {
+	case SCMP_CMP_EQ: return v == c->value;
+	case SCMP_CMP_NE: return v != c->value;
+	case SCMP_CMP_LT: return v < c->value;
+	case SCMP_CMP_LE: return v <= c->value;
+	case SCMP_CMP_GT: return v > c->value;
+	case SCMP_CMP_GE: return v >= c->value;
+	case SCMP_CMP_MASKED_EQ: return (v & c->mask) == c->value;
+	default: return false;
+	}
+}
+
+bool sec_allows(enum sec_kind k, int nr, const unsigned long long *args)
+{
+	if ((unsigned)k >= SEC_NKINDS)
+		return false;
+	const struct sec_list *l = rules_of(k);
+	for (size_t i = 0; l && i < l->n; i++) {
+		if (l->r[i].nr != nr)
+			continue;
+		bool ok = true;
+		for (int c = 0; c < l->r[i].ncond && ok; c++)
+			ok = cond_holds(&l->r[i].cond[c], args[l->r[i].cond[c].arg]);
+		if (ok)
+			return true;
+	}
+	return false;
+}
+
+/* ---- the spawner ------------------------------------------------------------- */
+
+struct spawn_req {
+	enum sec_kind kind;
+	const pthread_attr_t *attr;
+	void *(*fn)(void *);
+	void *arg;
+	sigset_t mask;
+	pthread_t *t;
+	int result;
+	bool done;
+	struct spawn_req *next;
+};
+
+struct tramp {
+	enum sec_kind kind;
+	void *(*fn)(void *);
+	void *arg;
+	sigset_t mask;
+};
+
+static pthread_mutex_t sp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sp_cond = PTHREAD_COND_INITIALIZER;
+static struct spawn_req *sp_queue;
+
+static void *trampoline(void *p)
+{
+	struct tramp t = *(struct tramp *)p;
+	free(p);
+	if (sec_enter(t.kind)) {
+		/* fail closed: a thread that cannot be confined does not run */
+		log_error("seccomp: cannot install the %s filter; stopping", kind_names[t.kind]);
+		_exit(1);
+	}
+	pthread_sigmask(SIG_SETMASK, &t.mask, NULL);
+	return t.fn(t.arg);
+}
+
+static void *spawner_main(void *unused)
+{
+	(void)unused;
+	if (sec_enter(SEC_SPAWNER)) {
+		log_error("seccomp: cannot install the spawner's filter; stopping");
+		_exit(1);
+	}
+	pthread_mutex_lock(&sp_lock);
+	for (;;) {
+		while (!sp_queue)
+			pthread_cond_wait(&sp_cond, &sp_lock);
+		struct spawn_req *q = sp_queue;
+		sp_queue = q->next;
+		struct tramp *t = malloc(sizeof(*t));
+		if (!t) {
+			q->result = ENOMEM;
+		} else {
+			*t = (struct tramp){.kind = q->kind, .fn = q->fn, .arg = q->arg, .mask = q->mask};
+			q->result = pthread_create(q->t, q->attr, trampoline, t);
+			if (q->result)
+				free(t);
+		}
+		q->done = true;
+		pthread_cond_broadcast(&sp_cond);
+	}
+	return NULL;
+}
+
+int sec_init(enum sec_mode mode, char *err, size_t errlen)
+{
+	sec_mode = mode;
+	if (mode == SEC_MODE_OFF || sec_started)
+		return 0;
+	/* One malloc arena for every thread: glibc's per-thread arenas read
+	 * /proc/sys/vm/overcommit_memory the first time one shrinks, an
+	 * open() no thread but the loop may make.  visor's threads allocate
+	 * little (none on a hot path), and fewer arenas cost less memory. */
+	mallopt(M_ARENA_MAX, 1);
+	/* every kind's rules must build before anything runs under them */
+	for (int k = 0; k < SEC_NKINDS; k++) {
+		scmp_filter_ctx ctx;
+		int r = build((enum sec_kind)k, &ctx);
+		if (r) {
+			snprintf(err, errlen, "seccomp: the %s filter does not build: %s",
+				 kind_names[k], strerror(-r));
+			return r;
+		}
+		seccomp_release(ctx);
+	}
+	/* the spawner takes no signal: they go to the main thread */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setstacksize(&a, 64 * 1024);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_t t;
+	int r = pthread_create(&t, &a, spawner_main, NULL);
+	pthread_attr_destroy(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		snprintf(err, errlen, "seccomp: cannot start the spawner thread: %s", strerror(r));
+		return -r;
+	}
+	pthread_setname_np(t, "spawner");
+	sec_started = true;
+	return 0;
+}
+
+int sec_thread_create(enum sec_kind k, pthread_t *t, const pthread_attr_t *attr,
+		      void *(*fn)(void *), void *arg)
+{
+	if (!sec_active())
+		return pthread_create(t, attr, fn, arg);
+	struct spawn_req q = {.kind = k, .attr = attr, .fn = fn, .arg = arg, .t = t};
+	pthread_sigmask(SIG_SETMASK, NULL, &q.mask);
+	pthread_mutex_lock(&sp_lock);
+	struct spawn_req **p = &sp_queue;
+	while (*p)
+		p = &(*p)->next;
+	*p = &q;
+	pthread_cond_broadcast(&sp_cond);
+	while (!q.done)
+		pthread_cond_wait(&sp_cond, &sp_lock);
+	pthread_mutex_unlock(&sp_lock);
+	return q.result;
+}
+
+void sec_reset(void)
+{
+	for (int k = 0; k < SEC_NKINDS; k++)
+		list_free(&lists[k]);
+	if (!sec_started)
+		sec_mode = SEC_MODE_OFF;
+}
+
+/* ---- filter files ------------------------------------------------------------ */
+
+static const struct {
+	const char *name;
+	enum scmp_compare op;
+} ops[] = {
+	{"eq", SCMP_CMP_EQ}, {"ne", SCMP_CMP_NE}, {"lt", SCMP_CMP_LT},		 {"le", SCMP_CMP_LE},
+	{"gt", SCMP_CMP_GT}, {"ge", SCMP_CMP_GE}, {"masked_eq", SCMP_CMP_MASKED_EQ},
+};
+
+static bool get_u64(struct json_object *o, uint64_t *v)
+{
+	if (!o || !json_object_is_type(o, json_type_int))
+		return false;
+	errno = 0;
+	int64_t x = json_object_get_int64(o);
+	if (errno || x < 0)
+		return false;
+	*v = (uint64_t)x;
+	return true;
+}
+
+static int parse_rule(struct json_object *e, struct sec_rule *r, char *err, size_t errlen,
+		      const char *where)
+{
+	memset(r, 0, sizeof(*r));
+	const char *name = NULL;
+	struct json_object *args = NULL;
+	if (json_object_is_type(e, json_type_string)) {
+		name = json_object_get_string(e);
+	} else if (json_object_is_type(e, json_type_object)) {
+		struct json_object *s;
+		json_object_object_foreach(e, key, val)
+		{
+			(void)val;
+			if (strcmp(key, "syscall") && strcmp(key, "args")) {
+				snprintf(err, errlen, "%s: unknown field \"%s\" (syscall, args)", where,
+					 key);
+				return -EINVAL;
+			}
+		}
+		if (!json_object_object_get_ex(e, "syscall", &s) ||
+		    !json_object_is_type(s, json_type_string)) {
+			snprintf(err, errlen, "%s: a rule needs \"syscall\": a name", where);
+			return -EINVAL;
+		}
+		name = json_object_get_string(s);
+		if (json_object_object_get_ex(e, "args", &args) &&
+		    !json_object_is_type(args, json_type_array)) {
+			snprintf(err, errlen, "%s: \"args\" must be an array", where);
+			return -EINVAL;
+		}
+	} else {
+		snprintf(err, errlen, "%s: a rule is a system call's name or an object", where);
+		return -EINVAL;
+	}
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr == __NR_SCMP_ERROR || nr < 0) {
+		snprintf(err, errlen, "%s: \"%.64s\" is not a system call of x86-64", where, name);
+		return -EINVAL;
+	}
+	r->nr = nr;
+	size_t n = args ? json_object_array_length(args) : 0;
+	if (n > SEC_MAX_COND) {
+		snprintf(err, errlen, "%s: %.64s: at most %d argument conditions", where, name,
+			 SEC_MAX_COND);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *c = json_object_array_get_idx(args, i), *x;
+		struct sec_cond *d = &r->cond[i];
+		uint64_t idx;
+		if (!json_object_is_type(c, json_type_object)) {
+			snprintf(err, errlen, "%s: %.64s: a condition is an object", where, name);
+			return -EINVAL;
+		}
+		json_object_object_foreach(c, key, val)
+		{
+			(void)val;
+			if (strcmp(key, "index") && strcmp(key, "op") && strcmp(key, "value") &&
+			    strcmp(key, "mask")) {
+				snprintf(err, errlen,
+					 "%s: %.64s: unknown condition field \"%s\" (index, op, "
+					 "value, mask)",
+					 where, name, key);
+				return -EINVAL;
+			}
+		}
+		if (!json_object_object_get_ex(c, "index", &x) || !get_u64(x, &idx) || idx > 5) {
+			snprintf(err, errlen, "%s: %.64s: \"index\" must be 0-5", where, name);
+			return -EINVAL;
+		}
+		d->arg = (uint8_t)idx;
+		const char *op = NULL;
+		if (json_object_object_get_ex(c, "op", &x) && json_object_is_type(x, json_type_string))
+			op = json_object_get_string(x);
+		size_t o = 0;
+		while (op && o < sizeof(ops) / sizeof(ops[0]) && strcmp(ops[o].name, op))
+			o++;
+		if (!op || o == sizeof(ops) / sizeof(ops[0])) {
+			snprintf(err, errlen,
+				 "%s: %.64s: \"op\" must be eq, ne, lt, le, gt, ge or masked_eq", where,
+				 name);
+			return -EINVAL;
+		}
+		d->op = ops[o].op;
+		if (!json_object_object_get_ex(c, "value", &x) || !get_u64(x, &d->value)) {
+			snprintf(err, errlen, "%s: %.64s: \"value\" must be a number 0-%lld", where,
+				 name, (long long)INT64_MAX);
+			return -EINVAL;
+		}
+		bool has_mask = json_object_object_get_ex(c, "mask", &x);
+		if (d->op == SCMP_CMP_MASKED_EQ) {
+			if (!has_mask || !get_u64(x, &d->mask)) {
+				snprintf(err, errlen, "%s: %.64s: masked_eq needs \"mask\": a number",
+					 where, name);
+				return -EINVAL;
+			}
+		} else if (has_mask) {
+			snprintf(err, errlen, "%s: %.64s: \"mask\" goes with masked_eq only", where,
+				 name);
+			return -EINVAL;
+		}
+	}
+	r->ncond = (uint8_t)n;
+	return 0;
+}
+
+int sec_load_filter_json(const char *json, size_t len, char *err, size_t errlen)
+{
+	struct json_tokener *tok = json_tokener_new();
+	if (!tok)
+		return -ENOMEM;
+	struct json_object *root = json_tokener_parse_ex(tok, json, (int)(len > INT32_MAX ? INT32_MAX : len));
+	enum json_tokener_error je = json_tokener_get_error(tok);
+	size_t used = je == json_tokener_success ? json_tokener_get_parse_end(tok) : 0;
+	json_tokener_free(tok);
+	int rc = 0;
+	struct sec_list parsed[SEC_NKINDS];
+	memset(parsed, 0, sizeof(parsed));
+	bool named[SEC_NKINDS] = {false};
+	if (!root || je != json_tokener_success) {
+		snprintf(err, errlen, "seccomp filter: not JSON: %s",
+			 json_tokener_error_desc(je == json_tokener_success ? json_tokener_error_parse_eof
+									    : je));
+		rc = -EINVAL;
+		goto out;
+	}
+	for (size_t i = used; i < len; i++)
+		if (json[i] != ' ' && json[i] != '\n' && json[i] != '\t' && json[i] != '\r') {
+			snprintf(err, errlen, "seccomp filter: text after the JSON object");
+			rc = -EINVAL;
+			goto out;
+		}
+	if (!json_object_is_type(root, json_type_object)) {
+		snprintf(err, errlen, "seccomp filter: the file is one JSON object");
+		rc = -EINVAL;
+		goto out;
+	}
+	json_object_object_foreach(root, key, val)
+	{
+		int k = 0;
+		while (k < SEC_NKINDS && strcmp(kind_names[k], key))
+			k++;
+		if (k == SEC_NKINDS) {
+			snprintf(err, errlen,
+				 "seccomp filter: unknown thread kind \"%.64s\" (vmm, vcpu, api, "
+				 "console, migration, postcopy, spawner)",
+				 key);
+			rc = -EINVAL;
+			goto out;
+		}
+		if (!json_object_is_type(val, json_type_array)) {
+			snprintf(err, errlen, "seccomp filter: \"%s\" must be an array of rules", key);
+			rc = -EINVAL;
+			goto out;
+		}
+		named[k] = true;
+		size_t n = json_object_array_length(val);
+		for (size_t i = 0; i < n && !rc; i++) {
+			char where[96];
+			snprintf(where, sizeof(where), "seccomp filter: %s[%zu]", key, i);
+			struct sec_rule r;
+			rc = parse_rule(json_object_array_get_idx(val, i), &r, err, errlen, where);
+			if (!rc && list_add(&parsed[k], &r))
+				rc = -ENOMEM;
+		}
+		if (rc)
+			goto out;
+	}
+	for (int k = 0; k < SEC_NKINDS; k++)
+		if (named[k]) {
+			list_free(&lists[k]);
+			lists[k] = parsed[k];
+			lists[k].from_file = true;
+			memset(&parsed[k], 0, sizeof(parsed[k]));
+		}
+out:
+	for (int k = 0; k < SEC_NKINDS; k++)
+		list_free(&parsed[k]);
+	json_object_put(root);
+	return rc;
+}
+
+int sec_print_builtin(void)
+{
+	struct json_object *root = json_object_new_object();
+	if (!root)
+		return -ENOMEM;
+	for (int k = 0; k < SEC_NKINDS; k++) {
+		struct sec_list l = {0};
+		if (build_builtin((enum sec_kind)k, &l)) {
+			list_free(&l);
+			json_object_put(root);
+			return -ENOMEM;
+		}
+		struct json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < l.n; i++) {
+			const struct sec_rule *r = &l.r[i];
+			char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, r->nr);
+			if (!r->ncond) {
+				json_object_array_add(arr, json_object_new_string(name ? name : "?"));
+			} else {
+				struct json_object *o = json_object_new_object();
+				struct json_object *args = json_object_new_array();
+				json_object_object_add(o, "syscall", json_object_new_string(name ? name : "?"));
+				for (int c = 0; c < r->ncond; c++) {
+					struct json_object *co = json_object_new_object();
+					size_t oi = 0;
+					while (oi < sizeof(ops) / sizeof(ops[0]) - 1 && ops[oi].op != r->cond[c].op)
+						oi++;
+					json_object_object_add(co, "index", json_object_new_int(r->cond[c].arg));
+					json_object_object_add(co, "op", json_object_new_string(ops[oi].name));
+					if (r->cond[c].op == SCMP_CMP_MASKED_EQ)
+						json_object_object_add(co, "mask",
+								       json_object_new_int64((int64_t)r->cond[c].mask));
+					json_object_object_add(co, "value",
+							       json_object_new_int64((int64_t)r->cond[c].value));
+					json_object_array_add(args, co);
+				}
+				json_object_object_add(o, "args", args);
+				json_object_array_add(arr, o);
+			}
+			free(name);
+		}
+		json_object_object_add(root, kind_names[k], arr);
+		list_free(&l);
+	}
+	puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+	json_object_put(root);
+	return 0;
+}

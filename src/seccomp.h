@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-thread seccomp filters (libseccomp).
+ *
+ * Every thread of a running visor belongs to one kind and runs under that
+ * kind's filter from before it handles any guest or API input: the event
+ * loop ("vmm", the main thread), each vCPU, the API server, the console
+ * writer, the migration connection threads and the post-copy threads.
+ * The default action kills the process (SIGSYS); --seccomp-log logs
+ * instead.  docs/security.md lists each kind's system calls and why.
+ *
+ * A seccomp filter is inherited by the threads a thread creates, and a
+ * thread can only narrow what it inherited.  So threads are not created by
+ * the thread that wants them but by the "spawner", a thread started before
+ * any filter whose own filter allows what every kind needs plus clone; it
+ * handles no input, only requests from sec_thread_create.  The new thread
+ * installs its kind's filter before it runs its function, so each thread's
+ * effective filter is its kind's.
+ */
+#ifndef VISOR_SECCOMP_H
+#define VISOR_SECCOMP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+enum sec_kind {
+	SEC_VMM,	/* the event loop (main thread) */
+	SEC_VCPU,	/* a vCPU */
+	SEC_API,	/* the API server */
+	SEC_CONSOLE,	/* the console writer */
+	SEC_MIGRATION,	/* a migration's connection thread (either side) */
+	SEC_POSTCOPY,	/* post-copy's fault and loop-step threads */
+	SEC_SPAWNER,	/* creates the others */
+	SEC_NKINDS
+};
+
+enum sec_mode {
+	SEC_MODE_KILL,	/* default: a forbidden system call kills the process */
+	SEC_MODE_LOG,	/* --seccomp-log: it is logged and allowed */
+	SEC_MODE_OFF,	/* --no-seccomp */
+};
+
+/* The name of @k in filter files and messages ("vmm", "vcpu", ...); NULL
+ * if out of range. */
+const char *sec_kind_name(enum sec_kind k);
+
+/* Parse a filter file (docs/security.md, "Filter files") from @json:
+ * replaces the rules of the kinds it names.  0, or -EINVAL with a message
+ * in @err.  The parsed rules stay in use until sec_reset. */
+int sec_load_filter_json(const char *json, size_t len, char *err, size_t errlen);
+
+/* Set the mode and, unless it is off, start the spawner (with the filter
+ * file's rules, if one was loaded).  Call once, before any other thread
+ * exists.  0, or -errno with a message in @err. */
+int sec_init(enum sec_mode mode, char *err, size_t errlen);
+
+/* Install the filter of kind @k on the calling thread (nothing when off).
+ * 0, or -errno. */
+int sec_enter(enum sec_kind k);
+
+/* pthread_create, through the spawner when filters are on: the thread
+ * installs @k's filter, then runs @fn(@arg).  @attr may be NULL.  The
+ * caller's signal mask is the new thread's, as with pthread_create.
+ * Returns 0 or an error number, as pthread_create does. */
+int sec_thread_create(enum sec_kind k, pthread_t *t, const pthread_attr_t *attr,
+		      void *(*fn)(void *), void *arg);
+
+/* Print the built-in rules of every kind as a filter file (JSON). */
+int sec_print_builtin(void);
+
+/* Whether filters are installed (mode not off, sec_init done). */
+bool sec_active(void);
+
+/* Testing: forget the filter file's rules and the mode. */
+void sec_reset(void);
+
+/* Testing: build kind @k's filter (nothing installed) and return the
+ * number of rules in it, or -errno. */
+int sec_rule_count(enum sec_kind k);
+
+/* Testing: whether kind @k's rules allow system call @nr with arguments
+ * @args (6 values), evaluated by visor's own reading of the rules. */
+bool sec_allows(enum sec_kind k, int nr, const unsigned long long *args);
+
+#endif

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-thread seccomp filters (seccomp.c): the built-in rules of each thread
+ * kind (what each allows and refuses, argument conditions included), the
+ * filter file parser and its refusals, and, in forked children, the real
+ * thing: a thread under its kind's filter is killed with SIGSYS by a
+ * forbidden call, carries on through allowed ones, shows "Seccomp: 2",
+ * and a thread made through the spawner runs under its own kind's filter.
+ */
+#include "../../src/seccomp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static char err[512];
+
+static bool allows(enum sec_kind k, int nr, unsigned long long a0, unsigned long long a1,
+		   unsigned long long a2)
+{
+	unsigned long long a[6] = {a0, a1, a2, 0, 0, 0};
+	return sec_allows(k, nr, a);
+}
+
+TEST(every_kind_builds)
+{
+	sec_reset();
+	for (int k = 0; k < SEC_NKINDS; k++) {
+		int n = sec_rule_count((enum sec_kind)k);
+		CHECK(n > 10);
+		CHECK(sec_kind_name((enum sec_kind)k) != NULL);
+	}
+	CHECK(sec_kind_name(SEC_NKINDS) == NULL);
+	CHECK_STR(sec_kind_name(SEC_VCPU), "vcpu");
+}
+
+TEST(builtin_rules)
+{
+	sec_reset();
+	/* the vCPU runs the guest, and opens nothing */
+	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, KVM_RUN, 0));
+	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, TUNSETIFF, 0));
+	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
+	CHECK(!allows(SEC_VCPU, __NR_openat, 0, 0, 0));
+	CHECK(!allows(SEC_VCPU, __NR_socket, AF_UNIX, 0, 0));
+	/* the request is 32 bits: high bits set do not sneak another one in */
+	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, 0xffffffff00000000ull | KVM_RUN, 0));
+	/* nobody executes, forks or makes memory executable */
+	for (int k = 0; k < SEC_NKINDS; k++) {
+		CHECK(!allows((enum sec_kind)k, __NR_execve, 0, 0, 0));
+		CHECK(!allows((enum sec_kind)k, __NR_execveat, 0, 0, 0));
+		CHECK(!allows((enum sec_kind)k, __NR_fork, 0, 0, 0));
+		CHECK(!allows((enum sec_kind)k, __NR_ptrace, 0, 0, 0));
+		CHECK(!allows((enum sec_kind)k, __NR_mount, 0, 0, 0));
+		CHECK(allows((enum sec_kind)k, __NR_mmap, 0, 4096, PROT_READ | PROT_WRITE));
+		CHECK(!allows((enum sec_kind)k, __NR_mmap, 0, 4096, PROT_READ | PROT_EXEC));
+		CHECK(!allows((enum sec_kind)k, __NR_mprotect, 0, 4096, PROT_EXEC));
+		CHECK(allows((enum sec_kind)k, __NR_futex, 0, 0, 0));
+	}
+	/* only the spawner creates threads (its clone rule, for threads only,
+	 * is added when its filter is built) */
+	for (int k = 0; k < SEC_NKINDS; k++)
+		CHECK(!allows((enum sec_kind)k, __NR_clone, 0, 0, 0));
+	/* the loop: files, KVM, taps, unix sockets; no inet sockets */
+	CHECK(allows(SEC_VMM, __NR_openat, 0, 0, 0));
+	CHECK(allows(SEC_VMM, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
+	CHECK(allows(SEC_VMM, __NR_ioctl, 5, TUNSETIFF, 0));
+	CHECK(allows(SEC_VMM, __NR_socket, AF_UNIX, SOCK_STREAM, 0));
+	CHECK(!allows(SEC_VMM, __NR_socket, AF_INET, SOCK_STREAM, 0));
+	CHECK(!allows(SEC_VMM, __NR_socket, AF_NETLINK, SOCK_RAW, 0));
+	/* migration: inet sockets, no KVM */
+	CHECK(allows(SEC_MIGRATION, __NR_socket, AF_INET6, SOCK_STREAM, 0));
+	CHECK(!allows(SEC_MIGRATION, __NR_ioctl, 5, KVM_RUN, 0));
+	/* the API thread: sockets it is given, no files, no KVM */
+	CHECK(allows(SEC_API, __NR_accept4, 0, 0, 0));
+	CHECK(!allows(SEC_API, __NR_openat, 0, 0, 0));
+	CHECK(!allows(SEC_API, __NR_socket, AF_UNIX, 0, 0));
+	CHECK(!allows(SEC_API, __NR_ioctl, 5, KVM_RUN, 0));
+}
+
+TEST(filter_file)
+{
+	sec_reset();
+	const char *ok = "{\"vcpu\": [\"read\", \"futex\", {\"syscall\": \"ioctl\", \"args\": "
+			 "[{\"index\": 1, \"op\": \"masked_eq\", \"mask\": 4294967295, "
+			 "\"value\": 44672}]}]}\n";
+	CHECK_EQ(sec_load_filter_json(ok, strlen(ok), err, sizeof(err)), 0);
+	CHECK(allows(SEC_VCPU, __NR_read, 0, 0, 0));
+	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, KVM_RUN, 0)); /* KVM_RUN is 0xae80 = 44672 */
+	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_RUN + 1, 0));
+	CHECK(!allows(SEC_VCPU, __NR_write, 0, 0, 0)); /* the file's list replaces visor's */
+	CHECK_EQ(sec_rule_count(SEC_VCPU), 3);
+	/* kinds the file does not name keep theirs */
+	CHECK(allows(SEC_API, __NR_accept4, 0, 0, 0));
+	sec_reset();
+	CHECK(allows(SEC_VCPU, __NR_write, 0, 0, 0));
+
+	static const struct {
+		const char *json, *why;
+	} bad[] = {
+		{"", "not JSON"},
+		{"[1]", "one JSON object"},
+		{"{\"gpu\": []}", "unknown thread kind"},
+		{"{\"vcpu\": {}}", "array of rules"},
+		{"{\"vcpu\": [\"no_such_call\"]}", "not a system call"},
+		{"{\"vcpu\": [7]}", "name or an object"},
+		{"{\"vcpu\": [{\"args\": []}]}", "needs \"syscall\""},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"x\": 1}]}", "unknown field"},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": 3}]}", "must be an array"},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 6, \"op\": \"eq\", "
+		 "\"value\": 1}]}]}",
+		 "0-5"},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 0, \"op\": \"like\", "
+		 "\"value\": 1}]}]}",
+		 "\"op\""},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 0, \"op\": \"eq\", "
+		 "\"value\": -1}]}]}",
+		 "\"value\""},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 0, \"op\": \"masked_eq\", "
+		 "\"value\": 1}]}]}",
+		 "needs \"mask\""},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 0, \"op\": \"eq\", "
+		 "\"mask\": 1, \"value\": 1}]}]}",
+		 "masked_eq only"},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [{\"index\": 0, \"op\": \"eq\", "
+		 "\"value\": 1, \"extra\": 2}]}]}",
+		 "unknown condition field"},
+		{"{\"vcpu\": [{\"syscall\": \"read\", \"args\": [1,2,3,4,5,6,7]}]}", "at most 6"},
+		{"{\"vcpu\": []} x", "after the JSON"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		int r = sec_load_filter_json(bad[i].json, strlen(bad[i].json), err, sizeof(err));
+		CHECK_EQ(r, -EINVAL);
+		if (!strstr(err, bad[i].why))
+			printf("  case %zu: '%s' lacks '%s'\n", i, err, bad[i].why);
+		CHECK(strstr(err, bad[i].why) != NULL);
+		/* a refused file changes nothing */
+		CHECK(allows(SEC_VCPU, __NR_write, 0, 0, 0));
+	}
+	sec_reset();
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* Run @fn in a child; its wait status. */
+__attribute__((unused)) static int in_child(void (*fn)(int), int fd)
+{
+	fflush(stdout);
+	pid_t p = fork();
+	if (p == 0) {
+		fn(fd);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(p, &st, 0);
+	return st;
+}
+
+__attribute__((unused)) static void child_forbidden(int fd)
+{
+	(void)fd;
+	char e[256];
+	if (sec_init(SEC_MODE_KILL, e, sizeof(e)) || sec_enter(SEC_VCPU))
+		_exit(3);
+	syscall(__NR_ptrace, 0, 0, 0, 0);
+	_exit(4); /* not reached */
+}
+
+__attribute__((unused)) static void child_allowed(int fd)
+{
+	char e[256];
+	if (sec_init(SEC_MODE_KILL, e, sizeof(e)) || sec_enter(SEC_VCPU))
+		_exit(3);
+	/* what a vCPU does besides KVM_RUN: write an eventfd, take a lock,
+	 * read the clock, allocate */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	void *m = malloc(1 << 20);
+	free(m);
+	if (write(fd, "ok", 2) != 2)
+		_exit(5);
+	_exit(0);
+}
+
+static int hold[2];
+
+/* a console thread: says it runs, waits until told to end */
+static void *console_waits(void *arg)
+{
+	int fd = *(int *)arg;
+	char c;
+	(void)!write(fd, "T", 1);
+	(void)!read(hold[0], &c, 1);
+	return NULL;
+}
+
+/* a console thread that opens a file: not its kind's call */
+static void *console_opens(void *arg)
+{
+	(void)arg;
+	int f = open("/dev/null", O_RDONLY);
+	(void)f;
+	return NULL;
+}
+
+__attribute__((unused)) static void child_spawner(int fd)
+{
+	char e[256];
+	if (pipe(hold) || sec_init(SEC_MODE_KILL, e, sizeof(e)) || sec_enter(SEC_VMM))
+		_exit(3);
+	pthread_t t;
+	int wfd = fd;
+	if (sec_thread_create(SEC_CONSOLE, &t, NULL, console_waits, &wfd))
+		_exit(6);
+	/* every thread (this one, the spawner, the console thread) is filtered */
+	char c;
+	(void)c;
+	usleep(100000);
+	DIR *d = opendir("/proc/self/task");
+	int n = 0, ok = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[300], buf[4096];
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		int s = open(path, O_RDONLY);
+		ssize_t r = s >= 0 ? read(s, buf, sizeof(buf) - 1) : -1;
+		if (s >= 0)
+			close(s);
+		if (r <= 0)
+			continue;
+		buf[r] = 0;
+		n++;
+		ok += strstr(buf, "Seccomp:\t2") != NULL;
+	}
+	if (d)
+		closedir(d);
+	(void)!write(fd, n == ok && n >= 3 ? "S" : "F", 1);
+	(void)!write(hold[1], "x", 1);
+	pthread_join(t, NULL);
+	if (sec_thread_create(SEC_CONSOLE, &t, NULL, console_opens, NULL))
+		_exit(6);
+	pthread_join(t, NULL);
+	_exit(7); /* not reached: the open kills the process */
+}
+
+TEST(filters_in_force)
+{
+#ifdef UNDER_ASAN
+	printf("  (skipped under ASan: its runtime makes calls the filters refuse)\n");
+#else
+	sec_reset();
+	int st = in_child(child_forbidden, -1);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS);
+	int p[2];
+	CHECK_EQ(pipe(p), 0);
+	st = in_child(child_allowed, p[1]);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char buf[8] = "";
+	CHECK_EQ(read(p[0], buf, 2), 2);
+	CHECK(!memcmp(buf, "ok", 2));
+	st = in_child(child_spawner, p[1]);
+	close(p[1]);
+	memset(buf, 0, sizeof(buf));
+	CHECK_EQ(read(p[0], buf, 2), 2);
+	CHECK(!memcmp(buf, "TS", 2)); /* the thread ran; every thread showed Seccomp: 2 */
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS);
+	close(p[0]);
+#endif
+}
+
+TEST_MAIN()
