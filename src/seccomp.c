@@ -72,33 +72,36 @@ bool sec_active(void)
 
 /* ---- the built-in rules ------------------------------------------------------ */
 
-/* Every thread: memory (never executable), its own exit, futexes, the
- * signals it is sent (the vCPU kick, the stop), time, reading and writing
- * the fds it was given (eventfds, the log on stderr), closing them. */
+/* Every thread: memory (never executable; mremap for realloc), its own
+ * exit, futexes, the signals it is sent (the vCPU kick, the stop), time,
+ * random bytes, reading and writing the fds it was given (eventfds, the
+ * log on stderr), closing them. */
 static const char *const g_base[] = {
 	"brk", "close", "clock_gettime", "clock_nanosleep", "exit", "exit_group", "futex",
-	"getpid", "getrandom", "gettid", "madvise", "munmap", "nanosleep", "read", "restart_syscall",
-	"rt_sigprocmask", "rt_sigreturn", "sched_yield", "write", NULL,
+	"getpid", "getrandom", "gettid", "madvise", "mremap", "munmap", "nanosleep", "read",
+	"restart_syscall", "rt_sigprocmask", "rt_sigreturn", "sched_yield", "write", NULL,
 };
-/* The loop's odds and ends: file positions and status, random bytes,
- * naming threads, signalling them. */
-static const char *const g_misc[] = {
-	"lseek", "newfstatat", "fstat", "readv", "writev", "tgkill",
-	"sched_getaffinity", "sigaltstack", "gettimeofday", NULL,
+/* Waiting on fds. */
+static const char *const g_wait[] = {"epoll_ctl", "epoll_pwait", "epoll_wait", "poll", "ppoll",
+				     NULL};
+/* Making what the event loop and a migration wait on. */
+static const char *const g_fdsetup[] = {
+	"epoll_create1", "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime",
+	"pipe2", "fcntl", "dup", "dup3", NULL,
 };
-/* Waiting on fds: epoll, poll, eventfds, timers. */
-static const char *const g_poll[] = {
-	"epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_wait", "eventfd2", "poll", "ppoll",
-	"timerfd_create", "timerfd_settime", "timerfd_gettime", NULL,
-};
-/* Files: disk images, snapshots, kernels, the metrics and log files. */
+/* The API thread: its clients (the listening socket is made before). */
+static const char *const g_api[] = {"accept4", "epoll_ctl", "epoll_wait", "recvfrom", "sendto",
+				    "shutdown", "timerfd_settime", NULL};
+/* The console writer: stdout and its wake-up eventfd. */
+static const char *const g_console[] = {"poll", "ppoll", NULL};
+/* Files: disk images, snapshots, kernels, the metrics and log files, the
+ * API and migration sockets' paths. */
 static const char *const g_files[] = {
-	"openat", "fcntl", "fallocate", "fdatasync", "fsync", "ftruncate", "pread64", "preadv",
-	"preadv2", "pwrite64", "pwritev", "pwritev2", "rename", "renameat", "renameat2",
-	"unlink", "unlinkat", "mkdir", "mkdirat", "statx", "fstatfs", "statfs", "flock",
-	"copy_file_range", "dup", "dup3", "memfd_create", "mremap", "mincore", "access",
-	"faccessat", "faccessat2", "getcwd", "fchmod", "chmod", "umask", "readlink",
-	"readlinkat", "getdents64", "pipe2", "geteuid", "getuid", NULL,
+	"openat", "newfstatat", "fstat", "statx", "lseek", "pread64", "preadv", "pwrite64",
+	"pwritev", "readv", "writev", "fallocate", "fdatasync", "fsync", "ftruncate", "rename",
+	"renameat", "renameat2", "unlink", "unlinkat", "mkdir", "mkdirat", "chmod", "fchmod",
+	"umask", "flock", "readlink", "memfd_create", "mincore", "access", "faccessat",
+	"faccessat2", NULL,
 };
 static const char *const g_uring[] = {"io_uring_setup", "io_uring_enter", "io_uring_register",
 				      NULL};
@@ -107,16 +110,17 @@ static const char *const g_sock[] = {
 	"accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
 	"recvfrom", "recvmsg", "sendmsg", "sendto", "setsockopt", "shutdown", NULL,
 };
+/* userfaultfd memory (the Uffd back end, post-copy) and the handler's
+ * liveness (a pidfd). */
 static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
 /* A completed migration's source lowers its priority. */
-static const char *const g_sched[] = {"sched_setscheduler", "sched_getscheduler",
-				      "sched_getparam", "setpriority", NULL};
-/* The signal set-up of the loop (SIGINT, SIGTERM, the kick handler). */
+static const char *const g_sched[] = {"sched_setscheduler", NULL};
+/* The loop: signal handlers (SIGINT, SIGTERM, the kick), kicking vCPU
+ * threads, its fd limit, the host's memory. */
+static const char *const g_loop[] = {"rt_sigaction", "tgkill", "prlimit64", "sysinfo", NULL};
 /* The spawner's new threads start (glibc registers rseq and the robust
  * futex list) and install their own filter. */
 static const char *const g_spawn[] = {"seccomp", "rseq", "set_robust_list", "prctl", NULL};
-static const char *const g_signals[] = {"rt_sigaction", "kill", "getrlimit", "prlimit64",
-					"setrlimit", "sysinfo", "uname", NULL};
 
 /* ioctl requests, by what they are for */
 static const unsigned long i_kvm_sys[] = {
@@ -168,15 +172,15 @@ struct kind_spec {
 };
 
 static const struct kind_spec specs[SEC_NKINDS] = {
-	[SEC_VMM] = {{g_base, g_misc, g_poll, g_files, g_uring, g_sock, g_uffd, g_sched, g_signals},
+	[SEC_VMM] = {{g_base, g_wait, g_fdsetup, g_files, g_uring, g_sock, g_uffd, g_sched, g_loop},
 		     {i_kvm_sys, i_kvm_vm, i_kvm_vcpu_state, i_tap, i_uffd, i_files, i_tty},
 		     {AF_UNIX}},
-	[SEC_VCPU] = {{g_base, g_poll}, {i_kvm_vcpu_run}, {0}},
-	[SEC_API] = {{g_base, g_poll, g_sock}, {i_files}, {0}},
-	[SEC_CONSOLE] = {{g_base, g_poll}, {i_tty}, {0}},
-	[SEC_MIGRATION] = {{g_base, g_misc, g_poll, g_sock, g_files, g_sched}, {i_files},
+	[SEC_VCPU] = {{g_base}, {i_kvm_vcpu_run}, {0}},
+	[SEC_API] = {{g_base, g_api}, {0}, {0}},
+	[SEC_CONSOLE] = {{g_base, g_console}, {0}, {0}},
+	[SEC_MIGRATION] = {{g_base, g_wait, g_fdsetup, g_sock, g_files, g_sched}, {i_files},
 			   {AF_UNIX, AF_INET, AF_INET6}},
-	[SEC_POSTCOPY] = {{g_base, g_poll}, {i_uffd}, {0}},
+	[SEC_POSTCOPY] = {{g_base, g_console}, {i_uffd}, {0}},
 	[SEC_SPAWNER] = {{g_base, g_spawn}, {0}, {0}},
 };
 
@@ -218,11 +222,15 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 		r = add_name(l, "mmap", &noexec, 1);
 	if (!r)
 		r = add_name(l, "mprotect", &noexec, 1);
-	/* a thread names itself (prctl's other operations are not for it;
-	 * the spawner's own list has prctl for seccomp_load) */
+	/* a thread names itself, and the log reads the name (prctl's other
+	 * operations are not for it; the spawner's own list has prctl for
+	 * seccomp_load) */
 	struct sec_cond setname = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_SET_NAME};
+	struct sec_cond getname = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_GET_NAME};
 	if (!r && k != SEC_SPAWNER)
 		r = add_name(l, "prctl", &setname, 1);
+	if (!r && k != SEC_SPAWNER)
+		r = add_name(l, "prctl", &getname, 1);
 	for (int g = 0; g < 8 && s->ioctls[g] && !r; g++)
 		for (const unsigned long *q = s->ioctls[g]; *q && !r; q++) {
 			/* the kernel takes the request as 32 bits */

@@ -8,6 +8,8 @@
 # migrate lab-modules/, the bridge and veth drivers: tests/lab/mig-stage DIR).  Each suite's
 # output is framed by "=== BEGIN name" / "=== END name rc=N" for run-all.
 cd /lab || exit 1
+# every seccomp event reaches the kernel log (reported at the end)
+echo 0 >/proc/sys/kernel/printk_ratelimit 2>/dev/null
 echo "lab: L1 $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(ls -l /dev/kvm 2>&1)"
 status=0
 for s in "$@"; do
@@ -27,4 +29,10 @@ for s in "$@"; do
 	echo "=== END $s rc=$rc ($(($(cut -d. -f1 /proc/uptime) - start)) s)"
 	[ $rc = 0 ] || status=1
 done
+# a visor thread killed (or logged) by its seccomp filter: which thread, which call
+sec=$(dmesg 2>/dev/null | grep 'type=1326' | sed -E 's/.*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3/' | sort | uniq -c)
+if [ -n "$sec" ]; then
+	echo "lab: seccomp events (count, thread, system call number, action):"
+	echo "$sec" | sed 's/^/lab:   /'
+fi
 exit $status
