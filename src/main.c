@@ -28,13 +28,24 @@
 #include "util/log.h"
 #include "vm.h"
 
-static void raise_fd_limit(void)
+/* What visor may have open at once: every vsock connection
+ * (VIRTIO_VSOCK_MAX_CONNS) plus devices, disks, taps, the API's clients,
+ * files and the loop's own fds with room to spare. */
+#define VISOR_FD_LIMIT 2048
+
+/* The soft limit on open files set to what visor needs: lowered from a
+ * larger one (a compromised visor gets no more fds than it can use),
+ * raised from a smaller one as far as the hard limit allows. */
+static void set_fd_limit(void)
 {
-	/* vsock connections, disks and taps each take descriptors: allow what
-	 * the hard limit allows. */
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	rlim_t want = VISOR_FD_LIMIT;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+		want = rl.rlim_max;
+	if (rl.rlim_cur != want) {
+		rl.rlim_cur = want;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
 }
@@ -414,7 +425,7 @@ int main(int argc, char **argv)
 		/* A file-size limit fails a snapshot or disk write with EFBIG
 		 * (reported, the VM kept) instead of killing the process. */
 		signal(SIGXFSZ, SIG_IGN);
-		raise_fd_limit();
+		set_fd_limit();
 		if (seccomp_setup(o)) {
 			code = VMM_EXIT_ERROR;
 			break;
