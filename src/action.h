@@ -129,6 +129,12 @@ struct mig_status {
 	uint64_t elapsed_ms;          /* since the migration started */
 	uint64_t downtime_ms;         /* measured, once completed (guest paused to
 				       * destination running) */
+	/* how this process's VM tracks dirty pages: no VM yet (none), KVM's
+	 * dirty bitmap, or KVM's dirty ring of dirty_ring_entries per vCPU,
+	 * which vCPUs found full dirty_ring_full_exits times */
+	enum mig_dirty_log { MIG_DIRTY_NONE, MIG_DIRTY_BITMAP, MIG_DIRTY_RING } dirty_log;
+	uint32_t dirty_ring_entries;
+	uint64_t dirty_ring_full_exits;
 	char error[512];              /* failed / cancelled: why */
 };
 
@@ -150,7 +156,7 @@ struct snapshot_load {
 struct vm_action {
 	enum vm_action_kind kind;
 	/* which optional fields a PATCH (or a PUT with optional members) set */
-	bool has_cpus, has_mem, has_smt, has_track_dirty;
+	bool has_cpus, has_mem, has_smt, has_track_dirty, has_dirty_ring;
 	bool has_path;
 	/* rate limiters a body gave: 0, or FC_RL_GIVEN plus FC_RL_BANDWIDTH
 	 * and/or FC_RL_OPS for the buckets it named (a PATCH replaces only
@@ -160,6 +166,7 @@ struct vm_action {
 		struct {
 			uint64_t cpus, mem_mib; /* unchecked: config_set_machine checks */
 			bool smt, track_dirty_pages;
+			uint64_t dirty_ring; /* unchecked: config_set_dirty_ring checks */
 		} machine;
 		struct {
 			char kernel[CONFIG_PATH_MAX];

@@ -77,6 +77,10 @@ const char cli_usage[] =
 	"                       visor --print-seccomp and docs/security.md)\n"
 	"  --mem-shared         guest memory in a memfd mapped shared, so `visor migrate\n"
 	"                       --mode local` can hand it to a new visor without a copy\n"
+	"  --dirty-ring N       track dirty pages (snapshots, migration) with KVM's dirty\n"
+	"                       ring of N entries per vCPU, a power of two from 256 to\n"
+	"                       65536 (default 4096 where the host has it); 0: KVM's\n"
+	"                       dirty bitmap\n"
 	"  --restore DIR        instead of booting, load the snapshot `visor snapshot` wrote\n"
 	"                       to DIR and run it (no --kernel, --cpus, --memory or devices:\n"
 	"                       the snapshot defines them)\n"
@@ -642,7 +646,7 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 				       "`visor status VM` (see visor --help)");
 		static const char *const with_val[] = {"--kernel", "--initrd", "--cmdline", "--cpus",
 						       "--memory", "--log-level", "--kvm", "--disk", "--net",
-						       "--vsock", "--restore", NULL};
+						       "--vsock", "--restore", "--dirty-ring", NULL};
 		if (!in_list(name, with_val))
 			return fail(e, "unknown option '%s' (try 'visor --help')", argv[i]);
 		if (take_value(argc, argv, &i, name, &val, e))
@@ -681,6 +685,12 @@ static int parse_run(int argc, char **argv, struct cli_opts *o, struct config_er
 			initrd = val;
 		} else if (!strcmp(name, "--cmdline")) {
 			cmdline = val;
+		} else if (!strcmp(name, "--dirty-ring")) {
+			uint64_t n;
+			if (config_parse_u64(val, &n))
+				return fail(e, "--dirty-ring: '%s' is not a number", val);
+			if (config_set_dirty_ring(cfg, n, e))
+				return -EINVAL;
 		} else if (!strcmp(name, "--kvm")) {
 			if (!val[0] || strlen(val) >= sizeof(cfg->kvm_path))
 				return fail(e, "--kvm: path must be 1 to %zu bytes", sizeof(cfg->kvm_path) - 1);

@@ -36,6 +36,7 @@ void config_defaults(struct vm_config *c)
 	COPY(c->cmdline, CONFIG_DEFAULT_CMDLINE);
 	COPY(c->kvm_path, "/dev/kvm");
 	c->log_level = LOG_INFO;
+	c->dirty_ring = CONFIG_DIRTY_RING_DEFAULT;
 }
 
 int parse_size(const char *s, uint64_t *out)
@@ -318,6 +319,24 @@ int config_set_machine(struct vm_config *c, uint64_t cpus, uint64_t mem_mib, boo
 	return 0;
 }
 
+static int check_dirty_ring(uint64_t n, struct config_err *e)
+{
+	if (n && (n < CONFIG_DIRTY_RING_MIN || n > CONFIG_DIRTY_RING_MAX || (n & (n - 1))))
+		return fail(e, "dirty ring: %llu entries is not a power of two from %u to %u (0: "
+			       "KVM's dirty bitmap instead)",
+			    (unsigned long long)n, CONFIG_DIRTY_RING_MIN, CONFIG_DIRTY_RING_MAX);
+	return 0;
+}
+
+int config_set_dirty_ring(struct vm_config *c, uint64_t entries, struct config_err *e)
+{
+	if (check_dirty_ring(entries, e))
+		return -EINVAL;
+	c->dirty_ring = (uint32_t)entries;
+	c->dirty_ring_set = true;
+	return 0;
+}
+
 uint32_t config_mmio_devices(const struct vm_config *c)
 {
 	uint32_t n = 0;
@@ -349,7 +368,7 @@ int config_validate(const struct vm_config *c, struct config_err *e)
 			    CONFIG_MAX_MMIO_DEVS, mmio);
 	if (roots > 1)
 		return fail(e, "more than one drive is the root device");
-	return 0;
+	return check_dirty_ring(c->dirty_ring, e);
 }
 
 /* ---- `visor run` option values ------------------------------------------ */

@@ -45,6 +45,14 @@
 /* Resource ids (drive_id, iface_id, ...): Firecracker allows ASCII
  * alphanumerics and '_'; visor also caps the length. */
 #define CONFIG_ID_MAX 64
+/* KVM's dirty ring (dirty_ring): entries per vCPU ring.  A ring is a
+ * power of two of 16-byte entries, at least one 4 KiB page (256 entries)
+ * and at most KVM_DIRTY_RING_MAX_ENTRIES (65536); a host may ask for more
+ * (Intel's PML reserves entries: its smallest ring is 1024), which KVM
+ * refuses when the VM is built.  0 = KVM's dirty bitmap. */
+#define CONFIG_DIRTY_RING_DEFAULT 4096u
+#define CONFIG_DIRTY_RING_MIN 256u
+#define CONFIG_DIRTY_RING_MAX 65536u
 
 enum virtio_transport_kind { TRANSPORT_PCI, TRANSPORT_MMIO };
 
@@ -137,6 +145,13 @@ struct vm_config {
 	/* guest RAM in a memfd mapped shared (--mem-shared, machine-config
 	 * "mem_shared"): a local-mode migration hands it to the next visor */
 	bool mem_shared;
+	/* dirty-page tracking through KVM's dirty ring of this many entries
+	 * per vCPU (--dirty-ring, machine-config "dirty_ring_entries"); 0:
+	 * KVM's dirty bitmap.  A host without the ring uses the bitmap.
+	 * @dirty_ring_set: given explicitly (a size the host refuses is then
+	 * an error; the default falls back to the bitmap) */
+	uint32_t dirty_ring;
+	bool dirty_ring_set;
 	char kvm_path[CONFIG_PATH_MAX];
 	enum log_level log_level;
 };
@@ -169,6 +184,9 @@ int config_set_boot(struct vm_config *c, const char *kernel, const char *initrd,
 		    const char *cmdline, struct config_err *e);
 int config_set_machine(struct vm_config *c, uint64_t cpus, uint64_t mem_mib, bool smt,
 		       bool track_dirty_pages, struct config_err *e);
+/* The dirty ring's entries per vCPU: 0 (the bitmap) or a power of two from
+ * CONFIG_DIRTY_RING_MIN to CONFIG_DIRTY_RING_MAX; marks it as given. */
+int config_set_dirty_ring(struct vm_config *c, uint64_t entries, struct config_err *e);
 
 /* Single-field checks shared by the setters and the API's path ids. */
 int config_check_id(const char *what, const char *id, struct config_err *e);
@@ -184,7 +202,8 @@ int config_find_net(const struct vm_config *c, const char *id);   /* index or -1
 uint32_t config_mmio_devices(const struct vm_config *c);
 
 /* The whole config is bootable: a kernel is set, the balloon fits in
- * memory, at most 8 devices on virtio-mmio, at most one root drive.
+ * memory, at most 8 devices on virtio-mmio, at most one root drive, a
+ * dirty ring size config_set_dirty_ring takes.
  * 0 / -EINVAL with e->msg. */
 int config_validate(const struct vm_config *c, struct config_err *e);
 

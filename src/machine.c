@@ -44,6 +44,7 @@
 #include "devices/virtio/virtio_rng.h"
 #include "devices/virtio/virtio_vsock.h"
 #include "event/loop.h"
+#include "kvm/dirty_ring.h"
 #include "kvm/kvm.h"
 #include "kvm/platform_kvm.h"
 #include "arch/x86/vcpu_state.h"
@@ -68,6 +69,7 @@ _Static_assert(CONFIG_MAX_MMIO_DEVS == VIRTIO_MMIO_MAX_DEVS, "one GSI per virtio
 
 struct vcpu {
 	struct kvm_vcpu kv;
+	struct dirty_ring ring; /* KVM's dirty ring of this vCPU (under ring_lock) */
 	pthread_t thread;
 	bool started;
 	struct machine *vm;
@@ -139,6 +141,17 @@ struct machine {
 	bool in_watched;
 	uint8_t pending[512];
 	size_t pending_len;
+
+	/* Dirty pages through KVM's dirty ring (ring_entries per vCPU; 0: KVM's
+	 * bitmap).  ring_lock serializes every harvest, the collector's and a
+	 * vCPU's own (collect_dirty_log says why that loses no page);
+	 * ring_reset_pending: entries were marked harvested but
+	 * KVM_RESET_DIRTY_RINGS failed, so the next harvest calls it anyway. */
+	uint32_t ring_entries;
+	pthread_mutex_t ring_lock;
+	bool ring_lock_ready;
+	bool ring_reset_pending;
+	_Atomic uint64_t ring_full_exits, ring_pages, ring_ignored;
 
 	_Atomic int exit_code; /* -1 while running */
 	bool started;
@@ -308,6 +321,36 @@ static void vcpu_throttle(struct vcpu *c)
 	nanosleep(&ts, NULL);
 }
 
+static int harvest_rings_locked(struct machine *vm, struct vcpu *only);
+
+/* KVM_EXIT_DIRTY_RING_FULL: this vCPU's ring reached its soft limit.  The
+ * vCPU thread harvests its own ring, under the lock the collector takes
+ * (a ring has one consumer at a time), and KVM_RESET_DIRTY_RINGS gives the
+ * entries back.  Work on this thread: memory writes to the ring and the
+ * bitmaps, the futex of ring_lock, and one ioctl(vm_fd,
+ * KVM_RESET_DIRTY_RINGS) (docs/architecture.md, "Dirty ring").  True to
+ * run on; false when there is no ring or KVM refused the reset. */
+static bool vcpu_ring_full(struct vcpu *c)
+{
+	struct machine *vm = c->vm;
+	atomic_fetch_add_explicit(&vm->ring_full_exits, 1, memory_order_relaxed);
+	if (!vm->ring_entries) {
+		log_error("vcpu %d: KVM_EXIT_DIRTY_RING_FULL without a dirty ring", c->kv.id);
+		return false;
+	}
+	pthread_mutex_lock(&vm->ring_lock);
+	/* the reset is due even if the collector took the entries first: it
+	 * costs one ioctl, and the vCPU must not come back here at once */
+	vm->ring_reset_pending = true;
+	int r = harvest_rings_locked(vm, c);
+	pthread_mutex_unlock(&vm->ring_lock);
+	if (r) {
+		log_error("vcpu %d: KVM_RESET_DIRTY_RINGS failed: %s", c->kv.id, strerror(-r));
+		return false;
+	}
+	return true;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *c = arg;
@@ -349,6 +392,13 @@ static void *vcpu_thread(void *arg)
 				x86_dump_vcpu(&c->kv, &vm->mem);
 			}
 			continue;
+		case VCPU_DIRTY_RING_FULL:
+			/* KVM lets this vCPU in again only once its ring has
+			 * room: harvest it here, before the next KVM_RUN */
+			if (vcpu_ring_full(c))
+				continue;
+			vmm_request_exit(vm, VMM_EXIT_CRASH);
+			break;
 		case VCPU_POWEROFF:
 			vmm_request_exit(vm, VMM_EXIT_POWEROFF);
 			break;
@@ -633,6 +683,55 @@ static int setup_guest_image(struct machine *vm)
 	return 0;
 }
 
+/* KVM's dirty ring, where the host has it and the config asks for it
+ * (dirty_ring, default 4096 entries): enabled on the VM before any vCPU
+ * exists (KVM refuses it later), whether or not anything tracks pages
+ * yet, so the VM can log dirty pages into it whenever a snapshot's
+ * tracking or a migration turns logging on (KVM_MEM_LOG_DIRTY_PAGES on the
+ * slots, as with the bitmap).  A host without it (e.g. a PVM /dev/kvm)
+ * uses the bitmap.  A size the host refuses is an error when the config
+ * named it, else the bitmap again. */
+static int setup_dirty_ring(struct machine *vm)
+{
+	uint32_t want = vm->cfg.dirty_ring;
+	bool named = vm->cfg.dirty_ring_set;
+	if (!want) {
+		log_debug("dirty pages: KVM's dirty bitmap (dirty ring 0)");
+		return 0;
+	}
+	long cap;
+	uint64_t max = kvm_dirty_ring_max(&vm->kvm, &cap);
+	uint64_t bytes = (uint64_t)want * sizeof(struct kvm_dirty_gfn);
+	if (!max) {
+		log_debug("dirty pages: KVM's dirty bitmap (this host's KVM has no dirty ring)");
+		return 0;
+	}
+	int r = bytes > max ? -E2BIG : kvm_dirty_ring_enable(&vm->kvm, cap, want);
+	if (r && named) {
+		if (r == -E2BIG)
+			log_error("--dirty-ring %u: this host's KVM allows at most %llu entries per "
+				  "vCPU; give fewer, or 0 for KVM's dirty bitmap",
+				  want, (unsigned long long)(max / sizeof(struct kvm_dirty_gfn)));
+		else
+			log_error("--dirty-ring %u: KVM refused a dirty ring of %u entries (%s); its "
+				  "smallest ring on this host may be larger (Intel's PML needs at "
+				  "least 1024), or 0 gives KVM's dirty bitmap",
+				  want, want, strerror(-r));
+		return -1;
+	}
+	if (r) {
+		log_warn("KVM refused a dirty ring of %u entries (%s): dirty pages go to KVM's "
+			 "dirty bitmap",
+			 want, strerror(-r));
+		return 0;
+	}
+	vm->ring_entries = want;
+	log_debug("dirty pages: KVM's dirty ring, %u entries per vCPU (%s)", want,
+		  cap == KVM_CAP_DIRTY_LOG_RING_ACQ_REL ? "KVM_CAP_DIRTY_LOG_RING_ACQ_REL"
+							: "KVM_CAP_DIRTY_LOG_RING");
+	return 0;
+}
+
 static int open_kvm(struct machine *vm)
 {
 	char err[512];
@@ -667,6 +766,8 @@ static int open_kvm(struct machine *vm)
 		log_error("cannot create the VM: %s", strerror(-r));
 		return -1;
 	}
+	if (setup_dirty_ring(vm))
+		return -1;
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		struct guest_region *g = &vm->mem.regions[i];
 		if ((r = kvm_set_memory(&vm->kvm, (uint32_t)i, g->gpa, g->size, g->hva,
@@ -735,6 +836,10 @@ static int setup_vcpus(struct machine *vm)
 		c->vm = vm;
 		c->kv.fd = -1;
 		int r = kvm_create_vcpu(&vm->kvm, (int)i, &c->kv);
+		if (!r && vm->ring_entries && !c->kv.ring)
+			r = -ENOMEM;
+		if (!r)
+			c->ring = (struct dirty_ring){.gfns = c->kv.ring, .entries = vm->ring_entries};
 		if (!r)
 			r = x86_vcpu_init(&vm->kvm, &c->kv, vm->ncpus);
 		if (!r && i == 0 && !vm->restoring)
@@ -1390,6 +1495,8 @@ static struct machine *machine_build(const struct vm_config *cfg, const struct f
 	vm->rx_efd = vm->rtc_tfd = vm->throttle_tfd = -1;
 	pthread_mutex_init(&vm->park_lock, NULL);
 	pthread_cond_init(&vm->park_cond, NULL);
+	pthread_mutex_init(&vm->ring_lock, NULL);
+	vm->ring_lock_ready = true;
 	atomic_store(&vm->exit_code, -1);
 
 	/* Inputs first: a bad file or size is reported before touching KVM. */
@@ -1726,6 +1833,8 @@ void machine_destroy(struct machine *vm)
 	}
 	pthread_mutex_destroy(&vm->park_lock);
 	pthread_cond_destroy(&vm->park_cond);
+	if (vm->ring_lock_ready)
+		pthread_mutex_destroy(&vm->ring_lock);
 	free(vm);
 }
 
@@ -1775,6 +1884,13 @@ void machine_collect_metrics(struct machine *vm, struct metrics_line *l)
 	metrics_add_counter(l, "exit_hlt", LOAD(vm->exit_hlt));
 	metrics_add_counter(l, "exit_other", LOAD(vm->exit_other));
 	metrics_add_counter(l, "failures", LOAD(vm->exit_fails));
+	metrics_group_end(l);
+	/* how dirty pages are tracked: ring_entries 0 is KVM's bitmap */
+	metrics_group_begin(l, "dirty_log");
+	metrics_add_gauge(l, "ring_entries", vm->ring_entries);
+	metrics_add_counter(l, "ring_full_exits", LOAD(vm->ring_full_exits));
+	metrics_add_counter(l, "ring_pages", LOAD(vm->ring_pages));
+	metrics_add_counter(l, "ring_ignored", LOAD(vm->ring_ignored));
 	metrics_group_end(l);
 	metrics_group_begin(l, "uart");
 	metrics_add_counter(l, "missed_write_count", vm->console.out_dropped);
@@ -2029,11 +2145,67 @@ out:
 	return rc;
 }
 
+/* Harvest the dirty ring of @only, or of every vCPU (NULL), into the
+ * bitmaps, then KVM_RESET_DIRTY_RINGS when anything was taken (or a
+ * reset is still owed).  ring_lock held.  0 / -errno of the reset. */
+static int harvest_rings_locked(struct machine *vm, struct vcpu *only)
+{
+	uint64_t ignored = 0, n = 0;
+	for (uint32_t i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		if (!only || c == only)
+			n += dirty_ring_harvest(&c->ring, &vm->mem, &ignored);
+	}
+	atomic_fetch_add_explicit(&vm->ring_pages, n - ignored, memory_order_relaxed);
+	if (ignored) {
+		atomic_fetch_add_explicit(&vm->ring_ignored, ignored, memory_order_relaxed);
+		static struct ratelimit rl;
+		log_ratelimited(&rl, LOG_WARN,
+				"KVM's dirty ring named %llu pages outside guest memory: ignored",
+				(unsigned long long)ignored);
+	}
+	if (!n && !vm->ring_reset_pending)
+		return 0;
+	int r = kvm_reset_dirty_rings(&vm->kvm);
+	vm->ring_reset_pending = r < 0;
+	return r < 0 ? r : 0;
+}
+
 /* Dirty tracking: KVM's log of every slot ORed into the VMM's bitmap (KVM
  * clears its log as it hands it over, so the bitmap keeps it until a
- * snapshot has been written: a failed one loses nothing). */
+ * snapshot has been written: a failed one loses nothing).
+ *
+ * With KVM's dirty ring there is no log per slot (KVM_GET_DIRTY_LOG is
+ * refused): every vCPU's ring is harvested instead.  Why no page is lost
+ * between a harvest and the snapshot or migration taking the bitmap:
+ *  1. An entry leaves a ring only under ring_lock, and whoever takes it
+ *     (this collector or the vCPU that exited with DIRTY_RING_FULL) sets
+ *     its page in both bitmaps before it lets the lock go.  So once this
+ *     function has held the lock, every page KVM logged into any ring
+ *     before that is in the bitmaps: what it did not find in a ring,
+ *     someone harvested before, completely.  Pages logged later belong
+ *     to the next pass (the guest runs) or do not exist (paused: a
+ *     vCPU's exit flushed its hardware log, e.g. Intel PML, into its ring
+ *     before it parked, so the rings hold all there is).
+ *  2. KVM_RESET_DIRTY_RINGS comes after the harvest and before anyone
+ *     reads the pages (the migration reads them after this returns): it
+ *     write-protects them again, so a guest write after the reset is
+ *     logged again, and a write between the harvest and the reset (not
+ *     logged again) is already in memory when the page is read.
+ *  3. The migration takes its bitmap with an atomic exchange per word
+ *     (guest_mem_mig_take): a vCPU harvesting its own ring meanwhile sets
+ *     a bit either before the exchange (taken now) or after it (left for
+ *     the next pass), never in between. */
 static int collect_dirty_log(struct machine *vm, char *err, size_t errlen)
 {
+	if (vm->ring_entries) {
+		pthread_mutex_lock(&vm->ring_lock);
+		int r = harvest_rings_locked(vm, NULL);
+		pthread_mutex_unlock(&vm->ring_lock);
+		if (r)
+			return err_set(err, errlen, r, "KVM_RESET_DIRTY_RINGS: %s", strerror(-r));
+		return 0;
+	}
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		uint64_t pages = vm->mem.regions[i].size / GUEST_PAGE_SIZE;
 		uint64_t *bits = calloc((size_t)((pages + 63) / 64), sizeof(*bits));
@@ -2292,6 +2464,12 @@ static int set_dirty_log(struct machine *vm, bool on)
 	return 0;
 }
 
+void machine_dirty_log(const struct machine *vm, uint32_t *ring_entries, uint64_t *full_exits)
+{
+	*ring_entries = vm->ring_entries;
+	*full_exits = atomic_load_explicit(&vm->ring_full_exits, memory_order_relaxed);
+}
+
 int machine_mig_begin(struct machine *vm, char *err, size_t errlen)
 {
 	int r = guest_mem_mig_start(&vm->mem);
@@ -2304,6 +2482,11 @@ int machine_mig_begin(struct machine *vm, char *err, size_t errlen)
 	}
 	/* what devices may write from now on without another pop */
 	dirty_mark_devices(vm);
+	if (vm->ring_entries)
+		log_debug("migration: dirty pages from KVM's dirty ring (%u entries per vCPU)",
+			  vm->ring_entries);
+	else
+		log_debug("migration: dirty pages from KVM's dirty bitmap");
 	return 0;
 }
 
@@ -2311,13 +2494,14 @@ void machine_mig_end(struct machine *vm)
 {
 	if (!guest_mem_mig_on(&vm->mem))
 		return;
-	if (guest_mem_tracking(&vm->mem)) {
-		/* the snapshot bitmap keeps what KVM logged meanwhile */
+	if (guest_mem_tracking(&vm->mem) || vm->ring_entries) {
+		/* the snapshot bitmap keeps what KVM logged meanwhile; a ring
+		 * is left empty either way */
 		char e[128];
 		(void)collect_dirty_log(vm, e, sizeof(e));
-	} else {
-		(void)set_dirty_log(vm, false);
 	}
+	if (!guest_mem_tracking(&vm->mem))
+		(void)set_dirty_log(vm, false);
 	guest_mem_mig_stop(&vm->mem);
 	machine_set_throttle(vm, 0);
 }

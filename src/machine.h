@@ -108,6 +108,10 @@ struct machine *machine_incoming(const struct vm_config *cfg, int memfd, struct 
 int machine_mig_apply(struct machine *m, const struct snap_reader *rd, char *err, size_t errlen);
 struct guest_mem *machine_guest_mem(struct machine *m);
 bool machine_paused(const struct machine *m);
+/* How dirty pages are tracked: KVM's dirty ring of *@ring_entries per
+ * vCPU, or KVM's bitmap (0); and how often a vCPU found its ring full
+ * (KVM_EXIT_DIRTY_RING_FULL) since the machine was built. */
+void machine_dirty_log(const struct machine *m, uint32_t *ring_entries, uint64_t *full_exits);
 /* Source: dirty pages from here on (KVM's log on every slot, the VMM's
  * marks) go into the migration's bitmap.  0 / -errno. */
 int machine_mig_begin(struct machine *m, char *err, size_t errlen);

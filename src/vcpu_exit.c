@@ -16,6 +16,7 @@ const char *vcpu_exit_name(uint32_t reason)
 	case KVM_EXIT_INTR: return "INTR";
 	case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
 	case KVM_EXIT_SYSTEM_EVENT: return "SYSTEM_EVENT";
+	case KVM_EXIT_DIRTY_RING_FULL: return "DIRTY_RING_FULL";
 	default: return "?";
 	}
 }
@@ -55,6 +56,8 @@ enum vcpu_exit_action vcpu_handle_exit(struct kvm_run *run, size_t run_size, str
 		return VCPU_CONTINUE;
 	case KVM_EXIT_SHUTDOWN:
 		return VCPU_SHUTDOWN;
+	case KVM_EXIT_DIRTY_RING_FULL:
+		return VCPU_DIRTY_RING_FULL;
 	case KVM_EXIT_SYSTEM_EVENT:
 		switch (run->system_event.type) {
 		case KVM_SYSTEM_EVENT_SHUTDOWN: return VCPU_POWEROFF;

@@ -19,6 +19,7 @@ enum vcpu_exit_action {
 	VCPU_RESET,         /* guest asked for a reset (system event) */
 	VCPU_POWEROFF,      /* guest asked to power off (system event) */
 	VCPU_CRASH,         /* internal error, failed entry, unknown exit */
+	VCPU_DIRTY_RING_FULL, /* KVM's dirty ring is full: harvest it, then run again */
 };
 
 /* Handle the exit described by @run (a mapping of @run_size bytes).

@@ -181,6 +181,21 @@ static void merge_rl(struct rate_limiter_config *cur, const struct rate_limiter_
 		cur->ops = upd->ops;
 }
 
+/* machine-config's dirty_ring_entries (visor's own field): a PATCH
+ * changes it only when given; a PUT replaces the whole machine
+ * configuration, so without it the ring is back to the default. */
+static int set_machine_ring(struct vm_config *c, const struct vm_action *a, bool put,
+			    struct config_err *e)
+{
+	if (a->has_dirty_ring)
+		return config_set_dirty_ring(c, a->u.machine.dirty_ring, e);
+	if (put) {
+		c->dirty_ring = CONFIG_DIRTY_RING_DEFAULT;
+		c->dirty_ring_set = false;
+	}
+	return 0;
+}
+
 static void do_start(struct vm *vm, struct vm_reply *rep)
 {
 	struct config_err e;
@@ -582,7 +597,9 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 		bool track = put ? a->u.machine.track_dirty_pages
 				 : a->has_track_dirty ? a->u.machine.track_dirty_pages
 						      : vm->cfg.track_dirty_pages;
-		UPDATE_CONFIG(vm, rep, config_set_machine(c_, cpus, mem, smt, track, &e_));
+		UPDATE_CONFIG(vm, rep,
+			      config_set_machine(c_, cpus, mem, smt, track, &e_) ||
+				      set_machine_ring(c_, a, put, &e_));
 		break;
 	}
 	case ACT_PUT_BOOT_SOURCE:
@@ -858,6 +875,13 @@ static void vm_execute_one(struct vm *vm, const struct vm_action *a, struct vm_r
 			mig_get_status(vm->mig, &rep->mig);
 		else
 			rep->mig.state = MIGS_NONE;
+		rep->mig.dirty_log = MIG_DIRTY_NONE;
+		if (vm->m) {
+			machine_dirty_log(vm->m, &rep->mig.dirty_ring_entries,
+					  &rep->mig.dirty_ring_full_exits);
+			rep->mig.dirty_log = rep->mig.dirty_ring_entries ? MIG_DIRTY_RING
+									 : MIG_DIRTY_BITMAP;
+		}
 		break;
 	case ACT_MIGRATION_CANCEL:
 		if (!vm->mig || !mig_in_flight(vm->mig)) {

@@ -827,11 +827,13 @@ static const char *const cpu_templates[] = {"None", "C3", "T2", "T2S", "T2CL", "
 static const char *const huge_pages[] = {"None", "Transparent", "2M", NULL};
 
 /* MachineConfiguration: PUT (vcpu_count, mem_size_mib required; smt and
- * track_dirty_pages default false) or PATCH (any subset, not none). */
+ * track_dirty_pages default false; visor's own dirty_ring_entries, KVM's
+ * dirty ring per vCPU, default 4096 where the host has it) or PATCH (any
+ * subset, not none). */
 static int dec_machine(struct dec *d, struct json_object *o, struct vm_action *a, bool patch)
 {
 	static const char *const fields[] = {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages",
-					     "cpu_template", "huge_pages", NULL};
+					     "cpu_template", "huge_pages", "dirty_ring_entries", NULL};
 	a->kind = patch ? ACT_PATCH_MACHINE_CONFIG : ACT_PUT_MACHINE_CONFIG;
 	int r, idx = 0;
 	if ((r = check_fields(d, o, fields)) < 0)
@@ -848,6 +850,9 @@ static int dec_machine(struct dec *d, struct json_object *o, struct vm_action *a
 	if ((r = get_bool(d, o, "track_dirty_pages", false, &a->u.machine.track_dirty_pages)) < 0)
 		return r;
 	a->has_track_dirty = r;
+	if ((r = get_uint(d, o, "dirty_ring_entries", false, 0, UINT64_MAX, &a->u.machine.dirty_ring)) < 0)
+		return r;
+	a->has_dirty_ring = r;
 	bool other = false;
 	if ((r = get_enum(d, o, "cpu_template", false, cpu_templates, false, &idx)) < 0)
 		return r;
@@ -859,7 +864,8 @@ static int dec_machine(struct dec *d, struct json_object *o, struct vm_action *a
 	if (r && idx)
 		return fail(d, "visor does not support huge pages yet (huge_pages `%s`)", huge_pages[idx]);
 	other |= r;
-	if (patch && !a->has_cpus && !a->has_mem && !a->has_smt && !a->has_track_dirty && !other)
+	if (patch && !a->has_cpus && !a->has_mem && !a->has_smt && !a->has_track_dirty &&
+	    !a->has_dirty_ring && !other)
 		return fail(d, MSG_EMPTY_PATCH);
 	return 0;
 }
@@ -2025,6 +2031,8 @@ static void w_machine(struct jw *w, const struct vm_config *c)
 	jw_kbool(w, "smt", c->smt);
 	jw_kbool(w, "track_dirty_pages", c->track_dirty_pages);
 	jw_kstr(w, "huge_pages", "None");
+	if (c->dirty_ring_set) /* visor's own: only when given */
+		jw_ku64(w, "dirty_ring_entries", c->dirty_ring);
 	jw_close(w, '}');
 }
 
@@ -2190,6 +2198,11 @@ static void w_mig_status(struct jw *w, const struct mig_status *s)
 	jw_ku64(w, "throttle_pct", s->throttle_pct);
 	jw_ku64(w, "elapsed_ms", s->elapsed_ms);
 	jw_ku64(w, "downtime_ms", s->downtime_ms);
+	jw_kstr(w, "dirty_log", s->dirty_log == MIG_DIRTY_RING     ? "ring"
+				: s->dirty_log == MIG_DIRTY_BITMAP ? "bitmap"
+								   : "none");
+	jw_ku64(w, "dirty_ring_entries", s->dirty_ring_entries);
+	jw_ku64(w, "dirty_ring_full_exits", s->dirty_ring_full_exits);
 	if (s->error[0])
 		JW_KSTR(w, "error", s->error);
 	jw_close(w, '}');

@@ -109,6 +109,35 @@ int kvm_get_dirty_log(struct kvm *k, uint32_t slot, uint64_t *bitmap)
 	return ioctl(k->vm_fd, KVM_GET_DIRTY_LOG, &d) < 0 ? -errno : 0;
 }
 
+uint64_t kvm_dirty_ring_max(struct kvm *k, long *cap)
+{
+	int r = kvm_check_cap(k, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	*cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL;
+	if (r <= 0) {
+		r = kvm_check_cap(k, KVM_CAP_DIRTY_LOG_RING);
+		*cap = KVM_CAP_DIRTY_LOG_RING;
+	}
+	return r > 0 ? (uint64_t)r : 0;
+}
+
+int kvm_dirty_ring_enable(struct kvm *k, long cap, uint32_t entries)
+{
+	if (!entries || (entries & (entries - 1)))
+		return -EINVAL;
+	struct kvm_enable_cap ec = {.cap = (uint32_t)cap};
+	ec.args[0] = (uint64_t)entries * sizeof(struct kvm_dirty_gfn);
+	if (ioctl(k->vm_fd, KVM_ENABLE_CAP, &ec) < 0)
+		return -errno;
+	k->dirty_ring_entries = entries;
+	return 0;
+}
+
+int kvm_reset_dirty_rings(struct kvm *k)
+{
+	int r = ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
+	return r < 0 ? -errno : r;
+}
+
 int kvm_irq_line(struct kvm *k, uint32_t gsi, int level)
 {
 	struct kvm_irq_level l = {.irq = gsi, .level = (uint32_t)level};
@@ -131,11 +160,27 @@ int kvm_create_vcpu(struct kvm *k, int id, struct kvm_vcpu *v)
 	}
 	v->run = p;
 	v->run_size = k->run_size;
+	if (k->dirty_ring_entries) {
+		long page = sysconf(_SC_PAGESIZE);
+		size_t bytes = (size_t)k->dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
+		void *ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
+				  (off_t)KVM_DIRTY_LOG_PAGE_OFFSET * (page > 0 ? page : 4096));
+		if (ring == MAP_FAILED) {
+			int e = errno;
+			kvm_destroy_vcpu(v);
+			return -e;
+		}
+		v->ring = ring;
+		v->ring_bytes = bytes;
+	}
 	return 0;
 }
 
 void kvm_destroy_vcpu(struct kvm_vcpu *v)
 {
+	if (v->ring)
+		munmap(v->ring, v->ring_bytes);
+	v->ring = NULL;
 	if (v->run)
 		munmap(v->run, (size_t)v->run_size);
 	if (v->fd >= 0)

@@ -27,6 +27,9 @@ struct kvm {
 	int max_vcpus;
 	bool immediate_exit;
 	bool ioeventfd_any_len; /* KVM_CAP_IOEVENTFD_ANY_LENGTH */
+	/* KVM's dirty ring (kvm_dirty_ring_enable): entries per vCPU, 0 when
+	 * the VM logs dirty pages into KVM's bitmap */
+	uint32_t dirty_ring_entries;
 
 	pthread_mutex_t route_lock;
 	uint32_t nroutes;
@@ -39,6 +42,9 @@ struct kvm_vcpu {
 	int id;
 	struct kvm_run *run;
 	int run_size;
+	/* the vCPU's dirty ring (k->dirty_ring_entries entries), NULL without */
+	struct kvm_dirty_gfn *ring;
+	size_t ring_bytes;
 };
 
 /* Open @path (normally "/dev/kvm") and check the API version and the
@@ -55,8 +61,28 @@ int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, vo
 		   bool log_dirty);
 /* KVM_GET_DIRTY_LOG: the pages of slot @slot written since the last call
  * (or since the slot was made), bit i for page i, into @bitmap (room for
- * the slot's pages rounded up to 64 bits); KVM clears its log.  0 / -errno. */
+ * the slot's pages rounded up to 64 bits); KVM clears its log.  0 / -errno.
+ * Not with the dirty ring (KVM refuses it then, -ENXIO on x86). */
 int kvm_get_dirty_log(struct kvm *k, uint32_t slot, uint64_t *bitmap);
+
+/*
+ * KVM's dirty ring (api.rst, KVM_CAP_DIRTY_LOG_RING): each vCPU logs the
+ * pages the guest writes in slots with KVM_MEM_LOG_DIRTY_PAGES into a ring
+ * of struct kvm_dirty_gfn it shares with user space (mapped from the vCPU
+ * fd at KVM_DIRTY_LOG_PAGE_OFFSET pages), instead of the slot's bitmap.
+ * kvm_dirty_ring_max: the largest ring in bytes the host allows (the
+ * capability's value; 0 without the ring) and in *@cap the capability to
+ * enable: KVM_CAP_DIRTY_LOG_RING_ACQ_REL where the host has it, else
+ * KVM_CAP_DIRTY_LOG_RING.
+ * kvm_dirty_ring_enable: rings of @entries (a power of two) per vCPU, on
+ * the VM before any vCPU exists; every vCPU created afterwards maps its
+ * ring (kvm_vcpu.ring).  0 / -errno (-EINVAL: KVM refused the size).
+ * kvm_reset_dirty_rings: KVM_RESET_DIRTY_RINGS, re-protecting the pages of
+ * every entry user space marked harvested; the number reset / -errno.
+ */
+uint64_t kvm_dirty_ring_max(struct kvm *k, long *cap);
+int kvm_dirty_ring_enable(struct kvm *k, long cap, uint32_t entries);
+int kvm_reset_dirty_rings(struct kvm *k);
 
 /* Set an interrupt line of the in-kernel irqchip (KVM_IRQ_LINE). */
 int kvm_irq_line(struct kvm *k, uint32_t gsi, int level);

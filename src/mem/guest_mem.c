@@ -289,6 +289,19 @@ void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *
 	}
 }
 
+int guest_mem_dirty_add_page(const struct guest_mem *m, uint32_t region, uint64_t page)
+{
+	if (region >= (uint32_t)m->nregions)
+		return -ERANGE;
+	const struct guest_region *r = &m->regions[region];
+	if (page >= r->size / GUEST_PAGE_SIZE)
+		return -ERANGE;
+	uint64_t p = (uint64_t)(r->hva - m->base) / GUEST_PAGE_SIZE + page;
+	if (marking(m))
+		mark_pages(m, p, p);
+	return 0;
+}
+
 bool guest_mem_is_dirty(const struct guest_mem *m, uint64_t page)
 {
 	if (!m->dirty || page >= npages(m))

@@ -125,6 +125,11 @@ void guest_mem_mark_all(const struct guest_mem *m);
 /* OR in KVM's dirty log of region @region (KVM_GET_DIRTY_LOG's bitmap for
  * its slot: bit i for the region's page i, in 64-bit words). */
 void guest_mem_dirty_add(const struct guest_mem *m, int region, const uint64_t *bits);
+/* The same for one page: page @page of region @region (KVM's dirty ring
+ * names a page by slot and page offset; slot i is region i).  -ERANGE,
+ * marking nothing, when no such page exists; 0 otherwise (also when
+ * nothing tracks: the page is valid, there is just nowhere to mark it). */
+int guest_mem_dirty_add_page(const struct guest_mem *m, uint32_t region, uint64_t page);
 bool guest_mem_is_dirty(const struct guest_mem *m, uint64_t page);
 uint64_t guest_mem_dirty_count(const struct guest_mem *m);
 void guest_mem_dirty_clear(const struct guest_mem *m);

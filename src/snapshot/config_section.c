@@ -180,6 +180,8 @@ int snap_config_read(const uint8_t *p, size_t len, uint32_t version, struct vm_c
 	memcpy(c.serial_out, out->serial_out, sizeof(c.serial_out));
 	c.allow_software_kvm = out->allow_software_kvm;
 	c.mem_shared = out->mem_shared;
+	c.dirty_ring = out->dirty_ring;
+	c.dirty_ring_set = out->dirty_ring_set;
 	memcpy(c.kvm_path, out->kvm_path, sizeof(c.kvm_path));
 	c.log_level = out->log_level;
 

@@ -23,7 +23,9 @@ STATES = ["None", "Setup", "Active", "Switchover", "Postcopy", "Completed", "Fai
 MODES = ["precopy", "postcopy", "auto", "local"]
 COUNTERS = ["pass", "bytes", "pages_data", "pages_zero", "remaining_bytes", "mem_bytes",
             "dirty_rate_bps", "bandwidth_bps", "expected_downtime_ms", "downtime_limit_ms",
-            "throttle_pct", "elapsed_ms", "downtime_ms"]
+            "throttle_pct", "elapsed_ms", "downtime_ms", "dirty_ring_entries",
+            "dirty_ring_full_exits"]
+DIRTY_LOGS = ["none", "bitmap", "ring"]
 TLS = {"cert": "/pki/src.pem", "key": "/pki/src.key", "ca": "/pki/ca.pem"}
 
 
@@ -51,10 +53,15 @@ def status_errors(obj):
         v = obj.get(k)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             out.append("%s is not an unsigned integer: %r" % (k, v))
+    if obj.get("dirty_log") not in DIRTY_LOGS:
+        out.append("dirty_log %r is not one of %s" % (obj.get("dirty_log"), DIRTY_LOGS))
+    elif (obj.get("dirty_log") == "ring") != (obj.get("dirty_ring_entries") != 0):
+        out.append("dirty_log %r with dirty_ring_entries %r" % (obj.get("dirty_log"),
+                                                              obj.get("dirty_ring_entries")))
     for k in ("url", "error"):
         if k in obj and (not isinstance(obj[k], str) or not obj[k]):
             out.append("%s is present but not a non-empty string: %r" % (k, obj[k]))
-    extra = set(obj) - set(COUNTERS) - {"state", "incoming", "mode", "url", "error"}
+    extra = set(obj) - set(COUNTERS) - {"state", "incoming", "mode", "url", "error", "dirty_log"}
     if extra:
         out.append("unknown fields %s" % sorted(extra))
     return out

@@ -385,6 +385,38 @@ TEST(snapshot_diff_merge_and_dirty_tracking)
 	CHECK(strstr(err, "takes no value") != NULL);
 }
 
+/* --dirty-ring N: KVM's dirty ring size per vCPU (0: the bitmap), checked
+ * by config_set_dirty_ring (the message every front end gives); a host
+ * option, so also with --restore and --incoming. */
+TEST(dirty_ring_option)
+{
+	struct vm_config *c;
+	char err[256];
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", NULL), 0);
+	CHECK_EQ(c->dirty_ring, CONFIG_DIRTY_RING_DEFAULT);
+	CHECK(!c->dirty_ring_set);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", "256", NULL), 0);
+	CHECK_EQ(c->dirty_ring, 256);
+	CHECK(c->dirty_ring_set);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring=0", NULL), 0);
+	CHECK_EQ(c->dirty_ring, 0);
+	CHECK(c->dirty_ring_set);
+	CHECK_EQ(parse(&c, err, "restore", "/s/dir", "--dirty-ring", "1024", NULL), 0);
+	CHECK_EQ(c->dirty_ring, 1024);
+	CHECK_EQ(parse(&c, err, "run", "--incoming", "unix:/a", "--dirty-ring", "65536", NULL), 0);
+	CHECK_EQ(c->dirty_ring, 65536);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", "1000", NULL), -EINVAL);
+	CHECK_STR(err, "dirty ring: 1000 entries is not a power of two from 256 to 65536 (0: KVM's "
+		       "dirty bitmap instead)");
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", "128", NULL), -EINVAL);
+	CHECK(strstr(err, "128 entries is not a power of two from 256") != NULL);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", "131072", NULL), -EINVAL);
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", "4k", NULL), -EINVAL);
+	CHECK_STR(err, "--dirty-ring: '4k' is not a number");
+	CHECK_EQ(parse(&c, err, "run", "--kernel", "k", "--dirty-ring", NULL), -EINVAL);
+	CHECK(strstr(err, "needs a value") != NULL);
+}
+
 /* The setters every front end uses: one message per mistake, nothing
  * changed on refusal, a second PUT of an id updates it. */
 TEST(config_setters)

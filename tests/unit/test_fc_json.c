@@ -302,6 +302,20 @@ TEST(machine_config_put)
 	CHECK(A.has_cpus && A.has_mem && A.has_smt && A.has_track_dirty);
 	ACCEPTED("PUT", p, "{\"vcpu_count\": 1, \"mem_size_mib\": 128}", ACT_PUT_MACHINE_CONFIG);
 	CHECK(!A.u.machine.smt && !A.u.machine.track_dirty_pages && !A.has_smt);
+	CHECK(!A.has_dirty_ring);
+	/* visor's own dirty_ring_entries: decoded as given, checked by
+	 * config_set_dirty_ring when applied */
+	ACCEPTED("PUT", p, "{\"vcpu_count\": 1, \"mem_size_mib\": 128, \"dirty_ring_entries\": 0}",
+		 ACT_PUT_MACHINE_CONFIG);
+	CHECK(A.has_dirty_ring);
+	CHECK_EQ(A.u.machine.dirty_ring, 0);
+	ACCEPTED("PATCH", p, "{\"dirty_ring_entries\": 1000}", ACT_PATCH_MACHINE_CONFIG);
+	CHECK(A.has_dirty_ring && !A.has_cpus);
+	CHECK_EQ(A.u.machine.dirty_ring, 1000);
+	REFUSED("PUT", p, "{\"vcpu_count\": 1, \"mem_size_mib\": 128, \"dirty_ring_entries\": -1}",
+		"invalid value for `dirty_ring_entries`");
+	REFUSED("PUT", p, "{\"vcpu_count\": 1, \"mem_size_mib\": 128, \"dirty_ring_entries\": \"4096\"}",
+		"invalid type for `dirty_ring_entries`");
 	REFUSED("PUT", p, "{\"mem_size_mib\": 128}", "missing field `vcpu_count`");
 	CHECK_STR(F, "missing field `vcpu_count`");
 	REFUSED("PUT", p, "{\"vcpu_count\": 1}", "missing field `mem_size_mib`");
@@ -1702,7 +1716,10 @@ TEST(migration_status_reply)
 	CHECK(jget(o, "error") == NULL);
 	CHECK_EQ(jint(o, "pass"), 0);
 	CHECK_EQ(jint(o, "downtime_ms"), 0);
-	CHECK_EQ(json_object_object_length(o), 16);
+	CHECK_STR(jstr(o, "dirty_log"), "none"); /* no VM yet */
+	CHECK_EQ(jint(o, "dirty_ring_entries"), 0);
+	CHECK_EQ(jint(o, "dirty_ring_full_exits"), 0);
+	CHECK_EQ(json_object_object_length(o), 19);
 	json_object_put(o);
 
 	/* every field, each with its own value */
@@ -1724,6 +1741,9 @@ TEST(migration_status_reply)
 	m->throttle_pct = 19;
 	m->elapsed_ms = 20;
 	m->downtime_ms = 21;
+	m->dirty_log = MIG_DIRTY_RING;
+	m->dirty_ring_entries = 256;
+	m->dirty_ring_full_exits = 22;
 	snprintf(m->error, sizeof(m->error), "peer said \"no\"\n");
 	o = reply(ACT_MIGRATION_GET, 200);
 	CHECK(o != NULL);
@@ -1744,8 +1764,15 @@ TEST(migration_status_reply)
 	CHECK_EQ(jint(o, "throttle_pct"), 19);
 	CHECK_EQ(jint(o, "elapsed_ms"), 20);
 	CHECK_EQ(jint(o, "downtime_ms"), 21);
+	CHECK_STR(jstr(o, "dirty_log"), "ring");
+	CHECK_EQ(jint(o, "dirty_ring_entries"), 256);
+	CHECK_EQ(jint(o, "dirty_ring_full_exits"), 22);
 	CHECK_STR(jstr(o, "error"), "peer said \"no\"\n");
-	CHECK_EQ(json_object_object_length(o), 18);
+	CHECK_EQ(json_object_object_length(o), 21);
+	json_object_put(o);
+	m->dirty_log = MIG_DIRTY_BITMAP;
+	o = reply(ACT_MIGRATION_GET, 200);
+	CHECK_STR(jstr(o, "dirty_log"), "bitmap");
 	json_object_put(o);
 
 	/* every state by its name, and back */

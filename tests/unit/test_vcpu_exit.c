@@ -94,6 +94,10 @@ TEST(mmio_and_others)
 	CHECK_EQ(vcpu_handle_exit(run, sizeof(page), &pio, &mmio), VCPU_RESET);
 	run->exit_reason = KVM_EXIT_INTR;
 	CHECK_EQ(vcpu_handle_exit(run, sizeof(page), &pio, &mmio), VCPU_CONTINUE);
+	/* a full dirty ring is not a crash: harvest and run on */
+	run->exit_reason = KVM_EXIT_DIRTY_RING_FULL;
+	CHECK_EQ(vcpu_handle_exit(run, sizeof(page), &pio, &mmio), VCPU_DIRTY_RING_FULL);
+	CHECK_STR(vcpu_exit_name(KVM_EXIT_DIRTY_RING_FULL), "DIRTY_RING_FULL");
 	run->exit_reason = 9999;
 	CHECK_EQ(vcpu_handle_exit(run, sizeof(page), &pio, &mmio), VCPU_CRASH);
 }
