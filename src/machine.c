@@ -709,14 +709,16 @@ static int setup_dirty_ring(struct machine *vm)
 	int r = bytes > max ? -E2BIG : kvm_dirty_ring_enable(&vm->kvm, cap, want);
 	if (r && named) {
 		if (r == -E2BIG)
-			log_error("--dirty-ring %u: this host's KVM allows at most %llu entries per "
-				  "vCPU; give fewer, or 0 for KVM's dirty bitmap",
+			log_error("dirty ring of %u entries (--dirty-ring, dirty_ring_entries): this "
+				  "host's KVM allows at most %llu entries per vCPU; give fewer, or 0 "
+				  "for KVM's dirty bitmap",
 				  want, (unsigned long long)(max / sizeof(struct kvm_dirty_gfn)));
 		else
-			log_error("--dirty-ring %u: KVM refused a dirty ring of %u entries (%s); its "
-				  "smallest ring on this host may be larger (Intel's PML needs at "
-				  "least 1024), or 0 gives KVM's dirty bitmap",
-				  want, want, strerror(-r));
+			log_error("KVM refused a dirty ring of %u entries (--dirty-ring, "
+				  "dirty_ring_entries): %s; its smallest ring on this host may be "
+				  "larger (Intel's PML needs at least 1024), or 0 gives KVM's dirty "
+				  "bitmap",
+				  want, strerror(-r));
 		return -1;
 	}
 	if (r) {
