@@ -150,10 +150,16 @@ static const unsigned long i_kvm_vcpu_state[] = {
 	KVM_TRANSLATE, KVM_ENABLE_CAP, KVM_CHECK_EXTENSION, 0,
 };
 /* what a vCPU thread itself does: run, be told it was paused, inject the
- * interrupts of the devices it emulates, report a failure's registers */
+ * interrupts of the devices it emulates, report a failure's registers,
+ * reset its harvested dirty ring */
 static const unsigned long i_kvm_vcpu_run[] = {
 	KVM_RUN, KVM_KVMCLOCK_CTRL, KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_GET_REGS, KVM_GET_SREGS,
-	KVM_TRANSLATE, 0,
+	KVM_TRANSLATE,
+#ifdef KVM_RESET_DIRTY_RINGS
+	/* a full dirty ring is harvested by its vCPU (machine.c) */
+	KVM_RESET_DIRTY_RINGS,
+#endif
+	0,
 };
 static const unsigned long i_tap[] = {
 	TUNSETIFF, TUNGETIFF, TUNGETFEATURES, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETVNETLE, 0,
