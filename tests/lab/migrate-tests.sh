@@ -496,100 +496,71 @@ tls_test() {
 }
 want migrate-tls && tls_test
 
-# --- cancelled in mid-flight: the source runs on, the destination runs nothing ------
-cancel_test() {
-	why=""
-	truncate -s 256M "$T/rec.img"
-	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
-	[ -n "$why" ] || start_work
-	mrc="" drc=""
-	if [ -z "$why" ]; then
-		rm -f "$T/vm1.sock"
-		mv_start vm1 6 B "$VISOR" run --incoming "tcp:$MIG_ADDR_B:$MIGPORT" --api-sock "$T/vm1.sock" --id vm1
-		sleep 2
-		# (8 MiB/s: a 256 MiB guest takes tens of seconds; the cancel a
-		# second in comes in mid-flight)
-		$(mighosts_nsenter A) "$VISOR" migrate "$T/vm0.sock" --to "tcp:$MIG_ADDR_B:$MIGPORT" \
-			--bandwidth 8 >"$T/migrate.out" 2>&1 &
-		mpid=$!
-		sleep 1
-		"$VISOR" migrate "$T/vm0.sock" --status >"$T/status.out" 2>&1
-		"$VISOR" migrate "$T/vm0.sock" --cancel >"$T/cancel.out" 2>&1 ||
-			setwhy "visor migrate --cancel failed: $(tr '\n' ' ' <"$T/cancel.out")"
-		i=0
-		while kill -0 "$mpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$mpid" 2>/dev/null; then
-			setwhy "visor migrate still runs 60 s after the cancel"
-			kill "$mpid"
-		fi
-		wait "$mpid"
-		mrc=$?
-		[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 although the migration was cancelled: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
-		grep -qi cancel "$T/migrate.out" || setwhy "visor migrate does not say it was cancelled: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
-		# the destination gives up, having run nothing
-		if mv_exit vm1 60; then
-			drc=$mv_rc
-			[ "$drc" != 0 ] || setwhy "the destination exited 0 after a cancelled migration"
-		else
-			setwhy "the destination still runs 60 s after the cancel"
-		fi
-		mv_con vm1 | grep -q -E '^(TICK|MIG-)' && setwhy "the destination ran the guest"
-		mv_alive vm0 || setwhy "the source stopped after the cancel"
-		mv_console vm0
-		[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the cancel: $gwhy"
-		# the source still migrates afterwards: nothing was left half-done
-		[ -n "$why" ] || sleep 2
-		[ -n "$why" ] || stop_work
-	fi
-	tk=""
-	[ -n "$why" ] || tk=$(tick_check vm0) || true
-	report migrate-cancel "cancelled ~1 s in ($(grep -o 'pass [0-9]*' "$T/status.out" | head -n 1)); visor migrate exited ${mrc:-?}, the destination ${drc:-?}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages each echoed once, $nrec records OK"
-	mv_stop vm0
-	mv_stop vm1
-	mv_cur=""
-}
-want migrate-cancel && cancel_test
 
-# --- the destination killed in mid-flight: the source runs on, nothing lost ----------
-kill_destination_test() {
+# --- interrupted in mid-flight: the source runs on with nothing lost ----------------
+# interrupted_test NAME cancel|kill: `visor migrate --cancel` (visor migrate
+# says so, the destination exits non-zero having run nothing), or kill -9
+# of the destination
+interrupted_test() {
+	name=$1 how=$2
 	why=""
 	truncate -s 256M "$T/rec.img"
 	boot vm0 5 A "$T/rec.img" "$T/vm0.sock" || setwhy "the guest did not boot on hostA (no MIG-READY)"
 	[ -n "$why" ] || start_work
+	mrc="" drc="" at=""
 	if [ -z "$why" ]; then
 		rm -f "$T/vm1.sock"
 		mv_start vm1 6 B "$VISOR" run --incoming "tcp:$MIG_ADDR_B:$MIGPORT" --api-sock "$T/vm1.sock" --id vm1
 		sleep 2
-		# (8 MiB/s: the migration takes seconds, killing the destination
-		# one second in hits it in mid-flight)
+		# (8 MiB/s: a 256 MiB guest takes tens of seconds; a second in is
+		# mid-flight)
 		$(mighosts_nsenter A) "$VISOR" migrate "$T/vm0.sock" --to "tcp:$MIG_ADDR_B:$MIGPORT" \
 			--bandwidth 8 >"$T/migrate.out" 2>&1 &
 		mpid=$!
-		# kill -9 the destination once the first bytes arrived (a second in)
 		sleep 1
-		kill -9 "$(cat "$T/vm1.pid")" 2>/dev/null
-		mv_stop vm1
+		if [ "$how" = cancel ]; then
+			"$VISOR" migrate "$T/vm0.sock" --status >"$T/status.out" 2>&1
+			at=" ($(grep -o 'pass [0-9]*' "$T/status.out" | head -n 1))"
+			"$VISOR" migrate "$T/vm0.sock" --cancel >"$T/cancel.out" 2>&1 ||
+				setwhy "visor migrate --cancel failed: $(tr '\n' ' ' <"$T/cancel.out")"
+		else
+			kill -9 "$(cat "$T/vm1.pid")" 2>/dev/null
+			mv_stop vm1
+		fi
 		i=0
 		while kill -0 "$mpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
 		if kill -0 "$mpid" 2>/dev/null; then
-			setwhy "visor migrate still runs 60 s after the destination was killed"
+			setwhy "visor migrate still runs 60 s after the $how"
 			kill "$mpid"
 		fi
 		wait "$mpid"
 		mrc=$?
-		[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 although the destination was killed"
-		mv_alive vm0 || setwhy "the source stopped after the failed migration"
+		[ "$mrc" != 0 ] || setwhy "visor migrate exited 0 after the $how: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
+		if [ "$how" = cancel ]; then
+			grep -qi cancel "$T/migrate.out" ||
+				setwhy "visor migrate does not say it was cancelled: $(tail -n 2 "$T/migrate.out" | tr '\n' ' ')"
+			# the destination gives up, having run nothing
+			if mv_exit vm1 60; then
+				drc=$mv_rc
+				[ "$drc" != 0 ] || setwhy "the destination exited 0 after a cancelled migration"
+			else
+				setwhy "the destination still runs 60 s after the cancel"
+			fi
+			mv_con vm1 | grep -q -E '^(TICK|MIG-)' && setwhy "the destination ran the guest"
+		fi
+		mv_alive vm0 || setwhy "the source stopped after the $how"
 		mv_console vm0
-		[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the failed migration: $gwhy"
+		[ -n "$why" ] || g mono || setwhy "the source's guest does not answer after the $how: $gwhy"
 		[ -n "$why" ] || stop_work
 	fi
 	tk=""
 	[ -n "$why" ] || tk=$(tick_check vm0) || true
-	report migrate-kill-destination "visor migrate exited ${mrc:-?}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages, $nrec records OK"
+	report "$name" "${how}ed ~1 s in$at; visor migrate exited ${mrc:-?}${drc:+, the destination $drc}; the source ran on: counter 1..${tk%% *}, TCP $(kv "$hold_line" sent) messages each echoed once, $nrec records OK"
 	mv_stop vm0
 	mv_stop vm1
 	mv_cur=""
 }
+want migrate-cancel && interrupted_test migrate-cancel cancel
 
 # --- back and forth ten times ---------------------------------------------------------
 back_and_forth_test() {
@@ -621,6 +592,6 @@ back_and_forth_test() {
 	mv_cur=""
 }
 
-want migrate-kill-destination && kill_destination_test
+want migrate-kill-destination && interrupted_test migrate-kill-destination kill
 want migrate-back-and-forth && back_and_forth_test
 finish
