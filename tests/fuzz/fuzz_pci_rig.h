@@ -20,8 +20,9 @@
  *   - read-only configuration bytes (write mask 0) never change;
  *   - a BAR is on the MMIO bus exactly where its registers say, only with
  *     COMMAND.MEMORY set and an address that is not 0 and a window that
- *     ends below 2^64,
- *     and when such a BAR is not mapped another window is in the way;
+ *     ends below 2^64; when such a BAR is not mapped another window is in
+ *     the way, or was when it was placed, and the guest's next write of
+ *     COMMAND maps it;
  *   - the MMIO bus's windows do not overlap;
  *   - CONFIG_ADDRESS keeps only its defined bits;
  *   - MSI-X: every interrupt that reached the platform went through a
@@ -197,14 +198,20 @@ FZ_QUIET static inline void rig_check_bars(struct pci_dev *pd)
 			FZ_CHECK(bus_find(&R.mmio, a, 1) == &b->bd);
 			FZ_CHECK(b->bd.base == a && b->bd.len == b->size);
 		} else if (want) {
-			/* refused: something else is there */
+			/* refused: something else is there, or was when this BAR
+			 * was last evaluated (pci.h: it stays off until the guest
+			 * reprograms it) - and rewriting COMMAND maps it then */
 			bool taken = false;
 			for (size_t k = 0; k < R.mmio.ndevs; k++) {
 				const struct bus_dev *o = R.mmio.devs[k];
 				if (o->base <= a + (b->size - 1) && a <= o->base + (o->len - 1))
 					taken = true;
 			}
-			FZ_CHECK(taken);
+			if (!taken) {
+				pci_cfg_write(&R.pb, 0, pd->devfn, PCI_COMMAND, 2,
+					      pci_get16(pd, PCI_COMMAND));
+				FZ_CHECK(b->mapped_gpa == a);
+			}
 		}
 	}
 }
