@@ -17,7 +17,8 @@
  * Input: a byte stream read by a cursor (reads past the end give 0):
  *   setup    (see fz_setup) queue-size exponent, ready-queue mask, flags,
  *            32 bits of device features (ANDed with the offer)
- *   then operations until the input ends, each an opcode byte:
+ *   then operations until the input ends, each an opcode byte (its value
+ *   modulo 16 picks one of these, in this order; DEV has the last two):
  *     CHAIN q shape segs...   make a chain available (see fz_op_chain)
  *     KICK q                  notify queue q (as the transport would)
  *     CHAIN_KICK              both
@@ -54,6 +55,8 @@
  *   - no ERROR-level log line (those are internal errors, never the
  *     guest's doing);
  *   - the target's own checks after every operation.
+ * FZ_TRACE=1 in the environment prints one line per operation.  Seeds:
+ * tests/fuzz/mkseeds writes the targets' corpora from readable recipes.
  */
 #ifndef VISOR_TESTS_FUZZ_VIRTIO_H
 #define VISOR_TESTS_FUZZ_VIRTIO_H
@@ -146,6 +149,9 @@ struct fz_dev {
 	 * (NULL: virtio_dev_pause / virtio_dev_resume) */
 	void (*pause)(void);
 	void (*resume)(void);
+	/* the driver's queues are gone (a reset): forget what the target
+	 * tracks of them */
+	void (*forget)(void);
 };
 
 /* ---- harness state ---------------------------------------------------------- */
@@ -439,6 +445,8 @@ FZ_QUIET static inline void fz_forget_queues(void)
 {
 	const struct fz_dev *D = fzh.dev;
 	bool keep = D->idle && !D->idle();
+	if (D->forget)
+		D->forget();
 	for (uint16_t q = 0; q < FZ_NQ; q++) {
 		struct fz_q *Q = &fzh.q[q];
 		if (keep && !fzh.rings_dirty)

@@ -28,15 +28,35 @@
  * consistent (a pending frame's placed bytes within its length, at most
  * VIRTIO_NET_QUEUE_MAX chains held); the back end only ever gets offloads
  * it supports; a receive buffer used for a frame starts with a header
- * whose num_buffers is 1 without MRG_RXBUF.
+ * whose num_buffers is 1 without MRG_RXBUF; and a model of the receive
+ * side: the buffers of a frame (the first one's num_buffers of them, in
+ * the used ring in a row) hold exactly a frame the host sent, after every
+ * earlier one the guest got (frames are dropped, never reordered or
+ * changed), its header's offload fields as sent and only flags it had.
  * Seeds: tests/fuzz/corpus-virtio_net.
  */
+#include <stdlib.h>
+
 #include "../../src/backends/net.h"
+#include "../../src/util/bytes.h"
 #include "../../src/devices/virtio/virtio_net.h"
 #include "fuzz_virtio.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The frames the host sent, oldest first, until the guest gets them (or
+ * a later one: the ones before were dropped). */
+#define MODEL_MAX 64
+static struct {
+	uint32_t len;
+	uint8_t *data;
+} model[MODEL_MAX];
+static unsigned model_n;
+/* a frame being reassembled from the used receive buffers */
+static uint8_t got[NET_HDR_LEN + NET_MAX_FRAME];
+static uint32_t got_len;
+static unsigned got_left; /* buffers of it still to come */
 
 static struct net_mem nm;
 static struct virtio_net net;
@@ -64,6 +84,20 @@ static void take_sent(void)
 	}
 }
 
+static void model_drop(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		free(model[i].data);
+	memmove(model, model + n, (model_n - n) * sizeof(model[0]));
+	model_n -= n;
+}
+
+static void net_forget(void)
+{
+	got_len = 0;
+	got_left = 0;
+}
+
 static void net_op(struct fz *in)
 {
 	switch (fz_u8(in) % 9) {
@@ -80,8 +114,14 @@ static void net_op(struct fz *in)
 		if (n > len - (len < NET_HDR_LEN ? len : NET_HDR_LEN))
 			n = len - (len < NET_HDR_LEN ? len : NET_HDR_LEN);
 		fz_bytes(in, frame + NET_HDR_LEN, n);
-		if (nm.rx_count < 64)
-			net_mem_inject(&nm, frame, len);
+		if (nm.rx_count < 64 && model_n < MODEL_MAX && !net_mem_inject(&nm, frame, len)) {
+			model[model_n].len = (uint32_t)len;
+			model[model_n].data = malloc(len ? len : 1);
+			if (!model[model_n].data)
+				abort();
+			memcpy(model[model_n].data, frame, len);
+			model_n++;
+		}
 		break;
 	}
 	case 1:
@@ -141,6 +181,8 @@ static void net_quiet(void)
 	struct iovec iov = {frame, sizeof(frame)};
 	while (nm.be.ops->recv(&nm.be, &iov, 1) >= 0)
 		;
+	model_drop(model_n);
+	net_forget();
 	take_sent();
 	nm.send_errno = 0;
 	if (net.rx_limited || net.tx_limited) {
@@ -154,8 +196,57 @@ static void net_quiet(void)
 	take_sent();
 }
 
+/* The writable bytes [0, len) of chain @c into got[got_len...]. */
+static void gather(const struct fz_chain *c, uint32_t len)
+{
+	for (unsigned i = 0; i < c->nseg && len; i++) {
+		if (!c->seg[i].write)
+			continue;
+		uint32_t k = c->seg[i].len < len ? c->seg[i].len : len;
+		if (got_len + k > sizeof(got))
+			k = (uint32_t)(sizeof(got) - got_len);
+		memcpy(got + got_len, fz_hva(c->seg[i].gpa, k), k);
+		got_len += k;
+		len -= k;
+	}
+}
+
+/* A whole frame was delivered: the oldest frame the host sent with these
+ * bytes (those before it were dropped), its header's offload fields as
+ * sent, only the flags the driver may see. */
+static void frame_delivered(void)
+{
+	for (unsigned i = 0; i < model_n; i++) {
+		const uint8_t *m = model[i].data;
+		if (model[i].len != got_len ||
+		    memcmp(m + NET_HDR_LEN, got + NET_HDR_LEN, got_len - NET_HDR_LEN) ||
+		    memcmp(m + 1, got + 1, VIRTIO_NET_HDR_NUM_BUFFERS - 1) ||
+		    (got[VIRTIO_NET_HDR_FLAGS] & ~m[VIRTIO_NET_HDR_FLAGS]))
+			continue;
+		model_drop(i + 1);
+		return;
+	}
+	fprintf(stderr, "fuzz: the guest got a frame of %u bytes the host never sent\n", got_len);
+	FZ_CHECK(!"delivered frame");
+}
+
 static void net_used(uint16_t q, const struct fz_chain *c, uint32_t len)
 {
+	if (q == VIRTIO_NET_RXQ && (got_left || len)) {
+		if (!got_left) {
+			/* the first buffer of a frame: its header says how many */
+			FZ_CHECK(len >= NET_HDR_LEN);
+			got_len = 0;
+			gather(c, len);
+			got_left = get_le16(got + VIRTIO_NET_HDR_NUM_BUFFERS);
+			FZ_CHECK(got_left >= 1);
+		} else {
+			FZ_CHECK(len >= 1);
+			gather(c, len);
+		}
+		if (--got_left == 0)
+			frame_delivered();
+	}
 	if (q == VIRTIO_NET_TXQ)
 		FZ_CHECK(len == 0);
 	else if (q == VIRTIO_NET_CTRLQ)
@@ -207,6 +298,7 @@ static struct fz_dev dev = {
 	.put = net_put,
 	.on_used = net_used,
 	.budget = net_budget,
+	.forget = net_forget,
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
