@@ -38,7 +38,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz stress
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long stress
 all: $(BUILD)/visor $(BUILD)/visor-test
 
 $(BUILD)/visor: $(OBJS)
@@ -112,19 +112,30 @@ $(BUILD)/lab-tools/uffd-handler: tests/uffd-handler/uffd_handler.c
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $< -ljson-c
 lab-tools: $(LAB_TOOLS)
 
-# libFuzzer targets (clang): tests/fuzz/fuzz_*.c against the library sources.
+# libFuzzer targets (clang): tests/fuzz/fuzz_*.c against the library sources,
+# compiled once into $(BUILD)/fuzzobj with the same instrumentation.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 FUZZ_TIME ?= 20
-# (one clang run over all sources: it depends on every header too)
-LIB_HDRS := $(shell find src -name '*.h')
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
+FUZZ_LONG_TIME ?= 600
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -MMD -MP
+$(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ $< $(LIB_SRCS) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -c -o $@ $<
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)
+
+# A longer campaign: FUZZ_LONG_TIME seconds per target (FUZZ_TARGETS="virtio_blk
+# pci" for some), corpora kept in $(BUILD)/fuzz-corpus/NAME across runs.
+fuzz-long: $(FUZZ_BINS)
+	tests/run-fuzz --keep $(BUILD)/fuzz-corpus $(FUZZ_LONG_TIME) \
+		$(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%),$(FUZZ_BINS))
 
 test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
 	tests/run-all
@@ -148,7 +159,8 @@ deps:
 clean:
 	rm -rf $(BUILD)
 
--include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d) $(SAN_BINS:=.d)
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d) $(SAN_BINS:=.d) $(FUZZ_OBJS:.o=.d) \
+	$(FUZZ_BINS:=.d)
 
 # keep objects of pattern-rule chains (sanitizer objects) between runs
 .SECONDARY:

@@ -585,6 +585,21 @@ TEST(bar_remap_moves_the_window)
 	cf8_write(r, 1, 0x1c, 4, 0);
 	CHECK_EQ(t->pd.bars[2].mapped_gpa, PCI_BAR_UNMAPPED);
 	CHECK_EQ(t->pd.bars[0].mapped_gpa, to);
+	/* a 64-bit BAR at the very top of the address space ends at 2^64,
+	 * which no bus window can: not mapped, like a wrapping one, and not
+	 * a refused placement (that logged a warning the guest could repeat;
+	 * found by fuzz_pci) */
+	uint64_t top = 0ull - T_BAR2_SIZE;
+	uint32_t logged = r->pb.rl.in_window;
+	cf8_write(r, 1, 0x18, 4, (uint32_t)top);
+	cf8_write(r, 1, 0x1c, 4, (uint32_t)(top >> 32));
+	CHECK_EQ(pci_bar_address(&t->pd, 2), top);
+	CHECK_EQ(t->pd.bars[2].mapped_gpa, PCI_BAR_UNMAPPED);
+	CHECK_EQ(r->pb.rl.in_window, logged);
+	/* one size lower it fits (and nothing else is there) */
+	cf8_write(r, 1, 0x18, 4, (uint32_t)(top - T_BAR2_SIZE));
+	CHECK_EQ(t->pd.bars[2].mapped_gpa, top - T_BAR2_SIZE);
+	CHECK(bus_find(&r->mmio, top - 1, 1) == &t->pd.bars[2].bd);
 	rig_free(r);
 }
 

@@ -238,7 +238,9 @@ static void update_bars(struct pci_bus *pb, struct pci_dev *pd, bool force_off)
 			continue;
 		uint64_t a = bar_addr(pd, i);
 		uint64_t want = PCI_BAR_UNMAPPED;
-		if (mem_on && a != 0 && a + (b->size - 1) >= a)
+		/* the window [a, a + size) must end below 2^64, as every bus
+		 * window does (bus_register refuses one that would not) */
+		if (mem_on && a != 0 && a + b->size > a)
 			want = a;
 		if (want == b->mapped_gpa)
 			continue;

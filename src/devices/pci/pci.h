@@ -62,8 +62,9 @@
  * naturally aligned address in the bus's memory window, as firmware would;
  * the command register starts at 0 (the guest enables decoding).  A BAR is
  * mapped - its bus_dev registered on the MMIO bus at its address - exactly
- * while COMMAND.MEMORY is set and its address is non-zero and does not
- * wrap; any config write to the command register or a BAR re-evaluates
+ * while COMMAND.MEMORY is set and its address is non-zero and the BAR ends
+ * below 2^64 (at the very top it would wrap the bus's window end); any
+ * config write to the command register or a BAR re-evaluates
  * this, moving the window (bus_unregister + bus_register) and calling
  * ops->bar_mapped.  A placement that overlaps another window is refused
  * (logged, rate limited): the BAR then stays unmapped until reprogrammed.

@@ -585,15 +585,18 @@ int virtio_dev_state_decode(struct snap_cursor *c, const struct virtio_dev *d,
 			       "offered features %#llx saved, this device offers %#llx",
 			       (unsigned long long)st->device_features,
 			       (unsigned long long)d->device_features);
-	if (st->driver_features & ~st->device_features)
-		return err_set(err, errlen, -EINVAL, "accepted features %#llx were never offered",
-			       (unsigned long long)st->driver_features);
 	uint8_t s = st->status;
 	bool order_ok = (!(s & VIRTIO_STATUS_DRIVER) || (s & VIRTIO_STATUS_ACKNOWLEDGE)) &&
 			(!(s & VIRTIO_STATUS_FEATURES_OK) || (s & VIRTIO_STATUS_DRIVER)) &&
 			(!(s & VIRTIO_STATUS_DRIVER_OK) || (s & VIRTIO_STATUS_FEATURES_OK));
 	if ((s & ~STATUS_KNOWN) || !order_ok)
 		return err_set(err, errlen, -EINVAL, "status %#x is not one a driver can reach", s);
+	/* Until FEATURES_OK the accepted features are whatever the driver
+	 * wrote while negotiating (any bits: FEATURES_OK is what refuses
+	 * those never offered), and a snapshot of that moment must load. */
+	if ((s & VIRTIO_STATUS_FEATURES_OK) && (st->driver_features & ~st->device_features))
+		return err_set(err, errlen, -EINVAL, "accepted features %#llx were never offered",
+			       (unsigned long long)st->driver_features);
 	if ((s & VIRTIO_STATUS_FEATURES_OK) &&
 	    !(st->driver_features & (1ull << VIRTIO_F_VERSION_1)))
 		return err_set(err, errlen, -EINVAL, "FEATURES_OK without VERSION_1");

@@ -313,8 +313,9 @@ void virtio_deferred_run(struct virtio_deferred *df);
  *
  * On load the offered features must equal what this device offers (the
  * same device built from the same configuration): a snapshot cannot give a
- * device features it does not have.  The accepted ones must be a subset,
- * with VERSION_1 once FEATURES_OK is set; the status a value the status
+ * device features it does not have.  Once FEATURES_OK is set the accepted
+ * ones must be a subset, with VERSION_1 (before it they are whatever the
+ * negotiating driver wrote); the status a value the status
  * machine can reach; each queue consistent (virtq_state_decode) and, when
  * active, where activation would allow it (virtq_state_check) and with the
  * negotiated EVENT_IDX/INDIRECT_DESC.

@@ -376,6 +376,8 @@ static enum chain_result handle_chain(struct virtio_blk *b, const struct virtq_c
 		if (st != VIRTIO_BLK_S_OK) {
 			req_free(b, r);
 			r = NULL;
+		} else {
+			r->used_ok = 1; /* the status byte: its whole writable part */
 		}
 		break;
 	}
