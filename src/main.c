@@ -104,6 +104,7 @@ static int seccomp_setup(const struct cli_opts *o)
 			return -1;
 		}
 	}
+	log_prepare();
 	enum sec_mode m = o->no_seccomp ? SEC_MODE_OFF : o->seccomp_log ? SEC_MODE_LOG : SEC_MODE_KILL;
 #ifdef VISOR_SECCOMP_LEARN
 	/* a build for finding what the lists miss (docs/security.md): log

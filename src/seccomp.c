@@ -79,7 +79,8 @@ bool sec_active(void)
 static const char *const g_base[] = {
 	"brk", "close", "clock_gettime", "clock_nanosleep", "exit", "exit_group", "futex",
 	"getpid", "getrandom", "gettid", "madvise", "mremap", "munmap", "nanosleep", "read",
-	"restart_syscall", "rt_sigprocmask", "rt_sigreturn", "sched_yield", "write", NULL,
+	"restart_syscall", "rt_sigprocmask", "rt_sigreturn", "sched_yield", "sendto", "write",
+	NULL,
 };
 /* Waiting on fds. */
 static const char *const g_wait[] = {"epoll_ctl", "epoll_pwait", "epoll_wait", "poll", "ppoll",
@@ -117,7 +118,8 @@ static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
 static const char *const g_sched[] = {"sched_setscheduler", NULL};
 /* The loop: signal handlers (SIGINT, SIGTERM, the kick), kicking vCPU
  * threads, its fd limit, the host's memory. */
-static const char *const g_loop[] = {"rt_sigaction", "tgkill", "prlimit64", "sysinfo", NULL};
+static const char *const g_loop[] = {"rt_sigaction", "tgkill", "prlimit64", "sysinfo", "geteuid",
+				     "getuid", NULL};
 /* The spawner's new threads start (glibc registers rseq and the robust
  * futex list) and install their own filter. */
 static const char *const g_spawn[] = {"seccomp", "rseq", "set_robust_list", "prctl", NULL};
@@ -180,11 +182,12 @@ struct kind_spec {
 static const struct kind_spec specs[SEC_NKINDS] = {
 	[SEC_VMM] = {{g_base, g_wait, g_fdsetup, g_files, g_uring, g_sock, g_uffd, g_sched, g_loop},
 		     {i_kvm_sys, i_kvm_vm, i_kvm_vcpu_state, i_tap, i_uffd, i_files, i_tty},
-		     {AF_UNIX}},
+		     {AF_UNIX, AF_INET, AF_INET6}},
 	[SEC_VCPU] = {{g_base}, {i_kvm_vcpu_run}, {0}},
 	[SEC_API] = {{g_base, g_api}, {0}, {0}},
 	[SEC_CONSOLE] = {{g_base, g_console}, {0}, {0}},
-	[SEC_MIGRATION] = {{g_base, g_wait, g_fdsetup, g_sock, g_files, g_sched}, {i_files},
+	[SEC_MIGRATION] = {{g_base, g_wait, g_fdsetup, g_sock, g_files, g_sched, g_uffd},
+			   {i_files, i_uffd},
 			   {AF_UNIX, AF_INET, AF_INET6}},
 	[SEC_POSTCOPY] = {{g_base, g_console}, {i_uffd}, {0}},
 	[SEC_SPAWNER] = {{g_base, g_spawn}, {0}, {0}},

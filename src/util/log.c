@@ -522,6 +522,16 @@ void log_reset(void)
 	pthread_mutex_unlock(&lg.lock);
 }
 
+void log_prepare(void)
+{
+	pthread_mutex_lock(&lg.lock);
+	if (!lg.have_path && !lg.err_ready) {
+		line_sink_open_fd(&lg.err, STDERR_FILENO);
+		lg.err_ready = true;
+	}
+	pthread_mutex_unlock(&lg.lock);
+}
+
 void log_reopen_stderr(void)
 {
 	pthread_mutex_lock(&lg.lock);

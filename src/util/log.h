@@ -190,6 +190,9 @@ void log_set_thread_name(const char *name);
 
 /* Look at file descriptor 2 again (after dup2() onto it): the next stderr
  * line is written as the new descriptor requires.  Any thread. */
+/* Set up the stderr sink now (it is otherwise set up by the first line,
+ * which may come from a thread whose seccomp filter allows no open). */
+void log_prepare(void);
 void log_reopen_stderr(void);
 
 /* Lines dropped since the process started: not written whole because the
