@@ -52,6 +52,9 @@ TEST(builtin_rules)
 	sec_reset();
 	/* the vCPU runs the guest, and opens nothing */
 	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, KVM_RUN, 0));
+	/* a full dirty ring: the vCPU hands its harvested ring back itself */
+	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, KVM_RESET_DIRTY_RINGS, 0));
+	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_GET_DIRTY_LOG, 0));
 	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, TUNSETIFF, 0));
 	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
 	CHECK(!allows(SEC_VCPU, __NR_openat, 0, 0, 0));
