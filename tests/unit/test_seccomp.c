@@ -87,9 +87,12 @@ TEST(builtin_rules)
 	CHECK(allows(SEC_VMM, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
 	CHECK(allows(SEC_VMM, __NR_ioctl, 5, TUNSETIFF, 0));
 	CHECK(allows(SEC_VMM, __NR_socket, AF_UNIX, SOCK_STREAM, 0));
-	CHECK(!allows(SEC_VMM, __NR_socket, AF_INET, SOCK_STREAM, 0));
+	CHECK(allows(SEC_VMM, __NR_socket, AF_INET, SOCK_STREAM, 0)); /* migration/receive tcp: */
 	CHECK(!allows(SEC_VMM, __NR_socket, AF_NETLINK, SOCK_RAW, 0));
-	/* migration: inet sockets, no KVM */
+	CHECK(!allows(SEC_VMM, __NR_socket, AF_PACKET, SOCK_RAW, 0));
+	CHECK(!allows(SEC_API, __NR_socket, AF_INET, SOCK_STREAM, 0));
+	/* migration: inet sockets, userfaultfd (post-copy), no KVM */
+	CHECK(allows(SEC_MIGRATION, __NR_userfaultfd, 0, 0, 0));
 	CHECK(allows(SEC_MIGRATION, __NR_socket, AF_INET6, SOCK_STREAM, 0));
 	CHECK(!allows(SEC_MIGRATION, __NR_ioctl, 5, KVM_RUN, 0));
 	/* the API thread: sockets it is given, no files, no KVM */
