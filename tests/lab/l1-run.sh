@@ -12,6 +12,19 @@ cd /lab || exit 1
 echo 0 >/proc/sys/kernel/printk_ratelimit 2>/dev/null
 echo "lab: L1 $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(ls -l /dev/kvm 2>&1)"
 status=0
+# seccomp_events: a visor thread killed (or logged) by its seccomp filter
+# since the last report: which thread, which call, which action
+seen=0
+seccomp_events() {
+	ev=$(dmesg 2>/dev/null | grep 'type=1326')
+	n=$(printf '%s' "$ev" | grep -c .)
+	[ "$n" -gt "$seen" ] || return 0
+	echo "lab: seccomp events (count, thread, system call number, action):"
+	printf '%s\n' "$ev" | tail -n $((n - seen)) |
+		sed -E 's/.*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3/' |
+		sort | uniq -c | sed 's/^/lab:   /'
+	seen=$n
+}
 for s in "$@"; do
 	echo "=== BEGIN $s"
 	start=$(cut -d. -f1 /proc/uptime)
@@ -26,13 +39,8 @@ for s in "$@"; do
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac
 	rc=$?
+	seccomp_events
 	echo "=== END $s rc=$rc ($(($(cut -d. -f1 /proc/uptime) - start)) s)"
 	[ $rc = 0 ] || status=1
 done
-# a visor thread killed (or logged) by its seccomp filter: which thread, which call
-sec=$(dmesg 2>/dev/null | grep 'type=1326' | sed -E 's/.*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3/' | sort | uniq -c)
-if [ -n "$sec" ]; then
-	echo "lab: seccomp events (count, thread, system call number, action):"
-	echo "$sec" | sed 's/^/lab:   /'
-fi
 exit $status
