@@ -15,8 +15,10 @@
 #        jail beforehand, cgroup v2 limits (cpu.max, cpu.weight, memory.max,
 #        pids.max), a network namespace (--netns /proc/PID/ns/net of a holder
 #        process), fsize/no-file limits; configured through the API socket
-#        the VMM makes in the jail (/run/firecracker.socket), with a NIC whose
-#        tap visor makes through the jail's /dev/net/tun in that namespace.
+#        the VMM makes in the jail (/run/firecracker.socket), with a NIC on a
+#        tap made beforehand in that namespace for the jail's uid
+#        (DIR/lab-tools/mktap), which the VMM opens through the jail's
+#        /dev/net/tun; the guest pings the namespace's end of it.
 #        Started from a chroot on an rbind of / so that pivot_root(2) works
 #        (L1's own / is the initial ramfs, which pivot_root cannot move).
 #   jt2  --daemonize, booted from a --config-file in the jail, from L1's
@@ -280,13 +282,14 @@ JR=$(jail_root jt1)
 mkdir -p "$T/hostroot"
 mkfifo "$T/jt1.in"
 : >"$T/jt1.out"
-# a chroot whose / is an rbind of L1's / (a mount with a parent: pivot_root works)
-unshare -m -- sh -c 'r=$1; shift; mount --rbind / "$r" && exec chroot "$r" "$@"' sh "$T/hostroot" \
+# a chroot whose / is an rbind of L1's / (a mount with a parent: pivot_root works);
+# an environment variable and a descriptor (7) the VMM must not inherit
+JAILTEST_SECRET=leak unshare -m -- sh -c 'r=$1; shift; mount -o rbind / "$r" && exec chroot "$r" "$@"' sh "$T/hostroot" \
 	"$T/visor" jailer --id jt1 --exec-file "$T/visor" --uid $JUID --gid $JGID \
 	--cgroup-version 2 --cgroup "cpu.max=900000 100000" --cgroup cpu.weight=50 \
 	--cgroup memory.max=1073741824 --cgroup pids.max=100 --netns "$NETNS" \
 	--resource-limit fsize=2147483648 --resource-limit no-file=1024 \
-	<"$T/jt1.in" >"$T/jt1.out" 2>"$T/jt1.err" &
+	<"$T/jt1.in" >"$T/jt1.out" 2>"$T/jt1.err" 7>"$T/leaked-fd" &
 P1=$!
 pids="$pids $P1"
 exec 5>"$T/jt1.in"
@@ -300,9 +303,20 @@ if [ -z "$why" ]; then
 fi
 [ -n "$why" ] || { api PUT /boot-source "{\"kernel_image_path\": \"/vmlinuz\", \"initrd_path\": \"/initrd.cpio.gz\", \"boot_args\": \"$FCARGS\"}"; expect_code 204; }
 [ -n "$why" ] || { api PUT /machine-config '{"vcpu_count": 1, "mem_size_mib": 128}'; expect_code 204; }
+HAVE_TAP=0
 if [ -z "$why" ] && echo " $DEVS " | grep -q ' net/tun '; then
-	api PUT /network-interfaces/eth0 '{"iface_id": "eth0", "guest_mac": "06:00:AC:10:00:02", "host_dev_name": "tapjt0"}'
-	expect_code 204
+	# (the VMM has no CAP_NET_ADMIN to make a tap: as with Firecracker's
+	# jailer, a persistent one owned by the jail's uid is made beforehand, in
+	# the namespace)
+	if [ ! -x "$DIR/lab-tools/mktap" ]; then
+		echo "SKIP jt1-tap-in-netns: no $DIR/lab-tools/mktap (make lab-tools)"
+	elif nsenter -t "$NSPID" -n "$DIR/lab-tools/mktap" tapjt0 $JUID $JGID >"$T/mktap.out" 2>&1; then
+		HAVE_TAP=1
+		api PUT /network-interfaces/eth0 '{"iface_id": "eth0", "guest_mac": "06:00:AC:10:00:02", "host_dev_name": "tapjt0"}'
+		expect_code 204
+	else
+		setwhy "cannot make tapjt0 in the namespace: $(cat "$T/mktap.out")"
+	fi
 fi
 [ -n "$why" ] || { api PUT /actions '{"action_type": "InstanceStart"}'; expect_code 204; }
 [ -n "$why" ] || wait_for '^API-READY' "$TMO" "$P1" || setwhy "the guest never got to its test (no API-READY on the console)"
@@ -316,6 +330,13 @@ if [ $up1 = 1 ]; then
 	check_devices jt1 "$P1" "$JR"
 	check_ns jt1 "$P1" "$NETNS" 0
 	check_limits jt1 "$P1" 1024 2147483648
+	# no inherited descriptor above 2, an empty environment
+	for fd in /proc/"$P1"/fd/*; do
+		[ "$(readlink "$fd")" = "$T/leaked-fd" ] && setwhy "the VMM inherited descriptor ${fd##*/} ($T/leaked-fd)"
+	done
+	n=$(wc -c <"/proc/$P1/environ")
+	[ "$n" = 0 ] || setwhy "the VMM's environment is not empty: $(tr '\0' ' ' <"/proc/$P1/environ" | cut -c1-200)"
+	report jt1-fds-and-environment "descriptor 7 of the caller closed, environment empty"
 	# the cgroup and its limits
 	cg=$(cat "/proc/$P1/cgroup")
 	[ "$cg" = "0::/visor/jt1" ] || setwhy "/proc/$P1/cgroup is '$cg', expected 0::/visor/jt1"
@@ -330,14 +351,24 @@ if [ $up1 = 1 ]; then
 	done
 	grep -qx "$P1" "$CG/visor/jt1/cgroup.procs" || setwhy "$P1 is not in $CG/visor/jt1/cgroup.procs"
 	report jt1-cgroup "0::/visor/jt1; cpu.max, cpu.weight, memory.max, pids.max read back; controllers enabled above"
-	# the tap, made through the jail's /dev/net/tun, is in the netns
-	if echo " $DEVS " | grep -q ' net/tun '; then
+	# the VMM attached the tap through the jail's /dev/net/tun, in the netns
+	if [ $HAVE_TAP = 1 ]; then
+		grep -l 'iff:[[:space:]]*tapjt0$' /proc/"$P1"/fdinfo/* >/dev/null 2>&1 ||
+			setwhy "no descriptor of the VMM is attached to tapjt0 (no 'iff: tapjt0' in /proc/$P1/fdinfo)"
 		nsenter -t "$NSPID" -n ip link show tapjt0 >"$T/ip.out" 2>&1 || setwhy "no tapjt0 in the --netns namespace: $(cat "$T/ip.out")"
 		ip link show tapjt0 >/dev/null 2>&1 && setwhy "tapjt0 is in L1's own network namespace"
-		report jt1-tap-in-netns "tapjt0 exists in the namespace only"
+		# and the guest's eth0 works through it: the guest pings the namespace's end
+		if [ -z "$why" ]; then
+			nsenter -t "$NSPID" -n ip addr add 169.254.40.1/24 dev tapjt0
+			nsenter -t "$NSPID" -n ip link set tapjt0 up
+			printf '1 net 169.254.40\n' >&5
+			wait_for '^STEP-DONE 1 rc=' 180 "$P1" || setwhy "the guest's net step did not finish"
+			[ -n "$why" ] || con | grep -q '^PING-OK' || setwhy "the guest's ping of 169.254.40.1 (in the namespace) failed: $(con | grep -E '^(PING|MAC)' | tr '\n' ' ')"
+		fi
+		report jt1-tap-in-netns "the VMM holds tapjt0 of the --netns namespace through the jail's /dev/net/tun; the guest pings the namespace's end"
 	fi
 	# the guest powers off: visor ends with status 0
-	printf '1 poweroff\n' >&5
+	printf '2 poweroff\n' >&5
 	wait_gone "$P1" 120 || setwhy "visor still runs 120 s after the guest's poweroff"
 	if [ -z "$why" ]; then
 		wait "$P1"
@@ -441,7 +472,7 @@ report jt3-new-pid-ns "jailer exit 0, visor.pid $P3 is PID 1 of its namespace (N
 if [ $up3 = 1 ]; then
 	check_ids jt3 "$P3"
 	check_caps jt3 "$P3"
-	check_root jt3 "$P3" "$JR" "dev initrd.cpio.gz run visor visor.pid vm.json vmlinuz"
+	check_root jt3 "$P3" "$JR" "api.sock dev initrd.cpio.gz run visor visor.pid vm.json vmlinuz"
 	check_devices jt3 "$P3" "$JR"
 	check_ns jt3 "$P3" "" 1
 	check_limits jt3 "$P3" 2048 unlimited
