@@ -89,7 +89,7 @@ kvm-guests: $(KVM_GUESTS)
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
 LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp \
 	$(BUILD)/lab-tools/uffd-handler $(BUILD)/lab-tools/mig-proxy $(BUILD)/lab-tools/garp-watch \
-	$(BUILD)/lab-tools/mig-certs
+	$(BUILD)/lab-tools/mig-certs $(BUILD)/lab-tools/mktap
 # snapcmp decodes state files with visor's own code
 $(BUILD)/lab-tools/snapcmp: tests/lab/snapcmp.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)

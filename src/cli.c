@@ -36,7 +36,12 @@ const char cli_usage[] =
 	"       visor migrate VM --cancel | --status     stop / show the VM's migration\n"
 	"       visor --describe-snapshot FILE           a snapshot state file's version and sections\n"
 	"       visor --print-seccomp                    the built-in seccomp filters, as a filter file\n"
-	"       visor --help [run|firecracker|migrate] | --version\n"
+	"       visor jailer --id ID --exec-file FILE --uid UID --gid GID [options] [-- ARGS]\n"
+	"                                                run FILE (visor) in a chroot jail as\n"
+	"                                                UID:GID, as Firecracker's jailer does\n"
+	"                                                (also as `jailer` through a symlink;\n"
+	"                                                see visor jailer --help)\n"
+	"       visor --help [run|firecracker|migrate|jailer] | --version\n"
 	"\n"
 	"VM is a name (the --id of `visor run`, its socket in the socket directory)\n"
 	"or the path of an API socket.\n"
@@ -985,6 +990,12 @@ int cli_parse(int argc, char **argv, struct cli_opts *o, struct config_err *e)
 	e->msg[0] = 0;
 	const char *prog = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
 	prog = prog ? prog + 1 : (argc > 0 && argv[0] ? argv[0] : "visor");
+	/* Firecracker's jailer: `visor jailer ...` or a symlink named jailer */
+	if (!strcmp(prog, "jailer") || (argc >= 2 && !strcmp(argv[1], "jailer"))) {
+		o->cmd = CLI_JAILER;
+		o->jailer_first = strcmp(prog, "jailer") ? 1 : 0;
+		return 0;
+	}
 	/* also through the firecracker symlink, as Firecracker had the option */
 	if (argc >= 2 && is_describe(argv[1]))
 		return parse_describe(argc, argv, o, e);

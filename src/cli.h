@@ -15,6 +15,9 @@
  *                                       sections (snapshot/format.h)
  *   visor snapshot merge BASE DIFF      fold a Diff snapshot onto its base
  *                                       (snapshot/merge.h)
+ *   visor jailer --id ID --exec-file F --uid U --gid G ...
+ *                                       Firecracker's jailer (jailer.h); also when
+ *                                       visor is invoked as "jailer"
  *
  * The VM options of `visor run` fill a struct vm_config through the same
  * setters (config.h) the API and the config file use.
@@ -38,6 +41,7 @@ enum cli_cmd {
 	CLI_DESCRIBE_SNAPSHOT, /* --describe-snapshot FILE: see snapshot_path */
 	CLI_PRINT_SECCOMP,     /* --print-seccomp: the built-in filters as a filter file */
 	CLI_SNAPSHOT_MERGE,    /* snapshot merge BASE DIFF [--state FILE]: see merge_* */
+	CLI_JAILER,            /* jailer ...: see jailer_first (jailer.h parses the rest) */
 };
 
 #define CLI_DEFAULT_MAX_PAYLOAD 51200
@@ -99,6 +103,10 @@ struct cli_opts {
 	/* CLI_SNAPSHOT_MERGE: two snapshot directories, or two memory files
 	 * (and the Diff's state file, optional) */
 	const char *merge_base, *merge_diff, *merge_state;
+
+	/* CLI_JAILER: argv[jailer_first] is "jailer" (the command or the
+	 * program's name), its options follow */
+	int jailer_first;
 };
 
 /* Parse argv into @o, which must be all zero (calloc, or cleared by the

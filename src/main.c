@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "seccomp.h"
 #include "cli_client.h"
+#include "jailer.h"
 #include "machine.h"
 #include "clones.h"
 #include "snapshot/format.h"
@@ -386,6 +387,7 @@ int main(int argc, char **argv)
 		fputs(!o->help_topic			       ? cli_usage
 		      : !strcmp(o->help_topic, "firecracker") ? cli_usage_firecracker
 		      : !strcmp(o->help_topic, "migrate")     ? cli_usage_migrate
+		      : !strcmp(o->help_topic, "jailer")      ? jailer_usage
 							       : cli_usage,
 		      stdout);
 		break;
@@ -403,6 +405,10 @@ int main(int argc, char **argv)
 		break;
 	case CLI_SNAPSHOT_MERGE:
 		code = snapshot_merge(o);
+		break;
+	case CLI_JAILER:
+		/* returns only on failure (or as the --new-pid-ns parent) */
+		code = jailer_main(argc - o->jailer_first, argv + o->jailer_first);
 		break;
 	case CLI_RUN:
 		if (o->clones) {

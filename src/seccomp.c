@@ -93,6 +93,9 @@ static const char *const g_fdsetup[] = {
 /* The API thread: its clients (the listening socket is made before). */
 static const char *const g_api[] = {"accept4", "epoll_ctl", "epoll_wait", "recvfrom", "sendto",
 				    "shutdown", "timerfd_settime", NULL};
+/* A vCPU: a device it emulates may re-arm what the loop waits on (e.g.
+ * virtio-net's tap after the driver added receive buffers). */
+static const char *const g_vcpu[] = {"epoll_ctl", NULL};
 /* The console writer: stdout and its wake-up eventfd. */
 static const char *const g_console[] = {"poll", "ppoll", NULL};
 /* Files: disk images, snapshots, kernels, the metrics and log files, the
@@ -183,7 +186,7 @@ static const struct kind_spec specs[SEC_NKINDS] = {
 	[SEC_VMM] = {{g_base, g_wait, g_fdsetup, g_files, g_uring, g_sock, g_uffd, g_sched, g_loop},
 		     {i_kvm_sys, i_kvm_vm, i_kvm_vcpu_state, i_tap, i_uffd, i_files, i_tty},
 		     {AF_UNIX, AF_INET, AF_INET6}},
-	[SEC_VCPU] = {{g_base}, {i_kvm_vcpu_run}, {0}},
+	[SEC_VCPU] = {{g_base, g_vcpu}, {i_kvm_vcpu_run}, {0}},
 	[SEC_API] = {{g_base, g_api}, {0}, {0}},
 	[SEC_CONSOLE] = {{g_base, g_console}, {0}, {0}},
 	[SEC_MIGRATION] = {{g_base, g_wait, g_fdsetup, g_sock, g_files, g_sched, g_uffd},

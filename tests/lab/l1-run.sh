@@ -2,7 +2,7 @@
 # Runs inside the lab's L1 (started by tests/run-all through tools/lab): the
 # test suites that need hardware-style KVM, one after the other.
 #
-#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | virtio-restored | api-lab | clone | migrate
+#   tests/lab/l1-run.sh SUITE...      SUITE: kvm | guest | virtio | virtio-restored | api-lab | clone | migrate | jailer
 #
 # /lab mirrors build/: visor, kvm/*.elf, guest/*, guest-generic/*, plus tests/ (and for
 # migrate lab-modules/, the bridge and veth drivers: tests/lab/mig-stage DIR).  Each suite's
@@ -36,6 +36,7 @@ for s in "$@"; do
 	api-lab) tests/lab/api-tests.sh /lab ;;
 	clone) tests/lab/clone-tests.sh /lab ;;
 	migrate) tests/lab/migrate-tests.sh /lab ;;
+	jailer) tests/lab/jailer-tests.sh /lab ;;
 	*) echo "l1-run: unknown suite $s"; false ;;
 	esac
 	rc=$?
