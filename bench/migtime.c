@@ -5,6 +5,8 @@
  *
  *   migtime qemu -s SRC_QMP -d DST_QMP -u URI [-l DOWNTIME_MS] [-b BYTES_PER_S]
  *                [-a] [-t SECS] [-L LABEL]
+ *   migtime visor -s SRC_SOCK -d DST_SOCK -u URL [-l DOWNTIME_MS] [-m MODE]
+ *                 [-t SECS] [-L LABEL]
  *   migtime qmp SOCK JSON...      send each command, print each reply line
  *
  * qemu: connects to both QMP sockets (waiting up to -t for them), turns
@@ -37,7 +39,26 @@
  * query-migrate; dirty_pages_rate: the last non-zero dirty-pages-rate
  * (pages/s) of the progress polls, QEMU's measure of the guest's dirtying
  * during the migration.  A value QEMU did not give is -1.  Exit status 0 when the
- * migration completed and the destination runs.
+ * migration completed and the destination runs. *
+ * visor: the same over visor's REST API (docs/api.md, "Live migration"),
+ * one kept-alive HTTP connection to the source's API socket: PUT
+ * /migration/send {url, downtime_limit_ms (-l), max_bandwidth_mib 0 (no
+ * limit), timeout_s (-t), mode (-m, default precopy)}, then GET
+ * /migration every 50 ms (visor has no event: the poll bounds when the end
+ * is seen) until a final state, a MIGPROGRESS line every 250 ms and at
+ * each change of state or pass (the same keys: passes = pass, transferred
+ * = bytes, remaining = remaining_bytes, dirty_rate = dirty_rate_bps in
+ * pages/s, mbps = bandwidth_bps), MIGFINAL with the last answer (a
+ * completed source answers "Completed" once, then exits), then GET / on
+ * the destination's socket until its state is "Running".  MIGTIME as
+ * above with vmm=visor: status is visor's state, total_ms its elapsed_ms
+ * (the request to the destination running, as the source saw it),
+ * downtime_ms its downtime_ms (the guest's pause on the source to its run
+ * on the destination), transferred its bytes (the whole stream, not only
+ * RAM), normal_pages / zero_pages its pages_data / pages_zero, passes its
+ * pass (passes before the switch-over), setup_ms -1.  A migration that has
+ * not ended -t seconds (+60) after the request is cancelled (PATCH
+ * /migration).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -197,12 +218,16 @@ static long long jnum(const char *json, const char *key)
 static void jstr(const char *json, const char *key, char *out, size_t size)
 {
 	char k[64];
-	snprintf(k, sizeof(k), "\"%s\": \"", key);
+	snprintf(k, sizeof(k), "\"%s\":", key);
 	const char *p = strstr(json, k);
 	out[0] = 0;
 	if (!p)
 		return;
 	p += strlen(k);
+	while (*p == ' ')
+		p++;
+	if (*p++ != '"')
+		return;
 	size_t l = strcspn(p, "\"");
 	if (l >= size)
 		l = size - 1;
@@ -349,6 +374,171 @@ report:;
 	return rc;
 }
 
+/* One HTTP request on @c, a kept-alive connection to visor's API; the
+ * response's body into @out.  Returns the HTTP status, 0 when no complete
+ * response came (the connection closed, or 60 s passed). */
+static int http_req(struct qmp *c, const char *method, const char *path, const char *body,
+		    char *out, size_t size)
+{
+	char req[4096];
+	size_t blen = body ? strlen(body) : 0;
+	int n = snprintf(req, sizeof(req),
+			 "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+			 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+			 method, path, blen, body ? body : "");
+	out[0] = 0;
+	if (n < 0 || (size_t)n >= sizeof(req) || send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+		return 0;
+	int64_t deadline = now_ms() + 60000;
+	for (;;) {
+		const char *h = strstr(c->buf, "\r\n\r\n");
+		if (h) {
+			size_t head = (size_t)(h - c->buf) + 4, clen = 0;
+			const char *cl = strcasestr(c->buf, "Content-Length:");
+			if (cl && cl < h)
+				clen = strtoul(cl + 15, NULL, 10);
+			if (c->len >= head + clen) {
+				int status = c->len > 12 ? atoi(c->buf + 9) : 0;
+				size_t k = clen < size ? clen : size - 1;
+				memcpy(out, c->buf + head, k);
+				out[k] = 0;
+				memmove(c->buf, c->buf + head + clen, c->len - head - clen);
+				c->len -= head + clen;
+				c->buf[c->len] = 0;
+				return status;
+			}
+		}
+		if (now_ms() > deadline || !qmp_fill(c, 1000))
+			return 0;
+	}
+}
+
+/* A state of visor's GET /migration in which the migration has ended. */
+static bool visor_final(const char *state)
+{
+	return strcmp(state, "Setup") && strcmp(state, "Active") && strcmp(state, "Switchover") &&
+	       strcmp(state, "Postcopy");
+}
+
+static int do_visor(int argc, char **argv)
+{
+	const char *src = NULL, *dst = NULL, *url = NULL, *mode = "precopy";
+	long long downtime = 50, tmo = 600;
+	int o;
+	while ((o = getopt(argc, argv, "s:d:u:l:m:t:L:")) != -1) {
+		switch (o) {
+		case 's': src = optarg; break;
+		case 'd': dst = optarg; break;
+		case 'u': url = optarg; break;
+		case 'l': downtime = atoll(optarg); break;
+		case 'm': mode = optarg; break;
+		case 't': tmo = atoll(optarg); break;
+		case 'L': label = optarg; break;
+		default: return 2;
+		}
+	}
+	if (!src || !dst || !url) {
+		fprintf(stderr, "migtime visor: -s SRC_SOCK -d DST_SOCK -u URL needed\n");
+		return 2;
+	}
+	static struct qmp s, d;
+	static char out[65536], fin[65536], body[1024];
+	char state[32] = "none", last[32] = "";
+	int64_t start = now_ms();
+	int rc = 1;
+	long long wall = -1, running = -1, dirty_rate = -1, t0_abs = -1, last_pass = -2;
+	if (!qmp_open(&s, src, start + tmo * 1000))
+		goto report;
+	snprintf(body, sizeof(body),
+		 "{\"url\": \"%s\", \"downtime_limit_ms\": %lld, \"max_bandwidth_mib\": 0, "
+		 "\"timeout_s\": %lld, \"mode\": \"%s\"}",
+		 url, downtime, tmo, mode);
+	int64_t t0 = now_ms();
+	t0_abs = t0;
+	int st = http_req(&s, "PUT", "/migration/send", body, out, sizeof(out));
+	if (st != 204) {
+		fprintf(stderr, "migtime: %s: PUT /migration/send %s -> %d %s\n", label, body, st, out);
+		goto report;
+	}
+	int64_t next_print = t0, deadline = t0 + tmo * 1000 + 60000;
+	bool cancelled = false;
+	for (;;) {
+		st = http_req(&s, "GET", "/migration", NULL, out, sizeof(out));
+		int64_t now = now_ms();
+		if (st != 200) {
+			fprintf(stderr, "migtime: %s: GET /migration -> %d after %lld ms (last state %s)\n",
+				label, st, (long long)(now - t0), state);
+			snprintf(state, sizeof(state), "gone");
+			goto report;
+		}
+		snprintf(fin, sizeof(fin), "%s", out);
+		jstr(out, "state", state, sizeof(state));
+		long long pass = jnum(out, "pass"), rate = jnum(out, "dirty_rate_bps");
+		if (rate > 0)
+			dirty_rate = rate / 4096;
+		if (now >= next_print || pass != last_pass || strcmp(state, last)) {
+			long long bw = jnum(out, "bandwidth_bps");
+			fprintf(stderr,
+				"MIGPROGRESS label=%s t_ms=%lld status=%s passes=%lld transferred=%lld "
+				"remaining=%lld dirty_rate=%lld mbps=%lld expected_downtime_ms=%lld "
+				"throttle_pct=%lld\n",
+				label, (long long)(now - t0), state, pass, jnum(out, "bytes"),
+				jnum(out, "remaining_bytes"), rate < 0 ? -1 : rate / 4096,
+				bw < 0 ? -1 : bw * 8 / 1000000, jnum(out, "expected_downtime_ms"),
+				jnum(out, "throttle_pct"));
+			next_print = now + 250;
+			last_pass = pass;
+			snprintf(last, sizeof(last), "%s", state);
+		}
+		if (visor_final(state)) {
+			wall = now - t0;
+			break;
+		}
+		if (now > deadline) {
+			if (cancelled)
+				goto report;
+			fprintf(stderr, "migtime: %s: no end after %lld s: cancel\n", label, tmo + 60);
+			char r[4096];
+			http_req(&s, "PATCH", "/migration", "{\"state\": \"Cancelled\"}", r, sizeof(r));
+			cancelled = true;
+			deadline = now + 60000;
+		}
+		usleep(50000);
+	}
+	fprintf(stderr, "MIGFINAL label=%s %s\n", label, fin);
+	if (strcmp(state, "Completed"))
+		goto report;
+	/* the destination runs the guest once the source has handed it over */
+	if (!qmp_open(&d, dst, now_ms() + 10000))
+		goto report;
+	for (;;) {
+		static char info[4096];
+		char dstat[32];
+		st = http_req(&d, "GET", "/", NULL, info, sizeof(info));
+		jstr(info, "state", dstat, sizeof(dstat));
+		if (!strcmp(dstat, "Running")) {
+			running = now_ms() - t0;
+			rc = 0;
+			break;
+		}
+		if (!st || now_ms() > t0 + tmo * 1000 + 60000) {
+			fprintf(stderr, "migtime: %s: the destination is '%s' (HTTP %d), not running\n", label,
+				dstat, st);
+			break;
+		}
+		usleep(5000);
+	}
+report:;
+	long long bwf = jnum(fin, "bandwidth_bps");
+	printf("MIGTIME label=%s vmm=visor rc=%d status=%s t0_mono_ms=%lld wall_ms=%lld dst_running_ms=%lld "
+	       "total_ms=%lld downtime_ms=%lld setup_ms=-1 transferred=%lld ram_total=%lld "
+	       "normal_pages=%lld zero_pages=%lld passes=%lld mbps=%lld dirty_pages_rate=%lld\n",
+	       label, rc, state, t0_abs, wall, running, jnum(fin, "elapsed_ms"), jnum(fin, "downtime_ms"),
+	       jnum(fin, "bytes"), jnum(fin, "mem_bytes"), jnum(fin, "pages_data"),
+	       jnum(fin, "pages_zero"), jnum(fin, "pass"), bwf < 0 ? -1 : bwf * 8 / 1000000, dirty_rate);
+	return rc;
+}
+
 static int do_qmp(int argc, char **argv)
 {
 	if (argc < 3)
@@ -374,9 +564,12 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc >= 2 && !strcmp(argv[1], "qemu"))
 		return do_qemu(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "visor"))
+		return do_visor(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "qmp"))
 		return do_qmp(argc - 1, argv + 1);
 	fprintf(stderr, "usage: migtime qemu -s SRC_QMP -d DST_QMP -u URI [-l MS] [-b BYTES] [-a] [-t SECS] [-L LABEL]\n"
+			"       migtime visor -s SRC_SOCK -d DST_SOCK -u URL [-l MS] [-m MODE] [-t SECS] [-L LABEL]\n"
 			"       migtime qmp SOCK JSON...\n");
 	return 2;
 }
