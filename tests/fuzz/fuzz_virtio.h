@@ -46,8 +46,9 @@
  *   - guest RAM: between two operations the device writes only into the
  *     used rings and the writable buffers of outstanding chains (and of
  *     chains a reset left with an asynchronous back end, until it is
- *     idle), plus what the target allows (balloon discards); nothing at
- *     all while the device is paused;
+ *     idle, unless the rings were scribbled over: then anywhere until it
+ *     is idle), plus what the target allows (balloon discards); nothing
+ *     at all while the device is paused;
  *   - budgets: one pass (a kick, one loop event) takes at most the
  *     device's budget of chains from a queue;
  *   - a snapshot taken of any state the device reaches decodes and passes
@@ -163,6 +164,10 @@ struct fz_harness {
 	struct fz_q q[FZ_NQ];
 	uint64_t bump_lo, bump_hi;
 	bool rings_dirty; /* the guest scribbled over rings: ring checks off */
+	uint64_t pokes;   /* POKE and RAW_POKE operations so far (this input) */
+	bool zombie_unknown; /* a reset with I/O in flight and dirty rings: the
+			      * device may still write anywhere the guest let it
+			      * (RAM checks off until it is idle) */
 	bool paused;      /* virtio_dev_pause'd by the harness */
 	uint32_t replay;  /* queues the core asked to replay */
 	uint64_t config_irqs, queue_irqs;
@@ -332,7 +337,8 @@ FZ_QUIET static inline void fz_before(void)
 FZ_QUIET static inline void fz_check_writes(void)
 {
 	fzh.in_window = false;
-	if (!memcmp(fzh.shadow, fzh.mem.base, FZ_MEM_SIZE) || fzh.rings_dirty)
+	if (!memcmp(fzh.shadow, fzh.mem.base, FZ_MEM_SIZE) || fzh.rings_dirty ||
+	    (fzh.zombie_unknown && !fzh.paused))
 		return;
 	memset(fzh.allow, 0, sizeof(fzh.allow));
 	if (!fzh.paused) {
@@ -428,9 +434,10 @@ FZ_QUIET static inline void fz_after(bool one_pass)
 			uint16_t took = (uint16_t)(D->d->vqs[q].last_avail - fzh.q[q].last_avail);
 			FZ_CHECK(!b || !D->d->vqs[q].active || took <= b);
 		}
-	if (fzh.have_zombie && (!D->idle || D->idle())) {
+	if ((fzh.have_zombie || fzh.zombie_unknown) && (!D->idle || D->idle())) {
 		memset(fzh.zombie, 0, sizeof(fzh.zombie));
 		fzh.have_zombie = false;
+		fzh.zombie_unknown = false;
 	}
 	if (D->check)
 		D->check();
@@ -449,6 +456,8 @@ FZ_QUIET static inline void fz_forget_queues(void)
 		D->forget();
 	for (uint16_t q = 0; q < FZ_NQ; q++) {
 		struct fz_q *Q = &fzh.q[q];
+		if (keep && fzh.rings_dirty)
+			fzh.zombie_unknown = true;
 		if (keep && !fzh.rings_dirty)
 			for (unsigned h = 0; h < FZ_QMAX; h++)
 				if (Q->out[h]) {
@@ -905,6 +914,7 @@ static inline void fz_op(struct fz *in)
 		if (!p)
 			return;
 		memcpy(p, buf, n);
+		fzh.pokes++;
 		if (gpa < FZ_DATA_LO)
 			fzh.rings_dirty = true;
 		else
@@ -1028,10 +1038,12 @@ static inline void fz_run(const struct fz_dev *D, const uint8_t *data, size_t si
 {
 	struct virtio_dev *d = D->d;
 	d->tops = &fz_tops;
+	fzh.pokes = 0;
 	fz_park(D); /* what the last input left behind */
 	if (fzh.have_zombie)
 		memset(fzh.zombie, 0, sizeof(fzh.zombie));
 	fzh.have_zombie = false;
+	fzh.zombie_unknown = false;
 	memset(fzh.mem.base, 0, FZ_MEM_SIZE);
 	fzh.bump_lo = FZ_DATA_LO;
 	fzh.bump_hi = FZ_HIGH_BASE;

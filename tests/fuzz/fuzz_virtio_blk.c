@@ -130,6 +130,8 @@ static void blk_quiet(void)
 	for (int i = 0; i < 2; i++) {
 		cur->m[i].fail_count = 0;
 		cur->m[i].discard_unsupported = false;
+		/* what the last input wrote: every input starts from a blank disk */
+		memset(cur->m[i].data, 0, (size_t)cur->m[i].be.size);
 	}
 	if (b->limited) {
 		struct rate_limiter_config none = {0};
