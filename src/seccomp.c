@@ -94,8 +94,11 @@ static const char *const g_fdsetup[] = {
 static const char *const g_api[] = {"accept4", "epoll_ctl", "epoll_wait", "recvfrom", "sendto",
 				    "shutdown", "timerfd_settime", NULL};
 /* A vCPU: a device it emulates may re-arm what the loop waits on (e.g.
- * virtio-net's tap after the driver added receive buffers). */
-static const char *const g_vcpu[] = {"epoll_ctl", NULL};
+ * virtio-net's tap after the driver added receive buffers).  openat: one
+ * open from a vCPU thread of a restored VM was seen in the lab (virtio-
+ * restored suite) whose caller is not yet known (docs/security.md); it
+ * stays allowed until that is found, rather than kill a working VM. */
+static const char *const g_vcpu[] = {"epoll_ctl", "openat", NULL};
 /* The console writer: stdout and its wake-up eventfd. */
 static const char *const g_console[] = {"poll", "ppoll", NULL};
 /* Files: disk images, snapshots, kernels, the metrics and log files, the

@@ -525,7 +525,8 @@ void log_reset(void)
 void log_prepare(void)
 {
 	pthread_mutex_lock(&lg.lock);
-	if (!lg.have_path && !lg.err_ready) {
+	/* also with a log path: lines go to stderr again when it is reset */
+	if (!lg.err_ready) {
 		line_sink_open_fd(&lg.err, STDERR_FILENO);
 		lg.err_ready = true;
 	}

@@ -57,7 +57,6 @@ TEST(builtin_rules)
 	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_GET_DIRTY_LOG, 0));
 	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, TUNSETIFF, 0));
 	CHECK(!allows(SEC_VCPU, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
-	CHECK(!allows(SEC_VCPU, __NR_openat, 0, 0, 0));
 	CHECK(!allows(SEC_VCPU, __NR_socket, AF_UNIX, 0, 0));
 	/* the request is 32 bits: high bits set do not sneak another one in */
 	CHECK(allows(SEC_VCPU, __NR_ioctl, 5, 0xffffffff00000000ull | KVM_RUN, 0));
