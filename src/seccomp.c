@@ -120,8 +120,10 @@ static const char *const g_sock[] = {
 /* userfaultfd memory (the Uffd back end, post-copy) and the handler's
  * liveness (a pidfd). */
 static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
-/* A completed migration's source lowers its priority. */
-static const char *const g_sched[] = {"sched_setscheduler", NULL};
+/* A completed migration's source lowers its priority; OpenSSL (TLS)
+ * reads the host's memory and CPUs when it starts. */
+static const char *const g_sched[] = {"sched_setscheduler", "sysinfo", "sched_getaffinity",
+				      "uname", "getuid", "geteuid", "getgid", "getegid", NULL};
 /* The loop: signal handlers (SIGINT, SIGTERM, the kick), kicking vCPU
  * threads, its fd limit, the host's memory. */
 static const char *const g_loop[] = {"rt_sigaction", "tgkill", "prlimit64", "sysinfo", "geteuid",
