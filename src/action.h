@@ -90,6 +90,7 @@ struct mig_send_params {
 	uint64_t max_bandwidth_mib;   /* MiB/s; 0: unlimited */
 	uint32_t timeout_s;           /* default MIG_DEFAULT_TIMEOUT_S */
 	enum mig_mode_param mode;     /* default precopy */
+	bool verify;                  /* pre-copy: the destination checks every page's CRC */
 	struct mig_tls_params tls;
 };
 

@@ -143,6 +143,9 @@ const char cli_usage_migrate[] =
 	"                       destination's certificate must be signed by, and the name it\n"
 	"                       must carry (default: the HOST of a tcp: URL)\n"
 	"  --no-wait            start the migration and return (follow it with --status)\n"
+	"  --verify             at the switch-over the destination compares every page with\n"
+	"                       the source's CRC-32 and refuses to run on a copy that\n"
+	"                       differs (the VM then runs on here); precopy and auto only\n"
 	"\n"
 	"On a terminal a progress bar shows the pass, MiB sent and left, the rate,\n"
 	"the guest's dirty rate, the ETA and any vCPU throttling; otherwise one line\n"
@@ -890,7 +893,7 @@ static int parse_migrate(int argc, char **argv, struct cli_opts *o, struct confi
 			return 0;
 		}
 		static const char *const flags[] = {"--cancel", "--status", "--json", "--no-wait",
-						    "--postcopy", NULL};
+						    "--postcopy", "--verify", NULL};
 		bool is_flag = false;
 		for (int k = 0; flags[k]; k++)
 			is_flag |= !strcmp(name, flags[k]);
@@ -906,6 +909,8 @@ static int parse_migrate(int argc, char **argv, struct cli_opts *o, struct confi
 			} else {
 				if (!strcmp(name, "--no-wait"))
 					o->mig_no_wait = true;
+				else if (!strcmp(name, "--verify"))
+					p->verify = true;
 				else
 					postcopy = true;
 				send_opt = send_opt ? send_opt : arg;
@@ -974,6 +979,9 @@ static int parse_migrate(int argc, char **argv, struct cli_opts *o, struct confi
 			return fail(e, "migrate: --postcopy and --mode %s contradict each other", mode);
 		p->mode = MIGP_POSTCOPY;
 	}
+	if (p->verify && (p->mode == MIGP_POSTCOPY || p->mode == MIGP_LOCAL))
+		return fail(e, "migrate: --verify compares memory after pre-copy's last pass: not "
+			       "with --mode %s", p->mode == MIGP_LOCAL ? "local" : "postcopy");
 	if (p->mode == MIGP_LOCAL && strncmp(p->url, "unix:", 5))
 		return fail(e, "migrate: --mode local hands guest memory over a Unix socket: it needs "
 			       "--to unix:PATH");

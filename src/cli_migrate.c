@@ -126,6 +126,8 @@ char *cli_mig_send_body(const struct mig_send_params *p)
 	json_object_object_add(b, "max_bandwidth_mib", json_object_new_int64((int64_t)p->max_bandwidth_mib));
 	json_object_object_add(b, "timeout_s", json_object_new_int64(p->timeout_s));
 	json_object_object_add(b, "mode", json_object_new_string(fc_mig_mode_name(p->mode)));
+	if (p->verify)
+		json_object_object_add(b, "verify", json_object_new_boolean(1));
 	if (p->tls.enabled) {
 		struct json_object *t = json_object_new_object();
 		json_object_object_add(t, "cert", json_object_new_string(p->tls.cert));

@@ -1403,7 +1403,7 @@ out:
 static int dec_mig_send(struct dec *d, struct json_object *o, struct vm_action *a)
 {
 	static const char *const fields[] = {"url", "downtime_limit_ms", "max_bandwidth_mib", "timeout_s",
-					     "mode", "tls", NULL};
+					     "mode", "tls", "verify", NULL};
 	struct mig_send_params *p = &a->u.mig_send;
 	a->kind = ACT_MIGRATION_SEND;
 	uint64_t downtime = MIG_DEFAULT_DOWNTIME_MS, timeout = MIG_DEFAULT_TIMEOUT_S;
@@ -1414,11 +1414,16 @@ static int dec_mig_send(struct dec *d, struct json_object *o, struct vm_action *
 			  &p->max_bandwidth_mib)) < 0 ||
 	    (r = get_uint(d, o, "timeout_s", false, 1, FC_MIG_MAX_TIMEOUT_S, &timeout)) < 0 ||
 	    (r = get_enum(d, o, "mode", false, mig_mode_names, false, &mode)) < 0 ||
+	    (r = get_bool(d, o, "verify", false, &p->verify)) < 0 ||
 	    (r = dec_mig_tls(d, o, true, &p->tls)) < 0)
 		return r;
 	p->downtime_limit_ms = (uint32_t)downtime;
 	p->timeout_s = (uint32_t)timeout;
 	p->mode = (enum mig_mode_param)mode;
+	if (p->verify && (p->mode == MIGP_POSTCOPY || p->mode == MIGP_LOCAL))
+		return fail(d, "invalid value for `verify`: it compares memory after pre-copy's last "
+			       "pass, which mode `%s` does not have",
+			    p->mode == MIGP_LOCAL ? "local" : "postcopy");
 	/* guest memory's file descriptor travels over the Unix socket */
 	if (p->mode == MIGP_LOCAL && strncmp(p->url, "unix:", 5))
 		return fail(d, "invalid value for `mode`: `local` hands guest memory over a Unix "

@@ -585,6 +585,31 @@ static int send_pass(struct src *s, const uint64_t *bits, uint32_t pass, char *e
 	return 0;
 }
 
+/* VERIFY (the guest paused, its last pass sent): every page's CRC, for
+ * the destination to compare with what it holds. */
+static int send_verify(struct src *s, char *err, size_t errlen)
+{
+	uint8_t *p = malloc(MIG_VERIFY_HDR + 4ull * MIG_VERIFY_PAGES);
+	if (!p)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	int r = 0;
+	for (uint64_t pg = 0; pg < s->npages && !r; pg += MIG_VERIFY_PAGES) {
+		uint32_t n = (uint32_t)(s->npages - pg < MIG_VERIFY_PAGES ? s->npages - pg
+									  : MIG_VERIFY_PAGES);
+		put_le64(p, pg);
+		put_le32(p + 8, n);
+		put_le32(p + 12, 0);
+		mig_verify_crcs(s->base, pg, n, p + MIG_VERIFY_HDR);
+		if ((r = send_msg(s->c, MIG_MSG_VERIFY, p, MIG_VERIFY_HDR + 4u * n)))
+			err_set(err, errlen, r, "sending VERIFY: %s", strerror(-r));
+	}
+	free(p);
+	if (!r)
+		log_info("migration: the CRC of each of %llu pages sent for the destination to "
+			 "verify", (unsigned long long)s->npages);
+	return r;
+}
+
 static int hello(struct migration *m, struct mig_conn *c, struct msgbuf *mb, int memfd, char *err,
 		 size_t errlen)
 {
@@ -942,6 +967,8 @@ static void *source_thread(void *arg)
 		s.pass_t0 = mono_ns();
 		s.pass_bytes0 = mig_conn_bytes_out(c);
 		r = send_pass(&s, bits, UINT32_MAX, err, sizeof(err));
+		if (!r && m->sp.verify)
+			r = send_verify(&s, err, sizeof(err));
 	}
 	if (!r && (r = send_msg(c, MIG_MSG_STATE, st.buf, (uint32_t)st.len)))
 		err_set(err, sizeof(err), r, "sending the state: %s", strerror(-r));

@@ -11,6 +11,7 @@
 #include "../snapshot/config_section.h"
 #include "../snapshot/format.h"
 #include "../util/bytes.h"
+#include "../util/log.h"
 
 static const char *const msg_names[] = {
 	[MIG_MSG_HELLO] = "HELLO",	[MIG_MSG_HELLO_OK] = "HELLO_OK", [MIG_MSG_PAGES] = "PAGES",
@@ -18,6 +19,7 @@ static const char *const msg_names[] = {
 	[MIG_MSG_READY] = "READY",	[MIG_MSG_GO] = "GO",		 [MIG_MSG_RUNNING] = "RUNNING",
 	[MIG_MSG_ERROR] = "ERROR",	[MIG_MSG_POSTCOPY] = "POSTCOPY",
 	[MIG_MSG_PAGE_REQ] = "PAGE_REQ", [MIG_MSG_POSTCOPY_END] = "POSTCOPY_END",
+	[MIG_MSG_VERIFY] = "VERIFY",
 	[MIG_MSG_DONE] = "DONE",
 };
 
@@ -299,6 +301,63 @@ void mig_rx_applied(struct mig_rx *rx)
 		rx->phase = MIG_RX_GO;
 }
 
+/* The guest address of byte @off of guest memory (its regions in order). */
+static uint64_t off_gpa(const struct guest_mem *m, uint64_t off)
+{
+	for (int i = 0; i < m->nregions; i++) {
+		uint64_t start = (uint64_t)(m->regions[i].hva - m->base);
+		if (off >= start && off - start < m->regions[i].size)
+			return m->regions[i].gpa + (off - start);
+	}
+	return off;
+}
+
+void mig_verify_crcs(const uint8_t *base, uint64_t first, uint32_t count, uint8_t *out)
+{
+	for (uint32_t i = 0; i < count; i++)
+		put_le32(out + 4u * i, snap_crc32(base + (first + i) * 4096, 4096));
+}
+
+/* VERIFY: this side's copy of the pages must match the source's CRCs (the
+ * source is paused, its last pass sent).  A difference is a bug in dirty
+ * tracking or the stream: the VM must not run on a copy that differs. */
+static int rx_verify(struct mig_rx *rx, const uint8_t *p, uint32_t len)
+{
+	if (len < MIG_VERIFY_HDR)
+		return rx_fail(rx, -EINVAL, "VERIFY message of %u bytes", len);
+	uint64_t first = get_le64(p);
+	uint32_t count = get_le32(p + 8);
+	if (get_le32(p + 12) || !count || count > MIG_VERIFY_PAGES ||
+	    len != MIG_VERIFY_HDR + 4ull * count || first > rx->npages || count > rx->npages - first)
+		return rx_fail(rx, -EINVAL, "VERIFY of %u pages from page %llu (of %llu) in %u bytes",
+			       count, (unsigned long long)first, (unsigned long long)rx->npages, len);
+	uint8_t crc[4];
+	uint64_t bad = 0, first_bad = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t pg = first + i;
+		mig_verify_crcs(rx->mem->base, pg, 1, crc);
+		if (!memcmp(crc, p + MIG_VERIFY_HDR + 4u * i, 4))
+			continue;
+		if (!bad++)
+			first_bad = pg;
+		if (bad <= 16)
+			log_error("migration verify: the page at guest address 0x%llx differs "
+				  "(source CRC %08x, here %08x%s)",
+				  (unsigned long long)off_gpa(rx->mem, pg * 4096),
+				  get_le32(p + MIG_VERIFY_HDR + 4u * i), get_le32(crc),
+				  rx->written[pg / 8] & (1u << (pg % 8)) ? "" : ", never sent with data");
+	}
+	rx->verified += count;
+	rx->verify_bad += bad;
+	if (bad)
+		return rx_fail(rx, -EIO,
+			       "verify: guest memory here differs from the source's in %llu of "
+			       "%u pages (the first at guest address 0x%llx)",
+			       (unsigned long long)bad, count,
+			       (unsigned long long)off_gpa(rx->mem, first_bad * 4096));
+	return MIG_RX_CONTINUE;
+}
+
 static int rx_pages(struct mig_rx *rx, const uint8_t *p, uint32_t len, bool data)
 {
 	struct mig_run *runs = malloc(MIG_MAX_RUNS * sizeof(*runs));
@@ -404,6 +463,7 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 		break;
 	case MIG_RX_MEMORY:
 		ok = h->type == MIG_MSG_PASS || h->type == MIG_MSG_STATE ||
+		     (h->type == MIG_MSG_VERIFY && !rx->postcopy) ||
 		     (page_msg && rx->mode != MIG_MODE_LOCAL) ||
 		     (h->type == MIG_MSG_POSTCOPY && !rx->postcopy &&
 		      (rx->mode == MIG_MODE_POSTCOPY || rx->mode == MIG_MODE_AUTO));
@@ -450,6 +510,8 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 		return MIG_RX_DO_RUN;
 	case MIG_MSG_POSTCOPY:
 		return rx_postcopy(rx, p, h->len);
+	case MIG_MSG_VERIFY:
+		return rx_verify(rx, p, h->len);
 	case MIG_MSG_POSTCOPY_END:
 		if (h->len)
 			return rx_fail(rx, -EINVAL, "POSTCOPY_END with a payload");

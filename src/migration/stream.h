@@ -29,6 +29,8 @@ struct guest_mem;
 #define MIG_BATCH_PAGES 256         /* pages of data in one PAGES message (1 MiB) */
 #define MIG_MAX_RUNS 4096           /* runs in one PAGES or ZERO message */
 #define MIG_ERROR_MAX 1024          /* bytes of an ERROR message's text */
+#define MIG_VERIFY_PAGES (1u << 20) /* pages one VERIFY message covers at most */
+#define MIG_VERIFY_HDR 16
 
 /* How the source moves memory (PUT /migration/send "mode"). */
 enum mig_mode { MIG_MODE_PRECOPY, MIG_MODE_POSTCOPY, MIG_MODE_AUTO, MIG_MODE_LOCAL, MIG_MODE_MAX };
@@ -48,7 +50,9 @@ enum mig_msg_type {
 	MIG_MSG_PAGE_REQ,    /* dst (post-copy): u64 page wanted now */
 	MIG_MSG_POSTCOPY_END, /* src: every page of the bitmap was sent */
 	MIG_MSG_DONE,        /* dst: every page is in; the source may go */
-	MIG_MSG_TYPE_MAX = MIG_MSG_DONE,
+	MIG_MSG_VERIFY,      /* src (pre-copy, paused, after the last pass): u64 first page,
+			      * u32 count, u32 0, then count CRC-32s (u32) of those pages */
+	MIG_MSG_TYPE_MAX = MIG_MSG_VERIFY,
 };
 
 const char *mig_msg_name(uint32_t type);
@@ -122,6 +126,7 @@ struct mig_rx {
 	uint32_t mode;          /* from HELLO (enum mig_mode) */
 	uint8_t *written;       /* bitmap: pages this side wrote data into */
 	uint64_t pages_data, pages_zero, passes, msgs;
+	uint64_t verified, verify_bad; /* pages VERIFY compared, and how many differed */
 	/* post-copy: the pages the destination still lacks (bit per page,
 	 * cleared as each is installed: atomically, a fault thread reads it),
 	 * how many, and how a page is installed (UFFDIO_COPY / ZEROPAGE;
@@ -133,6 +138,10 @@ struct mig_rx {
 	void *install_ctx;
 	char err[512];
 };
+
+/* VERIFY's CRC-32s of pages [first, first+count) of @base, little-endian
+ * u32 each, into @out (4 * count bytes). */
+void mig_verify_crcs(const uint8_t *base, uint64_t first, uint32_t count, uint8_t *out);
 
 void mig_rx_init(struct mig_rx *rx);
 void mig_rx_free(struct mig_rx *rx);

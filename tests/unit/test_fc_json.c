@@ -1524,7 +1524,11 @@ TEST(migration_send_accepted)
 	CHECK_EQ(A.u.mig_send.timeout_s, MIG_DEFAULT_TIMEOUT_S);
 	CHECK_EQ(A.u.mig_send.timeout_s, 3600);
 	CHECK_EQ(A.u.mig_send.mode, MIGP_PRECOPY);
+	CHECK(!A.u.mig_send.verify);
 	CHECK(!A.u.mig_send.tls.enabled);
+	ACCEPTED("PUT", "/migration/send", "{\"url\": \"unix:/d\", \"verify\": true, \"mode\": \"auto\"}",
+		 ACT_MIGRATION_SEND);
+	CHECK(A.u.mig_send.verify);
 	/* every field */
 	ACCEPTED("PUT", "/migration/send",
 		 "{\"url\": \"tcp:10.0.0.2:4444\", \"downtime_limit_ms\": 20, \"max_bandwidth_mib\": 1000, "
@@ -1620,6 +1624,11 @@ TEST(migration_send_refused)
 		{"{\"url\": \"tcp:10.0.0.2:4444\", \"mode\": \"local\"}",
 		 "`local` hands guest memory over a Unix socket: it needs a `unix:PATH` url"},
 		{"{\"url\": \"unix:/s\", \"tls\": true}", "invalid type for `tls`: expected an object"},
+		{"{\"url\": \"unix:/s\", \"verify\": 1}", "invalid type for `verify`"},
+		{"{\"url\": \"unix:/s\", \"verify\": true, \"mode\": \"postcopy\"}",
+		 "invalid value for `verify`: it compares memory after pre-copy's last pass, which mode "
+		 "`postcopy` does not have"},
+		{"{\"url\": \"unix:/s\", \"verify\": true, \"mode\": \"local\"}", "mode `local` does not have"},
 		{"{\"url\": \"unix:/s\", \"tls\": {}}", "missing field `tls.cert`"},
 		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"key\": \"k\"}}", "missing field `tls.ca`"},
 		{"{\"url\": \"unix:/s\", \"tls\": {\"cert\": \"c\", \"ca\": \"a\"}}", "missing field `tls.key`"},

@@ -305,6 +305,77 @@ TEST(rx_state_ready_go)
 	mig_rx_free(&rx);
 }
 
+/* VERIFY: the CRCs of this side's pages must be the source's */
+TEST(rx_verify)
+{
+	struct mig_rx rx;
+	struct guest_mem m;
+	rx_ready(&rx, &m, MIG_MODE_PRECOPY);
+	static uint8_t p[MIG_VERIFY_HDR + 4 * NPAGES + 8];
+	memset(m.base + 2 * 4096, 0x5a, 4096);
+	put_le64(p, 0);
+	put_le32(p + 8, NPAGES);
+	put_le32(p + 12, 0);
+	mig_verify_crcs(m.base, 0, NPAGES, p + MIG_VERIFY_HDR);
+	size_t len = MIG_VERIFY_HDR + 4 * NPAGES;
+	CHECK_EQ(feed(&rx, MIG_MSG_VERIFY, p, len), MIG_RX_CONTINUE);
+	CHECK_EQ(rx.verified, NPAGES);
+	CHECK_EQ(rx.verify_bad, 0);
+	/* a tail only */
+	put_le64(p, NPAGES - 2);
+	put_le32(p + 8, 2);
+	mig_verify_crcs(m.base, NPAGES - 2, 2, p + MIG_VERIFY_HDR);
+	CHECK_EQ(feed(&rx, MIG_MSG_VERIFY, p, MIG_VERIFY_HDR + 8), MIG_RX_CONTINUE);
+	/* malformed: wrong length, past the end, zero count, flags set */
+	const struct {
+		uint64_t first;
+		uint32_t count, flags;
+		size_t len;
+	} bad[] = {{0, 2, 0, MIG_VERIFY_HDR + 4},
+		   {NPAGES - 1, 2, 0, MIG_VERIFY_HDR + 8},
+		   {UINT64_MAX, 1, 0, MIG_VERIFY_HDR + 4},
+		   {0, 0, 0, MIG_VERIFY_HDR},
+		   {0, 1, 1, MIG_VERIFY_HDR + 4},
+		   {0, 1, 0, 8}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		guest_mem_destroy(&m);
+		mig_rx_free(&rx);
+		rx_ready(&rx, &m, MIG_MODE_PRECOPY);
+		put_le64(p, bad[i].first);
+		put_le32(p + 8, bad[i].count);
+		put_le32(p + 12, bad[i].flags);
+		CHECK_EQ(feed(&rx, MIG_MSG_VERIFY, p, bad[i].len), -EINVAL);
+		CHECK_EQ(rx.phase, MIG_RX_FAILED);
+	}
+	/* one page differs: refused, with its address */
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+	rx_ready(&rx, &m, MIG_MODE_PRECOPY);
+	put_le64(p, 0);
+	put_le32(p + 8, NPAGES);
+	put_le32(p + 12, 0);
+	mig_verify_crcs(m.base, 0, NPAGES, p + MIG_VERIFY_HDR);
+	m.base[5 * 4096 + 17] = 1;
+	CHECK_EQ(feed(&rx, MIG_MSG_VERIFY, p, len), -EIO);
+	CHECK_EQ(rx.verify_bad, 1);
+	CHECK(strstr(rx.err, "differs") != NULL);
+	CHECK(strstr(rx.err, "1 of") != NULL);
+	CHECK(strstr(rx.err, "0x5000") != NULL);
+	/* not after the state, not in post-copy */
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+	rx_ready(&rx, &m, MIG_MODE_PRECOPY);
+	size_t hl;
+	uint8_t *b = hello(MSIZE, 0, 4096, true, &hl);
+	CHECK_EQ(feed(&rx, MIG_MSG_STATE, b, hl), MIG_RX_DO_APPLY);
+	mig_rx_applied(&rx);
+	mig_verify_crcs(m.base, 0, NPAGES, p + MIG_VERIFY_HDR);
+	CHECK_EQ(feed(&rx, MIG_MSG_VERIFY, p, len), -EPROTO);
+	free(b);
+	guest_mem_destroy(&m);
+	mig_rx_free(&rx);
+}
+
 TEST(rx_peer_error_is_sanitised)
 {
 	struct mig_rx rx;
