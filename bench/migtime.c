@@ -424,8 +424,9 @@ static int do_visor(int argc, char **argv)
 {
 	const char *src = NULL, *dst = NULL, *url = NULL, *mode = "precopy";
 	long long downtime = 50, tmo = 600;
+	bool verify = false;
 	int o;
-	while ((o = getopt(argc, argv, "s:d:u:l:m:t:L:")) != -1) {
+	while ((o = getopt(argc, argv, "s:d:u:l:m:t:L:V")) != -1) {
 		switch (o) {
 		case 's': src = optarg; break;
 		case 'd': dst = optarg; break;
@@ -434,6 +435,7 @@ static int do_visor(int argc, char **argv)
 		case 'm': mode = optarg; break;
 		case 't': tmo = atoll(optarg); break;
 		case 'L': label = optarg; break;
+		case 'V': verify = true; break;
 		default: return 2;
 		}
 	}
@@ -451,8 +453,8 @@ static int do_visor(int argc, char **argv)
 		goto report;
 	snprintf(body, sizeof(body),
 		 "{\"url\": \"%s\", \"downtime_limit_ms\": %lld, \"max_bandwidth_mib\": 0, "
-		 "\"timeout_s\": %lld, \"mode\": \"%s\"}",
-		 url, downtime, tmo, mode);
+		 "\"timeout_s\": %lld, \"mode\": \"%s\"%s}",
+		 url, downtime, tmo, mode, verify ? ", \"verify\": true" : "");
 	int64_t t0 = now_ms();
 	t0_abs = t0;
 	int st = http_req(&s, "PUT", "/migration/send", body, out, sizeof(out));
