@@ -129,6 +129,7 @@ struct console_out {
 	int fd;              /* owned; -1 while a FIFO has no reader */
 	char *fifo_path;     /* FIFO from a path: reopened when a reader comes */
 	uint64_t fifo_retry_ns;
+	bool fifo_retry_wanted; /* output came while no reader: the writer reopens */
 	bool broken;         /* the reader is gone for good: drop everything */
 	int wake_efd;        /* wakes the writer's poll (NONBLOCK, SOCKET) */
 	uint8_t *buf;        /* ring of CONSOLE_OUT_BUF_SIZE bytes (not DIRECT) */
@@ -236,24 +237,35 @@ static void out_flush_nb(struct console_out *o)
 	}
 }
 
-/* A FIFO without reader: try to open it again, at most every
- * CONSOLE_FIFO_RETRY_MS (lock held). */
-static void out_fifo_retry(struct console_out *o)
-{
-	if (o->fd >= 0 || !o->fifo_path)
-		return;
-	uint64_t now = now_ns();
-	if (now < o->fifo_retry_ns)
-		return;
-	o->fifo_retry_ns = now + CONSOLE_FIFO_RETRY_MS * NS_PER_MS;
-	o->fd = open(o->fifo_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-}
-
 static void out_wake(struct console_out *o)
 {
 	uint64_t one = 1;
 	ssize_t r = write(o->wake_efd, &one, sizeof(one));
 	(void)r;
+}
+
+/* A FIFO without reader got output (lock held): ask the writer thread to
+ * open it again, at most every CONSOLE_FIFO_RETRY_MS.  The writer opens,
+ * not the caller: a vCPU thread (the serial port) opens no files, and its
+ * seccomp filter does not let it. */
+static void out_fifo_want(struct console_out *o)
+{
+	if (o->fd >= 0 || !o->fifo_path || o->fifo_retry_wanted || now_ns() < o->fifo_retry_ns)
+		return;
+	o->fifo_retry_wanted = true;
+	out_wake(o);
+}
+
+/* The writer thread (lock held): the reopen out_fifo_want asked for. */
+static void out_fifo_retry(struct console_out *o)
+{
+	if (!o->fifo_retry_wanted)
+		return;
+	o->fifo_retry_wanted = false;
+	if (o->fd >= 0 || !o->fifo_path)
+		return;
+	o->fifo_retry_ns = now_ns() + CONSOLE_FIFO_RETRY_MS * NS_PER_MS;
+	o->fd = open(o->fifo_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 }
 
 /* Writer of NONBLOCK and SOCKET outputs: waits for buffered data and for
@@ -263,6 +275,7 @@ static void *out_writer_poll(void *arg)
 	struct console_out *o = arg;
 	pthread_mutex_lock(&o->lock);
 	while (!o->stopping) {
+		out_fifo_retry(o);
 		out_flush_nb(o);
 		bool want_out = o->len && o->fd >= 0 && !o->broken;
 		o->writer_idle = !want_out;
@@ -617,9 +630,10 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 	pthread_mutex_lock(&o->lock);
 	if (o->stopping || o->broken)
 		goto out;
-	out_fifo_retry(o);
-	if (o->fd < 0)
+	if (o->fd < 0) {
+		out_fifo_want(o);
 		goto out;
+	}
 	switch (o->kind) {
 	case OUT_DIRECT:
 		while (done < len) {

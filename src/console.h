@@ -86,8 +86,9 @@ int console_set_output_fd(struct console *c, int fd, unsigned flags);
  * "serial_out_path") instead: a regular file is created if missing (mode
  * 0600) and appended to; a FIFO is opened O_WRONLY|O_NONBLOCK, and while
  * nobody has it open for reading (or after the reader went away) guest
- * output is dropped and counted, the FIFO being reopened at most every
- * CONSOLE_FIFO_RETRY_MS when output arrives; other files (a terminal, a
+ * output is dropped and counted, the FIFO being reopened (by the output's
+ * writer thread, not the caller) at most every CONSOLE_FIFO_RETRY_MS when
+ * output arrives; other files (a terminal, a
  * character device) are written non-blocking through the ring.  Same
  * calling rules as console_set_output_fd().  0 / -errno with a one-line
  * message in @err; the previous output is kept on error. */

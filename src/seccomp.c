@@ -94,13 +94,14 @@ static const char *const g_fdsetup[] = {
 static const char *const g_api[] = {"accept4", "epoll_ctl", "epoll_wait", "recvfrom", "sendto",
 				    "shutdown", "timerfd_settime", NULL};
 /* A vCPU: a device it emulates may re-arm what the loop waits on (e.g.
- * virtio-net's tap after the driver added receive buffers).  openat: one
- * open from a vCPU thread of a restored VM was seen in the lab (virtio-
- * restored suite) whose caller is not yet known (docs/security.md); it
- * stays allowed until that is found, rather than kill a working VM. */
-static const char *const g_vcpu[] = {"epoll_ctl", "openat", NULL};
-/* The console writer: stdout and its wake-up eventfd. */
+ * virtio-net's tap after the driver added receive buffers). */
+static const char *const g_vcpu[] = {"epoll_ctl", NULL};
+/* Waiting in poll: the console writer (stdout and its wake-up eventfd),
+ * the post-copy fault thread. */
 static const char *const g_console[] = {"poll", "ppoll", NULL};
+/* The console writer: a serial output FIFO whose reader came back is
+ * opened again (console.c, out_fifo_retry; not on the vCPU that wrote). */
+static const char *const g_fifo[] = {"openat", NULL};
 /* Files: disk images, snapshots, kernels, the metrics and log files, the
  * API and migration sockets' paths. */
 static const char *const g_files[] = {
@@ -193,7 +194,7 @@ static const struct kind_spec specs[SEC_NKINDS] = {
 		     {AF_UNIX, AF_INET, AF_INET6}},
 	[SEC_VCPU] = {{g_base, g_vcpu}, {i_kvm_vcpu_run}, {0}},
 	[SEC_API] = {{g_base, g_api}, {0}, {0}},
-	[SEC_CONSOLE] = {{g_base, g_console}, {0}, {0}},
+	[SEC_CONSOLE] = {{g_base, g_console, g_fifo}, {0}, {0}},
 	[SEC_MIGRATION] = {{g_base, g_wait, g_fdsetup, g_sock, g_files, g_sched, g_uffd},
 			   {i_files, i_uffd},
 			   {AF_UNIX, AF_INET, AF_INET6}},
