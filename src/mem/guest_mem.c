@@ -218,7 +218,7 @@ static void mark_pages(const struct guest_mem *m, uint64_t first, uint64_t last)
 
 static bool marking(const struct guest_mem *m)
 {
-	return m->dirty || atomic_load_explicit(&m->mig, memory_order_relaxed);
+	return guest_mem_marking(m);
 }
 
 int guest_mem_mig_start(struct guest_mem *m)

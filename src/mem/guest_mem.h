@@ -109,15 +109,23 @@ int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *written);
  */
 /* Start tracking: an all-clear bitmap.  0 or -ENOMEM. */
 int guest_mem_track_dirty(struct guest_mem *m);
+/* Snapshot tracking (track_dirty_pages) is on. */
 static inline bool guest_mem_tracking(const struct guest_mem *m)
 {
 	return m->dirty != NULL;
+}
+/* Anybody wants marks: snapshot tracking or a migration in flight.  What
+ * decides whether a writer marks is this, never guest_mem_tracking: a
+ * migration without track_dirty_pages needs every VMM write too. */
+static inline bool guest_mem_marking(const struct guest_mem *m)
+{
+	return m->dirty || atomic_load_explicit(&m->mig, memory_order_relaxed);
 }
 /* Mark the pages of host range [hva, hva+len) (clipped to guest RAM). */
 void guest_mem_mark_range(const struct guest_mem *m, const void *hva, uint64_t len);
 static inline void guest_mem_mark(const struct guest_mem *m, const void *hva, uint64_t len)
 {
-	if (m->dirty || atomic_load_explicit(&m->mig, memory_order_relaxed))
+	if (guest_mem_marking(m))
 		guest_mem_mark_range(m, hva, len);
 }
 /* Mark every page (when what was written cannot be told). */

@@ -1350,4 +1350,41 @@ TEST(dirty_mark_covers_the_used_ring_and_only_chains_still_in_flight)
 	drv_fini(&v);
 }
 
+/* A migration without track_dirty_pages: only its own bitmap is on, and
+ * pops and the re-marks at each pass must reach it (they did not: the
+ * checks asked for snapshot tracking, so a migrated guest lost what the
+ * devices wrote after the first pass, its used rings among them). */
+TEST(dirty_marks_reach_a_migration_without_snapshot_tracking)
+{
+	struct drv v;
+	struct virtq_chain c, scratch;
+	CHECK_EQ(drv_init_mem(&v, MEM_SIZE, MEM_SIZE, MEM_SIZE), 0);
+	CHECK(!guest_mem_tracking(&v.mem));
+	CHECK_EQ(guest_mem_mig_start(&v.mem), 0);
+	CHECK(guest_mem_marking(&v.mem));
+	drv_geometry(&v, 8, DESC_GPA, AVAIL_GPA, USED_GPA);
+	CHECK_EQ(virtq_activate(&v.q, &v.mem, 0), 0);
+	uint64_t words = guest_mem_bitmap_words(&v.mem);
+	uint64_t *bits = calloc((size_t)words, sizeof(*bits));
+	CHECK(bits != NULL);
+	CHECK_EQ(guest_mem_mig_take(&v.mem, bits), 1); /* the used ring, at activation */
+	CHECK(bits[(USED_GPA >> 12) / 64] & (1ull << ((USED_GPA >> 12) % 64)));
+	drv_desc(&v, 0, 0x200000, 16, VIRTQ_DESC_F_WRITE, 0);
+	drv_avail(&v, 0);
+	CHECK_EQ(virtq_pop(&v.q, &c), 1);
+	memset(bits, 0, (size_t)words * sizeof(*bits));
+	CHECK_EQ(guest_mem_mig_take(&v.mem, bits), 1); /* the popped buffer */
+	CHECK(bits[0x200 / 64] & (1ull << (0x200 % 64)));
+	/* a pass: the used ring and the chain in flight again */
+	virtq_mark_dirty(&v.q, &scratch);
+	memset(bits, 0, (size_t)words * sizeof(*bits));
+	CHECK_EQ(guest_mem_mig_take(&v.mem, bits), 2);
+	CHECK(bits[0x200 / 64] & (1ull << (0x200 % 64)));
+	CHECK(bits[(USED_GPA >> 12) / 64] & (1ull << ((USED_GPA >> 12) % 64)));
+	guest_mem_mig_stop(&v.mem);
+	CHECK(!guest_mem_marking(&v.mem));
+	free(bits);
+	drv_fini(&v);
+}
+
 TEST_MAIN()

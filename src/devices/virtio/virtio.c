@@ -368,7 +368,7 @@ void virtio_dev_signal_used(struct virtio_dev *d, uint16_t q)
 
 void virtio_dev_mark_dirty(struct virtio_dev *d)
 {
-	if (!guest_mem_tracking(d->mem))
+	if (!guest_mem_marking(d->mem))
 		return;
 	struct virtq_chain *c = malloc(sizeof(*c));
 	pthread_mutex_lock(&d->lock);

@@ -298,7 +298,7 @@ static int walk_chain(const struct virtq *q, uint16_t head, struct virtq_chain *
  * until it pushes the chain, so they are marked when it gets it. */
 static void mark_writable(const struct virtq *q, const struct virtq_chain *c)
 {
-	if (!guest_mem_tracking(q->mem))
+	if (!guest_mem_marking(q->mem))
 		return;
 	for (uint16_t i = c->nread; i < c->nsegs; i++)
 		guest_mem_mark_range(q->mem, c->segs[i].hva, c->segs[i].len);
@@ -590,7 +590,7 @@ int virtq_chain_reread(const struct virtq *q, uint16_t head, struct virtq_chain 
 
 void virtq_mark_dirty(const struct virtq *q, struct virtq_chain *scratch)
 {
-	if (!q->active || !guest_mem_tracking(q->mem))
+	if (!q->active || !guest_mem_marking(q->mem))
 		return;
 	guest_mem_mark_range(q->mem, q->used, used_bytes(q->size));
 	for (uint16_t h = 0; h < q->size; h++) {
