@@ -686,10 +686,11 @@ static int send_go(struct migration *m, struct mig_conn *c, bool *go, char *err,
 /* The hand-over after the state was sent: READY, disks, GO, RUNNING.
  * *@go: GO was sent (the source must not run again unless told). */
 static int handover(struct migration *m, struct mig_conn *c, struct msgbuf *mb, bool *go,
-		    char *err, size_t errlen)
+		    uint64_t *t_ready, char *err, size_t errlen)
 {
 	(void)mig_conn_set_timeout(c, MIG_ANSWER_TIMEOUT_MS);
 	int r = expect(c, MIG_MSG_READY, mb, err, errlen);
+	*t_ready = mono_ns();
 	if (r)
 		return r;
 	if ((r = send_go(m, c, go, err, errlen)))
@@ -959,6 +960,7 @@ static void *source_thread(void *arg)
 		goto fail;
 	}
 	paused_by_us = st.was_running;
+	uint64_t t_paused = mono_ns(), t_pages = 0, t_verify = 0, t_state = 0;
 	log_debug("migration: switch-over: %llu more dirty pages", (unsigned long long)st.pages);
 	if (bits && postcopy) {
 		/* the pages left go after the switch-over: first which they are */
@@ -967,11 +969,14 @@ static void *source_thread(void *arg)
 		s.pass_t0 = mono_ns();
 		s.pass_bytes0 = mig_conn_bytes_out(c);
 		r = send_pass(&s, bits, UINT32_MAX, err, sizeof(err));
+		t_pages = mono_ns();
 		if (!r && m->sp.verify)
 			r = send_verify(&s, err, sizeof(err));
+		t_verify = mono_ns();
 	}
 	if (!r && (r = send_msg(c, MIG_MSG_STATE, st.buf, (uint32_t)st.len)))
 		err_set(err, sizeof(err), r, "sending the state: %s", strerror(-r));
+	t_state = mono_ns();
 	free(st.buf);
 	if (r)
 		goto fail;
@@ -982,9 +987,25 @@ static void *source_thread(void *arg)
 		if (r)
 			goto fail;
 	} else {
-		if ((r = handover(m, c, &mb, &go, err, sizeof(err))))
+		uint64_t t_ready = 0;
+		if ((r = handover(m, c, &mb, &go, &t_ready, err, sizeof(err))))
 			goto fail;
-		downtime = (mono_ns() - t_stop) / 1000000;
+		uint64_t t_end = mono_ns();
+		downtime = (t_end - t_stop) / 1000000;
+		/* where the pause went (from the stop to the destination running) */
+		if (!t_pages)
+			t_pages = t_verify = t_paused;
+		log_info("migration: switch-over of %llu ms: pause, collect and state %llu ms; last "
+			 "%llu pages %llu ms; verify %llu ms; state (%zu bytes) sent %llu ms; "
+			 "destination applied it %llu ms; ran %llu ms",
+			 (unsigned long long)downtime,
+			 (unsigned long long)((t_paused - t_stop) / 1000000),
+			 (unsigned long long)st.pages,
+			 (unsigned long long)((t_pages - t_paused) / 1000000),
+			 (unsigned long long)((t_verify - t_pages) / 1000000), st.len,
+			 (unsigned long long)((t_state - t_verify) / 1000000),
+			 (unsigned long long)((t_ready - t_state) / 1000000),
+			 (unsigned long long)((t_end - t_ready) / 1000000));
 	}
 	pthread_mutex_lock(&m->lock);
 	m->st.state = MIGS_COMPLETED;
@@ -1399,7 +1420,7 @@ static void *dest_thread(void *arg)
 		err_set(err, sizeof(err), r, "writing the preamble: %s", strerror(-r));
 		goto fail;
 	}
-	uint64_t t_go = 0;
+	uint64_t t_go = 0, t_apply = 0;
 	int step = 0; /* post-copy: the loop step in flight (1 apply, 2 run) */
 	for (;;) {
 		if (pc_on) {
@@ -1513,11 +1534,13 @@ static void *dest_thread(void *arg)
 			if ((r = snap_reader_open(mb.p, h.len, &rd, err, sizeof(err))))
 				goto fail;
 			struct call ap = {.rd = &rd};
+			t_apply = mono_ns();
 			if ((r = on_loop(m, step_apply, &ap))) {
 				snprintf(err, sizeof(err), "cannot apply the state: %s", ap.err);
 				goto fail;
 			}
 			mig_rx_applied(&rx);
+			t_apply = mono_ns() - t_apply;
 			if ((r = send_msg(c, MIG_MSG_READY, NULL, 0)))
 				goto io_fail;
 		} else if (a == MIG_RX_DO_RUN) {
@@ -1540,10 +1563,12 @@ static void *dest_thread(void *arg)
 	m->conn = NULL;
 	pthread_mutex_unlock(&m->lock);
 	log_info("incoming migration completed: %llu MiB received (%llu pages, %llu zero) in "
-		 "%llu passes; running",
+		 "%llu passes; state applied in %llu ms, GO to running %llu ms%s; running",
 		 (unsigned long long)(mig_conn_bytes_in(c) >> 20),
 		 (unsigned long long)rx.pages_data, (unsigned long long)rx.pages_zero,
-		 (unsigned long long)rx.passes);
+		 (unsigned long long)rx.passes, (unsigned long long)(t_apply / 1000000),
+		 (unsigned long long)((mono_ns() - t_go) / 1000000),
+		 rx.verified ? ", every page verified" : "");
 	mig_conn_close(c);
 	mig_rx_free(&rx);
 	free(mb.p);
