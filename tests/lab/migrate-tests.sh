@@ -36,7 +36,8 @@
 # migration tests (SKIP with the reason while `visor migrate --help` fails):
 #   migrate-precopy        hostA -> hostB with the guest busy (visor run
 #                          --incoming tcp:10.77.0.2:PORT on hostB, `visor
-#                          migrate VM --to URL` on hostA): the source exits 0,
+#                          migrate VM --to URL --verify` on hostA: every page
+#                          checked against the source's): the source exits 0,
 #                          the guest answers on the destination's console,
 #                          the counter goes on without a lost or doubled tick
 #                          and its step across the move is within the
@@ -53,7 +54,8 @@
 #                          running with nothing lost
 #   migrate-kill-destination   the destination killed in mid-flight: the
 #                          source keeps running, nothing lost
-#   migrate-back-and-forth A -> B -> A ... ten moves; every check after each
+#   migrate-back-and-forth A -> B -> A ... ten moves, each with --verify; every
+#                          check after each
 #
 # MIGTESTS="NAME..." runs only those migration tests (the others SKIP);
 # MIGTESTS_TRACE=1 prints every guest step and visor migrate's output as
@@ -472,7 +474,7 @@ if [ "$have_mig" != 0 ]; then
 	finish
 fi
 
-want migrate-precopy && migration_test migrate-precopy
+want migrate-precopy && migration_test migrate-precopy --verify
 want migrate-postcopy && migration_test migrate-postcopy --postcopy
 want migrate-local && migration_test migrate-local --mode local
 
@@ -574,7 +576,7 @@ back_and_forth_test() {
 		sleep 2
 		nh=$(other "$curh")
 		if [ $((moves % 2)) = 0 ]; then ns=vm1 nfd=6; else ns=vm2 nfd=7; fi
-		migrate_once "$cur" "$curh" "$ns" "$nfd" "$nh" "tcp:$(addr_of "$nh"):$MIGPORT"
+		migrate_once "$cur" "$curh" "$ns" "$nfd" "$nh" "tcp:$(addr_of "$nh"):$MIGPORT" --verify
 		[ -n "$why" ] && break
 		cat "$T/$cur.out" >>"$T/hist.out"
 		moves=$((moves + 1))
