@@ -89,7 +89,7 @@ kvm-guests: $(KVM_GUESTS)
 # Host-side helpers of the lab tests (static: they run inside the lab's L1).
 LAB_TOOLS := $(BUILD)/lab-tools/uds-tool $(BUILD)/lab-tools/tcp-tool $(BUILD)/lab-tools/snapcmp \
 	$(BUILD)/lab-tools/uffd-handler $(BUILD)/lab-tools/mig-proxy $(BUILD)/lab-tools/garp-watch \
-	$(BUILD)/lab-tools/mig-certs $(BUILD)/lab-tools/mktap
+	$(BUILD)/lab-tools/mig-certs $(BUILD)/lab-tools/mktap $(BUILD)/lab-tools/reclog
 # snapcmp decodes state files with visor's own code
 $(BUILD)/lab-tools/snapcmp: tests/lab/snapcmp.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -98,6 +98,10 @@ $(BUILD)/lab-tools/%: tests/lab/%.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
 $(BUILD)/lab-tools/tcp-tool: tests/guest/tcp-tool.c tests/guest/stream.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
+# the guest's record writer, on the host side to check disk images
+$(BUILD)/lab-tools/reclog: tests/guest/reclog.c tests/guest/stream.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 -static $(WARN) -o $@ $<
 # test certificates for the TLS migration tests (OpenSSL's API; the wrap

@@ -179,21 +179,18 @@ struct msgbuf {
 
 /* Read one message: header checked, payload read into mb and checked.
  * @fd (may be NULL): a file descriptor that came with the header. */
-static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, int *fd,
-		    char *err, size_t errlen)
+/* @fds (1 + CONFIG_MAX_NICS): local mode's HELLO brings guest memory's
+ * memfd, then the taps; they are only kept here (*@nfds of them): what
+ * they are is asked on the loop (step_build), whose filter allows the
+ * tap's ioctls, not this thread's. */
+static int recv_msg(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, int *fds,
+		    int *nfds, char *err, size_t errlen)
 {
 	uint8_t hb[MIG_HDR_LEN];
 	int r;
-	if (fd) {
-		/* local mode's HELLO: guest memory's memfd, then the taps */
-		int fds[1 + CONFIG_MAX_NICS], nfds = 0;
-		*fd = -1;
-		r = mig_conn_recv_fds(c, hb, sizeof(hb), fds, 1 + CONFIG_MAX_NICS, &nfds);
-		if (nfds > 0)
-			*fd = fds[0];
-		for (int i = 1; i < nfds; i++)
-			if (tap_adopt(fds[i]))
-				log_warn("migration: an fd that came with HELLO is not a tap: closed");
+	if (fds) {
+		*nfds = 0;
+		r = mig_conn_recv_fds(c, hb, sizeof(hb), fds, 1 + CONFIG_MAX_NICS, nfds);
 	} else {
 		r = mig_conn_read(c, hb, sizeof(hb));
 	}
@@ -228,7 +225,7 @@ static int peer_text(const struct mig_hdr *h, const struct msgbuf *mb, char *err
 static int expect(struct mig_conn *c, uint32_t want, struct msgbuf *mb, char *err, size_t errlen)
 {
 	struct mig_hdr h;
-	int r = recv_msg(c, &h, mb, NULL, err, errlen);
+	int r = recv_msg(c, &h, mb, NULL, NULL, err, errlen);
 	if (r)
 		return r;
 	if (h.type == MIG_MSG_ERROR)
@@ -247,7 +244,7 @@ static bool peer_error(struct mig_conn *c, struct msgbuf *mb, char *err, size_t 
 	for (int i = 0; i < 64; i++) {
 		struct mig_hdr h;
 		char e[256];
-		if (recv_msg(c, &h, mb, NULL, e, sizeof(e)))
+		if (recv_msg(c, &h, mb, NULL, NULL, e, sizeof(e)))
 			return false;
 		if (h.type == MIG_MSG_ERROR) {
 			peer_text(&h, mb, err, errlen);
@@ -421,6 +418,11 @@ static void step_yield(struct vm *vm, void *arg)
 static void step_build(struct vm *vm, void *arg)
 {
 	struct call *c = arg;
+	/* local mode: the taps that came with HELLO, for the NICs to take */
+	for (int i = 0; i < c->ntaps; i++)
+		if (tap_adopt(c->taps[i]))
+			log_warn("migration: an fd that came with HELLO is not a tap: closed");
+	c->ntaps = 0;
 	c->rc = vm_mig_incoming_build(vm, c->rd, c->memfd, &c->mem, c->err, sizeof(c->err));
 }
 
@@ -787,7 +789,7 @@ static int postcopy_source(struct src *s, uint64_t *bits, struct msgbuf *mb, uin
 			continue;
 		}
 		struct mig_hdr h;
-		if ((r = recv_msg(c, &h, mb, NULL, err, errlen)))
+		if ((r = recv_msg(c, &h, mb, NULL, NULL, err, errlen)))
 			return r;
 		switch (h.type) {
 		case MIG_MSG_PAGE_REQ: {
@@ -1421,6 +1423,7 @@ static void *dest_thread(void *arg)
 		goto fail;
 	}
 	uint64_t t_go = 0, t_apply = 0;
+	int taps[CONFIG_MAX_NICS], ntaps = 0; /* local mode: from HELLO, for step_build */
 	int step = 0; /* post-copy: the loop step in flight (1 apply, 2 run) */
 	for (;;) {
 		if (pc_on) {
@@ -1431,15 +1434,17 @@ static void *dest_thread(void *arg)
 				continue; /* nothing to read on the connection yet */
 		}
 		struct mig_hdr h;
-		int fd = -1;
+		int fds[1 + CONFIG_MAX_NICS], nfds = 0;
 		bool first = rx.phase == MIG_RX_HELLO;
-		r = recv_msg(c, &h, &mb, first && m->url.kind == MIG_URL_UNIX && !m->tls.enabled
-					       ? &fd : NULL,
+		r = recv_msg(c, &h, &mb,
+			     first && m->url.kind == MIG_URL_UNIX && !m->tls.enabled ? fds : NULL, &nfds,
 			     err, sizeof(err));
-		if (fd >= 0) {
+		if (nfds > 0) {
 			if (memfd >= 0)
 				close(memfd);
-			memfd = fd;
+			memfd = fds[0];
+			for (int i = 1; i < nfds; i++)
+				taps[ntaps++] = fds[i];
 		}
 		if (r)
 			goto fail;
@@ -1474,8 +1479,12 @@ static void *dest_thread(void *arg)
 				close(memfd);
 				memfd = -1;
 			}
-			struct call b = {.rd = &rd, .memfd = memfd};
+			struct call b = {.rd = &rd, .memfd = memfd, .ntaps = ntaps};
+			memcpy(b.taps, taps, sizeof(taps));
+			ntaps = 0; /* step_build's now */
 			r = on_loop(m, step_build, &b);
+			for (int i = 0; i < b.ntaps; i++) /* the loop never ran it */
+				close(b.taps[i]);
 			tap_adopt_clear(); /* what the machine did not take */
 			if (memfd >= 0) {
 				close(memfd); /* the machine keeps its own */
@@ -1580,6 +1589,8 @@ fail:
 		send_error(c, err);
 	if (memfd >= 0)
 		close(memfd);
+	for (int i = 0; i < ntaps; i++)
+		close(taps[i]);
 	tap_adopt_clear();
 	if (pc.rx) {
 		bool ran = m->st.state == MIGS_POSTCOPY;
