@@ -587,6 +587,22 @@ static int send_pass(struct src *s, const uint64_t *bits, uint32_t pass, char *e
 	return 0;
 }
 
+/* PASS_DONE for @pass: the destination took every page of it. */
+static int pass_done(struct mig_conn *c, struct msgbuf *mb, uint32_t pass, char *err, size_t errlen)
+{
+	struct mig_hdr h;
+	int r = recv_msg(c, &h, mb, NULL, NULL, err, errlen);
+	if (r)
+		return r;
+	if (h.type == MIG_MSG_ERROR)
+		return peer_text(&h, mb, err, errlen);
+	if (h.type != MIG_MSG_PASS_DONE || h.len != 16 || get_le32(mb->p) != pass ||
+	    get_le32(mb->p + 4))
+		return err_set(err, errlen, -EPROTO, "the destination sent %s (%u bytes) where "
+				 "PASS_DONE of pass %u was due", mig_msg_name(h.type), h.len, pass);
+	return 0;
+}
+
 /* VERIFY (the guest paused, its last pass sent): every page's CRC, for
  * the destination to compare with what it holds. */
 static int send_verify(struct src *s, char *err, size_t errlen)
@@ -894,8 +910,11 @@ static void *source_thread(void *arg)
 		for (;;) {
 			s.pass_t0 = mono_ns();
 			s.pass_bytes0 = mig_conn_bytes_out(c);
-			if ((r = send_pass(&s, pass ? bits : NULL, pass, err, sizeof(err))))
+			if ((r = send_pass(&s, pass ? bits : NULL, pass, err, sizeof(err))) ||
+			    (r = pass_done(c, &mb, pass, err, sizeof(err))))
 				goto fail;
+			/* from the pass's start to the destination having taken it
+			 * all: the rate of the whole path, queues drained */
 			uint64_t dt = mono_ns() - s.pass_t0;
 			uint64_t sent = mig_conn_bytes_out(c) - s.pass_bytes0;
 			uint64_t bw = dt ? sent * 1000000000ull / dt : 0; /* bytes/s */
@@ -1466,7 +1485,14 @@ static void *dest_thread(void *arg)
 			r = -EREMOTEIO;
 			goto fail;
 		}
-		if (a == MIG_RX_DO_BUILD) {
+		if (a == MIG_RX_DO_PASS_DONE) {
+			uint8_t pd[16];
+			put_le32(pd, rx.last_pass);
+			put_le32(pd + 4, 0);
+			put_le64(pd + 8, rx.pages_data + rx.pages_zero);
+			if ((r = send_msg(c, MIG_MSG_PASS_DONE, pd, sizeof(pd))))
+				goto io_fail;
+		} else if (a == MIG_RX_DO_BUILD) {
 			struct snap_reader rd;
 			if ((r = snap_reader_open(mb.p, h.len, &rd, err, sizeof(err))))
 				goto fail;

@@ -19,7 +19,7 @@ static const char *const msg_names[] = {
 	[MIG_MSG_READY] = "READY",	[MIG_MSG_GO] = "GO",		 [MIG_MSG_RUNNING] = "RUNNING",
 	[MIG_MSG_ERROR] = "ERROR",	[MIG_MSG_POSTCOPY] = "POSTCOPY",
 	[MIG_MSG_PAGE_REQ] = "PAGE_REQ", [MIG_MSG_POSTCOPY_END] = "POSTCOPY_END",
-	[MIG_MSG_VERIFY] = "VERIFY",
+	[MIG_MSG_VERIFY] = "VERIFY",	[MIG_MSG_PASS_DONE] = "PASS_DONE",
 	[MIG_MSG_DONE] = "DONE",
 };
 
@@ -494,7 +494,11 @@ int mig_rx_msg(struct mig_rx *rx, const struct mig_hdr *h, const uint8_t *p)
 		if (h->len != 16)
 			return rx_fail(rx, -EINVAL, "PASS message of %u bytes (16)", h->len);
 		rx->passes++;
-		return MIG_RX_CONTINUE;
+		rx->last_pass = get_le32(p);
+		/* every pass but the last (whose end is the state) is answered:
+		 * the source measures what this side takes, not what its socket
+		 * buffers hold, and switches over with nothing queued */
+		return rx->last_pass == UINT32_MAX ? MIG_RX_CONTINUE : MIG_RX_DO_PASS_DONE;
 	case MIG_MSG_STATE: {
 		struct snap_reader rd;
 		char e[256];

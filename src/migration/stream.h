@@ -22,7 +22,7 @@ struct guest_mem;
 
 #define MIG_MAGIC "VISORMIG"
 #define MIG_MAGIC_LEN 8
-#define MIG_VERSION 1
+#define MIG_VERSION 2 /* 2: PASS_DONE */
 #define MIG_PREAMBLE_LEN 16 /* magic, version u32, flags u32 (0) */
 #define MIG_HDR_LEN 16
 #define MIG_MAX_PAYLOAD (64u << 20) /* the largest message: a state file */
@@ -52,7 +52,9 @@ enum mig_msg_type {
 	MIG_MSG_DONE,        /* dst: every page is in; the source may go */
 	MIG_MSG_VERIFY,      /* src (pre-copy, paused, after the last pass): u64 first page,
 			      * u32 count, u32 0, then count CRC-32s (u32) of those pages */
-	MIG_MSG_TYPE_MAX = MIG_MSG_VERIFY,
+	MIG_MSG_PASS_DONE,   /* dst: a PASS other than the last is taken (u32 pass, u32 0,
+			      * u64 pages taken so far): the source's pass ends here */
+	MIG_MSG_TYPE_MAX = MIG_MSG_PASS_DONE,
 };
 
 const char *mig_msg_name(uint32_t type);
@@ -127,6 +129,7 @@ struct mig_rx {
 	uint8_t *written;       /* bitmap: pages this side wrote data into */
 	uint64_t pages_data, pages_zero, passes, msgs;
 	uint64_t verified, verify_bad; /* pages VERIFY compared, and how many differed */
+	uint32_t last_pass;     /* the number in the last PASS */
 	/* post-copy: the pages the destination still lacks (bit per page,
 	 * cleared as each is installed: atomically, a fault thread reads it),
 	 * how many, and how a page is installed (UFFDIO_COPY / ZEROPAGE;
@@ -156,6 +159,7 @@ enum mig_rx_action {
 			     * register them for faults, set rx->install */
 	MIG_RX_DO_FINISH,  /* POSTCOPY_END with every page in: the migration is done */
 	MIG_RX_PEER_ERROR, /* the source sent ERROR: rx->err holds its text */
+	MIG_RX_DO_PASS_DONE, /* PASS (not the last): answer PASS_DONE for rx->last_pass */
 };
 
 /*

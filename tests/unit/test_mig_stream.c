@@ -270,8 +270,16 @@ TEST(rx_state_ready_go)
 	struct guest_mem m;
 	rx_ready(&rx, &m, MIG_MODE_PRECOPY);
 	uint8_t pass[16] = {1};
-	CHECK_EQ(feed(&rx, MIG_MSG_PASS, pass, 16), MIG_RX_CONTINUE);
+	/* every pass but the last is answered (PASS_DONE) */
+	CHECK_EQ(feed(&rx, MIG_MSG_PASS, pass, 16), MIG_RX_DO_PASS_DONE);
 	CHECK_EQ(rx.passes, 1);
+	CHECK_EQ(rx.last_pass, 1);
+	uint8_t last[16] = {0xff, 0xff, 0xff, 0xff};
+	CHECK_EQ(feed(&rx, MIG_MSG_PASS, last, 16), MIG_RX_CONTINUE);
+	CHECK_EQ(rx.passes, 2);
+	CHECK_EQ(rx.last_pass, UINT32_MAX);
+	/* the destination's own message is not the source's to send */
+	CHECK(feed(&rx, MIG_MSG_PASS_DONE, pass, 16) < 0);
 	CHECK(feed(&rx, MIG_MSG_GO, NULL, 0) < 0); /* GO before the state */
 	guest_mem_destroy(&m);
 	mig_rx_free(&rx);
