@@ -159,6 +159,97 @@ durability_test() {
 }
 durability_test
 
+# --- host-side faults under a running VM (issue 12) -------------------------------
+# The VM's disk image lives on a 1 MiB tmpfs (16 MiB sparse: the guest's
+# 4 MiB write runs out of space), its tap is deleted under it, and a
+# snapshot is asked for into a read-only directory.  Each gives a clear
+# error (visor's log: the disk write failed with "No space left on device",
+# the tap's link went down; the snapshot request: 400 naming the problem)
+# and the VM keeps running: the guest reports the I/O error to its own
+# program, goes on answering on its console, and powers off normally.
+host_faults_test() {
+	n=host-faults
+	why=""
+	command -v curl >/dev/null || { echo "SKIP $n: no curl"; return; }
+	[ "$(id -u)" = 0 ] || { echo "SKIP $n: needs root (tmpfs mounts, taps)"; return; }
+	mkdir -p "$T/small" "$T/ro"
+	if ! mount -t tmpfs -o size=1m tmpfs "$T/small" || ! mount -t tmpfs -o ro,size=1m tmpfs "$T/ro"; then
+		echo "SKIP $n: cannot mount a tmpfs"
+		return
+	fi
+	truncate -s 16M "$T/small/full.img"
+	rm -f "$T/hf.in" "$T/hf.sock"
+	mkfifo "$T/hf.in"
+	TMPDIR=$T "$VISOR" run --kernel "$BZ" --initrd "$INITRD" --memory 256M \
+		--disk "$T/small/full.img,id=full" --net tap=hftap0 --api-sock "$T/hf.sock" \
+		--cmdline "$BASE visor.test=faults" <"$T/hf.in" >"$T/$n.out" 2>"$T/$n.err" &
+	vp=$!
+	exec 6>"$T/hf.in"
+	hf_wait() { # hf_wait PATTERN: the console shows it (TMO s at most)
+		_i=0
+		while [ $_i -lt "$((TMO * 5))" ] && ! tr -d '\r' <"$T/$n.out" | grep -q "$1"; do
+			kill -0 $vp 2>/dev/null || return 1
+			sleep 0.2
+			_i=$((_i + 1))
+		done
+		tr -d '\r' <"$T/$n.out" | grep -q "$1"
+	}
+	hf_api() { # hf_api METHOD PATH [BODY]: sets code, resp
+		code=$(curl -sS --max-time 60 --unix-socket "$T/hf.sock" -X "$1" -H 'Content-Type: application/json' \
+			${3:+-d "$3"} -o "$T/hf.resp" -w '%{http_code}' "http://localhost$2" 2>/dev/null)
+		resp=$(cat "$T/hf.resp" 2>/dev/null)
+	}
+	hf_wait FAULTS-READY || why="the guest never got ready"
+	if [ -z "$why" ]; then
+		ip link del hftap0 || why="cannot delete the tap"
+		sleep 2
+		kill -0 $vp 2>/dev/null || why="visor died when its tap was deleted"
+	fi
+	if [ -z "$why" ]; then
+		hf_api GET /
+		case "$resp" in *Running*) ;; *) why="after the tap went: GET / $code $resp" ;; esac
+	fi
+	if [ -z "$why" ]; then
+		echo go >&6
+		hf_wait FAULTS-ALIVE || why="the guest did not carry on after the disk filled"
+		tr -d '\r' <"$T/$n.out" | grep -q '^FAULTS-DISK-ERROR' ||
+			why="${why:-the write of the guest to a full disk did not fail: $(tr -d '\r' <"$T/$n.out" | grep FAULTS-DISK)}"
+	fi
+	if [ -z "$why" ]; then
+		hf_api PATCH /vm '{"state": "Paused"}'
+		[ "$code" = 204 ] || why="pause: $code $resp"
+	fi
+	if [ -z "$why" ]; then
+		hf_api PUT /snapshot/create "{\"snapshot_path\": \"$T/ro/vm.state\", \"mem_file_path\": \"$T/ro/vm.mem\"}"
+		snap="$code $resp"
+		[ "$code" = 400 ] || why="a snapshot into a read-only directory: $code $resp (want 400)"
+		case "$resp" in *[Rr]ead-only*) ;; *) why="${why:-the snapshot error does not say why: $resp}" ;; esac
+		[ -z "$(ls "$T/ro")" ] || why="${why:-the read-only directory is not empty}"
+		hf_api PATCH /vm '{"state": "Resumed"}'
+		[ "$code" = 204 ] || why="${why:-resume after the failed snapshot: $code $resp}"
+	fi
+	[ -z "$why" ] && echo finish >&6
+	[ -z "$why" ] && { hf_wait FAULTS-DONE || why="the guest did not finish after the resume"; }
+	exec 6>&-
+	i=0
+	while kill -0 $vp 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+	kill -9 $vp 2>/dev/null
+	wait $vp
+	rc=$?
+	[ -n "$why" ] || [ "$rc" = 0 ] || why="visor exited $rc, want 0 (the guest powered off)"
+	grep -q 'virtio-blk: .*No space left on device' "$T/$n.err" ||
+		why="${why:-no log line naming the ENOSPC of the disk}"
+	grep -q 'virtio-net: .*link down' "$T/$n.err" || why="${why:-no log line saying the link of the tap went down}"
+	umount "$T/small" "$T/ro" 2>/dev/null
+	if [ -n "$why" ]; then
+		bad $n "$why"
+		show $n
+	else
+		ok $n "disk full: the guest saw EIO and carried on; tap deleted: $(grep -o 'virtio-net: .*link down' "$T/$n.err" | head -n 1); snapshot to a read-only directory: $snap; powered off normally"
+	fi
+}
+host_faults_test
+
 # --- bad inputs: one "visor: error:" line, exit 1, no crash ---------------------
 # reject NAME VISOR-ARGS...   (NAME=name/word: the message must mention word)
 reject() {
