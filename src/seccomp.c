@@ -15,6 +15,7 @@
 #include <linux/userfaultfd.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -482,6 +483,11 @@ int sec_init(enum sec_mode mode, char *err, size_t errlen)
 	 * open() no thread but the loop may make.  visor's threads allocate
 	 * little (none on a hot path), and fewer arenas cost less memory. */
 	mallopt(M_ARENA_MAX, 1);
+	/* glibc reads the time zone (/etc/localtime) the first time any time
+	 * conversion runs, gmtime_r and timegm included: the RTC's, on a vCPU
+	 * (the lab's kvm suite: the first RTC read killed the VM with SIGSYS
+	 * once vCPUs could no longer open files).  Read it now. */
+	tzset();
 	/* every kind's rules must build before anything runs under them */
 	for (int k = 0; k < SEC_NKINDS; k++) {
 		scmp_filter_ctx ctx;
