@@ -1412,6 +1412,7 @@ static void *dest_thread(void *arg)
 	int memfd = -1;
 	struct pc_dst pc = {.uffd = -1, .req = {-1, -1}, .stop_efd = -1, .done_efd = -1, .m = m};
 	bool pc_on = false;
+	int taps[CONFIG_MAX_NICS], ntaps = 0; /* local mode: from HELLO, for step_build */
 	int ms = (int)(m->rp.timeout_s > 2000000 ? 2000000000 : m->rp.timeout_s * 1000);
 	int r = wait_source(m, err, sizeof(err));
 	if (!r)
@@ -1442,7 +1443,6 @@ static void *dest_thread(void *arg)
 		goto fail;
 	}
 	uint64_t t_go = 0, t_apply = 0;
-	int taps[CONFIG_MAX_NICS], ntaps = 0; /* local mode: from HELLO, for step_build */
 	int step = 0; /* post-copy: the loop step in flight (1 apply, 2 run) */
 	for (;;) {
 		if (pc_on) {
