@@ -49,7 +49,10 @@ struct desc {
 
 static struct desc desc[QSIZE] __attribute__((aligned(4096)));
 static volatile uint16_t avail[3 + QSIZE] __attribute__((aligned(4096)));
-static volatile uint32_t used[1 + 2 * QSIZE + 1] __attribute__((aligned(4096)));
+/* A page of its own, all of it: a variable the guest writes placed beside
+ * the ring would put the page in KVM's dirty log, and a used-ring write
+ * the VMM failed to mark would go unnoticed (it did: session 10). */
+static volatile uint32_t used[1024] __attribute__((aligned(4096)));
 static uint8_t rbuf[QSIZE][4096] __attribute__((aligned(4096)));
 static uint16_t avail_idx, used_seen;
 static int failures;
