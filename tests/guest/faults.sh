@@ -14,6 +14,9 @@ for d in /sys/block/vd*; do
 	[ "$(cat "$d/serial" 2>/dev/null)" = full ] && dev=/dev/${d##*/}
 done
 [ -n "$dev" ] || { echo "FAULTS-FAILED no disk with serial full"; exit 1; }
+# the interface up: its driver posts receive buffers, so visor watches the
+# tap (and sees it go)
+ip link set eth0 up || { echo "FAULTS-FAILED eth0 does not come up"; exit 1; }
 echo "FAULTS-READY"
 read -r _go
 if dd if=/dev/urandom of="$dev" bs=65536 count=64 oflag=direct conv=fsync 2>/tmp/dd.err; then

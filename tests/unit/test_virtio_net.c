@@ -1185,6 +1185,21 @@ TEST(backend_failure_takes_the_link_down)
 	virtio_net_backend_ready(&t.n, EPOLLERR); /* once */
 	CHECK_EQ(vf_config_signals, 1);
 	teardown(&t);
+
+	/* a transmit that finds the interface gone (EBADFD: the tap was
+	 * deleted while the fd was not watched, e.g. no receive buffers):
+	 * the same, at once; the chain still completes */
+	setup(&t, 0);
+	t.m.send_errno = EBADFD;
+	len = mk_frame(frame_buf, 0, 0, 100, 1);
+	post_tx(&t, frame_buf, (uint32_t)len);
+	notify(&t, VIRTIO_NET_TXQ);
+	CHECK_EQ(vf_used_idx(&t.tx), 1);
+	CHECK(t.n.be_dead);
+	CHECK_EQ(vf_config_signals, 1);
+	dev(&t)->ops->config_read(dev(&t), VIRTIO_NET_CFG_STATUS, st, 2);
+	CHECK_EQ(st[0], 0);
+	teardown(&t);
 }
 
 /* ---- pause / resume (VM lifecycle) ---- */

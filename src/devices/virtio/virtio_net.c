@@ -258,6 +258,10 @@ static void apply_offloads(struct virtio_net *n)
 	if (n->be_dead || n->offloads == n->offload_want)
 		return;
 	int r = n->be->ops->set_offload(n->be, n->offload_want);
+	if (r == -EBADFD) { /* the tap interface was deleted */
+		be_gone(n, "cannot set offloads: the interface is gone");
+		return;
+	}
 	if (r < 0) {
 		log_ratelimited(&n->rl, LOG_WARN, "virtio-net: %s: cannot set offloads 0x%x: %s",
 				be_name(n), n->offload_want, strerror(-r));
@@ -341,6 +345,11 @@ static void tx_frame(struct virtio_net *n, const struct virtq_chain *c)
 	iov[0].iov_len = sizeof(hdr);
 	int cnt = 1 + chain_iov(c, false, NET_HDR_LEN, iov + 1);
 	ssize_t r = n->be->ops->send(n->be, iov, cnt);
+	if (r == -EBADFD) { /* the tap interface was deleted */
+		n->metrics.tx_fails++;
+		be_gone(n, "send failed: the interface is gone");
+		return;
+	}
 	if (r < 0) {
 		n->metrics.tx_fails++;
 		log_ratelimited(&n->rl, r == -EAGAIN ? LOG_DEBUG : LOG_WARN,
