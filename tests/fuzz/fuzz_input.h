@@ -55,6 +55,17 @@ static inline size_t fz_bytes(struct fz *f, void *dst, size_t n)
 	return n;
 }
 
+/* The next @n input bytes (fewer at the end) as a cursor of their own. */
+static inline struct fz fz_take(struct fz *f, size_t n)
+{
+	if (n > f->n)
+		n = f->n;
+	struct fz sub = {f->p, n};
+	f->p += n;
+	f->n -= n;
+	return sub;
+}
+
 /* The harnesses' own bookkeeping loops are not what is being fuzzed: no
  * coverage feedback from them (it would also cost much of the time). */
 #define FZ_QUIET __attribute__((no_sanitize("coverage"), noinline))

@@ -31,14 +31,9 @@
  *  11 bus devfn reg len rw v   pci_cfg_read/write as device code calls them
  * Seeds: tests/fuzz/corpus-pci.
  */
-#include "../../src/snapshot/format.h"
-#include "fuzz_input.h"
 #include "fuzz_pci_rig.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const uint32_t widths[4] = {1, 2, 4, 8};
 
 static void guest_access(bool pio, uint64_t addr, uint32_t len, bool write, uint64_t v)
 {
@@ -56,35 +51,19 @@ static void snapshot(uint8_t flags)
 {
 	static struct pci_dev_state st[RIG_NFN], back[RIG_NFN];
 	static struct pci_bus_state bst, bback;
-	struct snap_writer w;
-	snap_writer_init(&w);
-	snap_writer_section_begin(&w, "fuzz.pci", 1);
+	struct fz_snap s;
+	fz_snap_begin(&s, "fuzz.pci");
 	pci_bus_state_get(&R.pb, &bst);
-	pci_bus_state_encode(&bst, &w);
+	pci_bus_state_encode(&bst, &s.w);
 	for (int f = 1; f < RIG_NFN; f++) {
 		pci_dev_state_get(R.fn[f], &st[f]);
-		pci_dev_state_encode(&st[f], &w);
+		pci_dev_state_encode(&st[f], &s.w);
 	}
-	snap_writer_section_end(&w);
-	uint8_t *buf;
-	size_t len;
-	FZ_CHECK(snap_writer_finish(&w, &buf, &len) == 0);
-	struct snap_reader rd;
-	const uint8_t *p;
-	size_t plen;
-	char err[256] = "";
-	FZ_CHECK(snap_reader_open(buf, len, &rd, err, sizeof(err)) == 0);
-	FZ_CHECK(snap_reader_find(&rd, "fuzz.pci", NULL, &p, &plen) == 0);
-	struct snap_cursor c;
-	snap_cursor_init(&c, p, plen);
-	int r = pci_bus_state_decode(&c, &R.pb, &bback, err, sizeof(err));
+	fz_snap_reopen(&s);
+	int r = pci_bus_state_decode(&s.c, &R.pb, &bback, s.err, sizeof(s.err));
 	for (int f = 1; f < RIG_NFN && !r; f++)
-		r = pci_dev_state_decode(&c, R.fn[f], &back[f], err, sizeof(err));
-	if (!r)
-		r = snap_cursor_done(&c, "fuzz.pci", err, sizeof(err));
-	if (r)
-		fprintf(stderr, "fuzz: a PCI state the guest reached is refused: %s\n", err);
-	FZ_CHECK(r == 0);
+		r = pci_dev_state_decode(&s.c, R.fn[f], &back[f], s.err, sizeof(s.err));
+	fz_snap_end(&s, r, "PCI");
 	if (flags & 1) {
 		FZ_CHECK(pci_bus_state_put(&R.pb, &bback) == 0);
 		for (int f = 1; f < RIG_NFN; f++)
@@ -95,7 +74,7 @@ static void snapshot(uint8_t flags)
 			FZ_CHECK(!memcmp(again.cfg, st[f].cfg, PCI_CFG_SIZE));
 		}
 	}
-	free(buf);
+	fz_snap_free(&s);
 }
 
 static void op(struct fz *in)
@@ -105,7 +84,7 @@ static void op(struct fz *in)
 	case 0: {
 		uint8_t port = fz_u8(in), sel = fz_u8(in);
 		uint16_t a = (port & 8) ? (uint16_t)(0xcf4 + port % 16) : (uint16_t)(0xcf8 + port % 8);
-		guest_access(true, a, widths[sel % 3], sel & 4, fz_u32(in));
+		guest_access(true, a, fz_widths[sel % 3], sel & 4, fz_u32(in));
 		break;
 	}
 	case 1: {
@@ -119,7 +98,7 @@ static void op(struct fz *in)
 		uint32_t devfn = (dev & 4) ? fz_u8(in) : (uint32_t)(dev % 4) << 3;
 		uint32_t reg = fz_u16(in) % PCI_ECAM_FN_SIZE;
 		uint8_t sel = fz_u8(in);
-		guest_access(false, GPA_PCI_ECAM + ((uint64_t)devfn << 12 | reg), widths[sel % 4], sel & 4,
+		guest_access(false, GPA_PCI_ECAM + ((uint64_t)devfn << 12 | reg), fz_widths[sel % 4], sel & 4,
 		       fz_u64(in));
 		break;
 	}
@@ -127,7 +106,7 @@ static void op(struct fz *in)
 		int fn = 1 + fz_u8(in) % 2;
 		uint16_t off = fz_u16(in);
 		uint8_t sel = fz_u8(in);
-		guest_access(false, rig_bar(fn) + off, widths[sel % 4], sel & 4, fz_u64(in));
+		guest_access(false, rig_bar(fn) + off, fz_widths[sel % 4], sel & 4, fz_u64(in));
 		break;
 	}
 	case 4: {
@@ -203,14 +182,6 @@ static void op(struct fz *in)
 	}
 	}
 	rig_check();
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	rig_global_init();
-	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -43,7 +43,7 @@
 #include "../../src/devices/virtio/virtio_rng.h"
 #include "../unit/msi_fake.h"
 #include "../unit/virtio_fake.h"
-#include "fuzz_input.h"
+#include "fuzz_common.h"
 
 #define RIG_MEM 0x10000u
 #define RIG_NFN 3 /* host bridge, fake, rng */
@@ -72,12 +72,15 @@ static void rig_cf9(void *ctx, uint8_t v)
 	((struct rig *)ctx)->cf9++;
 }
 
-/* Once per process: guest RAM and the loop. */
-static inline void rig_global_init(void)
+/* Once per process: guest RAM and the loop (the rig's targets' libFuzzer
+ * initialization). */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	log_set_level(LOG_ERROR);
-	if (guest_mem_init(&rig_mem, RIG_MEM, RIG_MEM, RIG_MEM) || loop_init(&rig_loop))
-		abort();
+	(void)argc;
+	(void)argv;
+	fz_process_init(&rig_mem, RIG_MEM, &rig_loop);
+	return 0;
 }
 
 /* A fresh rig (guest RAM filled with @ram, the rest zero). */
@@ -85,9 +88,7 @@ static inline void rig_new(const uint8_t *ram, size_t n)
 {
 	struct rig *r = &R;
 	memset(r, 0, sizeof(*r));
-	memset(rig_mem.base, 0, RIG_MEM);
-	if (n)
-		memcpy(rig_mem.base, ram, n < RIG_MEM ? n : RIG_MEM);
+	fz_ram_load(rig_mem.base, RIG_MEM, ram, n);
 	bus_init(&r->pio, "pio");
 	bus_init(&r->mmio, "mmio");
 	fp_init(&r->fp, &r->pio, &r->mmio);
@@ -124,22 +125,13 @@ static inline void rig_free(void)
 	virtio_rng_destroy(&r->rng);
 	pci_bus_destroy(&r->pb);
 	fp_destroy(&r->fp);
-	/* drain events of closed fds (epoll forgets them with the close) */
-	struct epoll_event ev[16];
-	while (epoll_wait(rig_loop.epfd, ev, 16, 0) > 0)
-		;
+	fz_loop_drain(&rig_loop);
 }
 
 /* One ready event of the loop; false if none. */
 static inline bool rig_loop_one(void)
 {
-	struct epoll_event ev;
-	if (epoll_wait(rig_loop.epfd, &ev, 1, 0) != 1)
-		return false;
-	struct loop_handler *h = ev.data.ptr;
-	if (h->fd >= 0)
-		h->cb(&rig_loop, h->fd, ev.events, h->ctx);
-	return true;
+	return fz_loop_one(&rig_loop);
 }
 
 /* ---- guest accesses -------------------------------------------------------- */
@@ -157,21 +149,7 @@ static inline void rig_mmio(uint64_t addr, void *data, uint32_t len, bool write)
 /* A read of @len bytes fills exactly @len bytes. */
 static inline uint64_t rig_read_checked(bool pio, uint64_t addr, uint32_t len)
 {
-	uint8_t a[8], b[8];
-	memset(a, 0xa5, 8);
-	memset(b, 0x5a, 8);
-	if (pio) {
-		rig_pio((uint16_t)addr, a, len, false);
-		rig_pio((uint16_t)addr, b, len, false);
-	} else {
-		rig_mmio(addr, a, len, false);
-		rig_mmio(addr, b, len, false);
-	}
-	for (uint32_t i = len; i < 8; i++)
-		FZ_CHECK(a[i] == 0xa5 && b[i] == 0x5a);
-	uint64_t v = 0;
-	memcpy(&v, a, len);
-	return v;
+	return fz_read_checked(pio ? &R.pio : &R.mmio, pio ? (uint16_t)addr : addr, len);
 }
 
 static inline uint64_t rig_bar(int fn)

@@ -43,10 +43,9 @@
  */
 #include "../../src/devices/virtio/virtio_mmio.h"
 #include "../../src/devices/virtio/virtio_rng.h"
-#include "../../src/snapshot/format.h"
 #include "../unit/msi_fake.h"
 #include "../unit/virtio_fake.h"
-#include "fuzz_input.h"
+#include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -66,7 +65,6 @@ static struct virtq geom[NDEV][VIRTIO_MAX_QUEUES];
 static bool frozen[NDEV];
 static uint64_t edges; /* read from the irqfd */
 static bool several;   /* the operation was several register accesses */
-static const uint32_t widths[4] = {1, 2, 4, 8};
 
 static const uint16_t regs[] = {
 	VIRTIO_MMIO_DEVICE_FEATURES_SEL, VIRTIO_MMIO_DRIVER_FEATURES,
@@ -112,33 +110,17 @@ FZ_QUIET static void check(uint32_t before_status[NDEV])
 		FZ_CHECK(!(is & ~(VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)));
 		want += (uint64_t)__builtin_popcount(is & ~before_status[i]);
 		cleared = cleared || (before_status[i] & ~is);
-		uint8_t s = d->status;
-		FZ_CHECK(!(s & VIRTIO_STATUS_DRIVER) || (s & VIRTIO_STATUS_ACKNOWLEDGE));
-		FZ_CHECK(!(s & VIRTIO_STATUS_FEATURES_OK) || (s & VIRTIO_STATUS_DRIVER));
-		FZ_CHECK(!(s & VIRTIO_STATUS_DRIVER_OK) || (s & VIRTIO_STATUS_FEATURES_OK));
-		if (s & VIRTIO_STATUS_FEATURES_OK)
-			FZ_CHECK(!(d->driver_features & ~d->device_features) &&
-				 (d->driver_features & (1ull << VIRTIO_F_VERSION_1)));
+		fz_check_status(d);
 		FZ_CHECK(d->queue_sel == (t[i].queue_sel < d->num_queues ? t[i].queue_sel : 0xffff) ||
 			 (d->queue_sel == 0 && t[i].queue_sel == 0));
-		bool up = (s & VIRTIO_STATUS_DRIVER_OK) || d->reset_pending;
-		if (!(s & VIRTIO_STATUS_DRIVER_OK))
-			frozen[i] = false;
+		bool up = (d->status & VIRTIO_STATUS_DRIVER_OK) || d->reset_pending;
 		for (uint16_t q = 0; q < d->num_queues; q++) {
 			const struct virtq *vq = &d->vqs[q];
 			FZ_CHECK(vq->size <= d->queue_max && !(vq->size & (vq->size - 1)));
 			FZ_CHECK(!vq->ready || vq->size);
 			FZ_CHECK(!vq->active || (up && vq->ready));
-			if (frozen[i])
-				FZ_CHECK(vq->size == geom[i][q].size && vq->ready == geom[i][q].ready &&
-					 vq->desc_gpa == geom[i][q].desc_gpa &&
-					 vq->avail_gpa == geom[i][q].avail_gpa &&
-					 vq->used_gpa == geom[i][q].used_gpa);
 		}
-		if ((s & VIRTIO_STATUS_DRIVER_OK) && !frozen[i]) {
-			memcpy(geom[i], d->vqs, sizeof(geom[i]));
-			frozen[i] = true;
-		}
+		fz_check_geometry(d, geom[i], &frozen[i]);
 		before_status[i] = is;
 	}
 	/* every bit raised fired one edge; without a bit cleared (a reset,
@@ -147,54 +129,43 @@ FZ_QUIET static void check(uint32_t before_status[NDEV])
 	edges += e;
 }
 
+static void check_cb(void *st)
+{
+	check(st);
+}
+
 static void snapshot(uint8_t flags)
 {
 	static struct virtio_mmio_state ms[NDEV], mback[NDEV];
 	static struct virtio_dev_state cs[NDEV], cback[NDEV];
 	static struct virtio_rng_state rs, rback;
-	struct snap_writer w;
-	snap_writer_init(&w);
-	snap_writer_section_begin(&w, "fuzz.mmio", 1);
+	struct fz_snap s;
+	fz_snap_begin(&s, "fuzz.mmio");
 	for (int i = 0; i < NDEV; i++) {
 		if (virtio_mmio_state_get(&t[i], &ms[i]) == -EBUSY ||
 		    virtio_dev_state_get(dv[i], &cs[i]) == -EBUSY) {
-			snap_writer_free(&w);
+			fz_snap_abandon(&s);
 			return; /* a reset in progress */
 		}
-		virtio_mmio_state_encode(&ms[i], &w);
-		virtio_dev_state_encode(&cs[i], &w);
+		virtio_mmio_state_encode(&ms[i], &s.w);
+		virtio_dev_state_encode(&cs[i], &s.w);
 	}
 	FZ_CHECK(virtio_rng_state_get(&rng, &rs) == 0);
-	virtio_rng_state_encode(&rs, &w);
-	snap_writer_section_end(&w);
-	uint8_t *buf;
-	size_t len;
-	FZ_CHECK(snap_writer_finish(&w, &buf, &len) == 0);
-	struct snap_reader rd;
-	const uint8_t *p;
-	size_t plen;
-	char err[256] = "";
-	FZ_CHECK(snap_reader_open(buf, len, &rd, err, sizeof(err)) == 0);
-	FZ_CHECK(snap_reader_find(&rd, "fuzz.mmio", NULL, &p, &plen) == 0);
-	struct snap_cursor c;
-	snap_cursor_init(&c, p, plen);
+	virtio_rng_state_encode(&rs, &s.w);
+	fz_snap_reopen(&s);
 	int r = 0;
 	for (int i = 0; i < NDEV && !r; i++) {
-		r = virtio_mmio_state_decode(&c, &t[i], &mback[i], err, sizeof(err));
+		r = virtio_mmio_state_decode(&s.c, &t[i], &mback[i], s.err, sizeof(s.err));
 		if (!r)
-			r = virtio_dev_state_decode(&c, dv[i], &cback[i], err, sizeof(err));
+			r = virtio_dev_state_decode(&s.c, dv[i], &cback[i], s.err, sizeof(s.err));
 		if (!r)
-			r = virtio_mmio_state_check(&mback[i], &cback[i], err, sizeof(err));
+			r = virtio_mmio_state_check(&mback[i], &cback[i], s.err, sizeof(s.err));
 	}
 	if (!r)
-		r = virtio_rng_state_decode(&c, &rng, &rback, err, sizeof(err));
+		r = virtio_rng_state_decode(&s.c, &rng, &rback, s.err, sizeof(s.err));
 	if (!r)
-		r = virtio_rng_state_check(&rback, &cback[1], err, sizeof(err));
-	if (!r)
-		r = snap_cursor_done(&c, "fuzz.mmio", err, sizeof(err));
-	if (r)
-		fprintf(stderr, "fuzz: a virtio-mmio state the guest reached is refused: %s\n", err);
-	FZ_CHECK(r == 0);
+		r = virtio_rng_state_check(&rback, &cback[1], s.err, sizeof(s.err));
+	fz_snap_end(&s, r, "virtio-mmio");
 	if (flags & 1) {
 		for (int i = 0; i < NDEV; i++) {
 			FZ_CHECK(virtio_dev_state_put(dv[i], &cback[i]) == 0);
@@ -204,7 +175,7 @@ static void snapshot(uint8_t flags)
 		for (int i = 0; i < NDEV; i++)
 			virtio_dev_state_restart(dv[i]);
 	}
-	free(buf);
+	fz_snap_free(&s);
 }
 
 static void driver_setup(struct fz *in)
@@ -241,17 +212,6 @@ static void driver_setup(struct fz *in)
 		     VIRTIO_STATUS_DRIVER_OK);
 }
 
-static bool loop_one(void)
-{
-	struct epoll_event ev;
-	if (epoll_wait(lp.epfd, &ev, 1, 0) != 1)
-		return false;
-	struct loop_handler *h = ev.data.ptr;
-	if (h->fd >= 0)
-		h->cb(&lp, h->fd, ev.events, h->ctx);
-	return true;
-}
-
 static void op(struct fz *in, uint32_t st[NDEV])
 {
 	uint8_t o = fz_u8(in) % 8;
@@ -261,19 +221,13 @@ static void op(struct fz *in, uint32_t st[NDEV])
 		int dev = fz_u8(in) % NDEV;
 		uint32_t off = fz_u16(in) % VIRTIO_MMIO_WINDOW;
 		uint8_t sel = fz_u8(in);
-		uint32_t len = widths[sel % 4];
+		uint32_t len = fz_widths[sel % 4];
 		uint64_t a = VIRTIO_MMIO_DEV_BASE(dev) + off;
 		if (sel & 4) {
 			uint64_t v = fz_u64(in);
 			bus_access(&mmio, a, &v, len, true);
 		} else {
-			uint8_t x[8], y[8];
-			memset(x, 0xa5, 8);
-			memset(y, 0x5a, 8);
-			bus_access(&mmio, a, x, len, false);
-			bus_access(&mmio, a, y, len, false);
-			for (uint32_t i = len; i < 8; i++)
-				FZ_CHECK(x[i] == 0xa5 && y[i] == 0x5a);
+			(void)fz_read_checked(&mmio, a, len);
 		}
 		break;
 	}
@@ -286,41 +240,18 @@ static void op(struct fz *in, uint32_t st[NDEV])
 	case 2:
 		driver_setup(in);
 		break;
-	case 3: {
-		unsigned n = 1 + fz_u8(in) % 8;
-		for (unsigned i = 0; i < n; i++) {
-			struct virtio_dev *d = &fk.vd;
-			int calls[2] = {fk.notify_calls[0], fk.notify_calls[1]};
-			bool ok[2];
-			for (int q = 0; q < 2; q++)
-				ok[q] = virtio_dev_is_live(d) && d->vqs[q].active;
-			bool any = loop_one();
-			for (int q = 0; q < 2; q++)
-				FZ_CHECK(fk.notify_calls[q] == calls[q] || ok[q]);
-			check(st);
-			if (!any)
-				break;
-		}
+	case 3:
+		fz_loop_notify(&lp, &fk, 1 + fz_u8(in) % 8u, check_cb, st);
 		break;
-	}
-	case 4: {
-		struct virtio_dev *d = dv[fz_u8(in) % NDEV];
-		pthread_mutex_lock(&d->lock);
-		virtio_dev_config_changed(d);
-		pthread_mutex_unlock(&d->lock);
+	case 4:
+		fz_config_changed(dv[fz_u8(in) % NDEV]);
 		break;
-	}
 	case 5:
 		snapshot(fz_u8(in));
 		break;
-	case 6: {
-		uint16_t off = fz_u16(in);
-		uint8_t b[64];
-		size_t n = fz_bytes(in, b, 1 + fz_u8(in) % sizeof(b));
-		if (off + n <= MEM)
-			memcpy(mem.base + off, b, n);
+	case 6:
+		fz_guest_write(in, mem.base, MEM);
 		break;
-	}
 	case 7: {
 		int dev = fz_u8(in) % NDEV;
 		wreg(dev, VIRTIO_MMIO_INTERRUPT_ACK, rreg(dev, VIRTIO_MMIO_INTERRUPT_STATUS));
@@ -334,23 +265,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	log_set_level(LOG_ERROR);
-	if (guest_mem_init(&mem, MEM, MEM, MEM) || loop_init(&lp))
-		abort();
+	fz_process_init(&mem, MEM, &lp);
 	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz in = {data, size};
-	size_t ram = (size_t)fz_u8(&in) * 256;
-	if (ram > in.n)
-		ram = in.n;
-	memset(mem.base, 0, MEM);
-	if (ram)
-		memcpy(mem.base, in.p, ram < MEM ? ram : MEM);
-	in.p += ram;
-	in.n -= ram;
+	struct fz ram = fz_take(&in, (size_t)fz_u8(&in) * 256);
+	fz_ram_load(mem.base, MEM, ram.p, ram.n);
 
 	bus_init(&mmio, "mmio");
 	fp_init(&fp, NULL, &mmio);
@@ -379,8 +302,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	virtio_dev_destroy(&fk.vd);
 	virtio_rng_destroy(&rng);
 	fp_destroy(&fp);
-	struct epoll_event ev[16];
-	while (epoll_wait(lp.epfd, ev, 16, 0) > 0)
-		;
+	fz_loop_drain(&lp);
 	return 0;
 }

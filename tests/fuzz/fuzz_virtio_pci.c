@@ -51,30 +51,9 @@
  * reaches the device only while it is live and the queue active.
  * Seeds: tests/fuzz/corpus-virtio_pci.
  */
-#include "../../src/snapshot/format.h"
-#include "fuzz_input.h"
 #include "fuzz_pci_rig.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const uint32_t widths[4] = {1, 2, 4, 8};
-
-/* Common configuration fields: offset and width (virtio_pci.h). */
-static const struct {
-	uint8_t off, len;
-} fields[] = {
-	{VIRTIO_PCI_COMMON_DFSELECT, 4},  {VIRTIO_PCI_COMMON_DF, 4},
-	{VIRTIO_PCI_COMMON_GFSELECT, 4},  {VIRTIO_PCI_COMMON_GF, 4},
-	{VIRTIO_PCI_COMMON_MSIX, 2},	  {VIRTIO_PCI_COMMON_NUMQ, 2},
-	{VIRTIO_PCI_COMMON_STATUS, 1},	  {VIRTIO_PCI_COMMON_CFGGENERATION, 1},
-	{VIRTIO_PCI_COMMON_Q_SELECT, 2},  {VIRTIO_PCI_COMMON_Q_SIZE, 2},
-	{VIRTIO_PCI_COMMON_Q_MSIX, 2},	  {VIRTIO_PCI_COMMON_Q_ENABLE, 2},
-	{VIRTIO_PCI_COMMON_Q_NOFF, 2},	  {VIRTIO_PCI_COMMON_Q_DESC, 8},
-	{VIRTIO_PCI_COMMON_Q_DRIVER, 8},  {VIRTIO_PCI_COMMON_Q_DEVICE, 8},
-	{VIRTIO_PCI_COMMON_Q_NDATA, 2},	  {VIRTIO_PCI_COMMON_Q_RESET, 2},
-};
-#define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
 /* The queue geometry each function's driver set before DRIVER_OK. */
 static struct virtq geom[RIG_NFN][VIRTIO_MAX_QUEUES];
@@ -140,35 +119,25 @@ FZ_QUIET static void check(void)
 	for (int fn = 1; fn < RIG_NFN; fn++) {
 		struct virtio_dev *d = dev_of(fn);
 		struct virtio_pci *vp = R.vp[fn];
-		uint8_t s = d->status;
-		FZ_CHECK(!(s & VIRTIO_STATUS_DRIVER) || (s & VIRTIO_STATUS_ACKNOWLEDGE));
-		FZ_CHECK(!(s & VIRTIO_STATUS_FEATURES_OK) || (s & VIRTIO_STATUS_DRIVER));
-		FZ_CHECK(!(s & VIRTIO_STATUS_DRIVER_OK) || (s & VIRTIO_STATUS_FEATURES_OK));
-		if (s & VIRTIO_STATUS_FEATURES_OK)
-			FZ_CHECK(!(d->driver_features & ~d->device_features) &&
-				 (d->driver_features & (1ull << VIRTIO_F_VERSION_1)));
+		fz_check_status(d);
 		FZ_CHECK(!(vp->isr & ~(VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG)));
 		uint16_t nvec = (uint16_t)(d->num_queues + 1);
 		FZ_CHECK(vp->config_vec == VIRTIO_MSI_NO_VECTOR || vp->config_vec < nvec);
-		bool live = (s & VIRTIO_STATUS_DRIVER_OK) || d->reset_pending;
-		if (!(s & VIRTIO_STATUS_DRIVER_OK))
-			frozen[fn] = false;
+		bool live = (d->status & VIRTIO_STATUS_DRIVER_OK) || d->reset_pending;
 		for (uint16_t q = 0; q < d->num_queues; q++) {
 			const struct virtq *vq = &d->vqs[q];
 			FZ_CHECK(vq->size && vq->size <= d->queue_max && !(vq->size & (vq->size - 1)));
 			FZ_CHECK(vp->queue_vec[q] == VIRTIO_MSI_NO_VECTOR || vp->queue_vec[q] < nvec);
 			FZ_CHECK(!vq->active || (live && vq->ready));
-			if (frozen[fn])
-				FZ_CHECK(vq->size == geom[fn][q].size && vq->ready == geom[fn][q].ready &&
-					 vq->desc_gpa == geom[fn][q].desc_gpa &&
-					 vq->avail_gpa == geom[fn][q].avail_gpa &&
-					 vq->used_gpa == geom[fn][q].used_gpa);
 		}
-		if ((s & VIRTIO_STATUS_DRIVER_OK) && !frozen[fn]) {
-			memcpy(geom[fn], d->vqs, sizeof(geom[fn]));
-			frozen[fn] = true;
-		}
+		fz_check_geometry(d, geom[fn], &frozen[fn]);
 	}
+}
+
+static void check_cb(void *unused)
+{
+	(void)unused;
+	check();
 }
 
 static void snapshot(uint8_t flags)
@@ -176,47 +145,31 @@ static void snapshot(uint8_t flags)
 	static struct virtio_pci_state ps[RIG_NFN], pback[RIG_NFN];
 	static struct virtio_dev_state cs[RIG_NFN], cback[RIG_NFN];
 	static struct virtio_rng_state rs, rback;
-	struct snap_writer w;
-	snap_writer_init(&w);
-	snap_writer_section_begin(&w, "fuzz.vpci", 1);
+	struct fz_snap s;
+	fz_snap_begin(&s, "fuzz.vpci");
 	for (int fn = 1; fn < RIG_NFN; fn++) {
 		FZ_CHECK(virtio_pci_state_get(R.vp[fn], &ps[fn]) == 0);
 		if (virtio_dev_state_get(dev_of(fn), &cs[fn]) == -EBUSY) {
-			snap_writer_free(&w);
+			fz_snap_abandon(&s);
 			return; /* a reset in progress cannot be saved */
 		}
-		virtio_pci_state_encode(&ps[fn], &w);
-		virtio_dev_state_encode(&cs[fn], &w);
+		virtio_pci_state_encode(&ps[fn], &s.w);
+		virtio_dev_state_encode(&cs[fn], &s.w);
 	}
 	FZ_CHECK(virtio_rng_state_get(&R.rng, &rs) == 0);
-	virtio_rng_state_encode(&rs, &w);
-	snap_writer_section_end(&w);
-	uint8_t *buf;
-	size_t len;
-	FZ_CHECK(snap_writer_finish(&w, &buf, &len) == 0);
-	struct snap_reader rd;
-	const uint8_t *p;
-	size_t plen;
-	char err[256] = "";
-	FZ_CHECK(snap_reader_open(buf, len, &rd, err, sizeof(err)) == 0);
-	FZ_CHECK(snap_reader_find(&rd, "fuzz.vpci", NULL, &p, &plen) == 0);
-	struct snap_cursor c;
-	snap_cursor_init(&c, p, plen);
+	virtio_rng_state_encode(&rs, &s.w);
+	fz_snap_reopen(&s);
 	int r = 0;
 	for (int fn = 1; fn < RIG_NFN && !r; fn++) {
-		r = virtio_pci_state_decode(&c, R.vp[fn], &pback[fn], err, sizeof(err));
+		r = virtio_pci_state_decode(&s.c, R.vp[fn], &pback[fn], s.err, sizeof(s.err));
 		if (!r)
-			r = virtio_dev_state_decode(&c, dev_of(fn), &cback[fn], err, sizeof(err));
+			r = virtio_dev_state_decode(&s.c, dev_of(fn), &cback[fn], s.err, sizeof(s.err));
 	}
 	if (!r)
-		r = virtio_rng_state_decode(&c, &R.rng, &rback, err, sizeof(err));
+		r = virtio_rng_state_decode(&s.c, &R.rng, &rback, s.err, sizeof(s.err));
 	if (!r)
-		r = virtio_rng_state_check(&rback, &cback[2], err, sizeof(err));
-	if (!r)
-		r = snap_cursor_done(&c, "fuzz.vpci", err, sizeof(err));
-	if (r)
-		fprintf(stderr, "fuzz: a virtio-pci state the guest reached is refused: %s\n", err);
-	FZ_CHECK(r == 0);
+		r = virtio_rng_state_check(&rback, &cback[2], s.err, sizeof(s.err));
+	fz_snap_end(&s, r, "virtio-pci");
 	if (flags & 1) {
 		for (int fn = 1; fn < RIG_NFN; fn++) {
 			FZ_CHECK(virtio_pci_state_put(R.vp[fn], &pback[fn]) == 0);
@@ -226,7 +179,7 @@ static void snapshot(uint8_t flags)
 		for (int fn = 1; fn < RIG_NFN; fn++)
 			virtio_dev_state_restart(dev_of(fn));
 	}
-	free(buf);
+	fz_snap_free(&s);
 }
 
 /* A driver's whole set-up (op 6). */
@@ -269,7 +222,7 @@ static void op(struct fz *in)
 		int fn = 1 + fz_u8(in) % 2;
 		uint8_t sel = fz_u8(in);
 		uint32_t off = (sel & 0x80) ? fz_u16(in) % VIRTIO_PCI_REGION_SIZE : fz_u8(in);
-		uint32_t len = widths[sel % 4];
+		uint32_t len = fz_widths[sel % 4];
 		uint64_t a = bar(fn) + VIRTIO_PCI_COMMON_OFF + off;
 		if (sel & 4) {
 			uint64_t v = fz_u64(in);
@@ -287,12 +240,13 @@ static void op(struct fz *in)
 		int fn = 1 + fz_u8(in) % 2;
 		uint8_t f = fz_u8(in);
 		uint64_t v = fz_u64(in);
-		unsigned i = (f & 0x7f) % NFIELDS;
-		if ((f & 0x80) && fields[i].len == 8) {
-			w_common(fn, fields[i].off, 4, (uint32_t)v);
-			w_common(fn, fields[i].off + 4u, 4, v >> 32);
+		const struct virtio_pci_field *fd =
+			virtio_pci_common_field((f & 0x7fu) % virtio_pci_common_nfields());
+		if ((f & 0x80) && fd->len == 8) {
+			w_common(fn, fd->off, 4, (uint32_t)v);
+			w_common(fn, fd->off + 4u, 4, v >> 32);
 		} else {
-			w_common(fn, fields[i].off, fields[i].len, v);
+			w_common(fn, fd->off, fd->len, v);
 		}
 		break;
 	}
@@ -306,9 +260,9 @@ static void op(struct fz *in)
 		uint64_t a = bar(fn) + VIRTIO_PCI_DEVICE_OFF + off;
 		if (sel & 4) {
 			uint64_t v = fz_u64(in);
-			rig_mmio(a, &v, widths[sel % 4], true);
+			rig_mmio(a, &v, fz_widths[sel % 4], true);
 		} else {
-			(void)rig_read_checked(false, a, widths[sel % 4]);
+			(void)rig_read_checked(false, a, fz_widths[sel % 4]);
 		}
 		break;
 	}
@@ -317,7 +271,7 @@ static void op(struct fz *in)
 		uint32_t q = fz_u8(in) % (dev_of(fn)->num_queues + 1u);
 		uint64_t v = q;
 		rig_mmio(bar(fn) + VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULT * q, &v,
-			 widths[fz_u8(in) % 4], true);
+			 fz_widths[fz_u8(in) % 4], true);
 		break;
 	}
 	case 5: {
@@ -330,7 +284,7 @@ static void op(struct fz *in)
 		pci_cfg_write(&R.pb, 0, devfn, c + VIRTIO_PCI_CAP_BAR, 1, b);
 		pci_cfg_write(&R.pb, 0, devfn, c + VIRTIO_PCI_CAP_OFFSET, 4, off);
 		pci_cfg_write(&R.pb, 0, devfn, c + VIRTIO_PCI_CAP_LENGTH, 4, len);
-		uint32_t w = widths[sel % 3];
+		uint32_t w = fz_widths[sel % 3];
 		uint32_t reg = c + VIRTIO_PCI_CFG_CAP_DATA + ((sel >> 2) & 3) / w * w;
 		if (sel & 0x10)
 			pci_cfg_write(&R.pb, 0, devfn, reg, w, fz_u32(in));
@@ -341,23 +295,9 @@ static void op(struct fz *in)
 	case 6:
 		driver_setup(in);
 		break;
-	case 7: {
-		unsigned n = 1 + fz_u8(in) % 8;
-		for (unsigned i = 0; i < n; i++) {
-			struct virtio_dev *d = &R.f.vd;
-			int calls[2] = {R.f.notify_calls[0], R.f.notify_calls[1]};
-			bool ok[2];
-			for (int q = 0; q < 2; q++)
-				ok[q] = virtio_dev_is_live(d) && d->vqs[q].active && !d->paused;
-			bool any = rig_loop_one();
-			for (int q = 0; q < 2; q++)
-				FZ_CHECK(R.f.notify_calls[q] == calls[q] || ok[q]);
-			check();
-			if (!any)
-				break;
-		}
+	case 7:
+		fz_loop_notify(&rig_loop, &R.f, 1 + fz_u8(in) % 8u, check_cb, NULL);
 		break;
-	}
 	case 8: {
 		int fn = 1 + fz_u8(in) % 2;
 		uint8_t bits = fz_u8(in);
@@ -375,45 +315,24 @@ static void op(struct fz *in)
 				      (bits & 2 ? PCI_MSIX_FLAGS_MASKALL : 0));
 		break;
 	}
-	case 9: {
-		struct virtio_dev *d = dev_of(1 + fz_u8(in) % 2);
-		pthread_mutex_lock(&d->lock);
-		virtio_dev_config_changed(d);
-		pthread_mutex_unlock(&d->lock);
+	case 9:
+		fz_config_changed(dev_of(1 + fz_u8(in) % 2));
 		break;
-	}
 	case 10:
 		snapshot(fz_u8(in));
 		break;
-	case 11: {
-		uint16_t off = fz_u16(in);
-		uint8_t b[64];
-		size_t n = fz_bytes(in, b, 1 + fz_u8(in) % sizeof(b));
-		if (off + n <= RIG_MEM)
-			memcpy(rig_mem.base + off, b, n);
+	case 11:
+		fz_guest_write(in, rig_mem.base, RIG_MEM);
 		break;
 	}
-	}
 	check();
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	rig_global_init();
-	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz in = {data, size};
-	size_t ram = (size_t)fz_u8(&in) * 256;
-	if (ram > in.n)
-		ram = in.n;
-	rig_new(in.p, ram);
-	in.p += ram;
-	in.n -= ram;
+	struct fz ram = fz_take(&in, (size_t)fz_u8(&in) * 256);
+	rig_new(ram.p, ram.n);
 	memset(frozen, 0, sizeof(frozen));
 	for (int fn = 1; fn < RIG_NFN; fn++)
 		pci_cfg_write(&R.pb, 0, R.fn[fn]->devfn, PCI_COMMAND, 2,

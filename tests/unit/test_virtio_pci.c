@@ -878,6 +878,29 @@ TEST(device_config_window)
 
 /* Every width at every offset of every region is defined: common config
  * reads equal the composition of its byte reads; reserved bytes are 0. */
+TEST(common_field_table)
+{
+	/* the table the transport decodes with: the fields of struct
+	 * virtio_pci_common_cfg in order, back to back, none past the end */
+	size_t n = virtio_pci_common_nfields();
+	CHECK_EQ(n, 18);
+	uint32_t next = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct virtio_pci_field *f = virtio_pci_common_field(i);
+		CHECK(f != NULL);
+		if (!f)
+			return;
+		CHECK_EQ(f->off, next);
+		CHECK(f->len == 1 || f->len == 2 || f->len == 4 || f->len == 8);
+		next = f->off + f->len;
+	}
+	CHECK_EQ(next, VIRTIO_PCI_COMMON_Q_RESET + 2);
+	CHECK(next <= VIRTIO_PCI_COMMON_LEN);
+	CHECK(virtio_pci_common_field(n) == NULL);
+	CHECK_EQ(virtio_pci_common_field(13)->off, VIRTIO_PCI_COMMON_Q_DESC);
+	CHECK_EQ(virtio_pci_common_field(13)->len, 8);
+}
+
 TEST(every_width_every_offset)
 {
 	struct rig *r = rig_new(false);

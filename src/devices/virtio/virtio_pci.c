@@ -49,14 +49,9 @@ static void vec_store(const struct virtio_pci *vp, uint16_t *v, uint64_t val)
 
 /* ---- common configuration (d->lock held) ------------------------------ */
 
-struct field {
-	uint16_t off;
-	uint8_t len;
-};
-
-/* Fields of struct virtio_pci_common_cfg in order, then the reserved
- * rest of the capability (admin queue fields of later revisions: 0). */
-static const struct field common_fields[] = {
+/* Fields of struct virtio_pci_common_cfg in order; the reserved rest of
+ * the capability (admin queue fields of later revisions) reads 0. */
+static const struct virtio_pci_field common_fields[] = {
 	{VIRTIO_PCI_COMMON_DFSELECT, 4}, {VIRTIO_PCI_COMMON_DF, 4},
 	{VIRTIO_PCI_COMMON_GFSELECT, 4}, {VIRTIO_PCI_COMMON_GF, 4},
 	{VIRTIO_PCI_COMMON_MSIX, 2},	 {VIRTIO_PCI_COMMON_NUMQ, 2},
@@ -69,8 +64,18 @@ static const struct field common_fields[] = {
 };
 #define NFIELDS (sizeof(common_fields) / sizeof(common_fields[0]))
 
+size_t virtio_pci_common_nfields(void)
+{
+	return NFIELDS;
+}
+
+const struct virtio_pci_field *virtio_pci_common_field(size_t i)
+{
+	return i < NFIELDS ? &common_fields[i] : NULL;
+}
+
 /* The field holding byte @off, or NULL (reserved: reads 0). */
-static const struct field *field_at(uint32_t off)
+static const struct virtio_pci_field *field_at(uint32_t off)
 {
 	for (size_t i = 0; i < NFIELDS; i++)
 		if (off >= common_fields[i].off && off < common_fields[i].off + common_fields[i].len)
@@ -129,10 +134,10 @@ static uint64_t common_get(struct virtio_pci *vp, uint32_t off)
 static void common_read(struct virtio_pci *vp, uint32_t off, void *data, uint32_t len)
 {
 	uint8_t *out = data;
-	const struct field *cached = NULL;
+	const struct virtio_pci_field *cached = NULL;
 	uint64_t val = 0;
 	for (uint32_t i = 0; i < len; i++) {
-		const struct field *f = field_at(off + i);
+		const struct virtio_pci_field *f = field_at(off + i);
 		if (!f) {
 			out[i] = 0;
 			continue;
@@ -175,7 +180,7 @@ static uint64_t merge64(uint64_t old, uint32_t lo, uint32_t len, uint64_t v)
 static void common_write(struct virtio_pci *vp, uint32_t off, const void *data, uint32_t len)
 {
 	struct virtio_dev *d = vp->d;
-	const struct field *f = field_at(off);
+	const struct virtio_pci_field *f = field_at(off);
 	uint64_t v = get_le(data, len);
 	if (!f)
 		return;

@@ -170,6 +170,17 @@
 #define VIRTIO_PCI_COMMON_Q_NDATA 0x38
 #define VIRTIO_PCI_COMMON_Q_RESET 0x3a
 
+/* A field of the common configuration: its offset and width in bytes. */
+struct virtio_pci_field {
+	uint16_t off;
+	uint8_t len;
+};
+
+/* The common configuration's fields in order (the table the transport
+ * decodes accesses with): field @i (NULL past the last), and how many. */
+const struct virtio_pci_field *virtio_pci_common_field(size_t i);
+size_t virtio_pci_common_nfields(void);
+
 #define VIRTIO_MSI_NO_VECTOR 0xffff
 
 /* ISR bits (§4.1.4.5) */
