@@ -43,8 +43,9 @@
 #   bench_jail_src FILE NAME    copy FILE to DIR/src/NAME (mode 644) once, so
 #                               that jails on DIR's file system can link it
 #   bench_jail_new ID SRC:NAME...   a fresh jail root for ID (printed in
-#                               BJ_ROOT) with each SRC hard-linked (copied
-#                               across file systems) as NAME
+#                               BJ_ROOT) with each SRC hard-linked as NAME
+#                               (across file systems: copied, and the copy
+#                               chowned to the jail's uid:gid)
 #   bench_jail_cmd ID MEM_MIB [JAILER-ARGS...]   the jailer command line for
 #                               ID in BJ_CMD (word-split it; no blanks in
 #                               paths): the VMM reads /vm.json of its jail
@@ -146,7 +147,10 @@ bench_jail_new() {
 	BJ_ROOT=$BJ_BASE/visor/$_id/root
 	mkdir -p "$BJ_ROOT"
 	for _p in "$@"; do
-		ln "${_p%%:*}" "$BJ_ROOT/${_p#*:}" 2>/dev/null || cp "${_p%%:*}" "$BJ_ROOT/${_p#*:}" || return 1
+		# a copy (across file systems) is the jail's user's, so that it can
+		# write a disk image
+		ln "${_p%%:*}" "$BJ_ROOT/${_p#*:}" 2>/dev/null ||
+			{ cp "${_p%%:*}" "$BJ_ROOT/${_p#*:}" && chown "$BJ_UID:$BJ_GID" "$BJ_ROOT/${_p#*:}"; } || return 1
 	done
 }
 
