@@ -221,15 +221,26 @@ static int peer_text(const struct mig_hdr *h, const struct msgbuf *mb, char *err
 	return err_set(err, errlen, -EREMOTEIO, "the destination: %s", text);
 }
 
+/* The peer's next answer into *@h and @mb; its ERROR is a failure with
+ * its text in err. */
+static int answer(struct mig_conn *c, struct mig_hdr *h, struct msgbuf *mb, char *err,
+		  size_t errlen)
+{
+	int r = recv_msg(c, h, mb, NULL, NULL, err, errlen);
+	if (r)
+		return r;
+	if (h->type == MIG_MSG_ERROR)
+		return peer_text(h, mb, err, errlen);
+	return 0;
+}
+
 /* Wait for one of the peer's answers: @want, or ERROR (its text in err). */
 static int expect(struct mig_conn *c, uint32_t want, struct msgbuf *mb, char *err, size_t errlen)
 {
 	struct mig_hdr h;
-	int r = recv_msg(c, &h, mb, NULL, NULL, err, errlen);
+	int r = answer(c, &h, mb, err, errlen);
 	if (r)
 		return r;
-	if (h.type == MIG_MSG_ERROR)
-		return peer_text(&h, mb, err, errlen);
 	if (h.type != want || h.len)
 		return err_set(err, errlen, -EPROTO, "the destination sent %s (%u bytes) where %s "
 				 "was due", mig_msg_name(h.type), h.len, mig_msg_name(want));
@@ -591,11 +602,9 @@ static int send_pass(struct src *s, const uint64_t *bits, uint32_t pass, char *e
 static int pass_done(struct mig_conn *c, struct msgbuf *mb, uint32_t pass, char *err, size_t errlen)
 {
 	struct mig_hdr h;
-	int r = recv_msg(c, &h, mb, NULL, NULL, err, errlen);
+	int r = answer(c, &h, mb, err, errlen);
 	if (r)
 		return r;
-	if (h.type == MIG_MSG_ERROR)
-		return peer_text(&h, mb, err, errlen);
 	if (h.type != MIG_MSG_PASS_DONE || h.len != 16 || get_le32(mb->p) != pass ||
 	    get_le32(mb->p + 4))
 		return err_set(err, errlen, -EPROTO, "the destination sent %s (%u bytes) where "
