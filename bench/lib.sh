@@ -31,6 +31,7 @@
 #                    v2 limits that do not bind: pids.max=256, memory.max =
 #                    guest memory + 512 MiB; no-file 2048), the files the VM
 #                    needs hard-linked into the jail root
+#   visor-jailer-nocg  (bench/boot) the same without the cgroup options
 # Inner helpers for them (busybox sh in the lab's L1; the staged directory
 # holds a copy of this file as lib.sh):
 #   bench_isvisor VMM           true for the four names above
@@ -50,6 +51,7 @@
 #                               ID in BJ_CMD (word-split it; no blanks in
 #                               paths): the VMM reads /vm.json of its jail
 #                               and serves the API on /run/firecracker.socket
+#                               (BJ_NOCG=1: no cgroup options)
 #   bench_jail_done ID          remove ID's jail and cgroup (after the VM)
 #   bench_fc_config FILE KERNEL INITRD MEM_MIB CMDLINE [DRIVE [TAP MAC]]
 #                               a Firecracker JSON config for that VM (DRIVE
@@ -158,8 +160,10 @@ bench_jail_cmd() {
 	_id=$1 _mem=$2
 	shift 2
 	BJ_CMD="$BJ_DIR/bin/visor jailer --id $_id --exec-file $BJ_DIR/bin/visor --uid $BJ_UID --gid $BJ_GID"
-	BJ_CMD="$BJ_CMD --chroot-base-dir $BJ_BASE --cgroup-version 2 --cgroup pids.max=256"
-	BJ_CMD="$BJ_CMD --cgroup memory.max=$(((_mem + 512) * 1048576)) $*"
+	BJ_CMD="$BJ_CMD --chroot-base-dir $BJ_BASE"
+	[ "${BJ_NOCG:-0}" = 1 ] ||
+		BJ_CMD="$BJ_CMD --cgroup-version 2 --cgroup pids.max=256 --cgroup memory.max=$(((_mem + 512) * 1048576))"
+	BJ_CMD="$BJ_CMD $*"
 	BJ_CMD="$BJ_CMD -- --config-file /vm.json --enable-pci"
 }
 
