@@ -136,9 +136,10 @@ fuzz: $(FUZZ_BINS)
 	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)
 
 # A longer campaign: FUZZ_LONG_TIME seconds per target (FUZZ_TARGETS="virtio_blk
-# pci" for some), corpora kept in $(BUILD)/fuzz-corpus/NAME across runs.
+# pci" for some; FUZZ_RUNS=N: also stop a target after N executions), corpora
+# kept in $(BUILD)/fuzz-corpus/NAME across runs.
 fuzz-long: $(FUZZ_BINS)
-	tests/run-fuzz --keep $(BUILD)/fuzz-corpus $(FUZZ_LONG_TIME) \
+	FUZZ_RUNS=$(FUZZ_RUNS) tests/run-fuzz --keep $(BUILD)/fuzz-corpus $(FUZZ_LONG_TIME) \
 		$(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%),$(FUZZ_BINS))
 
 test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
