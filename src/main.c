@@ -120,12 +120,24 @@ static int seccomp_setup(const struct cli_opts *o)
 	return 0;
 }
 
+struct teardown {
+	struct api_server *api;
+	struct vm *vm;
+};
+
+static void teardown(void *p)
+{
+	struct teardown *t = p;
+	api_stop(t->api);
+	vm_destroy(t->vm);
+}
+
 static int run_vmm(struct cli_opts *o, uint64_t start)
 {
 	/* the event loop's filter, before any input is handled (the
 	 * configuration, a snapshot, the API) */
-	if (sec_enter(SEC_VMM)) {
-		log_error("seccomp: cannot install the vmm filter");
+	if (sec_enter(SEC_SETUP)) {
+		log_error("seccomp: cannot install the setup filter");
 		return VMM_EXIT_ERROR;
 	}
 	bool fc = o->cmd == CLI_FIRECRACKER;
@@ -262,9 +274,13 @@ static int run_vmm(struct cli_opts *o, uint64_t start)
 		signal_ready(o);
 	}
 	code = vm_run(vm);
-out:
-	api_stop(api);
-	vm_destroy(vm);
+out:;
+	/* the teardown removes the API and vsock sockets' files: with the
+	 * set-up list once the loop was narrowed */
+	struct teardown td = {api, vm};
+	int e = sec_run_wide(teardown, &td);
+	if (e)
+		log_warn("no thread for the teardown (%s): the sockets' files stay", strerror(e));
 	return code;
 }
 

@@ -25,13 +25,16 @@
 #include <stddef.h>
 
 enum sec_kind {
-	SEC_VMM,	/* the event loop (main thread) */
+	SEC_VMM,	/* the event loop (main thread) once the guest runs */
 	SEC_VCPU,	/* a vCPU */
 	SEC_API,	/* the API server */
 	SEC_CONSOLE,	/* the console writer */
 	SEC_MIGRATION,	/* a migration's connection thread (either side) */
 	SEC_POSTCOPY,	/* post-copy's fault and loop-step threads */
 	SEC_SPAWNER,	/* creates the others */
+	SEC_SETUP,	/* the event loop until the guest first runs; then the
+			 * short-lived threads that run the API's control
+			 * operations needing more than SEC_VMM (sec_run_wide) */
 	SEC_NKINDS
 };
 
@@ -65,6 +68,28 @@ int sec_enter(enum sec_kind k);
  * Returns 0 or an error number, as pthread_create does. */
 int sec_thread_create(enum sec_kind k, pthread_t *t, const pthread_attr_t *attr,
 		      void *(*fn)(void *), void *arg);
+
+/* The event loop's filters come in two stages.  From start-up (before
+ * any input) the main thread runs under SEC_SETUP: configuration, the
+ * kernel, devices, a snapshot's load, an incoming migration's build.
+ * When the guest first runs, sec_loop_narrow() adds SEC_VMM's filter on
+ * top (the kernel applies both: the thread keeps only what both allow),
+ * so the code a guest drives on the loop (device emulation, rings, I/O
+ * completions) runs under the short list.  Call it on the main thread;
+ * once is enough (later calls do nothing).  0, or -errno. */
+int sec_loop_narrow(void);
+
+/* Whether sec_loop_narrow() ran (and filters are on). */
+bool sec_loop_narrowed(void);
+
+/* Run @fn(@arg) with the setup list: directly while the loop is not
+ * narrowed (or filters are off), else on a new thread of kind SEC_SETUP
+ * while the caller waits for it (every signal blocked there).  For the
+ * API's control operations after the guest runs that need files or
+ * set-up calls (a snapshot's files, a drive's new image, a migration's
+ * start, the teardown).  0, or an error number if the thread could not
+ * be made (then @fn did not run). */
+int sec_run_wide(void (*fn)(void *arg), void *arg);
 
 /* Print the built-in rules of every kind as a filter file (JSON). */
 int sec_print_builtin(void);

@@ -17,6 +17,7 @@
 #include "machine.h"
 #include "metrics.h"
 #include "migration/migrate.h"
+#include "seccomp.h"
 #include "snapshot/config_section.h"
 #include "snapshot/format.h"
 #include "snapshot/mem_section.h"
@@ -510,6 +511,58 @@ static bool blocked_by_migration(enum vm_action_kind k)
 	}
 }
 
+/* Requests that run on the loop under its narrow filter once the guest
+ * runs (docs/security.md, "Two stages"): they need no file, socket or
+ * set-up call.  The others (a snapshot's files, a drive's new image, a
+ * rate limiter's timer, a migration's start) run on a short-lived
+ * thread with the set-up list while the loop waits. */
+static bool runs_narrow(enum vm_action_kind k)
+{
+	switch (k) {
+	case ACT_NONE:
+	case ACT_GET_INFO:
+	case ACT_GET_VERSION:
+	case ACT_GET_VM_CONFIG:
+	case ACT_GET_MACHINE_CONFIG:
+	case ACT_GET_BALLOON:
+	case ACT_GET_BALLOON_STATS:
+	case ACT_PATCH_BALLOON:
+	case ACT_PAUSE:
+	case ACT_RESUME:
+	case ACT_SEND_CTRL_ALT_DEL:
+	case ACT_FLUSH_METRICS:
+	case ACT_MIGRATION_GET:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The guest runs: the loop's filter narrows (once; sec_loop_narrow). */
+static void vm_narrow(struct vm *vm)
+{
+	if (vm->state != VM_RUNNING || sec_loop_narrowed() || !sec_active())
+		return;
+	int r = sec_loop_narrow();
+	if (r) {
+		/* fail closed, as a thread that cannot be confined */
+		log_error("seccomp: cannot install the vmm filter: %s; stopping", strerror(-r));
+		vm_shutdown(vm, VMM_EXIT_ERROR);
+	}
+}
+
+struct wide_exec {
+	struct vm *vm;
+	const struct vm_action *a;
+	struct vm_reply *rep;
+};
+
+static void wide_exec(void *p)
+{
+	struct wide_exec *w = p;
+	vm_execute_one(w->vm, w->a, w->rep);
+}
+
 void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 {
 	const char *why = NULL;
@@ -529,7 +582,15 @@ void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 		vm->act_fails[a->kind]++;
 		return;
 	}
-	vm_execute_one(vm, a, rep);
+	if (sec_loop_narrowed() && !runs_narrow(a->kind)) {
+		struct wide_exec w = {vm, a, rep};
+		int e = sec_run_wide(wide_exec, &w);
+		if (e)
+			refuse(rep, 400, "Cannot run the request: no thread for it: %s", strerror(e));
+	} else {
+		vm_execute_one(vm, a, rep);
+	}
+	vm_narrow(vm);
 	if (rep->status < 400 && vm->state == VM_NOT_STARTED && configures_boot(a->kind))
 		vm->configured = true;
 	if ((unsigned)a->kind < ACT_KIND_COUNT) {
@@ -995,6 +1056,7 @@ int vm_mig_incoming_run(struct vm *vm, char *err, size_t errlen)
 		return err_set(err, errlen, r, "cannot resume: %s", strerror(-r));
 	}
 	vm->state = VM_RUNNING;
+	vm_narrow(vm);
 	return 0;
 }
 

@@ -251,13 +251,28 @@ void log_set_thread_name(const char *name)
 	snprintf(thread_name, sizeof(thread_name), "%s", name ? name : "");
 }
 
+static _Thread_local bool main_known, is_main;
+static void get_thread_name(char out[16]);
+
+void log_thread_prime(void)
+{
+	char n[16];
+	get_thread_name(n);
+}
+
 static void get_thread_name(char out[16])
 {
 	if (thread_name[0]) {
 		memcpy(out, thread_name, 16);
 		return;
 	}
-	if (gettid() == getpid()) {
+	/* asked once per thread (two system calls the event loop's narrow
+	 * seccomp filter does not have; log_thread_prime) */
+	if (!main_known) {
+		is_main = gettid() == getpid();
+		main_known = true;
+	}
+	if (is_main) {
 		/* The main thread runs the VM's event loop; its kernel name
 		 * is the program's and stays so (ps, top). */
 		snprintf(out, 16, "main");

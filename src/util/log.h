@@ -188,6 +188,11 @@ void log_reset(void);
  * the calling thread. */
 void log_set_thread_name(const char *name);
 
+/* Look up what the log needs of the calling thread (whether it is the
+ * main thread) now, before a seccomp filter takes the calls for it away
+ * (sec_enter calls it). */
+void log_thread_prime(void);
+
 /* Look at file descriptor 2 again (after dup2() onto it): the next stderr
  * line is written as the new descriptor requires.  Any thread. */
 /* Set up the stderr sink now (it is otherwise set up by the first line,
