@@ -275,6 +275,11 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 		r = add_name(l, "prctl", &setname, 1);
 	if (!r && k != SEC_SPAWNER)
 		r = add_name(l, "prctl", &getname, 1);
+	/* a migrated VM's source steps aside (SCHED_IDLE) on the loop, which
+	 * asks for nothing else of the scheduler */
+	struct sec_cond idle = {.arg = 1, .op = SCMP_CMP_EQ, .value = SCHED_IDLE};
+	if (!r && k == SEC_VMM)
+		r = add_name(l, "sched_setscheduler", &idle, 1);
 	/* the loop adds its narrow filter when the guest first runs
 	 * (sec_loop_narrow): a filter only ever takes calls away */
 	struct sec_cond nnp = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_SET_NO_NEW_PRIVS};

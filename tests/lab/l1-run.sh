@@ -13,17 +13,24 @@ echo 0 >/proc/sys/kernel/printk_ratelimit 2>/dev/null
 echo "lab: L1 $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(ls -l /dev/kvm 2>&1)"
 status=0
 # seccomp_events: a visor thread killed (or logged) by its seccomp filter
-# since the last report: which thread, which call, which action
-seen=0
+# since the last report: which thread, which call, which action.  The
+# events after the last one reported, by their audit serial number (a
+# count of lines would miss them once the kernel's ring buffer wraps: the
+# guests' boots fill it)
+last=0
+# every event as it comes (the ring buffer may drop lines before a report)
+kmsg=/tmp/l1-seccomp-events
+: >"$kmsg"
+cat /proc/kmsg >>"$kmsg" 2>/dev/null &
 seccomp_events() {
-	ev=$(dmesg 2>/dev/null | grep 'type=1326')
-	n=$(printf '%s' "$ev" | grep -c .)
-	[ "$n" -gt "$seen" ] || return 0
+	sleep 1 # the reader's last lines
+	ev=$({ dmesg 2>/dev/null; cat "$kmsg"; } | grep 'type=1326' |
+		sed -nE 's/.*audit\([0-9.]+:([0-9]+)\).*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3 \4/p' |
+		sort -u | awk -v l="$last" '$1 > l')
+	[ -n "$ev" ] || return 0
 	echo "lab: seccomp events (count, thread, system call number, action):"
-	printf '%s\n' "$ev" | tail -n $((n - seen)) |
-		sed -E 's/.*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3/' |
-		sort | uniq -c | sed 's/^/lab:   /'
-	seen=$n
+	printf '%s\n' "$ev" | cut -d' ' -f2- | sort | uniq -c | sed 's/^/lab:   /'
+	last=$(printf '%s\n' "$ev" | awk '$1 > m {m = $1} END {print m}')
 }
 for s in "$@"; do
 	echo "=== BEGIN $s"

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -108,7 +109,8 @@ TEST(builtin_rules)
 	CHECK(!allows(SEC_VMM, __NR_io_uring_setup, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_memfd_create, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_userfaultfd, 0, 0, 0));
-	CHECK(!allows(SEC_VMM, __NR_sched_setscheduler, 0, 0, 0));
+	CHECK(!allows(SEC_VMM, __NR_sched_setscheduler, 0, SCHED_FIFO, 0));
+	CHECK(allows(SEC_VMM, __NR_sched_setscheduler, 0, SCHED_IDLE, 0));
 	CHECK(!allows(SEC_VMM, __NR_prctl, PR_SET_MM, 0, 0));
 	/* fewer than Firecracker's vmm filter (50 system calls) */
 	{
@@ -117,6 +119,7 @@ TEST(builtin_rules)
 			bool any = false;
 			for (unsigned long long a0 = 0; a0 < 2 && !any; a0++)
 				any = allows(SEC_VMM, nr, a0 ? AF_UNIX : 0, 0, 0) ||
+				      allows(SEC_VMM, nr, 0, SCHED_IDLE, 0) ||
 				      (nr == __NR_ioctl && allows(SEC_VMM, nr, 5, KVM_IRQFD, 0)) ||
 				      (nr == __NR_prctl && allows(SEC_VMM, nr, PR_SET_NAME, 0, 0));
 			names += any;
