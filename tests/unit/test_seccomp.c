@@ -101,6 +101,11 @@ TEST(builtin_rules)
 	CHECK(allows(SEC_VMM, __NR_io_uring_enter, 0, 0, 0));
 	CHECK(allows(SEC_VMM, __NR_eventfd2, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_socket, AF_INET, SOCK_STREAM, 0));
+	/* nor KVM's or a tap's creation requests */
+	CHECK(!allows(SEC_VMM, __NR_ioctl, 5, KVM_CREATE_VM, 0));
+	CHECK(!allows(SEC_VMM, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
+	CHECK(!allows(SEC_VMM, __NR_ioctl, 5, TUNSETIFF, 0));
+	CHECK(allows(SEC_SETUP, __NR_ioctl, 5, KVM_CREATE_VM, 0));
 	CHECK(!allows(SEC_VMM, __NR_openat, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_unlink, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_rename, 0, 0, 0));
