@@ -97,10 +97,11 @@ static const char *const g_run_base[] = {
  * activates it (ioeventfds, a rate limiter's or vsock's timer, vsock's
  * epoll set), a tap's frames (readv/writev), virtio-blk's ring, kicking
  * vCPU threads (pause, the migration throttle: pthread_kill is getpid
- * and tgkill). */
+ * and tgkill), the disks' locks passing to a migration's destination at
+ * the switch-over (and back if it fails). */
 static const char *const g_run_loop[] = {
-	"epoll_wait", "epoll_ctl", "eventfd2", "timerfd_create", "timerfd_settime",
-	"epoll_create1", "fcntl", "readv", "writev", "io_uring_enter", "tgkill", NULL,
+	"epoll_wait", "epoll_ctl", "poll", "eventfd2", "timerfd_create", "timerfd_settime",
+	"epoll_create1", "fcntl", "readv", "writev", "io_uring_enter", "tgkill", "flock", NULL,
 };
 /* vsock's host side: connections from and to the host's Unix sockets
  * (socket(AF_UNIX) below). */
