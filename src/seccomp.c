@@ -148,7 +148,8 @@ static const char *const g_sock[] = {
 static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
 /* A completed migration's source lowers its priority; OpenSSL (TLS)
  * reads the host's memory and CPUs when it starts. */
-static const char *const g_sched[] = {"sched_setscheduler", "sysinfo", "sched_getaffinity",
+static const char *const g_sched[] = {"sched_setscheduler", "sched_getscheduler", "sysinfo",
+				      "sched_getaffinity",
 				      "uname", "getuid", "geteuid", "getgid", "getegid", NULL};
 /* The loop: signal handlers (SIGINT, SIGTERM, the kick), kicking vCPU
  * threads, its fd limit, the host's memory. */
@@ -299,6 +300,10 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 	struct sec_cond idle = {.arg = 1, .op = SCMP_CMP_EQ, .value = SCHED_IDLE};
 	if (!r && k == SEC_VMM)
 		r = add_name(l, "sched_setscheduler", &idle, 1);
+	/* and the threads it hands the API's control operations to run at
+	 * its priority (sec_run_wide) */
+	if (!r && k == SEC_VMM)
+		r = add_name(l, "sched_getscheduler", NULL, 0);
 	/* the loop adds its narrow filter when the guest first runs
 	 * (sec_loop_narrow): a filter only ever takes calls away */
 	struct sec_cond nnp = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_SET_NO_NEW_PRIVS};
@@ -635,12 +640,19 @@ bool sec_loop_narrowed(void)
 struct wide_call {
 	void (*fn)(void *arg);
 	void *arg;
+	int policy; /* the caller's scheduling policy */
 };
 
 static void *wide_main(void *p)
 {
 	struct wide_call *w = p;
 	prctl(PR_SET_NAME, "setup", 0, 0, 0);
+	/* at the caller's priority (a migrated source's loop runs at
+	 * SCHED_IDLE: so does its teardown) */
+	if (w->policy >= 0 && w->policy != SCHED_OTHER) {
+		struct sched_param sp = {0};
+		(void)sched_setscheduler(0, w->policy, &sp);
+	}
 	w->fn(w->arg);
 	return NULL;
 }
@@ -653,7 +665,7 @@ int sec_run_wide(void (*fn)(void *arg), void *arg)
 	}
 	/* the caller waits, so @fn runs as if on the caller's thread; signals
 	 * stay with the caller (its handlers, its eventfds) */
-	struct wide_call w = {fn, arg};
+	struct wide_call w = {fn, arg, sched_getscheduler(0)};
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
