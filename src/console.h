@@ -23,8 +23,12 @@
  *    as the descriptor becomes writable (poll).  Bytes that find the ring
  *    full are dropped and counted.
  *  - When no private description can be made (no /proc, a pipe of another
- *    user, ...) the writer thread writes the ring to the shared descriptor
- *    with blocking writes: it may block, alone; nobody ever waits for it.
+ *    user, ...: a VMM in the jailer's jail) the writer thread writes the
+ *    ring to the shared descriptor with blocking writes: it may block,
+ *    alone; nobody ever waits for it.  After each write it lets output
+ *    gather for CONSOLE_GATHER_MS before the next one, so that a guest
+ *    writing a byte at a time does not cost a thread wake-up per byte
+ *    (the first byte after a pause leaves at once).
  *  - console_stop() gives buffered bytes at most CONSOLE_STOP_FLUSH_MS to
  *    leave, then drops the rest; if the machine never calls it, an atexit
  *    handler does the same (and reports the drops it saw) so that output
@@ -46,6 +50,9 @@
 #define CONSOLE_OUT_BUF_SIZE ((size_t)128 << 10)
 /* How long console_stop() (and exit) lets buffered output drain. */
 #define CONSOLE_STOP_FLUSH_MS 100
+/* The writer of a shared blocking output (the fallback) writes at most
+ * this often while output keeps coming. */
+#define CONSOLE_GATHER_MS 2
 /* A FIFO output without a reader is reopened at most this often. */
 #define CONSOLE_FIFO_RETRY_MS 200
 
