@@ -136,7 +136,9 @@ struct console_out {
 	size_t head, len;
 	bool writer_idle;    /* the writer waits for data: wake it on new data */
 	bool writing;        /* BLOCKING: a write() runs outside the lock */
-	bool gathering;      /* BLOCKING: the writer lets output gather (out_gather) */
+	bool gathering;      /* the writer lets output gather (CONSOLE_GATHER_MS) */
+	uint64_t gather_until; /* a write left recently: output that comes
+				* before this time gathers in the ring */
 	bool stopping;       /* set once by out_stop: the writer ends */
 	bool has_thread;
 	bool orphaned;       /* BLOCKING writer left stuck in write(): it frees */
@@ -270,26 +272,42 @@ static void out_fifo_retry(struct console_out *o)
 }
 
 /* Writer of NONBLOCK and SOCKET outputs: waits for buffered data and for
- * the descriptor to take it; never blocks in a write. */
+ * the descriptor to take it; never blocks in a write.  Until
+ * CONSOLE_GATHER_MS after the last write it waits, not idle (console_write
+ * does not wake it), for output to gather, unless the ring is half full. */
 static void *out_writer_poll(void *arg)
 {
 	struct console_out *o = arg;
 	pthread_mutex_lock(&o->lock);
 	while (!o->stopping) {
 		out_fifo_retry(o);
-		out_flush_nb(o);
-		bool want_out = o->len && o->fd >= 0 && !o->broken;
-		o->writer_idle = !want_out;
+		uint64_t now = now_ns();
+		/* (also with nothing buffered yet: what comes while the time
+		 * runs needs no wake-up) */
+		bool gather = o->len < CONSOLE_OUT_BUF_SIZE / 2 && now < o->gather_until;
+		int timeout = -1;
+		if (gather) {
+			timeout = (int)((o->gather_until - now + NS_PER_MS - 1) / NS_PER_MS);
+		} else {
+			size_t before = o->len;
+			out_flush_nb(o);
+			if (o->len < before)
+				o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
+		}
+		bool want_out = !gather && o->len && o->fd >= 0 && !o->broken;
+		o->gathering = gather;
+		o->writer_idle = !want_out && !gather;
 		struct pollfd p[2] = {{.fd = o->wake_efd, .events = POLLIN},
 				      {.fd = want_out ? o->fd : -1, .events = POLLOUT}};
 		pthread_mutex_unlock(&o->lock);
-		if (poll(p, 2, -1) > 0 && (p[0].revents & POLLIN)) {
+		if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN)) {
 			uint64_t v;
 			ssize_t r = read(o->wake_efd, &v, sizeof(v));
 			(void)r;
 		}
 		pthread_mutex_lock(&o->lock);
 		o->writer_idle = false;
+		o->gathering = false;
 	}
 	pthread_mutex_unlock(&o->lock);
 	return NULL;
@@ -313,13 +331,15 @@ static void out_free(struct console_out *o)
  * meanwhile, so console_write() only appends to the ring, without waking
  * it: output that comes a byte at a time (the UART, one exit per byte)
  * costs a wake-up and a write per CONSOLE_GATHER_MS instead of two thread
- * switches and a write per byte.  The stop, a broken output or a ring
- * half full (console_write wakes it then) end the wait early. */
+ * switches and a write per byte.  The stop, a broken output, a ring half
+ * full, or output that arrives after the time is up (console_write wakes
+ * it then: the flush does not depend on the timer alone) end the wait. */
 static void out_gather(struct console_out *o)
 {
 	uint64_t end = now_ns() + CONSOLE_GATHER_MS * NS_PER_MS;
 	struct timespec ts = {.tv_sec = (time_t)(end / 1000000000ULL),
 			      .tv_nsec = (long)(end % 1000000000ULL)};
+	o->gather_until = end;
 	o->gathering = true;
 	while (!o->stopping && !o->broken && o->len < CONSOLE_OUT_BUF_SIZE / 2 &&
 	       pthread_cond_timedwait(&o->cond, &o->lock, &ts) != ETIMEDOUT)
@@ -671,32 +691,53 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 		}
 		break;
 	case OUT_NONBLOCK:
-	case OUT_SOCKET:
-		/* Straight out while nothing waits in the ring (order). */
-		while (!o->len && done < len) {
-			ssize_t w = out_write_nb(o, buf + done, len - done);
-			if (w < 0) {
-				out_fail(o, (int)-w);
-				goto out;
+	case OUT_SOCKET: {
+		/* Straight out (after what waits in the ring: order) when no
+		 * write left in the last CONSOLE_GATHER_MS, or when the ring
+		 * would fill past half (never a drop the descriptor could have
+		 * taken); else into the ring, for the writer to send with what
+		 * follows. */
+		uint64_t now = now_ns();
+		if (now >= o->gather_until || o->len + len > CONSOLE_OUT_BUF_SIZE / 2) {
+			size_t before = o->len;
+			out_flush_nb(o);
+			if (o->broken || o->fd < 0)
+				goto out; /* (out_fail dropped the ring) */
+			bool wrote = o->len < before;
+			while (!o->len && done < len) {
+				ssize_t w = out_write_nb(o, buf + done, len - done);
+				if (w < 0) {
+					out_fail(o, (int)-w);
+					goto out;
+				}
+				if (w == 0)
+					break;
+				done += (size_t)w;
 			}
-			if (w == 0)
-				break;
-			done += (size_t)w;
+			if (wrote || done)
+				o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
 		}
 		if (done < len) {
 			done += ring_put(o, buf + done, len - done);
 			if (o->writer_idle && o->len) {
 				o->writer_idle = false;
 				out_wake(o);
+			} else if (o->gathering && o->len >= CONSOLE_OUT_BUF_SIZE / 2) {
+				out_wake(o);
 			}
 		}
 		break;
+	}
 	case OUT_BLOCKING:
 		done = ring_put(o, buf, len);
 		if (o->writer_idle && o->len) {
 			o->writer_idle = false;
 			pthread_cond_broadcast(&o->cond);
-		} else if (o->gathering && o->len >= CONSOLE_OUT_BUF_SIZE / 2) {
+		} else if (o->gathering &&
+			   (o->len >= CONSOLE_OUT_BUF_SIZE / 2 || now_ns() >= o->gather_until)) {
+			/* (output that keeps coming leaves on time even if the
+			 * writer's timer is late) */
+			o->gathering = false;
 			pthread_cond_broadcast(&o->cond);
 		}
 		break;

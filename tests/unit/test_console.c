@@ -279,19 +279,21 @@ static void *counting_reader_main(void *arg)
 	return NULL;
 }
 
-/* The fallback's writer thread lets output that comes a byte at a time
- * (the UART: one exit per byte) gather, instead of being woken and writing
- * for every byte: a jailed VMM's console cannot make a private description
- * of its stdout, and a thread switch pair per byte of boot output made its
- * guests boot 13-17 % slower in the lab (docs/benchmarks.md, Isolation).
- * Here one byte every 50 us for 0.2 s: every byte arrives, in order, in
- * far fewer writes than bytes; a lone byte still leaves at once. */
-TEST(shared_fd_gathers_bytewise_output)
+/* Output that comes a byte at a time (the UART: one exit per byte)
+ * gathers in the ring for CONSOLE_GATHER_MS after each write, and leaves
+ * in one write, instead of costing a write (and, through the fallback's
+ * writer thread, two thread switches) per byte: a jailed VMM's console
+ * cannot make a private description of its stdout, and the fallback's
+ * per-byte wake-ups made its guests boot 13-17 % slower in the lab
+ * (docs/benchmarks.md, Isolation).  Here one byte every 50 us for 0.2 s:
+ * every byte arrives, in order, in far fewer writes than bytes; a lone
+ * byte after a pause still leaves at once. */
+static void check_gathers_bytewise(unsigned flags)
 {
 	int p[2];
 	CHECK(pipe(p) == 0);
 	struct console c = {0};
-	CHECK_EQ(console_set_output_fd(&c, p[1], CONSOLE_OUT_SHARED), 0);
+	CHECK_EQ(console_set_output_fd(&c, p[1], flags), 0);
 	const size_t total = 4000;
 	struct counting_reader r = {.fd = p[0], .want = total + 1};
 	pthread_t t;
@@ -328,6 +330,18 @@ TEST(shared_fd_gathers_bytewise_output)
 	CHECK_EQ(c.out_dropped, 0);
 	close(p[0]);
 	close(p[1]);
+}
+
+/* the private non-blocking description (written by the caller first) */
+TEST(pipe_gathers_bytewise_output)
+{
+	check_gathers_bytewise(0);
+}
+
+/* the fallback (CONSOLE_OUT_SHARED): only the writer thread writes */
+TEST(shared_fd_gathers_bytewise_output)
+{
+	check_gathers_bytewise(CONSOLE_OUT_SHARED);
 }
 
 /* A socket is written with MSG_DONTWAIT: same guarantees. */
