@@ -330,10 +330,11 @@ static void out_free(struct console_out *o)
  * gather for CONSOLE_GATHER_MS before it writes again.  It is not idle
  * meanwhile, so console_write() only appends to the ring, without waking
  * it: output that comes a byte at a time (the UART, one exit per byte)
- * costs a wake-up and a write per CONSOLE_GATHER_MS instead of two thread
- * switches and a write per byte.  The stop, a broken output, a ring half
- * full, or output that arrives after the time is up (console_write wakes
- * it then: the flush does not depend on the timer alone) end the wait. */
+ * costs a wake-up and a write per line or CONSOLE_GATHER_MS instead of two
+ * thread switches and a write per byte.  The stop, a broken output, and
+ * console_write (at the end of a line, a ring half full, or output that
+ * comes after the time is up: the flush does not depend on the timer
+ * alone) end the wait early. */
 static void out_gather(struct console_out *o)
 {
 	uint64_t end = now_ns() + CONSOLE_GATHER_MS * NS_PER_MS;
@@ -341,8 +342,11 @@ static void out_gather(struct console_out *o)
 			      .tv_nsec = (long)(end % 1000000000ULL)};
 	o->gather_until = end;
 	o->gathering = true;
-	while (!o->stopping && !o->broken && o->len < CONSOLE_OUT_BUF_SIZE / 2 &&
-	       pthread_cond_timedwait(&o->cond, &o->lock, &ts) != ETIMEDOUT)
+	/* (console_write clears gathering when the wait should end; the time
+	 * is checked before each wait: a wait whose deadline has passed would
+	 * still sleep until the next timer interrupt) */
+	while (o->gathering && !o->stopping && !o->broken && o->len < CONSOLE_OUT_BUF_SIZE / 2 &&
+	       now_ns() < end && pthread_cond_timedwait(&o->cond, &o->lock, &ts) != ETIMEDOUT)
 		;
 	o->gathering = false;
 }
@@ -693,12 +697,13 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 	case OUT_NONBLOCK:
 	case OUT_SOCKET: {
 		/* Straight out (after what waits in the ring: order) when no
-		 * write left in the last CONSOLE_GATHER_MS, or when the ring
-		 * would fill past half (never a drop the descriptor could have
-		 * taken); else into the ring, for the writer to send with what
-		 * follows. */
+		 * write left in the last CONSOLE_GATHER_MS, at the end of a
+		 * line, or when the ring would fill past half (never a drop
+		 * the descriptor could have taken); else into the ring, for
+		 * the writer to send with what follows. */
 		uint64_t now = now_ns();
-		if (now >= o->gather_until || o->len + len > CONSOLE_OUT_BUF_SIZE / 2) {
+		if (now >= o->gather_until || memchr(buf, '\n', len) ||
+		    o->len + len > CONSOLE_OUT_BUF_SIZE / 2) {
 			size_t before = o->len;
 			out_flush_nb(o);
 			if (o->broken || o->fd < 0)
@@ -734,9 +739,11 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 			o->writer_idle = false;
 			pthread_cond_broadcast(&o->cond);
 		} else if (o->gathering &&
-			   (o->len >= CONSOLE_OUT_BUF_SIZE / 2 || now_ns() >= o->gather_until)) {
-			/* (output that keeps coming leaves on time even if the
-			 * writer's timer is late) */
+			   (memchr(buf, '\n', len) || o->len >= CONSOLE_OUT_BUF_SIZE / 2 ||
+			    now_ns() >= o->gather_until)) {
+			/* the end of a line, or time is up (output that keeps
+			 * coming leaves on time even if the writer's timer is
+			 * late) */
 			o->gathering = false;
 			pthread_cond_broadcast(&o->cond);
 		}

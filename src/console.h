@@ -28,12 +28,13 @@
  *    alone; nobody ever waits for it.
  *  - Gathering (both of the above): output that comes within
  *    CONSOLE_GATHER_MS of the last write waits in the ring and leaves with
- *    what follows it, at most CONSOLE_GATHER_MS later (written by the
- *    writer thread when its time is up, or at once by the next output
- *    that comes after that), so that a guest writing a byte at a time (the
- *    UART: an exit per byte) costs a write, and at most one wake-up of the
- *    writer thread, per CONSOLE_GATHER_MS instead of per byte.  The first
- *    byte after a pause leaves at once; a ring half full leaves at once.
+ *    what follows it: at the end of its line, or at most CONSOLE_GATHER_MS
+ *    later (written by the writer thread when its time is up, or at once
+ *    by the next output that comes after that), so that a guest writing a
+ *    byte at a time (the UART: an exit per byte) costs a write, and at
+ *    most one wake-up of the writer thread, per line or CONSOLE_GATHER_MS
+ *    instead of per byte.  The first byte after a pause leaves at once; a
+ *    ring half full leaves at once.
  *  - console_stop() gives buffered bytes at most CONSOLE_STOP_FLUSH_MS to
  *    leave, then drops the rest; if the machine never calls it, an atexit
  *    handler does the same (and reports the drops it saw) so that output
