@@ -137,6 +137,8 @@ struct console_out {
 	bool writer_idle;    /* the writer waits for data: wake it on new data */
 	bool writing;        /* BLOCKING: a write() runs outside the lock */
 	bool gathering;      /* the writer lets output gather (CONSOLE_GATHER_MS) */
+	bool nl_pending;     /* BLOCKING: a line end is in the ring (console_write
+			      * sets it, the writer clears it once the ring is empty) */
 	uint64_t gather_until; /* a write left recently: output that comes
 				* before this time gathers in the ring */
 	bool stopping;       /* set once by out_stop: the writer ends */
@@ -340,6 +342,8 @@ static void out_gather(struct console_out *o)
 	uint64_t end = now_ns() + CONSOLE_GATHER_MS * NS_PER_MS;
 	struct timespec ts = {.tv_sec = (time_t)(end / 1000000000ULL),
 			      .tv_nsec = (long)(end % 1000000000ULL)};
+	if (o->nl_pending)
+		return; /* a line ended while the writer wrote: write it now */
 	o->gather_until = end;
 	o->gathering = true;
 	/* (console_write clears gathering when the wait should end; the time
@@ -388,6 +392,8 @@ static void *out_writer_blocking(void *arg)
 			ring_consume(o, (size_t)w);
 		else if (w < 0 && err != EINTR && err != EAGAIN && err != EWOULDBLOCK)
 			out_fail(o, err);
+		if (!o->len)
+			o->nl_pending = false;
 		pthread_cond_broadcast(&o->cond);
 		if (w > 0)
 			out_gather(o);
@@ -733,14 +739,16 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 		}
 		break;
 	}
-	case OUT_BLOCKING:
+	case OUT_BLOCKING: {
+		bool nl = memchr(buf, '\n', len) != NULL;
 		done = ring_put(o, buf, len);
+		if (nl && done)
+			o->nl_pending = true;
 		if (o->writer_idle && o->len) {
 			o->writer_idle = false;
 			pthread_cond_broadcast(&o->cond);
 		} else if (o->gathering &&
-			   (memchr(buf, '\n', len) || o->len >= CONSOLE_OUT_BUF_SIZE / 2 ||
-			    now_ns() >= o->gather_until)) {
+			   (nl || o->len >= CONSOLE_OUT_BUF_SIZE / 2 || now_ns() >= o->gather_until)) {
 			/* the end of a line, or time is up (output that keeps
 			 * coming leaves on time even if the writer's timer is
 			 * late) */
@@ -748,6 +756,7 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 			pthread_cond_broadcast(&o->cond);
 		}
 		break;
+	}
 	}
 out:
 	/* this call's drops and the writer's since the last call */
