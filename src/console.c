@@ -710,11 +710,9 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 		uint64_t now = now_ns();
 		if (now >= o->gather_until || memchr(buf, '\n', len) ||
 		    o->len + len > CONSOLE_OUT_BUF_SIZE / 2) {
-			size_t before = o->len;
 			out_flush_nb(o);
 			if (o->broken || o->fd < 0)
 				goto out; /* (out_fail dropped the ring) */
-			bool wrote = o->len < before;
 			while (!o->len && done < len) {
 				ssize_t w = out_write_nb(o, buf + done, len - done);
 				if (w < 0) {
@@ -725,8 +723,9 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 					break;
 				done += (size_t)w;
 			}
-			if (wrote || done)
-				o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
+			/* (also after a try the descriptor refused: the
+			 * writer waits for it, the next byte need not try) */
+			o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
 		}
 		if (done < len) {
 			done += ring_put(o, buf + done, len - done);
