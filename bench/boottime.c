@@ -3,13 +3,21 @@
  *
  *   boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER]
  *            [-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG [-T]] [-e STDERR_LOG]
- *            -- COMMAND [ARGS...]
+ *            [-N] [-W] -- COMMAND [ARGS...]
  *
  * -o saves the console output; with -T each line is prefixed with the time
  * its first byte arrived ("[   1234.5] ", ms since t0).
  *
  * Runs COMMAND (a VMM) with stdin from /dev/null, stdout on a pipe and
- * stderr to STDERR_LOG (default /dev/null).  Timestamps (CLOCK_MONOTONIC):
+ * stderr to STDERR_LOG (default /dev/null).
+ *
+ * Two switches for bench/boot's isolation variants (test set-ups, not
+ * timed: both happen before the clock starts or in the child before exec):
+ *   -N  COMMAND runs without /proc: in a new mount namespace with an empty
+ *       tmpfs mounted on /proc (as in a jail: the console cannot reopen its
+ *       stdout through /proc/self/fd/1).  Needs root.
+ *   -W  the pipe is made writable by every user (mode 0666), so that a VMM
+ *       running as another user can reopen it through /proc/self/fd/1.  Timestamps (CLOCK_MONOTONIC):
  *   t0      just before fork()
  *   t_init  when INIT_MARKER first appears in a console line on the pipe
  *   t_off   when POWEROFF_MARKER first appears
@@ -20,7 +28,13 @@
  *
  *   BOOTTIME label=L run=R status=S init_ms=.. off_ms=.. exit_ms=.. poweroff_ms=..
  *            rss_kb=.. ram_rss_kb=.. ram_thp_kb=.. ram_maps=N ram_size_kb=.. ovh_rss_kb=..
- *            ovh_anon_kb=.. ovh_pss_kb=..
+ *            ovh_anon_kb=.. ovh_pss_kb=.. con_bytes=.. con_fds=N con_nb=N ctxsw=..
+ *
+ * Sampled at t_init too: con_bytes, the console bytes read up to the init
+ * line; con_fds, how many of the VMM's descriptors are the pipe's write end
+ * and con_nb how many of those have O_NONBLOCK (a VMM console writing its
+ * own non-blocking description has one); ctxsw, the context switches of
+ * all the VMM's threads so far (voluntary + involuntary).  -1: not read.
  *
  * Times are milliseconds since t0; poweroff_ms = exit_ms - off_ms.  A value
  * that could not be measured is -1.  status is the exit status, "sigN" for a
@@ -28,14 +42,18 @@
  * markers were seen, 1 otherwise.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -57,7 +75,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: boottime [-l LABEL] [-r RUN] [-i INIT_MARKER] [-p POWEROFF_MARKER] "
 			"[-m GUEST_MEM_BYTES] [-t TIMEOUT_S] [-o CONSOLE_LOG [-T]] [-e STDERR_LOG] "
-			"-- COMMAND [ARGS...]\n");
+			"[-N] [-W] -- COMMAND [ARGS...]\n");
 	exit(2);
 }
 
@@ -118,15 +136,75 @@ static void sample_smaps(pid_t pid, unsigned long long ram_bytes, struct mem *m)
 	m->ok = 1;
 }
 
+struct fdinfo {
+	int con_fds, con_nb;
+	long long ctxsw;
+};
+
+/* The VMM's descriptors on the pipe (inode @ino) and how many are
+ * O_NONBLOCK; the context switches of all its threads. */
+static void sample_fds(pid_t pid, unsigned long long ino, struct fdinfo *fi)
+{
+	char path[320], want[48], link[64], line[256];
+	snprintf(want, sizeof(want), "pipe:[%llu]", ino);
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	if (d) {
+		fi->con_fds = fi->con_nb = 0;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/fd/%s", (int)pid, e->d_name);
+			ssize_t n = readlink(path, link, sizeof(link) - 1);
+			if (n <= 0)
+				continue;
+			link[n] = 0;
+			if (strcmp(link, want))
+				continue;
+			fi->con_fds++;
+			snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+			FILE *f = fopen(path, "r");
+			unsigned flags;
+			while (f && fgets(line, sizeof(line), f))
+				if (sscanf(line, "flags: %o", &flags) == 1 && (flags & O_NONBLOCK))
+					fi->con_nb++;
+			if (f)
+				fclose(f);
+		}
+		closedir(d);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (d) {
+		fi->ctxsw = 0;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, e->d_name);
+			FILE *f = fopen(path, "r");
+			long long v;
+			while (f && fgets(line, sizeof(line), f))
+				if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+				    sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+					fi->ctxsw += v;
+			if (f)
+				fclose(f);
+		}
+		closedir(d);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *label = "vmm", *run = "0", *init_marker = "Run /init as init process";
 	const char *off_marker = "reboot: Power down", *console_log = NULL, *err_log = "/dev/null";
 	unsigned long long ram_bytes = 256ULL << 20;
 	double timeout_ms = 300e3;
-	int opt, stamp = 0;
+	int opt, stamp = 0, noproc = 0, pipe_all = 0;
 
-	while ((opt = getopt(argc, argv, "+l:r:i:p:m:t:o:e:T")) != -1) {
+	while ((opt = getopt(argc, argv, "+l:r:i:p:m:t:o:e:TNW")) != -1) {
 		switch (opt) {
 		case 'l': label = optarg; break;
 		case 'r': run = optarg; break;
@@ -137,6 +215,8 @@ int main(int argc, char **argv)
 		case 'o': console_log = optarg; break;
 		case 'e': err_log = optarg; break;
 		case 'T': stamp = 1; break;
+		case 'N': noproc = 1; break;
+		case 'W': pipe_all = 1; break;
 		default: usage();
 		}
 	}
@@ -156,6 +236,12 @@ int main(int argc, char **argv)
 		perror("boottime: setup");
 		return 2;
 	}
+	if (pipe_all && fchmod(p[1], 0666) < 0) {
+		perror("boottime: -W: fchmod of the pipe");
+		return 2;
+	}
+	struct stat pst;
+	unsigned long long pipe_ino = fstat(p[1], &pst) == 0 ? (unsigned long long)pst.st_ino : 0;
 
 	double t0 = now_ms();
 	pid_t pid = fork();
@@ -167,6 +253,13 @@ int main(int argc, char **argv)
 		dup2(nullfd, 0);
 		dup2(p[1], 1);
 		dup2(errfd, 2);
+		if (noproc && (unshare(CLONE_NEWNS) < 0 ||
+			       mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+			       mount("none", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+				     "size=4k,mode=755") < 0)) {
+			dprintf(errfd, "boottime: -N: hiding /proc: %s\n", strerror(errno));
+			_exit(127);
+		}
 		execvp(cmd[0], cmd);
 		dprintf(errfd, "boottime: exec %s: %s\n", cmd[0], strerror(errno));
 		_exit(127);
@@ -178,6 +271,8 @@ int main(int argc, char **argv)
 
 	double t_init = -1, t_off = -1, t_exit = -1;
 	struct mem m = {0};
+	struct fdinfo fi = {-1, -1, -1};
+	long long con_bytes = 0, init_bytes = -1;
 	char linebuf[4096];
 	size_t len = 0;
 	int at_bol = 1; /* console log: at the beginning of a line */
@@ -246,13 +341,17 @@ int main(int argc, char **argv)
 					if (t_init < 0 && len >= init_len &&
 					    memcmp(linebuf + len - init_len, init_marker, init_len) == 0) {
 						t_init = t;
-						if (!exited)
+						init_bytes = con_bytes + i + 1;
+						if (!exited) {
 							sample_smaps(pid, ram_bytes, &m);
+							sample_fds(pid, pipe_ino, &fi);
+						}
 					}
 					if (t_off < 0 && len >= off_len &&
 					    memcmp(linebuf + len - off_len, off_marker, off_len) == 0)
 						t_off = t;
 				}
+				con_bytes += got;
 			}
 		}
 		if (!exited && now_ms() - t0 > timeout_ms) {
@@ -289,10 +388,12 @@ int main(int argc, char **argv)
 	long long ovh = m.ok ? m.rss_kb - m.ram_rss_kb : -1;
 	printf("BOOTTIME label=%s run=%s status=%s init_ms=%.1f off_ms=%.1f exit_ms=%.1f "
 	       "poweroff_ms=%.1f rss_kb=%lld ram_rss_kb=%lld ram_thp_kb=%lld ram_maps=%d ram_size_kb=%lld "
-	       "ovh_rss_kb=%lld ovh_anon_kb=%lld ovh_pss_kb=%lld\n",
+	       "ovh_rss_kb=%lld ovh_anon_kb=%lld ovh_pss_kb=%lld con_bytes=%lld con_fds=%d con_nb=%d "
+	       "ctxsw=%lld\n",
 	       label, run, st, t_init, t_off, t_exit, poweroff, m.ok ? m.rss_kb : -1,
 	       m.ok ? m.ram_rss_kb : -1, m.ok ? m.ram_thp_kb : -1, m.ram_maps, m.ok ? m.ram_size_kb : -1, ovh,
-	       m.ok ? m.ovh_anon_kb : -1, m.ok ? m.ovh_pss_kb : -1);
+	       m.ok ? m.ovh_anon_kb : -1, m.ok ? m.ovh_pss_kb : -1, init_bytes, fi.con_fds, fi.con_nb,
+	       fi.ctxsw);
 	fflush(stdout);
 	return (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0 && t_init >= 0 &&
 		t_off >= 0) ? 0 : 1;

@@ -32,6 +32,8 @@
 #                    guest memory + 512 MiB; no-file 2048), the files the VM
 #                    needs hard-linked into the jail root
 #   visor-jailer-nocg  (bench/boot) the same without the cgroup options
+#   (bench/boot also knows visor-fc-copy, visor-fc-noproc, visor-jailer-proc
+#   and visor-jailer-pipe, variants for bisecting the jail's cost: its --help)
 # Inner helpers for them (busybox sh in the lab's L1; the staged directory
 # holds a copy of this file as lib.sh):
 #   bench_isvisor VMM           true for the four names above

@@ -136,6 +136,11 @@ struct console_out {
 	size_t head, len;
 	bool writer_idle;    /* the writer waits for data: wake it on new data */
 	bool writing;        /* BLOCKING: a write() runs outside the lock */
+	bool gathering;      /* the writer lets output gather (CONSOLE_GATHER_MS) */
+	bool nl_pending;     /* BLOCKING: a line end is in the ring (console_write
+			      * sets it, the writer clears it once the ring is empty) */
+	uint64_t gather_until; /* a write left recently: output that comes
+				* before this time gathers in the ring */
 	bool stopping;       /* set once by out_stop: the writer ends */
 	bool has_thread;
 	bool orphaned;       /* BLOCKING writer left stuck in write(): it frees */
@@ -269,26 +274,42 @@ static void out_fifo_retry(struct console_out *o)
 }
 
 /* Writer of NONBLOCK and SOCKET outputs: waits for buffered data and for
- * the descriptor to take it; never blocks in a write. */
+ * the descriptor to take it; never blocks in a write.  Until
+ * CONSOLE_GATHER_MS after the last write it waits, not idle (console_write
+ * does not wake it), for output to gather, unless the ring is half full. */
 static void *out_writer_poll(void *arg)
 {
 	struct console_out *o = arg;
 	pthread_mutex_lock(&o->lock);
 	while (!o->stopping) {
 		out_fifo_retry(o);
-		out_flush_nb(o);
-		bool want_out = o->len && o->fd >= 0 && !o->broken;
-		o->writer_idle = !want_out;
+		uint64_t now = now_ns();
+		/* (also with nothing buffered yet: what comes while the time
+		 * runs needs no wake-up) */
+		bool gather = o->len < CONSOLE_OUT_BUF_SIZE / 2 && now < o->gather_until;
+		int timeout = -1;
+		if (gather) {
+			timeout = (int)((o->gather_until - now + NS_PER_MS - 1) / NS_PER_MS);
+		} else {
+			size_t before = o->len;
+			out_flush_nb(o);
+			if (o->len < before)
+				o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
+		}
+		bool want_out = !gather && o->len && o->fd >= 0 && !o->broken;
+		o->gathering = gather;
+		o->writer_idle = !want_out && !gather;
 		struct pollfd p[2] = {{.fd = o->wake_efd, .events = POLLIN},
 				      {.fd = want_out ? o->fd : -1, .events = POLLOUT}};
 		pthread_mutex_unlock(&o->lock);
-		if (poll(p, 2, -1) > 0 && (p[0].revents & POLLIN)) {
+		if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN)) {
 			uint64_t v;
 			ssize_t r = read(o->wake_efd, &v, sizeof(v));
 			(void)r;
 		}
 		pthread_mutex_lock(&o->lock);
 		o->writer_idle = false;
+		o->gathering = false;
 	}
 	pthread_mutex_unlock(&o->lock);
 	return NULL;
@@ -305,6 +326,33 @@ static void out_free(struct console_out *o)
 	pthread_cond_destroy(&o->cond);
 	pthread_mutex_destroy(&o->lock);
 	free(o);
+}
+
+/* A BLOCKING writer that has just written (lock held): lets more output
+ * gather for CONSOLE_GATHER_MS before it writes again.  It is not idle
+ * meanwhile, so console_write() only appends to the ring, without waking
+ * it: output that comes a byte at a time (the UART, one exit per byte)
+ * costs a wake-up and a write per line or CONSOLE_GATHER_MS instead of two
+ * thread switches and a write per byte.  The stop, a broken output, and
+ * console_write (at the end of a line, a ring half full, or output that
+ * comes after the time is up: the flush does not depend on the timer
+ * alone) end the wait early. */
+static void out_gather(struct console_out *o)
+{
+	uint64_t end = now_ns() + CONSOLE_GATHER_MS * NS_PER_MS;
+	struct timespec ts = {.tv_sec = (time_t)(end / 1000000000ULL),
+			      .tv_nsec = (long)(end % 1000000000ULL)};
+	if (o->nl_pending)
+		return; /* a line ended while the writer wrote: write it now */
+	o->gather_until = end;
+	o->gathering = true;
+	/* (console_write clears gathering when the wait should end; the time
+	 * is checked before each wait: a wait whose deadline has passed would
+	 * still sleep until the next timer interrupt) */
+	while (o->gathering && !o->stopping && !o->broken && o->len < CONSOLE_OUT_BUF_SIZE / 2 &&
+	       now_ns() < end && pthread_cond_timedwait(&o->cond, &o->lock, &ts) != ETIMEDOUT)
+		;
+	o->gathering = false;
 }
 
 /* Writer of a BLOCKING output: the only one that writes the shared
@@ -344,7 +392,11 @@ static void *out_writer_blocking(void *arg)
 			ring_consume(o, (size_t)w);
 		else if (w < 0 && err != EINTR && err != EAGAIN && err != EWOULDBLOCK)
 			out_fail(o, err);
+		if (!o->len)
+			o->nl_pending = false;
 		pthread_cond_broadcast(&o->cond);
+		if (w > 0)
+			out_gather(o);
 	}
 	bool free_it = o->orphaned;
 	pthread_mutex_unlock(&o->lock);
@@ -649,33 +701,61 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 		}
 		break;
 	case OUT_NONBLOCK:
-	case OUT_SOCKET:
-		/* Straight out while nothing waits in the ring (order). */
-		while (!o->len && done < len) {
-			ssize_t w = out_write_nb(o, buf + done, len - done);
-			if (w < 0) {
-				out_fail(o, (int)-w);
-				goto out;
+	case OUT_SOCKET: {
+		/* Straight out (after what waits in the ring: order) when no
+		 * write left in the last CONSOLE_GATHER_MS, at the end of a
+		 * line, or when the ring would fill past half (never a drop
+		 * the descriptor could have taken); else into the ring, for
+		 * the writer to send with what follows. */
+		uint64_t now = now_ns();
+		if (now >= o->gather_until || memchr(buf, '\n', len) ||
+		    o->len + len > CONSOLE_OUT_BUF_SIZE / 2) {
+			out_flush_nb(o);
+			if (o->broken || o->fd < 0)
+				goto out; /* (out_fail dropped the ring) */
+			while (!o->len && done < len) {
+				ssize_t w = out_write_nb(o, buf + done, len - done);
+				if (w < 0) {
+					out_fail(o, (int)-w);
+					goto out;
+				}
+				if (w == 0)
+					break;
+				done += (size_t)w;
 			}
-			if (w == 0)
-				break;
-			done += (size_t)w;
+			/* (also after a try the descriptor refused: the
+			 * writer waits for it, the next byte need not try) */
+			o->gather_until = now + CONSOLE_GATHER_MS * NS_PER_MS;
 		}
 		if (done < len) {
 			done += ring_put(o, buf + done, len - done);
 			if (o->writer_idle && o->len) {
 				o->writer_idle = false;
 				out_wake(o);
+			} else if (o->gathering && o->len >= CONSOLE_OUT_BUF_SIZE / 2) {
+				out_wake(o);
 			}
 		}
 		break;
-	case OUT_BLOCKING:
+	}
+	case OUT_BLOCKING: {
+		bool nl = memchr(buf, '\n', len) != NULL;
 		done = ring_put(o, buf, len);
+		if (nl && done)
+			o->nl_pending = true;
 		if (o->writer_idle && o->len) {
 			o->writer_idle = false;
 			pthread_cond_broadcast(&o->cond);
+		} else if (o->gathering &&
+			   (nl || o->len >= CONSOLE_OUT_BUF_SIZE / 2 || now_ns() >= o->gather_until)) {
+			/* the end of a line, or time is up (output that keeps
+			 * coming leaves on time even if the writer's timer is
+			 * late) */
+			o->gathering = false;
+			pthread_cond_broadcast(&o->cond);
 		}
 		break;
+	}
 	}
 out:
 	/* this call's drops and the writer's since the last call */

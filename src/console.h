@@ -23,8 +23,18 @@
  *    as the descriptor becomes writable (poll).  Bytes that find the ring
  *    full are dropped and counted.
  *  - When no private description can be made (no /proc, a pipe of another
- *    user, ...) the writer thread writes the ring to the shared descriptor
- *    with blocking writes: it may block, alone; nobody ever waits for it.
+ *    user, ...: a VMM in the jailer's jail) the writer thread writes the
+ *    ring to the shared descriptor with blocking writes: it may block,
+ *    alone; nobody ever waits for it.
+ *  - Gathering (both of the above): output that comes within
+ *    CONSOLE_GATHER_MS of the last write waits in the ring and leaves with
+ *    what follows it: at the end of its line, or at most CONSOLE_GATHER_MS
+ *    later (written by the writer thread when its time is up, or at once
+ *    by the next output that comes after that), so that a guest writing a
+ *    byte at a time (the UART: an exit per byte) costs a write, and at
+ *    most one wake-up of the writer thread, per line or CONSOLE_GATHER_MS
+ *    instead of per byte.  The first byte after a pause leaves at once; a
+ *    ring half full leaves at once.
  *  - console_stop() gives buffered bytes at most CONSOLE_STOP_FLUSH_MS to
  *    leave, then drops the rest; if the machine never calls it, an atexit
  *    handler does the same (and reports the drops it saw) so that output
@@ -46,6 +56,9 @@
 #define CONSOLE_OUT_BUF_SIZE ((size_t)128 << 10)
 /* How long console_stop() (and exit) lets buffered output drain. */
 #define CONSOLE_STOP_FLUSH_MS 100
+/* While guest output keeps coming, it is written at most this often (a
+ * write, then what comes in this time is gathered; see above). */
+#define CONSOLE_GATHER_MS 2
 /* A FIFO output without a reader is reopened at most this often. */
 #define CONSOLE_FIFO_RETRY_MS 200
 
