@@ -52,6 +52,16 @@ $(BUILD)/obj-hooks/src/seccomp.o: src/seccomp.c
 $(BUILD)/visor-test: $(filter-out $(BUILD)/obj/src/seccomp.o,$(OBJS)) $(BUILD)/obj-hooks/src/seccomp.o
 	$(CC) $(ALL_CFLAGS) $(STATIC_LDFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The version (git describe) is compiled into the files that print it: they
+# are rebuilt when it changes (else a build kept the first commit's).
+VERSION_STAMP := $(BUILD)/version.stamp
+$(VERSION_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
+$(addprefix $(BUILD)/obj/src/,main.o vm.o jailer.o) $(addprefix $(BUILD)/san/src/,vm.o jailer.o): $(VERSION_STAMP)
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
