@@ -43,9 +43,11 @@
  * sent the state (READY, RUNNING): applying it and taking the disks is
  * quick, but a loaded host may be slow. */
 #define MIG_ANSWER_TIMEOUT_MS (60 * 1000)
-/* A completed source keeps answering GET /migration this long before it
- * exits, so whoever started it can read the final status. */
-#define MIG_LINGER_MS 2000
+/* A completed source keeps answering GET /migration until the final
+ * status is read, or this long, before it exits, so whoever started it can
+ * read it (a client polling every second on a loaded host missed 2 s: the
+ * lab's migrate-local-pattern). */
+#define MIG_LINGER_MS 10000
 /* Connect timeout. */
 #define MIG_CONNECT_TIMEOUT_MS (30 * 1000)
 
