@@ -133,12 +133,14 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 FUZZ_TIME ?= 20
 FUZZ_LONG_TIME ?= 600
+# tests/fuzz/coverage.ignore: functions left without coverage feedback
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -DVISOR_VERSION='"fuzz"' -g -O1 \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -MMD -MP
-$(BUILD)/fuzzobj/%.o: %.c
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -MMD -MP \
+	-fsanitize-coverage-ignorelist=tests/fuzz/coverage.ignore
+$(BUILD)/fuzzobj/%.o: %.c tests/fuzz/coverage.ignore
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -c -o $@ $<
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) tests/fuzz/coverage.ignore
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
 
