@@ -89,9 +89,8 @@ static const char *const g_base[] = {
  * signals, time, random bytes and fd reads and writes as every kind. */
 static const char *const g_run_base[] = {
 	"brk", "close", "clock_gettime", "exit", "exit_group", "futex", "getpid", "getrandom",
-	"madvise",
-	"mremap", "munmap", "read", "restart_syscall", "rt_sigprocmask", "rt_sigreturn", "sendto",
-	"write", NULL,
+	"madvise", "mremap", "munmap", "read", "restart_syscall", "rt_sigprocmask",
+	"rt_sigreturn", "sendto", "write", NULL,
 };
 /* The loop's own work: waiting, the fds a device makes when the guest
  * activates it (ioeventfds, a rate limiter's or vsock's timer, vsock's
@@ -149,8 +148,8 @@ static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
 /* A completed migration's source lowers its priority; OpenSSL (TLS)
  * reads the host's memory and CPUs when it starts. */
 static const char *const g_sched[] = {"sched_setscheduler", "sched_getscheduler", "sysinfo",
-				      "sched_getaffinity",
-				      "uname", "getuid", "geteuid", "getgid", "getegid", NULL};
+				      "sched_getaffinity", "uname", "getuid", "geteuid", "getgid",
+				      "getegid", NULL};
 /* The loop: signal handlers (SIGINT, SIGTERM, the kick), kicking vCPU
  * threads, its fd limit, the host's memory. */
 static const char *const g_loop[] = {"rt_sigaction", "tgkill", "prlimit64", "sysinfo", "geteuid",

@@ -541,9 +541,9 @@ static bool runs_narrow(enum vm_action_kind k)
 /* The guest runs: the loop's filter narrows (once; sec_loop_narrow). */
 static void vm_narrow(struct vm *vm)
 {
-	if (vm->state != VM_RUNNING || sec_loop_narrowed() || !sec_active())
+	if (vm->state != VM_RUNNING)
 		return;
-	int r = sec_loop_narrow();
+	int r = sec_loop_narrow(); /* nothing once narrowed, or with filters off */
 	if (r) {
 		/* fail closed, as a thread that cannot be confined */
 		log_error("seccomp: cannot install the vmm filter: %s; stopping", strerror(-r));
@@ -582,7 +582,8 @@ void vm_execute(struct vm *vm, const struct vm_action *a, struct vm_reply *rep)
 		vm->act_fails[a->kind]++;
 		return;
 	}
-	if (sec_loop_narrowed() && !runs_narrow(a->kind)) {
+	if (!runs_narrow(a->kind)) {
+		/* in place until the loop narrowed */
 		struct wide_exec w = {vm, a, rep};
 		int e = sec_run_wide(wide_exec, &w);
 		if (e)

@@ -252,13 +252,6 @@ void log_set_thread_name(const char *name)
 }
 
 static _Thread_local bool main_known, is_main;
-static void get_thread_name(char out[16]);
-
-void log_thread_prime(void)
-{
-	char n[16];
-	get_thread_name(n);
-}
 
 static void get_thread_name(char out[16])
 {
@@ -283,6 +276,12 @@ static void get_thread_name(char out[16])
 		snprintf(n, sizeof(n), "-");
 	memcpy(out, n, 16);
 	out[15] = 0;
+}
+
+void log_thread_prime(void)
+{
+	char n[16];
+	get_thread_name(n);
 }
 
 /* Firecracker's timestamp layout, in UTC: 2024-05-01T12:34:56.123456789 */
