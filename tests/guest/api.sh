@@ -42,14 +42,7 @@ stty -echo 2>/dev/null
 ip link set lo up 2>/dev/null
 
 # dev SERIAL: the vdX whose serial is SERIAL
-dev() {
-	for _d in /sys/block/vd*; do
-		[ -e "$_d" ] || continue
-		[ "$(cat "$_d/serial" 2>/dev/null)" = "$1" ] && { echo "${_d##*/}"; return 0; }
-	done
-	echo "NO-DISK $1" >&2
-	return 1
-}
+. /tests/disklib.sh
 
 timed() {
 	_d=$(dev "$1") || return 1

@@ -8,12 +8,9 @@
 #   visor.durcheck=ROUND:LAST  after a restart: records 0..LAST of ROUND read
 #                              back through the guest ("DUR-OK LAST")
 set -u
-dev=""
-for d in /sys/block/vd*; do
-	[ -e "$d" ] || continue
-	[ "$(cat "$d/serial" 2>/dev/null)" = dur ] && dev=/dev/${d##*/}
-done
-[ -n "$dev" ] || { echo "DUR-FAILED no disk with serial dur"; exit 1; }
+. /tests/disklib.sh
+n=$(dev dur) || { echo "DUR-FAILED no disk with serial dur"; exit 1; }
+dev=/dev/$n
 for w in $(cat /proc/cmdline); do
 	case "$w" in
 	visor.dur=*)

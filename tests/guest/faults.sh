@@ -8,12 +8,9 @@
 # line (the host snapshots to a read-only directory and resumes meanwhile),
 # then "FAULTS-DONE".
 set -u
-dev=""
-for d in /sys/block/vd*; do
-	[ -e "$d" ] || continue
-	[ "$(cat "$d/serial" 2>/dev/null)" = full ] && dev=/dev/${d##*/}
-done
-[ -n "$dev" ] || { echo "FAULTS-FAILED no disk with serial full"; exit 1; }
+. /tests/disklib.sh
+n=$(dev full) || { echo "FAULTS-FAILED no disk with serial full"; exit 1; }
+dev=/dev/$n
 # the interface up: its driver posts receive buffers, so visor watches the
 # tap (and sees it go)
 ip link set eth0 up || { echo "FAULTS-FAILED eth0 does not come up"; exit 1; }
