@@ -54,7 +54,7 @@ struct sec_list {
 static const char *const kind_names[SEC_NKINDS] = {
 	[SEC_VMM] = "vmm",	 [SEC_VCPU] = "vcpu",	    [SEC_API] = "api",
 	[SEC_CONSOLE] = "console", [SEC_MIGRATION] = "migration", [SEC_POSTCOPY] = "postcopy",
-	[SEC_SPAWNER] = "spawner", [SEC_SETUP] = "setup",
+	[SEC_SPAWNER] = "spawner", [SEC_SETUP] = "setup",	    [SEC_MIG_RUN] = "migration-run",
 };
 
 static struct sec_list lists[SEC_NKINDS];
@@ -142,6 +142,14 @@ static const char *const g_sock[] = {
 	"accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
 	"recvfrom", "recvmsg", "sendmsg", "sendto", "setsockopt", "shutdown", NULL,
 };
+/* A migration's connection once it is up (SEC_MIG_RUN, on top of
+ * SEC_MIGRATION): the stream's messages (the memfd and taps local mode
+ * sends or receives ride on sendmsg/recvmsg), waiting on it and on
+ * post-copy's page requests, and what post-copy's start makes (a pipe for
+ * the fault thread's requests, two eventfds).  No socket, connect, bind,
+ * listen or file call. */
+static const char *const g_mig_run[] = {"recvfrom", "recvmsg", "sendmsg", "shutdown",
+					"getsockopt", "pipe2", "eventfd2", NULL};
 /* userfaultfd memory (the Uffd back end, post-copy) and the handler's
  * liveness (a pidfd). */
 static const char *const g_uffd[] = {"userfaultfd", "pidfd_open", NULL};
@@ -204,6 +212,12 @@ static const unsigned long i_uffd[] = {
 	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE,
 	USERFAULTFD_IOC_NEW, 0,
 };
+/* post-copy's destination on its connection thread: guest memory is
+ * registered, pages installed, faults woken, and at the end unregistered;
+ * the userfaultfd itself was made before the thread narrowed */
+static const unsigned long i_uffd_run[] = {
+	UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, 0,
+};
 static const unsigned long i_files[] = {BLKGETSIZE64, FIONREAD, 0};
 /* requests that only make things (a VM, its vCPUs and interrupt
  * controllers, a tap, a userfaultfd): the loop's set-up list has them, its
@@ -244,6 +258,7 @@ static const struct kind_spec specs[SEC_NKINDS] = {
 			   {i_files, i_uffd},
 			   {AF_UNIX, AF_INET, AF_INET6}},
 	[SEC_POSTCOPY] = {{g_base, g_console}, {i_uffd}, {0}},
+	[SEC_MIG_RUN] = {{g_base, g_wait, g_mig_run}, {i_uffd_run}, {0}},
 	[SEC_SPAWNER] = {{g_base, g_spawn}, {0}, {0}},
 };
 
@@ -297,7 +312,7 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 	/* a migrated VM's source steps aside (SCHED_IDLE) on the loop, which
 	 * asks for nothing else of the scheduler */
 	struct sec_cond idle = {.arg = 1, .op = SCMP_CMP_EQ, .value = SCHED_IDLE};
-	if (!r && k == SEC_VMM)
+	if (!r && (k == SEC_VMM || k == SEC_MIG_RUN)) /* and so does its migration thread */
 		r = add_name(l, "sched_setscheduler", &idle, 1);
 	/* and the threads it hands the API's control operations to run at
 	 * its priority (sec_run_wide) */
@@ -306,9 +321,10 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 	/* the loop adds its narrow filter when the guest first runs
 	 * (sec_loop_narrow): a filter only ever takes calls away */
 	struct sec_cond nnp = {.arg = 0, .op = SCMP_CMP_EQ, .value = PR_SET_NO_NEW_PRIVS};
-	if (!r && k == SEC_SETUP)
+	if (!r && (k == SEC_SETUP || k == SEC_MIGRATION)) /* and a migration's, once
+							    * connected (SEC_MIG_RUN) */
 		r = add_name(l, "prctl", &nnp, 1);
-	if (!r && k == SEC_SETUP)
+	if (!r && (k == SEC_SETUP || k == SEC_MIGRATION))
 		r = add_name(l, "seccomp", NULL, 0);
 	for (int g = 0; g < 8 && s->ioctls[g] && !r; g++)
 		for (const unsigned long *q = s->ioctls[g]; *q && !r; q++) {

@@ -31,6 +31,9 @@ enum sec_kind {
 	SEC_CONSOLE,	/* the console writer */
 	SEC_MIGRATION,	/* a migration's connection thread (either side) */
 	SEC_POSTCOPY,	/* post-copy's fault and loop-step threads */
+	SEC_MIG_RUN,	/* a migration's connection thread once connected:
+			 * added on top of SEC_MIGRATION (sec_enter) before
+			 * the first byte of the stream is read */
 	SEC_SPAWNER,	/* creates the others */
 	SEC_SETUP,	/* the event loop until the guest first runs; then the
 			 * short-lived threads that run the API's control

@@ -872,6 +872,12 @@ static void *source_thread(void *arg)
 	int r = mig_connect(&m->url, &m->tls, MIG_CONNECT_TIMEOUT_MS, &c, err, sizeof(err));
 	if (r)
 		goto fail;
+	/* connected (and TLS's handshake done): the narrow list from here */
+	if ((r = sec_enter(SEC_MIG_RUN))) {
+		err_set(err, sizeof(err), r, "seccomp: cannot narrow the migration thread: %s",
+			strerror(-r));
+		goto fail;
+	}
 	pthread_mutex_lock(&m->lock);
 	m->conn = c;
 	bool cancelled = atomic_load(&m->cancel);
@@ -1139,7 +1145,8 @@ out:
 struct pc_dst {
 	struct mig_rx *rx;
 	struct guest_mem *mem;
-	int uffd;
+	int uffd;     /* made before the thread narrowed (-1: uffd_err says why) */
+	char uffd_err[256];
 	int req[2];   /* the fault thread's page numbers (u64 each) */
 	int stop_efd;
 	uint8_t *asked;
@@ -1246,10 +1253,9 @@ static int pc_start(struct pc_dst *pc, struct mig_rx *rx, char *err, size_t errl
 	pc->asked = calloc((size_t)((rx->npages + 7) / 8), 1);
 	if (!pc->asked)
 		return err_set(err, errlen, -ENOMEM, "out of memory");
-	int r = uffd_create(err, errlen);
-	if (r < 0)
-		return r;
-	pc->uffd = r;
+	if (pc->uffd < 0)
+		return err_set(err, errlen, -EPERM, "post-copy: %s", pc->uffd_err);
+	int r;
 	if ((r = uffd_register(pc->uffd, pc->mem, err, errlen)))
 		return r;
 	if (pipe2(pc->req, O_CLOEXEC | O_NONBLOCK) ||
@@ -1439,6 +1445,15 @@ static void *dest_thread(void *arg)
 	pthread_mutex_lock(&m->lock);
 	m->conn = c;
 	pthread_mutex_unlock(&m->lock);
+	/* post-copy's userfaultfd, made now in case the source asks for
+	 * post-copy: the stream is read under the narrow list, which cannot
+	 * make one (nor open /dev/userfaultfd) */
+	pc.uffd = uffd_create(pc.uffd_err, sizeof(pc.uffd_err));
+	if ((r = sec_enter(SEC_MIG_RUN))) {
+		err_set(err, sizeof(err), r, "seccomp: cannot narrow the migration thread: %s",
+			strerror(-r));
+		goto fail;
+	}
 	(void)mig_conn_set_timeout(c, (int)(m->rp.timeout_s > 2000000 ? 2000000000
 								       : m->rp.timeout_s * 1000));
 	uint8_t pre[MIG_PREAMBLE_LEN];
@@ -1616,6 +1631,8 @@ static void *dest_thread(void *arg)
 		 (unsigned long long)((mono_ns() - t_go) / 1000000),
 		 rx.verified ? ", every page verified" : "");
 	mig_conn_close(c);
+	if (pc.uffd >= 0) /* pre-copy: never used */
+		close(pc.uffd);
 	mig_rx_free(&rx);
 	free(mb.p);
 	return NULL;
@@ -1639,6 +1656,8 @@ fail:
 				 err);
 			str_copy(err, sizeof(err), msg);
 		}
+	} else if (pc.uffd >= 0) {
+		close(pc.uffd);
 	}
 	set_error(m, MIGS_FAILED, err);
 	log_error("incoming migration failed: %s", err);
