@@ -7,7 +7,11 @@
 #   stress.fio=MIB                        MiB fio writes and verifies (default 32; 0: no fio)
 # Prints "STRESS-BEGIN name" / "STRESS-END name rc=N" around each step and
 # "STRESS-VERIFY-FAIL name" when a step's own verification failed (stress-ng
-# exit status 2, fio with verify errors).  Exits 0 when every step passed.
+# exit status 2, fio with verify errors).  A stress-ng step that could not
+# get what it needed (exit status 3: a stressor aborted "out of system
+# resources", e.g. an mmap refused for lack of memory at that moment) runs
+# once more after "STRESS-RETRY name"; if it fails that way again,
+# "STRESS-NORES name".  Exits 0 when every step passed.
 kind=mixed t=4 fio_mib=32
 for w in $(cat /proc/cmdline); do
 	case "$w" in
@@ -20,19 +24,28 @@ export PATH=/usr/bin:/bin:/sbin:/usr/sbin
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up 2>/dev/null
 mkdir -p /tmp/st
 status=0
+echo "STRESS-MEM $(grep -E '^(MemTotal|MemAvailable):' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
 
 # sng NAME ARGS...: one stress-ng run with verification
 sng() {
 	name=$1
 	shift
 	echo "STRESS-BEGIN $name"
-	stress-ng "$@" --verify --timeout "${t}s" --temp-path /tmp/st --log-brief >/tmp/st/out 2>&1
-	rc=$?
-	grep -E 'fail|error|verif|abort' /tmp/st/out | head -n 8 | sed "s/^/STRESS-LOG $name: /"
+	for try in 1 2; do
+		stress-ng "$@" --verify --timeout "${t}s" --temp-path /tmp/st --log-brief >/tmp/st/out 2>&1
+		rc=$?
+		grep -E 'fail|error|verif|abort' /tmp/st/out | head -n 8 | sed "s/^/STRESS-LOG $name: /"
+		[ "$rc" = 3 ] && [ "$try" = 1 ] || break
+		echo "STRESS-RETRY $name (exit status 3: out of resources; $(grep -E '^(MemFree|MemAvailable):' /proc/meminfo | tr -s ' ' | tr '\n' ' '))"
+		sync
+		echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+		sleep 1
+	done
 	echo "STRESS-END $name rc=$rc"
 	case $rc in
 	0) ;;
 	2) echo "STRESS-VERIFY-FAIL $name"; status=1 ;;
+	3) echo "STRESS-NORES $name"; status=1 ;;
 	*) status=1 ;;
 	esac
 }
