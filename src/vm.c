@@ -59,6 +59,7 @@ struct vm {
 	struct pending *head, **tail;
 	bool loop_done;          /* no more actions are run */
 	bool configured;         /* a boot resource was configured: no snapshot load */
+	bool narrow_due;         /* narrow once the loop call that ran the guest returned */
 	struct metrics metrics;
 	bool metrics_ready;
 	uint64_t act_count[ACT_KIND_COUNT], act_fails[ACT_KIND_COUNT];
@@ -1057,7 +1058,10 @@ int vm_mig_incoming_run(struct vm *vm, char *err, size_t errlen)
 		return err_set(err, errlen, r, "cannot resume: %s", strerror(-r));
 	}
 	vm->state = VM_RUNNING;
-	vm_narrow(vm);
+	/* the loop narrows right after this call has returned to the
+	 * migration's thread (on_act_efd), before it handles anything else:
+	 * the source hears RUNNING without waiting for the filter's build */
+	vm->narrow_due = true;
 	return 0;
 }
 
@@ -1088,6 +1092,10 @@ static void on_act_efd(struct loop *l, int fd, uint32_t events, void *ctx)
 		p->done = true;
 		pthread_cond_broadcast(&vm->qcond);
 		pthread_mutex_unlock(&vm->qlock);
+		if (vm->narrow_due) {
+			vm->narrow_due = false;
+			vm_narrow(vm);
+		}
 	}
 }
 
