@@ -13,7 +13,9 @@
  * a test's pause or snapshot cannot come too late however slow the host
  * (the restored process gets the byte: `printf g | visor ...`).  With
  * "hold50" on the command line it holds at C0050 as well, for a test that
- * snapshots it twice at known ticks. */
+ * snapshots it twice at known ticks.  With "slow" a tick is 100 ms, not
+ * 10: a test that must pause it between two ticks (not at a HOLD) has
+ * seconds to do so however loaded the host. */
 #include "guest.h"
 
 #define TICKS 200
@@ -63,11 +65,12 @@ int guest_main(void)
 	xmm_set(0);
 	uint64_t sum = 0;
 	uint32_t early = cmdline_has("hold50") ? 50 : 0;
+	uint32_t tick = cmdline_has("slow") ? TICK_PM * 10 : TICK_PM;
 	uint32_t last = inl(PM_TMR);
 	for (uint32_t n = 1; n <= TICKS; n++) {
-		while ((uint32_t)(inl(PM_TMR) - last) < TICK_PM)
+		while ((uint32_t)(inl(PM_TMR) - last) < tick)
 			;
-		last += TICK_PM;
+		last += tick;
 		uint64_t v = (uint64_t)n * 2654435761u;
 		table[n] = v;
 		sum += v;
