@@ -145,7 +145,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) tests/fuzz/coverage.ignore
 	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
-	tests/run-fuzz $(FUZZ_TIME) $(FUZZ_BINS)
+	tests/run-fuzz $(FUZZ_TIME) \
+		$(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%),$(FUZZ_BINS))
 
 # A longer campaign: FUZZ_LONG_TIME seconds per target (FUZZ_TARGETS="virtio_blk
 # pci" for some; FUZZ_RUNS=N: also stop a target after N executions), corpora

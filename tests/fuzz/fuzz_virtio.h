@@ -63,6 +63,7 @@
 #define VISOR_TESTS_FUZZ_VIRTIO_H
 
 #include <errno.h>
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -157,6 +158,15 @@ struct fz_dev {
 
 /* ---- harness state ---------------------------------------------------------- */
 
+/* A byte mask over guest RAM (host offsets) with the ranges set in it, so
+ * that clearing it costs what was set rather than 64 KiB. */
+#define FZ_MASK_RANGES 1024
+struct fz_mask {
+	uint8_t m[FZ_MEM_SIZE];
+	uint32_t n; /* ranges set; past FZ_MASK_RANGES only counted (clear all) */
+	uint32_t off[FZ_MASK_RANGES], len[FZ_MASK_RANGES];
+};
+
 struct fz_harness {
 	struct guest_mem mem;
 	struct loop loop;
@@ -171,13 +181,14 @@ struct fz_harness {
 	bool paused;      /* virtio_dev_pause'd by the harness */
 	uint32_t replay;  /* queues the core asked to replay */
 	uint64_t config_irqs, queue_irqs;
-	uint8_t shadow[FZ_MEM_SIZE];
-	bool in_window; /* between fz_before and fz_after */
-	uint8_t allow[FZ_MEM_SIZE];  /* built when RAM changed */
-	uint8_t zombie[FZ_MEM_SIZE]; /* writable after a reset until idle */
+	/* guest RAM as the last check left it plus the driver's writes since
+	 * (fz_wrote), when synced; else stale (fz_sync makes it a copy) */
+	uint8_t shadow[FZ_MEM_SIZE] __attribute__((aligned(64)));
+	bool synced;
+	struct fz_mask allow;  /* built when RAM changed */
+	struct fz_mask zombie; /* writable after a reset until idle */
 	bool have_zombie;
-	uint8_t extra[FZ_MEM_SIZE];  /* the target's own allowances */
-	bool have_extra;
+	struct fz_mask extra;  /* the target's own allowances */
 	struct virtio_dev_state st, st2;
 	uint64_t clock_ns; /* a fake clock for rate limiters */
 };
@@ -283,16 +294,46 @@ static inline void fz_resume(void)
 		virtio_dev_resume(fzh.dev->d);
 }
 
-/* ---- RAM change tracking ------------------------------------------------------ */
+/* ---- RAM change tracking ------------------------------------------------------ *
+ *
+ * The shadow is kept across operations: fz_check_writes compares all of
+ * guest RAM with it (a word-wise scan, 64-byte blocks), checks each byte
+ * that changed and copies the changed blocks into it; the driver's own
+ * writes go into it as they are made (fz_wrote).  So an operation costs a
+ * read of RAM and shadow plus what changed, not a copy, a compare and a
+ * 64 KiB mask.  Where the harness lets the device run unchecked (the
+ * driver's set-up, the start of an input, the checks off) the shadow is
+ * stale until the next checked operation copies it afresh (fz_sync). */
 
-static inline void fz_allow(uint64_t gpa, uint64_t len, uint8_t *mask)
+static inline void fz_mask_set(struct fz_mask *k, size_t off, size_t len)
+{
+	memset(k->m + off, 1, len);
+	if (k->n < FZ_MASK_RANGES) {
+		k->off[k->n] = (uint32_t)off;
+		k->len[k->n] = (uint32_t)len;
+	}
+	if (k->n <= FZ_MASK_RANGES)
+		k->n++;
+}
+
+static inline void fz_mask_clear(struct fz_mask *k)
+{
+	if (k->n > FZ_MASK_RANGES)
+		memset(k->m, 0, sizeof(k->m));
+	else
+		for (uint32_t i = 0; i < k->n; i++)
+			memset(k->m + k->off[i], 0, k->len[i]);
+	k->n = 0;
+}
+
+static inline void fz_allow(uint64_t gpa, uint64_t len, struct fz_mask *mask)
 {
 	if (!len)
 		return;
 	uint8_t *p = fz_hva(gpa, len);
 	if (!p)
 		return;
-	memset(mask + (p - fzh.mem.base), 1, len);
+	fz_mask_set(mask, (size_t)(p - fzh.mem.base), len);
 }
 
 /* The target allows a change of host range [p, p+len) (a discard). */
@@ -301,70 +342,149 @@ static inline void fz_allow_hva(const uint8_t *p, uint64_t len)
 	if (p < fzh.mem.base || len > FZ_MEM_SIZE ||
 	    (uint64_t)(p - fzh.mem.base) > FZ_MEM_SIZE - len)
 		return;
-	memset(fzh.extra + (p - fzh.mem.base), 1, len);
-	fzh.have_extra = true;
+	fz_mask_set(&fzh.extra, (size_t)(p - fzh.mem.base), len);
 }
 
-static inline void fz_chain_writable(const struct fz_chain *c, uint8_t *mask)
+static inline void fz_chain_writable(const struct fz_chain *c, struct fz_mask *mask)
 {
 	for (unsigned i = 0; i < c->nseg; i++)
 		if (c->seg[i].write)
 			fz_allow(c->seg[i].gpa, c->seg[i].len, mask);
 }
 
-/* The harness (the driver) wrote guest bytes [gpa, gpa+len) while a
- * device action is being watched (a target's DEV operation that makes
- * chains available): not the device's doing. */
+/* The harness (the driver) wrote guest bytes [gpa, gpa+len), between
+ * operations or while a device action is being watched (a target's DEV
+ * operation that makes chains available): not the device's doing.  Every
+ * write of the driver to guest RAM outside fz_setup goes through here
+ * (one that did not would be taken for the device's at the next check). */
 static inline void fz_wrote(uint64_t gpa, uint64_t len)
 {
 	uint8_t *p = len ? fz_hva(gpa, len) : NULL;
-	if (fzh.in_window && p)
+	if (fzh.synced && p)
 		memcpy(fzh.shadow + (p - fzh.mem.base), p, len);
+}
+
+/* The shadow becomes a copy of guest RAM. */
+static inline void fz_sync(void)
+{
+	if (!fzh.synced)
+		memcpy(fzh.shadow, fzh.mem.base, FZ_MEM_SIZE);
+	fzh.synced = true;
+}
+
+/* The RAM checks are off for the operation about to run (until a reset). */
+static inline bool fz_unchecked(void)
+{
+	return fzh.rings_dirty || (fzh.zombie_unknown && !fzh.paused);
 }
 
 FZ_QUIET static inline void fz_before(void)
 {
-	fzh.in_window = true;
-	memcpy(fzh.shadow, fzh.mem.base, FZ_MEM_SIZE);
-	if (fzh.have_extra)
-		memset(fzh.extra, 0, sizeof(fzh.extra));
-	fzh.have_extra = false;
+	if (!fz_unchecked())
+		fz_sync(); /* else left stale: nothing compares with it */
+	if (fzh.extra.n)
+		fz_mask_clear(&fzh.extra);
 	for (uint16_t q = 0; q < fzh.dev->nq; q++)
 		fzh.q[q].last_avail = fzh.dev->d->vqs[q].last_avail;
 }
 
-/* Every byte that changed since fz_before is one the device may write. */
+/* Host offset of the first 64-byte block from @b (a multiple of 64) on
+ * where guest RAM and the shadow differ, or FZ_MEM_SIZE: 256 bytes a step
+ * while nothing differs, 32 (AVX2) or 16 bytes a load, not instrumented
+ * (the harness's own memory, always mapped). */
+#define FZ_SCAN_ATTR __attribute__((no_sanitize("address", "undefined"))) FZ_QUIET
+
+__attribute__((target("avx2"))) FZ_SCAN_ATTR static size_t fz_next_change_avx2(size_t b)
+{
+	const uint8_t *m = fzh.mem.base, *s = fzh.shadow;
+#define FZ_X32(o)                                                                          \
+	_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(m + (o))),                   \
+			 _mm256_loadu_si256((const __m256i *)(s + (o))))
+	for (; b < FZ_MEM_SIZE; b += 64) {
+		if (b % 256 == 0) {
+			__m256i x = _mm256_or_si256(_mm256_or_si256(FZ_X32(b), FZ_X32(b + 32)),
+						    _mm256_or_si256(FZ_X32(b + 64), FZ_X32(b + 96)));
+			__m256i y =
+				_mm256_or_si256(_mm256_or_si256(FZ_X32(b + 128), FZ_X32(b + 160)),
+						_mm256_or_si256(FZ_X32(b + 192), FZ_X32(b + 224)));
+			x = _mm256_or_si256(x, y);
+			if (_mm256_testz_si256(x, x)) {
+				b += 192;
+				continue;
+			}
+		}
+		__m256i x = _mm256_or_si256(FZ_X32(b), FZ_X32(b + 32));
+		if (!_mm256_testz_si256(x, x))
+			return b;
+	}
+#undef FZ_X32
+	return FZ_MEM_SIZE;
+}
+
+FZ_SCAN_ATTR static size_t fz_next_change_sse2(size_t b)
+{
+	const uint8_t *m = fzh.mem.base, *s = fzh.shadow;
+#define FZ_X16(o)                                                                          \
+	_mm_xor_si128(_mm_loadu_si128((const __m128i *)(m + (o))),                         \
+		      _mm_loadu_si128((const __m128i *)(s + (o))))
+	for (; b < FZ_MEM_SIZE; b += 64) {
+		__m128i x = _mm_or_si128(_mm_or_si128(FZ_X16(b), FZ_X16(b + 16)),
+					 _mm_or_si128(FZ_X16(b + 32), FZ_X16(b + 48)));
+		if (_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128())) != 0xffff)
+			return b;
+	}
+#undef FZ_X16
+	return FZ_MEM_SIZE;
+}
+
+static size_t fz_next_change(size_t b)
+{
+	static int avx2 = -1;
+	if (avx2 < 0)
+		avx2 = __builtin_cpu_supports("avx2");
+	return avx2 ? fz_next_change_avx2(b) : fz_next_change_sse2(b);
+}
+
+/* Every byte that changed since the last check (but for the driver's
+ * writes) is one the device may write. */
 FZ_QUIET static inline void fz_check_writes(void)
 {
-	fzh.in_window = false;
-	if (!memcmp(fzh.shadow, fzh.mem.base, FZ_MEM_SIZE) || fzh.rings_dirty ||
-	    (fzh.zombie_unknown && !fzh.paused))
+	if (fz_unchecked()) {
+		fzh.synced = false;
 		return;
-	memset(fzh.allow, 0, sizeof(fzh.allow));
+	}
+	if (!fzh.synced) {
+		/* fz_before saw the checks off and left the shadow stale */
+		fprintf(stderr, "fuzz: harness: a checked operation without a shadow\n");
+		__builtin_trap();
+	}
+	size_t b = fz_next_change(0);
+	if (b == FZ_MEM_SIZE)
+		return;
+	fz_mask_clear(&fzh.allow);
 	if (!fzh.paused) {
 		for (uint16_t q = 0; q < fzh.dev->nq; q++) {
 			const struct fz_q *Q = &fzh.q[q];
 			if (!Q->on)
 				continue;
-			fz_allow(FZ_USED(q), 6 + 8ull * Q->size, fzh.allow);
+			fz_allow(FZ_USED(q), 6 + 8ull * Q->size, &fzh.allow);
 			for (unsigned h = 0; h < Q->size; h++)
 				if (Q->out[h])
-					fz_chain_writable(&Q->ch[h], fzh.allow);
+					fz_chain_writable(&Q->ch[h], &fzh.allow);
 		}
 	}
 	/* block by block: most of RAM did not change */
-	for (size_t b = 0; b < FZ_MEM_SIZE; b += 64) {
-		if (!memcmp(fzh.shadow + b, fzh.mem.base + b, 64))
-			continue;
+	for (; b < FZ_MEM_SIZE; b = fz_next_change(b + 64)) {
 		for (size_t i = b; i < b + 64; i++) {
-			if (fzh.shadow[i] == fzh.mem.base[i] || fzh.allow[i] ||
-			    (fzh.have_extra && fzh.extra[i]) ||
-			    (!fzh.paused && fzh.have_zombie && fzh.zombie[i]))
+			if (fzh.shadow[i] == fzh.mem.base[i] || fzh.allow.m[i] ||
+			    (fzh.extra.n && fzh.extra.m[i]) ||
+			    (!fzh.paused && fzh.have_zombie && fzh.zombie.m[i]))
 				continue;
 			fprintf(stderr, "fuzz: device wrote host offset 0x%zx (paused %d)\n", i,
 				fzh.paused);
 			__builtin_trap();
 		}
+		memcpy(fzh.shadow + b, fzh.mem.base + b, 64);
 	}
 }
 
@@ -435,7 +555,7 @@ FZ_QUIET static inline void fz_after(bool one_pass)
 			FZ_CHECK(!b || !D->d->vqs[q].active || took <= b);
 		}
 	if ((fzh.have_zombie || fzh.zombie_unknown) && (!D->idle || D->idle())) {
-		memset(fzh.zombie, 0, sizeof(fzh.zombie));
+		fz_mask_clear(&fzh.zombie);
 		fzh.have_zombie = false;
 		fzh.zombie_unknown = false;
 	}
@@ -461,7 +581,7 @@ FZ_QUIET static inline void fz_forget_queues(void)
 		if (keep && !fzh.rings_dirty)
 			for (unsigned h = 0; h < FZ_QMAX; h++)
 				if (Q->out[h]) {
-					fz_chain_writable(&Q->ch[h], fzh.zombie);
+					fz_chain_writable(&Q->ch[h], &fzh.zombie);
 					fzh.have_zombie = true;
 				}
 		if (Q->size || Q->nout || Q->on || Q->dnext)
@@ -725,6 +845,7 @@ static inline void fz_setup(struct fz *in)
 	for (uint16_t q = 0; q < D->nq; q++)
 		fzh.q[q].on = d->vqs[q].active;
 	pthread_mutex_unlock(&d->lock);
+	fzh.synced = false; /* the rings zeroed, the device unchecked */
 }
 
 static inline void fz_reset(void)
@@ -914,6 +1035,7 @@ static inline void fz_op(struct fz *in)
 		if (!p)
 			return;
 		memcpy(p, buf, n);
+		fz_wrote(gpa, n);
 		fzh.pokes++;
 		if (gpa < FZ_DATA_LO)
 			fzh.rings_dirty = true;
@@ -953,6 +1075,7 @@ static inline void fz_op(struct fz *in)
 	}
 	case FZ_OP_RESET: {
 		uint8_t fl = fz_u8(in);
+		fz_sync(); /* the reset may turn the checks back on */
 		fz_before();
 		fz_reset();
 		fz_after(false);
@@ -980,6 +1103,7 @@ static inline void fz_op(struct fz *in)
 	case FZ_OP_PAUSE:
 		if (fzh.paused)
 			return;
+		fzh.synced = false; /* what pausing writes is not checked */
 		fz_pause();
 		fz_before();
 		fz_after(false);
@@ -1005,6 +1129,8 @@ static inline void fz_op(struct fz *in)
 			return;
 		fz_put16(FZ_AVAIL(q), flags);
 		fz_put16(FZ_AVAIL(q) + 4 + 2ull * fzh.q[q].size, ev);
+		fz_wrote(FZ_AVAIL(q), 2);
+		fz_wrote(FZ_AVAIL(q) + 4 + 2ull * fzh.q[q].size, 2);
 		return;
 	}
 	default:
@@ -1040,11 +1166,11 @@ static inline void fz_run(const struct fz_dev *D, const uint8_t *data, size_t si
 	d->tops = &fz_tops;
 	fzh.pokes = 0;
 	fz_park(D); /* what the last input left behind */
-	if (fzh.have_zombie)
-		memset(fzh.zombie, 0, sizeof(fzh.zombie));
+	fz_mask_clear(&fzh.zombie);
 	fzh.have_zombie = false;
 	fzh.zombie_unknown = false;
 	memset(fzh.mem.base, 0, FZ_MEM_SIZE);
+	fzh.synced = false;
 	fzh.bump_lo = FZ_DATA_LO;
 	fzh.bump_hi = FZ_HIGH_BASE;
 	fzh.config_irqs = fzh.queue_irqs = 0;
