@@ -859,6 +859,16 @@ static int postcopy_source(struct src *s, uint64_t *bits, struct msgbuf *mb, uin
 	}
 }
 
+/* A migration's thread, once connected: the migration-run filter on top
+ * of its own, before it reads the stream.  0 or -errno with @err. */
+static int mig_narrow(char *err, size_t errlen)
+{
+	int r = sec_enter(SEC_MIG_RUN);
+	return r ? err_set(err, errlen, r, "seccomp: cannot narrow the migration thread: %s",
+			   strerror(-r))
+		 : 0;
+}
+
 static void *source_thread(void *arg)
 {
 	struct migration *m = arg;
@@ -873,11 +883,8 @@ static void *source_thread(void *arg)
 	if (r)
 		goto fail;
 	/* connected (and TLS's handshake done): the narrow list from here */
-	if ((r = sec_enter(SEC_MIG_RUN))) {
-		err_set(err, sizeof(err), r, "seccomp: cannot narrow the migration thread: %s",
-			strerror(-r));
+	if ((r = mig_narrow(err, sizeof(err))))
 		goto fail;
-	}
 	pthread_mutex_lock(&m->lock);
 	m->conn = c;
 	bool cancelled = atomic_load(&m->cancel);
@@ -1449,11 +1456,8 @@ static void *dest_thread(void *arg)
 	 * post-copy: the stream is read under the narrow list, which cannot
 	 * make one (nor open /dev/userfaultfd) */
 	pc.uffd = uffd_create(pc.uffd_err, sizeof(pc.uffd_err));
-	if ((r = sec_enter(SEC_MIG_RUN))) {
-		err_set(err, sizeof(err), r, "seccomp: cannot narrow the migration thread: %s",
-			strerror(-r));
+	if ((r = mig_narrow(err, sizeof(err))))
 		goto fail;
-	}
 	(void)mig_conn_set_timeout(c, (int)(m->rp.timeout_s > 2000000 ? 2000000000
 								       : m->rp.timeout_s * 1000));
 	uint8_t pre[MIG_PREAMBLE_LEN];
@@ -1631,8 +1635,7 @@ static void *dest_thread(void *arg)
 		 (unsigned long long)((mono_ns() - t_go) / 1000000),
 		 rx.verified ? ", every page verified" : "");
 	mig_conn_close(c);
-	if (pc.uffd >= 0) /* pre-copy: never used */
-		close(pc.uffd);
+	pc_stop(&pc); /* pre-copy: the userfaultfd made in case */
 	mig_rx_free(&rx);
 	free(mb.p);
 	return NULL;
@@ -1646,18 +1649,13 @@ fail:
 	for (int i = 0; i < ntaps; i++)
 		close(taps[i]);
 	tap_adopt_clear();
-	if (pc.rx) {
-		bool ran = m->st.state == MIGS_POSTCOPY;
-		pc_stop(&pc); /* blocked faults are let go: the VM is stopped next */
-		if (ran) {
-			char msg[sizeof(err)];
-			snprintf(msg, sizeof(msg), "post-copy interrupted after the VM ran here: %.300s; "
-				 "pages it never got were only at the source, so it is stopped",
-				 err);
-			str_copy(err, sizeof(err), msg);
-		}
-	} else if (pc.uffd >= 0) {
-		close(pc.uffd);
+	bool ran = pc.rx && m->st.state == MIGS_POSTCOPY;
+	pc_stop(&pc); /* blocked faults are let go: the VM is stopped next */
+	if (ran) {
+		char msg[sizeof(err)];
+		snprintf(msg, sizeof(msg), "post-copy interrupted after the VM ran here: %.300s; "
+			 "pages it never got were only at the source, so it is stopped", err);
+		str_copy(err, sizeof(err), msg);
 	}
 	set_error(m, MIGS_FAILED, err);
 	log_error("incoming migration failed: %s", err);
