@@ -38,7 +38,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long stress
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long stress learn
 all: $(BUILD)/visor $(BUILD)/visor-test
 
 $(BUILD)/visor: $(OBJS)
@@ -160,6 +160,13 @@ test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
 
 stress: all
 	tests/stress/run $(STRESS_ARGS)
+
+# build-learn/visor: filters log instead of killing, and the ioctl requests
+# a thread's filters would refuse are written to $$VISOR_SECCOMP_LEARN_FILE
+# (docs/security.md, "How the lists were checked")
+learn:
+	$(MAKE) BUILD=build-learn CFLAGS="$(CFLAGS) -DVISOR_SECCOMP_LEARN" \
+		LDFLAGS="$(LDFLAGS) -Wl,--wrap=ioctl" build-learn/visor
 
 run: all
 	tools/run-default $(ARGS)

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,18 +220,30 @@ static const unsigned long i_uffd_run[] = {
 	UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, 0,
 };
 static const unsigned long i_files[] = {BLKGETSIZE64, FIONREAD, 0};
-/* requests that only make things (a VM, its vCPUs and interrupt
- * controllers, a tap, a userfaultfd): the loop's set-up list has them, its
- * narrow list (SEC_VMM, once the guest runs) not */
-static const unsigned long i_make_only[] = {
-	KVM_GET_API_VERSION, KVM_CREATE_VM,	      KVM_CREATE_VCPU,	   KVM_CREATE_IRQCHIP,
-	KVM_CREATE_PIT2,     KVM_SET_TSS_ADDR,	      KVM_SET_IDENTITY_MAP_ADDR, TUNSETIFF,
-	USERFAULTFD_IOC_NEW, UFFDIO_API,	      UFFDIO_REGISTER,	   0,
+/* requests the loop makes only before the guest first runs: those that
+ * make things (a VM, its vCPUs and interrupt controllers, a tap, a
+ * userfaultfd) and those that set the state a boot, a snapshot's load or
+ * an incoming migration gives the VM (vCPU registers, MSRs, CPUID, LAPIC,
+ * events, nested state, TSC frequency; the PIC, IOAPIC and PIT; a dirty
+ * ring's size, which KVM takes only before vCPUs exist).  The loop's
+ * set-up list has them, its narrow list (SEC_VMM, once the guest runs)
+ * not: from then on it only reads state (a snapshot, a migration's
+ * switch-over), keeps the clock across a pause (KVM_GET/SET_CLOCK,
+ * KVM_KVMCLOCK_CTRL) and wires what the guest activates (irqfds,
+ * ioeventfds, MSI routes, memory slots' dirty logging). */
+static const unsigned long i_before_run[] = {
+	KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SUPPORTED_CPUID,
+	KVM_CREATE_VCPU, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_SET_TSS_ADDR,
+	KVM_SET_IDENTITY_MAP_ADDR, KVM_ENABLE_CAP, KVM_SET_IRQCHIP, KVM_SET_PIT2,
+	KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_SREGS2, KVM_SET_FPU, KVM_SET_XSAVE, KVM_SET_XCRS,
+	KVM_SET_MSRS, KVM_SET_LAPIC, KVM_SET_VCPU_EVENTS, KVM_SET_MP_STATE, KVM_SET_DEBUGREGS,
+	KVM_SET_CPUID2, KVM_SET_TSC_KHZ, KVM_SET_NESTED_STATE, KVM_GET_FPU, KVM_TRANSLATE,
+	TUNSETIFF, USERFAULTFD_IOC_NEW, UFFDIO_API, UFFDIO_REGISTER, 0,
 };
 
-static bool make_only(unsigned long req)
+static bool before_run(unsigned long req)
 {
-	for (const unsigned long *q = i_make_only; *q; q++)
+	for (const unsigned long *q = i_before_run; *q; q++)
 		if (*q == req)
 			return true;
 	return false;
@@ -287,6 +300,17 @@ static int add_name(struct sec_list *l, const char *name, const struct sec_cond 
 	return list_add(l, &r);
 }
 
+/* Whether the request at @q (in group @g) is in an earlier place of @s's
+ * ioctl groups (a request several groups need gets one rule). */
+static bool listed_before(const struct kind_spec *s, int g, const unsigned long *q)
+{
+	for (int h = 0; h <= g; h++)
+		for (const unsigned long *p = s->ioctls[h]; *p && p != q; p++)
+			if (*p == *q)
+				return true;
+	return false;
+}
+
 static int build_builtin(enum sec_kind k, struct sec_list *l)
 {
 	const struct kind_spec *s = &specs[k];
@@ -328,7 +352,7 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 		r = add_name(l, "seccomp", NULL, 0);
 	for (int g = 0; g < 8 && s->ioctls[g] && !r; g++)
 		for (const unsigned long *q = s->ioctls[g]; *q && !r; q++) {
-			if (k == SEC_VMM && make_only(*q))
+			if ((k == SEC_VMM && before_run(*q)) || listed_before(s, g, q))
 				continue;
 			/* the kernel takes the request as 32 bits */
 			struct sec_cond c = {.arg = 1, .op = SCMP_CMP_MASKED_EQ, .mask = 0xffffffffu,
@@ -425,6 +449,19 @@ static int build(enum sec_kind k, scmp_filter_ctx *out)
 	return 0;
 }
 
+/* The kinds whose filters this thread has installed, in order (a thread
+ * narrows at most twice: the loop setup then vmm, a migration's thread
+ * migration then migration-run); its effective filter is all of them.
+ * Read by learn builds' ioctl check (below). */
+static _Thread_local uint8_t th_kinds[4];
+static _Thread_local int th_nkinds;
+#ifdef VISOR_SECCOMP_LEARN
+/* requests this thread has made under its filters so far, so that KVM_RUN
+ * costs one look (emptied when the thread narrows) */
+static _Thread_local uint32_t learn_ok[64];
+static _Thread_local int learn_nok;
+#endif
+
 int sec_enter(enum sec_kind k)
 {
 	if (sec_mode == SEC_MODE_OFF || (unsigned)k >= SEC_NKINDS)
@@ -436,6 +473,12 @@ int sec_enter(enum sec_kind k)
 		r = seccomp_load(ctx); /* this thread only (no TSYNC) */
 	if (!r)
 		seccomp_release(ctx);
+	if (!r && th_nkinds < (int)sizeof(th_kinds))
+		th_kinds[th_nkinds++] = (uint8_t)k;
+#ifdef VISOR_SECCOMP_LEARN
+	if (!r)
+		learn_nok = 0;
+#endif
 	/* building a filter takes a few hundred KiB of heap for a moment:
 	 * give it back (bench/isolation measured +0.6 MiB RSS without) */
 	malloc_trim(0);
@@ -500,6 +543,118 @@ bool sec_allows(enum sec_kind k, int nr, const unsigned long long *args)
 	list_free(&tmp);
 	return found;
 }
+
+/* ---- learn builds: which ioctl requests a filter would refuse ------------------ */
+
+#ifdef VISOR_SECCOMP_LEARN
+/* A learn build's filters log instead of killing, but the kernel's log
+ * names only the system call, not an ioctl's request.  The learn build is
+ * linked with -Wl,--wrap=ioctl (make learn): every ioctl visor's own code
+ * makes comes here first and is written once per process (per kinds and
+ * request) to the file VISOR_SECCOMP_LEARN_FILE names (opened by sec_init,
+ * before any filter; else stderr):
+ *   "seccomp-learn: KIND (thread NAME) ioctl 0xREQ"  a filter the thread
+ *       installed (KIND) would refuse it;
+ *   "seccomp-used: KINDS ioctl 0xREQ"  the thread, under its filters KINDS
+ *       (e.g. "setup+vmm"), made it: what each list is used for.
+ * glibc's own ioctls (a terminal's tcgetattr) are not seen. */
+static int learn_fd = 2;
+static pthread_mutex_t learn_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	uint32_t kinds; /* th_kinds packed, 8 bits each; 0xff: refused by one */
+	uint32_t req;
+} learn_seen[512];
+static int learn_nseen;
+
+/* Whether (@kinds, @req) is new: then it is recorded. */
+static bool learn_first(uint32_t kinds, uint32_t req)
+{
+	for (int j = 0; j < learn_nseen; j++)
+		if (learn_seen[j].kinds == kinds && learn_seen[j].req == req)
+			return false;
+	if (learn_nseen == (int)(sizeof(learn_seen) / sizeof(learn_seen[0])))
+		return false;
+	learn_seen[learn_nseen].kinds = kinds;
+	learn_seen[learn_nseen++].req = req;
+	return true;
+}
+
+#define LEARN_LINE 160
+
+/* one line of snprintf's @n characters (a cut one ends in a newline) */
+static void learn_write(char *line, int n)
+{
+	if (n <= 0)
+		return;
+	if (n >= LEARN_LINE) {
+		n = LEARN_LINE - 1;
+		line[n - 1] = '\n';
+	}
+	(void)!write(learn_fd, line, (size_t)n);
+}
+
+static void learn_ioctl(unsigned long request)
+{
+	uint32_t req = (uint32_t)request;
+	if (!th_nkinds)
+		return;
+	for (int i = 0; i < learn_nok; i++)
+		if (learn_ok[i] == req)
+			return;
+	if (learn_nok < (int)(sizeof(learn_ok) / sizeof(learn_ok[0])))
+		learn_ok[learn_nok++] = req;
+	unsigned long long args[6] = {0, req, 0, 0, 0, 0};
+	char name[16] = "?";
+	prctl(PR_GET_NAME, name, 0, 0, 0);
+	uint32_t packed = 0;
+	char kinds[64] = "";
+	for (int i = 0; i < th_nkinds; i++) {
+		packed = packed << 8 | th_kinds[i];
+		snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), "%s%s", i ? "+" : "",
+			 kind_names[th_kinds[i]]);
+	}
+	/* snprintf and write: dprintf's stream would lseek and fstat the fd,
+	 * calls the filters log themselves */
+	char line[LEARN_LINE];
+	pthread_mutex_lock(&learn_lock);
+	if (learn_first(packed, req))
+		learn_write(line, snprintf(line, sizeof(line), "seccomp-used: %s ioctl 0x%08x\n",
+					   kinds, req));
+	for (int i = 0; i < th_nkinds; i++)
+		if (!sec_allows((enum sec_kind)th_kinds[i], __NR_ioctl, args) &&
+		    learn_first(0xff000000u | th_kinds[i], req))
+			learn_write(line, snprintf(line, sizeof(line),
+						   "seccomp-learn: %s (thread %s) ioctl 0x%08x\n",
+						   kind_names[th_kinds[i]], name, req));
+	pthread_mutex_unlock(&learn_lock);
+}
+
+int __real_ioctl(int fd, unsigned long request, ...);
+int __wrap_ioctl(int fd, unsigned long request, ...);
+int __wrap_ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	va_start(ap, request);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	learn_ioctl(request);
+	return __real_ioctl(fd, request, arg);
+}
+
+static void learn_open(void)
+{
+	const char *p = getenv("VISOR_SECCOMP_LEARN_FILE");
+	if (!p || !*p)
+		return;
+	int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		learn_fd = fd;
+}
+#else
+static void learn_open(void)
+{
+}
+#endif
 
 /* ---- the spawner ------------------------------------------------------------- */
 
@@ -572,6 +727,7 @@ int sec_init(enum sec_mode mode, char *err, size_t errlen)
 	sec_mode = mode;
 	if (mode == SEC_MODE_OFF || sec_started)
 		return 0;
+	learn_open();
 	/* One malloc arena for every thread: glibc's per-thread arenas read
 	 * /proc/sys/vm/overcommit_memory the first time one shrinks, an
 	 * open() no thread but the loop may make.  visor's threads allocate

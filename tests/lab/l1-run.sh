@@ -22,8 +22,23 @@ last=0
 kmsg=/tmp/l1-seccomp-events
 : >"$kmsg"
 cat /proc/kmsg >>"$kmsg" 2>/dev/null &
+# a learn build (make learn) writes here the ioctl requests a thread's
+# filters would refuse (the kernel's log names only the system call), and
+# the requests each thread kind made
+export VISOR_SECCOMP_LEARN_FILE=/tmp/l1-seccomp-learn
+: >"$VISOR_SECCOMP_LEARN_FILE"
+learned=0
 seccomp_events() {
 	sleep 1 # the reader's last lines
+	n=$(grep -c '' "$VISOR_SECCOMP_LEARN_FILE")
+	if [ "$n" -gt "$learned" ]; then
+		new=$(tail -n +$((learned + 1)) "$VISOR_SECCOMP_LEARN_FILE")
+		echo "lab: seccomp-learn: ioctl requests a filter would refuse (count, kind, thread, request):"
+		printf '%s\n' "$new" | sed -n 's/^seccomp-learn: //p' | sort | uniq -c | sed 's/^/lab:   /'
+		echo "lab: seccomp-learn: ioctl requests made (processes, filters, request):"
+		printf '%s\n' "$new" | sed -n 's/^seccomp-used: //p' | sort | uniq -c | sed 's/^/lab:   /'
+		learned=$n
+	fi
 	ev=$({ dmesg 2>/dev/null; cat "$kmsg"; } | grep 'type=1326' |
 		sed -nE 's/.*audit\([0-9.]+:([0-9]+)\).*comm="([^"]*)".*syscall=([0-9]+).*code=(0x[0-9a-f]+).*/\1 \2 \3 \4/p' |
 		sort -u | awk -v l="$last" '$1 > l')

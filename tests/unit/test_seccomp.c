@@ -107,6 +107,29 @@ TEST(builtin_rules)
 	CHECK(!allows(SEC_VMM, __NR_ioctl, 5, KVM_CREATE_VCPU, 0));
 	CHECK(!allows(SEC_VMM, __NR_ioctl, 5, TUNSETIFF, 0));
 	CHECK(allows(SEC_SETUP, __NR_ioctl, 5, KVM_CREATE_VM, 0));
+	/* nor the requests that set a VM's state (a boot's, a snapshot's or
+	 * an incoming migration's, all before the guest runs); it keeps
+	 * reading state (snapshot, migration), the clock across a pause and
+	 * what the guest activates (routes, dirty logging) */
+	static const unsigned long set_only[] = {
+		KVM_SET_REGS,	  KVM_SET_SREGS,	KVM_SET_MSRS,	  KVM_SET_CPUID2,
+		KVM_SET_LAPIC,	  KVM_SET_VCPU_EVENTS,	KVM_SET_XSAVE,	  KVM_SET_NESTED_STATE,
+		KVM_SET_IRQCHIP,  KVM_SET_PIT2,		KVM_SET_TSC_KHZ,  KVM_ENABLE_CAP,
+		KVM_SET_MP_STATE, KVM_SET_DEBUGREGS,	KVM_SET_FPU,	  KVM_GET_SUPPORTED_CPUID,
+	};
+	for (size_t i = 0; i < sizeof(set_only) / sizeof(set_only[0]); i++) {
+		CHECK(!allows(SEC_VMM, __NR_ioctl, 5, set_only[i], 0));
+		CHECK(allows(SEC_SETUP, __NR_ioctl, 5, set_only[i], 0));
+	}
+	static const unsigned long run_kvm[] = {
+		KVM_GET_REGS,	      KVM_GET_SREGS,	  KVM_GET_MSRS,	     KVM_GET_XSAVE,
+		KVM_GET_NESTED_STATE, KVM_GET_IRQCHIP,	  KVM_GET_PIT2,	     KVM_GET_CLOCK,
+		KVM_SET_CLOCK,	      KVM_KVMCLOCK_CTRL,  KVM_SET_GSI_ROUTING, KVM_IOEVENTFD,
+		KVM_GET_DIRTY_LOG,    KVM_SET_USER_MEMORY_REGION, KVM_GET_MSR_INDEX_LIST,
+		KVM_CHECK_EXTENSION,
+	};
+	for (size_t i = 0; i < sizeof(run_kvm) / sizeof(run_kvm[0]); i++)
+		CHECK(allows(SEC_VMM, __NR_ioctl, 5, run_kvm[i], 0));
 	CHECK(!allows(SEC_VMM, __NR_openat, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_unlink, 0, 0, 0));
 	CHECK(!allows(SEC_VMM, __NR_rename, 0, 0, 0));
