@@ -8,6 +8,8 @@
 #   make guest      the default guest (build/guest: Debian's cloud kernel);
 #   make guest-generic  the same appliance on Debian's generic kernel
 #                   (build/guest-generic; it has CONFIG_VMGENID, the clone tests boot it)
+#   make learn      build-learn/visor: seccomp filters log, and ioctl requests a
+#                   filter would refuse are named (docs/security.md)
 #   make CC=clang   any of the above with clang
 #
 CC ?= gcc
