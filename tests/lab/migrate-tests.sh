@@ -141,6 +141,13 @@ report() {
 		tail -n 10 "$T/$_s.err" | sed 's/^/    | /'
 		echo "    --- $_s: console (last 15 lines without TICK lines)"
 		mv_con "$_s" | grep -v '^TICK ' | tail -n 15 | sed 's/^/    | /'
+		# a guest kernel's report (its first lines scroll out of the tail)
+		_k=$(mv_con "$_s" | grep -n -m1 -E 'BUG:|Oops|PANIC:|Kernel panic|double fault|general protection fault|invalid opcode' |
+			cut -d: -f1)
+		if [ -n "$_k" ]; then
+			echo "    --- $_s: console from its kernel's first report (line $_k, 40 lines)"
+			mv_con "$_s" | sed -n "${_k},$((_k + 39))p" | sed 's/^/    | /'
+		fi
 	done
 	for _f in $T/serve.out $T/ping.out $T/migrate.out; do
 		[ -s "$_f" ] || continue
