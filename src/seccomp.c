@@ -241,9 +241,10 @@ static const unsigned long i_before_run[] = {
 	TUNSETIFF, USERFAULTFD_IOC_NEW, UFFDIO_API, UFFDIO_REGISTER, 0,
 };
 
-static bool before_run(unsigned long req)
+/* Whether @req is in the 0-ended @list. */
+static bool in_list(const unsigned long *list, unsigned long req)
 {
-	for (const unsigned long *q = i_before_run; *q; q++)
+	for (const unsigned long *q = list; *q; q++)
 		if (*q == req)
 			return true;
 	return false;
@@ -352,7 +353,7 @@ static int build_builtin(enum sec_kind k, struct sec_list *l)
 		r = add_name(l, "seccomp", NULL, 0);
 	for (int g = 0; g < 8 && s->ioctls[g] && !r; g++)
 		for (const unsigned long *q = s->ioctls[g]; *q && !r; q++) {
-			if ((k == SEC_VMM && before_run(*q)) || listed_before(s, g, q))
+			if ((k == SEC_VMM && in_list(i_before_run, *q)) || listed_before(s, g, q))
 				continue;
 			/* the kernel takes the request as 32 bits */
 			struct sec_cond c = {.arg = 1, .op = SCMP_CMP_MASKED_EQ, .mask = 0xffffffffu,
@@ -449,17 +450,28 @@ static int build(enum sec_kind k, scmp_filter_ctx *out)
 	return 0;
 }
 
-/* The kinds whose filters this thread has installed, in order (a thread
- * narrows at most twice: the loop setup then vmm, a migration's thread
- * migration then migration-run); its effective filter is all of them.
- * Read by learn builds' ioctl check (below). */
+#ifdef VISOR_SECCOMP_LEARN
+/* Learn builds' ioctl check (below): the kinds whose filters this thread
+ * has installed, in order (a thread narrows at most twice: the loop setup
+ * then vmm, a migration's thread migration then migration-run; its
+ * effective filter is all of them), and the requests it has made under
+ * them so far, so that KVM_RUN costs one look (emptied when it narrows). */
 static _Thread_local uint8_t th_kinds[4];
 static _Thread_local int th_nkinds;
-#ifdef VISOR_SECCOMP_LEARN
-/* requests this thread has made under its filters so far, so that KVM_RUN
- * costs one look (emptied when the thread narrows) */
 static _Thread_local uint32_t learn_ok[64];
 static _Thread_local int learn_nok;
+
+static void learn_entered(enum sec_kind k)
+{
+	if (th_nkinds < (int)sizeof(th_kinds))
+		th_kinds[th_nkinds++] = (uint8_t)k;
+	learn_nok = 0;
+}
+#else
+static void learn_entered(enum sec_kind k)
+{
+	(void)k;
+}
 #endif
 
 int sec_enter(enum sec_kind k)
@@ -473,12 +485,8 @@ int sec_enter(enum sec_kind k)
 		r = seccomp_load(ctx); /* this thread only (no TSYNC) */
 	if (!r)
 		seccomp_release(ctx);
-	if (!r && th_nkinds < (int)sizeof(th_kinds))
-		th_kinds[th_nkinds++] = (uint8_t)k;
-#ifdef VISOR_SECCOMP_LEARN
 	if (!r)
-		learn_nok = 0;
-#endif
+		learn_entered(k);
 	/* building a filter takes a few hundred KiB of heap for a moment:
 	 * give it back (bench/isolation measured +0.6 MiB RSS without) */
 	malloc_trim(0);
