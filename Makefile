@@ -40,7 +40,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long stress learn
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long fuzz-merge stress learn
 all: $(BUILD)/visor $(BUILD)/visor-test
 
 $(BUILD)/visor: $(OBJS)
@@ -155,6 +155,12 @@ fuzz: $(FUZZ_BINS)
 # kept in $(BUILD)/fuzz-corpus/NAME across runs.
 fuzz-long: $(FUZZ_BINS)
 	FUZZ_RUNS=$(FUZZ_RUNS) tests/run-fuzz --keep $(BUILD)/fuzz-corpus $(FUZZ_LONG_TIME) \
+		$(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%),$(FUZZ_BINS))
+
+# Seeds from a campaign: add to tests/fuzz/corpus-NAME the kept inputs that
+# reach what the seeds do not (commit them; the kept corpora are per machine).
+fuzz-merge: $(FUZZ_BINS)
+	tests/run-fuzz --merge $(BUILD)/fuzz-corpus \
 		$(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%),$(FUZZ_BINS))
 
 test: all $(UNIT_BINS) $(SAN_BINS) $(KVM_GUESTS) $(FUZZ_BINS) $(LAB_TOOLS)
