@@ -153,8 +153,9 @@ static int do_ls(const struct cli_opts *o)
 		struct dirent *de;
 		while ((de = readdir(dp)) && n < 1024) {
 			size_t l = strlen(de->d_name);
-			if (l > 5 && !strcmp(de->d_name + l - 5, ".sock"))
-				names[n++] = strdup(de->d_name);
+			if (l > 5 && !strcmp(de->d_name + l - 5, ".sock") &&
+			    (names[n] = strdup(de->d_name)))
+				n++;
 		}
 		closedir(dp);
 	}

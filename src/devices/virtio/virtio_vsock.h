@@ -133,7 +133,7 @@
 #define VIRTIO_VSOCK_CONFIG_SIZE 8
 
 #define VIRTIO_VSOCK_HOST_CID 2
-#define VIRTIO_VSOCK_CID_MIN 3
+#define VIRTIO_VSOCK_CID_MIN 3u
 #define VIRTIO_VSOCK_CID_MAX 0xfffffffeu
 
 /* Packet header (§5.10.6), little-endian, 44 bytes:
