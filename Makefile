@@ -40,7 +40,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests-san/%)
 
-.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-long fuzz-merge stress learn
+.PHONY: all test unit asan kvm-tests lab-tests lab-tools run guest guest-generic clean deps fuzz fuzz-bins fuzz-long fuzz-merge stress learn
 all: $(BUILD)/visor $(BUILD)/visor-test
 
 $(BUILD)/visor: $(OBJS)
@@ -145,6 +145,8 @@ $(BUILD)/fuzzobj/%.o: %.c tests/fuzz/coverage.ignore
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) tests/fuzz/coverage.ignore
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
 
 fuzz: $(FUZZ_BINS)
 	tests/run-fuzz $(FUZZ_TIME) \
