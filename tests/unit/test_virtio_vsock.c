@@ -827,6 +827,49 @@ TEST(connect_line_garbage_overlong_and_timeouts)
 	teardown(&t);
 }
 
+static bool p_conns(struct tg *t, void *arg)
+{
+	return virtio_vsock_conn_count(&t->v) == *(unsigned *)arg;
+}
+
+/* Scans over the connections stop at conn_end, one past the highest slot
+ * used since the last time there were none: a connection above slots
+ * freed meanwhile is still found (its handshake times out), and with
+ * every slot free the bound goes back to 0. */
+TEST(scans_reach_a_connection_above_freed_slots)
+{
+	struct tg t;
+	setup(&t);
+	t.v.handshake_ms = 300;
+	CHECK_EQ(t.v.conn_end, 0u);
+	struct gconn *a, *b;
+	int fa = open_host_conn(&t, 6, 4096, &a);
+	int fb = open_host_conn(&t, 7, 4096, &b);
+	CHECK(a && b);
+	int fc = h_connect(&t); /* slot 2: never sends its CONNECT line */
+	unsigned want = 3;
+	CHECK(wait_for(&t, p_conns, &want));
+	CHECK_EQ(t.v.conn_end, 3u);
+	g_send(&t, a, VIRTIO_VSOCK_OP_RST, NULL, 0, 0);
+	g_send(&t, b, VIRTIO_VSOCK_OP_RST, NULL, 0, 0);
+	CHECK(h_closed(&t, fa) && h_closed(&t, fb));
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 1);
+	CHECK_EQ(t.v.conn_end, 3u); /* slots 0 and 1 free, 2 still live */
+	CHECK(h_closed(&t, fc));    /* the timer's scan reached slot 2 */
+	CHECK_EQ(virtio_vsock_conn_count(&t.v), 0);
+	CHECK_EQ(t.v.conn_end, 0u);
+	/* and slots are handed out again from the freed ones */
+	struct gconn *d;
+	int fd = open_host_conn(&t, 8, 4096, &d);
+	CHECK(d != NULL);
+	CHECK_EQ(t.v.conn_end, 3u); /* the LIFO free list: slot 2 came back first */
+	close(fa);
+	close(fb);
+	close(fc);
+	close(fd);
+	teardown(&t);
+}
+
 TEST(connect_before_driver_ok_is_closed)
 {
 	struct tg t;

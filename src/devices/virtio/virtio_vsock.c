@@ -250,6 +250,8 @@ static struct vsock_conn *conn_alloc(struct virtio_vsock *v)
 	c->idx = idx;
 	c->fd = -1;
 	c->free_next = c->hash_next = c->pend_prev = c->pend_next = NONE;
+	if (idx >= v->conn_end)
+		v->conn_end = idx + 1u;
 	v->nconns++;
 	v->metrics.conns_added++;
 	return c;
@@ -292,7 +294,8 @@ static void conn_free(struct virtio_vsock *v, struct vsock_conn *c)
 	c->gen++;
 	c->free_next = v->free_head;
 	v->free_head = c->idx;
-	v->nconns--;
+	if (!--v->nconns)
+		v->conn_end = 0; /* every slot is free: scans start again from none */
 	listen_update(v);
 }
 
@@ -317,7 +320,7 @@ static void conn_reset(struct virtio_vsock *v, struct vsock_conn *c)
  * handshakes that have not reached the guest yet. */
 static void close_all(struct virtio_vsock *v, bool keep_lines)
 {
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS && v->nconns; i++) {
+	for (unsigned i = 0; i < v->conn_end && v->nconns; i++) {
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state != CONN_FREE && !(keep_lines && c->state == CONN_HOST_LINE))
 			conn_free(v, c);
@@ -386,7 +389,7 @@ static void set_starved(struct virtio_vsock *v, bool starved)
 	if (v->rx_starved == starved)
 		return;
 	v->rx_starved = starved;
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++)
+	for (unsigned i = 0; i < v->conn_end; i++)
 		if (v->conns[i].state == CONN_ESTABLISHED)
 			conn_arm(v, &v->conns[i]);
 }
@@ -414,7 +417,7 @@ static void timer_update(struct virtio_vsock *v)
 	if (v->timer_at != UINT64_MAX)
 		return;
 	uint64_t at = v->listen_paused_until;
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
+	for (unsigned i = 0; i < v->conn_end; i++) {
 		const struct vsock_conn *c = &v->conns[i];
 		if (c->state != CONN_FREE && c->deadline && (!at || c->deadline < at))
 			at = c->deadline;
@@ -787,7 +790,7 @@ static bool parse_connect(const char *s, uint32_t *port)
 
 static bool local_port_used(const struct virtio_vsock *v, uint32_t port)
 {
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
+	for (unsigned i = 0; i < v->conn_end; i++) {
 		const struct vsock_conn *c = &v->conns[i];
 		if (c->state != CONN_FREE && c->host_initiated && c->in_hash &&
 		    c->local_port == port)
@@ -908,7 +911,7 @@ static void on_timer(struct virtio_vsock *v)
 	(void)!read(v->timer_fd, &exp, sizeof(exp));
 	uint64_t now = now_ns();
 	v->timer_at = UINT64_MAX;
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
+	for (unsigned i = 0; i < v->conn_end; i++) {
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state == CONN_FREE || !c->deadline || c->deadline > now)
 			continue;
@@ -1398,7 +1401,7 @@ static void vsock_unquiesce(struct virtio_dev *d)
 	pthread_mutex_lock(&d->lock);
 	uint64_t now = now_ns();
 	uint64_t delta = now > v->paused_at ? now - v->paused_at : 0;
-	for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
+	for (unsigned i = 0; i < v->conn_end; i++) {
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state != CONN_FREE && c->deadline)
 			set_deadline(v, c, c->deadline + delta);
@@ -1435,7 +1438,7 @@ static const struct virtio_dev_ops vsock_ops = {
 static void release(struct virtio_vsock *v, bool dev_inited)
 {
 	if (v->conns) {
-		for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++)
+		for (unsigned i = 0; i < v->conn_end; i++)
 			if (v->conns[i].state != CONN_FREE)
 				conn_close_host(&v->conns[i]);
 	}
@@ -1613,7 +1616,7 @@ uint64_t virtio_vsock_buffered(struct virtio_vsock *v)
 {
 	uint64_t n = 0;
 	pthread_mutex_lock(&v->vdev.lock);
-	for (unsigned i = 0; v->conns && i < VIRTIO_VSOCK_MAX_CONNS; i++)
+	for (unsigned i = 0; v->conns && i < v->conn_end; i++)
 		if (v->conns[i].state != CONN_FREE)
 			n += v->conns[i].buf_len;
 	pthread_mutex_unlock(&v->vdev.lock);

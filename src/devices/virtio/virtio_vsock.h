@@ -208,6 +208,10 @@ struct virtio_vsock {
 	/* under vdev.lock */
 	struct vsock_conn *conns; /* VIRTIO_VSOCK_MAX_CONNS slots */
 	unsigned nconns;
+	/* One past the highest slot allocated since nconns was last 0: every
+	 * slot from here up is free, so scans over the connections stop here
+	 * (the free list is LIFO, so this is about the peak count, not 1024). */
+	unsigned conn_end;
 	uint16_t free_head;
 	uint16_t *hash; /* bucket heads, by (host port, guest port) */
 	uint16_t pend_head, pend_tail; /* connections owing the guest a packet */
