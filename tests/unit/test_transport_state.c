@@ -703,6 +703,22 @@ TEST(pci_bus_round_trip_config_address_and_host_bridge)
 	CHECK_EQ(bus_decode(bl.p, bl.plen, b), -EINVAL);
 	check_message("device ID");
 	free(bl.buf);
+	/* compared eight bytes at a time: the byte named is the one that
+	 * differs, inside its word (0x03) and in the last word (0xff), also
+	 * beside a writable byte that differs too */
+	pci_bus_state_get(&a->pb, &bst_a);
+	bst_a.host.cfg[PCI_COMMAND] ^= PCI_COMMAND_IO;
+	bst_a.host.cfg[PCI_DEVICE_ID + 1] ^= 0x01;
+	bus_encode(&bl);
+	CHECK_EQ(bus_decode(bl.p, bl.plen, b), -EINVAL);
+	check_message("byte 0x03 (device ID)");
+	free(bl.buf);
+	pci_bus_state_get(&a->pb, &bst_a);
+	bst_a.host.cfg[0xff] ^= 0x40;
+	bus_encode(&bl);
+	CHECK_EQ(bus_decode(bl.p, bl.plen, b), -EINVAL);
+	check_message("byte 0xff (unused)");
+	free(bl.buf);
 	pci_bus_state_get(&a->pb, &bst_a);
 	bst_a.host.nvec = 1;
 	bus_encode(&bl);

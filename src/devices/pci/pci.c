@@ -903,14 +903,22 @@ bool pci_msix_enabled(struct pci_msix *m)
 
 #define PBA_WORDS(nvec) (((uint32_t)(nvec) + 63) / 64)
 
+/* Eight bytes of a configuration space (or its write mask) from @off. */
+_Static_assert(PCI_CFG_SIZE % 8 == 0, "configuration space in 8-byte words");
+static uint64_t cfg_word(const uint8_t *b, uint32_t off)
+{
+	uint64_t v;
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
 void pci_dev_state_get(struct pci_dev *pd, struct pci_dev_state *st)
 {
 	memset(st, 0, sizeof(*st));
 	struct pci_bus *pb = pd->bus;
 	if (pb)
 		pthread_mutex_lock(&pb->lock);
-	for (uint32_t i = 0; i < PCI_CFG_SIZE; i++)
-		st->cfg[i] = pd->cfg[i];
+	memcpy(st->cfg, pd->cfg, PCI_CFG_SIZE);
 	struct pci_msix *m = pd->msix;
 	if (m) {
 		pthread_mutex_lock(&m->lock);
@@ -1027,17 +1035,23 @@ int pci_dev_state_decode(struct snap_cursor *c, const struct pci_dev *pd, struct
 		st->pba[i] = snap_get_u64(c);
 	if (c->overrun)
 		return err_set(err, errlen, -EINVAL, "MSI-X state truncated");
-	/* only what config writes can change: the bits of wmask */
-	for (uint32_t off = 0; off < PCI_CFG_SIZE; off++) {
-		uint8_t ro = (uint8_t)~pd->wmask[off];
-		if (!((st->cfg[off] ^ pd->cfg[off]) & ro))
+	/* only what config writes can change: the bits of wmask (eight
+	 * bytes at a time; the first differing byte is named) */
+	for (uint32_t w = 0; w < PCI_CFG_SIZE; w += 8) {
+		uint64_t diff = cfg_word(st->cfg, w) ^ cfg_word(pd->cfg, w);
+		if (!(diff & ~cfg_word(pd->wmask, w)))
 			continue;
-		char name[48];
-		cfg_field_name(pd, off, name, sizeof(name));
-		return err_set(err, errlen, -EINVAL,
-			       "pci config byte 0x%02x (%s) is 0x%02x: its read-only bits (0x%02x) "
-			       "differ from this device's 0x%02x",
-			       off, name, st->cfg[off], ro, pd->cfg[off]);
+		for (uint32_t off = w; off < w + 8; off++) {
+			uint8_t ro = (uint8_t)~pd->wmask[off];
+			if (!((st->cfg[off] ^ pd->cfg[off]) & ro))
+				continue;
+			char name[48];
+			cfg_field_name(pd, off, name, sizeof(name));
+			return err_set(err, errlen, -EINVAL,
+				       "pci config byte 0x%02x (%s) is 0x%02x: its read-only bits "
+				       "(0x%02x) differ from this device's 0x%02x",
+				       off, name, st->cfg[off], ro, pd->cfg[off]);
+		}
 	}
 	/* entries as a table write leaves them */
 	for (uint16_t v = 0; v < st->nvec; v++) {
@@ -1071,9 +1085,10 @@ int pci_dev_state_put(struct pci_dev *pd, const struct pci_dev_state *st)
 		pthread_mutex_lock(&pb->lock);
 	/* through the write mask, like a guest's config write: read-only
 	 * bits stay this device's whatever @st holds */
-	for (uint32_t i = 0; i < PCI_CFG_SIZE; i++) {
-		uint8_t wm = pd->wmask[i];
-		pd->cfg[i] = (uint8_t)((pd->cfg[i] & ~wm) | (st->cfg[i] & wm));
+	for (uint32_t w = 0; w < PCI_CFG_SIZE; w += 8) {
+		uint64_t wm = cfg_word(pd->wmask, w);
+		uint64_t v = (cfg_word(pd->cfg, w) & ~wm) | (cfg_word(st->cfg, w) & wm);
+		memcpy(pd->cfg + w, &v, sizeof(v));
 	}
 	if (pb)
 		update_bars(pb, pd, false);
