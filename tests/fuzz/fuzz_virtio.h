@@ -229,6 +229,22 @@ static inline uint32_t fz_get32(uint64_t gpa)
 	return v;
 }
 
+/* Up to @n of the bytes the device wrote into chain @c, from the start,
+ * gathered across its device-writable segments (a driver may split a
+ * buffer anywhere: one byte, then three) into @out; returns how many. */
+static inline uint32_t fz_chain_read(const struct fz_chain *c, uint8_t *out, uint32_t n)
+{
+	uint32_t got = 0;
+	for (unsigned i = 0; i < c->nseg && got < n; i++) {
+		if (!c->seg[i].write)
+			continue;
+		uint32_t k = c->seg[i].len < n - got ? c->seg[i].len : n - got;
+		memcpy(out + got, fz_hva(c->seg[i].gpa, k), k);
+		got += k;
+	}
+	return got;
+}
+
 static inline void fz_put16(uint64_t gpa, uint16_t v)
 {
 	memcpy(fz_hva(gpa, 2), &v, 2);

@@ -202,16 +202,8 @@ static void net_quiet(void)
 /* The writable bytes [0, len) of chain @c into got[got_len...]. */
 static void gather(const struct fz_chain *c, uint32_t len)
 {
-	for (unsigned i = 0; i < c->nseg && len; i++) {
-		if (!c->seg[i].write)
-			continue;
-		uint32_t k = c->seg[i].len < len ? c->seg[i].len : len;
-		if (got_len + k > sizeof(got))
-			k = (uint32_t)(sizeof(got) - got_len);
-		memcpy(got + got_len, fz_hva(c->seg[i].gpa, k), k);
-		got_len += k;
-		len -= k;
-	}
+	uint32_t room = (uint32_t)(sizeof(got) - got_len);
+	got_len += fz_chain_read(c, got + got_len, len < room ? len : room);
 }
 
 /* A whole frame was delivered: the oldest frame the host sent with these

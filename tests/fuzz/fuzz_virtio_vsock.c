@@ -237,22 +237,6 @@ static void vsock_check(void)
 	FZ_CHECK(!vs.rx_held || vs.vdev.vqs[VIRTIO_VSOCK_Q_RX].inflight == 1);
 }
 
-/* The first @n bytes the device wrote into chain @c, gathered across its
- * device-writable segments (a driver may split a buffer anywhere: one
- * byte, then three). */
-static void chain_head(const struct fz_chain *c, uint8_t *out, uint32_t n)
-{
-	uint32_t got = 0;
-	for (unsigned i = 0; i < c->nseg && got < n; i++) {
-		if (!c->seg[i].write)
-			continue;
-		uint32_t k = c->seg[i].len < n - got ? c->seg[i].len : n - got;
-		memcpy(out + got, fz_hva(c->seg[i].gpa, k), k);
-		got += k;
-	}
-	FZ_CHECK(got == n);
-}
-
 static void vsock_used(uint16_t q, const struct fz_chain *c, uint32_t len)
 {
 	if (q == VIRTIO_VSOCK_Q_TX) {
@@ -263,7 +247,7 @@ static void vsock_used(uint16_t q, const struct fz_chain *c, uint32_t len)
 		FZ_CHECK(len == 0 || len == 4);
 		if (len == 4) {
 			uint8_t ev[4];
-			chain_head(c, ev, sizeof(ev));
+			FZ_CHECK(fz_chain_read(c, ev, sizeof(ev)) == sizeof(ev));
 			FZ_CHECK(get_le32(ev) == VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
 		}
 		return;
@@ -272,7 +256,7 @@ static void vsock_used(uint16_t q, const struct fz_chain *c, uint32_t len)
 		return; /* an unusable buffer given back */
 	FZ_CHECK(len >= VIRTIO_VSOCK_HDR_SIZE);
 	uint8_t h[VIRTIO_VSOCK_HDR_SIZE];
-	chain_head(c, h, sizeof(h));
+	FZ_CHECK(fz_chain_read(c, h, sizeof(h)) == sizeof(h));
 	uint16_t op = get_le16(h + 30);
 	FZ_CHECK(get_le64(h) == VIRTIO_VSOCK_HOST_CID && get_le64(h + 8) == CID);
 	FZ_CHECK(get_le16(h + 28) == VIRTIO_VSOCK_TYPE_STREAM);

@@ -905,6 +905,7 @@ bool pci_msix_enabled(struct pci_msix *m)
 
 /* Eight bytes of a configuration space (or its write mask) from @off. */
 _Static_assert(PCI_CFG_SIZE % 8 == 0, "configuration space in 8-byte words");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "a word's lowest byte is its first");
 static uint64_t cfg_word(const uint8_t *b, uint32_t off)
 {
 	uint64_t v;
@@ -1036,22 +1037,20 @@ int pci_dev_state_decode(struct snap_cursor *c, const struct pci_dev *pd, struct
 	if (c->overrun)
 		return err_set(err, errlen, -EINVAL, "MSI-X state truncated");
 	/* only what config writes can change: the bits of wmask (eight
-	 * bytes at a time; the first differing byte is named) */
+	 * bytes at a time; the first differing byte is named: the lowest
+	 * set bit's, the words being little-endian) */
 	for (uint32_t w = 0; w < PCI_CFG_SIZE; w += 8) {
-		uint64_t diff = cfg_word(st->cfg, w) ^ cfg_word(pd->cfg, w);
-		if (!(diff & ~cfg_word(pd->wmask, w)))
+		uint64_t bad = (cfg_word(st->cfg, w) ^ cfg_word(pd->cfg, w)) &
+			       ~cfg_word(pd->wmask, w);
+		if (!bad)
 			continue;
-		for (uint32_t off = w; off < w + 8; off++) {
-			uint8_t ro = (uint8_t)~pd->wmask[off];
-			if (!((st->cfg[off] ^ pd->cfg[off]) & ro))
-				continue;
-			char name[48];
-			cfg_field_name(pd, off, name, sizeof(name));
-			return err_set(err, errlen, -EINVAL,
-				       "pci config byte 0x%02x (%s) is 0x%02x: its read-only bits "
-				       "(0x%02x) differ from this device's 0x%02x",
-				       off, name, st->cfg[off], ro, pd->cfg[off]);
-		}
+		uint32_t off = w + (uint32_t)__builtin_ctzll(bad) / 8;
+		char name[48];
+		cfg_field_name(pd, off, name, sizeof(name));
+		return err_set(err, errlen, -EINVAL,
+			       "pci config byte 0x%02x (%s) is 0x%02x: its read-only bits (0x%02x) "
+			       "differ from this device's 0x%02x",
+			       off, name, st->cfg[off], (uint8_t)~pd->wmask[off], pd->cfg[off]);
 	}
 	/* entries as a table write leaves them */
 	for (uint16_t v = 0; v < st->nvec; v++) {

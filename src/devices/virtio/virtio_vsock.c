@@ -320,7 +320,7 @@ static void conn_reset(struct virtio_vsock *v, struct vsock_conn *c)
  * handshakes that have not reached the guest yet. */
 static void close_all(struct virtio_vsock *v, bool keep_lines)
 {
-	for (unsigned i = 0; i < v->conn_end && v->nconns; i++) {
+	for (unsigned i = 0; i < v->conn_end; i++) { /* 0 once the last is freed */
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state != CONN_FREE && !(keep_lines && c->state == CONN_HOST_LINE))
 			conn_free(v, c);
